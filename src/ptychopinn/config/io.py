@@ -1,0 +1,125 @@
+"""Load, save and override configurations (YAML or JSON), with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ptychopinn.errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    """One line per problem: the field path, what was expected and what was found."""
+    lines = [f"{where}: invalid configuration:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        msg = err.get("msg", "")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `ptychopinn config --show`)"
+        found = err.get("input")
+        found_s = "" if err.get("type") == "missing" else f"; found {found!r}"
+        if isinstance(found, dict):
+            found_s = ""
+        lines.append(f"  - {loc}: {msg}{found_s}")
+    return "\n".join(lines)
+
+
+def build(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Validate ``data`` into ``cls``, raising `ConfigError` with a readable message."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON file holding one mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found.")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json raise many types
+        raise ConfigError(f"{p}: not valid YAML/JSON ({exc}).") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level; found {type(data).__name__}.")
+    return data
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    """Load a config section (e.g. `TrainingConfig`) from YAML or JSON."""
+    return build(cls, read_mapping(path), where=str(path))
+
+
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """Plain JSON-compatible data (what bundles and checkpoints store)."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: BaseModel, path: str | os.PathLike) -> Path:
+    """Write a config atomically as YAML (``.yaml``/``.yml``) or JSON."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = to_dict(cfg)
+    if p.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, p)
+    return p
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base`` (None values are skipped)."""
+    out = dict(base)
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        elif isinstance(v, dict) and k not in out:
+            out[k] = merge({}, v)
+        else:
+            out[k] = v
+    return out
+
+
+def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") -> T:
+    """A new config with nested ``overrides`` applied and validated again."""
+    return build(type(cfg), merge(to_dict(cfg), overrides), where=where)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set a.b=value`` items (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.N=128.")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,144 @@
+"""Sub-pixel patch extraction and its exact adjoint (placement), in torch.
+
+Convention: a position ``[y, x]`` is the probe CENTRE in object pixels; the
+N x N patch seen there samples the object at ``(y - N/2 + i, x - N/2 + j)``
+for ``i, j in range(N)``, with bilinear interpolation for fractional
+positions. `place_patches` is the adjoint of `extract_patches`
+(``<E o, p> == <o, E^T p>``), so stitching = ``E^T(w p) / E^T(w)``.
+
+Both work on batches of canvases: ``obj (B, H, W)`` and ``positions (B, K, 2)``
+give ``patches (B, K, N, N)``. Complex tensors are handled through their real
+view so every op is differentiable and runs on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _taps(positions: Tensor, n: int, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Flat indices of the (N+1)^2 integer window and the bilinear fractions.
+
+    Returns ``index (B, K, N+1, N+1)`` into the flattened ``(B*H*W)`` canvas
+    and ``frac (B, K, 2)`` (fy, fx) in [0, 1).
+    """
+    b = positions.shape[0]
+    h, w = shape
+    top = positions.to(torch.float64) - n / 2.0
+    i0 = torch.floor(top)
+    frac = (top - i0).to(positions.dtype if positions.is_floating_point() else torch.float32)
+    i0 = i0.to(torch.long)
+    ar = torch.arange(n + 1, device=positions.device)
+    rows = (i0[..., 0, None] + ar).clamp_(0, h - 1)  # (B, K, N+1)
+    cols = (i0[..., 1, None] + ar).clamp_(0, w - 1)
+    base = (torch.arange(b, device=positions.device) * (h * w)).view(b, 1, 1, 1)
+    index = base + rows[..., :, None] * w + cols[..., None, :]
+    return index, frac
+
+
+def _bilinear_weights(frac: Tensor, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    fy = frac[..., 0].to(dtype)[..., None, None]
+    fx = frac[..., 1].to(dtype)[..., None, None]
+    return (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
+
+
+def _as_real(x: Tensor) -> tuple[Tensor, bool]:
+    if x.is_complex():
+        return torch.view_as_real(x), True
+    return x.unsqueeze(-1), False
+
+
+def _from_real(x: Tensor, was_complex: bool) -> Tensor:
+    return torch.view_as_complex(x.contiguous()) if was_complex else x.squeeze(-1)
+
+
+def extract_patches(obj: Tensor, positions: Tensor, n: int) -> Tensor:
+    """Extract N x N patches centred at ``positions``.
+
+    Parameters
+    ----------
+    obj
+        ``(B, H, W)`` (or ``(H, W)``) real or complex canvas.
+    positions
+        ``(B, K, 2)`` (or ``(K, 2)``) centres ``[y, x]`` in pixels.
+    n
+        Patch size N.
+
+    Returns
+    -------
+    ``(B, K, N, N)`` (or ``(K, N, N)``) patches of ``obj``'s dtype.
+    """
+    squeeze = obj.dim() == 2
+    if squeeze:
+        obj, positions = obj[None], positions[None]
+    b, h, w = obj.shape
+    index, frac = _taps(positions, n, (h, w))
+    real, was_complex = _as_real(obj)
+    flat = real.reshape(b * h * w, -1)
+    win = flat.index_select(0, index.reshape(-1)).view(*index.shape, flat.shape[-1])
+    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
+    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
+    out = (
+        w00 * win[:, :, :-1, :-1]
+        + w01 * win[:, :, :-1, 1:]
+        + w10 * win[:, :, 1:, :-1]
+        + w11 * win[:, :, 1:, 1:]
+    )
+    out = _from_real(out, was_complex)
+    return out[0] if squeeze else out
+
+
+def place_patches(patches: Tensor, positions: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Adjoint of `extract_patches`: add patches into a zero canvas.
+
+    Parameters
+    ----------
+    patches
+        ``(B, K, N, N)`` (or ``(K, N, N)``) real or complex patches.
+    positions
+        ``(B, K, 2)`` (or ``(K, 2)``) centres ``[y, x]``.
+    shape
+        ``(H, W)`` of the canvas.
+    """
+    squeeze = patches.dim() == 3
+    if squeeze:
+        patches, positions = patches[None], positions[None]
+    b, _, n, _ = patches.shape
+    h, w = shape
+    index, frac = _taps(positions, n, (h, w))
+    real, was_complex = _as_real(patches)
+    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
+    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
+    win = real.new_zeros(*index.shape, real.shape[-1])
+    win[:, :, :-1, :-1] += w00 * real
+    win[:, :, :-1, 1:] += w01 * real
+    win[:, :, 1:, :-1] += w10 * real
+    win[:, :, 1:, 1:] += w11 * real
+    canvas = real.new_zeros(b * h * w, real.shape[-1])
+    canvas = canvas.index_add(0, index.reshape(-1), win.reshape(-1, real.shape[-1]))
+    out = _from_real(canvas.view(b, h, w, -1), was_complex)
+    return out[0] if squeeze else out
+
+
+def stitch(
+    patches: Tensor,
+    positions: Tensor,
+    shape: tuple[int, int],
+    weight: Tensor | None = None,
+    eps: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """Stitch patches: ``E^T(w p) / E^T(w)``; also returns the weight map.
+
+    ``weight`` is ``(N, N)`` (e.g. the probe intensity) or None for the plain
+    overlap count. Pixels no patch touches are 0.
+    """
+    n = patches.shape[-1]
+    if weight is None:
+        weight = patches.real.new_ones(n, n) if patches.is_complex() else patches.new_ones(n, n)
+    wexp = weight.expand(patches.shape).to(patches.real.dtype if patches.is_complex() else patches.dtype)
+    num = place_patches(patches * wexp, positions, shape)
+    den = place_patches(wexp, positions, shape)
+    out = num / den.clamp_min(eps)
+    out = torch.where(den > eps, out, torch.zeros_like(out))
+    return out, den

@@ -1,0 +1,98 @@
+"""Validation, immutability and round trips of the configuration."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ptychopinn.config import (
+    InferenceConfig,
+    ModelConfig,
+    TrainingConfig,
+    build,
+    load_config,
+    parse_set,
+    save_config,
+    with_overrides,
+)
+from ptychopinn.errors import ConfigError
+
+
+@pytest.mark.parametrize("bad", ["torch", "tf", None, "PyTorch", 1])
+def test_backend_literal(bad):
+    with pytest.raises(ValueError) as ei:
+        TrainingConfig(backend=bad)
+    assert "pytorch" in str(ei.value) and "tensorflow" in str(ei.value)
+    with pytest.raises(ValueError):
+        InferenceConfig(backend=bad)
+
+
+def test_backend_valid():
+    assert TrainingConfig().backend == "pytorch"
+    assert TrainingConfig(backend="tensorflow").backend == "tensorflow"
+
+
+@pytest.mark.parametrize("n", [16, 48, 100, 512])
+def test_n_power_of_two(n):
+    with pytest.raises(ValidationError, match="power of two"):
+        ModelConfig(N=n)
+
+
+def test_unknown_key_names_field():
+    with pytest.raises(ConfigError, match=r"model\.gridsiz: unknown key"):
+        build(TrainingConfig, {"model": {"gridsiz": 2}})
+
+
+def test_bad_range_and_choice_are_named():
+    with pytest.raises(ConfigError, match="batch_size"):
+        build(TrainingConfig, {"batch_size": 0})
+    with pytest.raises(ConfigError) as ei:
+        build(TrainingConfig, {"model": {"architecture": "resnet"}})
+    assert "model.architecture" in str(ei.value) and "unet" in str(ei.value)
+
+
+def test_frozen():
+    cfg = TrainingConfig()
+    with pytest.raises(ValidationError):
+        cfg.batch_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_round_trip(tmp_path, suffix):
+    cfg = TrainingConfig(model=ModelConfig(N=128, gridsize=1, architecture="cnn"),
+                         learning_rate=1e-4, nphotons=1e5, execution={"logger": "none"})
+    path = save_config(cfg, tmp_path / f"c{suffix}")
+    assert load_config(TrainingConfig, path) == cfg
+
+
+def test_overrides_and_set():
+    cfg = with_overrides(TrainingConfig(), parse_set(["model.N=128", "learning_rate=0.01",
+                                                      "execution.logger=none"]))
+    assert cfg.model.N == 128 and cfg.learning_rate == 0.01 and cfg.execution.logger == "none"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["model.N"])
+
+
+def test_supervised_gets_realspace_weight():
+    cfg = TrainingConfig(model={"model_type": "supervised"})
+    assert cfg.realspace_weight > 0
+
+
+def test_all_loss_weights_zero_rejected():
+    with pytest.raises(ValidationError, match="at least one"):
+        TrainingConfig(nll_weight=0)
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: [1, 2")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(TrainingConfig, p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TrainingConfig, tmp_path / "missing.yaml")
+
+
+def test_two_configs_do_not_interfere():
+    a = TrainingConfig(model={"N": 32})
+    b = TrainingConfig(model={"N": 128})
+    assert a.model.N == 32 and b.model.N == 128 and ModelConfig().N == 64
