@@ -1,0 +1,46 @@
+"""Evaluation of reconstructions against a ground-truth object.
+
+`evaluate` (arrays) and `evaluate_files` (NPZ files) run the whole pipeline:
+crop to the illuminated region, sub-pixel registration, global-phase and
+phase-ramp removal, amplitude-scale matching, then SSIM / PSNR / MAE of
+amplitude and phase, complex NRMSE and the Fourier ring correlation.
+"""
+
+from ptychopinn.metrics.align import (
+    illuminated_region,
+    match_amplitude_scale,
+    register,
+    remove_global_phase,
+    remove_phase_ramp,
+    remove_relative_phase_ramp,
+    shift_image,
+)
+from ptychopinn.metrics.evaluate import evaluate, evaluate_files, write_metrics_json
+from ptychopinn.metrics.frc import (
+    fourier_ring_correlation,
+    half_bit_threshold,
+    resolution_cutoffs,
+    ring_pixel_counts,
+)
+from ptychopinn.metrics.scores import complex_nrmse, mae, psnr, ssim
+
+__all__ = [
+    "complex_nrmse",
+    "evaluate",
+    "evaluate_files",
+    "fourier_ring_correlation",
+    "half_bit_threshold",
+    "illuminated_region",
+    "mae",
+    "match_amplitude_scale",
+    "psnr",
+    "register",
+    "remove_global_phase",
+    "remove_phase_ramp",
+    "remove_relative_phase_ramp",
+    "resolution_cutoffs",
+    "ring_pixel_counts",
+    "shift_image",
+    "ssim",
+    "write_metrics_json",
+]

@@ -1,0 +1,356 @@
+"""The evaluation pipeline: a reconstruction against a ground-truth object.
+
+`evaluate` crops both objects to the well-illuminated scan region, registers
+the reconstruction to the truth with sub-pixel precision, removes the global
+phase and the relative phase ramp, matches the amplitude scale, then scores
+amplitude and phase (SSIM, PSNR, MAE), the complex NRMSE and the Fourier ring
+correlation. `evaluate_files` does the same from the NPZ files written by a
+reconstruction and by the simulator, and `write_metrics_json` saves the result.
+
+Phase scores use the wrapped difference to the truth: the reconstruction's
+phase map is ``angle(truth) + angle(recon * conj(truth))``, so a 2 pi wrap that
+the two maps place differently does not count as an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptychopinn.errors import DataError
+from ptychopinn.metrics import align, frc, scores
+
+log = logging.getLogger(__name__)
+
+
+def _complex2d(arr: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise DataError(f"'{name}' must be a 2-D complex object (H, W); found shape {a.shape}.")
+    if not np.iscomplexobj(a):
+        raise DataError(
+            f"'{name}' must be a complex object (amplitude * exp(i phase)); found real dtype "
+            f"{a.dtype}. Pass the complex object, not its amplitude or phase."
+        )
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"'{name}' holds NaN/Inf values.")
+    return a.astype(np.complex128)
+
+
+def _check_crop(crop: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+    out = []
+    for k, s in enumerate(crop):
+        a, b, step = s.indices(shape[k])
+        if step != 1 or b - a < 8:
+            raise DataError(
+                f"'crop' must be two contiguous slices of at least 8 pixels inside the common "
+                f"region {shape}; found {crop}."
+            )
+        out.append(slice(a, b))
+    return out[0], out[1]
+
+
+def _valid_after_shift(crop: tuple[slice, slice], shape: tuple[int, int], shift: np.ndarray):
+    """Shrink ``crop`` to pixels that came from inside the moving image."""
+    out = []
+    for k in range(2):
+        lo = max(crop[k].start, int(math.ceil(shift[k])))
+        hi = min(crop[k].stop, int(math.floor(shape[k] + shift[k])))
+        out.append(slice(lo, hi) if hi - lo >= 8 else crop[k])
+    return out[0], out[1]
+
+
+def _data_range(values: np.ndarray, fallback: float, what: str) -> float:
+    r = float(np.ptp(values))
+    if r > 1e-12:
+        return r
+    log.warning("the truth %s is constant; its data range is taken as %g.", what, fallback)
+    return fallback
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    return x
+
+
+def evaluate(
+    recon: np.ndarray,
+    truth: np.ndarray,
+    *,
+    positions_px: np.ndarray | None = None,
+    patch_size: int | None = None,
+    crop: tuple[slice, slice] | None = None,
+    register: bool = True,
+    remove_ramp: bool = True,
+    match_scale: bool = True,
+    upsample_factor: int = 20,
+    return_aligned: bool = False,
+) -> dict | tuple[dict, np.ndarray, np.ndarray]:
+    """Score a complex reconstruction against the true object.
+
+    Parameters
+    ----------
+    recon, truth
+        Complex ``(H, W)`` objects in one pixel frame (that of ``positions_px``).
+        Shapes may differ: the common region ``[0, min H) x [0, min W)`` is used.
+    positions_px
+        ``(n, 2)`` probe centres ``[y, x]``; with ``patch_size``, the scores are
+        taken inside `align.illuminated_region` (centres' box + N/4).
+    patch_size
+        N, needed with ``positions_px``.
+    crop
+        Explicit ``(rows, cols)`` region (overrides the positions).
+    register
+        Sub-pixel register the reconstruction to the truth.
+    remove_ramp
+        Remove the phase plane of ``angle(recon * conj(truth))``.
+    match_scale
+        Scale the reconstruction's amplitude by the least-squares factor.
+    upsample_factor
+        Registration precision is ``1 / upsample_factor`` pixels.
+    return_aligned
+        Also return the aligned complex crops ``(recon, truth)``.
+
+    Returns
+    -------
+    dict
+        JSON-ready scores: ``amp_ssim``, ``phase_ssim``, ``amp_psnr``,
+        ``phase_psnr`` (dB; ``None`` when infinite), ``amp_mae``, ``phase_mae``
+        (rad), ``complex_nrmse``, ``amp_data_range``, ``phase_data_range``
+        (truth's max - min), ``frc`` (``freq``, ``values``, ``n_per_ring``,
+        ``half_bit_threshold`` and the cutoffs of `frc.resolution_cutoffs`),
+        ``shift_px`` ``[dy, dx]`` applied to the reconstruction,
+        ``phase_offset_rad``, ``phase_ramp_rad_per_px`` ``[a_y, b_x]``,
+        ``amp_scale``, ``crop`` ``[[row0, row1], [col0, col1]]``, ``shape``.
+    """
+    r_in = _complex2d(recon, "recon")
+    t_in = _complex2d(truth, "truth")
+    H, W = min(r_in.shape[0], t_in.shape[0]), min(r_in.shape[1], t_in.shape[1])
+    if (H, W) != r_in.shape or (H, W) != t_in.shape:
+        log.info("recon %s and truth %s differ; comparing the common region (%d, %d).",
+                 r_in.shape, t_in.shape, H, W)
+    work = r_in[:H, :W]
+    t = t_in[:H, :W]
+    if crop is None and positions_px is not None:
+        if patch_size is None:
+            raise DataError("evaluate: 'patch_size' (N) is needed with 'positions_px'.")
+        crop = align.illuminated_region((H, W), positions_px, int(patch_size))
+    crop = _check_crop(crop if crop is not None else (slice(None), slice(None)), (H, W))
+
+    shift = np.zeros(2)
+    ramp = np.zeros(2)
+    aligned = work
+    yy = np.arange(H, dtype=np.float64)[:, None]
+    xx = np.arange(W, dtype=np.float64)[None, :]
+    for _ in range(2 if (register and remove_ramp) else 1):
+        if register:
+            aligned, shift = align.register(t, work, upsample_factor, region=crop)
+        if remove_ramp:
+            d = aligned[crop] * np.conj(t[crop])
+            a, b, _c = align.fit_phase_plane(d)
+            plane = np.exp(-1j * (a * yy + b * xx))  # same slope in both frames
+            work = work * plane
+            aligned = aligned * plane
+            ramp += (a, b)
+    if register:
+        crop = _valid_after_shift(crop, (H, W), shift)
+    rc = aligned[crop]
+    tc = t[crop]
+    phi = float(np.angle(np.sum(rc * np.conj(tc))))
+    rc = rc * np.exp(-1j * phi)
+    scale = align.match_amplitude_scale(np.abs(rc), np.abs(tc)) if match_scale else 1.0
+    rc = rc * scale
+
+    amp_r, amp_t = np.abs(rc), np.abs(tc)
+    phase_t = np.angle(tc)
+    dphi = np.angle(rc * np.conj(tc))
+    phase_r = phase_t + dphi
+    amp_range = _data_range(amp_t, 1.0, "amplitude")
+    phase_range = _data_range(phase_t, 2 * np.pi, "phase")
+
+    freq, values = frc.fourier_ring_correlation(rc, tc)
+    n_ring = frc.ring_pixel_counts(rc.shape)
+    metrics = {
+        "amp_ssim": scores.ssim(amp_r, amp_t, amp_range),
+        "phase_ssim": scores.ssim(phase_r, phase_t, phase_range),
+        "amp_psnr": scores.psnr(amp_r, amp_t, amp_range),
+        "phase_psnr": scores.psnr(phase_r, phase_t, phase_range),
+        "amp_mae": scores.mae(amp_r, amp_t),
+        "phase_mae": float(np.mean(np.abs(dphi))),
+        "complex_nrmse": scores.complex_nrmse(rc, tc),
+        "amp_data_range": amp_range,
+        "phase_data_range": phase_range,
+        "frc": {
+            "freq": freq,
+            "values": values,
+            "n_per_ring": n_ring,
+            "half_bit_threshold": frc.half_bit_threshold(n_ring),
+            **frc.resolution_cutoffs(freq, values, n_ring),
+        },
+        "shift_px": shift,
+        "phase_offset_rad": phi,
+        "phase_ramp_rad_per_px": ramp,
+        "amp_scale": scale,
+        "crop": [[crop[0].start, crop[0].stop], [crop[1].start, crop[1].stop]],
+        "shape": [int(rc.shape[0]), int(rc.shape[1])],
+        "registered": bool(register),
+        "ramp_removed": bool(remove_ramp),
+    }
+    metrics = _jsonable(metrics)
+    if return_aligned:
+        return metrics, rc.astype(np.complex64), tc.astype(np.complex64)
+    return metrics
+
+
+# ---------------------------------------------------------------- files
+
+
+def _load(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: {what} file not found.")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{p}: not an NPZ file ({what}).")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{p}: unreadable {what} NPZ ({exc}).") from exc
+
+
+def _frame_offset(rec: dict, r_obj: np.ndarray, r_pos, t_obj: np.ndarray, t_pos):
+    """Offset (y, x) with truth_frame = recon_frame + offset, and how it was found."""
+    if "frame_offset_px" in rec:
+        off = np.asarray(rec["frame_offset_px"], dtype=np.float64).reshape(-1)
+        if off.size != 2 or not np.all(np.isfinite(off)):
+            raise DataError(f"'frame_offset_px' must be two finite numbers (y, x); found {off}.")
+        return off, "frame_offset_px"
+    if r_pos is not None and t_pos is not None and r_pos.shape == t_pos.shape:
+        d = t_pos - r_pos
+        off = np.median(d, axis=0)
+        if np.max(np.abs(d - off)) < 2.0:
+            return off, "positions"
+    from skimage.registration import phase_cross_correlation
+
+    shape = (r_obj.shape[0] + t_obj.shape[0], r_obj.shape[1] + t_obj.shape[1])
+    ref = np.zeros(shape, np.complex128)
+    mov = np.zeros(shape, np.complex128)
+    ref[: t_obj.shape[0], : t_obj.shape[1]] = t_obj - t_obj.mean()
+    mov[: r_obj.shape[0], : r_obj.shape[1]] = r_obj - r_obj.mean()
+    off, _, _ = phase_cross_correlation(ref, mov, normalization=None)
+    return np.asarray(off, dtype=np.float64), "registration"
+
+
+def evaluate_files(
+    reconstruction_npz: str | os.PathLike, truth_npz: str | os.PathLike, **kwargs: Any
+) -> dict:
+    """Evaluate a ``reconstruction.npz`` against a contract NPZ holding ``objectGuess``.
+
+    The reconstruction file holds ``object`` (complex; or ``amplitude`` and
+    ``phase``) and optionally ``positions_px`` (n, 2) and ``frame_offset_px``
+    (y, x) with ``truth_frame = recon_frame + offset``. Without the offset it is
+    taken from the positions (when both files hold the same scan) or found by
+    cross-correlation. The scores are taken in the truth's frame, inside the
+    region illuminated by the truth's positions (N from ``probeGuess``).
+    Keyword arguments go to `evaluate`. The result adds ``frame_offset_px``
+    and ``frame_offset_source``.
+    """
+    rec = _load(reconstruction_npz, "reconstruction")
+    tru = _load(truth_npz, "truth")
+    if "object" in rec:
+        r_obj = _complex2d(rec["object"], f"{reconstruction_npz}: object")
+    elif "amplitude" in rec and "phase" in rec:
+        r_obj = rec["amplitude"].astype(np.float64) * np.exp(1j * rec["phase"].astype(np.float64))
+        r_obj = _complex2d(r_obj, f"{reconstruction_npz}: amplitude/phase")
+    else:
+        raise DataError(
+            f"{reconstruction_npz}: missing key 'object' (complex reconstruction); "
+            f"keys found: {sorted(rec)}."
+        )
+    if "objectGuess" not in tru:
+        raise DataError(
+            f"{truth_npz}: missing key 'objectGuess' (the true complex object); "
+            f"keys found: {sorted(tru)}."
+        )
+    t_obj = _complex2d(tru["objectGuess"], f"{truth_npz}: objectGuess")
+    r_pos = np.asarray(rec["positions_px"], np.float64) if "positions_px" in rec else None
+    t_pos = None
+    if "xcoords" in tru and "ycoords" in tru:
+        t_pos = np.stack([np.ravel(tru["ycoords"]), np.ravel(tru["xcoords"])], 1).astype(float)
+    off, source = _frame_offset(rec, r_obj, r_pos, t_obj, t_pos)
+    log.info("reconstruction frame offset %s px (from %s)", off, source)
+
+    io = np.round(off).astype(int)
+    frac = off - io
+    if np.any(np.abs(frac) > 1e-6):
+        r_obj = align.shift_image(r_obj, frac)
+    Ht, Wt = t_obj.shape
+    placed = np.zeros_like(t_obj)
+    y0, x0 = max(0, io[0]), max(0, io[1])
+    y1, x1 = min(Ht, io[0] + r_obj.shape[0]), min(Wt, io[1] + r_obj.shape[1])
+    if y1 - y0 < 8 or x1 - x0 < 8:
+        raise DataError(
+            f"{reconstruction_npz}: the reconstruction (shape {r_obj.shape}, offset {off}) "
+            f"barely overlaps the truth {t_obj.shape} of {truth_npz}."
+        )
+    placed[y0:y1, x0:x1] = r_obj[y0 - io[0] : y1 - io[0], x0 - io[1] : x1 - io[1]]
+
+    if t_pos is None and r_pos is not None:
+        t_pos = r_pos + off
+    n_px = None
+    if "probeGuess" in tru:
+        n_px = int(np.shape(tru["probeGuess"])[-1])
+    elif "probe" in rec:
+        n_px = int(np.shape(rec["probe"])[-1])
+    crop = kwargs.pop("crop", None)
+    if crop is None:
+        rows, cols = slice(y0, y1), slice(x0, x1)
+        if t_pos is not None and n_px is not None:
+            ir, ic = align.illuminated_region((Ht, Wt), t_pos, n_px)
+            rows = slice(max(y0, ir.start), min(y1, ir.stop))
+            cols = slice(max(x0, ic.start), min(x1, ic.stop))
+        else:
+            log.warning("no positions or probe size: scoring the whole overlap of the objects.")
+        crop = (rows, cols)
+    out = evaluate(placed, t_obj, crop=crop, **kwargs)
+    metrics = out[0] if isinstance(out, tuple) else out
+    metrics["frame_offset_px"] = [float(v) for v in off]
+    metrics["frame_offset_source"] = source
+    return out
+
+
+def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
+    """Write ``metrics`` as strict JSON (NaN/Inf become null), atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p

@@ -1,0 +1,182 @@
+"""`SimulationConfig`: every choice of a simulated scan, validated and immutable.
+
+Sizes that scale with the patch size ``N`` default to ``None`` and are resolved
+by the ``effective_*`` properties, so that changing ``N`` (e.g. through
+`ptychopinn.config.with_overrides`) keeps the geometry consistent:
+
+* probe diameter 0.4 N (N / 2.5),
+* scan step N / 8, which gives a linear overlap of 1 - 8 / (0.4 * 64) ~ 69 %
+  between neighbouring probe disks for every N,
+* object margin N / 2 around the scanned region.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ptychopinn.simulation.objects import BUNDLED_IMAGES
+
+ObjectKind = Literal["textured", "lines", "grf", "image", "file"]
+ProbeKind = Literal["disk", "gaussian", "zoneplate", "file"]
+PatternKind = Literal["raster", "fermat", "random"]
+
+PROBE_DIAMETER_FRACTION = 0.4
+STEP_FRACTION = 1.0 / 8.0
+
+
+class SimulationConfig(BaseModel):
+    """How to simulate a far-field ptychographic scan (see `simulate_scan`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    N: int = Field(
+        64, description="Patch and diffraction-pattern size in pixels (32, 64, 128, 256)."
+    )
+    object_kind: ObjectKind = Field(
+        "textured",
+        description="Object: 'textured' (two scikit-image pictures + random fields, amplitude "
+        "and phase), 'lines', 'grf', 'image' (see object_image) or 'file' (see object_file).",
+    )
+    object_image: str | None = Field(
+        None,
+        description="scikit-image test image for object_kind='image' (e.g. 'camera'); with "
+        "'textured' it forces the amplitude picture.",
+    )
+    object_file: str | None = Field(
+        None, description="NPZ with 'objectGuess' or .npy complex array, for object_kind='file'."
+    )
+    amplitude_range: tuple[float, float] = Field(
+        (0.5, 1.0), description="(min, max) object amplitude (transmission) of generated objects."
+    )
+    phase_range_rad: tuple[float, float] = Field(
+        (-1.0, 1.0), description="(min, max) object phase in radians of generated objects."
+    )
+    probe_kind: ProbeKind = Field(
+        "disk",
+        description="Probe: 'disk' (soft-edged aperture, Fresnel-propagated), 'gaussian', "
+        "'zoneplate' (defocused zone-plate focus) or 'file' (see probe_file).",
+    )
+    probe_file: str | None = Field(
+        None, description="NPZ with 'probeGuess' or .npy complex array, for probe_kind='file'."
+    )
+    probe_diameter_px: float | None = Field(
+        None, gt=0, description="Probe diameter in pixels; None = 0.4 N (about 70 % overlap)."
+    )
+    defocus_fresnel_number: float | None = Field(
+        4.0,
+        gt=0,
+        description="Defocus of 'disk'/'gaussian' probes as the Fresnel number (D/2)^2/(lambda z) "
+        "of the propagation; smaller = more defocus; None = in focus (no propagation).",
+    )
+    pattern: PatternKind = Field(
+        "raster", description="Scan pattern: 'raster' (grid), 'fermat' (spiral) or 'random'."
+    )
+    jitter_px: float = Field(
+        0.5, ge=0, le=64, description="Standard deviation in pixels of random position errors."
+    )
+    n_positions: int = Field(625, ge=1, le=10_000_000, description="Number of scan positions.")
+    step_px: float | None = Field(
+        None, gt=0, description="Mean distance between neighbouring positions; None = N / 8."
+    )
+    photons_per_pattern: float | None = Field(
+        1e6,
+        ge=1,
+        le=1e12,
+        description="Mean expected photon count per pattern; None = noise-free, arbitrary scale.",
+    )
+    poisson_noise: bool = Field(
+        True, description="Draw Poisson counts (needs photons_per_pattern)."
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of every random choice (object, probe, scan, noise)."
+    )
+    object_margin_px: int | None = Field(
+        None, ge=0, description="Object pixels beyond the scanned region; None = N / 2."
+    )
+
+    @field_validator("N")
+    @classmethod
+    def _check_n(cls, v: int) -> int:
+        allowed = (32, 64, 128, 256)
+        if v not in allowed:
+            raise ValueError(f"N must be one of {allowed}; found {v}")
+        return v
+
+    @field_validator("amplitude_range")
+    @classmethod
+    def _check_amplitude(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi and hi > 0):
+            raise ValueError(f"amplitude_range must satisfy 0 <= min <= max, max > 0; found {v}")
+        return v
+
+    @field_validator("phase_range_rad")
+    @classmethod
+    def _check_phase(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"phase_range_rad must be finite with min <= max; found {v}")
+        if hi - lo > 2 * math.pi:
+            raise ValueError(f"phase_range_rad must span at most 2 pi (no wrapping); found {v}")
+        return v
+
+    @field_validator("object_image")
+    @classmethod
+    def _check_image(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUNDLED_IMAGES:
+            raise ValueError(
+                f"object_image must be a scikit-image test image bundled with the package, one "
+                f"of {sorted(BUNDLED_IMAGES)}; found {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> SimulationConfig:
+        if self.object_kind == "image" and self.object_image is None:
+            raise ValueError("object_kind='image' needs object_image (e.g. 'camera')")
+        if self.object_kind == "file" and not self.object_file:
+            raise ValueError("object_kind='file' needs object_file (NPZ or .npy path)")
+        if self.probe_kind == "file" and not self.probe_file:
+            raise ValueError("probe_kind='file' needs probe_file (NPZ or .npy path)")
+        if self.effective_probe_diameter_px > self.N:
+            raise ValueError(
+                f"probe_diameter_px must be at most N={self.N}; found {self.probe_diameter_px}"
+            )
+        return self
+
+    # ------------------------------------------------------------ resolved sizes
+    @property
+    def effective_probe_diameter_px(self) -> float:
+        """Probe diameter in pixels (``probe_diameter_px`` or 0.4 N)."""
+        if self.probe_diameter_px is not None:
+            return float(self.probe_diameter_px)
+        return PROBE_DIAMETER_FRACTION * self.N
+
+    @property
+    def effective_step_px(self) -> float:
+        """Scan step in pixels (``step_px`` or N / 8)."""
+        return float(self.step_px) if self.step_px is not None else STEP_FRACTION * self.N
+
+    @property
+    def effective_margin_px(self) -> int:
+        """Object margin beyond the scanned region (``object_margin_px`` or N / 2)."""
+        return int(self.object_margin_px) if self.object_margin_px is not None else self.N // 2
+
+    @property
+    def noisy(self) -> bool:
+        """Whether Poisson counts are drawn."""
+        return self.poisson_noise and self.photons_per_pattern is not None
+
+    def resolved(self) -> dict:
+        """The sizes actually used (stored next to the config in scan metadata)."""
+        d = self.effective_probe_diameter_px
+        s = self.effective_step_px
+        return {
+            "probe_diameter_px": d,
+            "step_px": s,
+            "object_margin_px": self.effective_margin_px,
+            "linear_overlap": max(0.0, 1.0 - s / d),
+        }
