@@ -22,7 +22,9 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (it is only in developer/CI checkouts)")
+        pytest.skip(
+            f"real data folder {SHARED_DATA} is absent (it is only in developer/CI checkouts)"
+        )
     return SHARED_DATA
 
 

@@ -59,15 +59,20 @@ def test_frozen():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_round_trip(tmp_path, suffix):
-    cfg = TrainingConfig(model=ModelConfig(N=128, gridsize=1, architecture="cnn"),
-                         learning_rate=1e-4, nphotons=1e5, execution={"logger": "none"})
+    cfg = TrainingConfig(
+        model=ModelConfig(N=128, gridsize=1, architecture="cnn"),
+        learning_rate=1e-4,
+        nphotons=1e5,
+        execution={"logger": "none"},
+    )
     path = save_config(cfg, tmp_path / f"c{suffix}")
     assert load_config(TrainingConfig, path) == cfg
 
 
 def test_overrides_and_set():
-    cfg = with_overrides(TrainingConfig(), parse_set(["model.N=128", "learning_rate=0.01",
-                                                      "execution.logger=none"]))
+    cfg = with_overrides(
+        TrainingConfig(), parse_set(["model.N=128", "learning_rate=0.01", "execution.logger=none"])
+    )
     assert cfg.model.N == 128 and cfg.learning_rate == 0.01 and cfg.execution.logger == "none"
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_set(["model.N"])
@@ -96,3 +101,8 @@ def test_two_configs_do_not_interfere():
     a = TrainingConfig(model={"N": 32})
     b = TrainingConfig(model={"N": 128})
     assert a.model.N == 32 and b.model.N == 128 and ModelConfig().N == 64
+
+
+def test_supervised_via_overrides():
+    cfg = with_overrides(TrainingConfig(), {"model": {"model_type": "supervised"}})
+    assert cfg.realspace_weight == 1.0 and cfg.nll_weight == 0.0

@@ -57,7 +57,9 @@ def test_global_phase_invariance_and_nonnegativity():
     assert torch.allclose(i1, i2)
     assert (i1 >= 0).all()
     # incoherent sum over modes
-    assert torch.allclose(i1, diffracted_intensity(patch, probe[:1]) + diffracted_intensity(patch, probe[1:]))
+    assert torch.allclose(
+        i1, diffracted_intensity(patch, probe[:1]) + diffracted_intensity(patch, probe[1:])
+    )
 
 
 def test_extract_integer_positions_match_slicing():
@@ -78,7 +80,12 @@ def test_extract_half_pixel_is_average():
 def test_extract_place_adjoint(n):
     gen = torch.Generator().manual_seed(1)
     obj = torch.randn(2, 37, 31, dtype=torch.complex128, generator=gen)
-    pos = torch.rand(2, 6, 2, dtype=torch.float64, generator=gen) * torch.tensor([37.0 - n - 2, 31.0 - n - 2]) + n / 2 + 1
+    pos = (
+        torch.rand(2, 6, 2, dtype=torch.float64, generator=gen)
+        * torch.tensor([37.0 - n - 2, 31.0 - n - 2])
+        + n / 2
+        + 1
+    )
     y = torch.randn(2, 6, n, n, dtype=torch.complex128, generator=gen)
     lhs = (extract_patches(obj, pos, n) * y.conj()).sum()
     rhs = (obj * place_patches(y, pos, (37, 31)).conj()).sum()

@@ -23,10 +23,13 @@ class ModelConfig(_Section):
     """What the network and the physics look like (saved in every bundle)."""
 
     N: int = Field(64, description="Patch and diffraction size in pixels (power of two, 32..256).")
-    gridsize: int = Field(2, ge=1, le=4, description="Groups hold C = gridsize**2 neighbouring patterns.")
+    gridsize: int = Field(
+        2, ge=1, le=4, description="Groups hold C = gridsize**2 neighbouring patterns."
+    )
     n_filters_scale: float = Field(1.0, gt=0, le=8, description="Multiplier of the filter counts.")
     model_type: Literal["pinn", "supervised"] = Field(
-        "pinn", description="pinn: self-supervised through the physics; supervised: on true patches."
+        "pinn",
+        description="pinn: self-supervised through the physics; supervised: on true patches.",
     )
     architecture: Literal["unet", "cnn"] = Field(
         "unet", description="Generator: 'unet' (improved, skip connections) or 'cnn' (original)."
@@ -40,7 +43,9 @@ class ModelConfig(_Section):
     probe_big: bool = Field(
         True, description="Use the whole N x N probe; if false, only its central N/2 disk."
     )
-    probe_mask: bool = Field(False, description="Apply a soft circular mask of diameter N to the probe.")
+    probe_mask: bool = Field(
+        False, description="Apply a soft circular mask of diameter N to the probe."
+    )
     pad_object: bool = Field(
         False, description="Decoders predict the central N/2 of each patch, zero-padded to N."
     )
@@ -51,7 +56,10 @@ class ModelConfig(_Section):
         "(the intensity scale absorbs the rest).",
     )
     gaussian_smoothing_sigma: float = Field(
-        0.0, ge=0, le=16, description="Sigma (px) of a Gaussian smoothing of the probe illumination."
+        0.0,
+        ge=0,
+        le=16,
+        description="Sigma (px) of a Gaussian smoothing of the probe illumination.",
     )
     n_probe_modes: int = Field(1, ge=1, le=16, description="Incoherent probe modes in the physics.")
 
@@ -60,7 +68,9 @@ class ModelConfig(_Section):
     def _power_of_two(cls, v: int) -> int:
         allowed = (32, 64, 128, 256)
         if v not in allowed:
-            raise ValueError(f"N must be one of {allowed} (a power of two from 32 to 256); found {v}")
+            raise ValueError(
+                f"N must be one of {allowed} (a power of two from 32 to 256); found {v}"
+            )
         return v
 
     @property
@@ -72,22 +82,28 @@ class ModelConfig(_Section):
 class ExecutionConfig(_Section):
     """Where and how the computation runs."""
 
-    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = Field("auto", description="Device type.")
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = Field(
+        "auto", description="Device type."
+    )
     devices: int | Literal["auto"] = Field(1, description="Number of devices (or 'auto').")
-    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = Field(
-        "auto", description="Distribution strategy (DDP for several devices or processes)."
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = (
+        Field("auto", description="Distribution strategy (DDP for several devices or processes).")
     )
     num_nodes: int = Field(1, ge=1, description="Nodes for multi-node training.")
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
         "32-true", description="Numerical precision."
     )
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
-    logger: Literal["csv", "tensorboard", "mlflow", "none"] = Field("csv", description="Training logger.")
+    logger: Literal["csv", "tensorboard", "mlflow", "none"] = Field(
+        "csv", description="Training logger."
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default a local file store in the run directory."
     )
     progress_bar: bool = Field(True, description="Show a progress bar.")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default).")
+    num_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (None: torch's default)."
+    )
 
     @field_validator("devices")
     @classmethod
@@ -101,41 +117,63 @@ class TrainingConfig(_Section):
     """A training run: data, model, optimisation and outputs."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model section.")
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Execution section.")
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="Execution section."
+    )
     backend: Backend = Field("pytorch", description="Framework: 'pytorch' or 'tensorflow'.")
     train_data_file: str | None = Field(None, description="Training scan (NPZ contract).")
-    test_data_file: str | None = Field(None, description="Optional held-out scan scored after training.")
+    test_data_file: str | None = Field(
+        None, description="Optional held-out scan scored after training."
+    )
     output_dir: str = Field("ptychopinn_run", description="Run directory.")
     batch_size: int = Field(16, ge=1, le=65536, description="Groups per optimisation step.")
     nepochs: int = Field(60, ge=1, le=100000, description="Maximum epochs.")
     max_time_minutes: float | None = Field(
         8.0, gt=0, description="Stop training after this many minutes (None: no limit)."
     )
-    nll_weight: float = Field(1.0, ge=0, description="Weight of the Poisson negative log-likelihood.")
+    nll_weight: float = Field(
+        1.0, ge=0, description="Weight of the Poisson negative log-likelihood."
+    )
     mae_weight: float = Field(0.0, ge=0, description="Weight of the MAE on amplitudes.")
     realspace_weight: float = Field(
-        0.0, ge=0, description="Weight of the real-space MAE against true patches (needs an object)."
+        0.0,
+        ge=0,
+        description="Weight of the real-space MAE against true patches (needs an object).",
     )
     nphotons: float | None = Field(
-        None, gt=0, description="If set, rescale data to this mean photons/pattern (arbitrary units)."
+        None,
+        gt=0,
+        description="If set, rescale data to this mean photons/pattern (arbitrary units).",
     )
-    n_groups: int | None = Field(None, ge=1, description="Groups sampled per epoch (None: one per pattern).")
-    n_subsample: int | None = Field(None, ge=1, description="Use at most this many patterns of the scan.")
+    n_groups: int | None = Field(
+        None, ge=1, description="Groups sampled per epoch (None: one per pattern)."
+    )
+    n_subsample: int | None = Field(
+        None, ge=1, description="Use at most this many patterns of the scan."
+    )
     seed: int = Field(0, ge=0, description="Seed of everything random in training.")
     subsample_seed: int | None = Field(None, ge=0, description="Seed of subsampling (None: seed).")
-    neighbor_count: int = Field(6, ge=1, le=64, description="K nearest neighbours groups are drawn from.")
+    neighbor_count: int = Field(
+        6, ge=1, le=64, description="K nearest neighbours groups are drawn from."
+    )
     probe_trainable: bool = Field(False, description="Refine the probe during training.")
     intensity_scale_trainable: bool = Field(True, description="Learn the global intensity scale.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(2e-3, gt=0, le=10, description="Learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
     scheduler: Literal["none", "plateau", "cosine"] = Field("cosine", description="LR schedule.")
-    gradient_clip_val: float | None = Field(1.0, gt=0, description="Gradient-norm clip (None: off).")
+    gradient_clip_val: float | None = Field(
+        1.0, gt=0, description="Gradient-norm clip (None: off)."
+    )
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without validation gain (None: off)."
     )
-    val_fraction: float = Field(0.05, ge=0, lt=0.9, description="Fraction of groups held out for validation.")
-    save_reconstruction: bool = Field(True, description="Stitch and save the training scan's reconstruction.")
+    val_fraction: float = Field(
+        0.05, ge=0, lt=0.9, description="Fraction of groups held out for validation."
+    )
+    save_reconstruction: bool = Field(
+        True, description="Stitch and save the training scan's reconstruction."
+    )
     init_from: str | None = Field(None, description="Bundle or run directory to fine-tune from.")
 
     @model_validator(mode="before")
@@ -144,21 +182,25 @@ class TrainingConfig(_Section):
         """Supervised mode defaults to the real-space loss alone (PtychoNN-style)."""
         if isinstance(data, dict):
             model = data.get("model")
-            mt = model.get("model_type") if isinstance(model, dict) else getattr(model, "model_type", None)
-            if mt == "supervised":
+            mt = (
+                model.get("model_type")
+                if isinstance(model, dict)
+                else getattr(model, "model_type", None)
+            )
+            if mt == "supervised" and not data.get("realspace_weight"):
                 data = dict(data)
-                data.setdefault("realspace_weight", 1.0)
-                data.setdefault("nll_weight", 0.0)
+                data["realspace_weight"] = 1.0
+                if "nll_weight" not in data or data["nll_weight"] == 1.0:
+                    data["nll_weight"] = 0.0
         return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
         if self.nll_weight + self.mae_weight + self.realspace_weight <= 0:
             raise ValueError(
-                "at least one of nll_weight, mae_weight, realspace_weight must be > 0; found all zero"
+                "at least one of nll_weight, mae_weight, realspace_weight must be > 0; "
+                "found all zero"
             )
-        if self.model.model_type == "supervised" and self.realspace_weight == 0:
-            raise ValueError("model_type 'supervised' needs realspace_weight > 0; found 0")
         return self
 
 
@@ -169,17 +211,27 @@ class InferenceConfig(_Section):
     data_file: str | None = Field(None, description="Scan to reconstruct (NPZ contract).")
     output_dir: str = Field("ptychopinn_recon", description="Output directory.")
     backend: Backend = Field("pytorch", description="Framework: 'pytorch' or 'tensorflow'.")
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Execution section.")
-    n_groups: int | None = Field(None, ge=1, description="Groups to predict (None: cover every pattern).")
-    neighbor_count: int = Field(6, ge=1, le=64, description="K nearest neighbours groups are drawn from.")
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="Execution section."
+    )
+    n_groups: int | None = Field(
+        None, ge=1, description="Groups to predict (None: cover every pattern)."
+    )
+    neighbor_count: int = Field(
+        6, ge=1, le=64, description="K nearest neighbours groups are drawn from."
+    )
     batch_size: int = Field(256, ge=1, description="Groups per forward pass.")
     seed: int = Field(0, ge=0, description="Seed of group sampling.")
     stitch_weight: Literal["probe", "uniform"] = Field(
         "probe", description="Weight of each patch pixel when stitching (probe intensity or 1)."
     )
     phase_sync: bool = Field(True, description="Align the global phase of overlapping patches.")
-    refine_epochs: int = Field(0, ge=0, description="Physics refinement epochs after inference (0: off).")
+    refine_epochs: int = Field(
+        0, ge=0, description="Physics refinement epochs after inference (0: off)."
+    )
     refine_probe: bool = Field(False, description="Also refine the probe during refinement.")
-    refine_positions: bool = Field(False, description="Also refine the scan positions during refinement.")
+    refine_positions: bool = Field(
+        False, description="Also refine the scan positions during refinement."
+    )
     refine_learning_rate: float = Field(0.05, gt=0, description="Refinement step size.")
     figures: bool = Field(True, description="Write PNG figures.")

@@ -69,7 +69,9 @@ def _diffraction_stack(arr: np.ndarray, key: str, path: str, n_pos: int | None) 
         if n_pos is None or arr.shape[2] == n_pos:
             log.warning(
                 "%s: '%s' has the legacy (N, N, n) layout %s; transposing to (n, N, N).",
-                path, key, arr.shape,
+                path,
+                key,
+                arr.shape,
             )
             arr = np.transpose(arr, (2, 0, 1))
     return arr
@@ -132,7 +134,9 @@ def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None) -> 
         diffraction = _diffraction_stack(np.asarray(data[key]), key, src, x.size)
 
     if "probeGuess" not in data and "probe" not in data:
-        raise DataError(f"{src}: missing key 'probeGuess' (complex (N, N) probe). Keys: {sorted(data)}.")
+        raise DataError(
+            f"{src}: missing key 'probeGuess' (complex (N, N) probe). Keys: {sorted(data)}."
+        )
     probe = np.asarray(data["probeGuess"] if "probeGuess" in data else data["probe"])
     obj = data.get("objectGuess")
     if units is None:

@@ -136,7 +136,9 @@ def stitch(
     n = patches.shape[-1]
     if weight is None:
         weight = patches.real.new_ones(n, n) if patches.is_complex() else patches.new_ones(n, n)
-    wexp = weight.expand(patches.shape).to(patches.real.dtype if patches.is_complex() else patches.dtype)
+    wexp = weight.expand(patches.shape).to(
+        patches.real.dtype if patches.is_complex() else patches.dtype
+    )
     num = place_patches(patches * wexp, positions, shape)
     den = place_patches(wexp, positions, shape)
     out = num / den.clamp_min(eps)

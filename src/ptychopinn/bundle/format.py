@@ -1,0 +1,181 @@
+"""The model bundle: one safetensors file with a JSON manifest in its header.
+
+* tensors: the model's state dict (complex tensors stored as their real view
+  under ``<name>::complex``), weights only, no pickle;
+* header metadata ``ptychopinn_manifest``: JSON with the format version, the
+  backend, the package version, the creation time, the full config, the
+  intensity and input scales, the training history, and a SHA-256 of all
+  tensor bytes (names, dtypes, shapes and data) that loading verifies.
+
+Written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptychopinn.errors import BundleError
+
+FORMAT_NAME = "ptychopinn-bundle"
+FORMAT_VERSION = 1
+BUNDLE_FILENAME = "model.ptychopinn.safetensors"
+_MANIFEST_KEY = "ptychopinn_manifest"
+_COMPLEX = "::complex"
+
+
+def _package_version() -> str:
+    from ptychopinn import __version__
+
+    return __version__
+
+
+def _to_storable(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k, v in state.items():
+        arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        if np.iscomplexobj(arr):
+            arr = (
+                np.ascontiguousarray(arr.astype(np.complex64))
+                .view(np.float32)
+                .reshape(*arr.shape, 2)
+            )
+            out[k + _COMPLEX] = arr
+        else:
+            out[k] = np.ascontiguousarray(arr)
+    return out
+
+
+def _from_storable(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k, v in tensors.items():
+        if k.endswith(_COMPLEX):
+            out[k[: -len(_COMPLEX)]] = np.ascontiguousarray(v).view(np.complex64)[..., 0]
+        else:
+            out[k] = v
+    return out
+
+
+def checksum(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the sorted names, dtypes, shapes and bytes of the tensors."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = np.ascontiguousarray(tensors[k])
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(v.shape).encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    state_dict: dict[str, Any],
+    *,
+    config: dict,
+    backend: str,
+    extra: dict | None = None,
+    history: list[dict] | None = None,
+) -> Path:
+    """Write a bundle atomically; returns its path."""
+    from safetensors.numpy import save
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / BUNDLE_FILENAME
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _to_storable(state_dict)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "backend": backend,
+        "package_version": _package_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "history": history or [],
+        "extra": extra or {},
+        "tensors_sha256": checksum(tensors),
+    }
+    payload = save(tensors, metadata={_MANIFEST_KEY: json.dumps(manifest)})
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def resolve_bundle_path(path: str | os.PathLike) -> Path:
+    """A bundle file, or the bundle inside a run directory."""
+    p = Path(path)
+    if p.is_dir():
+        cand = p / BUNDLE_FILENAME
+        if not cand.is_file():
+            raise BundleError(
+                f"{p}: no bundle '{BUNDLE_FILENAME}' in this directory; pass a run directory "
+                "written by `ptychopinn train` or the bundle file itself."
+            )
+        return cand
+    if not p.is_file():
+        raise BundleError(f"{p}: bundle file not found.")
+    return p
+
+
+def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify a bundle; returns ``(manifest, state)`` with numpy arrays.
+
+    Raises `BundleError` for a truncated, tampered, foreign or newer file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    p = resolve_bundle_path(path)
+    raw = p.read_bytes()
+    if len(raw) < 8:
+        raise BundleError(f"{p}: truncated bundle ({len(raw)} bytes); re-save or re-train.")
+    header_len = int.from_bytes(raw[:8], "little")
+    if header_len <= 0 or 8 + header_len > len(raw):
+        raise BundleError(
+            f"{p}: truncated or not a ptychopinn bundle (header says {header_len} bytes, file "
+            f"has {len(raw)})."
+        )
+    try:
+        header = json.loads(raw[8 : 8 + header_len])
+        tensors = load(raw)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{p}: corrupt or truncated bundle ({exc}).") from None
+    meta = header.get("__metadata__") or {}
+    if _MANIFEST_KEY not in meta:
+        raise BundleError(f"{p}: a safetensors file without a ptychopinn manifest; not a bundle.")
+    try:
+        manifest = json.loads(meta[_MANIFEST_KEY])
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{p}: manifest is not valid JSON ({exc}).") from None
+    if manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{p}: format {manifest.get('format')!r}, expected {FORMAT_NAME!r}.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise BundleError(
+            f"{p}: bundle format version {version!r} is not supported by this ptychopinn "
+            f"(reads versions 1..{FORMAT_VERSION}); upgrade ptychopinn."
+        )
+    digest = checksum(tensors)
+    if digest != manifest.get("tensors_sha256"):
+        raise BundleError(
+            f"{p}: checksum mismatch (weights were modified or damaged after saving); "
+            "refusing to load."
+        )
+    return manifest, _from_storable(tensors)

@@ -1,0 +1,262 @@
+"""Handlers of the CLI subcommands: build a config, call the API, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ptychopinn")
+
+
+def add_extra_parsers(sub) -> None:
+    """Subcommands contributed by optional parts (pretraining)."""
+    p = sub.add_parser("pretrain", help="Pretrain a model for a probe on simulated objects.")
+    p.add_argument("--probe", help="Probe file (NPZ with probeGuess, or .npy).")
+    p.add_argument("--scan", help="Scan whose probe and geometry to use.")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--n-objects", type=int, default=None, help="Simulated objects.")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--supervised", action="store_true", help="Train on the known objects.")
+    p.add_argument("--config", help="YAML/JSON training config.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--accelerator")
+    p.add_argument("--seed", type=int)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def _put(d: dict, dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    node = d
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _devices(v: str | None):
+    if v is None or v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError(f"--devices must be an integer or 'auto'; found {v!r}.") from None
+
+
+def _resolve(cls, args, flag_map: dict[str, Any]):
+    from ptychopinn.config.io import build, merge, parse_set, read_mapping
+
+    data: dict = read_mapping(args.config) if getattr(args, "config", None) else {}
+    flags: dict = {}
+    for key, value in flag_map.items():
+        _put(flags, key, value)
+    data = merge(data, flags)
+    data = merge(data, parse_set(getattr(args, "set", []) or []))
+    if "backend" in data:
+        from ptychopinn.backends import validate_backend
+
+        validate_backend(data["backend"])
+    return build(cls, data, where=getattr(args, "config", None) or "options")
+
+
+# ----------------------------------------------------------------- simulate
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ptychopinn.data.inspect import format_summary, summarize
+    from ptychopinn.simulation import SimulationConfig, simulate_to_file
+
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "N",
+            "object_kind",
+            "object_image",
+            "object_file",
+            "probe_kind",
+            "probe_file",
+            "pattern",
+            "n_positions",
+            "step_px",
+            "jitter_px",
+            "photons_per_pattern",
+            "seed",
+        )
+    }
+    cfg = _resolve(SimulationConfig, args, flags)
+    t0 = time.perf_counter()
+    scan = simulate_to_file(cfg, args.output)
+    log.info("wrote %s in %.1f s", args.output, time.perf_counter() - t0)
+    if not args.quiet:
+        print(format_summary(summarize(scan)))
+    return 0
+
+
+# ---------------------------------------------------------- inspect/convert
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ptychopinn.data.inspect import format_summary, summarize
+    from ptychopinn.data.readers import load_scan
+
+    scan = load_scan(args.file, fmt=args.fmt)
+    summary = summarize(scan)
+    print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ptychopinn.data.convert import convert
+
+    kw = {"probe": args.probe} if args.probe else {}
+    scan = convert(args.source, args.destination, fmt=args.fmt, **kw)
+    print(
+        f"wrote {args.destination}: {scan.n_patterns} patterns of "
+        f"{scan.patch_size}x{scan.patch_size}"
+    )
+    return 0
+
+
+# -------------------------------------------------------------------- train
+def train_config_from_args(args: argparse.Namespace):
+    from ptychopinn.config.schema import TrainingConfig
+
+    flags = {
+        "train_data_file": args.data,
+        "test_data_file": args.test_data,
+        "output_dir": args.output_dir,
+        "backend": args.backend,
+        "model.model_type": args.model_type,
+        "model.architecture": args.architecture,
+        "model.gridsize": args.gridsize,
+        "nepochs": args.epochs,
+        "max_time_minutes": args.max_minutes,
+        "batch_size": args.batch_size,
+        "n_groups": args.n_groups,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "init_from": args.init,
+        "execution.accelerator": args.accelerator,
+        "execution.devices": _devices(args.devices),
+        "execution.strategy": args.strategy,
+        "execution.precision": args.precision,
+        "execution.logger": args.logger,
+        "execution.progress_bar": False if args.no_progress or args.quiet else None,
+    }
+    return _resolve(TrainingConfig, args, flags)
+
+
+def _print_metrics(title: str, metrics: dict | None) -> None:
+    if not metrics:
+        return
+    m = metrics.get("reconstruction", metrics)
+    keys = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "complex_nrmse")
+    vals = ", ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float)))
+    print(f"{title}: {vals}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ptychopinn.api import train
+
+    cfg = train_config_from_args(args)
+    result = train(cfg, resume=args.resume)
+    print(f"bundle: {result.bundle_path}")
+    if result.history:
+        last = result.history[-1]
+        print(
+            f"epochs: {last['epoch'] + 1}, "
+            f"final train loss {last.get('train/loss', float('nan')):.4g}"
+        )
+    _print_metrics("training-scan reconstruction vs truth", result.metrics)
+    _print_metrics("test-scan reconstruction vs truth", result.test_metrics)
+    return 0
+
+
+# -------------------------------------------------------------------- infer
+def cmd_infer(args: argparse.Namespace) -> int:
+    from ptychopinn.api import reconstruct
+    from ptychopinn.config.schema import InferenceConfig
+    from ptychopinn.data.readers import load_scan
+    from ptychopinn.inference.reconstruct import write_outputs
+
+    flags = {
+        "model_path": args.model,
+        "data_file": args.data,
+        "output_dir": args.output_dir,
+        "backend": args.backend,
+        "n_groups": args.n_groups,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "refine_epochs": args.refine_epochs,
+        "refine_probe": True if args.refine_probe else None,
+        "refine_positions": True if args.refine_positions else None,
+        "figures": False if args.no_figures else None,
+        "execution.accelerator": args.accelerator,
+        "execution.devices": _devices(args.devices),
+    }
+    cfg = _resolve(InferenceConfig, args, flags)
+    from ptychopinn.errors import ConfigError
+
+    if cfg.data_file is None:
+        raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
+    scan = load_scan(cfg.data_file)
+    t0 = time.perf_counter()
+    recon = reconstruct(None if cfg.model_path is None else cfg.model_path, scan, cfg)
+    dt = time.perf_counter() - t0
+    files = write_outputs(recon, cfg.output_dir, scan=scan, figures=cfg.figures)
+    print(
+        f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
+        f"({recon.backend}); wrote {files['reconstruction']}"
+    )
+    _print_metrics("reconstruction vs truth", recon.metrics)
+    if recon.metrics and "refined" in recon.metrics:
+        _print_metrics("refined vs truth", recon.metrics["refined"])
+    return 0
+
+
+# ----------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ptychopinn.metrics import evaluate_files, write_metrics_json
+
+    metrics = evaluate_files(args.reconstruction, args.truth, remove_ramp=not args.no_ramp)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        path = write_metrics_json(metrics, out / "metrics.json")
+        print(f"wrote {path}")
+    else:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "frc"}, indent=1))
+    _print_metrics("reconstruction vs truth", metrics)
+    return 0
+
+
+# ------------------------------------------------------------------- config
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+
+    if args.section == "simulate":
+        from ptychopinn.simulation import SimulationConfig
+
+        cfg = SimulationConfig()
+    else:
+        cfg = TrainingConfig() if args.section == "train" else InferenceConfig()
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+# --------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ptychopinn.cli.demo import run_demo
+
+    return run_demo(
+        Path(args.output_dir), minutes=args.minutes, accelerator=args.accelerator, seed=args.seed
+    )
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ptychopinn.pretraining.cli import run_pretrain
+
+    return run_pretrain(args)

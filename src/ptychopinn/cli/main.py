@@ -1,0 +1,162 @@
+"""The ``ptychopinn`` command line: argument parsing and error reporting.
+
+Subcommands are thin wrappers over the Python API (`ptychopinn.cli.commands`).
+User mistakes (bad files, bad options) print a one-paragraph error and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ptychopinn import __version__
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML/JSON config file (flags override it).")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override any config field, e.g. --set model.N=128 (repeatable).",
+    )
+    p.add_argument("--backend", choices=None, help="'pytorch' (default) or 'tensorflow'.")
+    p.add_argument("--accelerator", help="cpu | gpu | auto.")
+    p.add_argument("--devices", help="Number of devices (or 'auto').")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ptychopinn",
+        description="Physics-informed neural-network ptychography: simulate, train, reconstruct, "
+        "evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"ptychopinn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="End to end on a built-in simulated scan: simulate -> train "
+        "-> reconstruct -> figures and metrics.",
+    )
+    p.add_argument("--output-dir", default="demo_run")
+    p.add_argument("--minutes", type=float, default=None, help="Training time budget.")
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("simulate", help="Simulate a scan with a known object (NPZ contract).")
+    p.add_argument("output", help="Output NPZ file.")
+    p.add_argument("--config", help="YAML/JSON simulation config.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--N", type=int, dest="N")
+    p.add_argument("--object", dest="object_kind", help="textured | lines | grf | image | file")
+    p.add_argument("--object-image", help="scikit-image test image name (with --object image).")
+    p.add_argument("--object-file", help="NPZ (objectGuess) or .npy complex object.")
+    p.add_argument("--probe", dest="probe_kind", help="disk | gaussian | zoneplate | file")
+    p.add_argument("--probe-file", help="NPZ (probeGuess) or .npy complex probe.")
+    p.add_argument("--pattern", help="raster | fermat | random")
+    p.add_argument("--n-positions", type=int)
+    p.add_argument("--step", type=float, dest="step_px")
+    p.add_argument("--jitter", type=float, dest="jitter_px")
+    p.add_argument("--photons", type=float, dest="photons_per_pattern")
+    p.add_argument("--seed", type=int)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser(
+        "inspect", help="Summarise a data file (shapes, counts, positions, overlap)."
+    )
+    p.add_argument("file")
+    p.add_argument("--format", dest="fmt", help="npz | tike | cxi (default: detect).")
+    p.add_argument("--json", action="store_true", help="Print JSON.")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("convert", help="Convert tike NPZ / CXI files to the NPZ contract.")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--format", dest="fmt", help="npz | tike | cxi (default: detect).")
+    p.add_argument("--probe", help="Probe file (NPZ with probeGuess, or .npy) for CXI input.")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("train", help="Train a model on a scan.")
+    p.add_argument("--data", help="Training scan (NPZ contract).")
+    p.add_argument("--test-data", help="Held-out scan reconstructed and scored after training.")
+    p.add_argument("--output-dir", help="Run directory.")
+    p.add_argument("--model-type", choices=None, help="pinn | supervised")
+    p.add_argument("--architecture", help="unet | cnn")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-minutes", type=float, help="Training time budget in minutes.")
+    p.add_argument("--n-groups", type=int)
+    p.add_argument("--gridsize", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--strategy", help="auto | ddp | ddp_spawn")
+    p.add_argument("--precision", help="32-true | 16-mixed | bf16-mixed")
+    p.add_argument("--logger", help="csv | tensorboard | mlflow | none")
+    p.add_argument("--init", help="Bundle or run directory to fine-tune from.")
+    p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
+    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    _common(p)
+
+    p = sub.add_parser("infer", help="Reconstruct a scan with a trained model.")
+    p.add_argument("--model", help="Run directory or bundle file.")
+    p.add_argument("--data", help="Scan to reconstruct.")
+    p.add_argument("--output-dir", help="Output directory.")
+    p.add_argument("--n-groups", type=int)
+    p.add_argument("--refine-epochs", type=int, help="Physics refinement epochs (0: off).")
+    p.add_argument("--refine-probe", action="store_true")
+    p.add_argument("--refine-positions", action="store_true")
+    p.add_argument("--no-figures", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="Score a reconstruction against a ground-truth object.")
+    p.add_argument("--reconstruction", required=True, help="reconstruction.npz from infer.")
+    p.add_argument("--truth", required=True, help="Scan NPZ with objectGuess.")
+    p.add_argument("--output-dir", help="Where to write metrics.json and comparison.png.")
+    p.add_argument("--no-ramp", action="store_true", help="Keep the phase ramp (no plane removal).")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("config", help="Print the default configuration as YAML.")
+    p.add_argument("section", nargs="?", default="train", choices=("train", "infer", "simulate"))
+
+    from ptychopinn.cli.commands import add_extra_parsers
+
+    add_extra_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s"
+        if getattr(args, "quiet", False)
+        else "%(message)s",
+    )
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from ptychopinn.cli import commands
+    from ptychopinn.errors import PtychoPINNError
+
+    handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+    try:
+        return int(handler(args) or 0)
+    except PtychoPINNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic ValidationError and literal checks
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a training can be continued with --resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

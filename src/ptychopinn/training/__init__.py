@@ -1,0 +1,1 @@
+"""Training with PyTorch Lightning: data preparation, the module, the runner."""

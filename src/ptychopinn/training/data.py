@@ -1,0 +1,131 @@
+"""From a `Scan` to training tensors: groups, amplitudes, offsets, true patches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ptychopinn.config.schema import TrainingConfig
+from ptychopinn.data.scan import Scan
+from ptychopinn.grouping import group_neighbors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything training needs, as tensors on the CPU."""
+
+    amplitudes: torch.Tensor  # (n, N, N) float32, sqrt of counts after rescaling
+    positions_px: torch.Tensor  # (n, 2) float64
+    indices: torch.Tensor  # (G, C) int64
+    offsets_px: torch.Tensor  # (G, C, 2) float32
+    true_patches: torch.Tensor | None  # (n, N, N) complex64
+    input_scale: float  # sqrt(mean counts per pixel)
+    counts_per_pattern: float
+    data_scale: float  # counts were multiplied by this (nphotons rescaling)
+    valid: torch.Tensor | None  # (N, N) 1 = good pixel
+
+
+def input_scale_of(amplitudes: np.ndarray | torch.Tensor) -> float:
+    """The global network-input normalisation: sqrt(mean counts per pixel)."""
+    a = torch.as_tensor(amplitudes)
+    return float(torch.sqrt((a.double() ** 2).mean()).clamp_min(1e-12))
+
+
+def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
+    """Subsample, rescale, group and precompute the tensors of a scan."""
+    if scan.patch_size != cfg.model.N:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError(
+            f"model.N is {cfg.model.N} but {scan.source} holds {scan.patch_size}x"
+            f"{scan.patch_size} patterns; set --set model.N={scan.patch_size} "
+            "(or resample the data)."
+        )
+    if cfg.n_subsample is not None and cfg.n_subsample < scan.n_patterns:
+        rng = np.random.default_rng(
+            cfg.subsample_seed if cfg.subsample_seed is not None else cfg.seed
+        )
+        keep = np.sort(rng.choice(scan.n_patterns, cfg.n_subsample, replace=False))
+        scan = scan.subset(keep)
+    amps = scan.diffraction.astype(np.float32)
+    data_scale = 1.0
+    if cfg.nphotons is not None:
+        mean_counts = float(np.mean(np.sum(amps.astype(np.float64) ** 2, axis=(1, 2))))
+        data_scale = cfg.nphotons / max(mean_counts, 1e-12)
+        amps = amps * np.float32(np.sqrt(data_scale))
+        log.info("rescaled counts by %.4g to %.4g photons per pattern", data_scale, cfg.nphotons)
+    groups = group_neighbors(
+        scan.positions_px,
+        cfg.model.gridsize,
+        neighbor_count=max(cfg.neighbor_count, cfg.model.n_channels),
+        n_groups=cfg.n_groups,
+        seed=cfg.seed,
+        oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
+    )
+    true = None
+    if scan.object is not None:
+        from ptychopinn.physics.geometry import extract_patches
+
+        with torch.no_grad():
+            true = extract_patches(
+                torch.from_numpy(scan.object), torch.from_numpy(scan.positions_px), scan.patch_size
+            ).to(torch.complex64)
+    valid = None
+    if scan.bad_pixel_mask is not None:
+        valid = torch.from_numpy((~scan.bad_pixel_mask).astype(np.float32))
+    counts_pp = float(np.mean(np.sum(amps.astype(np.float64) ** 2, axis=(1, 2))))
+    return PreparedData(
+        amplitudes=torch.from_numpy(amps),
+        positions_px=torch.from_numpy(scan.positions_px),
+        indices=torch.from_numpy(groups.indices),
+        offsets_px=torch.from_numpy(groups.offsets_px.astype(np.float32)),
+        true_patches=true,
+        input_scale=input_scale_of(amps),
+        counts_per_pattern=counts_pp,
+        data_scale=data_scale,
+        valid=valid,
+    )
+
+
+class GroupDataset(Dataset):
+    """Groups of C patterns: ``(amplitudes (C,N,N), offsets (C,2)[, true (C,N,N)])``."""
+
+    def __init__(self, data: PreparedData, group_ids: np.ndarray, with_truth: bool) -> None:
+        self.data = data
+        self.group_ids = torch.as_tensor(group_ids, dtype=torch.long)
+        self.with_truth = with_truth and data.true_patches is not None
+
+    def __len__(self) -> int:
+        return int(self.group_ids.shape[0])
+
+    def __getitem__(self, i: int):  # noqa: D105
+        return self.__getitems__([i])
+
+    def __getitems__(self, items: list[int]):
+        g = self.group_ids[torch.as_tensor(items, dtype=torch.long)]
+        idx = self.data.indices[g]
+        batch = {"amplitudes": self.data.amplitudes[idx], "offsets": self.data.offsets_px[g]}
+        if self.with_truth:
+            batch["true_patches"] = self.data.true_patches[idx]
+        return batch
+
+
+def collate_batch(batch):
+    """Batches are built whole by `GroupDataset.__getitems__`."""
+    return batch
+
+
+def split_groups(n_groups: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of group ids into training and validation."""
+    rng = np.random.default_rng(seed + 1)
+    perm = rng.permutation(n_groups)
+    n_val = int(round(n_groups * val_fraction))
+    if val_fraction > 0:
+        n_val = max(1, min(n_val, n_groups - 1))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -1,0 +1,321 @@
+"""Run a training: data -> Lightning Trainer -> checkpoints -> bundle -> reconstruction.
+
+Run directory layout::
+
+    RUN/config.yaml                     resolved configuration
+    RUN/checkpoints/last.ckpt           Lightning checkpoint (for --resume)
+    RUN/model.ptychopinn.safetensors    the bundle (weights + manifest)
+    RUN/history.json                    per-epoch losses
+    RUN/logs/                           CSV / TensorBoard / MLflow logs
+    RUN/reconstruction/                 stitched training scan (optional)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ptychopinn.config.io import save_config
+from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+from ptychopinn.data.scan import Scan
+from ptychopinn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    bundle_path: Path
+    history: list[dict]
+    backend: str = "pytorch"
+    reconstruction: object | None = None  # ptychopinn.inference.Reconstruction
+    metrics: dict | None = None
+    test_metrics: dict | None = None
+    timings_s: dict = field(default_factory=dict)
+
+
+class _HistoryCallback:
+    """Collects the epoch-level metrics Lightning logged."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _CB(L.Callback):
+            def __init__(self) -> None:
+                self.history: list[dict] = []
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:
+                row = {"epoch": int(trainer.current_epoch)}
+                for k, v in trainer.callback_metrics.items():
+                    if k.startswith(("train/", "val/")) or k == "intensity_scale":
+                        row[k] = float(v)
+                row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+                self.history.append(row)
+
+        return _CB()
+
+
+def _logger(cfg: TrainingConfig, run_dir: Path):
+    kind = cfg.execution.logger
+    if kind == "none":
+        return False
+    from lightning.pytorch import loggers
+
+    if kind == "csv":
+        return loggers.CSVLogger(run_dir / "logs", name="csv")
+    if kind == "tensorboard":
+        try:
+            return loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard")
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                "execution.logger='tensorboard' needs the tensorboard package: "
+                "pip install 'ptychopinn[tensorboard]'"
+            ) from exc
+    try:
+        import mlflow  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "execution.logger='mlflow' needs the mlflow package: pip install 'ptychopinn[mlflow]'"
+        ) from None
+    uri = cfg.execution.mlflow_tracking_uri or _local_mlflow_uri(run_dir / "logs")
+    return loggers.MLFlowLogger(experiment_name="ptychopinn", tracking_uri=uri)
+
+
+def _local_mlflow_uri(logs: Path) -> str:
+    """A local MLflow store in the run directory (never a server).
+
+    SQLite when SQLAlchemy is present (MLflow's recommended local store), else
+    the file store, which recent MLflow releases only accept when
+    ``MLFLOW_ALLOW_FILE_STORE`` is set.
+    """
+    import importlib.util
+
+    logs.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("sqlalchemy") is not None:
+        return f"sqlite:///{(logs / 'mlflow.db').resolve()}"
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (logs / "mlruns").resolve().as_uri()
+
+
+def _accelerator(cfg: TrainingConfig) -> str:
+    acc = cfg.execution.accelerator
+    return "gpu" if acc == "cuda" else acc
+
+
+def load_training_scan(path: str, *, what: str = "train_data_file") -> Scan:
+    from ptychopinn.data.readers import load_scan
+
+    if path is None:
+        raise ConfigError(
+            f"{what} is not set; pass --data FILE (an NPZ following the data contract)."
+        )
+    return load_scan(path)
+
+
+def train_pytorch(
+    cfg: TrainingConfig,
+    scan: Scan | None = None,
+    *,
+    resume: bool = False,
+    extra_callbacks: list | None = None,
+) -> TrainResult:
+    """Train a PINN (or supervised) model with Lightning; returns a `TrainResult`.
+
+    ``extra_callbacks`` are Lightning callbacks added to the Trainer (e.g. a
+    benchmark's periodic evaluation).
+    """
+    import time
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from ptychopinn.bundle.pytorch import load_pinn, save_pinn
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
+    from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
+    from ptychopinn.training.module import PINNModule
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if scan is None:
+        scan = load_training_scan(cfg.train_data_file)
+    if cfg.model.model_type == "supervised" and scan.object is None:
+        raise ConfigError(
+            f"model_type 'supervised' needs a ground-truth object, but {scan.source} has no "
+            "'objectGuess'; use model_type 'pinn' (self-supervised)."
+        )
+    if cfg.realspace_weight > 0 and scan.object is None:
+        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
+    if cfg.execution.num_threads:
+        torch.set_num_threads(cfg.execution.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    save_config(cfg, run_dir / "config.yaml")
+
+    data = prepare(scan, cfg)
+    train_ids, val_ids = split_groups(data.indices.shape[0], cfg.val_fraction, cfg.seed)
+    with_truth = cfg.realspace_weight > 0
+    train_dl = DataLoader(
+        GroupDataset(data, train_ids, with_truth),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=collate_batch,
+        drop_last=len(train_ids) > cfg.batch_size,
+    )
+    val_dl = None
+    if len(val_ids):
+        val_dl = DataLoader(
+            GroupDataset(data, val_ids, with_truth),
+            batch_size=max(cfg.batch_size, 64),
+            shuffle=False,
+            collate_fn=collate_batch,
+        )
+
+    probe_t = torch.from_numpy(scan.probe)
+    probe_n, factor = normalise_probe(probe_t, cfg.model.probe_scale)
+    units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
+    log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
+    module = PINNModule(
+        cfg.model_dump(mode="json"),
+        list(probe_n.shape),
+        probe=probe_n,
+        log_intensity_scale=log_s,
+        input_scale=data.input_scale,
+    )
+    if data.valid is not None:
+        module.valid_mask.copy_(data.valid)
+    if cfg.init_from and not resume:
+        init = load_pinn(cfg.init_from)
+        if init.config.model != cfg.model:
+            raise ConfigError(
+                f"init_from {cfg.init_from}: its model section differs from this run's; "
+                "use the same model settings to fine-tune."
+            )
+        module.model.generator.load_state_dict(init.model.generator.state_dict())
+        log.info("initialised the generator from %s", init.path)
+
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="epoch{epoch:04d}",
+            save_last=True,
+            save_top_k=0,
+            every_n_epochs=1,
+            auto_insert_metric_name=False,
+        )
+    ]
+    hist_cb = _HistoryCallback()
+    callbacks.append(hist_cb)
+    callbacks.extend(extra_callbacks or [])
+    if cfg.early_stopping_patience and val_dl is not None:
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=cfg.early_stopping_patience))
+    if cfg.execution.progress_bar:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_dl) // 4)))
+    import datetime as dt
+
+    trainer = L.Trainer(
+        accelerator=_accelerator(cfg),
+        devices=cfg.execution.devices,
+        strategy=cfg.execution.strategy,
+        num_nodes=cfg.execution.num_nodes,
+        precision=cfg.execution.precision,
+        deterministic=cfg.execution.deterministic,
+        max_epochs=cfg.nepochs,
+        max_time=dt.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes else None,
+        gradient_clip_val=cfg.gradient_clip_val,
+        logger=_logger(cfg, run_dir),
+        callbacks=callbacks,
+        enable_progress_bar=cfg.execution.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        log_every_n_steps=max(1, min(50, len(train_dl))),
+        num_sanity_val_steps=0,
+    )
+    ckpt_path = None
+    last = ckpt_dir / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {last}; start without --resume.")
+        ckpt_path = str(last)
+        log.info("resuming from %s", last)
+    t_fit = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+    t_fit = time.perf_counter() - t_fit
+    history = _merge_history(run_dir, hist_cb.history, resume)
+    result = TrainResult(
+        run_dir=run_dir, bundle_path=run_dir, history=history, timings_s={"fit": t_fit}
+    )
+    if trainer.global_rank != 0:
+        return result
+    model = module.model.cpu().eval()
+    bundle = save_pinn(
+        run_dir,
+        model,
+        cfg,
+        history=history,
+        extra={
+            "data_scale": data.data_scale,
+            "epochs_done": int(trainer.current_epoch),
+            "fit_seconds": t_fit,
+            "n_train_patterns": scan.n_patterns,
+        },
+    )
+    result.bundle_path = bundle
+    _write_json(run_dir / "history.json", history)
+    _post_training(result, cfg, scan)
+    result.timings_s["total"] = time.perf_counter() - t_start
+    return result
+
+
+def _merge_history(run_dir: Path, new: list[dict], resume: bool) -> list[dict]:
+    old: list[dict] = []
+    path = run_dir / "history.json"
+    if resume and path.is_file():
+        old = json.loads(path.read_text())
+    epochs = {row["epoch"] for row in new}
+    return [r for r in old if r["epoch"] not in epochs] + new
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None:
+    """Loss figure, stitched reconstruction of the training scan and a test scan."""
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch, write_outputs
+
+    try:
+        from ptychopinn.figures import plot_loss_curve
+
+        if result.history:
+            plot_loss_curve(result.history, result.run_dir / "loss_curve.png")
+    except Exception as exc:  # a figure never breaks a training
+        log.warning("loss curve skipped: %s", exc)
+    if not cfg.save_reconstruction and not cfg.test_data_file:
+        return
+    loaded = load_pinn(result.bundle_path)
+    icfg = InferenceConfig(execution=cfg.execution.model_copy(update={"logger": "none"}))
+    if cfg.save_reconstruction:
+        recon = reconstruct_pytorch(loaded, scan, icfg)
+        write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
+        result.reconstruction = recon
+        result.metrics = recon.metrics
+    if cfg.test_data_file:
+        test = load_training_scan(cfg.test_data_file, what="test_data_file")
+        trec = reconstruct_pytorch(loaded, test, icfg)
+        write_outputs(trec, result.run_dir / "test_reconstruction", scan=test)
+        result.test_metrics = trec.metrics

@@ -1,0 +1,135 @@
+"""Training with Lightning: outputs, checkpoint reload, resume, loggers, modes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn import api
+from ptychopinn.config import TrainingConfig
+from ptychopinn.errors import ConfigError
+
+
+def _cfg(tmp_path, **kw):
+    base = {
+        "output_dir": str(tmp_path / "run"),
+        "nepochs": 2,
+        "max_time_minutes": None,
+        "batch_size": 16,
+        "model": {"N": 32, "n_filters_scale": 0.25},
+        "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"},
+        "save_reconstruction": False,
+    }
+    for k, v in kw.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return TrainingConfig.model_validate(base)
+
+
+def test_train_writes_run_directory(tmp_path, small_scan):
+    cfg = _cfg(tmp_path, execution={"logger": "csv"}, save_reconstruction=True)
+    res = api.train(cfg, small_scan)
+    run = tmp_path / "run"
+    assert res.backend == "pytorch"
+    for name in (
+        "config.yaml",
+        "history.json",
+        "checkpoints/last.ckpt",
+        "model.ptychopinn.safetensors",
+        "reconstruction/reconstruction.npz",
+        "reconstruction/metrics.json",
+        "loss_curve.png",
+    ):
+        assert (run / name).is_file(), name
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1]
+    assert all(np.isfinite(h["train/poisson_nll"]) for h in hist)
+    assert list((run / "logs" / "csv").rglob("metrics.csv"))
+    rec = np.load(run / "reconstruction" / "reconstruction.npz")
+    assert rec["object"].dtype == np.complex64 and rec["object"].shape == small_scan.object.shape
+    assert rec["positions_px"].shape == (small_scan.n_patterns, 2)
+
+
+def test_checkpoint_rebuilds_without_arguments(tmp_path, small_scan):
+    from ptychopinn.training.module import PINNModule
+
+    api.train(_cfg(tmp_path, nepochs=1), small_scan)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain data only
+    assert isinstance(raw["hyper_parameters"]["config"], dict)
+    module = PINNModule.load_from_checkpoint(ckpt, map_location="cpu")
+    bundle = api.load_bundle(tmp_path / "run")
+    assert torch.equal(module.model.probe, bundle.model.probe)
+    for k, v in bundle.model.state_dict().items():
+        assert torch.equal(v, module.model.state_dict()[k]), k
+
+
+def test_resume_continues_epochs(tmp_path, small_scan):
+    api.train(_cfg(tmp_path, nepochs=1), small_scan)
+    res = api.train(_cfg(tmp_path, nepochs=3), small_scan, resume=True)
+    epochs = [h["epoch"] for h in res.history]
+    assert epochs == [0, 1, 2]
+    manifest = api.load_bundle(tmp_path / "run").manifest
+    assert manifest["extra"]["epochs_done"] == 3
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path, small_scan):
+    with pytest.raises(ConfigError, match="last.ckpt"):
+        api.train(_cfg(tmp_path), small_scan, resume=True)
+
+
+def test_training_reduces_loss(tmp_path, small_scan):
+    res = api.train(_cfg(tmp_path, nepochs=4, learning_rate=3e-3), small_scan)
+    losses = [h["train/loss"] for h in res.history]
+    assert losses[-1] < losses[0]
+
+
+def test_supervised_mode(tmp_path, small_scan):
+    cfg = _cfg(tmp_path, model={"model_type": "supervised"}, nepochs=2)
+    res = api.train(cfg, small_scan)
+    assert "train/realspace_mae" in res.history[-1]
+    assert "train/poisson_nll" not in res.history[-1]
+
+
+def test_supervised_needs_object(tmp_path, small_scan):
+    scan = small_scan.replace(object=None)
+    with pytest.raises(ConfigError, match="ground-truth"):
+        api.train(_cfg(tmp_path, model={"model_type": "supervised"}), scan)
+
+
+def test_patch_size_mismatch(tmp_path, small_scan):
+    with pytest.raises(ConfigError, match="model.N"):
+        api.train(_cfg(tmp_path, model={"N": 64}), small_scan)
+
+
+def test_tensorboard_logger(tmp_path, small_scan):
+    pytest.importorskip("tensorboard")
+    api.train(_cfg(tmp_path, nepochs=1, execution={"logger": "tensorboard"}), small_scan)
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
+
+
+def test_mlflow_logger_local(tmp_path, small_scan):
+    pytest.importorskip("mlflow")
+    api.train(_cfg(tmp_path, nepochs=1, execution={"logger": "mlflow"}), small_scan)
+    logs = tmp_path / "run" / "logs"
+    assert (logs / "mlruns").is_dir() or (logs / "mlflow.db").is_file()
+
+
+def test_gridsize_one_and_cnn(tmp_path, small_scan):
+    cfg = _cfg(tmp_path, model={"gridsize": 1, "architecture": "cnn"}, nepochs=1)
+    res = api.train(cfg, small_scan)
+    loaded = api.load_bundle(res.bundle_path)
+    rec = api.reconstruct(loaded, small_scan)
+    assert rec.object.shape == small_scan.object.shape
+
+
+def test_two_runs_in_one_process_do_not_interfere(tmp_path, small_scan):
+    a = api.train(_cfg(tmp_path / "a", nepochs=1, model={"gridsize": 1}), small_scan)
+    b = api.train(_cfg(tmp_path / "b", nepochs=1, model={"gridsize": 2}), small_scan)
+    assert api.load_bundle(a.bundle_path).config.model.gridsize == 1
+    assert api.load_bundle(b.bundle_path).config.model.gridsize == 2
