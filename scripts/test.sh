@@ -9,5 +9,6 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip
 # torch first, pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build)
 "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q torch==2.13.0
-"$VPY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# the optional backends and integrations too, so the suite covers them all
+"$VPY" -m pip install -q --disable-pip-version-check -e ".[test,tensorflow,ptychodus,mlflow]"
 exec "$VPY" -m pytest -q -m "not slow" "$@"

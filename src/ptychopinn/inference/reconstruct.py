@@ -16,6 +16,7 @@ from ptychopinn.data.scan import Scan
 log = logging.getLogger(__name__)
 
 CANVAS_MARGIN_PX = 2
+PROBE_WEIGHT_FLOOR = 0.02
 _CACHE_LIMIT_BYTES = 1 << 30
 
 
@@ -102,9 +103,13 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         seed=cfg.seed,
         oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
     )
+    from ptychopinn.inference.stitching import radial_order
+
     amps = torch.from_numpy(framed.diffraction)
     pos = torch.from_numpy(framed.positions_px)
-    idx = torch.from_numpy(groups.indices)
+    # groups grow outwards from the centre so phase synchronisation can chain them
+    order = radial_order(groups.centers_px)
+    idx = torch.from_numpy(groups.indices[order])
     n_groups = idx.shape[0]
     scale = input_scale_of(framed.diffraction)
     n = mcfg.N
@@ -132,13 +137,13 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     support = model.physics.support.cpu()
     if cfg.stitch_weight == "probe":
-        weight = model.physics.illumination(model.probe.detach().cpu()) * support
+        # probe intensity, floored so pixels lit only by a probe's tail keep a value
+        ill = model.physics.illumination(model.probe.detach().cpu())
+        weight = ill.clamp_min(PROBE_WEIGHT_FLOOR) * support
     else:
         weight = support
     t_st = time.perf_counter()
-    obj, den, _ = stitch_groups(
-        source, n_groups, shape, weight, phase_sync_passes=2 if cfg.phase_sync else 0
-    )
+    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=cfg.phase_sync)
     t_st = time.perf_counter() - t_st
     return Reconstruction(
         object=obj.numpy().astype(np.complex64),

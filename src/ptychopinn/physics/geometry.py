@@ -144,3 +144,27 @@ def stitch(
     out = num / den.clamp_min(eps)
     out = torch.where(den > eps, out, torch.zeros_like(out))
     return out, den
+
+
+def accumulate_patches(canvas: Tensor, patches: Tensor, positions: Tensor) -> None:
+    """In-place adjoint: ``canvas += place_patches(patches, positions)``.
+
+    ``canvas`` is ``(H, W)`` real or complex (contiguous); ``patches`` ``(K, N, N)``
+    of the same kind; ``positions`` ``(K, 2)``. Costs O(K N^2), not O(H W), so
+    it suits streaming stitching of huge scans.
+    """
+    h, w = canvas.shape
+    n = patches.shape[-1]
+    index, frac = _taps(positions[None], n, (h, w))
+    real, _ = _as_real(patches[None])
+    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
+    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
+    win = real.new_zeros(*index.shape, real.shape[-1])
+    win[:, :, :-1, :-1] += w00 * real
+    win[:, :, :-1, 1:] += w01 * real
+    win[:, :, 1:, :-1] += w10 * real
+    win[:, :, 1:, 1:] += w11 * real
+    flat = (torch.view_as_real(canvas) if canvas.is_complex() else canvas.unsqueeze(-1)).view(
+        h * w, -1
+    )
+    flat.index_add_(0, index.reshape(-1), win.reshape(-1, real.shape[-1]))

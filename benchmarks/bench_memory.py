@@ -1,0 +1,93 @@
+"""Peak memory (RSS) of inference + stitching over large simulated scans.
+
+For each scan size (default 1e4, 3e4, 1e5 patterns at N=64) a scan is simulated
+and saved, then a FRESH process loads it and reconstructs it with an untrained
+default model (memory does not depend on the weights) and reports its peak RSS.
+Inference streams groups in chunks and accumulates the stitched object, so the
+peak should be the input data plus a bounded working set.
+
+Usage::
+
+    python benchmarks/bench_memory.py [--sizes 10000,30000,100000] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_CHILD = r"""
+import json, resource, sys, time
+import torch
+from ptychopinn.bundle.pytorch import LoadedModel
+from ptychopinn.config import InferenceConfig, TrainingConfig
+from ptychopinn.data import load_npz
+from ptychopinn.inference.reconstruct import reconstruct_pytorch
+from ptychopinn.models.pinn import PtychoPINN
+
+path = sys.argv[1]
+scan = load_npz(path)
+rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+cfg = TrainingConfig(model={"N": scan.patch_size})
+model = PtychoPINN(cfg.model, torch.from_numpy(scan.probe)).eval()
+loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
+t0 = time.perf_counter()
+rec = reconstruct_pytorch(loaded, scan, InferenceConfig(batch_size=256))
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**20,
+                  "rss_after_load_mb": rss_data, "peak_rss_mb": peak, "seconds": dt,
+                  "object_shape": list(rec.object.shape)}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="10000,30000,100000")
+    ap.add_argument("--N", type=int, default=64)
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    from ptychopinn.data import save_npz
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            path = Path(tmp) / f"scan_{n}.npz"
+            scan = simulate_scan(SimulationConfig(N=args.N, n_positions=n, seed=1))
+            save_npz(scan, path)
+            del scan
+            out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True,
+                                 text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r["overhead_mb"] = r["peak_rss_mb"] - r["rss_after_load_mb"]
+            rows.append(r)
+            print(r, flush=True)
+            path.unlink()
+    header = ["patterns", "diffraction data (MB)", "RSS after loading (MB)", "peak RSS (MB)",
+              "inference overhead (MB)", "inference + stitch (s)", "patterns/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['data_mb']:.0f} | {r['rss_after_load_mb']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['overhead_mb']:.0f} | {r['seconds']:.1f} | "
+                     f"{r['n'] / r['seconds']:.0f} |")
+    table = "\n".join(lines)
+    notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
+             "model (gridsize 2, one group per pattern, batch 256 groups, 2 phase-sync passes). "
+             "'inference overhead' = peak RSS minus RSS after loading the scan; it should stay "
+             "roughly constant as the scan grows (chunked prediction and stitching).")
+    print(table)
+    print(notes)
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _record import append_section
+
+        append_section("Inference peak memory", table, notes=notes)
+
+
+if __name__ == "__main__":
+    main()
