@@ -319,3 +319,8 @@ def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None
         trec = reconstruct_pytorch(loaded, test, icfg)
         write_outputs(trec, result.run_dir / "test_reconstruction", scan=test)
         result.test_metrics = trec.metrics
+
+
+# Shared with the TensorFlow backend's runner.
+merge_history = _merge_history
+write_json = _write_json

@@ -1,0 +1,123 @@
+"""Reconstruct a scan with a TensorFlow model: predict patches, stitch with the shared code.
+
+Only the prediction runs in TensorFlow; grouping, the canvas, the input
+normalisation and the stitching (with phase synchronisation) are the shared
+framework-neutral code used by the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ptychopinn.config.schema import InferenceConfig
+from ptychopinn.data.scan import Scan
+from ptychopinn.inference.reconstruct import PROBE_WEIGHT_FLOOR, Reconstruction, canvas_for
+from ptychopinn.tf import tf
+
+log = logging.getLogger(__name__)
+
+
+def check_execution(execution) -> None:  # noqa: ANN001 (ExecutionConfig)
+    """Reject execution options the tensorflow backend cannot honour (`ConfigError`)."""
+    from ptychopinn.errors import ConfigError
+
+    acc = execution.accelerator
+    if acc == "mps":
+        raise ConfigError("execution.accelerator='mps' is not supported by the tensorflow "
+                          "backend; use 'cpu', 'gpu' or 'auto' (or backend 'pytorch').")
+    if acc in ("gpu", "cuda") and not tf.config.list_physical_devices("GPU"):
+        raise ConfigError(f"execution.accelerator is {acc!r} but TensorFlow sees no GPU "
+                          "(tensorflow-cpu is installed by ptychopinn[tensorflow]).")
+    if execution.precision != "32-true":
+        raise ConfigError(f"execution.precision={execution.precision!r} is not supported by the "
+                          "tensorflow backend; use '32-true' (or backend 'pytorch').")
+
+
+CACHE_LIMIT_BYTES = 1 << 30
+"""Predicted patches are kept in memory (one prediction pass) below this size."""
+
+
+def patch_predictor(model, amplitudes: np.ndarray, scale: float):  # noqa: ANN001
+    """A function ``indices (g, C) -> complex patches (g, C, N, N)`` (numpy), graph-compiled."""
+    fn = model.compiled_predictor()
+    s = tf.constant(scale, tf.float32)
+    return lambda idx: fn(tf.constant(amplitudes[idx]), s).numpy()
+
+
+def reconstruct_tensorflow(
+    loaded, scan: Scan, cfg: InferenceConfig | None = None  # noqa: ANN001
+) -> Reconstruction:
+    """Predict every group's patches with TensorFlow and stitch them into the object.
+
+    Parameters
+    ----------
+    loaded
+        A `LoadedModel` from `ptychopinn.tf.bundle.load_tf`.
+    scan
+        The scan to reconstruct (its N must match the model's).
+    cfg
+        Inference options (defaults if None).
+    """
+    import torch
+
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.grouping import group_neighbors
+    from ptychopinn.inference.stitching import radial_order, stitch_groups
+    from ptychopinn.training.data import input_scale_of
+
+    cfg = cfg or InferenceConfig()
+    check_execution(cfg.execution)
+    model = loaded.model
+    mcfg = loaded.config.model
+    if scan.patch_size != mcfg.N:
+        raise ConfigError(
+            f"{scan.source}: patterns are {scan.patch_size}x{scan.patch_size} but the model "
+            f"{loaded.path} was trained for N={mcfg.N}."
+        )
+    t0 = time.perf_counter()
+    framed, offset, shape = canvas_for(scan)
+    groups = group_neighbors(
+        framed.positions_px, mcfg.gridsize,
+        neighbor_count=max(cfg.neighbor_count, mcfg.n_channels),
+        n_groups=cfg.n_groups, seed=cfg.seed,
+        oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
+    )
+    amps = np.asarray(framed.diffraction, dtype=np.float32)
+    # groups grow outwards from the centre so phase synchronisation can chain them
+    idx = groups.indices[radial_order(groups.centers_px)]
+    scale = input_scale_of(amps)
+    predict = patch_predictor(model, amps, scale)
+    n_groups, bs = idx.shape[0], cfg.batch_size
+    cache_ok = n_groups * mcfg.n_channels * mcfg.N**2 * 8 <= CACHE_LIMIT_BYTES
+    t_pred = time.perf_counter()
+    cache = [predict(idx[s : s + bs]) for s in range(0, n_groups, bs)] if cache_ok else []
+    t_pred = time.perf_counter() - t_pred
+    pos = torch.from_numpy(framed.positions_px)
+    idx_t = torch.from_numpy(idx)
+
+    def source():
+        for k, s in enumerate(range(0, n_groups, bs)):
+            sl = slice(s, min(s + bs, n_groups))
+            patches = cache[k] if cache_ok else predict(idx[sl])
+            yield torch.arange(sl.start, sl.stop), torch.from_numpy(patches), pos[idx_t[sl]]
+
+    support = model.support.numpy()
+    weight = support
+    if cfg.stitch_weight == "probe":  # as the pytorch backend: floored probe intensity
+        weight = np.maximum(model.illumination(), PROBE_WEIGHT_FLOOR) * support
+    t_st = time.perf_counter()
+    obj, den, _ = stitch_groups(source, n_groups, shape, torch.from_numpy(weight),
+                                phase_sync=cfg.phase_sync)
+    t_st = time.perf_counter() - t_st
+    return Reconstruction(
+        object=obj.numpy().astype(np.complex64),
+        positions_px=framed.positions_px.copy(),
+        weight=den.numpy().astype(np.float32),
+        backend="tensorflow",
+        frame_offset_px=np.asarray(offset, dtype=np.float64),
+        timings_s={"predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
+                   "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
+    )

@@ -1,0 +1,328 @@
+"""Train a PINN with TensorFlow: the same run directory, losses and outputs as PyTorch.
+
+Run directory layout (as `ptychopinn.training.runner`, checkpoints in
+TensorFlow's format)::
+
+    RUN/config.yaml                     resolved configuration
+    RUN/checkpoints/last-<k>.*          tf.train.Checkpoint (for --resume)
+    RUN/model.ptychopinn.safetensors    the bundle (backend 'tensorflow')
+    RUN/history.json, RUN/logs/history.csv   per-epoch losses
+    RUN/loss_curve.png, RUN/reconstruction/  figures, stitched training scan
+
+The data preparation (`ptychopinn.training.data.prepare`), the probe
+normalisation and the initial intensity scale are the shared code; the
+generator starts from the PyTorch backend's initial weights for the same seed
+(converted), so both backends start from the same point.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ptychopinn.config.io import save_config
+from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+from ptychopinn.data.scan import Scan
+from ptychopinn.errors import ConfigError
+from ptychopinn.tf import physics as tfp
+from ptychopinn.tf import tf
+from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
+from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
+from ptychopinn.training.runner import (
+    TrainResult,
+    merge_history,
+    write_json,
+    load_training_scan,
+)
+
+log = logging.getLogger(__name__)
+_TERMS = ("poisson_nll", "amplitude_mae", "realspace_mae")
+
+
+def _check_execution(cfg: TrainingConfig) -> None:
+    from ptychopinn.tf.inference import check_execution
+
+    ex = cfg.execution
+    check_execution(ex)
+    if ex.strategy != "auto" or ex.num_nodes != 1 or ex.devices not in (1, "auto"):
+        raise ConfigError(
+            "the tensorflow backend trains on one device: execution.strategy must be 'auto', "
+            f"devices 1 and num_nodes 1; found strategy={ex.strategy!r}, devices={ex.devices!r}, "
+            f"num_nodes={ex.num_nodes} (use backend 'pytorch' for distributed training)."
+        )
+    if ex.logger == "mlflow":
+        raise ConfigError("execution.logger='mlflow' is not supported by the tensorflow backend; "
+                          "use 'csv', 'tensorboard' or 'none'.")
+    if ex.num_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(ex.num_threads)
+        except RuntimeError:  # the runtime is already initialised in this process
+            log.warning("execution.num_threads ignored: TensorFlow is already initialised")
+    if ex.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def torch_initial_weights(model_cfg, seed: int) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The PyTorch generator's initial state dict for ``seed`` (numpy, torch RNG untouched)."""
+    import torch
+
+    from ptychopinn.models.registry import build_generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_generator(model_cfg)
+    return {GEN_PREFIX + k: v.detach().numpy() for k, v in net.state_dict().items()}
+
+
+def loss_terms(model: TFPtychoPINN, cfg: TrainingConfig, amps, offsets, true, valid,
+               training: bool) -> dict:
+    """The weighted loss and its named terms for one batch (as in the PyTorch module)."""
+    amp, phase = model.predict_amp_phase(amps, model.train_input_scale, training=training)
+    terms = {}
+    if cfg.nll_weight > 0 or cfg.mae_weight > 0:
+        expected = model.expected_counts(polar(amp, phase), offsets)
+        counts = tf.square(amps)
+        if cfg.nll_weight > 0:
+            terms["poisson_nll"] = tfp.poisson_nll(expected, counts, valid)
+        if cfg.mae_weight > 0:
+            terms["amplitude_mae"] = tfp.amplitude_mae(expected, counts, valid)
+    if cfg.realspace_weight > 0:
+        p = model.probe
+        ill = tf.reduce_sum(tf.math.real(p) ** 2 + tf.math.imag(p) ** 2, axis=0)
+        weight = tf.cast(ill / tf.maximum(tf.reduce_max(ill), 1e-12) > 0.05, tf.float32)
+        terms["realspace_mae"] = tfp.realspace_mae(amp, phase, true, weight)
+    weights = {"poisson_nll": cfg.nll_weight, "amplitude_mae": cfg.mae_weight,
+               "realspace_mae": cfg.realspace_weight}
+    terms["loss"] = tf.add_n([weights[k] * v for k, v in terms.items()])
+    return terms
+
+
+class _Steps:
+    """Graph-compiled train and evaluation steps."""
+
+    def __init__(self, model: TFPtychoPINN, cfg: TrainingConfig, opt, valid) -> None:
+        self.model, self.cfg, self.opt = model, cfg, opt
+        self.valid = None if valid is None else tf.constant(valid)
+        self.vars = model.variables_to_train()
+        self.decay = coupled_weight_decay(cfg)
+        n, c = cfg.model.N, cfg.model.n_channels
+        sig = [tf.TensorSpec((None, c, n, n), tf.float32), tf.TensorSpec((None, c, 2), tf.float32)]
+        if cfg.realspace_weight > 0:
+            sig.append(tf.TensorSpec((None, c, n, n), tf.complex64))
+            self.train = tf.function(self._train, input_signature=sig, autograph=False)
+            self.eval = tf.function(self._eval, input_signature=sig, autograph=False)
+        else:
+            self.train = tf.function(lambda a, o: self._train(a, o, None), input_signature=sig,
+                                     autograph=False)
+            self.eval = tf.function(lambda a, o: self._eval(a, o, None), input_signature=sig,
+                                    autograph=False)
+
+    def _train(self, amps, offsets, true):
+        with tf.GradientTape() as tape:
+            terms = loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, True)
+        grads = tape.gradient(terms["loss"], self.vars)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, self.vars, strict=True)]
+        if self.cfg.gradient_clip_val is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.cfg.gradient_clip_val)
+        if self.decay > 0:
+            grads = [g + self.decay * v for g, v in zip(grads, self.vars, strict=True)]
+        self.opt.apply_gradients(zip(grads, self.vars, strict=True))
+        return terms
+
+    def _eval(self, amps, offsets, true):
+        return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False)
+
+
+def _batch(data: dict, groups: np.ndarray) -> tuple:
+    idx = data["indices"][groups]
+    out = (tf.constant(data["amps"][idx]), tf.constant(data["offsets"][groups]))
+    if data["true"] is not None:
+        out += (tf.constant(data["true"][idx]),)
+    return out
+
+
+def _run_batches(fn, data: dict, groups: np.ndarray, bs: int, before=None, stop=None) -> dict:
+    """Run ``fn`` over batches; returns the batch-size-weighted mean of each term."""
+    sums: dict[str, float] = {}
+    n = 0
+    for s in range(0, len(groups), bs):
+        g = groups[s : s + bs]
+        if before is not None:
+            before()
+        terms = fn(*_batch(data, g))
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(g)
+        n += len(g)
+        if stop is not None and stop():
+            break
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
+                     resume: bool = False) -> TrainResult:
+    """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`."""
+    import torch
+
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
+    from ptychopinn.tf.bundle import load_tf, save_tf
+    from ptychopinn.training.data import prepare, split_groups
+
+    t_start = time.perf_counter()
+    _check_execution(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if scan is None:
+        scan = load_training_scan(cfg.train_data_file)
+    if cfg.model.model_type == "supervised" and scan.object is None:
+        raise ConfigError(f"model_type 'supervised' needs a ground-truth object, but {scan.source} "
+                          "has no 'objectGuess'; use model_type 'pinn' (self-supervised).")
+    if cfg.realspace_weight > 0 and scan.object is None:
+        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
+    tf.random.set_seed(cfg.seed)
+    save_config(cfg, run_dir / "config.yaml")
+
+    prep = prepare(scan, cfg)
+    with_truth = cfg.realspace_weight > 0
+    data = {"amps": prep.amplitudes.numpy(), "indices": prep.indices.numpy(),
+            "offsets": prep.offsets_px.numpy(),
+            "true": prep.true_patches.numpy() if with_truth else None}
+    train_ids, val_ids = split_groups(data["indices"].shape[0], cfg.val_fraction, cfg.seed)
+    probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
+    log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
+    model = TFPtychoPINN(cfg.model, probe_n.numpy(), probe_trainable=cfg.probe_trainable,
+                         intensity_scale_trainable=cfg.intensity_scale_trainable,
+                         log_intensity_scale=log_s, input_scale=prep.input_scale)
+    model.load_generator(torch_initial_weights(cfg.model, cfg.seed), from_torch=True,
+                         where="initial weights")
+    if cfg.init_from and not resume:
+        init = load_tf(cfg.init_from)
+        if init.config.model != cfg.model:
+            raise ConfigError(f"init_from {cfg.init_from}: its model section differs from this "
+                              "run's; use the same model settings to fine-tune.")
+        model.load_generator(init.model.state(), where=str(cfg.init_from))
+        log.info("initialised the generator from %s", init.path)
+
+    bs = cfg.batch_size
+    drop_last = len(train_ids) > bs
+    steps_per_epoch = len(train_ids) // bs if drop_last else 1
+    opt = make_optimizer(cfg)
+    opt.build(model.variables_to_train())
+    schedule = Schedule(cfg, steps_per_epoch)
+    epoch_var = tf.Variable(-1, dtype=tf.int64, trainable=False)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt,
+                               epoch=epoch_var, step=step_var, **schedule.trackables())
+    manager = tf.train.CheckpointManager(ckpt, str(run_dir / "checkpoints"), max_to_keep=1,
+                                         checkpoint_name="last")
+    if resume:
+        if manager.latest_checkpoint is None:
+            raise ConfigError(f"--resume: no tensorflow checkpoint in {run_dir / 'checkpoints'}; "
+                              "start without --resume.")
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
+    steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
+    writer = None
+    if cfg.execution.logger == "tensorboard":
+        writer = tf.summary.create_file_writer(str(run_dir / "logs" / "tensorboard"))
+
+    def before_step() -> None:
+        opt.learning_rate = schedule.lr_for_step(int(step_var.numpy()))
+        step_var.assign_add(1)
+
+    new_history: list[dict] = []
+    t_fit = time.perf_counter()
+    n_seen = 0
+    for epoch in range(int(epoch_var.numpy()) + 1, cfg.nepochs):
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_ids)
+        if drop_last:
+            perm = perm[: steps_per_epoch * bs]
+        train_terms = _run_batches(steps.train, data, perm, bs, before_step, schedule.out_of_time)
+        n_seen += len(perm) * cfg.model.n_channels
+        row: dict = {"epoch": epoch, **{f"train/{k}": v for k, v in train_terms.items()}}
+        if len(val_ids):
+            val_terms = _run_batches(steps.eval, data, val_ids, max(bs, 64))
+            row.update({f"val/{k}": v for k, v in val_terms.items()})
+        row["intensity_scale"] = model.intensity_scale
+        row["lr"] = float(opt.learning_rate.numpy())
+        new_history.append(row)
+        epoch_var.assign(epoch)
+        monitored = row.get("val/loss", row.get("train/loss", float("nan")))
+        schedule.end_epoch(monitored)
+        stop = schedule.should_stop(row.get("val/loss"))
+        manager.save()
+        history = merge_history(run_dir, new_history, resume)
+        write_json(run_dir / "history.json", history)
+        if cfg.execution.logger == "csv":
+            _write_csv(run_dir / "logs" / "history.csv", history)
+        if writer is not None:
+            with writer.as_default():
+                for k, v in row.items():
+                    if k != "epoch":
+                        tf.summary.scalar(k, v, step=epoch)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                   if k != "epoch"))
+        if stop or schedule.out_of_time():
+            log.info("stopping after epoch %d (%s)", epoch,
+                     "early stopping" if stop else "max_time_minutes reached")
+            break
+    t_fit = time.perf_counter() - t_fit
+    history = merge_history(run_dir, new_history, resume)
+    result = TrainResult(run_dir=run_dir, bundle_path=run_dir, history=history,
+                         backend="tensorflow",
+                         timings_s={"fit": t_fit,
+                                    "train_patterns_per_s": n_seen / max(t_fit, 1e-9)})
+    result.bundle_path = save_tf(
+        run_dir, model, cfg, history=history,
+        extra={"data_scale": prep.data_scale, "epochs_done": int(epoch_var.numpy()) + 1,
+               "fit_seconds": t_fit, "n_train_patterns": scan.n_patterns})
+    write_json(run_dir / "history.json", history)
+    _post_training(result, cfg, scan)
+    result.timings_s["total"] = time.perf_counter() - t_start
+    return result
+
+
+def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None:
+    """Loss figure, stitched reconstruction of the training scan and of a test scan."""
+    from ptychopinn.inference.reconstruct import write_outputs
+    from ptychopinn.tf.bundle import load_tf
+    from ptychopinn.tf.inference import reconstruct_tensorflow
+
+    try:
+        from ptychopinn.figures import plot_loss_curve
+
+        if result.history:
+            plot_loss_curve(result.history, result.run_dir / "loss_curve.png")
+    except Exception as exc:  # a figure never breaks a training
+        log.warning("loss curve skipped: %s", exc)
+    if not cfg.save_reconstruction and not cfg.test_data_file:
+        return
+    loaded = load_tf(result.bundle_path)
+    icfg = InferenceConfig(backend="tensorflow",
+                           execution=cfg.execution.model_copy(update={"logger": "none"}))
+    if cfg.save_reconstruction:
+        recon = reconstruct_tensorflow(loaded, scan, icfg)
+        write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
+        result.reconstruction = recon
+        result.metrics = recon.metrics
+    if cfg.test_data_file:
+        test = load_training_scan(cfg.test_data_file, what="test_data_file")
+        trec = reconstruct_tensorflow(loaded, test, icfg)
+        write_outputs(trec, result.run_dir / "test_reconstruction", scan=test)
+        result.test_metrics = trec.metrics

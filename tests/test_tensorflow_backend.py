@@ -1,0 +1,308 @@
+"""The TensorFlow backend: physics and network parity with PyTorch, train/bundle/reconstruct,
+cross-backend bundles, and the dispatcher's errors.
+
+TensorFlow is imported only by the tests that need it (the ``tf`` fixture), not
+at collection, so the rest of the suite never runs with TensorFlow loaded
+because of this file; without TensorFlow those tests are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.backends import get_backend, validate_backend
+from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.errors import BackendUnavailableError, BundleError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def tf():
+    """The tensorflow module (the test is skipped when it is not installed)."""
+    return pytest.importorskip("tensorflow")
+
+
+# float32 tolerances: relative to each quantity's largest magnitude
+RTOL = 2e-5
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+
+
+def _cplx(rng, *shape) -> np.ndarray:
+    return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+
+
+# ----------------------------------------------------------------------------- physics
+def test_physics_matches_pytorch(tf, rng) -> None:
+    from ptychopinn.physics import geometry, losses
+    from ptychopinn.physics.forward import ForwardModel
+    from ptychopinn.tf import physics as tfp
+
+    obj = _cplx(rng, 2, 40, 50)
+    pos = rng.uniform(9.0, 31.0, size=(2, 5, 2))  # fractional positions
+    pt = geometry.extract_patches(torch.from_numpy(obj), torch.from_numpy(pos), 16).numpy()
+    pf = tfp.extract_patches(tf.constant(obj), tf.constant(pos), 16).numpy()
+    assert _rel(pt, pf) < RTOL
+    placed_t = geometry.place_patches(torch.from_numpy(pt), torch.from_numpy(pos), (40, 50))
+    placed_f = tfp.place_patches(tf.constant(pt), tf.constant(pos), (40, 50))
+    assert _rel(placed_t.numpy(), placed_f.numpy()) < RTOL
+
+    patches = _cplx(rng, 3, 4, 32, 32)
+    offsets = rng.uniform(-6.0, 6.0, size=(3, 4, 2)).astype(np.float32)
+    probe = _cplx(rng, 2, 32, 32)  # two incoherent modes
+    for pad_object in (False, True):
+        fm = ForwardModel(torch.from_numpy(probe), pad_object=pad_object)
+        sup = tf.constant(fm.support.numpy())
+        gc_t = fm.group_consistency(torch.from_numpy(patches), torch.from_numpy(offsets))
+        gc_f = tfp.group_consistency(tf.constant(patches), tf.constant(offsets), sup)
+        assert _rel(gc_t.numpy(), gc_f.numpy()) < RTOL
+        it = fm(torch.from_numpy(patches), torch.from_numpy(offsets)).numpy()
+        i_f = tfp.forward_intensity(tf.constant(patches), tf.constant(offsets),
+                                    tf.constant(fm.probe.numpy()), sup, True).numpy()
+        assert _rel(it, i_f) < RTOL
+    # the group consistency changes the patches (so the parity above is not vacuous)
+    assert _rel(patches, gc_f.numpy()) > 0.1
+
+    counts = rng.poisson(it).astype(np.float32)
+    valid = (rng.random((32, 32)) > 0.1).astype(np.float32)
+    for name in ("poisson_nll", "amplitude_mae"):
+        a = getattr(losses, name)(torch.from_numpy(it), torch.from_numpy(counts),
+                                  torch.from_numpy(valid))
+        b = getattr(tfp, name)(tf.constant(i_f), tf.constant(counts), tf.constant(valid))
+        assert float(b) == pytest.approx(float(a), rel=1e-5)
+    amp, phase = rng.random((3, 4, 32, 32)).astype(np.float32), rng.normal(size=(3, 4, 32, 32))
+    phase = (3 * phase).astype(np.float32)
+    a = losses.realspace_mae(torch.from_numpy(amp), torch.from_numpy(phase),
+                             torch.from_numpy(patches), torch.from_numpy(valid))
+    b = tfp.realspace_mae(tf.constant(amp), tf.constant(phase), tf.constant(patches),
+                          tf.constant(valid))
+    assert float(b) == pytest.approx(float(a), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- networks
+@pytest.mark.parametrize(("arch", "kw"), [
+    ("cnn", {"N": 64, "gridsize": 1, "pad_object": True, "amp_activation": "exp"}),
+    ("unet", {"N": 32, "gridsize": 2, "amp_activation": "softplus"}),
+])  # unet with pad_object: test_reconstruction_matches_pytorch_backend
+def test_generator_mirrors_pytorch(tf, arch: str, kw: dict) -> None:
+    from ptychopinn.models.registry import build_generator
+    from ptychopinn.tf.layers import keras_to_torch, torch_to_keras
+    from ptychopinn.tf.networks import build_keras_generator
+
+    cfg = ModelConfig(architecture=arch, n_filters_scale=0.25, **kw)
+    torch.manual_seed(0)
+    tnet = build_generator(cfg).eval()
+    knet = build_keras_generator(cfg)
+    state = {k: v.numpy() for k, v in tnet.state_dict().items()}
+    torch_to_keras(knet, state)
+    back = keras_to_torch(knet)
+    expected = {k for k in state if not k.endswith("num_batches_tracked")}
+    assert set(back) == expected
+    assert all(np.array_equal(back[k], state[k]) for k in expected)
+    x = np.random.default_rng(0).uniform(0, 2, (3, cfg.n_channels, cfg.N, cfg.N))
+    x = x.astype(np.float32)
+    with torch.no_grad():
+        a_t, p_t = tnet(torch.from_numpy(x))
+    a_k, p_k = knet(tf.constant(x))
+    assert _rel(a_t.numpy(), a_k.numpy()) < 1e-4 and _rel(p_t.numpy(), p_k.numpy()) < 1e-4
+
+
+def test_unknown_architecture_is_a_config_error(tf) -> None:
+    from ptychopinn.tf.networks import build_keras_generator
+
+    bad = ModelConfig(N=32).model_copy(update={"architecture": "transformer"})
+    with pytest.raises(ConfigError, match="transformer"):
+        build_keras_generator(bad)
+
+
+def test_pytorch_bundle_converts_and_losses_match(tf, tmp_path, rng) -> None:
+    """A pytorch bundle loads in the tensorflow backend with identical predictions and losses."""
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.physics import losses
+    from ptychopinn.tf.model import polar
+    from ptychopinn.tf.training import loss_terms
+
+    cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25,
+                                "architecture": "cnn", "n_probe_modes": 2},
+                         nll_weight=1.0, mae_weight=0.5, realspace_weight=0.3,
+                         probe_trainable=True)
+    probe, _ = normalise_probe(torch.from_numpy(_cplx(rng, 2, 32, 32)), cfg.model.probe_scale)
+    torch.manual_seed(1)
+    model = PtychoPINN(cfg.model, probe, probe_trainable=True, log_intensity_scale=2.5).eval()
+    model.train_input_scale.fill_(3.0)
+    save_pinn(tmp_path, model, cfg)
+    loaded = get_backend("tensorflow").load_bundle(tmp_path)
+    assert loaded.backend == "tensorflow" and loaded.config == cfg
+    assert loaded.model.intensity_scale == pytest.approx(np.exp(2.5), rel=1e-6)
+
+    amps = rng.uniform(0, 6, (3, 4, 32, 32)).astype(np.float32)
+    offsets = rng.uniform(-4, 4, (3, 4, 2)).astype(np.float32)
+    true = _cplx(rng, 3, 4, 32, 32)
+    with torch.no_grad():  # the PyTorch training objective (PINNModule._losses)
+        amp_t, phase_t = model.predict_amp_phase(torch.from_numpy(amps), 3.0)
+        expected = model.expected_counts(torch.polar(amp_t, phase_t), torch.from_numpy(offsets))
+        counts = torch.from_numpy(amps).square()
+        weight = (model.physics.illumination(model.probe) > 0.05).float()
+        want = {"poisson_nll": float(losses.poisson_nll(expected, counts)),
+                "amplitude_mae": float(losses.amplitude_mae(expected, counts)),
+                "realspace_mae": float(losses.realspace_mae(amp_t, phase_t,
+                                                            torch.from_numpy(true), weight))}
+    want["loss"] = want["poisson_nll"] + 0.5 * want["amplitude_mae"] + 0.3 * want["realspace_mae"]
+    got = loss_terms(loaded.model, cfg, tf.constant(amps), tf.constant(offsets),
+                     tf.constant(true), None, False)
+    assert set(got) == set(want)
+    for k in want:
+        assert float(got[k]) == pytest.approx(want[k], rel=1e-4), k
+    amp, phase = loaded.model.predict_amp_phase(amps, 3.0)
+    patches_t = torch.polar(amp_t, phase_t).numpy()
+    assert _rel(patches_t, polar(amp, phase).numpy()) < 1e-4
+    counts_f = loaded.model.expected_counts(tf.constant(patches_t), tf.constant(offsets))
+    assert _rel(expected.numpy(), counts_f.numpy()) < 1e-4
+
+
+def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> None:
+    """The same (converted) weights give the same stitched object in both backends."""
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25,
+                                "architecture": "unet", "pad_object": True})
+    probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
+    torch.manual_seed(2)
+    save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
+    icfg = InferenceConfig(figures=False)
+    recs = {}
+    for name in ("pytorch", "tensorflow"):
+        backend = get_backend(name)
+        recs[name] = backend.reconstruct(backend.load_bundle(tmp_path), small_scan, icfg)
+    assert recs["tensorflow"].backend == "tensorflow" and recs["pytorch"].backend == "pytorch"
+    np.testing.assert_allclose(recs["tensorflow"].weight, recs["pytorch"].weight, rtol=1e-5)
+    rel = _rel(recs["pytorch"].object, recs["tensorflow"].object)
+    assert rel < 1e-4, rel
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def tf_run(tf, tmp_path_factory):
+    from ptychopinn import api
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=100, photons_per_pattern=1e5, seed=3))
+    run = tmp_path_factory.mktemp("tfrun")
+    cfg = TrainingConfig(backend="tensorflow", output_dir=str(run), nepochs=2, batch_size=8,
+                         val_fraction=0.1, seed=0, save_reconstruction=False,
+                         model={"N": 32, "n_filters_scale": 0.25},
+                         execution={"progress_bar": False})
+    return api.train(cfg, scan), cfg, scan
+
+
+def test_train_writes_run_directory_and_tensorflow_bundle(tf_run) -> None:
+    from ptychopinn.bundle.format import read_bundle
+
+    result, cfg, _ = tf_run
+    run = result.run_dir
+    assert result.backend == "tensorflow"
+    manifest, state = read_bundle(result.bundle_path)
+    assert manifest["backend"] == "tensorflow"
+    assert manifest["config"] == cfg.model_dump(mode="json")
+    assert any(k.startswith("generator.") and k.endswith(".kernel") for k in state)
+    assert [r["epoch"] for r in result.history] == [0, 1]
+    assert json.loads((run / "history.json").read_text()) == result.history
+    for row in result.history:
+        assert np.isfinite(row["train/loss"]) and np.isfinite(row["val/loss"])
+    assert result.history[1]["train/loss"] < result.history[0]["train/loss"]
+    csv_lines = (run / "logs" / "history.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "train/loss" in csv_lines[0]
+    assert (run / "config.yaml").is_file() and (run / "loss_curve.png").is_file()
+    assert list((run / "checkpoints").glob("last-*.index"))
+
+
+def test_load_in_fresh_call_and_reconstruct(tf_run, tmp_path) -> None:
+    from ptychopinn import api
+    from ptychopinn.bundle.format import read_bundle
+    from ptychopinn.inference.reconstruct import write_outputs
+
+    result, cfg, scan = tf_run
+    loaded = api.load_bundle(result.run_dir)
+    assert loaded.backend == "tensorflow" and loaded.config == cfg
+    _, saved = read_bundle(result.bundle_path)
+    state = loaded.model.state()
+    assert set(state) == set(saved)
+    assert all(np.array_equal(np.asarray(state[k]).ravel(), saved[k].ravel()) for k in saved)
+    recon = api.reconstruct(loaded, scan, InferenceConfig(backend="tensorflow", figures=False))
+    assert recon.backend == "tensorflow"
+    assert recon.object.shape == recon.weight.shape and np.isfinite(recon.object).all()
+    covered = recon.weight > 0.05 * recon.weight.max()
+    assert covered.mean() > 0.1 and np.abs(recon.object[covered]).mean() > 0.1
+    files = write_outputs(recon, tmp_path, scan=scan, figures=False)
+    with np.load(files["reconstruction"], allow_pickle=False) as npz:
+        assert str(npz["backend"]) == "tensorflow"
+
+
+def test_bundles_across_backends(tf_run) -> None:
+    from ptychopinn import api
+
+    result, _, _ = tf_run
+    with pytest.raises(BundleError, match="tensorflow"):
+        get_backend("pytorch").load_bundle(result.run_dir)
+    with pytest.raises(BundleError, match="tensorflow"):
+        api.load_bundle(result.run_dir, backend="pytorch")
+
+
+def test_resume_continues_from_last_epoch(tf_run) -> None:
+    from ptychopinn import api
+
+    result, cfg, scan = tf_run
+    more = cfg.model_copy(update={"nepochs": 3, "save_reconstruction": False})
+    res2 = api.train(more, scan, resume=True)
+    assert [r["epoch"] for r in res2.history] == [0, 1, 2]
+    assert res2.history[:2] == result.history
+    fresh = cfg.model_copy(update={"output_dir": str(result.run_dir) + "_none"})
+    with pytest.raises(ConfigError, match="resume"):
+        api.train(fresh, scan, resume=True)
+
+
+def test_unsupported_execution_options_are_config_errors(tf, tmp_path) -> None:
+    from ptychopinn import api
+
+    for execution in ({"strategy": "ddp"}, {"precision": "16-mixed"}, {"logger": "mlflow"}):
+        cfg = TrainingConfig(backend="tensorflow", output_dir=str(tmp_path),
+                             execution=execution)
+        with pytest.raises(ConfigError, match="tensorflow backend"):
+            api.train(cfg, None)
+
+
+# ----------------------------------------------------------------------------- dispatcher
+def test_missing_tensorflow_names_the_install_command(monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(RuntimeError) as ei:
+        get_backend("tensorflow")
+    assert isinstance(ei.value, BackendUnavailableError)
+    msg = str(ei.value)
+    assert "'tensorflow'" in msg and "pip install 'ptychopinn[tensorflow]'" in msg
+
+
+def test_invalid_backend_literal() -> None:
+    with pytest.raises(ValueError, match="'pytorch', 'tensorflow'"):
+        validate_backend("tf")
+    with pytest.raises(ValueError, match="backend"):
+        TrainingConfig(backend="keras")
+
+
+def test_pytorch_side_never_imports_tensorflow() -> None:
+    code = ("import sys, ptychopinn, ptychopinn.api, ptychopinn.backends.pytorch_backend; "
+            "ptychopinn.backends.get_backend('pytorch'); "
+            "sys.exit(int('tensorflow' in sys.modules or 'keras' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
