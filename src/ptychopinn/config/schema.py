@@ -233,5 +233,7 @@ class InferenceConfig(_Section):
     refine_positions: bool = Field(
         False, description="Also refine the scan positions during refinement."
     )
-    refine_learning_rate: float = Field(0.05, gt=0, description="Refinement step size.")
+    refine_learning_rate: float = Field(
+        1.0, gt=0, le=4, description="Refinement step as a fraction of the full PIE step."
+    )
     figures: bool = Field(True, description="Write PNG figures.")

@@ -35,6 +35,8 @@ class Reconstruction:
     frame_offset_px: np.ndarray = field(default_factory=lambda: np.zeros(2))
     timings_s: dict = field(default_factory=dict)
     refined_object: np.ndarray | None = None
+    refined_probe: np.ndarray | None = None
+    refined_positions_px: np.ndarray | None = None
     refinement_history: list = field(default_factory=list)
     metrics: dict | None = None
 
@@ -182,6 +184,13 @@ def write_outputs(
         arrays["refined_object"] = recon.refined_object.astype(np.complex64)
         arrays["refined_amplitude"] = np.abs(recon.refined_object).astype(np.float32)
         arrays["refined_phase"] = np.angle(recon.refined_object).astype(np.float32)
+        arrays["refinement_loss"] = np.asarray(
+            [h["loss"] for h in recon.refinement_history], dtype=np.float64
+        )
+    if recon.refined_probe is not None:
+        arrays["refined_probe"] = np.asarray(recon.refined_probe).astype(np.complex64)
+    if recon.refined_positions_px is not None:
+        arrays["refined_positions_px"] = np.asarray(recon.refined_positions_px, dtype=np.float64)
     files = {"reconstruction": atomic_savez(out / "reconstruction.npz", arrays)}
     pixel_size = scan.pixel_size_m if scan is not None else None
     if figures:

@@ -1,0 +1,322 @@
+"""Physics refinement: optimise the object's pixels against the measured counts.
+
+Owns `refine` (a scan plus an optional starting object -> `RefineResult`) and
+`RefineResult`. The forward model is the package's one
+(`physics.geometry.extract_patches`, `physics.propagation.diffracted_intensity`)
+and the reported loss is its Poisson NLL (`physics.losses.poisson_nll`).
+
+Algorithm (one epoch = every position once, in seeded random mini-batches):
+extract the batch's patches, compute the expected counts, back-propagate the
+data term and update the object by a preconditioned (parallel PIE) step or by
+Adam (see `steps`). Optionally the probe (from ``probe_start_epoch``) and the
+positions (from ``position_start_epoch``, see `positions.PositionCorrector`).
+Before the first epoch the global intensity factor ``c`` of
+``lam = c * I(initial object)`` is set to its Poisson maximum-likelihood value
+``sum(k) / sum(I)`` and folded into the object amplitude (``sqrt(c)``), which
+removes the arbitrary amplitude scale of a network's object or of a flat start.
+
+Measured choice (``benchmarks/bench_refinement.py``: N=64, 625 positions,
+flat start, one CPU thread, about 0.3 s per epoch): the PIE step on the
+amplitude data term reaches amplitude SSIM 0.95 after 5 epochs (about 1.5 s)
+and 0.965 (phase 0.983) at 40 epochs with 1e6 photons per pattern; Adam
+(``learning_rate=0.02``) needs about 10 epochs for 0.95; the Poisson data term
+in the PIE step is slower (0.94 at 20 epochs with half the step). The plateau schedule
+(`schedule`) matters at low dose: with 1e4 photons a constant step hovers at
+SSIM 0.65, the schedule settles at 0.715 (phase 0.845) in about 25 epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from ptychopinn.data.scan import Scan
+from ptychopinn.errors import ConfigError
+from ptychopinn.refinement.checks import check_inputs
+
+log = logging.getLogger(__name__)
+
+Method = Literal["pie", "adam"]
+_PRELOAD_LIMIT_BYTES = 1 << 30
+
+
+@dataclass
+class RefineResult:
+    """Outcome of `refine`.
+
+    ``object`` complex64 ``(H, W)`` and ``positions_px`` float64 ``(n, 2)``
+    ``[y, x]`` share the pixel frame of the starting object; ``probe`` is
+    complex64 ``(M, N, N)``; ``history`` holds one dict per epoch (``epoch``,
+    ``loss`` = mean normalised Poisson NLL, ``seconds`` since the start, and
+    ``position_rms_px`` when positions are refined); ``intensity_scale`` is the
+    factor ``c`` folded into the object amplitude as ``sqrt(c)``;
+    ``positions_px + frame_offset_px`` are positions in the scan's frame
+    (the offset is non-zero only for a flat start on a shifted canvas).
+    """
+
+    object: np.ndarray
+    probe: np.ndarray
+    positions_px: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    intensity_scale: float = 1.0
+    frame_offset_px: np.ndarray = field(default_factory=lambda: np.zeros(2))
+
+
+def _initial_state(
+    scan: Scan, initial_object: np.ndarray | None, positions_px: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starting object, positions and frame offset (scan frame - object frame)."""
+    if initial_object is None:
+        from ptychopinn.inference.reconstruct import canvas_for
+
+        framed, offset, shape = canvas_for(scan)
+        pos = framed.positions_px if positions_px is None else positions_px
+        return np.ones(shape, dtype=np.complex64), np.asarray(pos), np.asarray(offset, float)
+    pos = scan.positions_px if positions_px is None else positions_px
+    return np.asarray(initial_object), np.asarray(pos), np.zeros(2)
+
+
+def refine(
+    scan: Scan,
+    initial_object: np.ndarray | None = None,
+    *,
+    epochs: int = 20,
+    batch_size: int = 64,
+    learning_rate: float = 1.0,
+    refine_probe: bool = False,
+    refine_positions: bool = False,
+    probe: np.ndarray | None = None,
+    positions_px: np.ndarray | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    intensity_scale: float | None = None,
+    callback: Callable[[int, dict, np.ndarray], bool | None] | None = None,
+    method: Method = "pie",
+    fit: Literal["amplitude", "poisson"] = "amplitude",
+    alpha: float = 0.1,
+    probe_learning_rate: float | None = None,
+    probe_start_epoch: int = 2,
+    position_method: Literal["adam", "gauss_newton"] = "adam",
+    position_learning_rate: float = 0.3,
+    position_start_epoch: int = 1,
+    adaptive_step: bool = True,
+) -> RefineResult:
+    """Refine an object (and optionally probe and positions) against a scan.
+
+    Parameters
+    ----------
+    scan
+        The measured scan; counts are ``scan.diffraction ** 2``.
+    initial_object
+        ``(H, W)`` complex start, in the frame of ``positions_px``; None starts
+        from a flat object of ones on the canvas of
+        `ptychopinn.inference.reconstruct.canvas_for` (and its positions).
+    epochs
+        Passes over every position.
+    batch_size
+        Positions per update (bounds the memory).
+    learning_rate
+        ``method="pie"``: fraction of the full PIE step (1 is the full step);
+        ``method="adam"``: Adam step relative to the mean object amplitude.
+    refine_probe, refine_positions
+        Also refine the probe / the positions.
+    probe
+        ``(M, N, N)`` or ``(N, N)`` complex probe; default ``scan.probe``.
+    positions_px
+        ``(n, 2)`` ``[y, x]`` in the object's frame; default the scan's (or the
+        canvas frame's when ``initial_object`` is None).
+    device
+        Torch device (``"cpu"``, ``"cuda"``).
+    seed
+        Seed of the mini-batch order.
+    progress
+        Show a tqdm progress bar over epochs.
+    intensity_scale
+        Factor ``c`` with ``counts ~ c * I(initial object)``; None estimates it
+        (Poisson ML, closed form). It is folded into the object as ``sqrt(c)``.
+    callback
+        ``callback(epoch, record, object)`` after each epoch (its time is not
+        counted); returning True stops the refinement.
+    method
+        ``"pie"``: preconditioned steps (default, see `steps`); ``"adam"``.
+    fit
+        Data term that drives the updates: ``"amplitude"`` (variance-stabilised
+        Poisson, bounded gradient; default) or ``"poisson"``.
+    alpha
+        rPIE regularisation of the illumination preconditioner (0..1].
+    probe_learning_rate
+        Probe step: fraction of the PIE step (default 1), or for Adam a factor
+        of ``learning_rate * max|P|`` (default 0.2).
+    probe_start_epoch, position_start_epoch
+        First epoch (0-based) that updates the probe / positions.
+    position_method
+        ``"adam"`` (one step per epoch, default) or ``"gauss_newton"``
+        (per-batch LSQML-like step); see `positions.PositionCorrector`.
+    position_learning_rate
+        The Adam step in pixels, or the fraction of the Gauss-Newton step.
+    adaptive_step
+        Halve the object/probe step when the loss stalls (`schedule`).
+    """
+    import torch
+
+    from ptychopinn.refinement import steps
+    from ptychopinn.refinement.positions import PositionCorrector
+    from ptychopinn.refinement.schedule import PlateauSchedule
+
+    _check_options(epochs, batch_size, learning_rate, method, fit, alpha)
+    obj_np, pos_np, offset = _initial_state(scan, initial_object, positions_px)
+    probe_np = scan.probe if probe is None else probe
+    obj_np, probe_np, pos_np = check_inputs(scan, obj_np, probe_np, pos_np)
+    n_pat, n = scan.n_patterns, scan.patch_size
+    dev = torch.device(device)
+    t_start = time.perf_counter()
+
+    obj = torch.from_numpy(obj_np).to(dev)
+    pr = torch.from_numpy(probe_np).to(dev)
+    valid = None
+    if scan.bad_pixel_mask is not None:
+        valid = torch.from_numpy(~scan.bad_pixel_mask).to(dev, torch.float32)
+    amps = torch.from_numpy(scan.diffraction)
+    if dev.type != "cpu" and amps.numel() * 4 <= _PRELOAD_LIMIT_BYTES:
+        amps = amps.to(dev)
+    corr = PositionCorrector(
+        pos_np, obj_np.shape, n, enabled=refine_positions,
+        method=position_method, learning_rate=position_learning_rate,
+        start_epoch=position_start_epoch, device=dev,
+    )
+
+    def counts_of(idx: torch.Tensor) -> torch.Tensor:
+        a = amps[idx.to(amps.device)].to(dev, non_blocking=True)
+        return a.square()
+
+    if intensity_scale is None:
+        tot_k = tot_i = 0.0
+        with torch.no_grad():
+            for s in range(0, n_pat, batch_size):
+                idx = torch.arange(s, min(s + batch_size, n_pat), device=dev)
+                sk, si = steps.count_sums(obj, pr, corr.batch(idx, -1), counts_of(idx), valid)
+                tot_k, tot_i = tot_k + sk, tot_i + si
+        intensity_scale = steps.ml_intensity_scale(tot_k, tot_i)
+    elif not (math.isfinite(intensity_scale) and intensity_scale > 0):
+        raise ConfigError(f"intensity_scale must be a positive number; found {intensity_scale!r}.")
+    obj = (obj * math.sqrt(intensity_scale)).requires_grad_(True)
+    log.info("refine: intensity scale %.4g folded into the object amplitude", intensity_scale)
+
+    pr = pr.requires_grad_(refine_probe)
+    shape = tuple(obj.shape)
+    obj_opt = probe_opt = None
+    obj_lr = probe_lr = 0.0
+    if probe_learning_rate is None:
+        probe_learning_rate = 1.0 if method == "pie" else 0.2
+    if method == "adam":
+        obj_lr = learning_rate * max(float(obj.detach().abs().mean()), 1e-6)
+        obj_opt = torch.optim.Adam([obj], lr=obj_lr)
+        if refine_probe:
+            probe_lr = probe_learning_rate * learning_rate * float(pr.detach().abs().max())
+            probe_opt = torch.optim.Adam([pr], lr=probe_lr)
+
+    rng = np.random.default_rng(seed)
+    schedule = PlateauSchedule(enabled=adaptive_step)
+    frac = 1.0
+    history: list[dict] = []
+    paused = 0.0
+    bar = _progress(epochs, progress)
+    for epoch in range(epochs):
+        order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
+        probe_on = refine_probe and epoch >= probe_start_epoch
+        nll_sum = 0.0
+        for s in range(0, n_pat, batch_size):
+            idx = order[s : s + batch_size]
+            k = counts_of(idx)
+            pos = corr.batch(idx, epoch)
+            loss, lam, patches = steps.batch_objective(obj, pr, pos, k, valid, fit)
+            loss.backward()
+            corr.after_backward(idx, pos, obj, pr, 2.0 if fit == "poisson" else 1.0)
+            nll_sum += steps.reported_nll(lam.detach(), k, valid) * idx.numel()
+            with torch.no_grad():
+                if method == "adam":
+                    for opt, lr0 in ((obj_opt, obj_lr), (probe_opt, probe_lr)):
+                        if opt is not None:
+                            opt.param_groups[0]["lr"] = lr0 * frac
+                    obj_opt.step()
+                    if probe_on:
+                        probe_opt.step()
+                else:
+                    den = steps.rpie_denominator(
+                        steps.object_illumination(pr.detach(), pos.detach(), shape), alpha
+                    )
+                    steps.pie_step(obj, obj.grad, den, learning_rate * frac)
+                    if probe_on:
+                        pden = steps.rpie_denominator(
+                            steps.probe_illumination(patches.detach()), alpha
+                        )
+                        steps.pie_step(pr, pr.grad, pden, probe_learning_rate * frac)
+            obj.grad = None
+            if pr.grad is not None:
+                pr.grad = None
+        corr.end_epoch(epoch)
+        record = {
+            "epoch": epoch + 1,
+            "loss": nll_sum / n_pat,
+            "step": learning_rate * frac,
+            "seconds": time.perf_counter() - t_start - paused,
+        }
+        frac = schedule.update(record["loss"])
+        if refine_positions:
+            record["position_rms_px"] = corr.rms_shift_px()
+        history.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4g}")
+        if callback is not None:
+            t_cb = time.perf_counter()
+            stop = callback(epoch + 1, record, obj.detach().cpu().numpy())
+            paused += time.perf_counter() - t_cb
+            if stop:
+                break
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t_start - paused
+    return RefineResult(
+        object=obj.detach().cpu().numpy().astype(np.complex64),
+        probe=pr.detach().cpu().numpy().astype(np.complex64),
+        positions_px=corr.positions(),
+        history=history,
+        seconds=seconds,
+        intensity_scale=float(intensity_scale),
+        frame_offset_px=offset,
+    )
+
+
+def _progress(epochs: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, desc="refine", unit="epoch", leave=False)
+
+
+def _check_options(
+    epochs: int, batch_size: int, learning_rate: float, method: str, fit: str, alpha: float
+) -> None:
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ConfigError(f"refine: 'epochs' must be an integer >= 0; found {epochs!r}.")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"refine: 'batch_size' must be an integer >= 1; found {batch_size!r}.")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ConfigError(f"refine: 'learning_rate' must be > 0; found {learning_rate!r}.")
+    if method not in ("pie", "adam"):
+        raise ConfigError(f"refine: 'method' must be 'pie' or 'adam'; found {method!r}.")
+    if fit not in ("amplitude", "poisson"):
+        raise ConfigError(f"refine: 'fit' must be 'amplitude' or 'poisson'; found {fit!r}.")
+    if not 0 < alpha <= 1:
+        raise ConfigError(f"refine: 'alpha' must be in (0, 1]; found {alpha!r}.")
+

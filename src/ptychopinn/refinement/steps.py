@@ -1,0 +1,133 @@
+"""The refinement objective and its update steps, in torch.
+
+Owns: the per-batch data term (`batch_objective`), the reported Poisson NLL,
+the closed-form global intensity scale (`ml_intensity_scale`) and the
+preconditioned object/probe steps (`pie_step`).
+
+Preconditioned step. With the amplitude (variance-stabilised Poisson) data
+term ``L = sum (|Psi| - sqrt(k))^2`` torch's gradient of the object is
+``2 sum_j E_j^T[conj(P) (psi_j - psi'_j)]`` where ``psi'`` is the exit wave
+whose far field has the measured modulus. Dividing by the illumination
+``sum_j E_j^T |P|^2`` (regularised as in rPIE:
+``(1 - alpha) illum + alpha max(illum)``) and taking half of it is the
+parallel (mini-batch) PIE update; ``step = 1`` is the full PIE step. The probe
+is updated the same way with the roles of object and probe swapped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ptychopinn.physics.geometry import extract_patches, place_patches
+from ptychopinn.physics.losses import poisson_nll
+from ptychopinn.physics.propagation import diffracted_intensity
+
+Fit = Literal["amplitude", "poisson"]
+
+_TINY = 1e-12
+
+
+def expected_counts(obj: Tensor, probe: Tensor, positions: Tensor) -> Tensor:
+    """``(B, N, N)`` expected counts of the object patches at ``positions``."""
+    n = probe.shape[-1]
+    return diffracted_intensity(extract_patches(obj, positions, n), probe)
+
+
+def data_term(lam: Tensor, counts: Tensor, valid: Tensor | None, fit: Fit) -> Tensor:
+    """Summed (not averaged) data term whose gradient drives the object.
+
+    ``"amplitude"``: ``sum (sqrt(lam) - sqrt(k))^2`` (bounded gradient; to first
+    order half the Poisson gradient at every pixel). ``"poisson"``:
+    ``sum lam - k log lam``.
+    """
+    if fit == "amplitude":
+        r = torch.sqrt(lam.clamp_min(_TINY)) - torch.sqrt(counts)
+        term = r.square()
+    else:
+        term = lam - counts * torch.log(lam.clamp_min(_TINY))
+    if valid is not None:
+        term = term * valid
+    return term.sum()
+
+
+def batch_objective(
+    obj: Tensor,
+    probe: Tensor,
+    positions: Tensor,
+    counts: Tensor,
+    valid: Tensor | None = None,
+    fit: Fit = "poisson",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Data term of one batch and its expected counts.
+
+    Parameters
+    ----------
+    obj
+        ``(H, W)`` complex object.
+    probe
+        ``(M, N, N)`` complex probe modes.
+    positions
+        ``(B, 2)`` probe centres ``[y, x]`` in the object frame.
+    counts
+        ``(B, N, N)`` measured photon counts.
+    valid
+        ``(N, N)`` 1 for good detector pixels, 0 for bad ones (or None).
+    fit
+        ``"poisson"`` or ``"amplitude"`` (see `data_term`).
+
+    Returns
+    -------
+    ``(loss, lam, patches)``: the summed data term (differentiable with
+    respect to ``obj``, ``probe`` and ``positions``), the expected counts and
+    the object patches.
+    """
+    patches = extract_patches(obj, positions, probe.shape[-1])
+    lam = diffracted_intensity(patches, probe)
+    return data_term(lam, counts, valid, fit), lam, patches
+
+
+def reported_nll(lam: Tensor, counts: Tensor, valid: Tensor | None) -> float:
+    """The package's normalised Poisson NLL (`physics.losses.poisson_nll`)."""
+    with torch.no_grad():
+        return float(poisson_nll(lam, counts, valid))
+
+
+def count_sums(
+    obj: Tensor, probe: Tensor, positions: Tensor, counts: Tensor, valid: Tensor | None
+) -> tuple[float, float]:
+    """``(sum k, sum I)`` of a batch over the valid pixels (float64 sums)."""
+    lam = expected_counts(obj, probe, positions)
+    if valid is not None:
+        lam, counts = lam * valid, counts * valid
+    return float(counts.sum(dtype=torch.float64)), float(lam.sum(dtype=torch.float64))
+
+
+def ml_intensity_scale(sum_counts: float, sum_expected: float) -> float:
+    """Poisson ML factor ``c`` of ``lam = c I``: ``sum(k) / sum(I)``."""
+    if not sum_expected > 0:
+        return 1.0
+    return max(sum_counts, _TINY) / sum_expected
+
+
+def rpie_denominator(weight: Tensor, alpha: float) -> Tensor:
+    """``(1 - alpha) w + alpha max(w)``: the regularised illumination."""
+    return (1.0 - alpha) * weight + alpha * weight.max().clamp_min(_TINY)
+
+
+def object_illumination(probe: Tensor, positions: Tensor, shape: tuple[int, int]) -> Tensor:
+    """``sum_j E_j^T sum_m |P_m|^2`` over a batch of positions, ``(H, W)`` real."""
+    ill = (probe.real.square() + probe.imag.square()).sum(0)
+    return place_patches(ill.expand(positions.shape[0], *ill.shape), positions, shape)
+
+
+def probe_illumination(patches: Tensor) -> Tensor:
+    """``sum_j |O_j|^2`` of a batch of object patches ``(B, N, N)``, ``(N, N)`` real."""
+    return (patches.real.square() + patches.imag.square()).sum(0)
+
+
+def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
+    """In place ``param -= step * grad / (2 denom)`` (the PIE update)."""
+    param.sub_(grad / (2.0 * denom) * step)

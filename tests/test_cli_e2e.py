@@ -1,0 +1,146 @@
+"""End to end through the real CLI, each step in a fresh process:
+simulate -> train -> (new process) load bundle -> infer -> files and quality."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+# Quality floor on amplitude and phase SSIM: an untrained network stays below it.
+FLOOR = 0.2
+
+
+def _cli(*args, cwd, check=True):
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptychopinn.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ptychopinn {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    _cli("simulate", "scan.npz", "--N", "32", "--n-positions", "196", "--seed", "5", "-q", cwd=d)
+    _cli(
+        "train",
+        "--data",
+        "scan.npz",
+        "--output-dir",
+        "run",
+        "--accelerator",
+        "cpu",
+        "--max-minutes",
+        "5",
+        "--epochs",
+        "20",
+        "--logger",
+        "csv",
+        "--no-progress",
+        "--set",
+        "model.N=32",
+        "--set",
+        "save_reconstruction=false",
+        cwd=d,
+    )
+    return d
+
+
+def test_train_outputs(trained):
+    run = trained / "run"
+    assert (run / "model.ptychopinn.safetensors").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and (run / "history.json").is_file()
+
+
+def test_infer_in_fresh_process_beats_untrained(trained):
+    proc = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "out", cwd=trained)
+    out = trained / "out"
+    for name in (
+        "reconstruction.npz",
+        "reconstruction_amplitude.png",
+        "reconstruction_phase.png",
+        "metrics.json",
+    ):
+        assert (out / name).is_file(), name
+    rec = np.load(out / "reconstruction.npz")
+    truth = np.load(trained / "scan.npz")
+    assert rec["object"].dtype == np.complex64
+    assert rec["object"].shape == truth["objectGuess"].shape
+    assert rec["amplitude"].dtype == np.float32 and rec["phase"].dtype == np.float32
+    assert rec["positions_px"].shape == (196, 2)
+    metrics = json.loads((out / "metrics.json").read_text())["reconstruction"]
+    # an untrained network stays below FLOOR (see test_untrained_floor); training must beat it
+    assert metrics["amp_ssim"] > FLOOR and metrics["phase_ssim"] > FLOOR, metrics
+    assert "reconstruction vs truth" in proc.stdout
+
+
+def test_untrained_floor(tmp_path, trained):
+    """The quality floor above is out of reach of an untrained network."""
+    import torch
+
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import load_pinn, save_pinn
+    from ptychopinn.data import load_npz
+    from ptychopinn.metrics import evaluate
+
+    loaded = load_pinn(trained / "run")
+    torch.manual_seed(0)
+    for mod in loaded.model.generator.modules():
+        if hasattr(mod, "reset_parameters"):
+            mod.reset_parameters()
+    save_pinn(tmp_path, loaded.model, loaded.config)
+    scan = load_npz(trained / "scan.npz")
+    rec = api.reconstruct(api.load_bundle(tmp_path), scan)
+    m = evaluate(rec.object, scan.object, positions_px=rec.positions_px, patch_size=32)
+    assert m["amp_ssim"] < FLOOR and m["phase_ssim"] < FLOOR, m
+
+
+def test_evaluate_command(trained):
+    _cli(
+        "evaluate",
+        "--reconstruction",
+        "out/reconstruction.npz",
+        "--truth",
+        "scan.npz",
+        "--output-dir",
+        "eval",
+        cwd=trained,
+    )
+    assert (trained / "eval" / "metrics.json").is_file()
+
+
+def test_bad_inputs_give_one_paragraph_errors(trained, tmp_path):
+    (tmp_path / "notnpz.npz").write_text("hello")
+    cases = [
+        ("infer", "--model", "run", "--data", str(tmp_path / "notnpz.npz")),
+        ("infer", "--model", str(tmp_path), "--data", "scan.npz"),
+        ("train", "--data", "scan.npz", "--backend", "torch", "--output-dir", "x"),
+        ("train", "--data", "missing.npz", "--output-dir", "x"),
+        ("train", "--data", "scan.npz", "--set", "model.gridsiz=2", "--output-dir", "x"),
+        ("inspect", "missing.npz"),
+    ]
+    for args in cases:
+        proc = _cli(*args, cwd=trained, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("error:"), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_inspect_and_config(trained):
+    proc = _cli("inspect", "scan.npz", cwd=trained)
+    assert "196" in proc.stdout
+    proc = _cli("config", "train", cwd=trained)
+    assert "backend: pytorch" in proc.stdout

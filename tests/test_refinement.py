@@ -1,0 +1,256 @@
+"""Tests of the physics refinement (`ptychopinn.refinement`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.metrics import evaluate
+from ptychopinn.refinement import RefineResult, refine, refine_reconstruction
+from ptychopinn.refinement.schedule import PlateauSchedule
+from ptychopinn.refinement.steps import batch_objective
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+N = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only cost (and spin on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e5, seed=3))
+
+
+@pytest.fixture(scope="module")
+def tiny_scan():
+    """49 positions, noise-free counts on the sqrt_counts scale."""
+    return simulate_scan(
+        SimulationConfig(N=N, n_positions=49, photons_per_pattern=1e6, poisson_noise=False, seed=5)
+    )
+
+
+def _ssim(obj: np.ndarray, scan) -> tuple[float, float]:
+    m = evaluate(obj, scan.object, positions_px=scan.positions_px, patch_size=N)
+    return m["amp_ssim"], m["phase_ssim"]
+
+
+def test_flat_start_loss_decreases_and_ssim_improves(scan):
+    flat = np.ones_like(scan.object)
+    amp0, _ = _ssim(flat * np.exp(0.01j * np.arange(flat.shape[1]))[None], scan)
+    res = refine(scan, None, epochs=10, batch_size=32, progress=False)
+    assert isinstance(res, RefineResult)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 10
+    assert losses[-1] < 0.3 * losses[0]
+    rises = sum(b > a * 1.01 for a, b in zip(losses[:-1], losses[1:], strict=True))
+    assert rises <= 1  # monotonic-ish
+    amp, phase = _ssim(res.object, scan)
+    assert amp0 < 0.2
+    assert amp > 0.88 and phase > 0.85
+    assert res.object.dtype == np.complex64 and res.object.shape == scan.object.shape
+    assert res.history[-1]["seconds"] <= res.seconds + 1e-9
+    np.testing.assert_allclose(res.positions_px, scan.positions_px, atol=1e-4)
+
+
+def test_true_object_stays_and_scale_is_one(scan):
+    res = refine(scan, scan.object, epochs=3, batch_size=32, progress=False)
+    assert res.intensity_scale == pytest.approx(1.0, rel=0.01)
+    amp, phase = _ssim(res.object, scan)
+    assert amp > 0.97 and phase > 0.98
+
+
+def test_arbitrary_scale_and_phase_of_a_network_guess_are_handled(scan):
+    guess = scan.object * 3.0 * np.exp(0.7j)
+    res = refine(scan, guess, epochs=2, batch_size=32, progress=False)
+    assert res.intensity_scale == pytest.approx(1 / 9.0, rel=0.01)
+    ratio = np.median(np.abs(res.object) / np.abs(scan.object))
+    assert ratio == pytest.approx(1.0, rel=0.03)
+    assert _ssim(res.object, scan)[0] > 0.97
+
+
+def test_explicit_intensity_scale_is_used(scan):
+    res = refine(scan, scan.object * 2.0, epochs=0, intensity_scale=0.25, progress=False)
+    np.testing.assert_allclose(np.abs(res.object), np.abs(scan.object), rtol=1e-5, atol=1e-6)
+    assert res.history == []
+
+
+def test_seeded_runs_are_identical_and_seeds_differ(tiny_scan):
+    a = refine(tiny_scan, None, epochs=2, batch_size=8, seed=1, progress=False)
+    b = refine(tiny_scan, None, epochs=2, batch_size=8, seed=1, progress=False)
+    c = refine(tiny_scan, None, epochs=2, batch_size=8, seed=2, progress=False)
+    np.testing.assert_array_equal(a.object, b.object)
+    assert not np.array_equal(a.object, c.object)
+
+
+def test_position_gradient_matches_central_differences():
+    rng = np.random.default_rng(0)
+    n, h = 16, 40
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(rng.standard_normal((h, h)), 3) + 1j * gaussian_filter(
+        rng.standard_normal((h, h)), 3
+    )
+    obj = torch.tensor(1.0 + 3.0 * smooth, dtype=torch.complex128)
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    probe = torch.tensor(np.exp(-(yy**2 + xx**2) / 20.0 + 0.05j * xx)[None] * 5.0)
+    pos0 = np.array([[15.3, 17.6], [20.45, 19.2], [24.7, 22.35]])
+    counts = torch.tensor(rng.poisson(30.0, (3, n, n)), dtype=torch.float64)
+    for fit in ("poisson", "amplitude"):
+        pos = torch.tensor(pos0, requires_grad=True)
+        loss, _, _ = batch_objective(obj, probe, pos, counts, fit=fit)
+        loss.backward()
+        eps = 1e-5
+        fd = np.zeros_like(pos0)
+        for i in range(3):
+            for k in range(2):
+                for sgn in (1, -1):
+                    p = pos0.copy()
+                    p[i, k] += sgn * eps
+                    val, _, _ = batch_objective(obj, probe, torch.tensor(p), counts, fit=fit)
+                    fd[i, k] += sgn * float(val) / (2 * eps)
+        np.testing.assert_allclose(pos.grad.numpy(), fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+        assert np.abs(fd).min() > 0  # a real signal, not zeros on both sides
+
+
+@pytest.mark.parametrize("method,lr", [("adam", 0.3), ("gauss_newton", 2.0)])
+def test_position_refinement_recovers_known_errors(tiny_scan, method, lr):
+    truth = tiny_scan.positions_px
+    start = truth.copy()
+    moved = [10, 24, 31]
+    start[moved] += np.array([[1.5, -1.0], [-1.2, 1.6], [0.8, 1.4]])
+    res = refine(
+        tiny_scan, tiny_scan.object, positions_px=start, epochs=15, batch_size=8,
+        refine_positions=True, position_method=method, position_learning_rate=lr,
+        progress=False,
+    )
+    err0 = np.linalg.norm(start - truth, axis=1)
+    d = res.positions_px - truth
+    d -= d.mean(0)  # a common shift is not observable
+    err = np.linalg.norm(d, axis=1)
+    assert np.all(err[moved] < 0.15 * err0[moved]), (err0[moved], err[moved])
+    others = np.delete(err, moved)
+    assert np.median(others) < 0.15 and others.max() < 0.4
+    assert res.history[-1]["position_rms_px"] > 0.3
+
+
+def test_probe_refinement_reduces_loss_with_a_perturbed_probe(scan):
+    yy, xx = np.mgrid[:N, :N] - N / 2
+    bad = (scan.probe * np.exp(0.01j * (yy**2 + xx**2))).astype(np.complex64)
+    kw = dict(epochs=12, batch_size=32, probe=bad, progress=False)
+    fixed = refine(scan, None, **kw)
+    free = refine(scan, None, refine_probe=True, **kw)
+    assert free.history[-1]["loss"] < 0.7 * fixed.history[-1]["loss"]
+    assert _ssim(free.object, scan)[0] > _ssim(fixed.object, scan)[0] + 0.05
+    np.testing.assert_array_equal(fixed.probe, bad)
+
+    def rel_err(p):
+        p = p[0] * np.exp(-1j * np.angle(np.vdot(scan.probe[0], p[0])))
+        return np.linalg.norm(p - scan.probe[0]) / np.linalg.norm(scan.probe[0])
+
+    assert rel_err(free.probe) < 0.7 * rel_err(bad)
+
+
+def test_bad_pixels_are_masked(tiny_scan):
+    mask = np.zeros((N, N), bool)
+    mask[3:6, 20:23] = True
+    d = tiny_scan.diffraction.copy()
+    d[:, mask] = 1e4  # garbage on the bad pixels
+    broken = tiny_scan.replace(diffraction=d, bad_pixel_mask=mask)
+    res = refine(broken, tiny_scan.object, epochs=3, batch_size=8, progress=False)
+    assert res.intensity_scale == pytest.approx(1.0, rel=1e-3)
+    assert _ssim(res.object, tiny_scan)[0] > 0.97
+
+
+def test_adam_method_and_callback_stop(tiny_scan):
+    seen = []
+
+    def cb(epoch, record, obj):
+        seen.append((epoch, record["loss"], obj.shape))
+        return epoch >= 3
+
+    res = refine(tiny_scan, None, epochs=10, batch_size=8, method="adam", learning_rate=0.05,
+                 progress=False, callback=cb)
+    assert [s[0] for s in seen] == [1, 2, 3] and len(res.history) == 3
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert seen[0][2] == tiny_scan.object.shape
+
+
+def test_progress_bar_runs(tiny_scan, capsys):
+    refine(tiny_scan, None, epochs=1, batch_size=16, progress=True)
+
+
+def test_bad_inputs_raise_clear_errors(tiny_scan):
+    obj = tiny_scan.object
+    with pytest.raises(DataError, match="inside the initial object"):
+        refine(tiny_scan, obj[:40, :], epochs=1, progress=False)
+    with pytest.raises(DataError, match="N=32"):
+        refine(tiny_scan, obj, probe=np.ones((16, 16), np.complex64), epochs=1, progress=False)
+    with pytest.raises(DataError, match="positions_px"):
+        refine(tiny_scan, obj, positions_px=tiny_scan.positions_px[:5], epochs=1, progress=False)
+    with pytest.raises(DataError, match="2-D"):
+        refine(tiny_scan, obj[None], epochs=1, progress=False)
+    with pytest.raises(DataError, match="complex"):
+        refine(tiny_scan, obj, probe=np.abs(tiny_scan.probe), epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="epochs"):
+        refine(tiny_scan, obj, epochs=-1, progress=False)
+    with pytest.raises(ConfigError, match="batch_size"):
+        refine(tiny_scan, obj, batch_size=0, progress=False)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        refine(tiny_scan, obj, learning_rate=0.0, progress=False)
+    with pytest.raises(ConfigError, match="intensity_scale"):
+        refine(tiny_scan, obj, intensity_scale=-1.0, progress=False)
+
+
+def test_refine_reconstruction_stores_results(tiny_scan):
+    from ptychopinn.config.schema import ExecutionConfig, InferenceConfig
+    from ptychopinn.inference.reconstruct import Reconstruction
+
+    recon = Reconstruction(
+        object=(tiny_scan.object * 2.5 * np.exp(1j)).astype(np.complex64),
+        positions_px=tiny_scan.positions_px.copy(),
+        weight=np.ones(tiny_scan.object.shape, np.float32),
+        backend="pytorch",
+    )
+    cfg = InferenceConfig(
+        refine_epochs=2, refine_learning_rate=1.0,
+        execution=ExecutionConfig(accelerator="cpu", progress_bar=False),
+    )
+    out = refine_reconstruction(recon, tiny_scan, None, cfg)
+    assert out is recon
+    assert recon.refined_object is not None and recon.refined_object.dtype == np.complex64
+    assert len(recon.refinement_history) == 2 and recon.timings_s["refine"] > 0
+    assert _ssim(recon.refined_object, tiny_scan)[0] > 0.97
+    np.testing.assert_array_equal(recon.object, (tiny_scan.object * 2.5 * np.exp(1j)).astype(
+        np.complex64))
+
+
+def test_plateau_schedule_halves_on_stall_only():
+    s = PlateauSchedule(tolerance=0.01, patience=2)
+    assert [s.update(v) for v in (10.0, 9.0, 8.0)] == [1.0, 1.0, 1.0]
+    assert s.update(7.99) == 1.0
+    assert s.update(7.98) == 0.5
+    assert PlateauSchedule(enabled=False).update(1.0) == 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(tiny_scan):
+    a = refine(tiny_scan, None, epochs=2, batch_size=8, progress=False)
+    b = refine(tiny_scan, None, epochs=2, batch_size=8, progress=False, device="cuda")
+    np.testing.assert_allclose(a.object, b.object, atol=2e-3)
+
+
+def test_flat_start_on_a_shifted_scan_reports_its_frame(tiny_scan):
+    shifted = tiny_scan.replace(object=None, positions_px=tiny_scan.positions_px + [100.0, -40.0])
+    res = refine(shifted, None, epochs=1, batch_size=16, progress=False)
+    np.testing.assert_allclose(res.positions_px + res.frame_offset_px, shifted.positions_px,
+                               atol=1e-4)
+    assert res.positions_px.min() >= N / 2
