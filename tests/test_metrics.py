@@ -329,3 +329,15 @@ def test_run1084_object_against_a_degraded_copy():
     m = evaluate(moving, obj, positions_px=pos, patch_size=n)
     assert np.allclose(m["shift_px"], [-1.3, 0.6], atol=0.1)
     assert m["amp_ssim"] > 0.8 and m["phase_ssim"] > 0.8
+
+
+def test_featureless_reconstruction_is_not_wildly_shifted():
+    """A flat reconstruction must not be 'registered' by a huge wrap-around shift."""
+    from ptychopinn.metrics import evaluate
+
+    rng = np.random.default_rng(0)
+    truth = np.exp(1j * rng.normal(size=(90, 80))) * (0.5 + rng.random((90, 80)))
+    flat = np.full_like(truth, 0.7)
+    m = evaluate(flat, truth)
+    assert max(abs(s) for s in m["shift_px"]) <= 8.0
+    assert m["amp_ssim"] < 0.2

@@ -104,6 +104,7 @@ def evaluate(
     remove_ramp: bool = True,
     match_scale: bool = True,
     upsample_factor: int = 20,
+    max_shift_px: float | None = 8.0,
     return_aligned: bool = False,
 ) -> dict | tuple[dict, np.ndarray, np.ndarray]:
     """Score a complex reconstruction against the true object.
@@ -128,6 +129,11 @@ def evaluate(
         Scale the reconstruction's amplitude by the least-squares factor.
     upsample_factor
         Registration precision is ``1 / upsample_factor`` pixels.
+    max_shift_px
+        Both objects share a frame, so a registration shift larger than this
+        (per axis) is taken as a failed registration (e.g. of a featureless
+        reconstruction, whose correlation peak is meaningless) and no shift is
+        applied; ``registered`` is then False. None: no limit.
     return_aligned
         Also return the aligned complex crops ``(recon, truth)``.
 
@@ -164,7 +170,14 @@ def evaluate(
     xx = np.arange(W, dtype=np.float64)[None, :]
     for _ in range(2 if (register and remove_ramp) else 1):
         if register:
-            aligned, shift = align.register(t, work, upsample_factor, region=crop)
+            cand, cand_shift = align.register(t, work, upsample_factor, region=crop)
+            if max_shift_px is not None and np.max(np.abs(cand_shift)) > max_shift_px:
+                log.info("registration shift %s px exceeds %s px; not applied.",
+                         cand_shift, max_shift_px)
+                register = False
+                aligned, shift = work, np.zeros(2)
+            else:
+                aligned, shift = cand, cand_shift
         if remove_ramp:
             d = aligned[crop] * np.conj(t[crop])
             a, b, _c = align.fit_phase_plane(d)
