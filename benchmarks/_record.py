@@ -37,6 +37,7 @@ def machine_info() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
+        "load_avg_1min": round(os.getloadavg()[0], 1),
     }
     for name in _PACKAGES:
         v = _version(name)
@@ -50,7 +51,8 @@ def format_machine(info: dict) -> str:
     versions = ", ".join(f"{k} {info[k]}" for k in _PACKAGES if k in info)
     return (
         f"_{info['date_utc']}; {info['platform']}, {info['cpu_count']} CPUs, "
-        f"Python {info['python']}; {versions}._"
+        f"Python {info['python']}; {versions}; load average {info['load_avg_1min']} "
+        "at the end of the run._"
     )
 
 

@@ -135,7 +135,8 @@ def test_bad_inputs_give_one_paragraph_errors(trained, tmp_path):
     for args in cases:
         proc = _cli(*args, cwd=trained, check=False)
         assert proc.returncode == 2, (args, proc.stderr)
-        assert proc.stderr.startswith("error:"), (args, proc.stderr)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
 
 

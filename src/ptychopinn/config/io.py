@@ -22,7 +22,7 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
         msg = err.get("msg", "")
         if err.get("type") == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `ptychopinn config --show`)"
+            msg = "unknown key (check the spelling; see `ptychopinn config train`)"
         found = err.get("input")
         found_s = "" if err.get("type") == "missing" else f"; found {found!r}"
         if isinstance(found, dict):
