@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 BOTTLENECK = 8
 """Spatial size of the bottleneck, whatever N."""
 DEFAULT_NORM = "group"
+_ENERGY_EPS = 1e-6
 
 
 class _UpBlock(nn.Module):
@@ -102,6 +103,10 @@ class UNetGenerator(nn.Module):
             )
             in_ch = w
         self.mixer = SpatialMixer(filters[-1], BOTTLENECK) if mixer else nn.Identity()
+        # GroupNorm after the bias-free stem removes each pattern's absolute
+        # brightness, which carries the object's transmission: feed its log back
+        # in at the bottleneck.
+        self.energy = nn.Linear(self.channels, filters[-1])
 
         widths = [stem, *filters[:-1]]  # feature widths at N, N/2, ..., 16
         n_up = len(filters) - (1 if self.pad_object else 0)
@@ -112,13 +117,16 @@ class UNetGenerator(nn.Module):
         self.amp_head = AmplitudeHead(in_ch, self.channels, model_cfg.amp_activation)
         self.phase_head = PhaseHead(in_ch, self.channels)
         init_weights(self)
+        nn.init.normal_(self.energy.weight, std=0.05)
+        nn.init.zeros_(self.energy.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map diffraction amplitudes (B, C, N, N) to (amplitude, phase), each (B, C, N, N)."""
         feats = [self.stem(x)]
         for stage in self.down:
             feats.append(stage(feats[-1]))
-        h = self.mixer(feats[-1])
+        log_energy = torch.log(x.square().mean(dim=(-2, -1)) + _ENERGY_EPS)
+        h = self.mixer(feats[-1] + self.energy(log_energy)[:, :, None, None])
         for i, block in enumerate(self.up):
             h = block(h, feats[-(i + 2)] if self.use_skips else None)
         amp, phase = self.amp_head(h), self.phase_head(h)
