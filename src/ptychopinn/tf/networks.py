@@ -86,6 +86,8 @@ class KerasUNet(Mirror):
                                        self.conv_act(f"down.{i}.1", w, norm=norm)])
                      for i, w in enumerate(filters)]
         self.mix = self.mixer("mixer", filters[-1], BOTTLENECK) if mixer else None
+        # mirror of UNetGenerator.energy: log-brightness of each pattern into the bottleneck
+        self.energy = self.add("energy", keras.layers.Dense(filters[-1], name="energy"))
         widths = [stem, *filters[:-1]]
         n_up = len(filters) - (1 if self.pad_object else 0)
         levels = range(len(filters) - 1, len(filters) - 1 - n_up, -1)
@@ -100,7 +102,9 @@ class KerasUNet(Mirror):
         feats = [self.stem(to_nhwc(x), training=training)]
         for stage in self.down:
             feats.append(stage(feats[-1], training=training))
-        h = self.mix(feats[-1]) if self.mix is not None else feats[-1]
+        log_energy = tf.math.log(tf.reduce_mean(tf.square(x), axis=[2, 3]) + 1e-6)
+        h = feats[-1] + self.energy(log_energy)[:, None, None, :]
+        h = self.mix(h) if self.mix is not None else h
         for i, (pre, post) in enumerate(self.up):
             h = pre(upsample2_bilinear(h), training=training)
             if self.use_skips:
