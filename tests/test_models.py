@@ -173,7 +173,9 @@ def test_unet_options_build_and_run(norm: str, mixer: bool) -> None:
     amp, phase = net(_input(2, 4, 32))
     assert amp.shape == phase.shape == (2, 4, 32, 32)
     assert isinstance(net.mixer, SpatialMixer) == mixer
-    has_norm = any(isinstance(m, torch.nn.GroupNorm | torch.nn.BatchNorm2d) for m in net.down.modules())
+    has_norm = any(
+        isinstance(m, torch.nn.GroupNorm | torch.nn.BatchNorm2d) for m in net.down.modules()
+    )
     assert has_norm == (norm != "none")
     with pytest.raises(ConfigError, match="norm"):
         UNetGenerator(_cfg(N=32), norm="layer")

@@ -5,8 +5,10 @@ stem, stride-2 convolution stages down to an 8 x 8 bottleneck, a token-mixing
 MLP there (every output position sees every input position: the inverse
 diffraction map is non-local), then ONE shared decoder (bilinear 2x
 up-sampling + convs, additive skip connections from the encoder) feeding an
-amplitude head and a phase head. With ``pad_object`` the decoder stops at
-N/2 and the result is zero-padded to N.
+amplitude head and a phase head. The log brightness of each input pattern
+enters the bottleneck as a learnt bias, so the per-sample GroupNorm does not
+hide the object's transmission. With ``pad_object`` the decoder stops at N/2
+and the result is zero-padded to N.
 """
 
 from __future__ import annotations
