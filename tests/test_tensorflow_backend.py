@@ -108,7 +108,7 @@ def test_generator_mirrors_pytorch(tf, arch: str, kw: dict) -> None:
     expected = {k for k in state if not k.endswith("num_batches_tracked")}
     assert set(back) == expected
     assert all(np.array_equal(back[k], state[k]) for k in expected)
-    x = np.random.default_rng(0).uniform(0, 2, (3, cfg.n_channels, cfg.N, cfg.N))
+    x = np.random.default_rng(0).uniform(0, 2, (3, cfg.input_channels, cfg.N, cfg.N))
     x = x.astype(np.float32)
     with torch.no_grad():
         a_t, p_t = tnet(torch.from_numpy(x))
@@ -306,3 +306,14 @@ def test_pytorch_side_never_imports_tensorflow() -> None:
             "ptychopinn.backends.get_backend('pytorch'); "
             "sys.exit(int('tensorflow' in sys.modules or 'keras' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_physics_prior_matches_pytorch(tf, rng) -> None:
+    from ptychopinn.physics.prior import error_reduction
+    from ptychopinn.tf import physics as tfp
+
+    probe = (rng.normal(size=(2, 16, 16)) + 1j * rng.normal(size=(2, 16, 16))).astype(np.complex64)
+    amps = rng.uniform(0, 3, (3, 4, 16, 16)).astype(np.float32)
+    a = error_reduction(torch.from_numpy(amps), torch.from_numpy(probe), 4).numpy()
+    b = tfp.error_reduction(tf.constant(amps), tf.constant(probe), 4).numpy()
+    assert _rel(a, b) < 1e-4

@@ -179,3 +179,25 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
             "refusing to load."
         )
     return manifest, _from_storable(tensors)
+
+
+def manifest_config(manifest: dict, path: str | os.PathLike):
+    """The manifest's `TrainingConfig`; BundleError naming the bundle if invalid.
+
+    Bundles written before ``model.prior_iterations`` existed fed the raw
+    diffraction to the generator: a missing key means 0 for them.
+    """
+    import copy
+
+    from ptychopinn.config.schema import TrainingConfig
+
+    raw = copy.deepcopy(manifest.get("config"))
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path}: the manifest has no config mapping.")
+    model = raw.get("model")
+    if isinstance(model, dict) and "prior_iterations" not in model:
+        model["prior_iterations"] = 0
+    try:
+        return TrainingConfig.model_validate(raw)
+    except Exception as exc:  # pydantic ValidationError
+        raise BundleError(f"{path}: the manifest's config is invalid ({exc}).") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptychopinn.bundle.format import read_bundle, save_bundle
+from ptychopinn.bundle.format import manifest_config, read_bundle, save_bundle
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.errors import BundleError
 
@@ -66,10 +66,7 @@ def load_pinn(path: str | os.PathLike) -> LoadedModel:
             f"{path}: bundle was written by the {backend!r} backend; load it with "
             f"backend='{backend}' (--backend {backend})."
         )
-    try:
-        cfg = TrainingConfig.model_validate(manifest["config"])
-    except Exception as exc:  # pydantic ValidationError
-        raise BundleError(f"{path}: the manifest's config is invalid ({exc}).") from None
+    cfg = manifest_config(manifest, path)
     shape = manifest.get("extra", {}).get("probe_shape")
     if not shape:
         raise BundleError(f"{path}: manifest lacks extra.probe_shape.")
@@ -80,6 +77,9 @@ def load_pinn(path: str | os.PathLike) -> LoadedModel:
         intensity_scale_trainable=cfg.intensity_scale_trainable,
     )
     tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    if "prior_amplitude_scale" not in tensors and "log_intensity_scale" in tensors:
+        # bundles older than the physics prior (prior_iterations 0: the value is unused)
+        tensors["prior_amplitude_scale"] = tensors["log_intensity_scale"].reshape(()).exp()
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise BundleError(

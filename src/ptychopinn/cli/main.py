@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from ptychopinn import __version__
+# torch's OpenMP workers spin-wait between parallel regions by default: on a CPU
+# shared with other work that made 2 threads 10-20x slower than 1 here. Passive
+# waiting must be chosen before torch loads; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ptychopinn import __version__  # noqa: E402
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Backend = Literal["pytorch", "tensorflow"]
 BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
+DEFAULT_PRIOR_ITERATIONS: dict[str, int] = {"unet": 10, "cnn": 0}
+"""Default ``ModelConfig.prior_iterations`` per architecture ('cnn' keeps the original input)."""
 
 
 class _Section(BaseModel):
@@ -62,6 +64,24 @@ class ModelConfig(_Section):
         description="Sigma (px) of a Gaussian smoothing of the probe illumination.",
     )
     n_probe_modes: int = Field(1, ge=1, le=16, description="Incoherent probe modes in the physics.")
+    prior_iterations: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Single-pattern error-reduction projections with the known probe whose "
+        "estimate (real, imaginary) is the generator's input instead of the raw diffraction; "
+        "0: raw diffraction (the original PtychoPINN input); None: the architecture's default "
+        f"({DEFAULT_PRIOR_ITERATIONS}).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prior(cls, data: object) -> object:
+        """Resolve ``prior_iterations=None`` to the architecture's default."""
+        if isinstance(data, dict) and data.get("prior_iterations") is None:
+            arch = data.get("architecture", "unet")
+            data = {**data, "prior_iterations": DEFAULT_PRIOR_ITERATIONS.get(arch, 0)}
+        return data
 
     @field_validator("N")
     @classmethod
@@ -77,6 +97,11 @@ class ModelConfig(_Section):
     def n_channels(self) -> int:
         """C, the number of patterns per group."""
         return self.gridsize * self.gridsize
+
+    @property
+    def input_channels(self) -> int:
+        """Generator input channels: C (diffraction) or 2C (prior estimate, re and im)."""
+        return self.n_channels * (2 if self.prior_iterations else 1)
 
 
 class ExecutionConfig(_Section):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ptychopinn.config.schema import ModelConfig
 from ptychopinn.physics.forward import ForwardModel
+from ptychopinn.physics.prior import error_reduction, prior_channels
 
 
 def normalise_probe(probe: Tensor, probe_scale: float) -> tuple[Tensor, float]:
@@ -76,6 +77,11 @@ class PtychoPINN(nn.Module):
             self.probe_param = nn.Parameter(torch.view_as_real(self.physics.probe.clone()))
         # sqrt(mean counts per pixel) of the training data (for reference / fallback)
         self.register_buffer("train_input_scale", torch.tensor(1.0))
+        # data amplitudes / prior_amplitude_scale are in the normalised probe's
+        # scale: the physics prior's fixed input normalisation (the initial s)
+        self.register_buffer(
+            "prior_amplitude_scale", torch.tensor(math.exp(float(log_intensity_scale)))
+        )
 
     @property
     def probe(self) -> Tensor:
@@ -83,15 +89,43 @@ class PtychoPINN(nn.Module):
             return torch.view_as_complex(self.probe_param)
         return self.physics.probe
 
-    def predict_patches(self, amplitudes: Tensor, input_scale: Tensor | float) -> Tensor:
+    def prior_estimate(self, amplitudes: Tensor) -> Tensor:
+        """The physics first guess of each pattern's patch (see `physics.prior`).
+
+        Uses the fixed initial probe (the ``physics.probe`` buffer), so it is a
+        pure function of the data and may be computed once per scan.
+        """
+        return error_reduction(
+            amplitudes / self.prior_amplitude_scale,
+            self.physics.probe,
+            int(self.cfg.prior_iterations or 0),
+        )
+
+    def network_input(
+        self, amplitudes: Tensor, input_scale: Tensor | float, prior: Tensor | None = None
+    ) -> Tensor:
+        """The generator's input: scaled amplitudes, or the prior estimate (re, im).
+
+        ``prior`` is a precomputed `prior_estimate` of ``amplitudes`` (optional).
+        """
+        if not self.cfg.prior_iterations:
+            return amplitudes / input_scale
+        if prior is None:
+            prior = self.prior_estimate(amplitudes)
+        return prior_channels(prior)
+
+    def predict_patches(
+        self, amplitudes: Tensor, input_scale: Tensor | float, prior: Tensor | None = None
+    ) -> Tensor:
         """Diffraction amplitudes ``(B, C, N, N)`` -> complex patches ``(B, C, N, N)``."""
-        amp, phase = self.generator(amplitudes / input_scale)
-        return torch.polar(amp.float(), phase.float())
+        amp, phase = self.predict_amp_phase(amplitudes, input_scale, prior)
+        return torch.polar(amp, phase)
 
     def predict_amp_phase(
-        self, amplitudes: Tensor, input_scale: Tensor | float
+        self, amplitudes: Tensor, input_scale: Tensor | float, prior: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        amp, phase = self.generator(amplitudes / input_scale)
+        """Diffraction amplitudes -> (amplitude, phase) of the patches."""
+        amp, phase = self.generator(self.network_input(amplitudes, input_scale, prior))
         return amp.float(), phase.float()
 
     def expected_counts(self, patches: Tensor, offsets_px: Tensor | None) -> Tensor:

@@ -7,7 +7,11 @@ diffraction map is non-local), then ONE shared decoder (bilinear 2x
 up-sampling + convs, additive skip connections from the encoder) feeding an
 amplitude head and a phase head. The log brightness of each input pattern
 enters the bottleneck as a learnt bias, so the per-sample GroupNorm does not
-hide the object's transmission. With ``pad_object`` the decoder stops at N/2
+hide the object's transmission. The input is either the diffraction
+amplitudes (C channels) or, with ``prior_iterations > 0``, the physics prior
+estimate of each patch (real and imaginary parts, 2C channels; see
+`ptychopinn.physics.prior`), which lives in the object's own frame so the
+skip connections carry aligned detail. With ``pad_object`` the decoder stops at N/2
 and the result is zero-padded to N.
 """
 
@@ -36,6 +40,16 @@ BOTTLENECK = 8
 """Spatial size of the bottleneck, whatever N."""
 DEFAULT_NORM = "group"
 _ENERGY_EPS = 1e-6
+
+
+def pattern_energy(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Mean squared input per pattern, ``(B, C)``: channel blocks of width C are summed.
+
+    For diffraction input (C channels) this is the pattern's mean count rate;
+    for the prior input (re and im blocks) it is the estimate's mean |O|^2.
+    """
+    b, k, h, w = x.shape
+    return x.reshape(b, k // channels, channels, h, w).square().sum(1).mean(dim=(-2, -1))
 
 
 class _UpBlock(nn.Module):
@@ -96,7 +110,8 @@ class UNetGenerator(nn.Module):
         stem = max(1, filters[0] // 2)
         self.filters = filters
 
-        self.stem = conv_act(self.channels, stem, norm=norm)
+        self.in_channels = int(getattr(model_cfg, "input_channels", self.channels))
+        self.stem = conv_act(self.in_channels, stem, norm=norm)
         self.down = nn.ModuleList()
         in_ch = stem
         for w in filters:
@@ -127,7 +142,7 @@ class UNetGenerator(nn.Module):
         feats = [self.stem(x)]
         for stage in self.down:
             feats.append(stage(feats[-1]))
-        log_energy = torch.log(x.square().mean(dim=(-2, -1)) + _ENERGY_EPS)
+        log_energy = torch.log(pattern_energy(x, self.channels) + _ENERGY_EPS)
         h = self.mixer(feats[-1] + self.energy(log_energy)[:, :, None, None])
         for i, block in enumerate(self.up):
             h = block(h, feats[-(i + 2)] if self.use_skips else None)

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ptychopinn.bundle.format import read_bundle, resolve_bundle_path, save_bundle
+from ptychopinn.bundle.format import (
+    manifest_config,
+    read_bundle,
+    resolve_bundle_path,
+    save_bundle,
+)
 from ptychopinn.bundle.pytorch import LoadedModel
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.errors import BundleError
@@ -55,10 +60,7 @@ def load_tf(path: str | os.PathLike) -> LoadedModel:
     if source not in _READABLE:
         raise BundleError(f"{path}: bundle backend {source!r} is unknown; expected one of "
                           f"{_READABLE}.")
-    try:
-        cfg = TrainingConfig.model_validate(manifest["config"])
-    except Exception as exc:  # pydantic ValidationError
-        raise BundleError(f"{path}: the manifest's config is invalid ({exc}).") from None
+    cfg = manifest_config(manifest, path)
     shape = manifest.get("extra", {}).get("probe_shape")
     if not shape:
         raise BundleError(f"{path}: manifest lacks extra.probe_shape.")

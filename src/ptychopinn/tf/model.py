@@ -85,6 +85,9 @@ class TFPtychoPINN(tf.Module):
         )
         self.train_input_scale = tf.Variable(float(input_scale), dtype=tf.float32,
                                              trainable=False, name="train_input_scale")
+        self.prior_amplitude_scale = tf.Variable(
+            float(np.exp(float(log_intensity_scale))), dtype=tf.float32, trainable=False,
+            name="prior_amplitude_scale")
         self.probe_trainable = probe_trainable
         self._predictor = None
         self.probe_param = None
@@ -124,10 +127,18 @@ class TFPtychoPINN(tf.Module):
         return (ill / max(float(ill.max()), 1e-12)).astype(np.float32)
 
     # ------------------------------------------------------------------ graphs
+    def network_input(self, amplitudes: tf.Tensor, input_scale) -> tf.Tensor:
+        """Mirror of `PtychoPINN.network_input`: scaled amplitudes or the prior (re, im)."""
+        amps = tf.convert_to_tensor(amplitudes, tf.float32)
+        if not self.cfg.prior_iterations:
+            return amps / tf.cast(input_scale, tf.float32)
+        est = tfp.error_reduction(amps / self.prior_amplitude_scale, self.physics_probe,
+                                  int(self.cfg.prior_iterations))
+        return tf.concat([tf.math.real(est), tf.math.imag(est)], axis=1)
+
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False):
         """Amplitudes ``(B, C, N, N)`` -> ``(amplitude, phase)`` of the patches."""
-        x = tf.convert_to_tensor(amplitudes, tf.float32) / tf.cast(input_scale, tf.float32)
-        return self.generator(x, training=training)
+        return self.generator(self.network_input(amplitudes, input_scale), training=training)
 
     def predict_patches(self, amplitudes: tf.Tensor, input_scale) -> tf.Tensor:
         """Amplitudes ``(B, C, N, N)`` -> complex patches ``(B, C, N, N)``."""
@@ -161,6 +172,7 @@ class TFPtychoPINN(tf.Module):
         out = {
             "log_intensity_scale": np.asarray(self.log_intensity_scale.numpy(), np.float32),
             "train_input_scale": np.asarray(self.train_input_scale.numpy(), np.float32),
+            "prior_amplitude_scale": np.asarray(self.prior_amplitude_scale.numpy(), np.float32),
             "physics.probe": self.physics_probe.numpy(),
             "physics.probe_support": self.probe_support.numpy(),
             "physics.support": self.support.numpy(),
@@ -186,11 +198,16 @@ class TFPtychoPINN(tf.Module):
         physical = self._physical_state()
         for key, var in (("log_intensity_scale", self.log_intensity_scale),
                          ("train_input_scale", self.train_input_scale),
+                         ("prior_amplitude_scale", self.prior_amplitude_scale),
                          ("physics.probe", self.physics_probe),
                          ("physics.probe_support", self.probe_support),
                          ("physics.support", self.support),
                          ("probe_param", self.probe_param)):
             if var is None:
+                continue
+            if key == "prior_amplitude_scale" and key not in state:
+                # older bundles: only used when prior_iterations > 0, which they predate
+                var.assign(float(np.exp(float(self.log_intensity_scale.numpy()))))
                 continue
             if key not in state:
                 raise BundleError(f"{where}: missing tensor {key!r}.")

@@ -102,7 +102,10 @@ class KerasUNet(Mirror):
         feats = [self.stem(to_nhwc(x), training=training)]
         for stage in self.down:
             feats.append(stage(feats[-1], training=training))
-        log_energy = tf.math.log(tf.reduce_mean(tf.square(x), axis=[2, 3]) + 1e-6)
+        b, k = tf.shape(x)[0], x.shape[1]
+        blocks = tf.reshape(tf.square(x), [b, k // self.channels, self.channels, self.N, self.N])
+        log_energy = tf.math.log(
+            tf.reduce_mean(tf.reduce_sum(blocks, axis=1), axis=[2, 3]) + 1e-6)
         h = feats[-1] + self.energy(log_energy)[:, None, None, :]
         h = self.mix(h) if self.mix is not None else h
         for i, (pre, post) in enumerate(self.up):
@@ -136,7 +139,7 @@ def build_keras_generator(model_cfg) -> Mirror:  # noqa: ANN001 (ModelConfig)
             f"one of {', '.join(available_keras_generators())} (or use backend 'pytorch')."
         )
     net = cls(model_cfg)
-    c = int(model_cfg.gridsize) ** 2
+    c = int(getattr(model_cfg, "input_channels", int(model_cfg.gridsize) ** 2))
     net(tf.zeros((1, c, model_cfg.N, model_cfg.N)))
     logger.info("built keras generator %r: %d parameters", name, net.count_params())
     return net

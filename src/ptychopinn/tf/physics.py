@@ -113,6 +113,26 @@ def back_propagate(wave: tf.Tensor) -> tf.Tensor:
     )
 
 
+def error_reduction(amplitudes: tf.Tensor, probe: tf.Tensor, iterations: int) -> tf.Tensor:
+    """Mirror of `ptychopinn.physics.prior.error_reduction` (no gradient)."""
+    amps = tf.stop_gradient(tf.cast(amplitudes, tf.float32))
+    p = tf.stop_gradient(tf.cast(probe, tf.complex64))
+    if len(p.shape) == 2:
+        p = p[None]
+    power = tf.reduce_sum(tf.math.real(p) ** 2 + tf.math.imag(p) ** 2, axis=0)
+    step = tf.math.conj(p) / tf.cast(tf.maximum(tf.reduce_max(power), 1e-30), tf.complex64)
+    obj = tf.ones_like(amps, dtype=tf.complex64)
+    for _ in range(int(iterations)):
+        psi = obj[..., None, :, :] * p
+        field = far_field(psi)
+        model_amp = tf.sqrt(tf.reduce_sum(tf.math.real(field) ** 2 + tf.math.imag(field) ** 2,
+                                          axis=-3))
+        ratio = (amps / tf.maximum(model_amp, 1e-6))[..., None, :, :]
+        psi_new = back_propagate(field * tf.cast(ratio, tf.complex64))
+        obj = obj + tf.reduce_sum(step * (psi_new - psi), axis=-3)
+    return obj
+
+
 def diffracted_intensity(patches: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
     """Expected counts ``sum_m |far_field(probe_m * patch)|^2``; probe ``(M, N, N)``."""
     field = far_field(patches[..., None, :, :] * probe)

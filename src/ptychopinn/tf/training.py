@@ -34,9 +34,9 @@ from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
 from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
 from ptychopinn.training.runner import (
     TrainResult,
+    load_training_scan,
     merge_history,
     write_json,
-    load_training_scan,
 )
 
 log = logging.getLogger(__name__)

@@ -96,10 +96,17 @@ def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
 class GroupDataset(Dataset):
     """Groups of C patterns: ``(amplitudes (C,N,N), offsets (C,2)[, true (C,N,N)])``."""
 
-    def __init__(self, data: PreparedData, group_ids: np.ndarray, with_truth: bool) -> None:
+    def __init__(
+        self,
+        data: PreparedData,
+        group_ids: np.ndarray,
+        with_truth: bool,
+        prior: torch.Tensor | None = None,
+    ) -> None:
         self.data = data
         self.group_ids = torch.as_tensor(group_ids, dtype=torch.long)
         self.with_truth = with_truth and data.true_patches is not None
+        self.prior = prior  # (n, N, N) complex: precomputed physics prior per pattern
 
     def __len__(self) -> int:
         return int(self.group_ids.shape[0])
@@ -113,7 +120,28 @@ class GroupDataset(Dataset):
         batch = {"amplitudes": self.data.amplitudes[idx], "offsets": self.data.offsets_px[g]}
         if self.with_truth:
             batch["true_patches"] = self.data.true_patches[idx]
+        if self.prior is not None:
+            batch["prior"] = self.prior[idx]
         return batch
+
+
+PRIOR_CACHE_LIMIT_BYTES = 1 << 30
+"""Precompute the physics prior of every pattern when it fits in this many bytes."""
+
+
+def precompute_prior(model, amplitudes: torch.Tensor, chunk: int = 512) -> torch.Tensor | None:
+    """The physics prior of every pattern (``(n, N, N)`` complex64), or None.
+
+    None when the model takes raw diffraction or the cache would exceed
+    `PRIOR_CACHE_LIMIT_BYTES` (the prior is then computed per batch).
+    """
+    iters = int(model.cfg.prior_iterations or 0)
+    n = amplitudes.shape[0]
+    if iters == 0 or n * amplitudes.shape[-1] * amplitudes.shape[-2] * 8 > PRIOR_CACHE_LIMIT_BYTES:
+        return None
+    with torch.no_grad():
+        parts = [model.prior_estimate(amplitudes[i : i + chunk]) for i in range(0, n, chunk)]
+    return torch.cat(parts).cpu()
 
 
 def collate_batch(batch):

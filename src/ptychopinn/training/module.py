@@ -63,7 +63,9 @@ class PINNModule(L.LightningModule):
     def _losses(self, batch: dict) -> dict[str, Tensor]:
         amps: Tensor = batch["amplitudes"]
         cfg = self.cfg
-        amp, phase = self.model.predict_amp_phase(amps, self.model.train_input_scale)
+        amp, phase = self.model.predict_amp_phase(
+            amps, self.model.train_input_scale, batch.get("prior")
+        )
         terms: dict[str, Tensor] = {}
         need_physics = cfg.nll_weight > 0 or cfg.mae_weight > 0
         if need_physics:

@@ -140,7 +140,13 @@ def train_pytorch(
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
+    from ptychopinn.training.data import (
+        GroupDataset,
+        collate_batch,
+        precompute_prior,
+        prepare,
+        split_groups,
+    )
     from ptychopinn.training.module import PINNModule
 
     t_start = time.perf_counter()
@@ -163,21 +169,6 @@ def train_pytorch(
     data = prepare(scan, cfg)
     train_ids, val_ids = split_groups(data.indices.shape[0], cfg.val_fraction, cfg.seed)
     with_truth = cfg.realspace_weight > 0
-    train_dl = DataLoader(
-        GroupDataset(data, train_ids, with_truth),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=collate_batch,
-        drop_last=len(train_ids) > cfg.batch_size,
-    )
-    val_dl = None
-    if len(val_ids):
-        val_dl = DataLoader(
-            GroupDataset(data, val_ids, with_truth),
-            batch_size=max(cfg.batch_size, 64),
-            shuffle=False,
-            collate_fn=collate_batch,
-        )
 
     probe_t = torch.from_numpy(scan.probe)
     probe_n, factor = normalise_probe(probe_t, cfg.model.probe_scale)
@@ -192,6 +183,22 @@ def train_pytorch(
     )
     if data.valid is not None:
         module.valid_mask.copy_(data.valid)
+    prior = precompute_prior(module.model, data.amplitudes)
+    train_dl = DataLoader(
+        GroupDataset(data, train_ids, with_truth, prior),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=collate_batch,
+        drop_last=len(train_ids) > cfg.batch_size,
+    )
+    val_dl = None
+    if len(val_ids):
+        val_dl = DataLoader(
+            GroupDataset(data, val_ids, with_truth, prior),
+            batch_size=max(cfg.batch_size, 64),
+            shuffle=False,
+            collate_fn=collate_batch,
+        )
     if cfg.init_from and not resume:
         init = load_pinn(cfg.init_from)
         if init.config.model != cfg.model:

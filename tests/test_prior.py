@@ -1,0 +1,132 @@
+"""The physics prior (single-pattern error reduction) and the generators' prior input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.config import ModelConfig, TrainingConfig
+from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+from ptychopinn.physics.geometry import extract_patches
+from ptychopinn.physics.prior import error_reduction, prior_channels
+from ptychopinn.physics.propagation import far_field
+
+
+@pytest.fixture(scope="module")
+def scan64():
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    return simulate_scan(SimulationConfig(n_positions=36, seed=0))
+
+
+def _modulus_error(obj: torch.Tensor, probe: torch.Tensor, amps: torch.Tensor) -> float:
+    field = far_field(obj.unsqueeze(-3) * probe)
+    model = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+    return float((model - amps).square().sum() / amps.square().sum())
+
+
+def _true_patches(scan) -> torch.Tensor:
+    return extract_patches(
+        torch.from_numpy(scan.object), torch.from_numpy(scan.positions_px), scan.patch_size
+    ).to(torch.complex64)
+
+
+def test_zero_iterations_is_the_flat_start() -> None:
+    est = error_reduction(torch.rand(3, 8, 8), torch.ones(8, 8, dtype=torch.complex64), 0)
+    assert est.shape == (3, 8, 8) and est.dtype == torch.complex64
+    assert torch.equal(est, torch.ones_like(est))
+
+
+def test_flat_object_is_a_fixed_point() -> None:
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, 16, 16, dtype=torch.complex64, generator=g)
+    amps = far_field(probe).abs()
+    est = error_reduction(amps, probe, 5)
+    assert torch.allclose(est, torch.ones_like(est), atol=1e-3)
+
+
+def test_iterations_reduce_the_modulus_error(scan64) -> None:
+    probe = torch.from_numpy(scan64.probe)
+    amps = torch.from_numpy(scan64.diffraction).float()
+    errors = [_modulus_error(error_reduction(amps, probe, k), probe, amps) for k in (0, 1, 5, 20)]
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert errors[-1] < 0.5 * errors[0]
+
+
+def test_estimate_correlates_with_the_true_patches(scan64) -> None:
+    """A real first guess: ten projections correlate with the truth where the probe shines."""
+    probe = torch.from_numpy(scan64.probe)
+    amps = torch.from_numpy(scan64.diffraction).float()
+    true = _true_patches(scan64)
+    ill = (probe.abs() ** 2).sum(0)
+    mask = (ill / ill.max() > 0.3).numpy()
+
+    def mean_corr(a: torch.Tensor, b: torch.Tensor) -> float:
+        a, b = a.numpy()[..., mask], b.numpy()[..., mask]
+        a = a - a.mean(-1, keepdims=True)
+        b = b - b.mean(-1, keepdims=True)
+        return float(np.mean((a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))))
+
+    est = error_reduction(amps, probe, 10)
+    # phase up to each patch's global phase (the flat start fixes it only roughly)
+    offset = torch.angle((est * true.conj() * ill).sum((-2, -1), keepdim=True))
+    assert mean_corr(est.abs(), true.abs()) > 0.35
+    assert mean_corr(torch.angle(est * torch.exp(-1j * offset)), true.angle()) > 0.6
+
+
+def test_probe_modes_and_shapes() -> None:
+    g = torch.Generator().manual_seed(1)
+    probe = torch.randn(2, 8, 8, dtype=torch.complex64, generator=g)
+    amps = torch.rand(4, 3, 8, 8, generator=g)
+    assert error_reduction(amps, probe, 2).shape == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match="probe is"):
+        error_reduction(amps, torch.ones(16, 16, dtype=torch.complex64), 1)
+    with pytest.raises(ValueError, match="iterations"):
+        error_reduction(amps, probe, -1)
+    assert prior_channels(torch.ones(4, 3, 8, 8, dtype=torch.complex64)).shape == (4, 6, 8, 8)
+
+
+def test_default_prior_iterations_by_architecture() -> None:
+    assert ModelConfig().prior_iterations == 10
+    assert ModelConfig().input_channels == 8
+    assert ModelConfig(architecture="cnn").prior_iterations == 0  # the original input
+    assert ModelConfig(architecture="cnn").input_channels == 4
+    assert ModelConfig(architecture="cnn", prior_iterations=3).input_channels == 8
+    assert ModelConfig(prior_iterations=0).input_channels == 4
+    with pytest.raises(ValueError, match="prior_iterations"):
+        ModelConfig(prior_iterations=-1)
+
+
+def test_model_input_is_the_prior_in_data_scale(scan64) -> None:
+    probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
+    cfg = ModelConfig(n_filters_scale=0.25, gridsize=1)
+    model = PtychoPINN(cfg, probe_n, log_intensity_scale=-float(np.log(factor)))
+    amps = torch.from_numpy(scan64.diffraction[:4]).float()[:, None]
+    x = model.network_input(amps, 1.0)
+    assert x.shape == (4, 2, 64, 64)
+    # amplitudes / s with the normalised probe == amplitudes with the data's probe
+    direct = error_reduction(amps, torch.from_numpy(scan64.probe), 10)
+    assert torch.allclose(x[:, :1], direct.real, atol=1e-3)
+    assert torch.allclose(x[:, 1:], direct.imag, atol=1e-3)
+    # a precomputed prior gives the same prediction as the on-the-fly one
+    with torch.no_grad():
+        a1, p1 = model.predict_amp_phase(amps, 1.0)
+        a2, p2 = model.predict_amp_phase(amps, 1.0, model.prior_estimate(amps))
+    assert torch.allclose(a1, a2) and torch.allclose(p1, p2)
+
+
+def test_training_precomputes_the_prior(scan64) -> None:
+    from ptychopinn.training.data import GroupDataset, precompute_prior, prepare
+
+    cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
+    data = prepare(scan64, cfg)
+    probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor)))
+    prior = precompute_prior(model, data.amplitudes)
+    assert prior is not None and prior.shape == data.amplitudes.shape
+    batch = GroupDataset(data, np.arange(3), False, prior).__getitems__([0, 2])
+    idx = data.indices[[0, 2]]
+    assert torch.allclose(batch["prior"], model.prior_estimate(data.amplitudes[idx]), atol=1e-5)
+    cnn = PtychoPINN(ModelConfig(architecture="cnn", n_filters_scale=0.25), probe_n)
+    assert precompute_prior(cnn, data.amplitudes) is None  # raw-diffraction input: no cache
