@@ -14,12 +14,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch loads
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
 
 from ptychopinn.config import TrainingConfig
 from ptychopinn.inference.reconstruct import reconstruct_pytorch

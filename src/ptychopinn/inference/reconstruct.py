@@ -117,11 +117,21 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     n = mcfg.N
     bs = cfg.batch_size
 
+    # the physics prior is a per-pattern function: compute it once per pattern
+    # (a pattern sits in ~C groups), not once per group member
+    from ptychopinn.training.data import precompute_prior
+
+    t_prior = time.perf_counter()
+    with torch.inference_mode():
+        prior = precompute_prior(model, amps.to(device))
+    t_prior = time.perf_counter() - t_prior
+
     def predict(chunk: slice) -> torch.Tensor:
         ii = idx[chunk]
         with torch.inference_mode():
             x = amps[ii].to(device, non_blocking=True)
-            return model.predict_patches(x, scale).to("cpu")
+            pr = None if prior is None else prior[ii].to(device, non_blocking=True)
+            return model.predict_patches(x, scale, pr).to("cpu")
 
     cache_ok = n_groups * mcfg.n_channels * n * n * 8 <= _CACHE_LIMIT_BYTES
     cache: list[torch.Tensor] = []
@@ -154,6 +164,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         backend="pytorch",
         frame_offset_px=np.asarray(offset, dtype=np.float64),
         timings_s={
+            "prior": t_prior,
             "predict": t_pred,
             "stitch": t_st,
             "total": time.perf_counter() - t0,

@@ -24,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ptychopinn.physics.propagation import back_propagate, far_field
-
 _EPS = 1e-6
 
 
@@ -60,14 +58,25 @@ def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tenso
     power = (p.real.square() + p.imag.square()).sum(0)
     step = p.conj() / power.max().clamp_min(1e-30)
     obj = torch.ones(amps.shape, dtype=torch.complex64, device=amps.device)
+    # work in unshifted frequency order: far_field is fftshift(fft2(., ortho)),
+    # so shifting the measured amplitudes once is the same as shifting every field
+    amps_u = torch.fft.ifftshift(amps, dim=(-2, -1))
+    single = p.shape[0] == 1
     with torch.no_grad():
         for _ in range(iterations):
-            psi = obj.unsqueeze(-3) * p  # (..., M, N, N)
-            field = far_field(psi)
-            model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-            ratio = (amps / model_amp.clamp_min(_EPS)).unsqueeze(-3)
-            psi_new = back_propagate(field * ratio)
-            obj = obj + (step * (psi_new - psi)).sum(-3)
+            if single:
+                psi = obj * p[0]
+                field = torch.fft.fft2(psi, norm="ortho")
+                model_amp = field.abs()
+            else:
+                psi = obj.unsqueeze(-3) * p  # (..., M, N, N)
+                field = torch.fft.fft2(psi, norm="ortho")
+                model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+            ratio = amps_u / model_amp.clamp_min(_EPS)
+            if not single:
+                ratio = ratio.unsqueeze(-3)
+            update = torch.fft.ifft2(field * ratio, norm="ortho") - psi
+            obj = obj + (step[0] * update if single else (step * update).sum(-3))
     return obj
 
 

@@ -1,0 +1,186 @@
+"""Side by side in one run: pty-chi LSQML/ePIE versus our PINN, refinement and both.
+
+For each case (simulated with `bench_ptychi.simulate_case`; the same seed gives
+the same scan as ``ptychopinn simulate --seed S``) this script runs, one after
+the other on the same machine:
+
+* pty-chi LSQML (and ePIE with ``--epie``), 100 epochs, known probe, in its own
+  virtual environment (see `bench_ptychi`);
+* our physics refinement from a flat object (`ptychopinn.refinement.refine`);
+* PINN inference + stitching with ``--model`` (a bundle or run directory);
+* PINN inference + refinement.
+
+Times are compute seconds inside the process (model loading, imports and
+pty-chi's start-up are reported separately); every refinement epoch is scored
+(scoring time excluded) so the table gives the first epoch at which our result
+reaches pty-chi LSQML's amplitude and phase SSIM and how long that took. The
+targets of issues 4 and 5 are evaluated at the end.
+
+Usage::
+
+    python benchmarks/bench_side_by_side.py --model RUN [--seed 11] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ptychi import (  # noqa: E402
+    TABLE_HEADERS,
+    find_ptychi_python,
+    run_ptychi,
+    score,
+    simulate_case,
+    table_row,
+)
+
+CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "image": 1e6}
+
+
+def refine_curve(scan, initial, positions, epochs: int, target: dict | None) -> dict:
+    """Refine ``initial`` (None: flat) for ``epochs``, scoring every epoch.
+
+    Returns the final metrics, the compute seconds, and the first epoch (and
+    its compute time) at which both SSIMs reach ``target``'s.
+    """
+    from ptychopinn.refinement import refine
+
+    state = {"t": 0.0, "last": time.perf_counter(), "hit": None, "rows": []}
+
+    def cb(epoch: int, record: dict, obj) -> None:
+        now = time.perf_counter()
+        state["t"] += now - state["last"]
+        m = score(obj, scan)
+        state["rows"].append((epoch + 1, state["t"], m))
+        if (target is not None and state["hit"] is None
+                and m["amp_ssim"] >= target["amp_ssim"]
+                and m["phase_ssim"] >= target["phase_ssim"]):
+            state["hit"] = (epoch + 1, state["t"], m)
+        state["last"] = time.perf_counter()
+
+    kw = {} if initial is None else {"initial_object": initial, "positions_px": positions}
+    state["last"] = time.perf_counter()
+    refine(scan, epochs=epochs, progress=False, callback=cb, **kw)
+    return {"rows": state["rows"], "hit": state["hit"]}
+
+
+def pinn_inference(model, scan) -> tuple:
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+
+    reconstruct_pytorch(model, scan.subset(list(range(min(64, scan.n_patterns)))))  # warm-up
+    t0 = time.perf_counter()
+    rec = reconstruct_pytorch(model, scan)
+    return rec, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="bundle or run directory of a trained PINN")
+    p.add_argument("--model-label", default=None, help="what the model was trained on")
+    p.add_argument("--cases", nargs="+", default=list(CASE_PHOTONS), choices=list(CASE_PHOTONS))
+    p.add_argument("--seed", type=int, default=11, help="simulation seed of every case")
+    p.add_argument("--epochs", type=int, default=100, help="pty-chi epochs")
+    p.add_argument("--refine-epochs", type=int, default=40)
+    p.add_argument("--epie", action="store_true", help="also run pty-chi ePIE")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if find_ptychi_python() is None:
+        print("bench_side_by_side: SKIPPED: no pty-chi interpreter (see bench_ptychi.py)")
+        return
+    from ptychopinn.bundle.pytorch import load_pinn
+
+    t0 = time.perf_counter()
+    model = load_pinn(args.model)
+    load_s = time.perf_counter() - t0
+    label = args.model_label or str(args.model)
+    rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s)"]
+    work = Path(tempfile.mkdtemp(prefix="side_by_side_"))
+    for case in args.cases:
+        scan, path = simulate_case(case, work, seed=args.seed)
+        photons = CASE_PHOTONS[case]
+        name = f"{case} (seed {args.seed})"
+        lsq = run_ptychi(path, "lsqml", args.epochs, args.threads)
+        lsq_m = score(lsq["object"], scan)
+        rows.append(table_row("pty-chi LSQML", name, photons, lsq["epochs"],
+                              lsq["reconstruction_s"], lsq["reconstruction_cpu_s"], lsq_m))
+        notes.append(f"{case}: pty-chi import {lsq['import_s']:.1f} s, setup "
+                     f"{lsq['setup_s']:.1f} s, whole process {lsq['process_s']:.1f} s")
+        if args.epie:
+            ep = run_ptychi(path, "epie", args.epochs, args.threads)
+            rows.append(table_row("pty-chi ePIE", name, photons, ep["epochs"],
+                                  ep["reconstruction_s"], ep["reconstruction_cpu_s"],
+                                  score(ep["object"], scan)))
+        flat = refine_curve(scan, None, None, args.refine_epochs, lsq_m)
+        for ep_n, t, m in flat["rows"]:
+            if ep_n in (5, 10, args.refine_epochs):
+                rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
+        rec, infer_s = pinn_inference(model, scan)
+        inf_m = score(rec.object, scan)
+        rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
+        pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m)
+        for ep_n, t, m in pr["rows"]:
+            if ep_n in (2, 5, 10, args.refine_epochs):
+                rows.append(table_row("PINN + refine", name, photons, ep_n, infer_s + t, None, m))
+        lsq_s = lsq["reconstruction_s"]
+        for what, res, extra in (("refine from flat", flat, 0.0), ("PINN + refine", pr, infer_s)):
+            if res["hit"]:
+                e, t, m = res["hit"]
+                rows.append(table_row(f"{what}: first epoch >= LSQML", name, photons, e,
+                                      extra + t, None, m))
+        # targets
+        hit = pr["hit"]
+        if case == "textured":
+            ok = infer_s * 10 <= lsq_s and inf_m["amp_ssim"] >= lsq_m["amp_ssim"] - 0.05
+            targets.append(
+                f"Issue 4, inference+stitch >= 10x faster than LSQML-100 at amp SSIM within 0.05: "
+                f"{'MET' if ok else 'NOT MET'} ({lsq_s / infer_s:.0f}x faster; amp SSIM "
+                f"{inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f})")
+            ok = hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
+            targets.append(
+                "Issue 5, PINN + refinement reaches LSQML-100's amp and phase SSIM in <= half its "
+                f"time: {'MET' if ok else 'NOT MET'} ("
+                + (f"epoch {hit[0]}, {infer_s + hit[1]:.1f} s vs LSQML {lsq_s:.1f} s)"
+                   if hit else f"not reached in {args.refine_epochs} epochs)"))
+        if case == "image":
+            ok = inf_m["amp_ssim"] >= lsq_m["amp_ssim"] - 0.1 and infer_s * 20 <= lsq_s
+            targets.append(
+                "Issue 5, model trained elsewhere, unseen object, inference alone within 0.1 amp "
+                f"SSIM of LSQML-100 and >= 20x faster: {'MET' if ok else 'NOT MET'} (amp SSIM "
+                f"{inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f}; {lsq_s / infer_s:.0f}x "
+                "faster)")
+        if case == "textured_1e4":
+            best = max((r[2] for r in pr["rows"]), key=lambda m: m["amp_ssim"] + m["phase_ssim"])
+            ok = (best["amp_ssim"] > lsq_m["amp_ssim"]
+                  and best["phase_ssim"] > lsq_m["phase_ssim"])
+            targets.append(
+                "Issue 5, at 1e4 photons PINN + refinement beats LSQML-100 on both SSIMs: "
+                f"{'MET' if ok else 'NOT MET'} (best {best['amp_ssim']:.3f}/"
+                f"{best['phase_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f}/{lsq_m['phase_ssim']:.3f})")
+        print("\n".join(" | ".join(r) for r in rows[-12:]), flush=True)
+    table = "\n".join(["| " + " | ".join(TABLE_HEADERS) + " |",
+                       "|" + "---|" * len(TABLE_HEADERS)] + ["| " + " | ".join(r) + " |"
+                                                              for r in rows])
+    print(table)
+    print("\n".join(targets))
+    if args.record:
+        from _record import append_section
+
+        append_section("Side by side: pty-chi vs PINN, refinement, PINN + refinement",
+                       table + "\n\n" + "\n".join(f"- {t}" for t in targets),
+                       notes="; ".join(notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Benchmark: our PINN (+ refinement) on the measured Siemens star, beside pty-chi.
+
+Run ``bench_siemens.py --refine-probe`` first: it leaves pty-chi's
+reconstruction in ``benchmarks/_work/siemens_ptychi.npz``. This script then, on
+the same data (`bench_siemens.contract_scan`):
+
+1. trains our self-supervised PINN with the defaults of ``ptychopinn train``
+   (only ``model.N=128`` for the 128 x 128 patterns, and the time budget);
+2. reconstructs the scan by inference + stitching with the saved bundle;
+3. refines that object, the probe and the positions against the counts;
+4. compares raw and refined objects with pty-chi's (registration, global phase,
+   SSIM, and the Fourier ring correlation between the two reconstructions) and
+   saves a side-by-side figure ``siemens_side_by_side.png`` (full field and the
+   star's centre, where the spokes are finest).
+
+Usage::
+
+    python benchmarks/bench_siemens_pinn.py [--minutes 8] [--refine-epochs 30] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_siemens import DEFAULT_DATA, WORK, contract_scan  # noqa: E402
+
+
+def _compare(obj: np.ndarray, ref: np.ndarray, scan) -> dict:
+    from ptychopinn.metrics import evaluate
+
+    return evaluate(obj, ref, positions_px=scan.positions_px, patch_size=scan.patch_size)
+
+
+def _figure(panels: list[tuple[str, np.ndarray]], scan, path: Path) -> None:
+    from ptychopinn.figures.images import new_figure, phase_display, save_figure, show_image
+    from ptychopinn.metrics import illuminated_region
+
+    rows, cols = illuminated_region(panels[0][1].shape, scan.positions_px, scan.patch_size)
+    fig = new_figure(5.0 * len(panels), 13.0)
+    axes = fig.subplots(3, len(panels))
+    for j, (title, obj) in enumerate(panels):
+        crop = obj[rows, cols]
+        amp = np.abs(crop)
+        phase = np.angle(crop * np.exp(-1j * np.angle(np.mean(crop))))
+        cmap, lim = phase_display(phase)
+        show_image(fig, axes[0, j], amp, title=f"{title}: amplitude", cbar_label="amplitude")
+        show_image(fig, axes[1, j], phase, title=f"{title}: phase", cbar_label="rad",
+                   cmap=cmap, limits=lim)
+        h, w = phase.shape
+        c = (slice(h // 2 - h // 6, h // 2 + h // 6), slice(w // 2 - w // 6, w // 2 + w // 6))
+        show_image(fig, axes[2, j], phase[c], title=f"{title}: phase, centre", cbar_label="rad",
+                   cmap=cmap, limits=lim)
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--ptychi-result", default=str(WORK / "siemens_ptychi.npz"))
+    p.add_argument("--minutes", type=float, default=8.0, help="training budget")
+    p.add_argument("--refine-epochs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--record", action="store_true")
+    args = p.parse_args(argv)
+    if not Path(args.data).exists():
+        print(f"bench_siemens_pinn: SKIPPED: {args.data} not found.")
+        return
+    if not Path(args.ptychi_result).exists():
+        print(f"bench_siemens_pinn: SKIPPED: {args.ptychi_result} not found; run "
+              "bench_siemens.py --refine-probe first.")
+        return
+    import torch
+
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.config import TrainingConfig
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+    from ptychopinn.refinement import refine
+    from ptychopinn.training.runner import train_pytorch
+
+    torch.set_num_threads(args.threads)
+    scan = contract_scan(args.data)
+    with np.load(args.ptychi_result, allow_pickle=False) as z:
+        ref = z["object"]
+        ref_s = float(z["reconstruction_s"])
+        ref_label = f"pty-chi {str(z['algorithm']).upper()} {int(z['epochs'])} ep"
+    run = WORK / "siemens_pinn_run"
+    cfg = TrainingConfig.model_validate({
+        "model": {"N": scan.patch_size}, "output_dir": str(run),
+        "max_time_minutes": args.minutes, "save_reconstruction": False,
+        "execution": {"accelerator": "cpu", "logger": "none", "progress_bar": False}})
+    t0 = time.perf_counter()
+    res = train_pytorch(cfg, scan)
+    train_s = time.perf_counter() - t0
+    model = load_pinn(run)
+    t0 = time.perf_counter()
+    rec = reconstruct_pytorch(model, scan)
+    infer_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref_res = refine(scan, rec.object, positions_px=rec.positions_px, epochs=args.refine_epochs,
+                     refine_probe=True, refine_positions=True, progress=False)
+    refine_s = time.perf_counter() - t0
+    raw_m = _compare(rec.object, ref, scan)
+    fin_m = _compare(ref_res.object, ref, scan)
+    _figure([(ref_label, ref), ("PINN inference", rec.object),
+             (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
+            scan, WORK / "siemens_side_by_side.png")
+    lines = ["| ours vs pty-chi | compute s | amp SSIM | phase SSIM | FRC half-bit (1/px) "
+             "| FRC 0.5 (1/px) |", "|---|---|---|---|---|---|"]
+    for name, secs, m in (("PINN inference + stitch", infer_s, raw_m),
+                          (f"PINN + refine {args.refine_epochs} ep (probe, positions)",
+                           infer_s + refine_s, fin_m)):
+        frc = m["frc"]
+        lines.append(f"| {name} | {secs:.1f} | {m['amp_ssim']:.3f} | {m['phase_ssim']:.3f} | "
+                     f"{frc['frc_half_bit'] or 'Nyquist'} | {frc['frc_0.5'] or 'Nyquist'} |")
+    table = "\n".join(lines)
+    notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
+             f"trained {train_s / 60:.1f} min ({len(res.history)} epochs, defaults, N=128); "
+             f"reference {ref_label} took {ref_s:.1f} s; figure benchmarks/_work/"
+             "siemens_side_by_side.png (gitignored)")
+    print(notes)
+    print(table)
+    if args.record:
+        from _record import append_section
+
+        append_section("Siemens star: PINN and PINN + refinement against pty-chi", table,
+                       notes=notes)
+
+
+if __name__ == "__main__":
+    main()
