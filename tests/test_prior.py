@@ -130,3 +130,33 @@ def test_training_precomputes_the_prior(scan64) -> None:
     assert torch.allclose(batch["prior"], model.prior_estimate(data.amplitudes[idx]), atol=1e-5)
     cnn = PtychoPINN(ModelConfig(architecture="cnn", n_filters_scale=0.25), probe_n)
     assert precompute_prior(cnn, data.amplitudes) is None  # raw-diffraction input: no cache
+
+
+def test_switching_architecture_re_resolves_the_prior_default() -> None:
+    from ptychopinn.config.io import with_overrides
+
+    cfg = TrainingConfig()
+    assert cfg.model.prior_iterations == 10
+    cnn = with_overrides(cfg, {"model": {"architecture": "cnn"}})
+    assert cnn.model.prior_iterations == 0  # the original input, not unet's resolved 10
+    kept = with_overrides(cfg, {"model": {"architecture": "cnn", "prior_iterations": 4}})
+    assert kept.model.prior_iterations == 4
+    assert with_overrides(ModelConfig(), {"architecture": "cnn"}).prior_iterations == 0
+    assert with_overrides(cnn, {"learning_rate": 1e-3}).model.prior_iterations == 0
+
+
+def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch) -> None:
+    """Computing the prior once per pattern changes the cost, not the reconstruction."""
+    from ptychopinn.bundle.pytorch import LoadedModel
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+    from ptychopinn.training import data as data_mod
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    torch.manual_seed(0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
+    loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
+    cached = reconstruct_pytorch(loaded, small_scan)
+    monkeypatch.setattr(data_mod, "PRIOR_CACHE_LIMIT_BYTES", 0)  # force per-batch priors
+    per_batch = reconstruct_pytorch(loaded, small_scan)
+    assert np.allclose(cached.object, per_batch.object, atol=1e-5)

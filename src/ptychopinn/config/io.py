@@ -103,8 +103,22 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") -> T:
-    """A new config with nested ``overrides`` applied and validated again."""
-    return build(type(cfg), merge(to_dict(cfg), overrides), where=where)
+    """A new config with nested ``overrides`` applied and validated again.
+
+    Switching ``architecture`` without giving ``prior_iterations`` lets the
+    latter default for the new architecture again (it was resolved for the old).
+    """
+    base = to_dict(cfg)
+    for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
+        if (
+            isinstance(b, dict)
+            and isinstance(o, dict)
+            and "architecture" in o
+            and "prior_iterations" not in o
+            and "prior_iterations" in b
+        ):
+            b.pop("prior_iterations")
+    return build(type(cfg), merge(base, overrides), where=where)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
