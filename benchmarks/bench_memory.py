@@ -36,7 +36,7 @@ cfg = TrainingConfig(model={"N": scan.patch_size})
 model = PtychoPINN(cfg.model, torch.from_numpy(scan.probe)).eval()
 loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
 t0 = time.perf_counter()
-rec = reconstruct_pytorch(loaded, scan, InferenceConfig(batch_size=256))
+rec = reconstruct_pytorch(loaded, scan, InferenceConfig())
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**20,
@@ -77,7 +77,7 @@ def main() -> None:
                      f"{r['n'] / r['seconds']:.0f} |")
     table = "\n".join(lines)
     notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
-             "model (gridsize 2, one group per pattern, batch 256 groups, 2 phase-sync passes). "
+             "model (gridsize 2, one group per pattern, default batch of 64 groups, physics prior cached per pattern up to 1 GiB, 2 phase-sync passes). "
              "'inference overhead' = peak RSS minus RSS after loading the scan; it should stay "
              "roughly constant as the scan grows (chunked prediction and stitching).")
     print(table)
