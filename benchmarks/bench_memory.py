@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,23 @@ print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**
 """
 
 
+def _run_child(path: Path) -> str:
+    """Run the measuring child; it dies with this process (even on SIGTERM)."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        out, err = proc.communicate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child failed on {path} (exit {proc.returncode}):\n{err[-2000:]}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,30000,100000")
@@ -61,9 +79,7 @@ def main() -> None:
             scan = simulate_scan(SimulationConfig(N=args.N, n_positions=n, seed=1))
             save_npz(scan, path)
             del scan
-            out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True,
-                                 text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = json.loads(_run_child(path).strip().splitlines()[-1])
             r["overhead_mb"] = r["peak_rss_mb"] - r["rss_after_load_mb"]
             rows.append(r)
             print(r, flush=True)
