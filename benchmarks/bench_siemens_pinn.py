@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
                           (f"PINN + refine {args.refine_epochs} ep (probe, positions)",
                            infer_s + refine_s, fin_m)):
         frc = m["frc"]
+        cut = [("≥ Nyquist" if frc[k] is None else f"{frc[k]:.4f}") for k in ("frc_half_bit",
+                                                                           "frc_0.5")]
         lines.append(f"| {name} | {secs:.1f} | {m['amp_ssim']:.3f} | {m['phase_ssim']:.3f} | "
-                     f"{frc['frc_half_bit'] or 'Nyquist'} | {frc['frc_0.5'] or 'Nyquist'} |")
+                     f"{cut[0]} | {cut[1]} |")
     table = "\n".join(lines)
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
              f"trained {train_s / 60:.1f} min ({len(res.history)} epochs, defaults, N=128); "

@@ -61,7 +61,7 @@ def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 1
     x = torch.rand(batch, c, n, n) * 3
     counts = x.square()
     offs = torch.randn(batch, c, 2) * 4
-    # training computes the physics prior once per scan (training.data.precompute_prior)
+    # training computes the physics prior once per scan (models.pinn.precompute_prior)
     prior = model.prior_estimate(x) if model.cfg.prior_iterations else None
 
     def step():

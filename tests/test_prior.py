@@ -117,7 +117,8 @@ def test_model_input_is_the_prior_in_data_scale(scan64) -> None:
 
 
 def test_training_precomputes_the_prior(scan64) -> None:
-    from ptychopinn.training.data import GroupDataset, precompute_prior, prepare
+    from ptychopinn.models.pinn import precompute_prior
+    from ptychopinn.training.data import GroupDataset, prepare
 
     cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
     data = prepare(scan64, cfg)
@@ -149,7 +150,7 @@ def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch)
     """Computing the prior once per pattern changes the cost, not the reconstruction."""
     from ptychopinn.bundle.pytorch import LoadedModel
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
-    from ptychopinn.training import data as data_mod
+    from ptychopinn.models import pinn as pinn_mod
 
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
@@ -157,6 +158,62 @@ def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
     cached = reconstruct_pytorch(loaded, small_scan)
-    monkeypatch.setattr(data_mod, "PRIOR_CACHE_LIMIT_BYTES", 0)  # force per-batch priors
+    monkeypatch.setattr(pinn_mod, "PRIOR_CACHE_LIMIT_BYTES", 0)  # force per-batch priors
     per_batch = reconstruct_pytorch(loaded, small_scan)
     assert np.allclose(cached.object, per_batch.object, atol=1e-5)
+
+
+def _legacy_bundle(tmp_path, small_scan):
+    """A bundle as written before `prior_iterations` existed: no config key, no scale tensor."""
+    from ptychopinn.bundle.format import save_bundle
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 0})
+    probe_n, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    torch.manual_seed(0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=1.5).eval()
+    state = {k: v for k, v in model.state_dict().items() if k != "prior_amplitude_scale"}
+    config = cfg.model_dump(mode="json")
+    del config["model"]["prior_iterations"]
+    path = save_bundle(tmp_path / "legacy", state, config=config, backend="pytorch",
+                       extra={"probe_shape": list(probe_n.shape)})
+    return path, model
+
+
+def test_bundles_older_than_the_prior_load_as_raw_diffraction(tmp_path, small_scan) -> None:
+    from ptychopinn.bundle.pytorch import load_pinn
+
+    path, model = _legacy_bundle(tmp_path, small_scan)
+    loaded = load_pinn(path)
+    assert loaded.config.model.prior_iterations == 0  # not unet's default 10
+    assert float(loaded.model.prior_amplitude_scale) == pytest.approx(np.exp(1.5), rel=1e-6)
+    x = torch.from_numpy(small_scan.diffraction[:8]).float().reshape(2, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model.predict_patches(x, 1.0), model.predict_patches(x, 1.0))
+
+
+def test_tensorflow_loads_bundles_older_than_the_prior(tmp_path, small_scan) -> None:
+    pytest.importorskip("tensorflow")
+    from ptychopinn.tf.bundle import load_tf
+
+    path, _ = _legacy_bundle(tmp_path, small_scan)
+    loaded = load_tf(path)
+    assert loaded.config.model.prior_iterations == 0
+    assert float(loaded.model.prior_amplitude_scale.numpy()) == pytest.approx(np.exp(1.5), 1e-6)
+
+
+def test_cli_architecture_flag_over_a_dumped_config_re_resolves_the_prior(tmp_path) -> None:
+    from ptychopinn.cli.commands import train_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.config.io import save_config
+
+    dumped = tmp_path / "cfg.yaml"
+    save_config(TrainingConfig(), dumped)  # carries unet's resolved prior_iterations: 10
+    parse = build_parser().parse_args
+    base = ["train", "--data", "s.npz", "--output-dir", "o", "--config", str(dumped)]
+    assert train_config_from_args(parse(base)).model.prior_iterations == 10
+    cnn = train_config_from_args(parse([*base, "--architecture", "cnn"]))
+    assert cnn.model.architecture == "cnn" and cnn.model.prior_iterations == 0
+    kept = train_config_from_args(
+        parse([*base, "--architecture", "cnn", "--set", "model.prior_iterations=3"])
+    )
+    assert kept.model.prior_iterations == 3

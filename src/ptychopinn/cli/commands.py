@@ -50,14 +50,14 @@ def _devices(v: str | None):
 
 
 def _resolve(cls, args, flag_map: dict[str, Any]):
-    from ptychopinn.config.io import build, merge, parse_set, read_mapping
+    from ptychopinn.config.io import build, merge_overrides, parse_set, read_mapping
 
     data: dict = read_mapping(args.config) if getattr(args, "config", None) else {}
     flags: dict = {}
     for key, value in flag_map.items():
         _put(flags, key, value)
-    data = merge(data, flags)
-    data = merge(data, parse_set(getattr(args, "set", []) or []))
+    data = merge_overrides(data, flags)
+    data = merge_overrides(data, parse_set(getattr(args, "set", []) or []))
     if "backend" in data:
         from ptychopinn.backends import validate_backend
 

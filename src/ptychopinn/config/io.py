@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -108,17 +109,23 @@ def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") 
     Switching ``architecture`` without giving ``prior_iterations`` lets the
     latter default for the new architecture again (it was resolved for the old).
     """
-    base = to_dict(cfg)
+    return build(type(cfg), merge_overrides(to_dict(cfg), overrides), where=where)
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`merge`, except that an ``architecture`` override without ``prior_iterations``
+    drops the base's ``prior_iterations`` so it defaults for the new architecture
+    (a resolved or dumped config carries the old architecture's value)."""
+    base = copy.deepcopy(base)
     for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
         if (
             isinstance(b, dict)
             and isinstance(o, dict)
-            and "architecture" in o
+            and o.get("architecture") is not None
             and "prior_iterations" not in o
-            and "prior_iterations" in b
         ):
-            b.pop("prior_iterations")
-    return build(type(cfg), merge(base, overrides), where=where)
+            b.pop("prior_iterations", None)
+    return merge(base, overrides)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -119,11 +119,11 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     # the physics prior is a per-pattern function: compute it once per pattern
     # (a pattern sits in ~C groups), not once per group member
-    from ptychopinn.training.data import precompute_prior
+    from ptychopinn.models.pinn import precompute_prior
 
     t_prior = time.perf_counter()
     with torch.inference_mode():
-        prior = precompute_prior(model, amps.to(device))
+        prior = precompute_prior(model, amps)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:

@@ -70,7 +70,7 @@ class CNNGenerator(nn.Module):
         filters = encoder_filters(self.N, float(model_cfg.n_filters_scale))
         self.filters = filters
 
-        enc, in_ch = [], int(getattr(model_cfg, "input_channels", self.channels))
+        enc, in_ch = [], model_cfg.input_channels
         for w in filters:
             enc.append(ConvPool(in_ch, w))
             in_ch = w

@@ -139,6 +139,34 @@ class PtychoPINN(nn.Module):
         return self.expected_counts(self.predict_patches(amplitudes, input_scale), offsets_px)
 
 
+PRIOR_CACHE_LIMIT_BYTES = 1 << 30
+"""Precompute the physics prior of every pattern when it fits in this many bytes."""
+
+
+def precompute_prior(
+    model: PtychoPINN, amplitudes: Tensor, chunk: int = 512
+) -> Tensor | None:
+    """The physics prior of every pattern of a scan (``(n, N, N)`` complex64, on the CPU).
+
+    Training and inference call this once per scan: a pattern belongs to ~C
+    groups, so computing its prior per group member would repeat the work.
+    Chunks go to the model's device and back. Returns None when the model
+    takes raw diffraction or the cache would exceed `PRIOR_CACHE_LIMIT_BYTES`
+    (the prior is then computed per batch inside `network_input`).
+    """
+    iters = int(model.cfg.prior_iterations or 0)
+    n = amplitudes.shape[0]
+    if iters == 0 or n * amplitudes.shape[-1] * amplitudes.shape[-2] * 8 > PRIOR_CACHE_LIMIT_BYTES:
+        return None
+    device = model.prior_amplitude_scale.device
+    with torch.no_grad():
+        parts = [
+            model.prior_estimate(amplitudes[i : i + chunk].to(device)).cpu()
+            for i in range(0, n, chunk)
+        ]
+    return torch.cat(parts)
+
+
 def initial_log_scale(
     counts_per_pattern: float, probe_norm: Tensor, amplitude_units: str, factor: float
 ) -> float:

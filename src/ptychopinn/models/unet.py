@@ -110,7 +110,7 @@ class UNetGenerator(nn.Module):
         stem = max(1, filters[0] // 2)
         self.filters = filters
 
-        self.in_channels = int(getattr(model_cfg, "input_channels", self.channels))
+        self.in_channels = model_cfg.input_channels
         self.stem = conv_act(self.in_channels, stem, norm=norm)
         self.down = nn.ModuleList()
         in_ch = stem

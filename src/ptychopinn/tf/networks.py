@@ -139,8 +139,7 @@ def build_keras_generator(model_cfg) -> Mirror:  # noqa: ANN001 (ModelConfig)
             f"one of {', '.join(available_keras_generators())} (or use backend 'pytorch')."
         )
     net = cls(model_cfg)
-    c = int(getattr(model_cfg, "input_channels", int(model_cfg.gridsize) ** 2))
-    net(tf.zeros((1, c, model_cfg.N, model_cfg.N)))
+    net(tf.zeros((1, model_cfg.input_channels, model_cfg.N, model_cfg.N)))
     logger.info("built keras generator %r: %d parameters", name, net.count_params())
     return net
 

@@ -125,25 +125,6 @@ class GroupDataset(Dataset):
         return batch
 
 
-PRIOR_CACHE_LIMIT_BYTES = 1 << 30
-"""Precompute the physics prior of every pattern when it fits in this many bytes."""
-
-
-def precompute_prior(model, amplitudes: torch.Tensor, chunk: int = 512) -> torch.Tensor | None:
-    """The physics prior of every pattern (``(n, N, N)`` complex64), or None.
-
-    None when the model takes raw diffraction or the cache would exceed
-    `PRIOR_CACHE_LIMIT_BYTES` (the prior is then computed per batch).
-    """
-    iters = int(model.cfg.prior_iterations or 0)
-    n = amplitudes.shape[0]
-    if iters == 0 or n * amplitudes.shape[-1] * amplitudes.shape[-2] * 8 > PRIOR_CACHE_LIMIT_BYTES:
-        return None
-    with torch.no_grad():
-        parts = [model.prior_estimate(amplitudes[i : i + chunk]) for i in range(0, n, chunk)]
-    return torch.cat(parts).cpu()
-
-
 def collate_batch(batch):
     """Batches are built whole by `GroupDataset.__getitems__`."""
     return batch

@@ -139,14 +139,8 @@ def train_pytorch(
     from torch.utils.data import DataLoader
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.training.data import (
-        GroupDataset,
-        collate_batch,
-        precompute_prior,
-        prepare,
-        split_groups,
-    )
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe, precompute_prior
+    from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
     t_start = time.perf_counter()
