@@ -33,9 +33,10 @@ def test_round_trip_identical_outputs(tmp_path, model_and_cfg):
     assert loaded.history[0]["train/loss"] == 1.0
     x = torch.rand(3, 4, 32, 32)
     offs = torch.randn(3, 4, 2)
+    prior = torch.polar(torch.rand(3, 4, 32, 32) + 0.5, torch.randn(3, 4, 32, 32))
     with torch.no_grad():
-        a = model(x, offs, 7.0)
-        b = loaded.model(x, offs, 7.0)
+        a = model(x, offs, 7.0, prior)
+        b = loaded.model(x, offs, 7.0, prior)
     assert torch.equal(a, b)
     assert torch.equal(loaded.model.probe, model.probe)
 

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-# Quality floor on amplitude and phase SSIM: an untrained network stays below it.
-FLOOR = 0.15
+# Quality floor on amplitude and phase SSIM: an untrained network (its random
+# corrections of the physics prior) stays below it (~0.17 / 0.31); trained ~0.67 / 0.70.
+FLOOR = 0.4
 
 
 def _cli(*args, cwd, check=True):
@@ -82,13 +83,13 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     assert rec["amplitude"].dtype == np.float32 and rec["phase"].dtype == np.float32
     assert rec["positions_px"].shape == (196, 2)
     metrics = json.loads((out / "metrics.json").read_text())["reconstruction"]
-    # an untrained network stays below FLOOR (see test_untrained_floor; ~0.05-0.11); training must beat it
+    # an untrained network stays below FLOOR (see test_untrained_floor); training must beat it
     assert metrics["amp_ssim"] > FLOOR and metrics["phase_ssim"] > FLOOR, metrics
     assert "reconstruction vs truth" in proc.stdout
 
 
 def test_untrained_floor(tmp_path, trained):
-    """The quality floor above is out of reach of an untrained network."""
+    """Training beats the same network untrained (random weights, physics prior input)."""
     import torch
 
     from ptychopinn import api
@@ -105,7 +106,12 @@ def test_untrained_floor(tmp_path, trained):
     scan = load_npz(trained / "scan.npz")
     rec = api.reconstruct(api.load_bundle(tmp_path), scan)
     m = evaluate(rec.object, scan.object, positions_px=rec.positions_px, patch_size=32)
+    got = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "out2",
+               cwd=trained)
+    assert got.returncode == 0
+    t = json.loads((trained / "out2" / "metrics.json").read_text())["reconstruction"]
     assert m["amp_ssim"] < FLOOR and m["phase_ssim"] < FLOOR, m
+    assert t["amp_ssim"] > m["amp_ssim"] + 0.2 and t["phase_ssim"] > m["phase_ssim"] + 0.2, (m, t)
 
 
 def test_evaluate_command(trained):

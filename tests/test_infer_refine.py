@@ -14,7 +14,8 @@ from ptychopinn.models.pinn import PtychoPINN, normalise_probe
 
 
 def test_refine_epochs_improves_and_is_saved(tmp_path, small_scan):
-    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    # raw-diffraction input: the untrained network's guess is poor, refinement must fix it
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 0})
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
     icfg = InferenceConfig(refine_epochs=8, execution={"progress_bar": False, "num_threads": 1})

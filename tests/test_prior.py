@@ -1,4 +1,5 @@
-"""The physics prior (single-pattern error reduction) and the generators' prior input."""
+"""The physics prior (single-pattern and neighbourhood error reduction) and the generators'
+prior input."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import torch
 from ptychopinn.config import ModelConfig, TrainingConfig
 from ptychopinn.models.pinn import PtychoPINN, normalise_probe
 from ptychopinn.physics.geometry import extract_patches
-from ptychopinn.physics.prior import error_reduction, prior_channels
+from ptychopinn.physics.prior import (
+    error_reduction,
+    neighbourhood_error_reduction,
+    prior_channels,
+)
 from ptychopinn.physics.propagation import far_field
 
 
@@ -75,6 +80,66 @@ def test_estimate_correlates_with_the_true_patches(scan64) -> None:
     assert mean_corr(torch.angle(est * torch.exp(-1j * offset)), true.angle()) > 0.6
 
 
+def test_neighbourhood_of_one_is_the_single_pattern_estimate(scan64) -> None:
+    probe = torch.from_numpy(scan64.probe)
+    amps = torch.from_numpy(scan64.diffraction[:5]).float()
+    joint = neighbourhood_error_reduction(amps[:, None], torch.zeros(5, 1, 2), probe, 4)
+    assert torch.allclose(joint, error_reduction(amps, probe, 4))
+
+
+def test_flat_object_is_a_fixed_point_of_the_neighbourhood_estimate() -> None:
+    g = torch.Generator().manual_seed(2)
+    probe = torch.randn(2, 16, 16, dtype=torch.complex64, generator=g)  # two modes
+    amps = far_field(probe).abs().square().sum(0).sqrt().expand(3, 4, 16, 16)
+    offsets = torch.randn(3, 4, 2, generator=g) * 3
+    offsets[:, 0] = 0
+    est = neighbourhood_error_reduction(amps, offsets, probe, 5)
+    assert est.shape == (3, 16, 16) and est.dtype == torch.complex64
+    assert torch.allclose(est, torch.ones_like(est), atol=1e-3)
+    valid = torch.ones(16, 16, dtype=torch.bool)
+    assert torch.allclose(neighbourhood_error_reduction(amps, offsets, probe, 5, valid=valid), est)
+
+
+def test_neighbours_sharpen_the_estimate(scan64) -> None:
+    """The overlap of four neighbours pins the patch far better than one pattern,
+    and only with the offsets the right way round (a sign error would blur it)."""
+    from ptychopinn.grouping import nearest_patterns
+
+    probe = torch.from_numpy(scan64.probe)
+    amps = torch.from_numpy(scan64.diffraction).float()
+    pos = scan64.positions_px
+    table = torch.from_numpy(nearest_patterns(pos, 4))
+    offs = torch.from_numpy((pos[table.numpy()] - pos[:, None]).astype(np.float32))
+    true = _true_patches(scan64)
+    ill = (probe.abs() ** 2).sum(0)
+    mask = (ill / ill.max() > 0.3).numpy()
+
+    def amp_corr(est: torch.Tensor) -> float:
+        a, b = est.abs().numpy()[..., mask], true.abs().numpy()[..., mask]
+        a = a - a.mean(-1, keepdims=True)
+        b = b - b.mean(-1, keepdims=True)
+        return float(np.mean((a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))))
+
+    single = amp_corr(error_reduction(amps, probe, 10))
+    joint = amp_corr(neighbourhood_error_reduction(amps[table], offs, probe, 10))
+    flipped = amp_corr(neighbourhood_error_reduction(amps[table], -offs, probe, 10))
+    assert joint > single + 0.2, (single, joint)
+    assert joint > 0.8
+    assert flipped < joint - 0.2, (flipped, joint)
+
+
+def test_neighbourhood_estimate_rejects_bad_shapes() -> None:
+    probe = torch.ones(8, 8, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="offsets"):
+        neighbourhood_error_reduction(torch.rand(2, 3, 8, 8), torch.zeros(2, 2, 2), probe, 1)
+    with pytest.raises(ValueError, match="probe is"):
+        neighbourhood_error_reduction(
+            torch.rand(2, 3, 8, 8), torch.zeros(2, 3, 2), torch.ones(4, 4, dtype=torch.complex64), 1
+        )
+    with pytest.raises(ValueError, match="iterations"):
+        neighbourhood_error_reduction(torch.rand(2, 3, 8, 8), torch.zeros(2, 3, 2), probe, -1)
+
+
 def test_probe_modes_and_shapes() -> None:
     g = torch.Generator().manual_seed(1)
     probe = torch.randn(2, 8, 8, dtype=torch.complex64, generator=g)
@@ -88,25 +153,28 @@ def test_probe_modes_and_shapes() -> None:
 
 
 def test_default_prior_iterations_by_architecture() -> None:
-    assert ModelConfig().prior_iterations == 10
+    assert ModelConfig().prior_iterations == 20
     assert ModelConfig().input_channels == 8
     assert ModelConfig(architecture="cnn").prior_iterations == 0  # the original input
     assert ModelConfig(architecture="cnn").input_channels == 4
     assert ModelConfig(architecture="cnn", prior_iterations=3).input_channels == 8
     assert ModelConfig(prior_iterations=0).input_channels == 4
+    assert ModelConfig().prior_neighbors == 4
+    with pytest.raises(ValueError, match="prior_neighbors"):
+        ModelConfig(prior_neighbors=0)
     with pytest.raises(ValueError, match="prior_iterations"):
         ModelConfig(prior_iterations=-1)
 
 
 def test_model_input_is_the_prior_in_data_scale(scan64) -> None:
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
-    cfg = ModelConfig(n_filters_scale=0.25, gridsize=1)
+    cfg = ModelConfig(n_filters_scale=0.25, gridsize=1, prior_neighbors=1)
     model = PtychoPINN(cfg, probe_n, log_intensity_scale=-float(np.log(factor)))
     amps = torch.from_numpy(scan64.diffraction[:4]).float()[:, None]
     x = model.network_input(amps, 1.0)
     assert x.shape == (4, 2, 64, 64)
     # amplitudes / s with the normalised probe == amplitudes with the data's probe
-    direct = error_reduction(amps, torch.from_numpy(scan64.probe), 10)
+    direct = error_reduction(amps, torch.from_numpy(scan64.probe), cfg.prior_iterations)
     assert torch.allclose(x[:, :1], direct.real, atol=1e-3)
     assert torch.allclose(x[:, 1:], direct.imag, atol=1e-3)
     # a precomputed prior gives the same prediction as the on-the-fly one
@@ -116,30 +184,55 @@ def test_model_input_is_the_prior_in_data_scale(scan64) -> None:
     assert torch.allclose(a1, a2) and torch.allclose(p1, p2)
 
 
-def test_training_precomputes_the_prior(scan64) -> None:
-    from ptychopinn.models.pinn import precompute_prior
+def test_training_precomputes_the_neighbourhood_prior(scan64) -> None:
+    from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import GroupDataset, prepare
 
     cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
     data = prepare(scan64, cfg)
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor)))
-    prior = precompute_prior(model, data.amplitudes)
-    assert prior is not None and prior.shape == data.amplitudes.shape
+    model.train_input_scale.fill_(data.input_scale)  # as the training runner does
+    prior = ScanPrior.for_model(model, data.amplitudes, data.positions_px)
+    assert prior is not None and prior.cache is not None
+    assert prior.cache.shape == data.amplitudes.shape
+    assert prior.table.shape == (data.amplitudes.shape[0], 4)
     batch = GroupDataset(data, np.arange(3), False, prior).__getitems__([0, 2])
     idx = data.indices[[0, 2]]
-    assert torch.allclose(batch["prior"], model.prior_estimate(data.amplitudes[idx]), atol=1e-5)
+    assert batch["prior"].shape == (2, 4, 64, 64)
+    # member j of group 0: the joint estimate of that pattern with its 3 nearest neighbours
+    j = int(idx[0, 1])
+    members = prior.table[j]
+    offs = data.positions_px[members] - data.positions_px[j]
+    direct = model.prior_estimate(data.amplitudes[members][None], offs[None].float())[0]
+    assert torch.allclose(batch["prior"][0, 1], direct, atol=1e-5)
+    # without the prior a neighbourhood model refuses to guess from the batch alone
+    with pytest.raises(ValueError, match="prior_neighbors"):
+        model.network_input(data.amplitudes[idx], 1.0)
     cnn = PtychoPINN(ModelConfig(architecture="cnn", n_filters_scale=0.25), probe_n)
-    assert precompute_prior(cnn, data.amplitudes) is None  # raw-diffraction input: no cache
+    assert ScanPrior.for_model(cnn, data.amplitudes, data.positions_px) is None  # raw input
+
+
+def test_scan_prior_on_demand_matches_the_cache(scan64) -> None:
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    amps = torch.from_numpy(scan64.diffraction).float()
+    probe = torch.from_numpy(scan64.probe)
+    cached = ScanPrior(amps, scan64.positions_px, probe, 1.0, 3, 4)
+    lazy = ScanPrior(amps, scan64.positions_px, probe, 1.0, 3, 4, cache_limit_bytes=0)
+    assert lazy.cache is None
+    index = torch.tensor([[3, 7], [7, 0]])
+    assert torch.allclose(cached(index), lazy(index), atol=1e-5)
+    assert lazy(index).shape == (2, 2, 64, 64)
 
 
 def test_switching_architecture_re_resolves_the_prior_default() -> None:
     from ptychopinn.config.io import with_overrides
 
     cfg = TrainingConfig()
-    assert cfg.model.prior_iterations == 10
+    assert cfg.model.prior_iterations == 20
     cnn = with_overrides(cfg, {"model": {"architecture": "cnn"}})
-    assert cnn.model.prior_iterations == 0  # the original input, not unet's resolved 10
+    assert cnn.model.prior_iterations == 0  # the original input, not unet's resolved 20
     kept = with_overrides(cfg, {"model": {"architecture": "cnn", "prior_iterations": 4}})
     assert kept.model.prior_iterations == 4
     assert with_overrides(ModelConfig(), {"architecture": "cnn"}).prior_iterations == 0
@@ -150,7 +243,7 @@ def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch)
     """Computing the prior once per pattern changes the cost, not the reconstruction."""
     from ptychopinn.bundle.pytorch import LoadedModel
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
-    from ptychopinn.models import pinn as pinn_mod
+    from ptychopinn.models import scan_prior as prior_mod
 
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
@@ -158,7 +251,7 @@ def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
     cached = reconstruct_pytorch(loaded, small_scan)
-    monkeypatch.setattr(pinn_mod, "PRIOR_CACHE_LIMIT_BYTES", 0)  # force per-batch priors
+    monkeypatch.setattr(prior_mod, "PRIOR_CACHE_LIMIT_BYTES", 0)  # force per-batch priors
     per_batch = reconstruct_pytorch(loaded, small_scan)
     assert np.allclose(cached.object, per_batch.object, atol=1e-5)
 
@@ -174,6 +267,8 @@ def _legacy_bundle(tmp_path, small_scan):
     state = {k: v for k, v in model.state_dict().items() if k != "prior_amplitude_scale"}
     config = cfg.model_dump(mode="json")
     del config["model"]["prior_iterations"]
+    del config["model"]["prior_neighbors"]
+    del config["model"]["prior_residual"]
     path = save_bundle(tmp_path / "legacy", state, config=config, backend="pytorch",
                        extra={"probe_shape": list(probe_n.shape)})
     return path, model
@@ -185,6 +280,8 @@ def test_bundles_older_than_the_prior_load_as_raw_diffraction(tmp_path, small_sc
     path, model = _legacy_bundle(tmp_path, small_scan)
     loaded = load_pinn(path)
     assert loaded.config.model.prior_iterations == 0  # not unet's default 10
+    assert loaded.config.model.prior_neighbors == 1
+    assert loaded.config.model.prior_residual is False
     assert float(loaded.model.prior_amplitude_scale) == pytest.approx(np.exp(1.5), rel=1e-6)
     x = torch.from_numpy(small_scan.diffraction[:8]).float().reshape(2, 4, 32, 32)
     with torch.no_grad():
@@ -207,13 +304,60 @@ def test_cli_architecture_flag_over_a_dumped_config_re_resolves_the_prior(tmp_pa
     from ptychopinn.config.io import save_config
 
     dumped = tmp_path / "cfg.yaml"
-    save_config(TrainingConfig(), dumped)  # carries unet's resolved prior_iterations: 10
+    save_config(TrainingConfig(), dumped)  # carries unet's resolved prior_iterations: 20
     parse = build_parser().parse_args
     base = ["train", "--data", "s.npz", "--output-dir", "o", "--config", str(dumped)]
-    assert train_config_from_args(parse(base)).model.prior_iterations == 10
+    assert train_config_from_args(parse(base)).model.prior_iterations == 20
     cnn = train_config_from_args(parse([*base, "--architecture", "cnn"]))
     assert cnn.model.architecture == "cnn" and cnn.model.prior_iterations == 0
     kept = train_config_from_args(
         parse([*base, "--architecture", "cnn", "--set", "model.prior_iterations=3"])
     )
     assert kept.model.prior_iterations == 3
+
+
+def test_residual_heads_correct_the_prior(scan64) -> None:
+    """With prior_residual the heads' initial output (0.6, 0) returns the prior itself,
+    and an untrained network starts close to it; without, the heads give the patch."""
+    probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
+    amps = torch.from_numpy(scan64.diffraction[:8]).float().reshape(2, 4, 64, 64)
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_filters_scale=0.25, prior_neighbors=1)
+    model = PtychoPINN(cfg, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
+    prior = model.prior_estimate(amps)
+    with torch.no_grad():
+        start = model.predict_patches(amps, 1.0)
+    a, b = start.abs().flatten(), prior.abs().flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9
+
+    class Neutral(torch.nn.Module):
+        def forward(self, x):
+            shape = (x.shape[0], x.shape[1] // 2, *x.shape[-2:])
+            return torch.full(shape, 0.6), torch.zeros(shape)
+
+    model.generator = Neutral()
+    with torch.no_grad():
+        assert torch.allclose(model.predict_patches(amps, 1.0), prior, atol=1e-5)
+        model.cfg = cfg.model_copy(update={"prior_residual": False})
+        direct = model.predict_patches(amps, 1.0)
+    assert torch.allclose(direct, torch.full_like(direct, 0.6))
+
+
+def test_prior_of_a_scan_at_another_dose_is_on_the_training_scale(scan64) -> None:
+    """Inference on a scan recorded at 1 % of the training dose feeds the network the
+    same prior (amplitudes normalised by the dose ratio), not one 10x too dark."""
+    from ptychopinn.models.scan_prior import ScanPrior, dose_ratio
+    from ptychopinn.training.data import input_scale_of
+
+    probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
+    model = PtychoPINN(ModelConfig(n_filters_scale=0.25), probe_n,
+                       log_intensity_scale=-float(np.log(factor)))
+    amps = torch.from_numpy(scan64.diffraction).float()
+    model.train_input_scale.fill_(input_scale_of(amps))
+    same = ScanPrior.for_model(model, amps, scan64.positions_px)
+    dim = ScanPrior.for_model(model, amps * 0.1, scan64.positions_px)
+    assert dose_ratio(amps * 0.1, float(model.train_input_scale)) == pytest.approx(0.1, rel=1e-5)
+    assert torch.allclose(same.cache, dim.cache, atol=1e-4)
+    raw = ScanPrior(amps * 0.1, scan64.positions_px, model.physics.probe,
+                    float(model.prior_amplitude_scale), 20, 4)
+    assert float(raw.cache.abs().mean() / same.cache.abs().mean()) < 0.5

@@ -170,6 +170,32 @@ def test_pytorch_bundle_converts_and_losses_match(tf, tmp_path, rng) -> None:
     assert _rel(expected.numpy(), counts_f.numpy()) < 1e-4
 
 
+def test_neighbourhood_residual_prior_matches_pytorch(tf, tmp_path, rng) -> None:
+    """The default unet (neighbourhood prior, residual heads) predicts alike in both
+    backends from the same prior, and neither guesses a neighbourhood prior from a batch."""
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.tf.model import polar
+
+    cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25})
+    assert cfg.model.prior_neighbors == 4 and cfg.model.prior_residual
+    probe, _ = normalise_probe(torch.from_numpy(_cplx(rng, 1, 32, 32)), cfg.model.probe_scale)
+    torch.manual_seed(3)
+    model = PtychoPINN(cfg.model, probe, log_intensity_scale=1.0).eval()
+    save_pinn(tmp_path, model, cfg)
+    loaded = get_backend("tensorflow").load_bundle(tmp_path)
+    amps = rng.uniform(0, 6, (3, 4, 32, 32)).astype(np.float32)
+    prior = _cplx(rng, 3, 4, 32, 32)
+    with torch.no_grad():
+        want = model.predict_patches(torch.from_numpy(amps), 3.0, torch.from_numpy(prior))
+    amp, phase = loaded.model.predict_amp_phase(amps, 3.0, prior=tf.constant(prior))
+    assert _rel(want.numpy(), polar(amp, phase).numpy()) < 1e-4
+    for predict in (lambda: model.predict_patches(torch.from_numpy(amps), 3.0),
+                    lambda: loaded.model.predict_amp_phase(amps, 3.0)):
+        with pytest.raises(ValueError, match="prior_neighbors"):
+            predict()
+
+
 def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> None:
     """The same (converted) weights give the same stitched object in both backends."""
     from ptychopinn.bundle.pytorch import save_pinn

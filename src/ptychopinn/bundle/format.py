@@ -185,7 +185,9 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     """The manifest's `TrainingConfig`; BundleError naming the bundle if invalid.
 
     Bundles written before ``model.prior_iterations`` existed fed the raw
-    diffraction to the generator: a missing key means 0 for them.
+    diffraction to the generator: a missing key means 0 for them. Bundles
+    written before ``model.prior_neighbors`` used single-pattern priors (1),
+    and those before ``model.prior_residual`` took the heads' output as the patch.
     """
     import copy
 
@@ -197,6 +199,10 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     model = raw.get("model")
     if isinstance(model, dict) and "prior_iterations" not in model:
         model["prior_iterations"] = 0
+    if isinstance(model, dict) and "prior_neighbors" not in model:
+        model["prior_neighbors"] = 1
+    if isinstance(model, dict) and "prior_residual" not in model:
+        model["prior_residual"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Backend = Literal["pytorch", "tensorflow"]
 BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
-DEFAULT_PRIOR_ITERATIONS: dict[str, int] = {"unet": 10, "cnn": 0}
+DEFAULT_PRIOR_ITERATIONS: dict[str, int] = {"unet": 20, "cnn": 0}
 """Default ``ModelConfig.prior_iterations`` per architecture ('cnn' keeps the original input)."""
 
 
@@ -68,10 +68,23 @@ class ModelConfig(_Section):
         None,
         ge=0,
         le=100,
-        description="Single-pattern error-reduction projections with the known probe whose "
+        description="Error-reduction projections with the known probe (see prior_neighbors) whose "
         "estimate (real, imaginary) is the generator's input instead of the raw diffraction; "
         "0: raw diffraction (the original PtychoPINN input); None: the architecture's default "
         f"({DEFAULT_PRIOR_ITERATIONS}).",
+    )
+    prior_residual: bool = Field(
+        True,
+        description="With a physics prior, the generator corrects it: amplitude = |prior| x "
+        "head / 0.6 (the heads' initial value), phase = arg(prior) + phase head, so an "
+        "untrained network returns the prior itself. False: the heads give the patch directly.",
+    )
+    prior_neighbors: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Patterns the physics prior of each pattern is estimated from jointly: "
+        "itself and its nearest scan neighbours on a shared canvas (1: the pattern alone).",
     )
 
     @model_validator(mode="before")

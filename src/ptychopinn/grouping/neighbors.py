@@ -160,10 +160,18 @@ def group_neighbors(
         log.info("neighbor_count %d > %d patterns: using %d.", k, n, n)
         k = n
     seeds = _seed_order(n, n_groups, oversample, rng)
-    nn = _nearest(pos, seeds, k)
+    nn = _seed_first(_nearest(pos, seeds, k), seeds)
 
-    # Put the seed in column 0 (with duplicate positions it may sit elsewhere
-    # or be missing from the K; then it replaces the farthest neighbour).
+    # C - 1 distinct others chosen uniformly among the K - 1 other neighbours.
+    keys = rng.random((len(seeds), k - 1))
+    pick = np.argsort(keys, axis=1)[:, : c - 1] + 1
+    indices = np.concatenate([seeds[:, None], np.take_along_axis(nn, pick, axis=1)], axis=1)
+    return _make(pos, indices)
+
+
+def _seed_first(nn: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Put each row's seed in column 0 (with duplicate positions it may sit
+    elsewhere or be missing from the K; then it replaces the farthest one)."""
     is_seed = nn == seeds[:, None]
     missing = ~is_seed.any(axis=1)
     nn[missing, -1] = seeds[missing]
@@ -172,12 +180,26 @@ def group_neighbors(
     rows = np.arange(len(seeds))
     nn[rows, col] = nn[:, 0]
     nn[:, 0] = seeds
+    return nn
 
-    # C - 1 distinct others chosen uniformly among the K - 1 other neighbours.
-    keys = rng.random((len(seeds), k - 1))
-    pick = np.argsort(keys, axis=1)[:, : c - 1] + 1
-    indices = np.concatenate([seeds[:, None], np.take_along_axis(nn, pick, axis=1)], axis=1)
-    return _make(pos, indices)
+
+def nearest_patterns(positions_px: np.ndarray, k: int) -> np.ndarray:
+    """``(n, k)`` int64: every pattern (column 0) and its ``k - 1`` nearest others.
+
+    With fewer than ``k`` patterns in the scan, the missing columns repeat the
+    pattern itself (a repeated member adds nothing new to a joint estimate).
+    """
+    pos = _check_positions(positions_px)
+    n = pos.shape[0]
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ConfigError(f"k: expected a positive integer; found {k!r}.")
+    k = int(k)
+    seeds = np.arange(n, dtype=np.int64)
+    kk = min(k, n)
+    nn = _seed_first(_nearest(pos, seeds, kk), seeds)
+    if kk < k:
+        nn = np.concatenate([nn, np.repeat(seeds[:, None], k - kk, axis=1)], axis=1)
+    return nn
 
 
 def coverage(groups: Groups, n: int) -> np.ndarray:

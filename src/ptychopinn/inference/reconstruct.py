@@ -117,20 +117,23 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     n = mcfg.N
     bs = cfg.batch_size
 
-    # the physics prior is a per-pattern function: compute it once per pattern
-    # (a pattern sits in ~C groups), not once per group member
-    from ptychopinn.models.pinn import precompute_prior
+    # the physics prior is a per-pattern function (of the pattern and its scan
+    # neighbours): compute it once per pattern (a pattern sits in ~C groups)
+    from ptychopinn.models.scan_prior import ScanPrior
 
     t_prior = time.perf_counter()
+    valid = None
+    if framed.bad_pixel_mask is not None:
+        valid = torch.from_numpy(~framed.bad_pixel_mask)
     with torch.inference_mode():
-        prior = precompute_prior(model, amps)
+        prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
         ii = idx[chunk]
         with torch.inference_mode():
             x = amps[ii].to(device, non_blocking=True)
-            pr = None if prior is None else prior[ii].to(device, non_blocking=True)
+            pr = None if prior is None else prior(ii).to(device, non_blocking=True)
             return model.predict_patches(x, scale, pr).to("cpu")
 
     cache_ok = n_groups * mcfg.n_channels * n * n * 8 <= _CACHE_LIMIT_BYTES

@@ -18,8 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from ptychopinn.config.schema import ModelConfig
+from ptychopinn.models.heads import INITIAL_AMPLITUDE
 from ptychopinn.physics.forward import ForwardModel
-from ptychopinn.physics.prior import error_reduction, prior_channels
+from ptychopinn.physics.prior import (
+    error_reduction,
+    neighbourhood_error_reduction,
+    prior_channels,
+)
 
 
 def normalise_probe(probe: Tensor, probe_scale: float) -> tuple[Tensor, float]:
@@ -89,29 +94,47 @@ class PtychoPINN(nn.Module):
             return torch.view_as_complex(self.probe_param)
         return self.physics.probe
 
-    def prior_estimate(self, amplitudes: Tensor) -> Tensor:
-        """The physics first guess of each pattern's patch (see `physics.prior`).
+    def prior_estimate(self, amplitudes: Tensor, offsets_px: Tensor | None = None) -> Tensor:
+        """The physics first guess of patches (see `physics.prior`).
 
-        Uses the fixed initial probe (the ``physics.probe`` buffer), so it is a
-        pure function of the data and may be computed once per scan.
+        ``amplitudes (..., N, N)`` alone: each pattern's single-pattern
+        estimate. ``amplitudes (B, K, N, N)`` with ``offsets_px (B, K, 2)``:
+        member 0's joint estimate with its K - 1 neighbours (what the model is
+        trained on when ``prior_neighbors == K``; `models.scan_prior.ScanPrior`
+        computes it for a whole scan). Uses the fixed initial probe (the
+        ``physics.probe`` buffer), so it is a pure function of the data.
         """
-        return error_reduction(
-            amplitudes / self.prior_amplitude_scale,
-            self.physics.probe,
-            int(self.cfg.prior_iterations or 0),
-        )
+        iters = int(self.cfg.prior_iterations or 0)
+        scaled = amplitudes / self.prior_amplitude_scale
+        if offsets_px is None:
+            return error_reduction(scaled, self.physics.probe, iters)
+        return neighbourhood_error_reduction(scaled, offsets_px, self.physics.probe, iters)
+
+    def resolve_prior(self, amplitudes: Tensor, prior: Tensor | None = None) -> Tensor | None:
+        """The ``(B, C, N, N)`` physics prior of a batch: ``prior`` if given (a
+        `ScanPrior` lookup), else computed from ``amplitudes`` when the model's
+        prior is single-pattern; None for raw-diffraction models. A model with
+        ``prior_neighbors > 1`` raises without ``prior`` (the neighbours are
+        not in the batch)."""
+        if not self.cfg.prior_iterations:
+            return None
+        if prior is not None:
+            return prior
+        if self.cfg.prior_neighbors > 1:
+            raise ValueError(
+                f"model.prior_neighbors is {self.cfg.prior_neighbors}: each pattern's "
+                "physics prior needs its scan neighbours, which a batch does not hold; "
+                "compute it with models.scan_prior.ScanPrior and pass prior=..."
+            )
+        return self.prior_estimate(amplitudes)
 
     def network_input(
         self, amplitudes: Tensor, input_scale: Tensor | float, prior: Tensor | None = None
     ) -> Tensor:
-        """The generator's input: scaled amplitudes, or the prior estimate (re, im).
-
-        ``prior`` is a precomputed `prior_estimate` of ``amplitudes`` (optional).
-        """
-        if not self.cfg.prior_iterations:
-            return amplitudes / input_scale
+        """The generator's input: scaled amplitudes, or the prior estimate (re, im)."""
+        prior = self.resolve_prior(amplitudes, prior)
         if prior is None:
-            prior = self.prior_estimate(amplitudes)
+            return amplitudes / input_scale
         return prior_channels(prior)
 
     def predict_patches(
@@ -124,9 +147,19 @@ class PtychoPINN(nn.Module):
     def predict_amp_phase(
         self, amplitudes: Tensor, input_scale: Tensor | float, prior: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Diffraction amplitudes -> (amplitude, phase) of the patches."""
-        amp, phase = self.generator(self.network_input(amplitudes, input_scale, prior))
-        return amp.float(), phase.float()
+        """Diffraction amplitudes -> (amplitude, phase) of the patches.
+
+        With ``prior_residual`` the heads correct the prior: amplitude
+        ``|prior| * head / INITIAL_AMPLITUDE``, phase ``arg(prior) + head``.
+        """
+        prior = self.resolve_prior(amplitudes, prior)
+        x = amplitudes / input_scale if prior is None else prior_channels(prior)
+        amp, phase = self.generator(x)
+        amp, phase = amp.float(), phase.float()
+        if prior is not None and self.cfg.prior_residual:
+            amp = prior.abs() * amp * (1.0 / INITIAL_AMPLITUDE)
+            phase = phase + prior.angle()
+        return amp, phase
 
     def expected_counts(self, patches: Tensor, offsets_px: Tensor | None) -> Tensor:
         """Complex patches -> expected counts through the physics and the scale."""
@@ -134,37 +167,15 @@ class PtychoPINN(nn.Module):
         return intensity * torch.exp(2.0 * self.log_intensity_scale)
 
     def forward(
-        self, amplitudes: Tensor, offsets_px: Tensor, input_scale: Tensor | float
+        self,
+        amplitudes: Tensor,
+        offsets_px: Tensor,
+        input_scale: Tensor | float,
+        prior: Tensor | None = None,
     ) -> Tensor:
-        return self.expected_counts(self.predict_patches(amplitudes, input_scale), offsets_px)
-
-
-PRIOR_CACHE_LIMIT_BYTES = 1 << 30
-"""Precompute the physics prior of every pattern when it fits in this many bytes."""
-
-
-def precompute_prior(
-    model: PtychoPINN, amplitudes: Tensor, chunk: int = 512
-) -> Tensor | None:
-    """The physics prior of every pattern of a scan (``(n, N, N)`` complex64, on the CPU).
-
-    Training and inference call this once per scan: a pattern belongs to ~C
-    groups, so computing its prior per group member would repeat the work.
-    Chunks go to the model's device and back. Returns None when the model
-    takes raw diffraction or the cache would exceed `PRIOR_CACHE_LIMIT_BYTES`
-    (the prior is then computed per batch inside `network_input`).
-    """
-    iters = int(model.cfg.prior_iterations or 0)
-    n = amplitudes.shape[0]
-    if iters == 0 or n * amplitudes.shape[-1] * amplitudes.shape[-2] * 8 > PRIOR_CACHE_LIMIT_BYTES:
-        return None
-    device = model.prior_amplitude_scale.device
-    with torch.no_grad():
-        parts = [
-            model.prior_estimate(amplitudes[i : i + chunk].to(device)).cpu()
-            for i in range(0, n, chunk)
-        ]
-    return torch.cat(parts)
+        return self.expected_counts(
+            self.predict_patches(amplitudes, input_scale, prior), offsets_px
+        )
 
 
 def initial_log_scale(

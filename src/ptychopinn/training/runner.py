@@ -139,7 +139,8 @@ def train_pytorch(
     from torch.utils.data import DataLoader
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe, precompute_prior
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
+    from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
@@ -177,7 +178,7 @@ def train_pytorch(
     )
     if data.valid is not None:
         module.valid_mask.copy_(data.valid)
-    prior = precompute_prior(module.model, data.amplitudes)
+    prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid)
     train_dl = DataLoader(
         GroupDataset(data, train_ids, with_truth, prior),
         batch_size=cfg.batch_size,

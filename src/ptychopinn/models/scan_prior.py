@@ -1,0 +1,155 @@
+"""The physics prior of every pattern of one scan: cached, or computed on demand.
+
+A pattern's prior (`physics.prior.neighbourhood_error_reduction`) is estimated
+jointly from the pattern and its ``prior_neighbors - 1`` nearest scan
+neighbours, so it is a function of the scan, not of the group a pattern sits
+in. Training and inference therefore compute it once per pattern and look it
+up by pattern index; a scan whose priors would exceed `PRIOR_CACHE_LIMIT_BYTES`
+computes them per batch instead (same values, more work).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ptychopinn.grouping import nearest_patterns
+from ptychopinn.physics.prior import neighbourhood_error_reduction
+
+PRIOR_CACHE_LIMIT_BYTES = 1 << 30
+"""Precompute the physics prior of every pattern when it fits in this many bytes."""
+
+
+def dose_ratio(amplitudes, train_input_scale: float) -> float:
+    """sqrt(mean counts per pixel) of a scan over that of the model's training data.
+
+    1 for the training scan itself (and when the training scale is unknown);
+    e.g. 0.1 for a scan at 1 % of the training dose.
+    """
+    from ptychopinn.training.data import input_scale_of
+
+    if not train_input_scale > 0:
+        return 1.0
+    scale = input_scale_of(amplitudes)
+    return scale / train_input_scale if scale > 0 else 1.0
+
+
+class ScanPrior:
+    """Per-pattern physics priors of one scan, looked up by pattern index.
+
+    Parameters
+    ----------
+    amplitudes
+        ``(n, N, N)`` measured amplitudes of the scan (the model's data scale).
+    positions_px
+        ``(n, 2)`` probe positions ``[y, x]`` in pixels.
+    probe
+        ``(M, N, N)`` complex probe in the model's normalised scale.
+    amplitude_scale
+        The amplitudes are divided by this before the projections (the model's
+        ``prior_amplitude_scale``).
+    iterations, neighbors
+        ``model.prior_iterations`` and ``model.prior_neighbors``.
+    device
+        Where the projections run (results are kept on the CPU).
+    valid
+        Optional ``(N, N)`` mask of good detector pixels.
+    """
+
+    def __init__(
+        self,
+        amplitudes: Tensor,
+        positions_px: np.ndarray | Tensor,
+        probe: Tensor,
+        amplitude_scale: float,
+        iterations: int,
+        neighbors: int,
+        *,
+        device: torch.device | str = "cpu",
+        valid: Tensor | None = None,
+        chunk: int = 48,
+        cache_limit_bytes: int | None = None,
+    ) -> None:
+        self.amplitudes = torch.as_tensor(amplitudes).detach()
+        pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+        n, h, w = self.amplitudes.shape
+        if pos.shape != (n, 2):
+            raise ValueError(f"positions_px must be ({n}, 2); found {pos.shape}")
+        self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
+        self.offsets = torch.from_numpy(
+            (pos[self.table.numpy()] - pos[:, None, :]).astype(np.float32)
+        )
+        self.probe = probe.detach()
+        self.amplitude_scale = float(amplitude_scale)
+        self.iterations = int(iterations)
+        self.device = torch.device(device)
+        self.valid = valid
+        self.chunk = int(chunk)
+        limit = PRIOR_CACHE_LIMIT_BYTES if cache_limit_bytes is None else cache_limit_bytes
+        self.cache: Tensor | None = None
+        if n * h * w * 8 <= limit:
+            self.cache = self.compute(torch.arange(n))
+
+    @classmethod
+    def for_model(
+        cls, model, amplitudes: Tensor, positions_px, *, valid: Tensor | None = None, **kw
+    ) -> ScanPrior | None:
+        """The prior of ``model`` (a `PtychoPINN`) for one scan; None for raw-diffraction models.
+
+        The amplitudes are divided by the model's ``prior_amplitude_scale``
+        times `dose_ratio` (1 on the training scan), so a scan recorded at
+        another dose gives the network inputs on its training scale.
+        """
+        iters = int(model.cfg.prior_iterations or 0)
+        if iters == 0:
+            return None
+        ratio = dose_ratio(amplitudes, float(model.train_input_scale))
+        return cls(
+            amplitudes,
+            positions_px,
+            model.physics.probe,
+            float(model.prior_amplitude_scale) * ratio,
+            iters,
+            int(model.cfg.prior_neighbors),
+            device=model.prior_amplitude_scale.device,
+            valid=valid,
+            **kw,
+        )
+
+    @property
+    def n_patterns(self) -> int:
+        return int(self.amplitudes.shape[0])
+
+    def compute(self, pattern_ids: Tensor) -> Tensor:
+        """``(len(pattern_ids), N, N)`` complex64 priors, computed now (on the CPU)."""
+        ids = torch.as_tensor(pattern_ids, dtype=torch.long).reshape(-1)
+        probe = self.probe.to(self.device)
+        valid = None if self.valid is None else self.valid.to(self.device)
+        parts = []
+        with torch.no_grad():
+            for s in range(0, ids.numel(), self.chunk):
+                rows = ids[s : s + self.chunk]
+                members = self.table[rows]
+                amps = self.amplitudes[members].to(self.device, torch.float32)
+                est = neighbourhood_error_reduction(
+                    amps / self.amplitude_scale,
+                    self.offsets[rows].to(self.device),
+                    probe,
+                    self.iterations,
+                    valid=valid,
+                )
+                parts.append(est.cpu())
+        if not parts:
+            h, w = self.amplitudes.shape[-2:]
+            return torch.zeros((0, h, w), dtype=torch.complex64)
+        return torch.cat(parts)
+
+    def __call__(self, index: Tensor) -> Tensor:
+        """Priors of the patterns ``index`` (any shape) -> ``(*index.shape, N, N)``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if self.cache is not None:
+            return self.cache[index]
+        unique, inverse = torch.unique(index.reshape(-1), return_inverse=True)
+        est = self.compute(unique)[inverse]
+        return est.reshape(*index.shape, *est.shape[-2:])
