@@ -90,12 +90,15 @@ def test_neighbourhood_of_one_is_the_single_pattern_estimate(scan64) -> None:
 def test_flat_object_is_a_fixed_point_of_the_neighbourhood_estimate() -> None:
     g = torch.Generator().manual_seed(2)
     probe = torch.randn(2, 16, 16, dtype=torch.complex64, generator=g)  # two modes
-    amps = far_field(probe).abs().square().sum(0).sqrt().expand(3, 4, 16, 16)
+    # a flat object of transmission 0.5: the Parseval start is already the answer
+    amps = far_field(0.5 * probe).abs().square().sum(0).sqrt().expand(3, 4, 16, 16)
     offsets = torch.randn(3, 4, 2, generator=g) * 3
     offsets[:, 0] = 0
+    start = neighbourhood_error_reduction(amps, offsets, probe, 0)
+    assert torch.allclose(start, torch.full_like(start, 0.5), atol=1e-5)
     est = neighbourhood_error_reduction(amps, offsets, probe, 5)
     assert est.shape == (3, 16, 16) and est.dtype == torch.complex64
-    assert torch.allclose(est, torch.ones_like(est), atol=1e-3)
+    assert torch.allclose(est, torch.full_like(est, 0.5), atol=1e-3)
     valid = torch.ones(16, 16, dtype=torch.bool)
     assert torch.allclose(neighbourhood_error_reduction(amps, offsets, probe, 5, valid=valid), est)
 
@@ -357,7 +360,7 @@ def test_prior_of_a_scan_at_another_dose_is_on_the_training_scale(scan64) -> Non
     same = ScanPrior.for_model(model, amps, scan64.positions_px)
     dim = ScanPrior.for_model(model, amps * 0.1, scan64.positions_px)
     assert dose_ratio(amps * 0.1, float(model.train_input_scale)) == pytest.approx(0.1, rel=1e-5)
-    assert torch.allclose(same.cache, dim.cache, atol=1e-4)
+    assert float((same.cache - dim.cache).abs().max()) < 1e-3 * float(same.cache.abs().max())
     raw = ScanPrior(amps * 0.1, scan64.positions_px, model.physics.probe,
                     float(model.prior_amplitude_scale), 20, 4)
     assert float(raw.cache.abs().mean() / same.cache.abs().mean()) < 0.5

@@ -25,7 +25,12 @@ projection updates the canvas with every member's correction divided by the
 summed probe intensity, and the estimate is read back at the target pattern's
 position. Four neighbours lift the within-patch correlation of the amplitude
 with the truth from ~0.2-0.55 to ~0.65-0.97 on the simulated scans
-(phase ~0.7 -> ~0.97); the cost is K times the single-pattern one.
+(phase ~0.7 -> ~0.97); the cost is K times the single-pattern one. Its flat
+start is the measured brightness (`flat_start`: ``t**2 = sum A**2 / sum |P|**2``,
+Parseval, averaged over the members) instead of 1, which raised the stitched
+prior's amplitude SSIM from 0.83 to 0.90 on a seed-11 scan whose object
+transmits ~0.57 on average. (The single-pattern path keeps O = 1: bundles
+trained on it expect that input.)
 """
 
 from __future__ import annotations
@@ -36,6 +41,19 @@ import torch
 from torch import Tensor
 
 _EPS = 1e-6
+
+
+def flat_start(amplitudes: Tensor, power: Tensor) -> Tensor:
+    """The flat start of the projections: ``(..., 1, 1)`` transmission ``t`` with
+    ``t**2 = sum A**2 / sum |P|**2`` (Parseval; 1 when the probe is dark).
+
+    ``power`` is the summed probe intensity ``sum_m |P_m|**2`` (``(N, N)``, or
+    per member with the same leading shape as ``amplitudes``).
+    """
+    num = amplitudes.square().sum((-2, -1), keepdim=True)
+    den = power.sum((-2, -1), keepdim=True)
+    t = (num / den.clamp_min(1e-30)).sqrt()
+    return torch.where(den > 0, t, torch.ones_like(t))
 
 
 def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tensor:
@@ -116,7 +134,7 @@ def neighbourhood_error_reduction(
         Number of projections of every member (0 returns the flat start).
     valid
         Optional ``(N, N)`` mask of good detector pixels (bad pixels keep the
-        model's amplitude).
+        model's amplitude; ignored when ``K == 1``).
     regularisation
         The update divides by ``sum |P|^2 + regularisation * max sum |P|^2``.
 
@@ -131,7 +149,7 @@ def neighbourhood_error_reduction(
             f"expected amplitudes (B, K, N, N) and offsets (B, K, 2); found "
             f"{tuple(amplitudes.shape)} and {tuple(offsets_px.shape)}"
         )
-    if amplitudes.shape[1] == 1 and valid is None:
+    if amplitudes.shape[1] == 1:  # the single-pattern prior (as bundles trained on it expect)
         return error_reduction(amplitudes[:, 0], probe, iterations)
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -171,7 +189,8 @@ def neighbourhood_error_reduction(
     keep = None
     if valid is not None:
         keep = ~torch.fft.ifftshift(valid.to(amps.device).bool(), dim=(-2, -1))
-    canvas = torch.ones(b * m * m, dtype=torch.complex64, device=amps.device)
+    start = flat_start(amps, power).mean(dim=(1, 2, 3))  # (B,): the members' mean
+    canvas = start[:, None].expand(b, m * m).reshape(-1).to(torch.complex64)
     with torch.no_grad():
         for _ in range(iterations):
             obj = torch.view_as_complex(
