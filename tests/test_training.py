@@ -133,3 +133,27 @@ def test_two_runs_in_one_process_do_not_interfere(tmp_path, small_scan):
     b = api.train(_cfg(tmp_path / "b", nepochs=1, model={"gridsize": 2}), small_scan)
     assert api.load_bundle(a.bundle_path).config.model.gridsize == 1
     assert api.load_bundle(b.bundle_path).config.model.gridsize == 2
+
+
+def test_weight_decay_spares_the_physical_parameters() -> None:
+    """Weight decay shrinks the network's weights, never the intensity scale or the probe."""
+    from ptychopinn.training.module import PINNModule
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 0},
+                         optimizer="adamw", weight_decay=0.5, probe_trainable=True,
+                         scheduler="none")
+    probe = torch.polar(torch.rand(1, 32, 32) + 0.1, torch.rand(1, 32, 32))
+    module = PINNModule(cfg.model_dump(mode="json"), [1, 32, 32], probe=probe,
+                        log_intensity_scale=2.0)
+    opt = module.configure_optimizers()
+    scale0 = module.model.log_intensity_scale.detach().clone()
+    probe0 = module.model.probe_param.detach().clone()
+    weights0 = [p.detach().clone() for p in module.model.generator.parameters()]
+    for p in module.parameters():
+        p.grad = torch.zeros_like(p)  # no data gradient: only the decay moves anything
+    opt.step()
+    assert torch.equal(module.model.log_intensity_scale.detach(), scale0)
+    assert torch.equal(module.model.probe_param.detach(), probe0)
+    moved = [not torch.equal(a, b.detach())
+             for a, b in zip(weights0, module.model.generator.parameters(), strict=True)]
+    assert any(moved)

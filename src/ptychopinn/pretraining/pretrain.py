@@ -290,7 +290,7 @@ def pretrain(
     big = build_pretraining_scan(
         src.probe, rec, step_px=step, photons=dose, seed=seed, template_px=src.template_px,
         bad_pixel_mask=src.bad_pixel_mask,
-        neighbor_count=max(cfg.neighbor_count, cfg.model.n_channels),
+        neighbor_count=max(cfg.neighbor_count, cfg.model.n_channels, cfg.model.prior_neighbors),
     )
     t_sim = time.perf_counter() - t_sim
     out.mkdir(parents=True, exist_ok=True)

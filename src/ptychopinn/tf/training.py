@@ -135,8 +135,10 @@ class _Steps:
                  for g, v in zip(grads, self.vars, strict=True)]
         if self.cfg.gradient_clip_val is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.cfg.gradient_clip_val)
-        if self.decay > 0:
-            grads = [g + self.decay * v for g, v in zip(grads, self.vars, strict=True)]
+        if self.decay > 0:  # the network's weights only (they come first), not the physics
+            n_gen = len(self.model.generator.trainable_variables)
+            grads = [g + self.decay * v if i < n_gen else g
+                     for i, (g, v) in enumerate(zip(grads, self.vars, strict=True))]
         self.opt.apply_gradients(zip(grads, self.vars, strict=True))
         return terms
 
@@ -229,6 +231,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     drop_last = len(train_ids) > bs
     steps_per_epoch = len(train_ids) // bs if drop_last else 1
     opt = make_optimizer(cfg)
+    physical = model.variables_to_train()[len(model.generator.trainable_variables):]
+    if physical and cfg.weight_decay > 0 and hasattr(opt, "exclude_from_weight_decay"):
+        opt.exclude_from_weight_decay(var_list=physical)  # AdamW: decay the network only
     opt.build(model.variables_to_train())
     schedule = Schedule(cfg, steps_per_epoch)
     epoch_var = tf.Variable(-1, dtype=tf.int64, trainable=False)

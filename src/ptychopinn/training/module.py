@@ -135,7 +135,14 @@ class PINNModule(L.LightningModule):
     # ------------------------------------------------------------ optimisers
     def configure_optimizers(self):
         cfg = self.cfg
-        params = [p for p in self.parameters() if p.requires_grad]
+        # weight decay regularises the network only: the intensity scale and a
+        # trainable probe are physical quantities, not weights to shrink
+        gen = [p for p in self.model.generator.parameters() if p.requires_grad]
+        gen_ids = {id(p) for p in gen}
+        phys = [p for p in self.parameters() if p.requires_grad and id(p) not in gen_ids]
+        params = [{"params": gen, "weight_decay": cfg.weight_decay}]
+        if phys:
+            params.append({"params": phys, "weight_decay": 0.0})
         if cfg.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "adamw":
