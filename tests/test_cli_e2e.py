@@ -35,7 +35,7 @@ def _cli(*args, cwd, check=True):
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     _cli("simulate", "scan.npz", "--N", "32", "--n-positions", "196", "--seed", "5", "-q", cwd=d)
-    _cli(
+    proc = _cli(
         "train",
         "--data",
         "scan.npz",
@@ -56,6 +56,7 @@ def trained(tmp_path_factory):
         "save_reconstruction=false",
         cwd=d,
     )
+    (d / "train_output.txt").write_text(proc.stdout + proc.stderr)
     return d
 
 
@@ -64,6 +65,8 @@ def test_train_outputs(trained):
     assert (run / "model.ptychopinn.safetensors").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file() and (run / "history.json").is_file()
+    # no third-party advertising in what the user reads
+    assert "litlogger" not in (trained / "train_output.txt").read_text().lower()
 
 
 def test_infer_in_fresh_process_beats_untrained(trained):

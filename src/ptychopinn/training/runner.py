@@ -12,6 +12,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -120,6 +121,50 @@ def load_training_scan(path: str, *, what: str = "train_data_file") -> Scan:
     return load_scan(path)
 
 
+class _DropAdvert(logging.Filter):
+    """Drops Lightning's start-up advertisement for its cloud logger (noise in every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
+
+
+@contextlib.contextmanager
+def _without_lightning_advert():
+    """While building the Trainer, filter the advert out of Lightning's rank-zero loggers."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+    flt = _DropAdvert()
+    for name in names:
+        logging.getLogger(name).addFilter(flt)
+    try:
+        yield
+    finally:
+        for name in names:
+            logging.getLogger(name).removeFilter(flt)
+
+
+def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_dl):  # noqa: ANN001, N803
+    import datetime as dt
+
+    return L.Trainer(
+        accelerator=_accelerator(cfg),
+        devices=cfg.execution.devices,
+        strategy=cfg.execution.strategy,
+        num_nodes=cfg.execution.num_nodes,
+        precision=cfg.execution.precision,
+        deterministic=cfg.execution.deterministic,
+        max_epochs=cfg.nepochs,
+        max_time=dt.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes else None,
+        gradient_clip_val=cfg.gradient_clip_val,
+        logger=_logger(cfg, run_dir),
+        callbacks=callbacks,
+        enable_progress_bar=cfg.execution.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        log_every_n_steps=max(1, min(50, len(train_dl))),
+        num_sanity_val_steps=0,
+    )
+
+
 def train_pytorch(
     cfg: TrainingConfig,
     scan: Scan | None = None,
@@ -224,26 +269,8 @@ def train_pytorch(
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_dl) // 4)))
-    import datetime as dt
-
-    trainer = L.Trainer(
-        accelerator=_accelerator(cfg),
-        devices=cfg.execution.devices,
-        strategy=cfg.execution.strategy,
-        num_nodes=cfg.execution.num_nodes,
-        precision=cfg.execution.precision,
-        deterministic=cfg.execution.deterministic,
-        max_epochs=cfg.nepochs,
-        max_time=dt.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes else None,
-        gradient_clip_val=cfg.gradient_clip_val,
-        logger=_logger(cfg, run_dir),
-        callbacks=callbacks,
-        enable_progress_bar=cfg.execution.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=str(run_dir),
-        log_every_n_steps=max(1, min(50, len(train_dl))),
-        num_sanity_val_steps=0,
-    )
+    with _without_lightning_advert():
+        trainer = _make_trainer(L, cfg, run_dir, callbacks, train_dl)
     ckpt_path = None
     last = ckpt_dir / "last.ckpt"
     if resume:
