@@ -196,6 +196,33 @@ def test_neighbourhood_residual_prior_matches_pytorch(tf, tmp_path, rng) -> None
             predict()
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_weight_decay_spares_the_intensity_scale(tf, tmp_path, rng, optimizer) -> None:
+    """One training step with and without weight decay moves the intensity scale alike
+    (decay is for the network's weights, which it does move)."""
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.tf.training import _Steps, build_optimizer
+
+    model_cfg = {"N": 32, "gridsize": 2, "n_filters_scale": 0.25, "architecture": "cnn"}
+    probe, _ = normalise_probe(torch.from_numpy(_cplx(rng, 1, 32, 32)), 4.0)
+    torch.manual_seed(4)
+    save_pinn(tmp_path, PtychoPINN(ModelConfig(**model_cfg), probe, log_intensity_scale=1.0),
+              TrainingConfig(model=model_cfg))
+    amps = tf.constant(rng.uniform(0, 6, (2, 4, 32, 32)).astype(np.float32))
+    offsets = tf.constant(rng.uniform(-4, 4, (2, 4, 2)).astype(np.float32))
+    after = {}
+    for wd in (0.0, 0.5):
+        cfg = TrainingConfig(model=model_cfg, optimizer=optimizer, weight_decay=wd,
+                             gradient_clip_val=None)
+        model = get_backend("tensorflow").load_bundle(tmp_path).model
+        _Steps(model, cfg, build_optimizer(cfg, model), None).train(amps, offsets)
+        after[wd] = (float(model.log_intensity_scale.numpy()),
+                     model.generator.trainable_variables[0].numpy().copy())
+    assert after[0.5][0] == pytest.approx(after[0.0][0], abs=1e-7)
+    assert not np.allclose(after[0.5][1], after[0.0][1])
+
+
 def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> None:
     """The same (converted) weights give the same stitched object in both backends."""
     from ptychopinn.bundle.pytorch import save_pinn

@@ -146,6 +146,17 @@ class _Steps:
         return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False, prior)
 
 
+def build_optimizer(cfg: TrainingConfig, model: TFPtychoPINN):
+    """The configured Keras optimizer, built for the model's variables; AdamW's
+    decoupled weight decay excludes the physical variables (intensity scale, probe)."""
+    opt = make_optimizer(cfg)
+    physical = model.variables_to_train()[len(model.generator.trainable_variables):]
+    if physical and cfg.weight_decay > 0 and hasattr(opt, "exclude_from_weight_decay"):
+        opt.exclude_from_weight_decay(var_list=physical)
+    opt.build(model.variables_to_train())
+    return opt
+
+
 def _batch(data: dict, groups: np.ndarray) -> tuple:
     idx = data["indices"][groups]
     out = (tf.constant(data["amps"][idx]), tf.constant(data["offsets"][groups]))
@@ -230,11 +241,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     bs = cfg.batch_size
     drop_last = len(train_ids) > bs
     steps_per_epoch = len(train_ids) // bs if drop_last else 1
-    opt = make_optimizer(cfg)
-    physical = model.variables_to_train()[len(model.generator.trainable_variables):]
-    if physical and cfg.weight_decay > 0 and hasattr(opt, "exclude_from_weight_decay"):
-        opt.exclude_from_weight_decay(var_list=physical)  # AdamW: decay the network only
-    opt.build(model.variables_to_train())
+    opt = build_optimizer(cfg, model)
     schedule = Schedule(cfg, steps_per_epoch)
     epoch_var = tf.Variable(-1, dtype=tf.int64, trainable=False)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
