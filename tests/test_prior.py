@@ -272,6 +272,7 @@ def _legacy_bundle(tmp_path, small_scan):
     del config["model"]["prior_iterations"]
     del config["model"]["prior_neighbors"]
     del config["model"]["prior_residual"]
+    del config["model"]["prior_residual_gate"]
     path = save_bundle(tmp_path / "legacy", state, config=config, backend="pytorch",
                        extra={"probe_shape": list(probe_n.shape)})
     return path, model
@@ -285,6 +286,7 @@ def test_bundles_older_than_the_prior_load_as_raw_diffraction(tmp_path, small_sc
     assert loaded.config.model.prior_iterations == 0  # not unet's default 10
     assert loaded.config.model.prior_neighbors == 1
     assert loaded.config.model.prior_residual is False
+    assert loaded.config.model.prior_residual_gate is False
     assert float(loaded.model.prior_amplitude_scale) == pytest.approx(np.exp(1.5), rel=1e-6)
     x = torch.from_numpy(small_scan.diffraction[:8]).float().reshape(2, 4, 32, 32)
     with torch.no_grad():
@@ -364,3 +366,31 @@ def test_prior_of_a_scan_at_another_dose_is_on_the_training_scale(scan64) -> Non
     raw = ScanPrior(amps * 0.1, scan64.positions_px, model.physics.probe,
                     float(model.prior_amplitude_scale), 20, 4)
     assert float(raw.cache.abs().mean() / same.cache.abs().mean()) < 0.5
+
+
+def test_residual_gate_keeps_the_prior_where_the_probe_is_dark() -> None:
+    """With the gate, a correction acts fully where the probe is brightest and not at all
+    where it is dark; without it, everywhere alike."""
+    n = 16
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    probe = torch.where((yy - 8) ** 2 + (xx - 8) ** 2 < 16, 1.0, 0.0).to(torch.complex64)
+    probe[8, 8] = 2.0  # the brightest pixel: g = 1 there
+    prior = torch.polar(torch.full((1, 1, n, n), 0.8), torch.full((1, 1, n, n), 0.3))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            shape = (x.shape[0], x.shape[1] // 2, *x.shape[-2:])
+            return torch.full(shape, 0.3), torch.full(shape, 1.0)
+
+    cfg = ModelConfig(N=32, prior_neighbors=1)  # N is only validated here
+    model = PtychoPINN(cfg, probe[None])
+    model.generator = Fixed()
+    with torch.no_grad():
+        amp, phase = model.predict_amp_phase(torch.zeros(1, 1, n, n), 1.0, prior)
+    assert amp[0, 0, 8, 8] == pytest.approx(0.4) and phase[0, 0, 8, 8] == pytest.approx(1.3)
+    assert amp[0, 0, 0, 0] == pytest.approx(0.8) and phase[0, 0, 0, 0] == pytest.approx(0.3)
+    model.cfg = cfg.model_copy(update={"prior_residual_gate": False})
+    with torch.no_grad():
+        amp, phase = model.predict_amp_phase(torch.zeros(1, 1, n, n), 1.0, prior)
+    assert torch.allclose(amp, torch.full_like(amp, 0.4))
+    assert torch.allclose(phase, torch.full_like(phase, 1.3))

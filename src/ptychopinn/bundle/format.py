@@ -203,6 +203,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_neighbors"] = 1
     if isinstance(model, dict) and "prior_residual" not in model:
         model["prior_residual"] = False
+    if isinstance(model, dict) and "prior_residual_gate" not in model:
+        model["prior_residual_gate"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

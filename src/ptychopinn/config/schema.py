@@ -79,6 +79,12 @@ class ModelConfig(_Section):
         "head / 0.6 (the heads' initial value), phase = arg(prior) + phase head, so an "
         "untrained network returns the prior itself. False: the heads give the patch directly.",
     )
+    prior_residual_gate: bool = Field(
+        True,
+        description="With prior_residual, scale the correction by the probe's normalised "
+        "intensity g: amplitude |prior| x (head / 0.6)**g, phase arg(prior) + g x head, so "
+        "where the probe is dark (the likelihood sees nothing) the prior is kept.",
+    )
     prior_neighbors: int = Field(
         4,
         ge=1,

@@ -157,7 +157,12 @@ class PtychoPINN(nn.Module):
         amp, phase = self.generator(x)
         amp, phase = amp.float(), phase.float()
         if prior is not None and self.cfg.prior_residual:
-            amp = prior.abs() * amp * (1.0 / INITIAL_AMPLITUDE)
+            factor = amp * (1.0 / INITIAL_AMPLITUDE)
+            if self.cfg.prior_residual_gate:  # keep the prior where the probe is dark
+                g = self.physics.illumination()
+                factor = factor.clamp_min(1e-6).pow(g)
+                phase = phase * g
+            amp = prior.abs() * factor
             phase = phase + prior.angle()
         return amp, phase
 

@@ -186,7 +186,14 @@ class TFPtychoPINN(tf.Module):
             x = tf.concat([tf.math.real(prior), tf.math.imag(prior)], axis=1)
         amp, phase = self.generator(x, training=training)
         if prior is not None and self.cfg.prior_residual:
-            amp = tf.abs(prior) * amp * (1.0 / INITIAL_AMPLITUDE)
+            factor = amp * (1.0 / INITIAL_AMPLITUDE)
+            if self.cfg.prior_residual_gate:  # as PtychoPINN: keep the prior where dark
+                p = tf.convert_to_tensor(self.physics_probe)
+                ill = tf.reduce_sum(tf.math.real(p) ** 2 + tf.math.imag(p) ** 2, axis=0)
+                g = ill / tf.maximum(tf.reduce_max(ill), 1e-12)
+                factor = tf.pow(tf.maximum(factor, 1e-6), g)
+                phase = phase * g
+            amp = tf.abs(prior) * factor
             phase = phase + tf.math.angle(prior)
         return amp, phase
 
