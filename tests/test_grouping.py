@@ -118,3 +118,20 @@ def test_large_scan_is_fast():
     g = group_neighbors(pos, 2)
     assert g.indices.shape == (n, 4)
     assert time.perf_counter() - t0 < 15
+
+
+def test_nearest_patterns_self_first_sorted_and_padded() -> None:
+    from ptychopinn.grouping import nearest_patterns
+
+    pos = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 3.0], [0.0, 7.0], [0.0, 7.0]])
+    nn = nearest_patterns(pos, 3)
+    assert nn.shape == (5, 3) and nn.dtype == np.int64
+    assert np.array_equal(nn[:, 0], np.arange(5))  # each pattern first, duplicates included
+    assert set(nn[0]) == {0, 1, 2} and set(nn[2]) == {2, 1, 0}
+    assert set(nn[3, 1:]) >= {4}  # its duplicate is its nearest other
+    padded = nearest_patterns(pos[:2], 4)  # fewer patterns than asked: repeat itself
+    assert np.array_equal(padded, np.array([[0, 1, 0, 0], [1, 0, 1, 1]]))
+    with pytest.raises(ConfigError, match="k"):
+        nearest_patterns(pos, 0)
+    with pytest.raises(DataError, match="positions_px"):
+        nearest_patterns(np.zeros((3, 3)), 2)

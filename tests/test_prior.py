@@ -394,3 +394,23 @@ def test_residual_gate_keeps_the_prior_where_the_probe_is_dark() -> None:
         amp, phase = model.predict_amp_phase(torch.zeros(1, 1, n, n), 1.0, prior)
     assert torch.allclose(amp, torch.full_like(amp, 0.4))
     assert torch.allclose(phase, torch.full_like(phase, 1.3))
+
+
+def test_bad_detector_pixels_are_ignored_by_the_neighbourhood_estimate(scan64) -> None:
+    """A corrupted pixel under the bad-pixel mask changes nothing; unmasked, it does."""
+    from ptychopinn.grouping import nearest_patterns
+
+    probe = torch.from_numpy(scan64.probe)
+    pos = scan64.positions_px[:8]
+    table = torch.from_numpy(nearest_patterns(pos, 4))
+    offs = torch.from_numpy((pos[table.numpy()] - pos[:, None]).astype(np.float32))
+    amps = torch.from_numpy(scan64.diffraction[:8]).float()[table]
+    bad = amps.clone()
+    bad[..., 30, 33] = 1e4  # a hot pixel in every pattern
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[30, 33] = False
+    clean = neighbourhood_error_reduction(amps, offs, probe, 5, valid=valid)
+    masked = neighbourhood_error_reduction(bad, offs, probe, 5, valid=valid)
+    unmasked = neighbourhood_error_reduction(bad, offs, probe, 5)
+    assert torch.allclose(masked, clean, atol=1e-4)
+    assert not torch.allclose(unmasked, clean, atol=1e-2)

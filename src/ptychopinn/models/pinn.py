@@ -153,8 +153,7 @@ class PtychoPINN(nn.Module):
         ``|prior| * head / INITIAL_AMPLITUDE``, phase ``arg(prior) + head``.
         """
         prior = self.resolve_prior(amplitudes, prior)
-        x = amplitudes / input_scale if prior is None else prior_channels(prior)
-        amp, phase = self.generator(x)
+        amp, phase = self.generator(self.network_input(amplitudes, input_scale, prior))
         amp, phase = amp.float(), phase.float()
         if prior is not None and self.cfg.prior_residual:
             factor = amp * (1.0 / INITIAL_AMPLITUDE)

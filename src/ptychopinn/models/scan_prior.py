@@ -92,34 +92,42 @@ class ScanPrior:
             self.cache = self.compute(torch.arange(n))
 
     @classmethod
+    def for_config(
+        cls,
+        model_cfg,
+        amplitudes: Tensor,
+        positions_px,
+        probe: Tensor,
+        *,
+        prior_amplitude_scale: float,
+        train_input_scale: float,
+        **kw,
+    ) -> ScanPrior | None:
+        """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
+        None for raw-diffraction models.
+
+        The amplitudes are divided by ``prior_amplitude_scale`` times
+        `dose_ratio` (1 on the training scan), so a scan recorded at another
+        dose gives the network inputs on its training scale.
+        """
+        iters = int(model_cfg.prior_iterations or 0)
+        if iters == 0:
+            return None
+        ratio = dose_ratio(amplitudes, float(train_input_scale))
+        return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
+                   int(model_cfg.prior_neighbors), **kw)
+
+    @classmethod
     def for_model(
         cls, model, amplitudes: Tensor, positions_px, *, valid: Tensor | None = None, **kw
     ) -> ScanPrior | None:
-        """The prior of ``model`` (a `PtychoPINN`) for one scan; None for raw-diffraction models.
-
-        The amplitudes are divided by the model's ``prior_amplitude_scale``
-        times `dose_ratio` (1 on the training scan), so a scan recorded at
-        another dose gives the network inputs on its training scale.
-        """
-        iters = int(model.cfg.prior_iterations or 0)
-        if iters == 0:
-            return None
-        ratio = dose_ratio(amplitudes, float(model.train_input_scale))
-        return cls(
-            amplitudes,
-            positions_px,
-            model.physics.probe,
-            float(model.prior_amplitude_scale) * ratio,
-            iters,
-            int(model.cfg.prior_neighbors),
-            device=model.prior_amplitude_scale.device,
-            valid=valid,
-            **kw,
+        """`for_config` for a `PtychoPINN` (its probe buffer, scales and device)."""
+        return cls.for_config(
+            model.cfg, amplitudes, positions_px, model.physics.probe,
+            prior_amplitude_scale=float(model.prior_amplitude_scale),
+            train_input_scale=float(model.train_input_scale),
+            device=model.prior_amplitude_scale.device, valid=valid, **kw,
         )
-
-    @property
-    def n_patterns(self) -> int:
-        return int(self.amplitudes.shape[0])
 
     def compute(self, pattern_ids: Tensor) -> Tensor:
         """``(len(pattern_ids), N, N)`` complex64 priors, computed now (on the CPU)."""

@@ -25,11 +25,13 @@ projection updates the canvas with every member's correction divided by the
 summed probe intensity, and the estimate is read back at the target pattern's
 position. Four neighbours lift the within-patch correlation of the amplitude
 with the truth from ~0.2-0.55 to ~0.65-0.97 on the simulated scans
-(phase ~0.7 -> ~0.97); the cost is K times the single-pattern one. Its flat
+(phase ~0.7 -> ~0.97; exploration measurements, `tests/test_prior.py` checks
+> 0.8 on its scan); the cost is K times the single-pattern one. Its flat
 start is the measured brightness (`flat_start`: ``t**2 = sum A**2 / sum |P|**2``,
 Parseval, averaged over the members) instead of 1, which raised the stitched
 prior's amplitude SSIM from 0.83 to 0.90 on a seed-11 scan whose object
-transmits ~0.57 on average. (The single-pattern path keeps O = 1: bundles
+transmits ~0.57 on average (an exploration run; `bench_prior.py` reports the
+stitched prior of today's recipe). (The single-pattern path keeps O = 1: bundles
 trained on it expect that input.)
 """
 
@@ -41,6 +43,22 @@ import torch
 from torch import Tensor
 
 _EPS = 1e-6
+
+
+def _checked_inputs(amplitudes: Tensor, probe: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+    """Detached float32 amplitudes and ``(M, N, N)`` complex64 probe; ValueError if the
+    iteration count is negative or the probe's size differs from the patterns'."""
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; found {iterations}")
+    amps = amplitudes.detach().to(torch.float32)
+    p = probe.detach().to(torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    if p.shape[-2:] != amps.shape[-2:]:
+        raise ValueError(
+            f"probe is {tuple(p.shape[-2:])} but the patterns are {tuple(amps.shape[-2:])}"
+        )
+    return amps, p
 
 
 def flat_start(amplitudes: Tensor, power: Tensor) -> Tensor:
@@ -74,16 +92,7 @@ def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tenso
     Tensor
         ``(..., N, N)`` complex64 patches (no gradient is tracked).
     """
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0; found {iterations}")
-    amps = amplitudes.detach().to(torch.float32)
-    p = probe.detach().to(torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    if p.shape[-2:] != amps.shape[-2:]:
-        raise ValueError(
-            f"probe is {tuple(p.shape[-2:])} but the patterns are {tuple(amps.shape[-2:])}"
-        )
+    amps, p = _checked_inputs(amplitudes, probe, iterations)
     power = (p.real.square() + p.imag.square()).sum(0)
     step = p.conj() / power.max().clamp_min(1e-30)
     obj = torch.ones(amps.shape, dtype=torch.complex64, device=amps.device)
@@ -151,16 +160,7 @@ def neighbourhood_error_reduction(
         )
     if amplitudes.shape[1] == 1:  # the single-pattern prior (as bundles trained on it expect)
         return error_reduction(amplitudes[:, 0], probe, iterations)
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0; found {iterations}")
-    amps = amplitudes.detach().to(torch.float32)
-    p = probe.detach().to(torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    if p.shape[-2:] != amps.shape[-2:]:
-        raise ValueError(
-            f"probe is {tuple(p.shape[-2:])} but the patterns are {tuple(amps.shape[-2:])}"
-        )
+    amps, p = _checked_inputs(amplitudes, probe, iterations)
     b, k, n, _ = amps.shape
     off = offsets_px.detach().to(torch.float64)
     span = int(math.ceil(float(off.abs().max()))) if off.numel() else 0
@@ -189,7 +189,12 @@ def neighbourhood_error_reduction(
     keep = None
     if valid is not None:
         keep = ~torch.fft.ifftshift(valid.to(amps.device).bool(), dim=(-2, -1))
-    start = flat_start(amps, power).mean(dim=(1, 2, 3))  # (B,): the members' mean
+    if keep is None:
+        start = flat_start(amps, power)
+    else:  # bad pixels out of the brightness (their share of the power assumed average)
+        good = (~keep).to(amps.dtype)
+        start = flat_start(amps_u * good, power) * (good.numel() / good.sum().clamp_min(1)).sqrt()
+    start = start.mean(dim=(1, 2, 3))  # (B,): the members' mean
     canvas = start[:, None].expand(b, m * m).reshape(-1).to(torch.complex64)
     with torch.no_grad():
         for _ in range(iterations):

@@ -160,19 +160,15 @@ class TFPtychoPINN(tf.Module):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
         as in `ScanPrior.for_model`); None without prior."""
-        if not self.cfg.prior_iterations:
-            return None
         import torch
 
-        from ptychopinn.models.scan_prior import ScanPrior, dose_ratio
+        from ptychopinn.models.scan_prior import ScanPrior
 
-        amps = np.asarray(amplitudes, np.float32)
-        ratio = dose_ratio(amps, float(self.train_input_scale.numpy()))
-        return ScanPrior(
-            torch.from_numpy(amps), positions_px,
+        return ScanPrior.for_config(
+            self.cfg, torch.from_numpy(np.asarray(amplitudes, np.float32)), positions_px,
             torch.from_numpy(self.physics_probe.numpy()),
-            float(self.prior_amplitude_scale.numpy()) * ratio, int(self.cfg.prior_iterations),
-            int(self.cfg.prior_neighbors),
+            prior_amplitude_scale=float(self.prior_amplitude_scale.numpy()),
+            train_input_scale=float(self.train_input_scale.numpy()),
             valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
@@ -180,11 +176,8 @@ class TFPtychoPINN(tf.Module):
         """Amplitudes ``(B, C, N, N)`` -> ``(amplitude, phase)`` of the patches (with
         ``prior_residual``, the heads correct the prior as in `PtychoPINN`)."""
         prior = self.resolve_prior(amplitudes, prior)
-        if prior is None:
-            x = tf.convert_to_tensor(amplitudes, tf.float32) / tf.cast(input_scale, tf.float32)
-        else:
-            x = tf.concat([tf.math.real(prior), tf.math.imag(prior)], axis=1)
-        amp, phase = self.generator(x, training=training)
+        amp, phase = self.generator(self.network_input(amplitudes, input_scale, prior),
+                                    training=training)
         if prior is not None and self.cfg.prior_residual:
             factor = amp * (1.0 / INITIAL_AMPLITUDE)
             if self.cfg.prior_residual_gate:  # as PtychoPINN: keep the prior where dark
