@@ -156,7 +156,9 @@ def test_probe_modes_and_shapes() -> None:
 
 
 def test_default_prior_iterations_by_architecture() -> None:
-    assert ModelConfig().prior_iterations == 20
+    assert ModelConfig().prior_scope == "scan"
+    assert ModelConfig().prior_iterations == 4  # passes over the whole scan
+    assert ModelConfig(prior_scope="neighbourhood").prior_iterations == 20  # per pattern
     assert ModelConfig().input_channels == 8
     assert ModelConfig(architecture="cnn").prior_iterations == 0  # the original input
     assert ModelConfig(architecture="cnn").input_channels == 4
@@ -167,11 +169,15 @@ def test_default_prior_iterations_by_architecture() -> None:
         ModelConfig(prior_neighbors=0)
     with pytest.raises(ValueError, match="prior_iterations"):
         ModelConfig(prior_iterations=-1)
+    with pytest.raises(ValueError, match="prior_scope"):
+        ModelConfig(prior_scope="global")
 
 
 def test_model_input_is_the_prior_in_data_scale(scan64) -> None:
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
-    cfg = ModelConfig(n_filters_scale=0.25, gridsize=1, prior_neighbors=1)
+    cfg = ModelConfig(
+        n_filters_scale=0.25, gridsize=1, prior_scope="neighbourhood", prior_neighbors=1
+    )
     model = PtychoPINN(cfg, probe_n, log_intensity_scale=-float(np.log(factor)))
     amps = torch.from_numpy(scan64.diffraction[:4]).float()[:, None]
     x = model.network_input(amps, 1.0)
@@ -191,7 +197,9 @@ def test_training_precomputes_the_neighbourhood_prior(scan64) -> None:
     from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import GroupDataset, prepare
 
-    cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
+    cfg = TrainingConfig(
+        model={"n_filters_scale": 0.25, "prior_scope": "neighbourhood"}, batch_size=4
+    )
     data = prepare(scan64, cfg)
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor)))
@@ -233,9 +241,11 @@ def test_switching_architecture_re_resolves_the_prior_default() -> None:
     from ptychopinn.config.io import with_overrides
 
     cfg = TrainingConfig()
-    assert cfg.model.prior_iterations == 20
+    assert cfg.model.prior_iterations == 4
     cnn = with_overrides(cfg, {"model": {"architecture": "cnn"}})
-    assert cnn.model.prior_iterations == 0  # the original input, not unet's resolved 20
+    assert cnn.model.prior_iterations == 0  # the original input, not unet's resolved 4
+    hood = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    assert hood.model.prior_iterations == 20  # the neighbourhood default, not the scan's 4
     kept = with_overrides(cfg, {"model": {"architecture": "cnn", "prior_iterations": 4}})
     assert kept.model.prior_iterations == 4
     assert with_overrides(ModelConfig(), {"architecture": "cnn"}).prior_iterations == 0
@@ -248,7 +258,9 @@ def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch)
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.models import scan_prior as prior_mod
 
-    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    cfg = TrainingConfig(
+        model={"N": 32, "n_filters_scale": 0.25, "prior_scope": "neighbourhood"}
+    )
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     torch.manual_seed(0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
@@ -273,6 +285,7 @@ def _legacy_bundle(tmp_path, small_scan):
     del config["model"]["prior_neighbors"]
     del config["model"]["prior_residual"]
     del config["model"]["prior_residual_gate"]
+    del config["model"]["prior_scope"]
     path = save_bundle(tmp_path / "legacy", state, config=config, backend="pytorch",
                        extra={"probe_shape": list(probe_n.shape)})
     return path, model
@@ -287,6 +300,7 @@ def test_bundles_older_than_the_prior_load_as_raw_diffraction(tmp_path, small_sc
     assert loaded.config.model.prior_neighbors == 1
     assert loaded.config.model.prior_residual is False
     assert loaded.config.model.prior_residual_gate is False
+    assert loaded.config.model.prior_scope == "neighbourhood"
     assert float(loaded.model.prior_amplitude_scale) == pytest.approx(np.exp(1.5), rel=1e-6)
     x = torch.from_numpy(small_scan.diffraction[:8]).float().reshape(2, 4, 32, 32)
     with torch.no_grad():
@@ -309,10 +323,10 @@ def test_cli_architecture_flag_over_a_dumped_config_re_resolves_the_prior(tmp_pa
     from ptychopinn.config.io import save_config
 
     dumped = tmp_path / "cfg.yaml"
-    save_config(TrainingConfig(), dumped)  # carries unet's resolved prior_iterations: 20
+    save_config(TrainingConfig(), dumped)  # carries unet's resolved prior_iterations: 4
     parse = build_parser().parse_args
     base = ["train", "--data", "s.npz", "--output-dir", "o", "--config", str(dumped)]
-    assert train_config_from_args(parse(base)).model.prior_iterations == 20
+    assert train_config_from_args(parse(base)).model.prior_iterations == 4
     cnn = train_config_from_args(parse([*base, "--architecture", "cnn"]))
     assert cnn.model.architecture == "cnn" and cnn.model.prior_iterations == 0
     kept = train_config_from_args(
@@ -327,7 +341,7 @@ def test_residual_heads_correct_the_prior(scan64) -> None:
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
     amps = torch.from_numpy(scan64.diffraction[:8]).float().reshape(2, 4, 64, 64)
     torch.manual_seed(0)
-    cfg = ModelConfig(n_filters_scale=0.25, prior_neighbors=1)
+    cfg = ModelConfig(n_filters_scale=0.25, prior_scope="neighbourhood", prior_neighbors=1)
     model = PtychoPINN(cfg, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
     prior = model.prior_estimate(amps)
     with torch.no_grad():
@@ -359,13 +373,14 @@ def test_prior_of_a_scan_at_another_dose_is_on_the_training_scale(scan64) -> Non
                        log_intensity_scale=-float(np.log(factor)))
     amps = torch.from_numpy(scan64.diffraction).float()
     model.train_input_scale.fill_(input_scale_of(amps))
-    same = ScanPrior.for_model(model, amps, scan64.positions_px)
-    dim = ScanPrior.for_model(model, amps * 0.1, scan64.positions_px)
+    every = torch.arange(amps.shape[0])
+    same = ScanPrior.for_model(model, amps, scan64.positions_px)(every)
+    dim = ScanPrior.for_model(model, amps * 0.1, scan64.positions_px)(every)
     assert dose_ratio(amps * 0.1, float(model.train_input_scale)) == pytest.approx(0.1, rel=1e-5)
-    assert float((same.cache - dim.cache).abs().max()) < 1e-3 * float(same.cache.abs().max())
+    assert float((same - dim).abs().max()) < 1e-3 * float(same.abs().max())
     raw = ScanPrior(amps * 0.1, scan64.positions_px, model.physics.probe,
-                    float(model.prior_amplitude_scale), 20, 4)
-    assert float(raw.cache.abs().mean() / same.cache.abs().mean()) < 0.5
+                    float(model.prior_amplitude_scale), 4, 4, scope="scan")(every)
+    assert float(raw.abs().mean() / same.abs().mean()) < 0.5
 
 
 def test_residual_gate_keeps_the_prior_where_the_probe_is_dark() -> None:
@@ -382,7 +397,8 @@ def test_residual_gate_keeps_the_prior_where_the_probe_is_dark() -> None:
             shape = (x.shape[0], x.shape[1] // 2, *x.shape[-2:])
             return torch.full(shape, 0.3), torch.full(shape, 1.0)
 
-    cfg = ModelConfig(N=32, prior_neighbors=1)  # N is only validated here
+    # N is only validated here
+    cfg = ModelConfig(N=32, prior_scope="neighbourhood", prior_neighbors=1)
     model = PtychoPINN(cfg, probe[None])
     model.generator = Fixed()
     with torch.no_grad():

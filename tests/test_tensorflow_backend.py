@@ -170,14 +170,17 @@ def test_pytorch_bundle_converts_and_losses_match(tf, tmp_path, rng) -> None:
     assert _rel(expected.numpy(), counts_f.numpy()) < 1e-4
 
 
-def test_neighbourhood_residual_prior_matches_pytorch(tf, tmp_path, rng) -> None:
-    """The default unet (neighbourhood prior, residual heads) predicts alike in both
-    backends from the same prior, and neither guesses a neighbourhood prior from a batch."""
+@pytest.mark.parametrize("scope", ["scan", "neighbourhood"])
+def test_scan_wide_residual_prior_matches_pytorch(tf, tmp_path, rng, scope) -> None:
+    """The default unet (scan or neighbourhood prior, residual heads) predicts alike in
+    both backends from the same prior, and neither guesses such a prior from a batch."""
     from ptychopinn.bundle.pytorch import save_pinn
     from ptychopinn.models.pinn import PtychoPINN, normalise_probe
     from ptychopinn.tf.model import polar
 
-    cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25})
+    cfg = TrainingConfig(
+        model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25, "prior_scope": scope}
+    )
     assert cfg.model.prior_neighbors == 4 and cfg.model.prior_residual
     probe, _ = normalise_probe(torch.from_numpy(_cplx(rng, 1, 32, 32)), cfg.model.probe_scale)
     torch.manual_seed(3)
@@ -192,7 +195,7 @@ def test_neighbourhood_residual_prior_matches_pytorch(tf, tmp_path, rng) -> None
     assert _rel(want.numpy(), polar(amp, phase).numpy()) < 1e-4
     for predict in (lambda: model.predict_patches(torch.from_numpy(amps), 3.0),
                     lambda: loaded.model.predict_amp_phase(amps, 3.0)):
-        with pytest.raises(ValueError, match="prior_neighbors"):
+        with pytest.raises(ValueError, match="prior_scope" if scope == "scan" else "prior_neighbors"):
             predict()
 
 

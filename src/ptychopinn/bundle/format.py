@@ -187,7 +187,7 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     Bundles written before ``model.prior_iterations`` existed fed the raw
     diffraction to the generator: a missing key means 0 for them. Bundles
     written before ``model.prior_neighbors`` used single-pattern priors (1),
-    and those before ``model.prior_residual`` took the heads' output as the patch.
+    those before ``model.prior_scope`` per-pattern ('neighbourhood') priors, and those before ``model.prior_residual`` took the heads' output as the patch.
     """
     import copy
 
@@ -201,6 +201,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_iterations"] = 0
     if isinstance(model, dict) and "prior_neighbors" not in model:
         model["prior_neighbors"] = 1
+    if isinstance(model, dict) and "prior_scope" not in model:
+        model["prior_scope"] = "neighbourhood"
     if isinstance(model, dict) and "prior_residual" not in model:
         model["prior_residual"] = False
     if isinstance(model, dict) and "prior_residual_gate" not in model:

@@ -106,22 +106,22 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") -> T:
     """A new config with nested ``overrides`` applied and validated again.
 
-    Switching ``architecture`` without giving ``prior_iterations`` lets the
-    latter default for the new architecture again (it was resolved for the old).
+    Switching ``architecture`` or ``prior_scope`` without giving
+    ``prior_iterations`` lets the latter default again (it was resolved for the old).
     """
     return build(type(cfg), merge_overrides(to_dict(cfg), overrides), where=where)
 
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`merge`, except that an ``architecture`` override without ``prior_iterations``
-    drops the base's ``prior_iterations`` so it defaults for the new architecture
-    (a resolved or dumped config carries the old architecture's value)."""
+    """`merge`, except that an ``architecture`` or ``prior_scope`` override without
+    ``prior_iterations`` drops the base's ``prior_iterations`` so it defaults for the
+    new choice (a resolved or dumped config carries the old one's value)."""
     base = copy.deepcopy(base)
     for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
         if (
             isinstance(b, dict)
             and isinstance(o, dict)
-            and o.get("architecture") is not None
+            and (o.get("architecture") is not None or o.get("prior_scope") is not None)
             and "prior_iterations" not in o
         ):
             b.pop("prior_iterations", None)

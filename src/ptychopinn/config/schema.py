@@ -13,8 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Backend = Literal["pytorch", "tensorflow"]
 BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
-DEFAULT_PRIOR_ITERATIONS: dict[str, int] = {"unet": 20, "cnn": 0}
-"""Default ``ModelConfig.prior_iterations`` per architecture ('cnn' keeps the original input)."""
+PriorScope = Literal["scan", "neighbourhood"]
+DEFAULT_PRIOR_ITERATIONS: dict[str, dict[str, int]] = {
+    "unet": {"scan": 4, "neighbourhood": 20},
+    "cnn": {"scan": 0, "neighbourhood": 0},
+}
+"""Default ``ModelConfig.prior_iterations`` per architecture and prior scope ('cnn' keeps
+the original input)."""
 
 
 class _Section(BaseModel):
@@ -68,9 +73,10 @@ class ModelConfig(_Section):
         None,
         ge=0,
         le=100,
-        description="Error-reduction projections with the known probe (see prior_neighbors) whose "
-        "estimate (real, imaginary) is the generator's input instead of the raw diffraction; "
-        "0: raw diffraction (the original PtychoPINN input); None: the architecture's default "
+        description="Projections with the known probe (passes over the scan for prior_scope "
+        "'scan', per pattern for 'neighbourhood') whose estimate (real, imaginary) is the "
+        "generator's input instead of the raw diffraction; 0: raw diffraction (the original "
+        f"PtychoPINN input); None: the default per architecture and scope "
         f"({DEFAULT_PRIOR_ITERATIONS}).",
     )
     prior_residual: bool = Field(
@@ -85,21 +91,29 @@ class ModelConfig(_Section):
         "intensity g: amplitude |prior| x (head / 0.6)**g, phase arg(prior) + g x head, so "
         "where the probe is dark (the likelihood sees nothing) the prior is kept.",
     )
+    prior_scope: PriorScope = Field(
+        "scan",
+        description="What the physics prior of a pattern is estimated from: 'scan': every "
+        "pattern of the scan jointly on one object canvas (mini-batch PIE passes, "
+        "physics.prior_scan); 'neighbourhood': the pattern and its prior_neighbors - 1 "
+        "nearest neighbours on a small canvas of its own (physics.prior).",
+    )
     prior_neighbors: int = Field(
         4,
         ge=1,
         le=16,
-        description="Patterns the physics prior of each pattern is estimated from jointly: "
-        "itself and its nearest scan neighbours on a shared canvas (1: the pattern alone).",
+        description="prior_scope 'neighbourhood': patterns the physics prior of each pattern is "
+        "estimated from jointly, itself and its nearest scan neighbours (1: the pattern alone).",
     )
 
     @model_validator(mode="before")
     @classmethod
     def _default_prior(cls, data: object) -> object:
-        """Resolve ``prior_iterations=None`` to the architecture's default."""
+        """Resolve ``prior_iterations=None`` to the architecture's and scope's default."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
-            arch = data.get("architecture", "unet")
-            data = {**data, "prior_iterations": DEFAULT_PRIOR_ITERATIONS.get(arch, 0)}
+            per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
+            iters = per_scope.get(data.get("prior_scope", "scan"), 0)
+            data = {**data, "prior_iterations": iters}
         return data
 
     @field_validator("N")
@@ -259,7 +273,13 @@ class InferenceConfig(_Section):
         default_factory=ExecutionConfig, description="Execution section."
     )
     n_groups: int | None = Field(
-        None, ge=1, description="Groups to predict (None: cover every pattern)."
+        None, ge=1, description="Groups to predict, seeded at random (None: see group_cover)."
+    )
+    group_cover: bool = Field(
+        True,
+        description="With n_groups None: predict about 1.3 n / C groups that together hold "
+        "every pattern (each about once); false: one group per pattern (every pattern "
+        "predicted ~C times and averaged; slower).",
     )
     neighbor_count: int = Field(
         6, ge=1, le=64, description="K nearest neighbours groups are drawn from."

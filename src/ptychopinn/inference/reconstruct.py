@@ -57,6 +57,19 @@ def canvas_for(scan: Scan) -> tuple[Scan, np.ndarray, tuple[int, int]]:
     return framed, offset, shape
 
 
+def inference_groups(positions_px: np.ndarray, gridsize: int, cfg: InferenceConfig):
+    """The groups a model predicts for a scan (`InferenceConfig` n_groups, group_cover)."""
+    from ptychopinn.grouping import cover_groups, group_neighbors
+
+    k = max(cfg.neighbor_count, gridsize * gridsize)
+    if cfg.n_groups is None and cfg.group_cover:
+        return cover_groups(positions_px, gridsize, neighbor_count=k)
+    return group_neighbors(
+        positions_px, gridsize, neighbor_count=k, n_groups=cfg.n_groups, seed=cfg.seed,
+        oversample=cfg.n_groups is not None and cfg.n_groups > len(positions_px),
+    )
+
+
 def _device(cfg: InferenceConfig) -> torch.device:
     acc = cfg.execution.accelerator
     if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
@@ -81,7 +94,6 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         Inference options (defaults if None).
     """
     from ptychopinn.errors import ConfigError
-    from ptychopinn.grouping import group_neighbors
     from ptychopinn.inference.stitching import stitch_groups
     from ptychopinn.training.data import input_scale_of
 
@@ -97,14 +109,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     device = _device(cfg)
     model = model.to(device).eval()
     framed, offset, shape = canvas_for(scan)
-    groups = group_neighbors(
-        framed.positions_px,
-        mcfg.gridsize,
-        neighbor_count=max(cfg.neighbor_count, mcfg.n_channels),
-        n_groups=cfg.n_groups,
-        seed=cfg.seed,
-        oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
-    )
+    groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
     from ptychopinn.inference.stitching import radial_order
 
     amps = torch.from_numpy(framed.diffraction)

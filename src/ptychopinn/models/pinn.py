@@ -65,7 +65,8 @@ class PtychoPINN(nn.Module):
         from ptychopinn.models.registry import build_generator
 
         self.cfg = model_cfg
-        self.generator = build_generator(model_cfg)
+        # channels-last convolutions are ~2x faster on CPUs (oneDNN) and no slower on GPUs
+        self.generator = build_generator(model_cfg).to(memory_format=torch.channels_last)
         self.physics = ForwardModel(
             probe,
             object_big=model_cfg.object_big,
@@ -114,12 +115,18 @@ class PtychoPINN(nn.Module):
         """The ``(B, C, N, N)`` physics prior of a batch: ``prior`` if given (a
         `ScanPrior` lookup), else computed from ``amplitudes`` when the model's
         prior is single-pattern; None for raw-diffraction models. A model with
-        ``prior_neighbors > 1`` raises without ``prior`` (the neighbours are
-        not in the batch)."""
+        ``prior_scope='scan'`` or ``prior_neighbors > 1`` raises without
+        ``prior`` (the rest of the scan is not in the batch)."""
         if not self.cfg.prior_iterations:
             return None
         if prior is not None:
             return prior
+        if self.cfg.prior_scope == "scan":
+            raise ValueError(
+                "model.prior_scope is 'scan': each pattern's physics prior is a patch of the "
+                "whole scan's estimate, which a batch does not hold; compute it with "
+                "models.scan_prior.ScanPrior and pass prior=..."
+            )
         if self.cfg.prior_neighbors > 1:
             raise ValueError(
                 f"model.prior_neighbors is {self.cfg.prior_neighbors}: each pattern's "
@@ -153,7 +160,8 @@ class PtychoPINN(nn.Module):
         ``|prior| * head / INITIAL_AMPLITUDE``, phase ``arg(prior) + head``.
         """
         prior = self.resolve_prior(amplitudes, prior)
-        amp, phase = self.generator(self.network_input(amplitudes, input_scale, prior))
+        x = self.network_input(amplitudes, input_scale, prior)
+        amp, phase = self.generator(x.contiguous(memory_format=torch.channels_last))
         amp, phase = amp.float(), phase.float()
         if prior is not None and self.cfg.prior_residual:
             factor = amp * (1.0 / INITIAL_AMPLITUDE)

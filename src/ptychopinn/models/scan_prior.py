@@ -1,11 +1,15 @@
-"""The physics prior of every pattern of one scan: cached, or computed on demand.
+"""The physics prior of every pattern of one scan, looked up by pattern index.
 
-A pattern's prior (`physics.prior.neighbourhood_error_reduction`) is estimated
-jointly from the pattern and its ``prior_neighbors - 1`` nearest scan
-neighbours, so it is a function of the scan, not of the group a pattern sits
-in. Training and inference therefore compute it once per pattern and look it
-up by pattern index; a scan whose priors would exceed `PRIOR_CACHE_LIMIT_BYTES`
-computes them per batch instead (same values, more work).
+A pattern's prior is a function of the scan, not of the group a pattern sits
+in, so training and inference compute it once and look it up:
+
+* ``prior_scope='scan'`` (default): `physics.prior_scan.scan_error_reduction`
+  estimates the whole object once; a pattern's prior is the estimate's patch at
+  its position. Memory: one object canvas, whatever the number of patterns.
+* ``prior_scope='neighbourhood'``: `physics.prior.neighbourhood_error_reduction`
+  of the pattern and its ``prior_neighbors - 1`` nearest scan neighbours,
+  cached per pattern, or computed per batch when the cache would exceed
+  `PRIOR_CACHE_LIMIT_BYTES` (same values, more work).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import Tensor
 
 from ptychopinn.grouping import nearest_patterns
 from ptychopinn.physics.prior import neighbourhood_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 
 PRIOR_CACHE_LIMIT_BYTES = 1 << 30
 """Precompute the physics prior of every pattern when it fits in this many bytes."""
@@ -51,6 +56,8 @@ class ScanPrior:
         ``prior_amplitude_scale``).
     iterations, neighbors
         ``model.prior_iterations`` and ``model.prior_neighbors``.
+    scope
+        ``model.prior_scope``: ``"scan"`` or ``"neighbourhood"``.
     device
         Where the projections run (results are kept on the CPU).
     valid
@@ -66,6 +73,7 @@ class ScanPrior:
         iterations: int,
         neighbors: int,
         *,
+        scope: str = "neighbourhood",
         device: torch.device | str = "cpu",
         valid: Tensor | None = None,
         chunk: int = 48,
@@ -76,6 +84,20 @@ class ScanPrior:
         n, h, w = self.amplitudes.shape
         if pos.shape != (n, 2):
             raise ValueError(f"positions_px must be ({n}, 2); found {pos.shape}")
+        if scope not in ("scan", "neighbourhood"):
+            raise ValueError(f"scope must be 'scan' or 'neighbourhood'; found {scope!r}")
+        self.scope = scope
+        self.positions_px = pos
+        self.estimate: ScanEstimate | None = None
+        self.cache: Tensor | None = None
+        if scope == "scan":
+            # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
+            self.estimate = scan_error_reduction(
+                self.amplitudes, pos, probe.detach() * float(amplitude_scale), int(iterations),
+                valid=valid, device=device,
+            )
+            self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
+            return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
         self.offsets = torch.from_numpy(
             (pos[self.table.numpy()] - pos[:, None, :]).astype(np.float32)
@@ -87,7 +109,6 @@ class ScanPrior:
         self.valid = valid
         self.chunk = int(chunk)
         limit = PRIOR_CACHE_LIMIT_BYTES if cache_limit_bytes is None else cache_limit_bytes
-        self.cache: Tensor | None = None
         if n * h * w * 8 <= limit:
             self.cache = self.compute(torch.arange(n))
 
@@ -115,7 +136,7 @@ class ScanPrior:
             return None
         ratio = dose_ratio(amplitudes, float(train_input_scale))
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
-                   int(model_cfg.prior_neighbors), **kw)
+                   int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope, **kw)
 
     @classmethod
     def for_model(
@@ -132,6 +153,9 @@ class ScanPrior:
     def compute(self, pattern_ids: Tensor) -> Tensor:
         """``(len(pattern_ids), N, N)`` complex64 priors, computed now (on the CPU)."""
         ids = torch.as_tensor(pattern_ids, dtype=torch.long).reshape(-1)
+        if self.estimate is not None:
+            n = self.amplitudes.shape[-1]
+            return self.estimate.patches(self.positions_px[ids.numpy()], n)
         probe = self.probe.to(self.device)
         valid = None if self.valid is None else self.valid.to(self.device)
         parts = []
@@ -156,6 +180,9 @@ class ScanPrior:
     def __call__(self, index: Tensor) -> Tensor:
         """Priors of the patterns ``index`` (any shape) -> ``(*index.shape, N, N)``."""
         index = torch.as_tensor(index, dtype=torch.long)
+        if self.estimate is not None:
+            n = self.amplitudes.shape[-1]
+            return self.estimate.patches(self.positions_px[index.numpy()], n)
         if self.cache is not None:
             return self.cache[index]
         unique, inverse = torch.unique(index.reshape(-1), return_inverse=True)

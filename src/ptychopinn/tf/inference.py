@@ -14,7 +14,12 @@ import numpy as np
 
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
-from ptychopinn.inference.reconstruct import PROBE_WEIGHT_FLOOR, Reconstruction, canvas_for
+from ptychopinn.inference.reconstruct import (
+    PROBE_WEIGHT_FLOOR,
+    Reconstruction,
+    canvas_for,
+    inference_groups,
+)
 from ptychopinn.tf import tf
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,6 @@ def reconstruct_tensorflow(
     import torch
 
     from ptychopinn.errors import ConfigError
-    from ptychopinn.grouping import group_neighbors
     from ptychopinn.inference.stitching import radial_order, stitch_groups
     from ptychopinn.training.data import input_scale_of
 
@@ -86,12 +90,7 @@ def reconstruct_tensorflow(
         )
     t0 = time.perf_counter()
     framed, offset, shape = canvas_for(scan)
-    groups = group_neighbors(
-        framed.positions_px, mcfg.gridsize,
-        neighbor_count=max(cfg.neighbor_count, mcfg.n_channels),
-        n_groups=cfg.n_groups, seed=cfg.seed,
-        oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
-    )
+    groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
     amps = np.asarray(framed.diffraction, dtype=np.float32)
     # groups grow outwards from the centre so phase synchronisation can chain them
     idx = groups.indices[radial_order(groups.centers_px)]

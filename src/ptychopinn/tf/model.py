@@ -133,11 +133,15 @@ class TFPtychoPINN(tf.Module):
 
         ``prior`` is the ``(B, C, N, N)`` physics prior of the patterns
         (`scan_prior` looked up by pattern index, computed by the shared
-        physics module); without it only ``prior_neighbors == 1`` works.
+        physics module); without it only single-pattern priors work.
         """
         if not self.cfg.prior_iterations:
             return None
         if prior is None:
+            if self.cfg.prior_scope == "scan":
+                raise ValueError(
+                    "model.prior_scope is 'scan': each pattern's physics prior is a patch of "
+                    "the whole scan's estimate; pass prior= (see scan_prior)")
             if self.cfg.prior_neighbors > 1:
                 raise ValueError(
                     f"model.prior_neighbors is {self.cfg.prior_neighbors}: each pattern's "

@@ -1,0 +1,217 @@
+"""The physics first guess of a whole scan: joint projections on one object canvas.
+
+`scan_error_reduction` runs a few passes of mini-batch parallel PIE over every
+pattern of a scan with the known probe, starting from a flat object at the
+measured brightness, and returns the object canvas. Each pattern's prior is
+then the canvas patch at its position (`models.scan_prior.ScanPrior`). Per
+mini-batch of positions ``j``::
+
+    psi_j = P E_j(O);  Psi_j = far_field(psi_j)
+    Psi'_j = Psi_j * A_j / |Psi_j|                       (modulus constraint)
+    O <- O + sum_j E_j^T[conj(P) (back_propagate(Psi'_j) - psi_j)] / D
+    D = (1 - alpha) sum_j E_j^T |P|^2 + alpha max(.)      (rPIE illumination)
+
+Unlike `physics.prior.neighbourhood_error_reduction` (one small canvas per
+pattern and its K - 1 neighbours, so every pattern is projected K times per
+iteration), every pattern is projected once per pass and every overlap of the
+scan constrains the estimate; the mini-batches (64 positions in a fixed,
+seeded order) make each pass close to a full ePIE pass. Work and memory per
+batch are O(batch N^2): updates touch only the batch's windows, so the canvas
+of a 10^5-pattern scan costs its own size and nothing per pattern.
+
+The start is the local measured brightness: each pattern's Parseval
+transmission ``t_j = sqrt(sum A_j^2 / sum |P|^2)`` spread over the canvas with
+the probe intensity as weight, so objects whose mean transmission differs from
+1, or varies across the scan, start at the right level. The phase starts at 0,
+which fixes the estimate's global phase for the whole scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ptychopinn.physics.geometry import accumulate_patches, extract_patches
+
+_EPS = 1e-6
+CANVAS_MARGIN_PX = 2
+
+
+@dataclass(frozen=True)
+class ScanEstimate:
+    """A scan's joint estimate: ``canvas (H, W)`` complex64 whose pixel
+    ``[0, 0]`` is at ``origin_px`` in the positions' frame."""
+
+    canvas: Tensor
+    origin_px: np.ndarray
+
+    def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
+        """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""
+        pos = torch.as_tensor(np.asarray(positions_px, dtype=np.float64))
+        lead = pos.shape[:-1]
+        local = pos.reshape(-1, 2) - torch.from_numpy(self.origin_px)
+        out = extract_patches(self.canvas, local.to(self.canvas.device), n)
+        return out.reshape(*lead, n, n)
+
+
+def canvas_frame(positions_px: np.ndarray, n: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Origin ``[y, x]`` and ``(H, W)`` of a canvas that holds every N x N window at
+    ``positions_px`` (plus `CANVAS_MARGIN_PX`).
+
+    The canvas grid is aligned with the first position in raster order (its
+    fractional part is the origin's), so translating the scan, or listing its
+    patterns in another order, leaves the estimate's pixels unchanged.
+    """
+    anchor = positions_px[np.lexsort((positions_px[:, 1], positions_px[:, 0]))[0]]
+    rel = positions_px - anchor
+    lo = np.floor(rel.min(axis=0) - n / 2.0 + 1e-6) - CANVAS_MARGIN_PX
+    hi = np.ceil(rel.max(axis=0) + n / 2.0 - 1e-6) + CANVAS_MARGIN_PX + 1
+    return anchor + lo, (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
+
+
+def scan_error_reduction(
+    amplitudes: Tensor,
+    positions_px: Tensor | np.ndarray,
+    probe: Tensor,
+    iterations: int,
+    *,
+    valid: Tensor | None = None,
+    batch_size: int = 64,
+    alpha: float = 0.1,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> ScanEstimate:
+    """Joint mini-batch PIE estimate of a whole scan's object.
+
+    Parameters
+    ----------
+    amplitudes
+        ``(n, N, N)`` measured amplitudes in the probe's scale
+        (``amplitudes**2 ~ sum_m |far_field(P_m O)|**2``); may stay on the CPU
+        while the projections run on ``device``.
+    positions_px
+        ``(n, 2)`` probe centres ``[y, x]`` in pixels.
+    probe
+        ``(M, N, N)`` or ``(N, N)`` complex probe (modes incoherent).
+    iterations
+        Passes over every pattern (0 returns the flat start).
+    valid
+        Optional ``(N, N)`` mask of good detector pixels (bad pixels keep the
+        model's amplitude and are left out of the brightness).
+    batch_size, alpha
+        Positions per update and the rPIE regularisation of the illumination.
+    seed
+        Seed of the fixed mini-batch order (the result is a pure function of
+        the inputs and the seed, and does not depend on the order the patterns
+        are listed in).
+    device
+        Where the canvas and projections live (default: the probe's device).
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; found {iterations}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; found {batch_size}")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1]; found {alpha}")
+    if amplitudes.ndim != 3:
+        raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
+    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+    n_pat, n, _ = amplitudes.shape
+    if pos.shape != (n_pat, 2) or not np.all(np.isfinite(pos)):
+        raise ValueError(f"positions_px must be ({n_pat}, 2) and finite; found {pos.shape}")
+    dev = torch.device(device) if device is not None else probe.device
+    p = probe.detach().to(dev, torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    if p.shape[-2:] != (n, n):
+        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    origin, shape = canvas_frame(pos, n) if n_pat else (np.zeros(2), (n, n))
+    local = torch.from_numpy(pos - origin).to(dev)
+    ill = (p.real.square() + p.imag.square()).sum(0)  # (N, N)
+    keep = None
+    good = None
+    if valid is not None:
+        v = valid.to(dev).bool()
+        keep = ~torch.fft.ifftshift(v, dim=(-2, -1))
+        good = v.to(torch.float32)
+    amps_cpu = amplitudes.detach()
+
+    def batch_amps(rows: Tensor) -> Tensor:
+        return amps_cpu[rows.to(amps_cpu.device)].to(dev, torch.float32)
+
+    # flat start: the probe-weighted local Parseval brightness
+    bright = torch.zeros(shape, device=dev)
+    weight = torch.zeros(shape, device=dev)
+    power = float(ill.sum())
+    for s in range(0, n_pat, 1024):
+        rows = torch.arange(s, min(s + 1024, n_pat))
+        a = batch_amps(rows)
+        if good is not None:
+            num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))
+        else:
+            num = a.square().sum((-2, -1))
+        t = (num / max(power, 1e-30)).sqrt()  # (B,)
+        w = ill.expand(rows.numel(), n, n).contiguous()
+        accumulate_patches(weight, w, local[rows])
+        accumulate_patches(bright, w * t[:, None, None], local[rows])
+    lit = weight > 1e-3 * float(weight.max().clamp_min(1e-30))
+    mean_t = float(bright.sum() / weight.sum().clamp_min(1e-30)) if n_pat else 1.0
+    start = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
+    obj = start.to(torch.complex64).contiguous()
+    if iterations == 0 or n_pat == 0:
+        return ScanEstimate(obj, origin)
+
+    # integer windows; the sub-pixel part of each position shifts that pattern's
+    # probe instead (P(r - f), by the Fourier shift theorem), as in
+    # `physics.prior.neighbourhood_error_reduction`
+    top = local - n / 2.0
+    corner = torch.round(top)
+    frac = (top - corner).to(torch.float32)  # (n, 2) in [-0.5, 0.5]
+    corner = corner.to(torch.long)
+    ar = torch.arange(n, device=dev)
+    width = shape[1]
+    freq = torch.fft.fftfreq(n, device=dev)
+    p_hat = torch.fft.fft2(p)
+    flat = obj.view(-1)
+    num_c = torch.zeros_like(flat)
+    den_c = torch.zeros(flat.shape, device=dev)
+    # batches drawn from the patterns in raster order, so listing the same scan in
+    # another order gives the same estimate
+    raster = torch.from_numpy(np.lexsort((pos[:, 1], pos[:, 0]))).to(dev)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for _ in range(iterations):
+            order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
+            for s in range(0, n_pat, batch_size):
+                rows = order[s : s + batch_size]
+                c0 = corner[rows]
+                idx = ((c0[:, 0, None, None] + ar[:, None]) * width
+                       + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
+                f = frac[rows]
+                ramp = (torch.exp((-2j * torch.pi) * f[:, 0, None] * freq)[:, :, None]
+                        * torch.exp((-2j * torch.pi) * f[:, 1, None] * freq)[:, None, :])
+                probes = torch.fft.ifft2(p_hat * ramp.unsqueeze(-3))  # (B, M, N, N)
+                a_u = torch.fft.ifftshift(batch_amps(rows), dim=(-2, -1))
+                obj_w = flat.index_select(0, idx).view(-1, 1, n, n)
+                psi = obj_w * probes
+                field = torch.fft.fft2(psi, norm="ortho")
+                model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+                ratio = a_u / model_amp.clamp_min(_EPS)
+                if keep is not None:
+                    ratio = torch.where(keep, torch.ones_like(ratio), ratio)
+                upd = torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+                delta = (probes.conj() * upd).sum(-3)  # (B, N, N)
+                power = (probes.real.square() + probes.imag.square()).sum(-3)
+                num_c.index_add_(0, idx, delta.reshape(-1))
+                den_c.index_add_(0, idx, power.reshape(-1))
+                den = den_c.index_select(0, idx)
+                den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
+                # overlapping windows gather the same pixels, so duplicates agree
+                flat.index_put_((idx,), obj_w.reshape(-1) + num_c.index_select(0, idx) / den)
+                num_c.index_fill_(0, idx, 0)
+                den_c.index_fill_(0, idx, 0)
+    return ScanEstimate(obj, origin)
+

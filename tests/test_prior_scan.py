@@ -1,0 +1,179 @@
+"""The scan-wide physics prior (`physics.prior_scan`) and its lookup (`ScanPrior`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.config import TrainingConfig
+from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+from ptychopinn.models.scan_prior import ScanPrior
+from ptychopinn.physics.geometry import extract_patches
+from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+from ptychopinn.physics.propagation import far_field
+
+
+@pytest.fixture(scope="module")
+def scan64():
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    return simulate_scan(SimulationConfig(n_positions=64, seed=0))
+
+
+def _inputs(scan):
+    return torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+
+
+def _residual(est, scan) -> float:
+    """Relative modulus misfit of the estimate's patches against the measured amplitudes."""
+    amps, probe = _inputs(scan)
+    patches = est.patches(scan.positions_px, scan.patch_size)
+    field = far_field(patches.unsqueeze(-3) * probe)
+    model = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+    return float((model - amps).square().sum() / amps.square().sum())
+
+
+def _lit_corr(est, scan, part) -> float:
+    """Correlation with the true object over the well-lit pixels of the scan."""
+    truth = torch.from_numpy(scan.object)
+    n = scan.patch_size
+    probe = torch.from_numpy(scan.probe)
+    ill = (probe.abs() ** 2).sum(0)
+    mask = ill / ill.max() > 0.3
+    a = est.patches(scan.positions_px, n)[:, mask]
+    b = extract_patches(truth, torch.from_numpy(scan.positions_px), n).to(torch.complex64)[:, mask]
+    if part == "phase":  # the estimate's global phase is fixed by its start, not the truth's
+        a = torch.angle(a * torch.exp(-1j * torch.angle((a * b.conj()).sum())))
+        b = torch.angle(b)
+    else:
+        a, b = a.abs(), b.abs()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / torch.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_passes_reduce_the_misfit_and_find_the_object(scan64) -> None:
+    amps, probe = _inputs(scan64)
+    ests = [scan_error_reduction(amps, scan64.positions_px, probe, k) for k in (0, 1, 3, 6)]
+    errs = [_residual(e, scan64) for e in ests]
+    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert errs[-1] < 0.2 * errs[0]
+    assert _lit_corr(ests[-1], scan64, "amplitude") > 0.9
+    assert _lit_corr(ests[-1], scan64, "phase") > 0.9
+
+
+def test_flat_start_is_the_measured_brightness() -> None:
+    """A uniform object of transmission t: the start is t where lit, and t is a fixed point."""
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, 16, 16, dtype=torch.complex64, generator=g)
+    t = 0.37 * np.exp(0.0j)
+    pos = np.stack(np.meshgrid(np.arange(4) * 5.0 + 20, np.arange(4) * 5.0 + 20,
+                               indexing="ij"), -1).reshape(-1, 2)
+    amps = far_field(probe * t).abs().expand(len(pos), 16, 16)
+    start = scan_error_reduction(amps, pos, probe, 0)
+    lit = start.patches(pos, 16)
+    assert torch.allclose(lit, torch.full_like(lit, t), atol=1e-4)
+    after = scan_error_reduction(amps, pos, probe, 3).patches(pos, 16)
+    assert torch.allclose(after, torch.full_like(after, t), atol=1e-3)
+
+
+def test_probe_scale_and_amplitude_scale_are_interchangeable(scan64) -> None:
+    """|F(sP O)| = A  <=>  |F(P O)| = A/s (ScanPrior scales the probe, not the scan)."""
+    amps, probe = _inputs(scan64)
+    a = scan_error_reduction(amps / 7.0, scan64.positions_px, probe, 2)
+    b = scan_error_reduction(amps, scan64.positions_px, probe * 7.0, 2)
+    assert torch.allclose(a.canvas, b.canvas, atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [(7.0, -3.0), (0.37, -12.81)])
+def test_translating_the_scan_translates_the_estimate(scan64, shift) -> None:
+    """The estimate does not depend on the frame the positions are given in."""
+    amps, probe = _inputs(scan64)
+    a = scan_error_reduction(amps, scan64.positions_px, probe, 2)
+    b = scan_error_reduction(amps, scan64.positions_px + np.array(shift), probe, 2)
+    assert np.allclose(b.origin_px - a.origin_px, shift)
+    assert torch.allclose(a.canvas, b.canvas, atol=1e-5)
+    pa = a.patches(scan64.positions_px[:5], 64)
+    pb = b.patches(scan64.positions_px[:5] + np.array(shift), 64)
+    assert torch.allclose(pa, pb, atol=1e-4)
+
+
+def test_deterministic_and_seeded(scan64) -> None:
+    amps, probe = _inputs(scan64)
+    a = scan_error_reduction(amps, scan64.positions_px, probe, 2, batch_size=8)
+    b = scan_error_reduction(amps, scan64.positions_px, probe, 2, batch_size=8)
+    c = scan_error_reduction(amps, scan64.positions_px, probe, 2, batch_size=8, seed=1)
+    assert torch.equal(a.canvas, b.canvas)
+    assert not torch.equal(a.canvas, c.canvas)  # another mini-batch order
+
+
+def test_pattern_order_does_not_matter(scan64) -> None:
+    amps, probe = _inputs(scan64)
+    perm = np.random.default_rng(3).permutation(scan64.n_patterns)
+    a = scan_error_reduction(amps, scan64.positions_px, probe, 2)
+    b = scan_error_reduction(amps[perm], scan64.positions_px[perm], probe, 2)
+    assert torch.allclose(a.canvas, b.canvas, atol=2e-4)  # float summation order only
+
+
+def test_bad_detector_pixels_are_ignored(scan64) -> None:
+    amps, probe = _inputs(scan64)
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[30:34, 40:44] = False
+    hot = amps.clone()
+    hot[:, 30:34, 40:44] = 1e3 * amps.max()
+    clean = scan_error_reduction(amps, scan64.positions_px, probe, 3)
+    masked = scan_error_reduction(hot, scan64.positions_px, probe, 3, valid=valid)
+    unmasked = scan_error_reduction(hot, scan64.positions_px, probe, 3)
+    d_masked = float((masked.canvas - clean.canvas).abs().mean() / clean.canvas.abs().mean())
+    d_unmasked = float((unmasked.canvas - clean.canvas).abs().mean() / clean.canvas.abs().mean())
+    assert d_masked < 0.05 < d_unmasked
+
+
+def test_canvas_frame_holds_every_window() -> None:
+    pos = np.array([[40.3, 50.7], [90.0, 33.2]])
+    origin, shape = canvas_frame(pos, 32)
+    local = pos - origin
+    assert np.all(local - 16 >= 0)
+    assert np.all(local + 16 < np.array(shape))
+
+
+def test_rejects_bad_inputs(scan64) -> None:
+    amps, probe = _inputs(scan64)
+    pos = scan64.positions_px
+    with pytest.raises(ValueError, match="iterations"):
+        scan_error_reduction(amps, pos, probe, -1)
+    with pytest.raises(ValueError, match="positions_px"):
+        scan_error_reduction(amps, pos[:3], probe, 1)
+    with pytest.raises(ValueError, match="probe"):
+        scan_error_reduction(amps, pos, probe[..., :32, :32], 1)
+    with pytest.raises(ValueError, match="amplitudes"):
+        scan_error_reduction(amps[0], pos, probe, 1)
+    with pytest.raises(ValueError, match="alpha"):
+        scan_error_reduction(amps, pos, probe, 1, alpha=0)
+
+
+def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
+    """Training and inference look a pattern's prior up as the estimate's patch at its
+    position; the model refuses to guess it from a batch."""
+    from ptychopinn.training.data import GroupDataset, prepare
+
+    cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
+    assert cfg.model.prior_scope == "scan"
+    data = prepare(scan64, cfg)
+    probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor)))
+    model.train_input_scale.fill_(data.input_scale)
+    prior = ScanPrior.for_model(model, data.amplitudes, data.positions_px)
+    assert prior is not None and prior.estimate is not None and prior.cache is None
+    batch = GroupDataset(data, np.arange(3), False, prior).__getitems__([0, 2])
+    idx = data.indices[[0, 2]]
+    assert batch["prior"].shape == (2, 4, 64, 64)
+    direct = scan_error_reduction(
+        data.amplitudes / model.prior_amplitude_scale, data.positions_px, model.physics.probe,
+        cfg.model.prior_iterations,
+    )
+    want = direct.patches(data.positions_px[idx].numpy(), 64)
+    assert torch.allclose(batch["prior"], want, atol=1e-4 * float(want.abs().max()))
+    assert torch.allclose(prior.compute(torch.tensor([5])), prior(torch.tensor([5])))
+    with pytest.raises(ValueError, match="prior_scope"):
+        model.network_input(data.amplitudes[idx], 1.0)
