@@ -93,7 +93,9 @@ def main() -> None:
                      f"{r['n'] / r['seconds']:.0f} |")
     table = "\n".join(lines)
     notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
-             "model (gridsize 2, one group per pattern, default batch of 64 groups, physics prior cached per pattern up to 1 GiB, 2 phase-sync passes). "
+             "model and inference options (gridsize 2, cover groups ~n/3, batches of 64 "
+             "groups, the scan-wide physics prior held as one object canvas, predictions "
+             "cached up to 1 GiB else recomputed for the phase-polish pass). "
              "'inference overhead' = peak RSS minus RSS after loading the scan; it should stay "
              "roughly constant as the scan grows (chunked prediction and stitching).")
     print(table)

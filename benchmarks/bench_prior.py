@@ -3,8 +3,9 @@
 For each simulation seed (the same scan as ``ptychopinn simulate --seed S``)
 this script stitches, with the same inference code and stitching:
 
-* the physics prior alone (`models.scan_prior.ScanPrior`: each pattern's joint
-  error-reduction estimate with its nearest neighbours; the network bypassed),
+* the physics prior alone (`models.scan_prior.ScanPrior`: each pattern's patch
+  of the scan-wide estimate, or its neighbourhood estimate, per the model's
+  ``prior_scope``; the network bypassed),
 * the trained network's patches (``--model``: a bundle or run directory),
 
 and scores both against the truth (amplitude and phase SSIM), with the time of
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         label = args.model_label or str(args.model)
         append_section(
             "Physics prior alone vs the network (bench_prior.py)", table,
-            notes=f"model: {label}; prior: {mcfg.prior_iterations} projections, "
-            f"{mcfg.prior_neighbors} patterns jointly, residual heads: {mcfg.prior_residual}")
+            notes=f"model: {label}; prior: scope {mcfg.prior_scope!r}, {mcfg.prior_iterations} "
+            f"passes/projections (neighbourhood: {mcfg.prior_neighbors} patterns), residual "
+            f"heads: {mcfg.prior_residual}, gate: {mcfg.prior_residual_gate}")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ def _prior(model: PtychoPINN, x: torch.Tensor) -> torch.Tensor | None:
 
 
 def generator_flops(model: PtychoPINN, n: int, c: int) -> float:
-    """Forward FLOPs of the generator per pattern (the physics prior's FFTs, 20
-    projections of 4 neighbours per pattern, are not counted by torch's flop counter;
-    its time is the 'prior s per 625' column)."""
+    """Forward FLOPs of the generator per pattern (the physics prior's FFTs, computed
+    once per scan, are not counted by torch's flop counter; its time is the 'prior s'
+    column)."""
     x = torch.rand(1, c, n, n)
     with torch.inference_mode():
         inp = model.network_input(x, 1.0, _prior(model, x))
@@ -173,10 +173,11 @@ def main() -> None:
         f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, 1024^3). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
         "generator given each pattern's physics prior (batches of 64 groups; the prior is "
-        "computed once per pattern of a scan, its time is the 'prior s' column). 'infer+stitch' "
-        "counts the scan's "
-        "625 patterns per second of `reconstruct` (grouping, prediction of every group, "
-        "phase synchronisation, stitching)."
+        "computed once per scan, its time is the 'prior s' column). 'infer+stitch' "
+        "counts the scan's 625 patterns per second of `reconstruct` with the default "
+        "inference options (the prior, cover grouping, prediction of those groups, phase "
+        "synchronisation, stitching); the model is untrained (speed does not depend on "
+        "the weights)."
     )
     print(table)
     print(notes)

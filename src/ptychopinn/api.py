@@ -26,12 +26,31 @@ def train(
     """Train a model; ``scan`` defaults to ``config.train_data_file``.
 
     ``callbacks`` are framework callbacks (Lightning callbacks for 'pytorch').
+    With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
+    (`ptychopinn.refinement.retrieve_probe`) and the model trains with it.
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
     backend = get_backend(config.backend)
+    if config.probe_refine_epochs > 0:
+        from ptychopinn.refinement import retrieve_probe
+        from ptychopinn.training.runner import load_training_scan
+
+        if scan is None:
+            scan = load_training_scan(config.train_data_file)
+        scan = retrieve_probe(scan, config.probe_refine_epochs, seed=config.seed,
+                              device=_refine_device(config))
     if callbacks:
         return backend.train(config, scan, resume=resume, extra_callbacks=callbacks)
     return backend.train(config, scan, resume=resume)
+
+
+def _refine_device(config: TrainingConfig) -> str:
+    import torch
+
+    acc = config.execution.accelerator
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
 
 
 def _manifest_backend(path: str | os.PathLike) -> str:

@@ -138,6 +138,7 @@ def train_config_from_args(args: argparse.Namespace):
         "learning_rate": args.lr,
         "seed": args.seed,
         "init_from": args.init,
+        "probe_refine_epochs": args.probe_refine_epochs,
         "execution.accelerator": args.accelerator,
         "execution.devices": _devices(args.devices),
         "execution.strategy": args.strategy,

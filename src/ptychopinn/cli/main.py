@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="32-true | 16-mixed | bf16-mixed")
     p.add_argument("--logger", help="csv | tensorboard | mlflow | none")
     p.add_argument("--init", help="Bundle or run directory to fine-tune from.")
+    p.add_argument("--probe-refine-epochs", type=int,
+                   help="Refine the scan's probe for K epochs before training (measured "
+                        "scans with a rough probe guess; K >= 3).")
     p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     _common(p)

@@ -215,6 +215,15 @@ class TrainingConfig(_Section):
         6, ge=1, le=64, description="K nearest neighbours groups are drawn from."
     )
     probe_trainable: bool = Field(False, description="Refine the probe during training.")
+    probe_refine_epochs: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Before training, refine the scan's probe jointly with an object from a flat "
+        "start for this many epochs of physics refinement (probe updates from the third "
+        "epoch) and train with the refined probe: for measured scans whose probe guess is "
+        "rough. 0: the scan's probe as given.",
+    )
     intensity_scale_trainable: bool = Field(True, description="Learn the global intensity scale.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(2e-3, gt=0, le=10, description="Learning rate.")
@@ -233,6 +242,16 @@ class TrainingConfig(_Section):
         True, description="Stitch and save the training scan's reconstruction."
     )
     init_from: str | None = Field(None, description="Bundle or run directory to fine-tune from.")
+
+    @field_validator("probe_refine_epochs")
+    @classmethod
+    def _probe_epochs(cls, v: int) -> int:
+        if 0 < v < 3:
+            raise ValueError(
+                f"probe_refine_epochs must be 0 (off) or >= 3 (the probe is refined from the "
+                f"third epoch); found {v}"
+            )
+        return v
 
     @model_validator(mode="before")
     @classmethod
