@@ -157,3 +157,16 @@ def test_weight_decay_spares_the_physical_parameters() -> None:
     moved = [not torch.equal(a, b.detach())
              for a, b in zip(weights0, module.model.generator.parameters(), strict=True)]
     assert any(moved)
+
+
+def test_input_scale_is_the_rms_amplitude_over_the_whole_scan() -> None:
+    """Summed in chunks of patterns, it equals sqrt(mean counts) over every pattern."""
+    from ptychopinn.training.data import input_scale_of
+
+    rng = np.random.default_rng(0)
+    amps = rng.gamma(2.0, 1.5, size=(1000, 8, 8)).astype(np.float32)
+    amps[700:] *= 3.0  # the last chunks differ from the first ones
+    want = float(np.sqrt(np.mean(amps.astype(np.float64) ** 2)))
+    assert input_scale_of(amps) == pytest.approx(want, rel=1e-9)
+    assert input_scale_of(torch.from_numpy(amps)) == pytest.approx(want, rel=1e-9)
+    assert input_scale_of(np.zeros((3, 4, 4), np.float32)) == pytest.approx(1e-12)

@@ -81,7 +81,8 @@ class Scan:
         if d.shape[0] == 0:
             raise _fail(src, "diffraction", "at least one pattern", _describe(d))
         d = d.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(d)):
+        # NaN/Inf propagate into a float64 sum: no full-size temporary for big scans
+        if not np.isfinite(np.sum(d, dtype=np.float64)):
             bad = int(np.count_nonzero(~np.isfinite(d)))
             raise _fail(src, "diffraction", "finite values", f"{bad} NaN/Inf values")
         if d.min() < 0:

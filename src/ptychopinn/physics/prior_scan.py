@@ -146,8 +146,8 @@ def scan_error_reduction(
     bright = torch.zeros(shape, device=dev)
     weight = torch.zeros(shape, device=dev)
     power = float(ill.sum())
-    for s in range(0, n_pat, 1024):
-        rows = torch.arange(s, min(s + 1024, n_pat))
+    for s in range(0, n_pat, 256):
+        rows = torch.arange(s, min(s + 256, n_pat))
         a = batch_amps(rows)
         if good is not None:
             num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))

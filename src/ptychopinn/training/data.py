@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +33,18 @@ class PreparedData:
 
 
 def input_scale_of(amplitudes: np.ndarray | torch.Tensor) -> float:
-    """The global network-input normalisation: sqrt(mean counts per pixel)."""
+    """The global network-input normalisation: sqrt(mean counts per pixel).
+
+    Summed in chunks of patterns (float64), so a 10^5-pattern scan needs no
+    full-size temporary.
+    """
     a = torch.as_tensor(amplitudes)
-    return float(torch.sqrt((a.double() ** 2).mean()).clamp_min(1e-12))
+    if a.numel() == 0:
+        return 1e-12
+    total = 0.0
+    for s in range(0, a.shape[0], 256):
+        total += float(a[s : s + 256].double().square().sum())
+    return max(math.sqrt(total / a.numel()), 1e-12)
 
 
 def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
