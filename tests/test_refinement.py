@@ -254,3 +254,17 @@ def test_flat_start_on_a_shifted_scan_reports_its_frame(tiny_scan):
     np.testing.assert_allclose(res.positions_px + res.frame_offset_px, shifted.positions_px,
                                atol=1e-4)
     assert res.positions_px.min() >= N / 2
+
+
+def test_momentum_speeds_convergence_and_zero_is_plain_pie(scan) -> None:
+    s = scan
+    kw = dict(epochs=10, progress=False, adaptive_step=False)
+    plain = refine(s, None, **kw)
+    zero = refine(s, None, momentum=0.0, **kw)
+    fast = refine(s, None, momentum=0.5, **kw)
+    assert np.array_equal(plain.object, zero.object)
+    # epoch 4 and the end: lower data misfit with momentum
+    assert fast.history[3]["loss"] < 0.8 * plain.history[3]["loss"]
+    assert fast.history[-1]["loss"] < plain.history[-1]["loss"]
+    with pytest.raises(ConfigError, match="momentum"):
+        refine(s, None, epochs=1, progress=False, momentum=1.0)

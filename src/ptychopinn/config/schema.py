@@ -321,4 +321,9 @@ class InferenceConfig(_Section):
     refine_learning_rate: float = Field(
         1.0, gt=0, le=4, description="Refinement step as a fraction of the full PIE step."
     )
+    refine_momentum: float = Field(
+        0.0, ge=0, lt=1,
+        description="Epoch-level momentum of the refined object (mPIE-like; 0: plain PIE). "
+        "0.8 helps the phase's low frequencies on hard scans.",
+    )
     figures: bool = Field(True, description="Write PNG figures.")

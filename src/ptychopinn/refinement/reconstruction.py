@@ -84,6 +84,7 @@ def _run(scan: Scan, recon, config: InferenceConfig):
         probe=scan.probe,
         epochs=config.refine_epochs,
         learning_rate=config.refine_learning_rate,
+        momentum=config.refine_momentum,
         refine_probe=config.refine_probe,
         refine_positions=config.refine_positions,
         device=_device_name(config),

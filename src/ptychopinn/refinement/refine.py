@@ -108,6 +108,7 @@ def refine(
     position_learning_rate: float = 0.3,
     position_start_epoch: int = 1,
     adaptive_step: bool = True,
+    momentum: float = 0.0,
 ) -> RefineResult:
     """Refine an object (and optionally probe and positions) against a scan.
 
@@ -164,6 +165,13 @@ def refine(
         The Adam step in pixels, or the fraction of the Gauss-Newton step.
     adaptive_step
         Halve the object/probe step when the loss stalls (`schedule`).
+    momentum
+        Epoch-level momentum of the object (as in mPIE): after each epoch
+        ``v = momentum * v + (O - O_start)`` and ``O += momentum * v``. 0 (the
+        default) is plain PIE. On a scan with a real X-ray-laser probe (Fermat
+        spiral, 1e5 photons) 0.8 raised the phase SSIM after 40 epochs from
+        0.54 to 0.74 at a small cost in amplitude (0.68 -> 0.67); on the default
+        scan it changes nothing (docs/benchmarks.md).
     """
     import torch
 
@@ -172,6 +180,7 @@ def refine(
     from ptychopinn.refinement.schedule import PlateauSchedule
 
     _check_options(epochs, batch_size, learning_rate, method, fit, alpha)
+    _check_momentum(momentum)
     obj_np, pos_np, offset = _initial_state(scan, initial_object, positions_px)
     probe_np = scan.probe if probe is None else probe
     obj_np, probe_np, pos_np = check_inputs(scan, obj_np, probe_np, pos_np)
@@ -229,7 +238,9 @@ def refine(
     history: list[dict] = []
     paused = 0.0
     bar = _progress(epochs, progress)
+    velocity = None
     for epoch in range(epochs):
+        start_obj = obj.detach().clone() if momentum > 0 else None
         order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
         probe_on = refine_probe and epoch >= probe_start_epoch
         nll_sum = 0.0
@@ -262,6 +273,11 @@ def refine(
             obj.grad = None
             if pr.grad is not None:
                 pr.grad = None
+        if start_obj is not None:
+            with torch.no_grad():  # epoch-level momentum (mPIE-like): v = b v + dO; O += b v
+                change = obj.detach() - start_obj
+                velocity = change if velocity is None else momentum * velocity + change
+                obj.add_(momentum * velocity)
         corr.end_epoch(epoch)
         record = {
             "epoch": epoch + 1,
@@ -319,4 +335,9 @@ def _check_options(
         raise ConfigError(f"refine: 'fit' must be 'amplitude' or 'poisson'; found {fit!r}.")
     if not 0 < alpha <= 1:
         raise ConfigError(f"refine: 'alpha' must be in (0, 1]; found {alpha!r}.")
+
+
+def _check_momentum(momentum: float) -> None:
+    if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+        raise ConfigError(f"refine: 'momentum' must be in [0, 1); found {momentum!r}.")
 
