@@ -118,6 +118,35 @@ def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tenso
     return obj
 
 
+def exit_wave_correction(psi: Tensor, amps_u: Tensor, keep: Tensor | None = None) -> Tensor:
+    """``back_propagate(modulus-constrained far field) - psi`` of exit waves.
+
+    ``psi (..., M, N, N)`` exit waves of M incoherent modes; ``amps_u
+    (..., N, N)`` measured amplitudes in unshifted frequency order; ``keep``
+    marks (unshifted) detector pixels whose model amplitude is kept (bad pixels).
+    """
+    field = torch.fft.fft2(psi, norm="ortho")
+    model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+    ratio = amps_u / model_amp.clamp_min(_EPS)
+    if keep is not None:
+        ratio = torch.where(keep, torch.ones_like(ratio), ratio)
+    return torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+
+
+def subpixel_probes(probe_hat: Tensor, frac: Tensor) -> Tensor:
+    """Probes shifted by sub-pixel offsets (Fourier shift theorem): ``P(r - f)``.
+
+    ``probe_hat`` is ``fft2`` of the ``(M, N, N)`` probe, ``frac (..., 2)`` the
+    offsets ``[fy, fx]``; returns ``(..., M, N, N)``.
+    """
+    n = probe_hat.shape[-1]
+    freq = torch.fft.fftfreq(n, device=probe_hat.device)
+    ramp_y = torch.exp((-2j * math.pi) * frac[..., 0, None] * freq)  # (..., N)
+    ramp_x = torch.exp((-2j * math.pi) * frac[..., 1, None] * freq)
+    ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # (..., N, N)
+    return torch.fft.ifft2(probe_hat * ramp.unsqueeze(-3))
+
+
 def neighbourhood_error_reduction(
     amplitudes: Tensor,
     offsets_px: Tensor,
@@ -175,11 +204,7 @@ def neighbourhood_error_reduction(
     base = (torch.arange(b, device=amps.device) * (m * m)).view(b, 1, 1, 1)
     index = (base + (i0[..., 0, None, None] + ar[:, None]) * m
              + (i0[..., 1, None, None] + ar[None, :])).reshape(-1)
-    freq = torch.fft.fftfreq(n, device=amps.device)
-    ramp_y = torch.exp((-2j * math.pi) * frac[..., 0, None] * freq)  # (B, K, N)
-    ramp_x = torch.exp((-2j * math.pi) * frac[..., 1, None] * freq)
-    ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # (B, K, N, N)
-    probes = torch.fft.ifft2(torch.fft.fft2(p) * ramp.unsqueeze(-3))  # (B, K, M, N, N)
+    probes = subpixel_probes(torch.fft.fft2(p), frac)  # (B, K, M, N, N)
     power = (probes.real.square() + probes.imag.square()).sum(-3)
     norm = torch.zeros(b * m * m, device=amps.device).index_add_(0, index, power.reshape(-1))
     norm = norm.view(b, m, m)
@@ -201,13 +226,7 @@ def neighbourhood_error_reduction(
             obj = torch.view_as_complex(
                 torch.view_as_real(canvas).index_select(0, index).view(b, k, 1, n, n, 2)
             )
-            psi = obj * probes
-            field = torch.fft.fft2(psi, norm="ortho")
-            model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-            ratio = amps_u / model_amp.clamp_min(_EPS)
-            if keep is not None:
-                ratio = torch.where(keep, torch.ones_like(ratio), ratio)
-            update = torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+            update = exit_wave_correction(obj * probes, amps_u, keep)
             # the pixel-wise normalised (ePIE-with-overlap) update of the shared canvas
             delta = (step * update).sum(-3)
             torch.view_as_real(canvas).index_add_(0, index, torch.view_as_real(delta).reshape(-1, 2))

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
+from ptychopinn.physics.prior import exit_wave_correction, subpixel_probes
 
-_EPS = 1e-6
 CANVAS_MARGIN_PX = 2
 
 
@@ -173,7 +173,6 @@ def scan_error_reduction(
     corner = corner.to(torch.long)
     ar = torch.arange(n, device=dev)
     width = shape[1]
-    freq = torch.fft.fftfreq(n, device=dev)
     p_hat = torch.fft.fft2(p)
     flat = obj.view(-1)
     num_c = torch.zeros_like(flat)
@@ -190,19 +189,10 @@ def scan_error_reduction(
                 c0 = corner[rows]
                 idx = ((c0[:, 0, None, None] + ar[:, None]) * width
                        + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
-                f = frac[rows]
-                ramp = (torch.exp((-2j * torch.pi) * f[:, 0, None] * freq)[:, :, None]
-                        * torch.exp((-2j * torch.pi) * f[:, 1, None] * freq)[:, None, :])
-                probes = torch.fft.ifft2(p_hat * ramp.unsqueeze(-3))  # (B, M, N, N)
+                probes = subpixel_probes(p_hat, frac[rows])  # (B, M, N, N)
                 a_u = torch.fft.ifftshift(batch_amps(rows), dim=(-2, -1))
                 obj_w = flat.index_select(0, idx).view(-1, 1, n, n)
-                psi = obj_w * probes
-                field = torch.fft.fft2(psi, norm="ortho")
-                model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-                ratio = a_u / model_amp.clamp_min(_EPS)
-                if keep is not None:
-                    ratio = torch.where(keep, torch.ones_like(ratio), ratio)
-                upd = torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+                upd = exit_wave_correction(obj_w * probes, a_u, keep)
                 delta = (probes.conj() * upd).sum(-3)  # (B, N, N)
                 power = (probes.real.square() + probes.imag.square()).sum(-3)
                 num_c.index_add_(0, idx, delta.reshape(-1))
