@@ -33,24 +33,16 @@ def train(
     backend = get_backend(config.backend)
     if config.probe_refine_epochs > 0:
         from ptychopinn.refinement import retrieve_probe
+        from ptychopinn.refinement.reconstruction import device_name
         from ptychopinn.training.runner import load_training_scan
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)
         scan = retrieve_probe(scan, config.probe_refine_epochs, seed=config.seed,
-                              device=_refine_device(config))
+                              device=device_name(config))
     if callbacks:
         return backend.train(config, scan, resume=resume, extra_callbacks=callbacks)
     return backend.train(config, scan, resume=resume)
-
-
-def _refine_device(config: TrainingConfig) -> str:
-    import torch
-
-    acc = config.execution.accelerator
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
 
 
 def _manifest_backend(path: str | os.PathLike) -> str:

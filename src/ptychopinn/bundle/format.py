@@ -187,7 +187,9 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     Bundles written before ``model.prior_iterations`` existed fed the raw
     diffraction to the generator: a missing key means 0 for them. Bundles
     written before ``model.prior_neighbors`` used single-pattern priors (1),
-    those before ``model.prior_scope`` per-pattern ('neighbourhood') priors, and those before ``model.prior_residual`` took the heads' output as the patch.
+    those before ``model.prior_scope`` per-pattern ('neighbourhood') priors,
+    those before ``model.prior_residual`` took the heads' output as the patch,
+    and those before ``model.prior_residual_gate`` were ungated.
     """
     import copy
 

@@ -248,8 +248,8 @@ class TrainingConfig(_Section):
     def _probe_epochs(cls, v: int) -> int:
         if 0 < v < 3:
             raise ValueError(
-                f"probe_refine_epochs must be 0 (off) or >= 3 (the probe is refined from the "
-                f"third epoch); found {v}"
+                "probe_refine_epochs must be 0 (off) or >= 3 (the probe is refined from the "
+                "third epoch)"
             )
         return v
 

@@ -154,8 +154,7 @@ class ScanPrior:
         """``(len(pattern_ids), N, N)`` complex64 priors, computed now (on the CPU)."""
         ids = torch.as_tensor(pattern_ids, dtype=torch.long).reshape(-1)
         if self.estimate is not None:
-            n = self.amplitudes.shape[-1]
-            return self.estimate.patches(self.positions_px[ids.numpy()], n)
+            return self(ids)
         probe = self.probe.to(self.device)
         valid = None if self.valid is None else self.valid.to(self.device)
         parts = []

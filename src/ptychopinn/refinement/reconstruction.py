@@ -18,7 +18,8 @@ from ptychopinn.refinement.refine import refine
 log = logging.getLogger(__name__)
 
 
-def _device_name(config: InferenceConfig) -> str:
+def device_name(config) -> str:
+    """'cuda' when ``config.execution`` asks for (or allows) a GPU and one is present, else 'cpu'."""
     import torch
 
     acc = config.execution.accelerator
@@ -87,7 +88,7 @@ def _run(scan: Scan, recon, config: InferenceConfig):
         momentum=config.refine_momentum,
         refine_probe=config.refine_probe,
         refine_positions=config.refine_positions,
-        device=_device_name(config),
+        device=device_name(config),
         seed=config.seed,
         progress=config.execution.progress_bar,
     )
