@@ -1,0 +1,121 @@
+"""Hard scans, side by side with pty-chi: where our targets do not (yet) hold.
+
+Two scans unlike the default one:
+
+* ``realprobe``: the real X-ray-laser probe of ``../shared/data/run1084``, a
+  Fermat spiral of 600 positions, 1e5 photons per pattern, seed 21 (the same
+  scan as ``ptychopinn simulate scan.npz --probe file --probe-file
+  ../shared/data/run1084/run1084_recon.npz --pattern fermat --n-positions 600
+  --photons 1e5 --seed 21``);
+* ``seed5``: the default simulation with seed 5 ('camera' + 'coins', little
+  amplitude texture; ``ptychopinn simulate scan.npz --seed 5``).
+
+For each: pty-chi LSQML, 100 epochs (own virtual environment, see
+`bench_ptychi`), our refinement from a flat object with and without epoch
+momentum (40 epochs), and, when ``--model-CASE RUN`` gives a model trained on
+that scan (``ptychopinn train --data scan.npz --output-dir RUN``), its
+inference + stitching. Scores: amplitude / phase SSIM against the truth.
+
+Usage::
+
+    python benchmarks/bench_hard_scans.py [--model-realprobe RUN] [--model-seed5 RUN] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
+
+REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
+
+
+def _case(name: str):
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    if name == "realprobe":
+        cfg = SimulationConfig(probe_kind="file", probe_file=str(REAL_PROBE), pattern="fermat",
+                               n_positions=600, photons_per_pattern=1e5, seed=21)
+    else:
+        cfg = SimulationConfig(seed=5)
+    return simulate_scan(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-realprobe", default=None, help="model trained on the realprobe scan")
+    p.add_argument("--model-seed5", default=None, help="model trained on the seed-5 scan")
+    p.add_argument("--epochs", type=int, default=40, help="our refinement epochs")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--record", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from ptychopinn.api import load_bundle
+    from ptychopinn.data import save_npz
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+    from ptychopinn.refinement import refine
+
+    cases = ["seed5"]
+    if REAL_PROBE.exists():
+        cases.insert(0, "realprobe")
+    else:
+        print(f"bench_hard_scans: realprobe SKIPPED: {REAL_PROBE} not found.")
+    models = {"realprobe": args.model_realprobe, "seed5": args.model_seed5}
+    has_ptychi = find_ptychi_python() is not None
+    if not has_ptychi:
+        print("bench_hard_scans: pty-chi rows SKIPPED (no pty-chi interpreter; see bench_ptychi)")
+    rows = []
+
+    def add(case: str, what: str, secs: float | None, obj) -> None:
+        m = score(obj, scan)
+        rows.append([case, what, "-" if secs is None else f"{secs:.1f}",
+                     f"{m['amp_ssim']:.3f}", f"{m['phase_ssim']:.3f}"])
+        print(" | ".join(rows[-1]), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            scan = _case(case)
+            path = Path(tmp) / f"{case}.npz"
+            save_npz(scan, path)
+            if has_ptychi:
+                r = run_ptychi(path, "lsqml", 100, args.threads)
+                add(case, "pty-chi LSQML, 100 epochs", r["reconstruction_s"], r["object"])
+            for momentum in (0.0, 0.8):
+                t0 = time.perf_counter()
+                res = refine(scan, None, epochs=args.epochs, momentum=momentum, progress=False)
+                add(case, f"refine from flat, {args.epochs} ep, momentum {momentum}",
+                    time.perf_counter() - t0, res.object)
+            if models[case]:
+                model = load_bundle(models[case])
+                reconstruct_pytorch(model, scan)  # warm-up
+                t0 = time.perf_counter()
+                rec = reconstruct_pytorch(model, scan)
+                add(case, "PINN inference + stitch (model trained on this scan)",
+                    time.perf_counter() - t0, rec.object)
+    headers = ["scan", "engine", "compute s", "amp SSIM", "phase SSIM"]
+    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                      + ["| " + " | ".join(r) + " |" for r in rows])
+    notes = ("realprobe: run1084 probe, Fermat spiral, 600 positions, 1e5 photons, seed 21; "
+             "seed5: default simulation, seed 5. Models: "
+             f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}.")
+    print(table)
+    print(notes)
+    if args.record:
+        from _record import append_section
+
+        append_section("Hard scans against pty-chi (bench_hard_scans.py)", table, notes=notes)
+
+
+if __name__ == "__main__":
+    main()
