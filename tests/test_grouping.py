@@ -166,3 +166,16 @@ def test_cover_groups_gridsize1_and_errors(positions):
         cover_groups(positions[:3], 2)
     with pytest.raises(DataError, match="positions_px"):
         cover_groups(np.zeros((3, 3)), 2)
+
+
+def test_inference_groups_follow_the_inference_options(positions):
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.inference.reconstruct import inference_groups
+
+    n = positions.shape[0]
+    cover = inference_groups(positions, 2, InferenceConfig())
+    assert coverage(cover, n).min() >= 1 and cover.n_groups < 0.5 * n
+    every = inference_groups(positions, 2, InferenceConfig(group_cover=False))
+    assert np.array_equal(every.indices[:, 0], np.arange(n))  # one group per pattern
+    some = inference_groups(positions, 2, InferenceConfig(n_groups=10))
+    assert some.n_groups == 10  # an explicit count wins over the cover
