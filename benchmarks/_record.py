@@ -39,6 +39,9 @@ def machine_info() -> dict:
         "python": sys.version.split()[0],
         "load_avg_1min": round(os.getloadavg()[0], 1),
     }
+    torch = sys.modules.get("torch")  # only when the benchmark uses it: no import here
+    if torch is not None and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
     for name in _PACKAGES:
         v = _version(name)
         if v is not None:
@@ -51,7 +54,8 @@ def format_machine(info: dict) -> str:
     versions = ", ".join(f"{k} {info[k]}" for k in _PACKAGES if k in info)
     return (
         f"_{info['date_utc']}; {info['platform']}, {info['cpu_count']} CPUs, "
-        f"Python {info['python']}; {versions}; load average {info['load_avg_1min']} "
+        + (f"GPU {info['gpu']}, " if "gpu" in info else "")
+        + f"Python {info['python']}; {versions}; load average {info['load_avg_1min']} "
         "at the end of the run._"
     )
 

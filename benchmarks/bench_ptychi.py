@@ -84,8 +84,13 @@ def run_ptychi(
     python: str | os.PathLike | None = None,
     extra_args: tuple[str, ...] = (),
     timeout_s: float | None = None,
+    device: str = "cpu",
+    warmup_epochs: int = 0,
 ) -> dict:
     """Reconstruct ``scan_path`` with pty-chi in its own interpreter.
+
+    ``device`` is ``"cpu"`` (the GPU is hidden from the runner) or ``"gpu"``;
+    ``warmup_epochs`` runs a throw-away task first (its time is ``warmup_s``).
 
     Returns
     -------
@@ -113,13 +118,15 @@ def run_ptychi(
     out = Path(out_path) if out_path else scan_path.with_name(
         f"{scan_path.stem}_ptychi_{algorithm}_{epochs}.npz")
     cmd = [str(exe), str(RUNNER), str(scan_path), str(out), "--algorithm", algorithm,
-           "--epochs", str(epochs), "--threads", str(threads), *extra_args]
+           "--epochs", str(epochs), "--threads", str(threads), "--device", device,
+           "--warmup-epochs", str(warmup_epochs), *extra_args]
     if batch_size is not None:
         cmd += ["--batch-size", str(batch_size)]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
-    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU benchmark, even where a GPU exists
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU benchmark, even where a GPU exists
     log.info("running %s", " ".join(cmd))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s,
@@ -147,6 +154,7 @@ def read_result(out: str | os.PathLike, process_s: float | None = None) -> dict:
     }
     for k in ("setup_s", "reconstruction_s", "reconstruction_cpu_s", "import_s"):
         result[k] = float(res[k])
+    result["warmup_s"] = float(res["warmup_s"]) if "warmup_s" in res else 0.0
     for k in ("epochs", "batch_size", "threads"):
         result[k] = int(res[k])
     result["epochs_requested"] = int(res.get("epochs_requested", res["epochs"]))
@@ -177,7 +185,8 @@ def table_row(engine: str, object_name: str, photons: float | None, epochs: int 
     """One row of `TABLE_HEADERS` (shared with the benchmarks of our own methods)."""
     return [
         engine, object_name, "-" if photons is None else f"{photons:.0e}", str(epochs),
-        f"{compute_s:.1f}", "-" if cpu_s is None else f"{cpu_s:.1f}",
+        f"{compute_s:.2f}" if compute_s < 1 else f"{compute_s:.1f}",
+        "-" if cpu_s is None else f"{cpu_s:.1f}",
         f"{metrics['amp_ssim']:.3f}", f"{metrics['phase_ssim']:.3f}",
         _fmt_frc(metrics.get("frc_half_bit", metrics.get("frc", {}).get("frc_half_bit"))),
         "-" if load_1m is None else f"{load_1m:.1f}",

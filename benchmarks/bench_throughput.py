@@ -9,9 +9,13 @@ For N in (64, 128) and gridsize in (1, 2), on the current machine:
 * FLOPs per pattern of the generator (torch.utils.flop_counter) and the
   achieved FLOP/s divided by the dense matmul FLOP/s measured in the same run.
 
+With ``--device cuda`` everything runs on the GPU (timers wait for it) and
+the matmul reference is a float32 8192^3 product there.
+
 Usage::
 
     python benchmarks/bench_throughput.py [--architecture unet] [--threads 2] [--record]
+    python benchmarks/bench_throughput.py --device cuda --train-batch 64 --record
 """
 
 from __future__ import annotations
@@ -29,20 +33,30 @@ from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.physics.losses import poisson_nll
 
 
-def matmul_flops(seconds: float = 2.0, n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(seconds: float = 2.0, n: int = 1024, device: torch.device | None = None) -> float:
+    device = device or torch.device("cpu")
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    _sync(device)
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         count += 1
+        if count % 8 == 0:
+            _sync(device)
+    _sync(device)
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
-def _model(n: int, gridsize: int, arch: str) -> PtychoPINN:
+def _model(n: int, gridsize: int, arch: str, device: torch.device) -> PtychoPINN:
     cfg = TrainingConfig(model={"N": n, "gridsize": gridsize, "architecture": arch})
     probe = torch.polar(torch.rand(1, n, n) + 0.1, torch.rand(1, n, n))
-    return PtychoPINN(cfg.model, probe)
+    return PtychoPINN(cfg.model, probe).to(device)
 
 
 def _prior(model: PtychoPINN, x: torch.Tensor) -> torch.Tensor | None:
@@ -57,7 +71,7 @@ def generator_flops(model: PtychoPINN, n: int, c: int) -> float:
     """Forward FLOPs of the generator per pattern (the physics prior's FFTs, computed
     once per scan, are not counted by torch's flop counter; its time is the 'prior s'
     column)."""
-    x = torch.rand(1, c, n, n)
+    x = torch.rand(1, c, n, n, device=model.probe.device)
     with torch.inference_mode():
         inp = model.network_input(x, 1.0, _prior(model, x))
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
@@ -66,10 +80,11 @@ def generator_flops(model: PtychoPINN, n: int, c: int) -> float:
 
 
 def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 16) -> float:
+    dev = model.probe.device
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, c, n, n) * 3
+    x = torch.rand(batch, c, n, n, device=dev) * 3
     counts = x.square()
-    offs = torch.randn(batch, c, 2) * 4
+    offs = torch.randn(batch, c, 2, device=dev) * 4
     # training computes the physics prior once per scan (models.scan_prior.ScanPrior)
     prior = _prior(model, x)
 
@@ -81,10 +96,14 @@ def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 1
         opt.step()
 
     step()
+    _sync(dev)
     k, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         step()
         k += 1
+        if k % 4 == 0:
+            _sync(dev)
+    _sync(dev)
     return k * batch * c / (time.perf_counter() - t0)
 
 
@@ -94,22 +113,28 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     c = gridsize * gridsize
+    dev = model.probe.device
     model.eval()
-    x = torch.rand(64, c, n, n)
+    x = torch.rand(64, c, n, n, device=dev)
     prior = _prior(model, x)
     with torch.inference_mode():
         model.predict_patches(x[:8], 1.0, None if prior is None else prior[:8])
+        _sync(dev)
         k, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             model.predict_patches(x, 1.0, prior)
             k += 1
+            if k % 4 == 0:
+                _sync(dev)
+        _sync(dev)
     fwd = k * 64 * c / (time.perf_counter() - t0)
     scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
     cfg = TrainingConfig(model={"N": n, "gridsize": gridsize, "architecture": arch})
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=Path("<bench>"))
-    reconstruct_pytorch(loaded, scan, InferenceConfig())
+    icfg = InferenceConfig(execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu"})
+    reconstruct_pytorch(loaded, scan, icfg)
     t0 = time.perf_counter()
-    rec = reconstruct_pytorch(loaded, scan, InferenceConfig())
+    rec = reconstruct_pytorch(loaded, scan, icfg)  # returns host arrays: the device is done
     dt = time.perf_counter() - t0
     # patterns of the scan per second (each pattern is predicted once per group it is in)
     return fwd, scan.n_patterns / dt, rec.timings_s
@@ -120,19 +145,26 @@ def main() -> None:
     ap.add_argument("--architecture", default="unet")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--train-batch", type=int, default=16, help="groups per training step")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    peak = matmul_flops()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda but torch sees no CUDA device")
+    if args.train_batch < 1:
+        ap.error(f"--train-batch must be >= 1; found {args.train_batch}")
+    device = torch.device(args.device)
+    peak = matmul_flops(n=8192 if device.type == "cuda" else 1024, device=device)
     rows = []
     for n in (64, 128):
         for g in (1, 2):
             c = g * g
             torch.manual_seed(0)
-            model = _model(n, g, args.architecture)
+            model = _model(n, g, args.architecture, device)
             flops = generator_flops(model, n, c)
-            tr = train_rate(model, n, c, args.seconds)
+            tr = train_rate(model, n, c, args.seconds, batch=args.train_batch)
             fwd, stitched, timings = infer_rates(model, n, g, args.architecture, args.seconds)
             util_train = 3 * flops * tr / peak  # backward ~ 2x forward
             util_inf = flops * fwd / peak
@@ -168,9 +200,14 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
     table = "\n".join(lines)
+    where = (f"device {torch.cuda.get_device_name(device)} (torch {torch.__version__}; "
+             "convolutions may use TF32, torch's default for cuDNN, the matmul reference does "
+             "not), " if device.type == "cuda" else "")
+    size = 8192 if device.type == "cuda" else 1024
     notes = (
-        f"architecture={args.architecture}, torch threads={torch.get_num_threads()}, "
-        f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, 1024^3). Training FLOPs "
+        f"{where}architecture={args.architecture}, torch threads={torch.get_num_threads()}, "
+        f"training batch {args.train_batch} groups, "
+        f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
         "generator given each pattern's physics prior (batches of 64 groups; the prior is "
         "computed once per scan, its time is the 'prior s' column). 'infer+stitch' "
@@ -185,7 +222,8 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from _record import append_section
 
-        append_section(f"Throughput ({args.architecture})", table, notes=notes)
+        title = f"Throughput ({args.architecture}" + (", GPU)" if device.type == "cuda" else ")")
+        append_section(title, table, notes=notes)
 
 
 

@@ -139,7 +139,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         with torch.inference_mode():
             x = amps[ii].to(device, non_blocking=True)
             pr = None if prior is None else prior(ii).to(device, non_blocking=True)
-            return model.predict_patches(x, scale, pr).to("cpu")
+            # on a GPU the patches stay there: stitching runs on the same device
+            return model.predict_patches(x, scale, pr)
 
     cache_ok = n_groups * mcfg.n_channels * n * n * 8 <= _CACHE_LIMIT_BYTES
     cache: list[torch.Tensor] = []
@@ -163,7 +164,9 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     else:
         weight = support
     t_st = time.perf_counter()
-    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=cfg.phase_sync)
+    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=cfg.phase_sync,
+                                device=device)
+    obj, den = obj.cpu(), den.cpu()
     t_st = time.perf_counter() - t_st
     return Reconstruction(
         object=obj.numpy().astype(np.complex64),

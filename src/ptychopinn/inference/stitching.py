@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptychopinn.physics.geometry import accumulate_patches, extract_patches
+from ptychopinn.physics.geometry import gather_windows, scatter_windows, window_taps
 
 # A source yields (group_ids, patches (g, C, N, N) complex, positions (g, C, 2)).
 PatchSource = Callable[[], Iterator[tuple[Tensor, Tensor, Tensor]]]
@@ -52,6 +52,7 @@ def stitch_groups(
     polish_passes: int = 1,
     wave: int = 4,
     eps: float = 1e-3,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Stitch all groups; returns ``(object, weight_map, group_rotation)``.
 
@@ -72,42 +73,57 @@ def stitch_groups(
         Extra passes re-aligning each group to the finished object.
     wave
         Groups aligned together in the sequential pass.
+    device
+        Where the canvases live and the arithmetic runs (patches are moved
+        there); the results are on this device.
     """
-    weight = weight.float().cpu()
+    dev = torch.device(device)
+    weight = weight.float().to(dev)
     h, w = shape
-    num = torch.zeros(h, w, dtype=torch.complex64)
-    den = torch.zeros(h, w, dtype=torch.float32)
-    rotation = torch.ones(n_groups, dtype=torch.complex64)
+    # one real canvas with three channels (numerator re, im; weight): a wave reads
+    # and writes all three through one set of bilinear taps
+    acc = torch.zeros(h * w, 3, device=dev)
+    rotation = torch.ones(n_groups, dtype=torch.complex64, device=dev)
     wc = weight.to(torch.complex64)
     floor = eps * float(weight.max().clamp_min(1e-12))
     for gid, patches, pos in source():
-        patches = patches.cpu().to(torch.complex64)
+        patches = patches.to(dev, torch.complex64)
+        gid = gid.to(dev)
         g, c, n, _ = patches.shape
-        pos = pos.cpu().to(torch.float64)
+        pos = pos.to(dev, torch.float64)
         step = wave if phase_sync else g
+        chunk_taps = window_taps(pos.reshape(1, -1, 2), n, (h, w), torch.float32)
         for s in range(0, g, step):
             p = patches[s : s + step]
-            q = pos[s : s + step].reshape(-1, 2)
             k = p.shape[0]
+            taps = tuple(t[:, s * c : (s + k) * c] for t in chunk_taps)
             if phase_sync:
-                ref_num = extract_patches(num, q, n).view(k, c, n, n)
-                ref_den = extract_patches(den, q, n).view(k, c, n, n)
+                seen = gather_windows(acc, taps).view(k, c, n, n, 3)
+                ref_den = seen[..., 2]
+                ref_num = torch.complex(seen[..., 0], seen[..., 1])
                 ref = torch.where(ref_den > floor, ref_num / ref_den.clamp_min(floor), 0)
                 rot = _unit((ref * p.conj() * wc).sum(dim=(1, 2, 3)))
                 p = p * rot.view(-1, 1, 1, 1)
                 rotation[gid[s : s + step]] = rot
-            accumulate_patches(num, (p * wc).reshape(-1, n, n), q)
-            accumulate_patches(den, weight.expand(k * c, n, n).contiguous(), q)
+            vals = torch.cat(
+                [torch.view_as_real(p * wc), weight.expand(k, c, n, n).unsqueeze(-1)], dim=-1
+            )
+            scatter_windows(acc, taps, vals.reshape(1, k * c, n, n, 3))
+    num = torch.view_as_complex(acc[:, :2].contiguous()).view(h, w)
+    den = acc[:, 2].contiguous().view(h, w)
     obj = _normalise(num, den, floor)
     for _ in range(polish_passes if phase_sync else 0):
-        num.zero_()
+        num_r = torch.zeros(h * w, 2, device=dev)
+        obj_r = torch.view_as_real(obj).reshape(h * w, 2)
         for gid, patches, pos in source():
-            patches = patches.cpu().to(torch.complex64)
+            patches = patches.to(dev, torch.complex64)
             g, c, n, _ = patches.shape
-            q = pos.cpu().to(torch.float64).reshape(-1, 2)
-            ref = extract_patches(obj, q, n).view(g, c, n, n)
+            taps = window_taps(pos.to(dev, torch.float64).reshape(1, -1, 2), n, (h, w),
+                               torch.float32)
+            ref = torch.view_as_complex(gather_windows(obj_r, taps).contiguous()).view(g, c, n, n)
             rot = _unit((ref * patches.conj() * wc).sum(dim=(1, 2, 3)))
-            rotation[gid] = rot
-            accumulate_patches(num, (patches * rot.view(-1, 1, 1, 1) * wc).reshape(-1, n, n), q)
-        obj = _normalise(num, den, floor)
+            rotation[gid.to(dev)] = rot
+            turned = torch.view_as_real(patches * rot.view(-1, 1, 1, 1) * wc)
+            scatter_windows(num_r, taps, turned.reshape(1, g * c, n, n, 2))
+        obj = _normalise(torch.view_as_complex(num_r).view(h, w), den, floor)
     return obj, den, rotation

@@ -43,6 +43,53 @@ def _bilinear_weights(frac: Tensor, dtype: torch.dtype) -> tuple[Tensor, ...]:
     return (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
 
 
+Taps = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+"""``(index, w00, w01, w10, w11)`` of `window_taps`."""
+
+
+def window_taps(positions: Tensor, n: int, shape: tuple[int, int], dtype: torch.dtype) -> Taps:
+    """The bilinear taps of N x N windows at ``positions (B, K, 2)`` on B canvases
+    of ``(H, W)`` (as in `extract_patches`).
+
+    Returns the flat indices ``(B, K, N+1, N+1)`` into the ``(B*H*W)`` rows of
+    the stacked canvases and the four corner weights ``(B, K, 1, 1, 1)`` in
+    ``dtype``. Computed
+    once, they serve any number of gathers and scatters at the same positions
+    (`gather_windows`, `scatter_windows`).
+    """
+    index, frac = _taps(positions, n, shape)
+    return (index, *(t[..., None] for t in _bilinear_weights(frac, dtype)))
+
+
+def gather_windows(flat: Tensor, taps: Taps) -> Tensor:
+    """``(B, K, N, N, D)`` bilinear samples of real canvases ``flat (B*H*W, D)``."""
+    index, w00, w01, w10, w11 = taps
+    win = flat.index_select(0, index.reshape(-1)).view(*index.shape, flat.shape[-1])
+    return (
+        w00 * win[..., :-1, :-1, :]
+        + w01 * win[..., :-1, 1:, :]
+        + w10 * win[..., 1:, :-1, :]
+        + w11 * win[..., 1:, 1:, :]
+    )
+
+
+def _spread(taps: Taps, values: Tensor) -> Tensor:
+    """The ``(numel(index), D)`` rows the adjoint of `gather_windows` adds."""
+    index, w00, w01, w10, w11 = taps
+    win = values.new_zeros(*index.shape, values.shape[-1])
+    win[..., :-1, :-1, :] += w00 * values
+    win[..., :-1, 1:, :] += w01 * values
+    win[..., 1:, :-1, :] += w10 * values
+    win[..., 1:, 1:, :] += w11 * values
+    return win.reshape(-1, values.shape[-1])
+
+
+def scatter_windows(flat: Tensor, taps: Taps, values: Tensor) -> None:
+    """In place ``flat +=`` the adjoint of `gather_windows` applied to ``values
+    (B, K, N, N, D)``."""
+    flat.index_add_(0, taps[0].reshape(-1), _spread(taps, values))
+
+
 def _as_real(x: Tensor) -> tuple[Tensor, bool]:
     if x.is_complex():
         return torch.view_as_real(x), True
@@ -73,19 +120,9 @@ def extract_patches(obj: Tensor, positions: Tensor, n: int) -> Tensor:
     if squeeze:
         obj, positions = obj[None], positions[None]
     b, h, w = obj.shape
-    index, frac = _taps(positions, n, (h, w))
     real, was_complex = _as_real(obj)
-    flat = real.reshape(b * h * w, -1)
-    win = flat.index_select(0, index.reshape(-1)).view(*index.shape, flat.shape[-1])
-    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
-    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
-    out = (
-        w00 * win[:, :, :-1, :-1]
-        + w01 * win[:, :, :-1, 1:]
-        + w10 * win[:, :, 1:, :-1]
-        + w11 * win[:, :, 1:, 1:]
-    )
-    out = _from_real(out, was_complex)
+    taps = window_taps(positions, n, (h, w), real.dtype)
+    out = _from_real(gather_windows(real.reshape(b * h * w, -1), taps), was_complex)
     return out[0] if squeeze else out
 
 
@@ -106,17 +143,10 @@ def place_patches(patches: Tensor, positions: Tensor, shape: tuple[int, int]) ->
         patches, positions = patches[None], positions[None]
     b, _, n, _ = patches.shape
     h, w = shape
-    index, frac = _taps(positions, n, (h, w))
     real, was_complex = _as_real(patches)
-    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
-    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
-    win = real.new_zeros(*index.shape, real.shape[-1])
-    win[:, :, :-1, :-1] += w00 * real
-    win[:, :, :-1, 1:] += w01 * real
-    win[:, :, 1:, :-1] += w10 * real
-    win[:, :, 1:, 1:] += w11 * real
+    taps = window_taps(positions, n, (h, w), real.dtype)
     canvas = real.new_zeros(b * h * w, real.shape[-1])
-    canvas = canvas.index_add(0, index.reshape(-1), win.reshape(-1, real.shape[-1]))
+    canvas = canvas.index_add(0, taps[0].reshape(-1), _spread(taps, real))
     out = _from_real(canvas.view(b, h, w, -1), was_complex)
     return out[0] if squeeze else out
 
@@ -154,17 +184,9 @@ def accumulate_patches(canvas: Tensor, patches: Tensor, positions: Tensor) -> No
     it suits streaming stitching of huge scans.
     """
     h, w = canvas.shape
-    n = patches.shape[-1]
-    index, frac = _taps(positions[None], n, (h, w))
     real, _ = _as_real(patches[None])
-    w00, w01, w10, w11 = _bilinear_weights(frac, real.dtype)
-    w00, w01, w10, w11 = (t[..., None] for t in (w00, w01, w10, w11))
-    win = real.new_zeros(*index.shape, real.shape[-1])
-    win[:, :, :-1, :-1] += w00 * real
-    win[:, :, :-1, 1:] += w01 * real
-    win[:, :, 1:, :-1] += w10 * real
-    win[:, :, 1:, 1:] += w11 * real
+    taps = window_taps(positions[None], patches.shape[-1], (h, w), real.dtype)
     flat = (torch.view_as_real(canvas) if canvas.is_complex() else canvas.unsqueeze(-1)).view(
         h * w, -1
     )
-    flat.index_add_(0, index.reshape(-1), win.reshape(-1, real.shape[-1]))
+    scatter_windows(flat, taps, real)
