@@ -8,7 +8,9 @@ the other on the same machine:
   virtual environment (see `bench_ptychi`);
 * our physics refinement from a flat object (`ptychopinn.refinement.refine`);
 * PINN inference + stitching with ``--model`` (a bundle or run directory);
-* PINN inference + refinement.
+* PINN inference + refinement with the options of ``ptychopinn infer
+  --refine-epochs K`` (`refinement.reconstruction.refine_options`: momentum,
+  phase first, noise floor).
 
 Times are compute seconds inside the process (model loading, imports and
 pty-chi's start-up are reported separately); every refinement epoch is scored
@@ -49,12 +51,16 @@ CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "image": 1e6}
 
 def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
                  device: str = "cpu") -> dict:
-    """Refine ``initial`` (None: flat) for ``epochs``, scoring every epoch.
+    """Refine ``initial`` for ``epochs``, scoring every epoch: from a flat object
+    (``initial`` None) with `refine`'s defaults, from a network's object with the
+    options ``ptychopinn infer --refine-epochs`` uses.
 
     Returns the final metrics, the compute seconds, and the first epoch (and
     its compute time) at which both SSIMs reach ``target``'s.
     """
+    from ptychopinn.config import InferenceConfig
     from ptychopinn.refinement import refine
+    from ptychopinn.refinement.reconstruction import refine_options
 
     state = {"t": 0.0, "last": time.perf_counter(), "hit": None, "rows": []}
 
@@ -69,9 +75,15 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
             state["hit"] = (epoch + 1, state["t"], m)
         state["last"] = time.perf_counter()
 
-    kw = {} if initial is None else {"initial_object": initial, "positions_px": positions}
+    if initial is None:
+        kw = {"epochs": epochs, "device": device}
+    else:
+        acc = "cuda" if device == "cuda" else "cpu"
+        kw = refine_options(InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc}))
+        kw |= {"initial_object": initial, "positions_px": positions}
+    kw["progress"] = False
     state["last"] = time.perf_counter()
-    refine(scan, epochs=epochs, progress=False, callback=cb, device=device, **kw)
+    refine(scan, callback=cb, **kw)
     return {"rows": state["rows"], "hit": state["hit"]}
 
 

@@ -268,3 +268,78 @@ def test_momentum_speeds_convergence_and_zero_is_plain_pie(scan) -> None:
     assert fast.history[-1]["loss"] < plain.history[-1]["loss"]
     with pytest.raises(ConfigError, match="momentum"):
         refine(s, None, epochs=1, progress=False, momentum=1.0)
+
+
+def test_expected_deviance_is_the_poisson_mean() -> None:
+    from scipy.stats import poisson
+
+    from ptychopinn.refinement.steps import expected_deviance
+
+    lam = np.array([1e-6, 3e-3, 0.2, 1.0, 7.5, 60.0, 199.0, 250.0, 1e4])
+    got = expected_deviance(torch.from_numpy(lam)).numpy()
+    for lm, g in zip(lam, got, strict=True):
+        k = np.arange(int(lm + 20 * np.sqrt(lm) + 40))
+        dev = lm - k * np.log(lm) - k + k * np.log(np.maximum(k, 1))
+        want = float((poisson.pmf(k, lm) * dev).sum())
+        assert g == pytest.approx(want, rel=0.02, abs=1e-6), lm
+    assert got[-1] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_noise_floor_is_the_nll_of_the_truth(scan) -> None:
+    """At the true object the measured NLL equals the floor (1e5 photons, noisy)."""
+    res = refine(scan, scan.object, positions_px=scan.positions_px, epochs=1,
+                 learning_rate=1e-9, noise_floor=True, progress=False)
+    rec = res.history[0]
+    assert rec["loss"] == pytest.approx(rec["noise_floor"], rel=0.03)
+
+
+def test_phase_only_epochs_hold_the_start_amplitude(scan) -> None:
+    rng = np.random.default_rng(0)
+    start = scan.object * np.exp(1j * 0.5 * rng.standard_normal(scan.object.shape))
+    res = refine(scan, start, positions_px=scan.positions_px, epochs=4, phase_only_epochs=4,
+                 progress=False)
+    scale = np.sqrt(res.intensity_scale)
+    np.testing.assert_allclose(np.abs(res.object), np.abs(start) * scale, rtol=1e-4, atol=1e-5)
+    assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
+    _, phase = _ssim(res.object, scan)
+    _, phase0 = _ssim(start, scan)
+    assert phase > phase0 + 0.1
+    free = refine(scan, start, positions_px=scan.positions_px, epochs=4, progress=False)
+    assert not np.allclose(np.abs(free.object), np.abs(start) * scale, rtol=1e-3)
+
+
+def test_noise_floor_holds_the_amplitude_once_reached() -> None:
+    """Started at the truth (1e6 photons), the fit is at the noise floor after the
+    first epoch: from then on the amplitude is held and only the phase moves."""
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4))
+    snaps: list[np.ndarray] = []
+
+    def keep(epoch, record, obj):
+        snaps.append(obj.copy())
+
+    kw = dict(positions_px=sc.positions_px, epochs=4, progress=False)
+    held = refine(sc, sc.object, noise_floor=True, callback=keep, **kw)
+    assert [h["amplitude_held"] for h in held.history] == [True] * 4
+    assert held.history[0]["loss"] <= held.history[0]["noise_floor"]
+    np.testing.assert_allclose(np.abs(snaps[-1]), np.abs(snaps[0]), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.angle(snaps[-1]), np.angle(snaps[0]), atol=1e-6)
+    snaps.clear()
+    refine(sc, sc.object, callback=keep, **kw)
+    assert not np.allclose(np.abs(snaps[-1]), np.abs(snaps[0]), rtol=1e-4, atol=1e-6)
+
+
+def test_phase_only_epochs_are_checked(scan) -> None:
+    with pytest.raises(ConfigError, match="phase_only_epochs"):
+        refine(scan, None, epochs=1, phase_only_epochs=-1, progress=False)
+
+
+def test_inference_refinement_options_follow_the_config() -> None:
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.refinement.reconstruction import refine_options
+
+    opts = refine_options(InferenceConfig(refine_epochs=40))
+    assert opts["phase_only_epochs"] == 20 and opts["noise_floor"] and opts["momentum"] == 0.8
+    assert refine_options(InferenceConfig(refine_epochs=10))["phase_only_epochs"] == 5
+    off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
+                                         refine_noise_floor=False, refine_momentum=0.0))
+    assert off["phase_only_epochs"] == 0 and not off["noise_floor"] and off["momentum"] == 0.0

@@ -322,8 +322,21 @@ class InferenceConfig(_Section):
         1.0, gt=0, le=4, description="Refinement step as a fraction of the full PIE step."
     )
     refine_momentum: float = Field(
-        0.0, ge=0, lt=1,
-        description="Epoch-level momentum of the refined object (mPIE-like; 0: plain PIE). "
-        "0.8 helps the phase's low frequencies on hard scans.",
+        0.8, ge=0, lt=1,
+        description="Epoch-level momentum of the refined object (mPIE-like; 0: plain PIE); "
+        "speeds up the phase's low frequencies.",
+    )
+    refine_phase_first: int = Field(
+        20, ge=0,
+        description="The first min(this, refine_epochs // 2) refinement epochs update only the "
+        "phase and hold the network's amplitude (its low-frequency phase is what the "
+        "network gets least right; amplitude updates made before the phase is right absorb "
+        "phase errors and noise). 0: amplitude and phase from the first epoch.",
+    )
+    refine_noise_floor: bool = Field(
+        True,
+        description="Hold the amplitude once the fit reaches the Poisson noise floor (the "
+        "NLL expected of the true object under counting noise): below it the refinement fits "
+        "noise. The phase keeps refining.",
     )
     figures: bool = Field(True, description="Write PNG figures.")

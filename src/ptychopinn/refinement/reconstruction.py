@@ -41,9 +41,8 @@ def refine_reconstruction(recon, scan: Scan, model, config: InferenceConfig):
     model
         The loaded model (kept for the API; its probe is not used).
     config
-        ``refine_epochs``, ``refine_learning_rate``, ``refine_probe``,
-        ``refine_positions``, ``seed``, ``execution.accelerator`` and
-        ``execution.progress_bar`` are read.
+        The ``refine_*`` options, ``seed``, ``execution.accelerator`` and
+        ``execution.progress_bar`` are read (`refine_options`).
 
     Returns
     -------
@@ -77,19 +76,27 @@ def refine_reconstruction(recon, scan: Scan, model, config: InferenceConfig):
     return recon
 
 
+def refine_options(config: InferenceConfig) -> dict:
+    """The keyword arguments of `refine` that an `InferenceConfig` sets for the
+    refinement of a network's object (also used by the benchmarks, so they
+    measure what ``infer --refine-epochs`` does)."""
+    return {
+        "epochs": config.refine_epochs,
+        "learning_rate": config.refine_learning_rate,
+        "momentum": config.refine_momentum,
+        "phase_only_epochs": min(config.refine_phase_first, config.refine_epochs // 2),
+        "noise_floor": config.refine_noise_floor,
+        "refine_probe": config.refine_probe,
+        "refine_positions": config.refine_positions,
+        "device": device_name(config),
+        "seed": config.seed,
+        "progress": config.execution.progress_bar,
+    }
+
+
 def _run(scan: Scan, recon, config: InferenceConfig):
     return refine(
-        scan,
-        recon.object,
-        positions_px=recon.positions_px,
-        probe=scan.probe,
-        epochs=config.refine_epochs,
-        learning_rate=config.refine_learning_rate,
-        momentum=config.refine_momentum,
-        refine_probe=config.refine_probe,
-        refine_positions=config.refine_positions,
-        device=device_name(config),
-        seed=config.seed,
-        progress=config.execution.progress_bar,
+        scan, recon.object, positions_px=recon.positions_px, probe=scan.probe,
+        **refine_options(config),
     )
 

@@ -109,6 +109,8 @@ def refine(
     position_start_epoch: int = 1,
     adaptive_step: bool = True,
     momentum: float = 0.0,
+    phase_only_epochs: int = 0,
+    noise_floor: bool = False,
 ) -> RefineResult:
     """Refine an object (and optionally probe and positions) against a scan.
 
@@ -172,6 +174,20 @@ def refine(
         spiral, 1e5 photons) 0.8 raised the phase SSIM after 40 epochs from
         0.54 to 0.74 at a small cost in amplitude (0.68 -> 0.67); on the default
         scan it changes nothing (docs/benchmarks.md).
+    phase_only_epochs
+        For a start that is already good (a network's object), the first this
+        many epochs update only the phase: after each step the amplitude is set
+        back to the start's. A network gets the amplitude nearly right and the
+        low-frequency phase least right; amplitude updates made while the phase
+        is still wrong absorb phase errors. 0: off (right for a flat start).
+    noise_floor
+        Hold the amplitude (keep refining the phase) from the first epoch after
+        ``phase_only_epochs`` whose Poisson NLL is at or below its noise floor:
+        the NLL the true object would have under counting noise, estimated from
+        the current expected counts (`steps.expected_deviance`), plus three
+        standard deviations of that estimate. Below it the amplitude fits noise.
+        Each epoch's record then has ``amplitude_held``, and until the
+        amplitude is held ``noise_floor``.
     """
     import torch
 
@@ -181,6 +197,12 @@ def refine(
 
     _check_options(epochs, batch_size, learning_rate, method, fit, alpha)
     _check_momentum(momentum)
+    if isinstance(phase_only_epochs, bool) or int(phase_only_epochs) != phase_only_epochs or (
+        phase_only_epochs < 0
+    ):
+        raise ConfigError(
+            f"refine: 'phase_only_epochs' must be an integer >= 0; found {phase_only_epochs!r}."
+        )
     obj_np, pos_np, offset = _initial_state(scan, initial_object, positions_px)
     probe_np = scan.probe if probe is None else probe
     obj_np, probe_np, pos_np = check_inputs(scan, obj_np, probe_np, pos_np)
@@ -232,6 +254,10 @@ def refine(
             probe_lr = probe_learning_rate * learning_rate * float(pr.detach().abs().max())
             probe_opt = torch.optim.Adam([pr], lr=probe_lr)
 
+    # amplitude held (only the phase refined): during the first phase_only_epochs
+    # (at the start's), and once the fit reaches the noise floor (at that epoch's)
+    start_amp = obj.detach().abs().clone() if phase_only_epochs > 0 else None
+    floor_amp = None
     rng = np.random.default_rng(seed)
     schedule = PlateauSchedule(enabled=adaptive_step)
     frac = 1.0
@@ -243,7 +269,8 @@ def refine(
         start_obj = obj.detach().clone() if momentum > 0 else None
         order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
         probe_on = refine_probe and epoch >= probe_start_epoch
-        nll_sum = 0.0
+        held_amp = start_amp if epoch < phase_only_epochs else floor_amp
+        nll_sum = floor_sum = 0.0
         for s in range(0, n_pat, batch_size):
             idx = order[s : s + batch_size]
             k = counts_of(idx)
@@ -252,6 +279,11 @@ def refine(
             loss.backward()
             corr.after_backward(idx, pos, obj, pr, 2.0 if fit == "poisson" else 1.0)
             nll_sum += steps.reported_nll(lam.detach(), k, valid) * idx.numel()
+            if noise_floor and floor_amp is None:
+                # the floor plus 3 standard deviations of a fit at the truth
+                # (the deviance's variance is about its mean)
+                e_sum, k_sum, _ = steps.noise_floor_sums(lam.detach(), k, valid)
+                floor_sum += (e_sum + 3.0 * math.sqrt(e_sum)) / max(k_sum, 1e-12) * idx.numel()
             with torch.no_grad():
                 if method == "adam":
                     for opt, lr0 in ((obj_opt, obj_lr), (probe_opt, probe_lr)):
@@ -270,6 +302,8 @@ def refine(
                             steps.probe_illumination(patches.detach()), alpha
                         )
                         steps.pie_step(pr, pr.grad, pden, probe_learning_rate * frac)
+                if held_amp is not None:
+                    obj.mul_(held_amp / obj.abs().clamp_min(1e-12))
             obj.grad = None
             if pr.grad is not None:
                 pr.grad = None
@@ -278,6 +312,8 @@ def refine(
                 change = obj.detach() - start_obj
                 velocity = change if velocity is None else momentum * velocity + change
                 obj.add_(momentum * velocity)
+                if held_amp is not None:
+                    obj.mul_(held_amp / obj.abs().clamp_min(1e-12))
         corr.end_epoch(epoch)
         record = {
             "epoch": epoch + 1,
@@ -285,6 +321,15 @@ def refine(
             "step": learning_rate * frac,
             "seconds": time.perf_counter() - t_start - paused,
         }
+        if noise_floor and floor_amp is None:
+            record["noise_floor"] = floor_sum / n_pat
+            if epoch >= phase_only_epochs and (
+                record["loss"] <= record["noise_floor"]
+            ):
+                floor_amp = obj.detach().abs().clone()
+                log.info("refine: noise floor reached at epoch %d; amplitude held", epoch + 1)
+        if noise_floor:
+            record["amplitude_held"] = floor_amp is not None
         frac = schedule.update(record["loss"])
         if refine_positions:
             record["position_rms_px"] = corr.rms_shift_px()
