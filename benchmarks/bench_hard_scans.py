@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-seed5", default=None, help="model trained on the seed-5 scan")
     p.add_argument("--epochs", type=int, default=40, help="our refinement epochs")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prior-iterations", type=int, default=None,
+                   help="physics prior passes at inference (default: the model's)")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from ptychopinn.api import load_bundle
+    from ptychopinn.config import InferenceConfig
     from ptychopinn.data import save_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.refinement import refine
@@ -104,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
                     time.perf_counter() - t0, res.object)
             if models[case]:
                 model = load_bundle(models[case])
-                reconstruct_pytorch(model, scan)  # warm-up
+                icfg = InferenceConfig(execution={"accelerator": "cpu"},
+                                       prior_iterations=args.prior_iterations)
+                reconstruct_pytorch(model, scan, icfg)  # warm-up
                 t0 = time.perf_counter()
-                rec = reconstruct_pytorch(model, scan)
+                rec = reconstruct_pytorch(model, scan, icfg)
                 infer_s = time.perf_counter() - t0
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
@@ -140,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
                       + ["| " + " | ".join(r) + " |" for r in rows])
     notes = ("realprobe: run1084 probe, Fermat spiral, 600 positions, 1e5 photons, seed 21; "
              "seed5: default simulation, seed 5. Models: "
-             f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}.")
+             f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}. Prior "
+             "passes at inference: "
+             + (str(args.prior_iterations) if args.prior_iterations else "the model's") + ".")
     print(table)
     print("\n".join(targets))
     print(notes)

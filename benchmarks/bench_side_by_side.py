@@ -87,11 +87,11 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     return {"rows": state["rows"], "hit": state["hit"]}
 
 
-def pinn_inference(model, scan, device: str = "cpu") -> tuple:
+def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | None = None):
     from ptychopinn.config import InferenceConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
-    cfg = InferenceConfig(execution={"accelerator": device})
+    cfg = InferenceConfig(execution={"accelerator": device}, prior_iterations=prior_iterations)
     reconstruct_pytorch(model, scan.subset(list(range(min(64, scan.n_patterns)))), cfg)  # warm-up
     t0 = time.perf_counter()
     rec = reconstruct_pytorch(model, scan, cfg)  # returns host arrays: the GPU is done
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where every engine runs (cuda: pty-chi, our inference and refinement "
                         "on the GPU; each gets warm-up work first)")
+    p.add_argument("--prior-iterations", type=int, default=None,
+                   help="physics prior passes at inference (default: the model's)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     load_s = time.perf_counter() - t0
     label = args.model_label or str(args.model)
     rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s)"]
+    if args.prior_iterations is not None:
+        notes.append(f"inference with --set prior_iterations={args.prior_iterations} (the model "
+                     f"was trained with {model.config.model.prior_iterations})")
     if gpu:
         notes.append(f"device: {torch.cuda.get_device_name()} (torch {torch.__version__}); "
                      "pty-chi ran 2 warm-up epochs in a throw-away task first, our inference a "
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         for ep_n, t, m in flat["rows"]:
             if ep_n in (5, 10, args.refine_epochs):
                 rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
-        rec, infer_s = pinn_inference(model, scan, args.device)
+        rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations)
         inf_m = score(rec.object, scan)
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,

@@ -311,6 +311,13 @@ class InferenceConfig(_Section):
         "probe", description="Weight of each patch pixel when stitching (probe intensity or 1)."
     )
     phase_sync: bool = Field(True, description="Align the global phase of overlapping patches.")
+    prior_iterations: int | None = Field(
+        None, ge=1,
+        description="Passes of the physics prior at inference (None: the model's "
+        "model.prior_iterations, as trained). More passes give the network a better "
+        "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
+        "pass on 2 CPU cores; ignored for models without a prior.",
+    )
     refine_epochs: int = Field(
         0, ge=0, description="Physics refinement epochs after inference (0: off)."
     )

@@ -131,7 +131,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     if framed.bad_pixel_mask is not None:
         valid = torch.from_numpy(~framed.bad_pixel_mask)
     with torch.inference_mode():
-        prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid)
+        prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid,
+                                    iterations=cfg.prior_iterations)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:

@@ -122,6 +122,7 @@ class ScanPrior:
         *,
         prior_amplitude_scale: float,
         train_input_scale: float,
+        iterations: int | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -129,11 +130,17 @@ class ScanPrior:
 
         The amplitudes are divided by ``prior_amplitude_scale`` times
         `dose_ratio` (1 on the training scan), so a scan recorded at another
-        dose gives the network inputs on its training scale.
+        dose gives the network inputs on its training scale. ``iterations``
+        overrides ``model_cfg.prior_iterations`` (inference only: the network
+        corrects its prior, so a better converged prior gives a better output).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
             return None
+        if iterations is not None:  # inference may run more (or fewer) passes than training
+            if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
+                raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
+            iters = int(iterations)
         ratio = dose_ratio(amplitudes, float(train_input_scale))
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
                    int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope, **kw)

@@ -97,7 +97,7 @@ def reconstruct_tensorflow(
     scale = input_scale_of(amps)
     t_prior = time.perf_counter()
     valid = None if framed.bad_pixel_mask is None else ~framed.bad_pixel_mask
-    prior = model.scan_prior(amps, framed.positions_px, valid)
+    prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
