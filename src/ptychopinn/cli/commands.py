@@ -191,6 +191,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "refine_epochs": args.refine_epochs,
+        "prior_iterations": args.prior_iterations,
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
         "figures": False if args.no_figures else None,

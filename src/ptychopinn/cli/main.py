@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="Output directory.")
     p.add_argument("--n-groups", type=int)
     p.add_argument("--refine-epochs", type=int, help="Physics refinement epochs (0: off).")
+    p.add_argument("--prior-iterations", type=int,
+                   help="Physics prior passes (default: as the model was trained; more is "
+                        "slower and better, e.g. 16).")
     p.add_argument("--refine-probe", action="store_true")
     p.add_argument("--refine-positions", action="store_true")
     p.add_argument("--no-figures", action="store_true")
