@@ -177,3 +177,18 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
     assert torch.allclose(prior.compute(torch.tensor([5])), prior(torch.tensor([5])))
     with pytest.raises(ValueError, match="prior_scope"):
         model.network_input(data.amplitudes[idx], 1.0)
+
+
+def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(scan64, monkeypatch) -> None:
+    """Small scans keep per-pattern terms across passes and clear the scratch sums
+    whole; large ones recompute and clear only touched pixels: same estimate."""
+    import ptychopinn.physics.prior_scan as ps
+
+    amps, probe = _inputs(scan64)
+    fast = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=16)
+    monkeypatch.setattr(ps, "PASS_CACHE_LIMIT_BYTES", 0)
+    monkeypatch.setattr(ps, "CLEAR_WHOLE_RATIO", 0)
+    again = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=16)
+    other = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=8)
+    assert torch.equal(fast.canvas, again.canvas)
+    assert not torch.equal(fast.canvas, other.canvas)  # the comparison can fail

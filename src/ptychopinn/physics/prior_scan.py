@@ -38,6 +38,11 @@ from ptychopinn.physics.geometry import accumulate_patches, extract_patches
 from ptychopinn.physics.prior import exit_wave_correction, subpixel_probes
 
 CANVAS_MARGIN_PX = 2
+PASS_CACHE_LIMIT_BYTES = 256 << 20
+"""Keep each pattern's shifted probes and amplitudes across passes up to this size."""
+CLEAR_WHOLE_RATIO = 4
+"""Clear the whole scratch canvas after a batch when it has at most this many times
+the pixels of the batch's windows (else clear only the touched pixels)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,15 @@ class ScanEstimate:
         local = pos.reshape(-1, 2) - torch.from_numpy(self.origin_px)
         out = extract_patches(self.canvas, local.to(self.canvas.device), n)
         return out.reshape(*lead, n, n)
+
+
+def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(probes (B, M, N, N), power (B, N, N), amplitudes unshifted (B, N, N))`` of
+    a batch of patterns: the probe shifted by each sub-pixel offset, its intensity
+    summed over modes, and the measured amplitudes in FFT order."""
+    probes = subpixel_probes(p_hat, frac)
+    power = (probes.real.square() + probes.imag.square()).sum(-3)
+    return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
 
 
 def canvas_frame(positions_px: np.ndarray, n: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -181,6 +195,17 @@ def scan_error_reduction(
     # another order gives the same estimate
     raster = torch.from_numpy(np.lexsort((pos[:, 1], pos[:, 0]))).to(dev)
     gen = torch.Generator().manual_seed(int(seed))
+    m = p.shape[0]
+    # each pattern's shifted probes, their power and its unshifted amplitudes are
+    # the same in every pass: computed once when they fit PASS_CACHE_LIMIT_BYTES
+    cache = None
+    if n_pat * n * n * (8 * m + 8) <= PASS_CACHE_LIMIT_BYTES:
+        chunks = [torch.arange(s, min(s + 256, n_pat)) for s in range(0, n_pat, 256)]
+        parts = [_pattern_terms(p_hat, frac[c.to(dev)], batch_amps(c)) for c in chunks]
+        cache = tuple(torch.cat(t) for t in zip(*parts, strict=True))
+    # the scratch sums are cleared after each batch: whole when the canvas is small
+    # next to a batch's windows (a memset), else only the touched pixels
+    clear_all = flat.numel() <= CLEAR_WHOLE_RATIO * min(batch_size, n_pat) * n * n
     with torch.no_grad():
         for _ in range(iterations):
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
@@ -189,19 +214,24 @@ def scan_error_reduction(
                 c0 = corner[rows]
                 idx = ((c0[:, 0, None, None] + ar[:, None]) * width
                        + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
-                probes = subpixel_probes(p_hat, frac[rows])  # (B, M, N, N)
-                a_u = torch.fft.ifftshift(batch_amps(rows), dim=(-2, -1))
+                if cache is not None:
+                    probes, power, a_u = (t[rows] for t in cache)
+                else:
+                    probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
                 obj_w = flat.index_select(0, idx).view(-1, 1, n, n)
                 upd = exit_wave_correction(obj_w * probes, a_u, keep)
                 delta = (probes.conj() * upd).sum(-3)  # (B, N, N)
-                power = (probes.real.square() + probes.imag.square()).sum(-3)
                 num_c.index_add_(0, idx, delta.reshape(-1))
                 den_c.index_add_(0, idx, power.reshape(-1))
                 den = den_c.index_select(0, idx)
                 den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
                 # overlapping windows gather the same pixels, so duplicates agree
-                flat.index_put_((idx,), obj_w.reshape(-1) + num_c.index_select(0, idx) / den)
-                num_c.index_fill_(0, idx, 0)
-                den_c.index_fill_(0, idx, 0)
+                flat.index_copy_(0, idx, obj_w.reshape(-1) + num_c.index_select(0, idx) / den)
+                if clear_all:
+                    num_c.zero_()
+                    den_c.zero_()
+                else:
+                    num_c.index_fill_(0, idx, 0)
+                    den_c.index_fill_(0, idx, 0)
     return ScanEstimate(obj, origin)
 
