@@ -64,15 +64,15 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
 
     state = {"t": 0.0, "last": time.perf_counter(), "hit": None, "rows": []}
 
-    def cb(epoch: int, record: dict, obj) -> None:
+    def cb(epoch: int, record: dict, obj) -> None:  # epoch: epochs done (1-based)
         now = time.perf_counter()
         state["t"] += now - state["last"]
         m = score(obj, scan)
-        state["rows"].append((epoch + 1, state["t"], m))
+        state["rows"].append((epoch, state["t"], m))
         if (target is not None and state["hit"] is None
                 and m["amp_ssim"] >= target["amp_ssim"]
                 and m["phase_ssim"] >= target["phase_ssim"]):
-            state["hit"] = (epoch + 1, state["t"], m)
+            state["hit"] = (epoch, state["t"], m)
         state["last"] = time.perf_counter()
 
     if initial is None:
