@@ -343,3 +343,17 @@ def test_inference_refinement_options_follow_the_config() -> None:
     off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
                                          refine_noise_floor=False, refine_momentum=0.0))
     assert off["phase_only_epochs"] == 0 and not off["noise_floor"] and off["momentum"] == 0.0
+
+
+def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
+    """At the truth the fit is at the floor during the phase-only epochs: the start's
+    amplitude is then never released (without the floor it is, after them)."""
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4))
+    kw = dict(positions_px=sc.positions_px, epochs=4, phase_only_epochs=2, progress=False)
+    held = refine(sc, sc.object, noise_floor=True, **kw)
+    scale = np.sqrt(held.intensity_scale)
+    assert held.history[0]["amplitude_held"]
+    np.testing.assert_allclose(np.abs(held.object), np.abs(sc.object) * scale, rtol=1e-4,
+                               atol=1e-5)
+    free = refine(sc, sc.object, **kw)
+    assert not np.allclose(np.abs(free.object), np.abs(sc.object) * scale, rtol=1e-4, atol=1e-5)

@@ -181,8 +181,9 @@ def refine(
         low-frequency phase least right; amplitude updates made while the phase
         is still wrong absorb phase errors. 0: off (right for a flat start).
     noise_floor
-        Hold the amplitude (keep refining the phase) from the first epoch after
-        ``phase_only_epochs`` whose Poisson NLL is at or below its noise floor:
+        Hold the amplitude (keep refining the phase) from the first epoch whose
+        Poisson NLL is at or below its noise floor (if that happens within
+        ``phase_only_epochs``, the start's amplitude is never released):
         the NLL the true object would have under counting noise, estimated from
         the current expected counts (`steps.expected_deviance`), plus three
         standard deviations of that estimate. Below it the amplitude fits noise.
@@ -323,9 +324,9 @@ def refine(
         }
         if noise_floor and floor_amp is None:
             record["noise_floor"] = floor_sum / n_pat
-            if epoch >= phase_only_epochs and (
-                record["loss"] <= record["noise_floor"]
-            ):
+            # checked in the phase-only epochs too: a fit already at the floor
+            # then never releases the amplitude
+            if record["loss"] <= record["noise_floor"]:
                 floor_amp = obj.detach().abs().clone()
                 log.info("refine: noise floor reached at epoch %d; amplitude held", epoch + 1)
         if noise_floor:
