@@ -357,3 +357,27 @@ def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
                                atol=1e-5)
     free = refine(sc, sc.object, **kw)
     assert not np.allclose(np.abs(free.object), np.abs(sc.object) * scale, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_shift_subpixel_model() -> None:
+    """On integer positions the probe-shift model is the bilinear one (the shift is
+    zero); on fractional positions both fit the data; bad values are refused."""
+    from ptychopinn.refinement.steps import batch_objective
+
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=64, photons_per_pattern=1e6, seed=2))
+    obj = torch.from_numpy(sc.object.astype(np.complex64))
+    probe = torch.from_numpy(sc.probe)
+    counts = torch.from_numpy(sc.diffraction).square()
+    whole = torch.from_numpy(np.round(sc.positions_px))
+    _, lam_b, _ = batch_objective(obj, probe, whole, counts, subpixel="bilinear")
+    _, lam_s, _ = batch_objective(obj, probe, whole, counts, subpixel="probe_shift")
+    torch.testing.assert_close(lam_s, lam_b, rtol=1e-4, atol=1e-3 * float(lam_b.max()))
+    frac = torch.from_numpy(sc.positions_px)
+    _, lam_f, _ = batch_objective(obj, probe, frac, counts, subpixel="probe_shift")
+    assert not torch.allclose(lam_f, lam_s, rtol=1e-3)  # the shift is applied
+    res = refine(sc, None, epochs=6, subpixel="probe_shift", progress=False)
+    assert res.history[-1]["loss"] < 0.3 * res.history[0]["loss"]
+    amp, phase = _ssim(res.object, sc)
+    assert amp > 0.8 and phase > 0.8
+    with pytest.raises(ConfigError, match="subpixel"):
+        refine(sc, None, epochs=1, subpixel="fourier", progress=False)

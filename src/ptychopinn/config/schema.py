@@ -340,6 +340,12 @@ class InferenceConfig(_Section):
         "network gets least right; amplitude updates made before the phase is right absorb "
         "phase errors and noise). 0: amplitude and phase from the first epoch.",
     )
+    refine_subpixel: Literal["bilinear", "probe_shift"] = Field(
+        "bilinear",
+        description="Refinement's model of fractional scan positions: 'bilinear' interpolates "
+        "the object; 'probe_shift' shifts the probe by the fraction (Fourier shift) on the "
+        "nearest integer window.",
+    )
     refine_noise_floor: bool = Field(
         True,
         description="Hold the amplitude once the fit reaches the Poisson noise floor (the "

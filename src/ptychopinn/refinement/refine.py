@@ -111,6 +111,7 @@ def refine(
     momentum: float = 0.0,
     phase_only_epochs: int = 0,
     noise_floor: bool = False,
+    subpixel: Literal["bilinear", "probe_shift"] = "bilinear",
 ) -> RefineResult:
     """Refine an object (and optionally probe and positions) against a scan.
 
@@ -189,6 +190,10 @@ def refine(
         standard deviations of that estimate. Below it the amplitude fits noise.
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
+    subpixel
+        Model of fractional positions: ``"bilinear"`` (object interpolation)
+        or ``"probe_shift"`` (integer window, Fourier-shifted probe); see
+        `steps.batch_objective`.
     """
     import torch
 
@@ -198,6 +203,10 @@ def refine(
 
     _check_options(epochs, batch_size, learning_rate, method, fit, alpha)
     _check_momentum(momentum)
+    if subpixel not in ("bilinear", "probe_shift"):
+        raise ConfigError(
+            f"refine: 'subpixel' must be 'bilinear' or 'probe_shift'; found {subpixel!r}."
+        )
     if isinstance(phase_only_epochs, bool) or int(phase_only_epochs) != phase_only_epochs or (
         phase_only_epochs < 0
     ):
@@ -276,7 +285,7 @@ def refine(
             idx = order[s : s + batch_size]
             k = counts_of(idx)
             pos = corr.batch(idx, epoch)
-            loss, lam, patches = steps.batch_objective(obj, pr, pos, k, valid, fit)
+            loss, lam, patches = steps.batch_objective(obj, pr, pos, k, valid, fit, subpixel)
             loss.backward()
             corr.after_backward(idx, pos, obj, pr, 2.0 if fit == "poisson" else 1.0)
             nll_sum += steps.reported_nll(lam.detach(), k, valid) * idx.numel()

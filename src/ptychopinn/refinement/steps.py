@@ -24,9 +24,11 @@ from torch import Tensor
 
 from ptychopinn.physics.geometry import extract_patches, place_patches
 from ptychopinn.physics.losses import poisson_nll
-from ptychopinn.physics.propagation import diffracted_intensity
+from ptychopinn.physics.prior import subpixel_probes
+from ptychopinn.physics.propagation import diffracted_intensity, far_field
 
 Fit = Literal["amplitude", "poisson"]
+Subpixel = Literal["bilinear", "probe_shift"]
 
 _TINY = 1e-12
 
@@ -61,6 +63,7 @@ def batch_objective(
     counts: Tensor,
     valid: Tensor | None = None,
     fit: Fit = "poisson",
+    subpixel: Subpixel = "bilinear",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Data term of one batch and its expected counts.
 
@@ -78,6 +81,13 @@ def batch_objective(
         ``(N, N)`` 1 for good detector pixels, 0 for bad ones (or None).
     fit
         ``"poisson"`` or ``"amplitude"`` (see `data_term`).
+    subpixel
+        How a fractional position is modelled: ``"bilinear"`` interpolates the
+        object (`extract_patches`); ``"probe_shift"`` takes the integer window
+        nearest the position and shifts the probe by the remainder (Fourier
+        shift theorem, as the physics prior does). The far-field intensities
+        agree up to the interpolation's smoothing; the probe shift does not
+        low-pass the object and its adjoint puts updates on exact pixels.
 
     Returns
     -------
@@ -85,8 +95,17 @@ def batch_objective(
     respect to ``obj``, ``probe`` and ``positions``), the expected counts and
     the object patches.
     """
-    patches = extract_patches(obj, positions, probe.shape[-1])
-    lam = diffracted_intensity(patches, probe)
+    n = probe.shape[-1]
+    if subpixel == "probe_shift":
+        top = positions - n / 2.0
+        corner = torch.round(top.detach())
+        patches = extract_patches(obj, corner + n / 2.0, n)
+        probes = subpixel_probes(torch.fft.fft2(probe), (top - corner).to(torch.float32))
+        field = far_field(patches.unsqueeze(-3) * probes)  # (B, M, N, N)
+        lam = (field.real.square() + field.imag.square()).sum(dim=-3)
+    else:
+        patches = extract_patches(obj, positions, n)
+        lam = diffracted_intensity(patches, probe)
     return data_term(lam, counts, valid, fit), lam, patches
 
 
