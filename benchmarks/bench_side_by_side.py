@@ -50,13 +50,14 @@ CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "image": 1e6}
 
 
 def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", overrides: dict | None = None) -> dict:
     """Refine ``initial`` for ``epochs``, scoring every epoch: from a flat object
     (``initial`` None) with `refine`'s defaults, from a network's object with the
     options ``ptychopinn infer --refine-epochs`` uses.
 
     Returns the final metrics, the compute seconds, and the first epoch (and
-    its compute time) at which both SSIMs reach ``target``'s.
+    its compute time) at which both SSIMs reach ``target``'s. ``overrides`` are
+    `InferenceConfig` fields (e.g. ``{"refine_subpixel": "probe_shift"}``).
     """
     from ptychopinn.config import InferenceConfig
     from ptychopinn.refinement import refine
@@ -79,7 +80,9 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
         kw = {"epochs": epochs, "device": device}
     else:
         acc = "cuda" if device == "cuda" else "cpu"
-        kw = refine_options(InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc}))
+        icfg = InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc},
+                               **(overrides or {}))
+        kw = refine_options(icfg)
         kw |= {"initial_object": initial, "positions_px": positions}
     kw["progress"] = False
     state["last"] = time.perf_counter()
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                         "on the GPU; each gets warm-up work first)")
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
+    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="refine_subpixel of the PINN + refine rows (default: infer's)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     load_s = time.perf_counter() - t0
     label = args.model_label or str(args.model)
     rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s)"]
+    if args.refine_subpixel is not None:
+        notes.append(f"PINN + refine with --set refine_subpixel={args.refine_subpixel}")
     if args.prior_iterations is not None:
         notes.append(f"inference with --set prior_iterations={args.prior_iterations} (the model "
                      f"was trained with {model.config.model.prior_iterations})")
@@ -171,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations)
         inf_m = score(rec.object, scan)
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
+        overrides = {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel else None
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,
-                          args.device)
+                          args.device, overrides)
         for ep_n, t, m in pr["rows"]:
             if ep_n in (2, 5, 10, args.refine_epochs):
                 rows.append(table_row("PINN + refine", name, photons, ep_n, infer_s + t, None, m))
