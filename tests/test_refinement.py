@@ -339,6 +339,7 @@ def test_inference_refinement_options_follow_the_config() -> None:
 
     opts = refine_options(InferenceConfig(refine_epochs=40))
     assert opts["phase_only_epochs"] == 20 and opts["noise_floor"] and opts["momentum"] == 0.8
+    assert opts["subpixel"] == "bilinear"
     assert refine_options(InferenceConfig(refine_epochs=10))["phase_only_epochs"] == 5
     off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
                                          refine_noise_floor=False, refine_momentum=0.0))

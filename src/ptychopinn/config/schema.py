@@ -343,8 +343,8 @@ class InferenceConfig(_Section):
     refine_subpixel: Literal["bilinear", "probe_shift"] = Field(
         "bilinear",
         description="Refinement's model of fractional scan positions: 'bilinear' interpolates "
-        "the object; 'probe_shift' shifts the probe by the fraction (Fourier shift) on the "
-        "nearest integer window.",
+        "the object (as our simulator does); 'probe_shift' shifts the probe by the fraction "
+        "(Fourier shift) on the nearest integer window.",
     )
     refine_noise_floor: bool = Field(
         True,
