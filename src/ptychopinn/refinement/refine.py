@@ -292,7 +292,7 @@ def refine(
             if noise_floor and floor_amp is None:
                 # the floor plus 3 standard deviations of a fit at the truth
                 # (the deviance's variance is about its mean)
-                e_sum, k_sum, _ = steps.noise_floor_sums(lam.detach(), k, valid)
+                e_sum, k_sum = steps.noise_floor_sums(lam.detach(), k, valid)
                 floor_sum += (e_sum + 3.0 * math.sqrt(e_sum)) / max(k_sum, 1e-12) * idx.numel()
             with torch.no_grad():
                 if method == "adam":

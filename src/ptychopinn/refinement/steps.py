@@ -16,6 +16,8 @@ is updated the same way with the roles of object and probe swapped.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Literal
 
 import numpy as np
@@ -154,23 +156,23 @@ def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
 
 
 
-def _expected_deviance_table() -> tuple[np.ndarray, np.ndarray]:
-    """``E[lam - k log lam - k + k log k]`` for ``k ~ Poisson(lam)`` on a log grid."""
-    from scipy.stats import poisson
-
-    grid = np.geomspace(1e-4, _DEV_TABLE_MAX, 400)
-    vals = np.empty_like(grid)
-    for i, lam in enumerate(grid):
-        k = np.arange(int(lam + 12.0 * np.sqrt(lam) + 30.0))
-        klogk = k * np.log(np.maximum(k, 1))
-        vals[i] = float((poisson.pmf(k, lam) * (lam - k * np.log(lam) - k + klogk)).sum())
-    grid.setflags(write=False)
-    vals.setflags(write=False)
-    return np.log(grid), vals
-
-
 _DEV_TABLE_MAX = 200.0
-_LOG_GRID, _DEV_VALUES = _expected_deviance_table()
+_DEV_TABLE_SIZE = 400
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_deviance_table() -> np.ndarray:
+    """``E[lam - k log lam - k + k log k]`` for ``k ~ Poisson(lam)`` on a grid uniform
+    in ``log lam`` from 1e-4 to `_DEV_TABLE_MAX` (computed once, on first use)."""
+    from scipy.special import gammaln
+
+    vals = np.empty(_DEV_TABLE_SIZE)
+    for i, lam in enumerate(np.geomspace(1e-4, _DEV_TABLE_MAX, _DEV_TABLE_SIZE)):
+        k = np.arange(int(lam + 12.0 * np.sqrt(lam) + 30.0))
+        pmf = np.exp(k * np.log(lam) - lam - gammaln(k + 1.0))
+        vals[i] = float((pmf * (lam - k * np.log(lam) - k + k * np.log(np.maximum(k, 1)))).sum())
+    vals.setflags(write=False)
+    return vals
 
 
 def expected_deviance(lam: Tensor) -> Tensor:
@@ -183,13 +185,13 @@ def expected_deviance(lam: Tensor) -> Tensor:
     Tabulated for ``1e-4 <= lam <= 200``; above, ``1/2 + 1/(12 lam)``; below,
     ``-lam log lam``.
     """
-    vals = torch.tensor(_DEV_VALUES, dtype=torch.float32, device=lam.device)
-    lo, hi = float(_LOG_GRID[0]), float(_LOG_GRID[-1])
-    step = (hi - lo) / (len(_LOG_GRID) - 1)  # the grid is uniform in log(lam)
+    vals = torch.tensor(_expected_deviance_table(), dtype=torch.float32, device=lam.device)
+    lo, hi = math.log(1e-4), math.log(_DEV_TABLE_MAX)
+    step = (hi - lo) / (_DEV_TABLE_SIZE - 1)  # the grid is uniform in log(lam)
     lam32 = lam.to(torch.float32).clamp_min(1e-30)
     x = torch.log(lam32)
-    u = ((x - lo) / step).clamp(0, len(_LOG_GRID) - 1)
-    j = u.floor().long().clamp(max=len(_LOG_GRID) - 2)
+    u = ((x - lo) / step).clamp(0, _DEV_TABLE_SIZE - 1)
+    j = u.floor().long().clamp(max=_DEV_TABLE_SIZE - 2)
     t = u - j
     table = vals[j] + t * (vals[j + 1] - vals[j])
     big = 0.5 + 1.0 / (12.0 * lam32.clamp_min(_DEV_TABLE_MAX))
@@ -197,13 +199,12 @@ def expected_deviance(lam: Tensor) -> Tensor:
     return torch.where(x > hi, big, torch.where(x < lo, small, table))
 
 
-def noise_floor_sums(lam: Tensor, counts: Tensor, valid: Tensor | None) -> tuple[float, float, int]:
-    """``(sum E[dev], sum k, pixels)`` of a batch (for the normalised noise floor)."""
+def noise_floor_sums(lam: Tensor, counts: Tensor, valid: Tensor | None) -> tuple[float, float]:
+    """``(sum E[dev], sum k)`` of a batch over the valid pixels (for the normalised
+    noise floor)."""
     with torch.no_grad():
         e = expected_deviance(lam)
         if valid is not None:
             v = valid.expand_as(e)
-            return (float((e * v).sum(dtype=torch.float64)),
-                    float((counts * v).sum(dtype=torch.float64)), int(v.sum()))
-        return (float(e.sum(dtype=torch.float64)), float(counts.sum(dtype=torch.float64)),
-                e.numel())
+            e, counts = e * v, counts * v
+        return float(e.sum(dtype=torch.float64)), float(counts.sum(dtype=torch.float64))
