@@ -91,7 +91,8 @@ def test_seeded_runs_are_identical_and_seeds_differ(tiny_scan):
     assert not np.array_equal(a.object, c.object)
 
 
-def test_position_gradient_matches_central_differences():
+@pytest.mark.parametrize("subpixel", ["bilinear", "probe_shift"])
+def test_position_gradient_matches_central_differences(subpixel):
     rng = np.random.default_rng(0)
     n, h = 16, 40
     from scipy.ndimage import gaussian_filter
@@ -106,7 +107,7 @@ def test_position_gradient_matches_central_differences():
     counts = torch.tensor(rng.poisson(30.0, (3, n, n)), dtype=torch.float64)
     for fit in ("poisson", "amplitude"):
         pos = torch.tensor(pos0, requires_grad=True)
-        loss, _, _ = batch_objective(obj, probe, pos, counts, fit=fit)
+        loss, _, _ = batch_objective(obj, probe, pos, counts, fit=fit, subpixel=subpixel)
         loss.backward()
         eps = 1e-5
         fd = np.zeros_like(pos0)
@@ -115,7 +116,8 @@ def test_position_gradient_matches_central_differences():
                 for sgn in (1, -1):
                     p = pos0.copy()
                     p[i, k] += sgn * eps
-                    val, _, _ = batch_objective(obj, probe, torch.tensor(p), counts, fit=fit)
+                    val, _, _ = batch_objective(obj, probe, torch.tensor(p), counts, fit=fit,
+                                                subpixel=subpixel)
                     fd[i, k] += sgn * float(val) / (2 * eps)
         np.testing.assert_allclose(pos.grad.numpy(), fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
         assert np.abs(fd).min() > 0  # a real signal, not zeros on both sides
@@ -311,13 +313,16 @@ def test_phase_only_epochs_hold_the_start_amplitude(scan) -> None:
 def test_noise_floor_holds_the_amplitude_once_reached() -> None:
     """Started at the truth (1e6 photons), the fit is at the noise floor after the
     first epoch: from then on the amplitude is held and only the phase moves."""
-    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4))
+    # the bilinear model: at step 1 the probe-shift model's first epoch at the truth
+    # overshoots (its loss rises above the truth's, then falls once the step halves)
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4,
+                                        subpixel="bilinear"))
     snaps: list[np.ndarray] = []
 
     def keep(epoch, record, obj):
         snaps.append(obj.copy())
 
-    kw = dict(positions_px=sc.positions_px, epochs=4, progress=False)
+    kw = dict(positions_px=sc.positions_px, epochs=4, progress=False, subpixel="bilinear")
     held = refine(sc, sc.object, noise_floor=True, callback=keep, **kw)
     assert [h["amplitude_held"] for h in held.history] == [True] * 4
     assert held.history[0]["loss"] <= held.history[0]["noise_floor"]
@@ -339,7 +344,7 @@ def test_inference_refinement_options_follow_the_config() -> None:
 
     opts = refine_options(InferenceConfig(refine_epochs=40))
     assert opts["phase_only_epochs"] == 20 and opts["noise_floor"] and opts["momentum"] == 0.8
-    assert opts["subpixel"] == "bilinear"
+    assert opts["subpixel"] == "probe_shift"
     assert refine_options(InferenceConfig(refine_epochs=10))["phase_only_epochs"] == 5
     off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
                                          refine_noise_floor=False, refine_momentum=0.0))
@@ -349,8 +354,10 @@ def test_inference_refinement_options_follow_the_config() -> None:
 def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
     """At the truth the fit is at the floor during the phase-only epochs: the start's
     amplitude is then never released (without the floor it is, after them)."""
-    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4))
-    kw = dict(positions_px=sc.positions_px, epochs=4, phase_only_epochs=2, progress=False)
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4,
+                                        subpixel="bilinear"))
+    kw = dict(positions_px=sc.positions_px, epochs=4, phase_only_epochs=2, progress=False,
+              subpixel="bilinear")
     held = refine(sc, sc.object, noise_floor=True, **kw)
     scale = np.sqrt(held.intensity_scale)
     assert held.history[0]["amplitude_held"]
@@ -382,3 +389,18 @@ def test_probe_shift_subpixel_model() -> None:
     assert amp > 0.8 and phase > 0.8
     with pytest.raises(ConfigError, match="subpixel"):
         refine(sc, None, epochs=1, subpixel="fourier", progress=False)
+
+
+def test_probe_shift_refinement_keeps_the_truth_of_a_probe_shift_scan() -> None:
+    """Each sub-pixel model keeps the true object of a noise-free scan simulated with
+    the same model (the other model moves it: the two differ by the interpolation's
+    smoothing)."""
+    kw = dict(N=N, n_positions=64, photons_per_pattern=1e6, poisson_noise=False, seed=6)
+    for model in ("probe_shift", "bilinear"):
+        sc = simulate_scan(SimulationConfig(subpixel=model, **kw))
+        same = refine(sc, sc.object, positions_px=sc.positions_px, epochs=3, subpixel=model,
+                      progress=False)
+        assert min(_ssim(same.object, sc)) > 0.99, model
+    other = refine(sc, sc.object, positions_px=sc.positions_px, epochs=3,
+                   subpixel="probe_shift", progress=False)  # sc: the bilinear scan
+    assert min(_ssim(other.object, sc)) < 0.99

@@ -100,6 +100,35 @@ def test_noise_free_counts_are_exact_physics():
     assert abs(scan.counts.astype(np.float64).sum(axis=(1, 2)).mean() / 1e7 - 1) < 1e-4
 
 
+def test_probe_shift_simulation_is_the_shifted_probe_exit_wave():
+    """subpixel='probe_shift' (the default): whole-pixel positions give the bilinear simulator's counts
+    exactly; a fractional one gives |F[P(r - f) O(window)]|^2 with P shifted by a
+    Fourier ramp, and that differs from the interpolated object's counts."""
+    base = dict(SMALL, photons_per_pattern=1e7, poisson_noise=False)
+    whole = dict(base, jitter_px=0.0, step_px=4.0)
+    a = simulate_scan(SimulationConfig(**whole, subpixel="bilinear"))
+    b = simulate_scan(SimulationConfig(**whole, subpixel="probe_shift"))
+    np.testing.assert_allclose(b.counts, a.counts, rtol=1e-4, atol=1e-5 * a.counts.max())
+    frac = simulate_scan(SimulationConfig(**base, subpixel="probe_shift", jitter_px=0.7))
+    lin = simulate_scan(SimulationConfig(**base, subpixel="bilinear", jitter_px=0.7))
+    np.testing.assert_array_equal(frac.positions_px, lin.positions_px)
+    n = SMALL["N"]
+    q = np.fft.fftfreq(n)
+    for i in (0, 9, 30):
+        top = frac.positions_px[i] - n / 2
+        y0, x0 = np.round(top).astype(int)
+        fy, fx = top - np.round(top)
+        assert abs(fy) + abs(fx) > 0.05  # really fractional
+        ramp = np.exp(-2j * np.pi * (fy * q[:, None] + fx * q[None, :]))
+        shifted = np.fft.ifft2(np.fft.fft2(frac.probe[0]) * ramp)
+        expected = _fft_counts(shifted, frac.object[y0:y0 + n, x0:x0 + n])
+        np.testing.assert_allclose(frac.counts[i], expected, rtol=1e-3,
+                                   atol=1e-5 * expected.max())
+    assert np.abs(frac.counts - lin.counts).max() > 1e-4 * lin.counts.max()
+    assert frac.metadata["simulation"]["subpixel"] == "probe_shift"
+    assert SimulationConfig().subpixel == "probe_shift"
+
+
 def test_subpixel_extraction_linear_ramp():
     yy, xx = np.mgrid[0:40, 0:40].astype(np.float64)
     obj = (3.0 * yy + 1j * 2.0 * xx).astype(np.complex64)

@@ -83,6 +83,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "n_positions",
             "step_px",
             "jitter_px",
+            "subpixel",
             "photons_per_pattern",
             "seed",
         )

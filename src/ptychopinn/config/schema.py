@@ -341,10 +341,11 @@ class InferenceConfig(_Section):
         "phase errors and noise). 0: amplitude and phase from the first epoch.",
     )
     refine_subpixel: Literal["bilinear", "probe_shift"] = Field(
-        "bilinear",
-        description="Refinement's model of fractional scan positions: 'bilinear' interpolates "
-        "the object (as our simulator does); 'probe_shift' shifts the probe by the fraction "
-        "(Fourier shift) on the nearest integer window.",
+        "probe_shift",
+        description="Refinement's model of fractional scan positions: 'probe_shift' shifts the "
+        "probe by the fraction (Fourier shift) on the nearest whole-pixel object window, the "
+        "exact physics for a band-limited probe and our simulator's default; 'bilinear' "
+        "interpolates the object (smooths it; fits scans simulated with subpixel='bilinear').",
     )
     refine_noise_floor: bool = Field(
         True,

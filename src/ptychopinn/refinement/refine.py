@@ -111,7 +111,7 @@ def refine(
     momentum: float = 0.0,
     phase_only_epochs: int = 0,
     noise_floor: bool = False,
-    subpixel: Literal["bilinear", "probe_shift"] = "bilinear",
+    subpixel: Literal["bilinear", "probe_shift"] = "probe_shift",
 ) -> RefineResult:
     """Refine an object (and optionally probe and positions) against a scan.
 
@@ -191,9 +191,9 @@ def refine(
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
     subpixel
-        Model of fractional positions: ``"bilinear"`` (object interpolation)
-        or ``"probe_shift"`` (integer window, Fourier-shifted probe); see
-        `steps.batch_objective`.
+        Model of fractional positions: ``"probe_shift"`` (whole-pixel window,
+        Fourier-shifted probe: the simulator's default physics) or
+        ``"bilinear"`` (object interpolation); see `steps.batch_objective`.
     """
     import torch
 
@@ -243,7 +243,8 @@ def refine(
         with torch.no_grad():
             for s in range(0, n_pat, batch_size):
                 idx = torch.arange(s, min(s + batch_size, n_pat), device=dev)
-                sk, si = steps.count_sums(obj, pr, corr.batch(idx, -1), counts_of(idx), valid)
+                sk, si = steps.count_sums(obj, pr, corr.batch(idx, -1), counts_of(idx), valid,
+                                          subpixel)
                 tot_k, tot_i = tot_k + sk, tot_i + si
         intensity_scale = steps.ml_intensity_scale(tot_k, tot_i)
     elif not (math.isfinite(intensity_scale) and intensity_scale > 0):

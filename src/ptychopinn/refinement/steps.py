@@ -35,10 +35,22 @@ Subpixel = Literal["bilinear", "probe_shift"]
 _TINY = 1e-12
 
 
-def expected_counts(obj: Tensor, probe: Tensor, positions: Tensor) -> Tensor:
-    """``(B, N, N)`` expected counts of the object patches at ``positions``."""
+def model_counts(
+    obj: Tensor, probe: Tensor, positions: Tensor, subpixel: Subpixel = "probe_shift"
+) -> tuple[Tensor, Tensor]:
+    """``(lam, patches)``: ``(B, N, N)`` expected counts of the probe at ``positions``
+    and the object patches they see, with ``subpixel``'s model of fractional
+    positions (see `batch_objective`). Differentiable in all three tensors."""
     n = probe.shape[-1]
-    return diffracted_intensity(extract_patches(obj, positions, n), probe)
+    if subpixel == "probe_shift":
+        top = positions - n / 2.0
+        corner = torch.round(top.detach())
+        patches = extract_patches(obj, corner + n / 2.0, n)
+        probes = subpixel_probes(torch.fft.fft2(probe), (top - corner).to(probe.real.dtype))
+        field = far_field(patches.unsqueeze(-3) * probes)  # (B, M, N, N)
+        return (field.real.square() + field.imag.square()).sum(dim=-3), patches
+    patches = extract_patches(obj, positions, n)
+    return diffracted_intensity(patches, probe), patches
 
 
 def data_term(lam: Tensor, counts: Tensor, valid: Tensor | None, fit: Fit) -> Tensor:
@@ -65,7 +77,7 @@ def batch_objective(
     counts: Tensor,
     valid: Tensor | None = None,
     fit: Fit = "poisson",
-    subpixel: Subpixel = "bilinear",
+    subpixel: Subpixel = "probe_shift",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Data term of one batch and its expected counts.
 
@@ -84,12 +96,13 @@ def batch_objective(
     fit
         ``"poisson"`` or ``"amplitude"`` (see `data_term`).
     subpixel
-        How a fractional position is modelled: ``"bilinear"`` interpolates the
-        object (`extract_patches`); ``"probe_shift"`` takes the integer window
-        nearest the position and shifts the probe by the remainder (Fourier
-        shift theorem, as the physics prior does). The far-field intensities
-        agree up to the interpolation's smoothing; the probe shift does not
-        low-pass the object and its adjoint puts updates on exact pixels.
+        How a fractional position is modelled: ``"probe_shift"`` takes the
+        integer window nearest the position and shifts the probe by the
+        remainder (Fourier shift theorem, as the simulator and the physics
+        prior do: exact for a band-limited probe); ``"bilinear"`` interpolates
+        the object (`extract_patches`). The far-field intensities agree up to
+        the interpolation's smoothing; the probe shift does not low-pass the
+        object and its adjoint puts updates on exact pixels.
 
     Returns
     -------
@@ -97,17 +110,7 @@ def batch_objective(
     respect to ``obj``, ``probe`` and ``positions``), the expected counts and
     the object patches.
     """
-    n = probe.shape[-1]
-    if subpixel == "probe_shift":
-        top = positions - n / 2.0
-        corner = torch.round(top.detach())
-        patches = extract_patches(obj, corner + n / 2.0, n)
-        probes = subpixel_probes(torch.fft.fft2(probe), (top - corner).to(torch.float32))
-        field = far_field(patches.unsqueeze(-3) * probes)  # (B, M, N, N)
-        lam = (field.real.square() + field.imag.square()).sum(dim=-3)
-    else:
-        patches = extract_patches(obj, positions, n)
-        lam = diffracted_intensity(patches, probe)
+    lam, patches = model_counts(obj, probe, positions, subpixel)
     return data_term(lam, counts, valid, fit), lam, patches
 
 
@@ -118,10 +121,15 @@ def reported_nll(lam: Tensor, counts: Tensor, valid: Tensor | None) -> float:
 
 
 def count_sums(
-    obj: Tensor, probe: Tensor, positions: Tensor, counts: Tensor, valid: Tensor | None
+    obj: Tensor,
+    probe: Tensor,
+    positions: Tensor,
+    counts: Tensor,
+    valid: Tensor | None,
+    subpixel: Subpixel = "probe_shift",
 ) -> tuple[float, float]:
     """``(sum k, sum I)`` of a batch over the valid pixels (float64 sums)."""
-    lam = expected_counts(obj, probe, positions)
+    lam, _ = model_counts(obj, probe, positions, subpixel)
     if valid is not None:
         lam, counts = lam * valid, counts * valid
     return float(counts.sum(dtype=torch.float64)), float(lam.sum(dtype=torch.float64))

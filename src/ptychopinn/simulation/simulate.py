@@ -2,9 +2,14 @@
 
 The physics is exactly the one of the data contract (`ptychopinn.data.scan`):
 the patch at probe centre ``[y, x]`` samples the object at
-``(y - N/2 + i, x - N/2 + j)`` (bilinear interpolation for sub-pixel
-positions), and the expected counts are
-``|fftshift(fft2(probe * patch, norm="ortho"))|**2``. The probe is scaled so
+``(y - N/2 + i, x - N/2 + j)`` and the expected counts are
+``|fftshift(fft2(probe * patch, norm="ortho"))|**2``. For a fractional
+position the default (``subpixel='probe_shift'``) takes the whole-pixel
+window nearest the position and shifts the probe by the remainder (Fourier
+shift theorem), which is exact for a band-limited probe; far-field
+intensities do not change under a circular shift of the exit wave, so this is
+the data contract's model with the object Fourier-interpolated.
+``subpixel='bilinear'`` interpolates the object bilinearly instead (smoother). The probe is scaled so
 the mean expected count per pattern equals ``photons_per_pattern``; the scaled
 probe is the one stored in the `Scan`, so the Poisson likelihood of the stored
 ``sqrt(counts)`` is exact.
@@ -72,6 +77,30 @@ def extract_patches(obj: np.ndarray, positions_px: np.ndarray, N: int) -> np.nda
     return out.astype(np.complex64, copy=False)
 
 
+def probe_shift_patches(
+    obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray, N: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-pixel object windows and sub-pixel-shifted probes of every position.
+
+    The window's corner is ``round(position - N/2)``; the probe is shifted by
+    the remainder ``f`` (in [-0.5, 0.5]) with the Fourier shift theorem,
+    ``P(r - f)``, so ``probes * patches`` is the exit wave of the probe at the
+    exact position without interpolating the object. Returns ``(patches
+    (n, N, N), probes (n, N, N))`` complex64.
+    """
+    pos = np.asarray(positions_px, dtype=np.float64).reshape(-1, 2)
+    top = pos - N / 2
+    corner = np.round(top)
+    patches = extract_patches(obj, corner + N / 2, N)
+    frac = top - corner
+    freq = sfft.fftfreq(N)
+    ramp_y = np.exp(-2j * np.pi * frac[:, 0, None] * freq)
+    ramp_x = np.exp(-2j * np.pi * frac[:, 1, None] * freq)
+    spectrum = sfft.fft2(np.asarray(probe, dtype=np.complex128))
+    probes = sfft.ifft2(spectrum * ramp_y[:, :, None] * ramp_x[:, None, :])
+    return patches, probes.astype(np.complex64)
+
+
 def far_field_counts(probe: np.ndarray, patches: np.ndarray, workers: int = 1) -> np.ndarray:
     """Expected counts ``|fftshift(fft2(probe * patches, norm="ortho"))|**2`` (float32)."""
     field = sfft.fft2(probe * patches, norm="ortho", workers=workers)
@@ -91,13 +120,20 @@ def _n_threads() -> int:
 
 
 def forward_counts(
-    obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray, out: np.ndarray | None = None
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    out: np.ndarray | None = None,
+    subpixel: str = "probe_shift",
 ) -> float:
     """Fill ``out`` ``(n, N, N)`` float32 with the expected counts of every
     position (chunked, threaded) and return their total (float64).
 
-    ``probe`` is one ``(N, N)`` mode.
+    ``probe`` is one ``(N, N)`` mode; ``subpixel`` is ``"probe_shift"``
+    (`probe_shift_patches`) or ``"bilinear"`` (`extract_patches`).
     """
+    if subpixel not in ("bilinear", "probe_shift"):
+        raise ConfigError(f"subpixel: expected 'bilinear' or 'probe_shift'; found {subpixel!r}.")
     N = probe.shape[-1]
     n = positions_px.shape[0]
     if out is None:
@@ -105,7 +141,12 @@ def forward_counts(
 
     def work(bounds: tuple[int, int]) -> float:
         s, e = bounds
-        out[s:e] = far_field_counts(probe, extract_patches(obj, positions_px[s:e], N), workers=1)
+        if subpixel == "probe_shift":
+            patches, probes = probe_shift_patches(obj, probe, positions_px[s:e], N)
+            out[s:e] = far_field_counts(probes, patches, workers=1)
+        else:
+            out[s:e] = far_field_counts(probe, extract_patches(obj, positions_px[s:e], N),
+                                        workers=1)
         return float(out[s:e].sum(dtype=np.float64))
 
     chunks = _chunks(n, N)
@@ -201,7 +242,7 @@ def simulate_scan(cfg: SimulationConfig) -> Scan:
 
     n = cfg.n_positions
     counts = np.empty((n, N, N), dtype=np.float32)
-    mean_counts = forward_counts(obj, probe, positions, out=counts) / n
+    mean_counts = forward_counts(obj, probe, positions, out=counts, subpixel=cfg.subpixel) / n
     if mean_counts <= 0:
         raise ConfigError("simulation: the object and probe give no signal (all-zero patterns).")
     scale2 = 1.0

@@ -22,6 +22,7 @@ from ptychopinn.simulation.objects import BUNDLED_IMAGES
 ObjectKind = Literal["textured", "lines", "grf", "image", "file"]
 ProbeKind = Literal["disk", "gaussian", "zoneplate", "file"]
 PatternKind = Literal["raster", "fermat", "random"]
+SubpixelKind = Literal["bilinear", "probe_shift"]
 
 PROBE_DIAMETER_FRACTION = 0.4
 STEP_FRACTION = 1.0 / 8.0
@@ -76,6 +77,15 @@ class SimulationConfig(BaseModel):
     )
     jitter_px: float = Field(
         0.5, ge=0, le=64, description="Standard deviation in pixels of random position errors."
+    )
+    subpixel: SubpixelKind = Field(
+        "probe_shift",
+        description="How a fractional scan position is imaged: 'probe_shift' takes the nearest "
+        "whole-pixel object window and shifts the probe by the remainder with the Fourier "
+        "shift theorem (exact for a band-limited probe; the object is not smoothed; the model "
+        "of pty-chi's default Fourier patch interpolation up to the patch edge); 'bilinear' "
+        "interpolates the object at the shifted grid (the earlier default; it low-passes the "
+        "object, to zero at the Nyquist frequency for a half-pixel shift).",
     )
     n_positions: int = Field(625, ge=1, le=10_000_000, description="Number of scan positions.")
     step_px: float | None = Field(
