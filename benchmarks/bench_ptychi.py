@@ -57,8 +57,9 @@ def find_ptychi_python(explicit: str | None = None) -> Path | None:
 
 
 def simulate_case(case: str, workdir: Path, *, image: str | None = None, seed: int = 0,
-                  n_positions: int = 625, N: int = 64):
-    """Simulate one named case of `CASES` into ``workdir``; returns ``(scan, path)``."""
+                  n_positions: int = 625, N: int = 64, subpixel: str | None = None):
+    """Simulate one named case of `CASES` into ``workdir``; returns ``(scan, path)``.
+    ``subpixel`` overrides the simulator's sub-pixel model (None: its default)."""
     from ptychopinn.data import save_npz
     from ptychopinn.simulation import HELD_OUT_IMAGES, SimulationConfig, simulate_scan
 
@@ -67,6 +68,8 @@ def simulate_case(case: str, workdir: Path, *, image: str | None = None, seed: i
     kw = dict(CASES[case])
     if kw.get("object_kind") == "image":
         kw["object_image"] = image or HELD_OUT_IMAGES[0]
+    if subpixel is not None:
+        kw["subpixel"] = subpixel
     cfg = SimulationConfig(N=N, n_positions=n_positions, seed=seed, **kw)
     scan = simulate_scan(cfg)
     path = save_npz(scan, workdir / f"scan_{case}.npz")

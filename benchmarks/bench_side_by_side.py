@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="physics prior passes at inference (default: the model's)")
     p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
                    help="refine_subpixel of the PINN + refine rows (default: infer's)")
+    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s)"]
     if args.refine_subpixel is not None:
         notes.append(f"PINN + refine with --set refine_subpixel={args.refine_subpixel}")
+    if args.sim_subpixel is not None:
+        notes.append(f"scans simulated with --subpixel {args.sim_subpixel}")
     if args.prior_iterations is not None:
         notes.append(f"inference with --set prior_iterations={args.prior_iterations} (the model "
                      f"was trained with {model.config.model.prior_iterations})")
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                      "64-pattern warm-up, and a 1-epoch refinement warmed the refinement")
     work = Path(tempfile.mkdtemp(prefix="side_by_side_"))
     for case in args.cases:
-        scan, path = simulate_case(case, work, seed=args.seed)
+        scan, path = simulate_case(case, work, seed=args.seed, subpixel=args.sim_subpixel)
         photons = CASE_PHOTONS[case]
         name = f"{case} (seed {args.seed})"
         ptychi_kw = {"device": "gpu", "warmup_epochs": 2} if gpu else {}
