@@ -45,14 +45,15 @@ from bench_side_by_side import refine_curve, refine_target  # noqa: E402
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
 
-def _case(name: str):
+def _case(name: str, subpixel: str | None = None):
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
+    extra = {} if subpixel is None else {"subpixel": subpixel}
     if name == "realprobe":
         cfg = SimulationConfig(probe_kind="file", probe_file=str(REAL_PROBE), pattern="fermat",
-                               n_positions=600, photons_per_pattern=1e5, seed=21)
+                               n_positions=600, photons_per_pattern=1e5, seed=21, **extra)
     else:
-        cfg = SimulationConfig(seed=5)
+        cfg = SimulationConfig(seed=5, **extra)
     return simulate_scan(cfg)
 
 
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
+    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="sub-pixel model of our refinement rows (default: infer's)")
+    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
+    refine_overrides = ({"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
+                        else None)
+    flat_kw = {"subpixel": args.refine_subpixel} if args.refine_subpixel else {}
     torch.set_num_threads(args.threads)
     from ptychopinn.api import load_bundle
     from ptychopinn.config import InferenceConfig
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            scan = _case(case)
+            scan = _case(case, args.sim_subpixel)
             path = Path(tmp) / f"{case}.npz"
             save_npz(scan, path)
             lsq_m = lsq_s = None
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             for momentum in (0.0, 0.8):
                 t0 = time.perf_counter()
                 res = refine(scan, None, epochs=args.flat_epochs, momentum=momentum,
-                             progress=False)
+                             progress=False, **flat_kw)
                 add(case, f"refine from flat, {args.flat_epochs} ep, momentum {momentum}",
                     time.perf_counter() - t0, res.object)
             if models[case]:
@@ -118,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                 infer_s = time.perf_counter() - t0
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
-                pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m)
+                pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
+                                  overrides=refine_overrides)
                 for ep, t, m in pr["rows"]:
                     if ep in (10, 20, 40, args.epochs):
                         rows.append([case, f"PINN + refine (infer defaults), {ep} ep",
@@ -146,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
              "seed5: default simulation, seed 5. Models: "
              f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}. Prior "
              "passes at inference: "
-             + (str(args.prior_iterations) if args.prior_iterations else "the model's") + ".")
+             + (str(args.prior_iterations) if args.prior_iterations else "the model's") + ". "
+             f"Simulated with subpixel={args.sim_subpixel or 'the default (probe_shift)'}; "
+             f"refine_subpixel={args.refine_subpixel or 'infer default'}.")
     print(table)
     print("\n".join(targets))
     print(notes)

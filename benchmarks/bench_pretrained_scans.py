@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="the second inference row's prior passes")
     p.add_argument("--refine-epochs", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="refine_subpixel of the PINN + refine rows (default: infer's)")
+    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
+    refine_overrides = ({"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
+                        else None)
     if not REAL_PROBE.exists():
         print(f"bench_pretrained_scans: SKIPPED: {REAL_PROBE} not found.")
         return
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in cases().items():
-            scan = simulate_scan(SimulationConfig(**kw))
+            extra = {} if args.sim_subpixel is None else {"subpixel": args.sim_subpixel}
+            scan = simulate_scan(SimulationConfig(**kw, **extra))
             path = save_npz(scan, Path(tmp) / "scan.npz")
             lsq = run_ptychi(path, "lsqml", 100, args.threads)
             lsq_m, lsq_s = score(lsq["object"], scan), lsq["reconstruction_s"]
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{lsq_m['amp_ssim']:.3f}, {lsq_s / secs:.0f}x)")
                 if iters is None:
                     rec0, infer_s0 = rec, secs
-            pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m)
+            pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m,
+                              overrides=refine_overrides)
             ep, t, m = pr["rows"][-1]
             add(name, f"pretrained + refine (infer defaults), {ep} ep", infer_s0 + t, m)
             hit = pr["hit"]
@@ -124,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
                       + ["| " + " | ".join(r) + " |" for r in rows])
     notes = (f"model: {args.model} (pretrained for the run1084 probe and Fermat geometry; "
-             "these objects and scans unseen).")
+             "these objects and scans unseen); simulated with subpixel="
+             f"{args.sim_subpixel or 'the default (probe_shift)'}; refine_subpixel="
+             f"{args.refine_subpixel or 'infer default'}.")
     print(table)
     print("\n".join(targets))
     if args.record:

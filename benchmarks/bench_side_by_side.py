@@ -57,7 +57,8 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
 
     Returns the final metrics, the compute seconds, and the first epoch (and
     its compute time) at which both SSIMs reach ``target``'s. ``overrides`` are
-    `InferenceConfig` fields (e.g. ``{"refine_subpixel": "probe_shift"}``).
+    `InferenceConfig` fields (e.g. ``{"refine_subpixel": "probe_shift"}``); from a
+    flat object only ``refine_subpixel`` is used.
     """
     from ptychopinn.config import InferenceConfig
     from ptychopinn.refinement import refine
@@ -78,6 +79,8 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
 
     if initial is None:
         kw = {"epochs": epochs, "device": device}
+        if overrides and "refine_subpixel" in overrides:
+            kw["subpixel"] = overrides["refine_subpixel"]
     else:
         acc = "cuda" if device == "cuda" else "cpu"
         icfg = InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc},
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
     p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="refine_subpixel of the PINN + refine rows (default: infer's)")
+                   help="sub-pixel model of our refinement rows (default: infer's)")
     p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
                    help="the simulator's sub-pixel model (default: its default, probe_shift)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     label = args.model_label or str(args.model)
     rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s)"]
     if args.refine_subpixel is not None:
-        notes.append(f"PINN + refine with --set refine_subpixel={args.refine_subpixel}")
+        notes.append(f"our refinement rows with subpixel={args.refine_subpixel}")
     if args.sim_subpixel is not None:
         notes.append(f"scans simulated with --subpixel {args.sim_subpixel}")
     if args.prior_iterations is not None:
@@ -175,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
                                   score(ep["object"], scan)))
         if gpu:
             refine_curve(scan, None, None, 1, None, args.device)  # warm-up
-        flat = refine_curve(scan, None, None, args.refine_epochs, lsq_m, args.device)
+        flat = refine_curve(scan, None, None, args.refine_epochs, lsq_m, args.device,
+                            {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
+                            else None)
         for ep_n, t, m in flat["rows"]:
             if ep_n in (5, 10, args.refine_epochs):
                 rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
