@@ -2,8 +2,10 @@
 
 Owns `PositionCorrector`: an ``(n, 2)`` tensor of corrections ``[dy, dx]`` in
 pixels added to the starting positions. The gradient of the data term with
-respect to a position flows through the bilinear weights of
-`ptychopinn.physics.geometry.extract_patches`. Two update rules:
+respect to a position flows through the Fourier ramp of the shifted probe
+(``subpixel='probe_shift'``, `steps.model_counts`) or the bilinear weights of
+`ptychopinn.physics.geometry.extract_patches`; both are checked against finite
+differences. Two update rules:
 
 * ``"adam"`` (default): the batch gradients of an epoch are accumulated and
   one Adam step of ``learning_rate`` pixels is taken per epoch (constant: the

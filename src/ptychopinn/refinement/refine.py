@@ -1,9 +1,10 @@
 """Physics refinement: optimise the object's pixels against the measured counts.
 
 Owns `refine` (a scan plus an optional starting object -> `RefineResult`) and
-`RefineResult`. The forward model is the package's one
-(`physics.geometry.extract_patches`, `physics.propagation.diffracted_intensity`)
-and the reported loss is its Poisson NLL (`physics.losses.poisson_nll`).
+`RefineResult`. The forward model is the package's one (`steps.model_counts`:
+by default the whole-pixel window times the sub-pixel-shifted probe, as the
+simulator; or bilinear `physics.geometry.extract_patches`) and the reported
+loss is its Poisson NLL (`physics.losses.poisson_nll`).
 
 Algorithm (one epoch = every position once, in seeded random mini-batches):
 extract the batch's patches, compute the expected counts, back-propagate the
