@@ -336,6 +336,10 @@ def test_unsupported_execution_options_are_config_errors(tf, tmp_path) -> None:
                              execution=execution)
         with pytest.raises(ConfigError, match="tensorflow backend"):
             api.train(cfg, None)
+    cfg = TrainingConfig(backend="tensorflow", output_dir=str(tmp_path),
+                         model={"subpixel": "probe_shift"})
+    with pytest.raises(ConfigError, match="model.subpixel"):
+        api.train(cfg, None)
 
 
 # ----------------------------------------------------------------------------- dispatcher

@@ -106,6 +106,28 @@ class ModelConfig(_Section):
         "estimated from jointly, itself and its nearest scan neighbours (1: the pattern alone).",
     )
 
+    subpixel: Literal["bilinear", "probe_shift"] = Field(
+        "bilinear",
+        description="What a network patch of a pattern at a fractional position means. "
+        "'bilinear': the object at the exact position (training's group consistency and "
+        "inference's stitching interpolate bilinearly). 'probe_shift': the object's whole-pixel "
+        "window nearest the position; training's physics shifts the probe by the remainder "
+        "(as the simulator, the scan prior and the refinement do), so nothing is interpolated. "
+        "Saved in the bundle; bundles without it are 'bilinear'. PyTorch backend; with a "
+        "physics prior it needs prior_scope 'scan'.",
+    )
+
+    @model_validator(mode="after")
+    def _subpixel_needs_scan_prior(self) -> ModelConfig:
+        if self.subpixel == "probe_shift" and self.prior_iterations and (
+            self.prior_scope != "scan"
+        ):
+            raise ValueError(
+                "model.subpixel 'probe_shift' needs prior_scope 'scan' (or prior_iterations 0); "
+                f"found prior_scope {self.prior_scope!r}"
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _default_prior(cls, data: object) -> object:

@@ -114,6 +114,10 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     amps = torch.from_numpy(framed.diffraction)
     pos = torch.from_numpy(framed.positions_px)
+    if mcfg.subpixel == "probe_shift":  # the network's patches are whole-pixel windows
+        from ptychopinn.physics.geometry import whole_pixel_windows
+
+        pos, _ = whole_pixel_windows(pos, mcfg.N)
     # groups grow outwards from the centre so phase synchronisation can chain them
     order = radial_order(groups.centers_px)
     idx = torch.from_numpy(groups.indices[order])

@@ -173,9 +173,12 @@ class PtychoPINN(nn.Module):
             phase = phase + prior.angle()
         return amp, phase
 
-    def expected_counts(self, patches: Tensor, offsets_px: Tensor | None) -> Tensor:
-        """Complex patches -> expected counts through the physics and the scale."""
-        intensity = self.physics(patches, offsets_px, probe=self.probe)
+    def expected_counts(
+        self, patches: Tensor, offsets_px: Tensor | None, frac_px: Tensor | None = None
+    ) -> Tensor:
+        """Complex patches -> expected counts through the physics and the scale
+        (``frac_px``: see `ForwardModel.forward`)."""
+        intensity = self.physics(patches, offsets_px, probe=self.probe, frac_px=frac_px)
         return intensity * torch.exp(2.0 * self.log_intensity_scale)
 
     def forward(
@@ -184,9 +187,10 @@ class PtychoPINN(nn.Module):
         offsets_px: Tensor,
         input_scale: Tensor | float,
         prior: Tensor | None = None,
+        frac_px: Tensor | None = None,
     ) -> Tensor:
         return self.expected_counts(
-            self.predict_patches(amplitudes, input_scale, prior), offsets_px
+            self.predict_patches(amplitudes, input_scale, prior), offsets_px, frac_px
         )
 
 

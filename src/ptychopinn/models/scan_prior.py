@@ -78,6 +78,7 @@ class ScanPrior:
         valid: Tensor | None = None,
         chunk: int = 48,
         cache_limit_bytes: int | None = None,
+        whole_pixel: bool = False,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -86,8 +87,13 @@ class ScanPrior:
             raise ValueError(f"positions_px must be ({n}, 2); found {pos.shape}")
         if scope not in ("scan", "neighbourhood"):
             raise ValueError(f"scope must be 'scan' or 'neighbourhood'; found {scope!r}")
+        if whole_pixel and scope != "scan":
+            raise ValueError("whole_pixel priors need scope 'scan'")
         self.scope = scope
         self.positions_px = pos
+        # where a pattern's prior is looked up: its position, or (whole_pixel, for
+        # model.subpixel 'probe_shift') the centre of its nearest whole-pixel window
+        self.lookup_px = np.round(pos - w / 2) + w / 2 if whole_pixel else pos
         self.estimate: ScanEstimate | None = None
         self.cache: Tensor | None = None
         if scope == "scan":
@@ -142,8 +148,10 @@ class ScanPrior:
                 raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
             iters = int(iterations)
         ratio = dose_ratio(amplitudes, float(train_input_scale))
+        whole = getattr(model_cfg, "subpixel", "bilinear") == "probe_shift"
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
-                   int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope, **kw)
+                   int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope,
+                   whole_pixel=whole, **kw)
 
     @classmethod
     def for_model(
@@ -188,7 +196,7 @@ class ScanPrior:
         index = torch.as_tensor(index, dtype=torch.long)
         if self.estimate is not None:
             n = self.amplitudes.shape[-1]
-            return self.estimate.patches(self.positions_px[index.numpy()], n)
+            return self.estimate.patches(self.lookup_px[index.numpy()], n)
         if self.cache is not None:
             return self.cache[index]
         unique, inverse = torch.unique(index.reshape(-1), return_inverse=True)

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ptychopinn.physics.geometry import extract_patches, place_patches
+from ptychopinn.physics.prior import subpixel_probes
 from ptychopinn.physics.probe import prepare_probe
-from ptychopinn.physics.propagation import diffracted_intensity
+from ptychopinn.physics.propagation import diffracted_intensity, far_field
 
 
 def central_support(n: int, pad_object: bool) -> Tensor:
@@ -97,10 +98,25 @@ class ForwardModel(nn.Module):
         return extract_patches(merged, pos, n)
 
     def forward(
-        self, patches: Tensor, offsets_px: Tensor | None = None, probe: Tensor | None = None
+        self,
+        patches: Tensor,
+        offsets_px: Tensor | None = None,
+        probe: Tensor | None = None,
+        frac_px: Tensor | None = None,
     ) -> Tensor:
-        """Expected counts (before the intensity scale), ``(B, C, N, N)``."""
+        """Expected counts (before the intensity scale), ``(B, C, N, N)``.
+
+        ``frac_px (B, C, 2)``, for patches on whole-pixel windows
+        (``model.subpixel='probe_shift'``): each pattern's position minus its
+        window's centre; the probe is shifted by it (Fourier shift theorem).
+        The offsets are then those of the windows (whole pixels), so the group
+        consistency copies pixels without interpolating.
+        """
         if self.object_big and offsets_px is not None and patches.shape[1] > 1:
             patches = self.group_consistency(patches, offsets_px)
         p = self.probe if probe is None else probe
-        return diffracted_intensity(patches, p)
+        if frac_px is None:
+            return diffracted_intensity(patches, p)
+        probes = subpixel_probes(torch.fft.fft2(p), frac_px.to(p.real.dtype))  # (B, C, M, N, N)
+        field = far_field(patches.unsqueeze(-3) * probes)
+        return (field.real.square() + field.imag.square()).sum(dim=-3)

@@ -100,6 +100,16 @@ def _from_real(x: Tensor, was_complex: bool) -> Tensor:
     return torch.view_as_complex(x.contiguous()) if was_complex else x.squeeze(-1)
 
 
+def whole_pixel_windows(positions: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``(centres, frac)``: the centre of the whole-pixel N x N window nearest each
+    position, ``round(p - n/2) + n/2``, and the remainder ``frac = p - centre`` in
+    ``[-0.5, 0.5]`` (per axis). The probe at ``p`` sees that window through the probe
+    shifted by ``frac`` (`physics.prior.subpixel_probes`)."""
+    corner = torch.round(positions - n / 2.0)
+    centres = corner + n / 2.0
+    return centres, positions - centres
+
+
 def extract_patches(obj: Tensor, positions: Tensor, n: int) -> Tensor:
     """Extract N x N patches centred at ``positions``.
 

@@ -83,6 +83,9 @@ def reconstruct_tensorflow(
     check_execution(cfg.execution)
     model = loaded.model
     mcfg = loaded.config.model
+    if mcfg.subpixel != "bilinear":
+        raise ConfigError(f"{loaded.path}: model.subpixel={mcfg.subpixel!r} is not supported by "
+                          "the tensorflow backend; reconstruct with backend 'pytorch'.")
     if scan.patch_size != mcfg.N:
         raise ConfigError(
             f"{scan.source}: patterns are {scan.patch_size}x{scan.patch_size} but the model "

@@ -49,6 +49,9 @@ def _check_execution(cfg: TrainingConfig) -> None:
 
     ex = cfg.execution
     check_execution(ex)
+    if cfg.model.subpixel != "bilinear":
+        raise ConfigError(f"model.subpixel={cfg.model.subpixel!r} is not supported by the "
+                          "tensorflow backend; use 'bilinear' or backend 'pytorch'.")
     if ex.strategy != "auto" or ex.num_nodes != 1 or ex.devices not in (1, "auto"):
         raise ConfigError(
             "the tensorflow backend trains on one device: execution.strategy must be 'auto', "

@@ -30,6 +30,9 @@ class PreparedData:
     counts_per_pattern: float
     data_scale: float  # counts were multiplied by this (nphotons rescaling)
     valid: torch.Tensor | None  # (N, N) 1 = good pixel
+    # model.subpixel 'probe_shift': each pattern's position minus the centre of its
+    # whole-pixel window (the probe's shift); offsets_px are then the windows'
+    frac_px: torch.Tensor | None = None  # (n, 2) float32
 
 
 def input_scale_of(amplitudes: np.ndarray | torch.Tensor) -> float:
@@ -78,13 +81,22 @@ def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
         seed=cfg.seed,
         oversample=cfg.n_groups is not None and cfg.n_groups > scan.n_patterns,
     )
+    from ptychopinn.physics.geometry import extract_patches, whole_pixel_windows
+
+    pos = torch.from_numpy(scan.positions_px)
+    patch_pos, frac, offsets = pos, None, groups.offsets_px.astype(np.float32)
+    if cfg.model.subpixel == "probe_shift":
+        # the network's patches are whole-pixel windows: group offsets between windows
+        # are whole pixels, and the probe carries each pattern's remainder
+        patch_pos, frac = whole_pixel_windows(pos, scan.patch_size)
+        centres = patch_pos.numpy()[groups.indices]  # (G, C, 2)
+        offsets = (centres - centres[:, :1, :]).astype(np.float32)
+        frac = frac.to(torch.float32)
     true = None
     if scan.object is not None:
-        from ptychopinn.physics.geometry import extract_patches
-
         with torch.no_grad():
             true = extract_patches(
-                torch.from_numpy(scan.object), torch.from_numpy(scan.positions_px), scan.patch_size
+                torch.from_numpy(scan.object), patch_pos, scan.patch_size
             ).to(torch.complex64)
     valid = None
     if scan.bad_pixel_mask is not None:
@@ -94,12 +106,13 @@ def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
         amplitudes=torch.from_numpy(amps),
         positions_px=torch.from_numpy(scan.positions_px),
         indices=torch.from_numpy(groups.indices),
-        offsets_px=torch.from_numpy(groups.offsets_px.astype(np.float32)),
+        offsets_px=torch.from_numpy(offsets),
         true_patches=true,
         input_scale=input_scale_of(amps),
         counts_per_pattern=counts_pp,
         data_scale=data_scale,
         valid=valid,
+        frac_px=frac,
     )
 
 
@@ -128,6 +141,8 @@ class GroupDataset(Dataset):
         g = self.group_ids[torch.as_tensor(items, dtype=torch.long)]
         idx = self.data.indices[g]
         batch = {"amplitudes": self.data.amplitudes[idx], "offsets": self.data.offsets_px[g]}
+        if self.data.frac_px is not None:
+            batch["frac"] = self.data.frac_px[idx]
         if self.with_truth:
             batch["true_patches"] = self.data.true_patches[idx]
         if self.prior is not None:

@@ -70,7 +70,7 @@ class PINNModule(L.LightningModule):
         need_physics = cfg.nll_weight > 0 or cfg.mae_weight > 0
         if need_physics:
             patches = torch.polar(amp, phase)
-            expected = self.model.expected_counts(patches, batch["offsets"])
+            expected = self.model.expected_counts(patches, batch["offsets"], batch.get("frac"))
             counts = amps.square()
             valid = self.valid_mask
             if cfg.nll_weight > 0:
