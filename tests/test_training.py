@@ -192,6 +192,12 @@ def test_probe_shift_model_trains_saves_and_reconstructs(tmp_path, small_scan):
                                  torch.from_numpy(small_scan.probe), prior_amplitude_scale=1.0,
                                  train_input_scale=data.input_scale)
     np.testing.assert_array_equal(prior.lookup_px - 16, np.round(small_scan.positions_px - 16))
+    # the prior's canvas sits on the scan frame's pixels: a lookup copies pixels
+    origin = prior.estimate.origin_px
+    np.testing.assert_array_equal(origin, np.round(origin))
+    i0 = (prior.lookup_px[3] - 16 - origin).astype(int)
+    np.testing.assert_array_equal(prior(torch.tensor([3]))[0].numpy(),
+                                  prior.estimate.canvas[i0[0]:i0[0] + 32, i0[1]:i0[1] + 32].numpy())
     res = api.train(cfg, small_scan)
     assert np.isfinite(res.history[-1]["train/poisson_nll"])
     loaded = api.load_bundle(res.bundle_path)

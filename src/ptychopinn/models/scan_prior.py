@@ -100,7 +100,7 @@ class ScanPrior:
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
             self.estimate = scan_error_reduction(
                 self.amplitudes, pos, probe.detach() * float(amplitude_scale), int(iterations),
-                valid=valid, device=device,
+                valid=valid, device=device, integer_grid=whole_pixel,
             )
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return

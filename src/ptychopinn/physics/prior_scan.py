@@ -71,14 +71,22 @@ def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, T
     return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
 
 
-def canvas_frame(positions_px: np.ndarray, n: int) -> tuple[np.ndarray, tuple[int, int]]:
+def canvas_frame(
+    positions_px: np.ndarray, n: int, integer_grid: bool = False
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Origin ``[y, x]`` and ``(H, W)`` of a canvas that holds every N x N window at
     ``positions_px`` (plus `CANVAS_MARGIN_PX`).
 
     The canvas grid is aligned with the first position in raster order (its
     fractional part is the origin's), so translating the scan, or listing its
-    patterns in another order, leaves the estimate's pixels unchanged.
+    patterns in another order, leaves the estimate's pixels unchanged. With
+    ``integer_grid`` it is aligned with the scan frame's pixels instead (whole
+    origin), so whole-pixel windows of the scan frame are canvas pixels.
     """
+    if integer_grid:
+        lo = np.floor(positions_px.min(axis=0) - n / 2.0 + 1e-6) - CANVAS_MARGIN_PX
+        hi = np.ceil(positions_px.max(axis=0) + n / 2.0 - 1e-6) + CANVAS_MARGIN_PX + 1
+        return lo, (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
     anchor = positions_px[np.lexsort((positions_px[:, 1], positions_px[:, 0]))[0]]
     rel = positions_px - anchor
     lo = np.floor(rel.min(axis=0) - n / 2.0 + 1e-6) - CANVAS_MARGIN_PX
@@ -97,6 +105,7 @@ def scan_error_reduction(
     alpha: float = 0.1,
     seed: int = 0,
     device: torch.device | str | None = None,
+    integer_grid: bool = False,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -123,6 +132,8 @@ def scan_error_reduction(
         are listed in).
     device
         Where the canvas and projections live (default: the probe's device).
+    integer_grid
+        Align the canvas with the scan frame's whole pixels (see `canvas_frame`).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -142,7 +153,7 @@ def scan_error_reduction(
         p = p.unsqueeze(0)
     if p.shape[-2:] != (n, n):
         raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
-    origin, shape = canvas_frame(pos, n) if n_pat else (np.zeros(2), (n, n))
+    origin, shape = canvas_frame(pos, n, integer_grid) if n_pat else (np.zeros(2), (n, n))
     local = torch.from_numpy(pos - origin).to(dev)
     ill = (p.real.square() + p.imag.square()).sum(0)  # (N, N)
     keep = None
