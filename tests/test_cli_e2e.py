@@ -170,3 +170,20 @@ def test_infer_prior_iterations_and_refinement_flags(trained):
     bad = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "out_bad",
                "--prior-iterations", "0", cwd=trained, check=False)
     assert bad.returncode == 2 and "prior_iterations" in bad.stderr, bad.stderr
+
+
+def test_simulate_subpixel_flag(tmp_path):
+    """`simulate --subpixel` reaches the scan's metadata (default probe_shift); a bad
+    value is refused by name."""
+    _cli("simulate", "a.npz", "--N", "32", "--n-positions", "16", "-q", cwd=tmp_path)
+    _cli("simulate", "b.npz", "--N", "32", "--n-positions", "16", "--subpixel", "bilinear", "-q",
+         cwd=tmp_path)
+    from ptychopinn.data.readers import load_scan
+
+    a, b = load_scan(tmp_path / "a.npz"), load_scan(tmp_path / "b.npz")
+    assert a.metadata["simulation"]["subpixel"] == "probe_shift"
+    assert b.metadata["simulation"]["subpixel"] == "bilinear"
+    np.testing.assert_array_equal(a.positions_px, b.positions_px)
+    assert not np.array_equal(a.diffraction, b.diffraction)
+    proc = _cli("simulate", "c.npz", "--subpixel", "fourier", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "--subpixel" in proc.stderr

@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, dest="step_px")
     p.add_argument("--jitter", type=float, dest="jitter_px")
     p.add_argument("--subpixel", choices=("bilinear", "probe_shift"),
-                   help="sub-pixel positions: interpolate the object (bilinear, default) or "
-                        "Fourier-shift the probe (probe_shift)")
+                   help="sub-pixel positions: Fourier-shift the probe on the nearest "
+                        "whole-pixel window (probe_shift, default) or interpolate the object "
+                        "(bilinear)")
     p.add_argument("--photons", type=float, dest="photons_per_pattern")
     p.add_argument("--seed", type=int)
     p.add_argument("-q", "--quiet", action="store_true")
