@@ -40,7 +40,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
-from bench_side_by_side import refine_curve, refine_target  # noqa: E402
+from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
 
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
@@ -67,14 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
-    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="sub-pixel model of our refinement rows (default: infer's)")
-    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
+    add_subpixel_args(p)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
-    refine_overrides = ({"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
-                        else None)
+    overrides = refine_overrides(args)
     flat_kw = {"subpixel": args.refine_subpixel} if args.refine_subpixel else {}
     torch.set_num_threads(args.threads)
     from ptychopinn.api import load_bundle
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
                 pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
-                                  overrides=refine_overrides)
+                                  overrides=overrides)
                 for ep, t, m in pr["rows"]:
                     if ep in (10, 20, 40, args.epochs):
                         rows.append([case, f"PINN + refine (infer defaults), {ep} ep",

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_hard_scans import REAL_PROBE  # noqa: E402
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
-from bench_side_by_side import refine_curve, refine_target  # noqa: E402
+from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
 
 
 def cases() -> dict[str, dict]:
@@ -61,14 +61,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="the second inference row's prior passes")
     p.add_argument("--refine-epochs", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="refine_subpixel of the PINN + refine rows (default: infer's)")
-    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
+    add_subpixel_args(p)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
-    refine_overrides = ({"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
-                        else None)
+    overrides = refine_overrides(args)
     if not REAL_PROBE.exists():
         print(f"bench_pretrained_scans: SKIPPED: {REAL_PROBE} not found.")
         return
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 if iters is None:
                     rec0, infer_s0 = rec, secs
             pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m,
-                              overrides=refine_overrides)
+                              overrides=overrides)
             ep, t, m = pr["rows"][-1]
             add(name, f"pretrained + refine (infer defaults), {ep} ep", infer_s0 + t, m)
             hit = pr["hit"]

@@ -93,6 +93,19 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     return {"rows": state["rows"], "hit": state["hit"]}
 
 
+def add_subpixel_args(p: argparse.ArgumentParser) -> None:
+    """``--refine-subpixel`` and ``--sim-subpixel`` (shared by the side-by-side scripts)."""
+    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="sub-pixel model of our refinement rows (default: infer's)")
+    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
+                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
+
+
+def refine_overrides(args: argparse.Namespace) -> dict | None:
+    """The `refine_curve` overrides that ``--refine-subpixel`` asks for."""
+    return {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel else None
+
+
 def refine_target(hit, infer_s: float, lsq_s: float, epochs: int) -> str:
     """The issue-5 target line for a `refine_curve` hit after ``infer_s`` of inference."""
     ok = hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
@@ -128,10 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                         "on the GPU; each gets warm-up work first)")
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
-    p.add_argument("--refine-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="sub-pixel model of our refinement rows (default: infer's)")
-    p.add_argument("--sim-subpixel", choices=("bilinear", "probe_shift"), default=None,
-                   help="the simulator's sub-pixel model (default: its default, probe_shift)")
+    add_subpixel_args(p)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -179,15 +189,14 @@ def main(argv: list[str] | None = None) -> None:
         if gpu:
             refine_curve(scan, None, None, 1, None, args.device)  # warm-up
         flat = refine_curve(scan, None, None, args.refine_epochs, lsq_m, args.device,
-                            {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel
-                            else None)
+                            refine_overrides(args))
         for ep_n, t, m in flat["rows"]:
             if ep_n in (5, 10, args.refine_epochs):
                 rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations)
         inf_m = score(rec.object, scan)
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
-        overrides = {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel else None
+        overrides = refine_overrides(args)
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,
                           args.device, overrides)
         for ep_n, t, m in pr["rows"]:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ptychopinn.grouping import nearest_patterns
+from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 
@@ -93,7 +94,8 @@ class ScanPrior:
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
         # model.subpixel 'probe_shift') the centre of its nearest whole-pixel window
-        self.lookup_px = np.round(pos - w / 2) + w / 2 if whole_pixel else pos
+        self.lookup_px = (whole_pixel_windows(torch.from_numpy(pos), w)[0].numpy() if whole_pixel
+                          else pos)
         self.estimate: ScanEstimate | None = None
         self.cache: Tensor | None = None
         if scope == "scan":

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ptychopinn.physics.geometry import extract_patches, place_patches
-from ptychopinn.physics.prior import subpixel_probes
 from ptychopinn.physics.probe import prepare_probe
-from ptychopinn.physics.propagation import diffracted_intensity, far_field
+from ptychopinn.physics.propagation import diffracted_intensity, shifted_probe_intensity
 
 
 def central_support(n: int, pad_object: bool) -> Tensor:
@@ -117,6 +116,4 @@ class ForwardModel(nn.Module):
         p = self.probe if probe is None else probe
         if frac_px is None:
             return diffracted_intensity(patches, p)
-        probes = subpixel_probes(torch.fft.fft2(p), frac_px.to(p.real.dtype))  # (B, C, M, N, N)
-        field = far_field(patches.unsqueeze(-3) * probes)
-        return (field.real.square() + field.imag.square()).sum(dim=-3)
+        return shifted_probe_intensity(patches, p, frac_px)

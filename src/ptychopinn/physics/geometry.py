@@ -104,7 +104,7 @@ def whole_pixel_windows(positions: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """``(centres, frac)``: the centre of the whole-pixel N x N window nearest each
     position, ``round(p - n/2) + n/2``, and the remainder ``frac = p - centre`` in
     ``[-0.5, 0.5]`` (per axis). The probe at ``p`` sees that window through the probe
-    shifted by ``frac`` (`physics.prior.subpixel_probes`)."""
+    shifted by ``frac`` (`physics.propagation.subpixel_probes`)."""
     corner = torch.round(positions - n / 2.0)
     centres = corner + n / 2.0
     return centres, positions - centres

@@ -42,6 +42,8 @@ import math
 import torch
 from torch import Tensor
 
+from ptychopinn.physics.propagation import subpixel_probes
+
 _EPS = 1e-6
 
 
@@ -131,20 +133,6 @@ def exit_wave_correction(psi: Tensor, amps_u: Tensor, keep: Tensor | None = None
     if keep is not None:
         ratio = torch.where(keep, torch.ones_like(ratio), ratio)
     return torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
-
-
-def subpixel_probes(probe_hat: Tensor, frac: Tensor) -> Tensor:
-    """Probes shifted by sub-pixel offsets (Fourier shift theorem): ``P(r - f)``.
-
-    ``probe_hat`` is ``fft2`` of the ``(M, N, N)`` probe, ``frac (..., 2)`` the
-    offsets ``[fy, fx]``; returns ``(..., M, N, N)``.
-    """
-    n = probe_hat.shape[-1]
-    freq = torch.fft.fftfreq(n, device=probe_hat.device)
-    ramp_y = torch.exp((-2j * math.pi) * frac[..., 0, None] * freq)  # (..., N)
-    ramp_x = torch.exp((-2j * math.pi) * frac[..., 1, None] * freq)
-    ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # (..., N, N)
-    return torch.fft.ifft2(probe_hat * ramp.unsqueeze(-3))
 
 
 def neighbourhood_error_reduction(

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
-from ptychopinn.physics.prior import exit_wave_correction, subpixel_probes
+from ptychopinn.physics.prior import exit_wave_correction
+from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
 PASS_CACHE_LIMIT_BYTES = 256 << 20

@@ -7,6 +7,8 @@ zero frequency sits at ``[N // 2, N // 2]`` and the transform is unitary, so
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,4 +35,30 @@ def diffracted_intensity(patches: Tensor, probe: Tensor) -> Tensor:
     """
     exit_waves = patches.unsqueeze(-3) * probe  # (..., M, N, N)
     field = far_field(exit_waves)
+    return (field.real.square() + field.imag.square()).sum(dim=-3)
+
+
+def subpixel_probes(probe_hat: Tensor, frac: Tensor) -> Tensor:
+    """Probes shifted by sub-pixel offsets (Fourier shift theorem): ``P(r - f)``.
+
+    ``probe_hat`` is ``fft2`` of the ``(M, N, N)`` probe, ``frac (..., 2)`` the
+    offsets ``[fy, fx]``; returns ``(..., M, N, N)``.
+    """
+    n = probe_hat.shape[-1]
+    freq = torch.fft.fftfreq(n, device=probe_hat.device)
+    ramp_y = torch.exp((-2j * math.pi) * frac[..., 0, None] * freq)  # (..., N)
+    ramp_x = torch.exp((-2j * math.pi) * frac[..., 1, None] * freq)
+    ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # (..., N, N)
+    return torch.fft.ifft2(probe_hat * ramp.unsqueeze(-3))
+
+
+def shifted_probe_intensity(patches: Tensor, probe: Tensor, frac: Tensor) -> Tensor:
+    """Expected counts ``sum_m |far_field(P_m(r - f) * patch)|^2`` of whole-pixel
+    windows seen through the probe shifted by each pattern's sub-pixel remainder.
+
+    ``patches (..., N, N)``, ``probe (M, N, N)``, ``frac (..., 2)`` (cast to the
+    probe's precision); differentiable in all three.
+    """
+    probes = subpixel_probes(torch.fft.fft2(probe), frac.to(probe.real.dtype))
+    field = far_field(patches.unsqueeze(-3) * probes)  # (..., M, N, N)
     return (field.real.square() + field.imag.square()).sum(dim=-3)

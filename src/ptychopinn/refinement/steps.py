@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptychopinn.physics.geometry import extract_patches, place_patches
+from ptychopinn.physics.geometry import extract_patches, place_patches, whole_pixel_windows
 from ptychopinn.physics.losses import poisson_nll
-from ptychopinn.physics.prior import subpixel_probes
-from ptychopinn.physics.propagation import diffracted_intensity, far_field
+from ptychopinn.physics.propagation import diffracted_intensity, shifted_probe_intensity
 
 Fit = Literal["amplitude", "poisson"]
 Subpixel = Literal["bilinear", "probe_shift"]
@@ -43,12 +42,10 @@ def model_counts(
     positions (see `batch_objective`). Differentiable in all three tensors."""
     n = probe.shape[-1]
     if subpixel == "probe_shift":
-        top = positions - n / 2.0
-        corner = torch.round(top.detach())
-        patches = extract_patches(obj, corner + n / 2.0, n)
-        probes = subpixel_probes(torch.fft.fft2(probe), (top - corner).to(probe.real.dtype))
-        field = far_field(patches.unsqueeze(-3) * probes)  # (B, M, N, N)
-        return (field.real.square() + field.imag.square()).sum(dim=-3), patches
+        centres, _ = whole_pixel_windows(positions.detach(), n)
+        patches = extract_patches(obj, centres, n)
+        # the remainder keeps the positions' gradient (the window is a constant)
+        return shifted_probe_intensity(patches, probe, positions - centres), patches
     patches = extract_patches(obj, positions, n)
     return diffracted_intensity(patches, probe), patches
 
