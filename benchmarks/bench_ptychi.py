@@ -39,6 +39,7 @@ DEFAULT_PTYCHI_PYTHON = "/work/ptychi_venv/bin/python"
 CASES: dict[str, dict] = {
     "textured": {},
     "textured_1e4": {"photons_per_pattern": 1e4},
+    "textured_1e3": {"photons_per_pattern": 1e3},
     "image": {"object_kind": "image"},  # object_image chosen by --image
 }
 TABLE_HEADERS = ["engine", "object", "photons", "epochs", "compute s", "cpu s",

@@ -46,7 +46,7 @@ from bench_ptychi import (  # noqa: E402
     table_row,
 )
 
-CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "image": 1e6}
+CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "textured_1e3": 1e3, "image": 1e6}
 
 
 def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
@@ -230,14 +230,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"SSIM of LSQML-100 and >= 20x faster: {'MET' if ok else 'NOT MET'} (amp SSIM "
                 f"{inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f}; {lsq_s / infer_s:.0f}x "
                 "faster)")
-        if case == "textured_1e4":
-            best = max((r[2] for r in pr["rows"]), key=lambda m: m["amp_ssim"] + m["phase_ssim"])
-            ok = (best["amp_ssim"] > lsq_m["amp_ssim"]
-                  and best["phase_ssim"] > lsq_m["phase_ssim"])
+        if case in ("textured_1e4", "textured_1e3"):
+            # the last epoch: what `infer --refine-epochs` writes (no choice by the truth)
+            last = pr["rows"][-1][2]
+            ok = (last["amp_ssim"] > lsq_m["amp_ssim"]
+                  and last["phase_ssim"] > lsq_m["phase_ssim"])
+            what = ("Issue 5, at 1e4 photons PINN + refinement beats LSQML-100 on both SSIMs"
+                    if case == "textured_1e4" else
+                    "Issue 5 (low dose, no numeric target), at 1e3 photons PINN + refinement "
+                    "vs LSQML-100 on both SSIMs")
             targets.append(
-                "Issue 5, at 1e4 photons PINN + refinement beats LSQML-100 on both SSIMs: "
-                f"{'MET' if ok else 'NOT MET'} (best {best['amp_ssim']:.3f}/"
-                f"{best['phase_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f}/{lsq_m['phase_ssim']:.3f})")
+                f"{what}: {'MET' if ok else 'NOT MET'} (epoch {pr['rows'][-1][0]}: "
+                f"{last['amp_ssim']:.3f}/{last['phase_ssim']:.3f} vs LSQML "
+                f"{lsq_m['amp_ssim']:.3f}/{lsq_m['phase_ssim']:.3f})")
         print("\n".join(" | ".join(r) for r in rows[-12:]), flush=True)
     table = "\n".join(["| " + " | ".join(TABLE_HEADERS) + " |",
                        "|" + "---|" * len(TABLE_HEADERS)] + ["| " + " | ".join(r) + " |"

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Method = Literal["pie", "adam"]
 _PRELOAD_LIMIT_BYTES = 1 << 30
+# the noise floor is re-estimated every this many epochs (it moves slowly with the
+# expected counts; `steps.expected_deviance` costs about a fifth of an epoch)
+_FLOOR_EVERY = 4
 
 
 @dataclass
@@ -187,8 +190,8 @@ def refine(
         Poisson NLL is at or below its noise floor (if that happens within
         ``phase_only_epochs``, the start's amplitude is never released):
         the NLL the true object would have under counting noise, estimated from
-        the current expected counts (`steps.expected_deviance`), plus three
-        standard deviations of that estimate. Below it the amplitude fits noise.
+        the current expected counts (`steps.expected_deviance`; re-estimated
+        every 4th epoch), plus three standard deviations of that estimate. Below it the amplitude fits noise.
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
     subpixel
@@ -270,6 +273,7 @@ def refine(
     # (at the start's), and once the fit reaches the noise floor (at that epoch's)
     start_amp = obj.detach().abs().clone() if phase_only_epochs > 0 else None
     floor_amp = None
+    floor_estimate = None
     rng = np.random.default_rng(seed)
     schedule = PlateauSchedule(enabled=adaptive_step)
     frac = 1.0
@@ -283,6 +287,9 @@ def refine(
         probe_on = refine_probe and epoch >= probe_start_epoch
         held_amp = start_amp if epoch < phase_only_epochs else floor_amp
         nll_sum = floor_sum = 0.0
+        estimate_floor = noise_floor and floor_amp is None and (
+            floor_estimate is None or epoch % _FLOOR_EVERY == 0
+        )
         for s in range(0, n_pat, batch_size):
             idx = order[s : s + batch_size]
             k = counts_of(idx)
@@ -291,7 +298,7 @@ def refine(
             loss.backward()
             corr.after_backward(idx, pos, obj, pr, 2.0 if fit == "poisson" else 1.0)
             nll_sum += steps.reported_nll(lam.detach(), k, valid) * idx.numel()
-            if noise_floor and floor_amp is None:
+            if estimate_floor:
                 # the floor plus 3 standard deviations of a fit at the truth
                 # (the deviance's variance is about its mean)
                 e_sum, k_sum = steps.noise_floor_sums(lam.detach(), k, valid)
@@ -334,7 +341,9 @@ def refine(
             "seconds": time.perf_counter() - t_start - paused,
         }
         if noise_floor and floor_amp is None:
-            record["noise_floor"] = floor_sum / n_pat
+            if estimate_floor:
+                floor_estimate = floor_sum / n_pat
+            record["noise_floor"] = floor_estimate
             # checked in the phase-only epochs too: a fit already at the floor
             # then never releases the amplitude
             if record["loss"] <= record["noise_floor"]:
