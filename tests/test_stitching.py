@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from ptychopinn.grouping import group_neighbors
-from ptychopinn.inference.stitching import radial_order, stitch_groups
+from ptychopinn.inference.stitching import (
+    PROBE_WEIGHT_FLOOR,
+    probe_weight,
+    radial_order,
+    stitch_groups,
+)
 from ptychopinn.metrics import evaluate
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches, place_patches
 
@@ -54,3 +59,41 @@ def test_accumulate_matches_place():
     accumulate_patches(canvas, p, pos)
     accumulate_patches(canvas, p, pos)
     assert torch.allclose(canvas, 2 * place_patches(p, pos, (30, 27)))
+
+
+def test_probe_weight_is_flat_above_the_threshold_and_floored():
+    ill = torch.tensor([1.0, 0.5, 0.02, 0.005, 1e-4, 0.0])
+    w = probe_weight(ill, 0.01)
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 0.5, PROBE_WEIGHT_FLOOR,
+                                                PROBE_WEIGHT_FLOOR]))
+    # flat_above = 1: the intensity itself (floored), the weighting before 2026-11-28
+    torch.testing.assert_close(probe_weight(ill, 1.0), ill.clamp_min(PROBE_WEIGHT_FLOOR))
+    np.testing.assert_allclose(probe_weight(ill.numpy(), 0.01), w.numpy())  # numpy too
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="flat_above"):
+            probe_weight(ill, bad)
+
+
+def test_flat_probe_weight_averages_patch_errors_better(small_scan):
+    """Patches with independent errors (what a network's patches carry): weighing every
+    lit pixel the same averages more overlapping patches per object pixel, so the
+    stitched object is closer to the truth than with intensity weights."""
+    scan = small_scan
+    n = scan.patch_size
+    g = group_neighbors(scan.positions_px, 1, neighbor_count=6, seed=0)
+    idx = torch.from_numpy(g.indices[radial_order(g.centers_px)])
+    pos = torch.from_numpy(scan.positions_px)
+    true = extract_patches(torch.from_numpy(scan.object), pos, n)
+    gen = torch.Generator().manual_seed(3)
+    noisy = true + 0.3 * torch.randn(true.shape, dtype=true.dtype, generator=gen)
+    p = torch.from_numpy(scan.probe if scan.probe.ndim == 2 else scan.probe[0])
+    ill = p.abs().square()
+    ill = ill / ill.max()
+    rot = torch.ones(len(idx), dtype=torch.complex64)
+    amp_ssim = {}
+    for flat in (1.0, 0.01):
+        obj, _, _ = stitch_groups(_source(noisy, idx, pos, rot), len(idx), scan.object.shape,
+                                  probe_weight(ill, flat), phase_sync=False)
+        m = evaluate(obj.numpy(), scan.object, positions_px=scan.positions_px, patch_size=n)
+        amp_ssim[flat] = m["amp_ssim"]
+    assert amp_ssim[0.01] > amp_ssim[1.0] + 0.02, amp_ssim

@@ -16,7 +16,6 @@ from ptychopinn.data.scan import Scan
 log = logging.getLogger(__name__)
 
 CANVAS_MARGIN_PX = 2
-PROBE_WEIGHT_FLOOR = 0.02
 _CACHE_LIMIT_BYTES = 1 << 30
 
 
@@ -94,7 +93,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         Inference options (defaults if None).
     """
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.stitching import stitch_groups
+    from ptychopinn.inference.stitching import probe_weight, stitch_groups
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -163,9 +162,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     support = model.physics.support.cpu()
     if cfg.stitch_weight == "probe":
-        # probe intensity, floored so pixels lit only by a probe's tail keep a value
         ill = model.physics.illumination(model.probe.detach().cpu())
-        weight = ill.clamp_min(PROBE_WEIGHT_FLOOR) * support
+        weight = probe_weight(ill, cfg.stitch_flat_above) * support
     else:
         weight = support
     t_st = time.perf_counter()

@@ -15,7 +15,6 @@ import numpy as np
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.inference.reconstruct import (
-    PROBE_WEIGHT_FLOOR,
     Reconstruction,
     canvas_for,
     inference_groups,
@@ -76,7 +75,7 @@ def reconstruct_tensorflow(
     import torch
 
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.stitching import radial_order, stitch_groups
+    from ptychopinn.inference.stitching import probe_weight, radial_order, stitch_groups
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -119,8 +118,8 @@ def reconstruct_tensorflow(
 
     support = model.support.numpy()
     weight = support
-    if cfg.stitch_weight == "probe":  # as the pytorch backend: floored probe intensity
-        weight = np.maximum(model.illumination(), PROBE_WEIGHT_FLOOR) * support
+    if cfg.stitch_weight == "probe":  # as the pytorch backend
+        weight = probe_weight(model.illumination(), cfg.stitch_flat_above) * support
     t_st = time.perf_counter()
     obj, den, _ = stitch_groups(source, n_groups, shape, torch.from_numpy(weight),
                                 phase_sync=cfg.phase_sync)
