@@ -241,7 +241,14 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library):
     assert got.shape == scan.object.shape
     assert product.object_.get_center() == ri.product.object_.get_center()
 
-    direct = reconstruct(load_bundle(bundle), scan, library.settings.inference_config())
+    library.settings.stitch_flat_above.set_value(1.0)  # the setting reaches the config
+    try:
+        assert library.settings.inference_config().stitch_flat_above == 1.0
+    finally:
+        library.settings.stitch_flat_above.set_value(0.01)
+    cfg = library.settings.inference_config()
+    assert cfg.stitch_flat_above == pytest.approx(0.01)
+    direct = reconstruct(load_bundle(bundle), scan, cfg)
     covered = direct.weight > 0
     assert covered.mean() > 0.3
     np.testing.assert_allclose(got[covered], direct.object[covered], atol=1e-4)

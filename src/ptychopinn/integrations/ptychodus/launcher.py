@@ -78,6 +78,8 @@ def _settings_panel(library: PtychoPINNReconstructorLibrary):
             b.add_spin_box(s.inference_batch_size, "Batch Size:", group=g)
             b.add_spin_box(s.patterns_per_chunk, "Patterns per Chunk:", group=g)
             b.add_combo_box(s.stitch_weight, STITCH_WEIGHTS, "Stitch Weight:", group=g)
+            b.add_decimal_line_edit(s.stitch_flat_above,
+                                    "Stitch Flat Above (fraction of probe peak):", group=g)
             b.add_spin_box(s.refine_epochs, "Refinement Epochs:", group=g)
             g = "Training"
             b.add_spin_box(s.epochs, "Epochs:", group=g)

@@ -62,6 +62,8 @@ class PtychoPINNSettings:
         self.patterns_per_chunk = group.create_integer_parameter(
             "PatternsPerChunk", 4096, minimum=1)
         self.stitch_weight = group.create_string_parameter("StitchWeight", "probe")
+        self.stitch_flat_above = group.create_real_parameter(
+            "StitchFlatAbove", 0.01, minimum=1e-6, maximum=1.0)
         self.refine_epochs = group.create_integer_parameter("RefineEpochs", 0, minimum=0)
         train = registry.create_group("PtychoPINNNextTraining")
         self.epochs = train.create_integer_parameter("Epochs", 60, minimum=1)
@@ -82,6 +84,7 @@ class PtychoPINNSettings:
         return build(InferenceConfig, {
             "batch_size": self.inference_batch_size.get_value(),
             "stitch_weight": self.stitch_weight.get_value(),
+            "stitch_flat_above": self.stitch_flat_above.get_value(),
             "refine_epochs": self.refine_epochs.get_value(),
             "figures": False,
             "execution": {"accelerator": self.accelerator.get_value(), "logger": "none",
