@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
     add_subpixel_args(p)
+    p.add_argument("--model-label", default=None, help="how the models were trained (noted)")
+    p.add_argument("--cases", nargs="+", choices=("realprobe", "seed5"),
+                   default=["realprobe", "seed5"], help="which scans to run")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     overrides = refine_overrides(args)
@@ -79,10 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.refinement import refine
 
-    cases = ["seed5"]
-    if REAL_PROBE.exists():
-        cases.insert(0, "realprobe")
-    else:
+    cases = [c for c in ("realprobe", "seed5") if c in args.cases]
+    if "realprobe" in cases and not REAL_PROBE.exists():
+        cases.remove("realprobe")
         print(f"bench_hard_scans: realprobe SKIPPED: {REAL_PROBE} not found.")
     models = {"realprobe": args.model_realprobe, "seed5": args.model_seed5}
     has_ptychi = find_ptychi_python() is not None
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
              "passes at inference: "
              + (str(args.prior_iterations) if args.prior_iterations else "the model's") + ". "
              f"Simulated with subpixel={args.sim_subpixel or 'the default (probe_shift)'}; "
-             f"refine_subpixel={args.refine_subpixel or 'infer default'}.")
+             f"refine_subpixel={args.refine_subpixel or 'infer default'}."
+             + (f" Training: {args.model_label}." if args.model_label else ""))
     print(table)
     print("\n".join(targets))
     print(notes)
