@@ -191,7 +191,8 @@ def refine(
         ``phase_only_epochs``, the start's amplitude is never released):
         the NLL the true object would have under counting noise, estimated from
         the current expected counts (`steps.expected_deviance`; re-estimated
-        every 4th epoch), plus three standard deviations of that estimate. Below it the amplitude fits noise.
+        every 4th epoch), plus three standard deviations of that estimate.
+        Below it the amplitude fits noise.
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
     subpixel
