@@ -8,7 +8,8 @@ X-ray-laser probe of ``../shared/data/run1084`` and its Fermat geometry, e.g.::
     ptychopinn pretrain --scan rp.npz --output-dir pre_rp --max-minutes 10
 
 then reconstruct scans the model never saw (other seeds, hence other objects;
-one of them a held-out picture on a raster scan) with that model:
+one a held-out picture on a raster scan, one a random scan pattern; doses 1e5,
+1e4 and 1e3 photons per pattern) with that model:
 
 * pty-chi LSQML, 100 epochs (own virtual environment, see `bench_ptychi`);
 * inference + stitching with the model's prior passes and with ``--prior-iterations``;
@@ -51,6 +52,9 @@ def cases() -> dict[str, dict]:
         f"raster, '{HELD_OUT_IMAGES[0]}', seed 23": dict(
             probe, pattern="raster", n_positions=625, seed=23, object_kind="image",
             object_image=HELD_OUT_IMAGES[0]),
+        "fermat, textured, seed 25, 1e3 photons": dict(
+            probe, pattern="fermat", n_positions=600, seed=25, photons_per_pattern=1e3),
+        "random, textured, seed 26": dict(probe, pattern="random", n_positions=600, seed=26),
     }
 
 

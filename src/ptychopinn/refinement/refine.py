@@ -287,7 +287,7 @@ def refine(
         order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
         probe_on = refine_probe and epoch >= probe_start_epoch
         held_amp = start_amp if epoch < phase_only_epochs else floor_amp
-        nll_sum = floor_sum = 0.0
+        nll_sum = floor_sum = floor_var = 0.0
         estimate_floor = noise_floor and floor_amp is None and (
             floor_estimate is None or epoch % _FLOOR_EVERY == 0
         )
@@ -303,7 +303,9 @@ def refine(
                 # the floor plus 3 standard deviations of a fit at the truth
                 # (the deviance's variance is about its mean)
                 e_sum, k_sum = steps.noise_floor_sums(lam.detach(), k, valid)
-                floor_sum += (e_sum + 3.0 * math.sqrt(e_sum)) / max(k_sum, 1e-12) * idx.numel()
+                w = idx.numel() / n_pat / max(k_sum, 1e-12)  # the loss's weight of this batch
+                floor_sum += e_sum * w
+                floor_var += e_sum * w * w
             with torch.no_grad():
                 if method == "adam":
                     for opt, lr0 in ((obj_opt, obj_lr), (probe_opt, probe_lr)):
@@ -343,7 +345,9 @@ def refine(
         }
         if noise_floor and floor_amp is None:
             if estimate_floor:
-                floor_estimate = floor_sum / n_pat
+                # the epoch's floor plus 3 standard deviations of the epoch's loss at
+                # the truth (not of each batch's: that margin is sqrt(batches) wider)
+                floor_estimate = floor_sum + 3.0 * math.sqrt(floor_var)
             record["noise_floor"] = floor_estimate
             # checked in the phase-only epochs too: a fit already at the floor
             # then never releases the amplitude
