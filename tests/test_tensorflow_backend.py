@@ -236,15 +236,19 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
     torch.manual_seed(2)
     save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
-    icfg = InferenceConfig(figures=False)
-    recs = {}
-    for name in ("pytorch", "tensorflow"):
-        backend = get_backend(name)
-        recs[name] = backend.reconstruct(backend.load_bundle(tmp_path), small_scan, icfg)
-    assert recs["tensorflow"].backend == "tensorflow" and recs["pytorch"].backend == "pytorch"
-    np.testing.assert_allclose(recs["tensorflow"].weight, recs["pytorch"].weight, rtol=1e-5)
-    rel = _rel(recs["pytorch"].object, recs["tensorflow"].object)
-    assert rel < 1e-4, rel
+    weights = {}
+    for flat_above in (0.01, 1.0):  # both backends follow the stitching weight option
+        icfg = InferenceConfig(figures=False, stitch_flat_above=flat_above)
+        recs = {}
+        for name in ("pytorch", "tensorflow"):
+            backend = get_backend(name)
+            recs[name] = backend.reconstruct(backend.load_bundle(tmp_path), small_scan, icfg)
+        assert recs["tensorflow"].backend == "tensorflow" and recs["pytorch"].backend == "pytorch"
+        np.testing.assert_allclose(recs["tensorflow"].weight, recs["pytorch"].weight, rtol=1e-5)
+        rel = _rel(recs["pytorch"].object, recs["tensorflow"].object)
+        assert rel < 1e-4, rel
+        weights[flat_above] = recs["pytorch"].weight
+    assert not np.allclose(weights[0.01], weights[1.0])
 
 
 # ----------------------------------------------------------------------------- training

@@ -191,8 +191,9 @@ def refine(
         ``phase_only_epochs``, the start's amplitude is never released):
         the NLL the true object would have under counting noise, estimated from
         the current expected counts (`steps.expected_deviance`; re-estimated
-        every 4th epoch), plus three standard deviations of that estimate.
-        Below it the amplitude fits noise.
+        every 4th epoch), plus three standard deviations of the epoch's loss
+        at the truth (the deviance's variance is about its mean). Below it the
+        amplitude fits noise.
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
     subpixel
@@ -300,8 +301,7 @@ def refine(
             corr.after_backward(idx, pos, obj, pr, 2.0 if fit == "poisson" else 1.0)
             nll_sum += steps.reported_nll(lam.detach(), k, valid) * idx.numel()
             if estimate_floor:
-                # the floor plus 3 standard deviations of a fit at the truth
-                # (the deviance's variance is about its mean)
+                # this batch's expected deviance, weighted as the loss weighs it
                 e_sum, k_sum = steps.noise_floor_sums(lam.detach(), k, valid)
                 w = idx.numel() / n_pat / max(k_sum, 1e-12)  # the loss's weight of this batch
                 floor_sum += e_sum * w
