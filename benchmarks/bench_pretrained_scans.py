@@ -9,7 +9,7 @@ X-ray-laser probe of ``../shared/data/run1084`` and its Fermat geometry, e.g.::
 
 then reconstruct scans the model never saw (other seeds, hence other objects;
 one a held-out picture on a raster scan, one a random scan pattern; doses 1e5,
-1e4 and 1e3 photons per pattern) with that model:
+1e4, 3e3 and 1e3 photons per pattern) with that model:
 
 * pty-chi LSQML, 100 epochs (own virtual environment, see `bench_ptychi`);
 * inference + stitching with the model's prior passes and with ``--prior-iterations``;
@@ -52,6 +52,8 @@ def cases() -> dict[str, dict]:
         f"raster, '{HELD_OUT_IMAGES[0]}', seed 23": dict(
             probe, pattern="raster", n_positions=625, seed=23, object_kind="image",
             object_image=HELD_OUT_IMAGES[0]),
+        "fermat, textured, seed 27, 3e3 photons": dict(
+            probe, pattern="fermat", n_positions=600, seed=27, photons_per_pattern=3e3),
         "fermat, textured, seed 25, 1e3 photons": dict(
             probe, pattern="fermat", n_positions=600, seed=25, photons_per_pattern=1e3),
         "random, textured, seed 26": dict(probe, pattern="random", n_positions=600, seed=26),

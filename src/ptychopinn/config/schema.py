@@ -385,4 +385,12 @@ class InferenceConfig(_Section):
         "NLL expected of the true object under counting noise): below it the refinement fits "
         "noise. The phase keeps refining.",
     )
+    refine_sparse_counts: bool = Field(
+        True,
+        description="Photon-sparse rule: when the scan's counts per photon (count-weighted mean "
+        "expected count of a detector pixel, sum k(k-1)/sum k) are below 3, scale the "
+        "refinement step by counts_per_photon/3 (at least 0.1) and turn the momentum off: "
+        "with so few photons per pixel the measured modulus is mostly noise. No effect on "
+        "data that are not integer counts.",
+    )
     figures: bool = Field(True, description="Write PNG figures.")

@@ -87,6 +87,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "phase_only_epochs": min(config.refine_phase_first, config.refine_epochs // 2),
         "noise_floor": config.refine_noise_floor,
         "subpixel": config.refine_subpixel,
+        "sparse_counts": config.refine_sparse_counts,
         "refine_probe": config.refine_probe,
         "refine_positions": config.refine_positions,
         "device": device_name(config),

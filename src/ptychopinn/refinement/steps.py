@@ -160,6 +160,35 @@ def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
     param.sub_(grad / (2.0 * denom) * step)
 
 
+def counts_per_photon(amplitudes: np.ndarray, bad_pixels: np.ndarray | None = None,
+                      chunk: int = 4096) -> float:
+    """Mean expected count of the pixel a detected photon lands in.
+
+    ``sum k (k - 1) / sum k`` over the valid pixels of all patterns, with
+    ``k = amplitudes ** 2`` the measured counts: under Poisson noise
+    ``E[k (k - 1)] = lam ** 2``, so this estimates ``sum lam ** 2 / sum lam``
+    without bias, a count-weighted mean of the expected counts. Below about 1
+    the data are photon-sparse: most photons land alone in their pixel and the
+    measured modulus ``sqrt(k)`` (0, 1, 1.41...) is mostly noise. Summed in
+    float64 over chunks of ``chunk`` patterns (bounded memory). NaN when the
+    data are not photon counts (a pixel below 1000 counts further than 0.05
+    from an integer: normalised or noise-free intensities, whose count
+    statistics are unknown) or hold no counts.
+    """
+    valid = None if bad_pixels is None else ~np.asarray(bad_pixels, bool)
+    num = den = 0.0
+    for s in range(0, amplitudes.shape[0], chunk):
+        k = np.square(amplitudes[s : s + chunk], dtype=np.float64)
+        if valid is not None:
+            k = k * valid
+        low = k[k < 1000.0]
+        if low.size and float(np.abs(low - np.rint(low)).max()) > 0.05:
+            return float("nan")
+        num += float((k * (k - 1.0)).sum())
+        den += float(k.sum())
+    return num / den if den > 0 else float("nan")
+
+
 
 _DEV_TABLE_MAX = 200.0
 _DEV_TABLE_SIZE = 400
