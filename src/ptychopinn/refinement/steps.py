@@ -161,7 +161,7 @@ def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
 
 
 def counts_per_photon(amplitudes: np.ndarray, bad_pixels: np.ndarray | None = None,
-                      chunk: int = 4096) -> float:
+                      chunk: int = 512) -> float:
     """Mean expected count of the pixel a detected photon lands in.
 
     ``sum k (k - 1) / sum k`` over the valid pixels of all patterns, with
