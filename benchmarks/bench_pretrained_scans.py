@@ -18,7 +18,7 @@ one a held-out picture on a raster scan, one a random scan pattern; doses 1e5,
 
 Usage::
 
-    python benchmarks/bench_pretrained_scans.py --model pre_rp [--record]
+    python benchmarks/bench_pretrained_scans.py --model pre_rp [--case-set main|more|all] [--record]
 """
 
 from __future__ import annotations
@@ -39,6 +39,23 @@ sys.path.insert(0, str(HERE))
 from bench_hard_scans import REAL_PROBE  # noqa: E402
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
 from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
+
+
+def more_cases() -> dict[str, dict]:
+    """Three further hidden-like scans (``--case-set more``): another raster dose, a
+    random pattern over a held-out picture, and a dose between 1e3 and 3e3."""
+    from ptychopinn.simulation import HELD_OUT_IMAGES
+
+    probe = {"probe_kind": "file", "probe_file": str(REAL_PROBE), "photons_per_pattern": 1e5}
+    return {
+        "raster, textured, seed 31, 3e4 photons": dict(
+            probe, pattern="raster", n_positions=625, seed=31, photons_per_pattern=3e4),
+        f"random, '{HELD_OUT_IMAGES[-1]}', seed 32, 1e4 photons": dict(
+            probe, pattern="random", n_positions=600, seed=32, object_kind="image",
+            object_image=HELD_OUT_IMAGES[-1], photons_per_pattern=1e4),
+        "fermat, textured, seed 33, 2e3 photons": dict(
+            probe, pattern="fermat", n_positions=600, seed=33, photons_per_pattern=2e3),
+    }
 
 
 def cases() -> dict[str, dict]:
@@ -68,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refine-epochs", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     add_subpixel_args(p)
+    p.add_argument("--case-set", choices=("main", "more", "all"), default="main",
+                   help="main: the six scans of the docs' tables; more: three further ones")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     overrides = refine_overrides(args)
@@ -94,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         print(" | ".join(rows[-1]), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kw in cases().items():
+        chosen = {"main": cases, "more": more_cases,
+                  "all": lambda: cases() | more_cases()}[args.case_set]()
+        for name, kw in chosen.items():
             extra = {} if args.sim_subpixel is None else {"subpixel": args.sim_subpixel}
             scan = simulate_scan(SimulationConfig(**kw, **extra))
             path = save_npz(scan, Path(tmp) / "scan.npz")
@@ -142,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         from _record import append_section
 
-        append_section("Pretrained for a real probe, new scans (bench_pretrained_scans.py)",
+        title = "Pretrained for a real probe, new scans (bench_pretrained_scans.py)"
+        if args.case_set != "main":
+            title += f" --case-set {args.case_set}"
+        append_section(title,
                        table + "\n\n" + "\n".join(f"- {t}" for t in targets), notes=notes)
 
 
