@@ -218,8 +218,8 @@ def refine(
         off. With so few photons per pixel the modulus target ``sqrt(k)`` is
         mostly noise: a full step copies it into the object and momentum
         amplifies it (real X-ray-laser probe, 1e3 and 3e3 photons per pattern,
-        0.55 and 1.6 counts per photon: phase SSIM 0.076 -> 0.12 and 0.25 ->
-        0.30; at 1e4, 5.7 counts per photon, the full step and momentum are
+        0.55 and 1.6 counts per photon: phase SSIM 0.076 -> 0.131 and 0.253 ->
+        0.297; at 1e4, 5.7 counts per photon, the full step and momentum are
         better: docs/benchmarks.md). No effect on data that are not integer
         counts, nor on the probe's step.
     """
