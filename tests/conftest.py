@@ -39,6 +39,18 @@ def _torch_threads():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny tensors (more threads only cost, and
+    spin on a busy machine); use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def small_scan():
     """A small noisy simulated scan (N=32, 144 positions) with its true object."""

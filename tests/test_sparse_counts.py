@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ptychopinn.config import InferenceConfig
 from ptychopinn.metrics import evaluate
@@ -22,12 +21,7 @@ N = 32
 REAL_PROBE = Path(__file__).resolve().parents[2] / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
