@@ -30,6 +30,11 @@ def test_refine_epochs_improves_and_is_saved(tmp_path, small_scan):
     data = np.load(tmp_path / "out" / "reconstruction.npz")
     assert data["refined_object"].shape == data["object"].shape
     assert data["refinement_loss"].shape == (8,)
+    # the scan-level numbers of the refinement travel with the result (dense counts:
+    # the photon-sparse rule did not apply)
+    assert float(data["refinement_step_scale"]) == 1.0
+    assert float(data["refinement_counts_per_photon"]) > 3.0
+    assert float(data["refinement_intensity_scale"]) > 0.0
     assert (tmp_path / "out" / "refined_amplitude.png").is_file()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ptychopinn.config import InferenceConfig
 from ptychopinn.metrics import evaluate
@@ -88,6 +89,29 @@ def test_inference_config_switches_the_sparse_rule() -> None:
     assert refine_options(InferenceConfig(refine_epochs=5))["sparse_counts"] is True
     assert refine_options(InferenceConfig(refine_epochs=5,
                                           refine_sparse_counts=False))["sparse_counts"] is False
+
+
+def test_infer_records_the_sparse_rule(tmp_path, sparse_scan) -> None:
+    """`reconstruct` with refinement on a photon-sparse scan saves the rule's step
+    scale and the counts per photon in reconstruction.npz."""
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.config import TrainingConfig
+    from ptychopinn.inference.reconstruct import write_outputs
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    cfg = TrainingConfig(model={"N": N, "n_filters_scale": 0.25, "prior_iterations": 1})
+    probe, _ = normalise_probe(torch.from_numpy(sparse_scan.probe), 4.0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    icfg = InferenceConfig(refine_epochs=2, execution={"progress_bar": False, "num_threads": 1})
+    rec = api.reconstruct(tmp_path / "model", sparse_scan, icfg)
+    per_photon = counts_per_photon(sparse_scan.diffraction)
+    assert rec.refinement_info["step_scale"] == pytest.approx(per_photon / SPARSE_COUNTS)
+    assert rec.refinement_history[0]["step"] == pytest.approx(per_photon / SPARSE_COUNTS)
+    write_outputs(rec, tmp_path / "out", scan=sparse_scan, figures=False)
+    data = np.load(tmp_path / "out" / "reconstruction.npz")
+    assert float(data["refinement_counts_per_photon"]) == pytest.approx(per_photon)
+    assert float(data["refinement_step_scale"]) < 1.0
 
 
 def test_sparse_rule_improves_a_low_dose_real_probe_scan() -> None:

@@ -213,6 +213,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
         f"({recon.backend}); wrote {files['reconstruction']}"
     )
+    info = recon.refinement_info
+    if info.get("step_scale", 1.0) < 1.0:
+        print(f"refinement: photon-sparse data ({info['counts_per_photon']:.2f} counts per "
+              f"photon): object step x {info['step_scale']:.2f}, no momentum "
+              "(--set refine_sparse_counts=false: off)")
     _print_metrics("reconstruction vs truth", recon.metrics)
     if recon.metrics and "refined" in recon.metrics:
         _print_metrics("refined vs truth", recon.metrics["refined"])

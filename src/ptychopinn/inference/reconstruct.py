@@ -37,6 +37,8 @@ class Reconstruction:
     refined_probe: np.ndarray | None = None
     refined_positions_px: np.ndarray | None = None
     refinement_history: list = field(default_factory=list)
+    # the refinement's scan-level numbers: intensity_scale, counts_per_photon, step_scale
+    refinement_info: dict = field(default_factory=dict)
     metrics: dict | None = None
 
     @property
@@ -212,6 +214,8 @@ def write_outputs(
         arrays["refinement_loss"] = np.asarray(
             [h["loss"] for h in recon.refinement_history], dtype=np.float64
         )
+        for key, value in recon.refinement_info.items():
+            arrays[f"refinement_{key}"] = np.float64(value)
     if recon.refined_probe is not None:
         arrays["refined_probe"] = np.asarray(recon.refined_probe).astype(np.complex64)
     if recon.refined_positions_px is not None:

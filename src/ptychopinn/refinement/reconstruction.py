@@ -46,8 +46,9 @@ def refine_reconstruction(recon, scan: Scan, model, config: InferenceConfig):
 
     Returns
     -------
-    ``recon`` with ``refined_object``, ``refinement_history`` and
-    ``timings_s["refine"]`` set.
+    ``recon`` with ``refined_object``, ``refinement_history``,
+    ``refinement_info`` (intensity scale, counts per photon, the step scale of
+    the photon-sparse rule) and ``timings_s["refine"]`` set.
     """
     import torch
 
@@ -65,6 +66,11 @@ def refine_reconstruction(recon, scan: Scan, model, config: InferenceConfig):
     if config.refine_positions:
         recon.refined_positions_px = result.positions_px
     recon.refinement_history = result.history
+    recon.refinement_info = {
+        "intensity_scale": result.intensity_scale,
+        "counts_per_photon": result.counts_per_photon,
+        "step_scale": result.step_scale,
+    }
     recon.timings_s["refine"] = result.seconds
     log.info(
         "refined %d epochs in %.2f s (loss %.4g -> %.4g, intensity scale %.4g)",
