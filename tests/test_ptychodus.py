@@ -241,11 +241,15 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library):
     assert got.shape == scan.object.shape
     assert product.object_.get_center() == ri.product.object_.get_center()
 
-    library.settings.stitch_flat_above.set_value(1.0)  # the setting reaches the config
+    library.settings.stitch_flat_above.set_value(1.0)  # the settings reach the config
+    library.settings.refine_sparse_counts.set_value(False)
     try:
         assert library.settings.inference_config().stitch_flat_above == 1.0
+        assert library.settings.inference_config().refine_sparse_counts is False
     finally:
         library.settings.stitch_flat_above.set_value(0.01)
+        library.settings.refine_sparse_counts.set_value(True)
+    assert library.settings.inference_config().refine_sparse_counts is True
     cfg = library.settings.inference_config()
     assert cfg.stitch_flat_above == pytest.approx(0.01)
     direct = reconstruct(load_bundle(bundle), scan, cfg)

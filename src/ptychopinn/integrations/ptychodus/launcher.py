@@ -81,6 +81,8 @@ def _settings_panel(library: PtychoPINNReconstructorLibrary):
             b.add_decimal_line_edit(s.stitch_flat_above,
                                     "Stitch Flat Above (fraction of probe peak):", group=g)
             b.add_spin_box(s.refine_epochs, "Refinement Epochs:", group=g)
+            b.add_check_box(s.refine_sparse_counts,
+                            "Refinement: smaller step when photon-sparse", group=g)
             g = "Training"
             b.add_spin_box(s.epochs, "Epochs:", group=g)
             b.add_decimal_line_edit(s.max_time_minutes, "Time Limit (min, 0 = none):", group=g)

@@ -65,6 +65,7 @@ class PtychoPINNSettings:
         self.stitch_flat_above = group.create_real_parameter(
             "StitchFlatAbove", 0.01, minimum=1e-6, maximum=1.0)
         self.refine_epochs = group.create_integer_parameter("RefineEpochs", 0, minimum=0)
+        self.refine_sparse_counts = group.create_boolean_parameter("RefineSparseCounts", True)
         train = registry.create_group("PtychoPINNNextTraining")
         self.epochs = train.create_integer_parameter("Epochs", 60, minimum=1)
         self.max_time_minutes = train.create_real_parameter("MaxTimeMinutes", 8.0, minimum=0.0)
@@ -86,6 +87,7 @@ class PtychoPINNSettings:
             "stitch_weight": self.stitch_weight.get_value(),
             "stitch_flat_above": self.stitch_flat_above.get_value(),
             "refine_epochs": self.refine_epochs.get_value(),
+            "refine_sparse_counts": self.refine_sparse_counts.get_value(),
             "figures": False,
             "execution": {"accelerator": self.accelerator.get_value(), "logger": "none",
                           "progress_bar": False},
