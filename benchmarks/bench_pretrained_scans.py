@@ -41,12 +41,17 @@ from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
 from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
 
 
+def real_probe_sim() -> dict:
+    """`SimulationConfig` fields of the real X-ray-laser probe at 1e5 photons."""
+    return {"probe_kind": "file", "probe_file": str(REAL_PROBE), "photons_per_pattern": 1e5}
+
+
 def more_cases() -> dict[str, dict]:
     """Three further hidden-like scans (``--case-set more``): another raster dose, a
     random pattern over a held-out picture, and a dose between 1e3 and 3e3."""
     from ptychopinn.simulation import HELD_OUT_IMAGES
 
-    probe = {"probe_kind": "file", "probe_file": str(REAL_PROBE), "photons_per_pattern": 1e5}
+    probe = real_probe_sim()
     return {
         "raster, textured, seed 31, 3e4 photons": dict(
             probe, pattern="raster", n_positions=625, seed=31, photons_per_pattern=3e4),
@@ -61,7 +66,7 @@ def more_cases() -> dict[str, dict]:
 def cases() -> dict[str, dict]:
     from ptychopinn.simulation import HELD_OUT_IMAGES
 
-    probe = {"probe_kind": "file", "probe_file": str(REAL_PROBE), "photons_per_pattern": 1e5}
+    probe = real_probe_sim()
     return {
         "fermat, textured, seed 22": dict(probe, pattern="fermat", n_positions=600, seed=22),
         "fermat, textured, seed 24, 1e4 photons": dict(
