@@ -4,8 +4,6 @@ low-dose scan with a real X-ray-laser probe."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,6 @@ from ptychopinn.refinement.steps import counts_per_photon
 from ptychopinn.simulation import SimulationConfig, simulate_scan
 
 N = 32
-REAL_PROBE = Path(__file__).resolve().parents[2] / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -114,16 +111,17 @@ def test_infer_records_the_sparse_rule(tmp_path, sparse_scan) -> None:
     assert float(data["refinement_step_scale"]) < 1.0
 
 
-def test_sparse_rule_improves_a_low_dose_real_probe_scan() -> None:
+def test_sparse_rule_improves_a_low_dose_real_probe_scan(shared_data) -> None:
     """1e3 photons per pattern through the measured X-ray-laser probe (about 0.55 counts
     per photon): from a flat start the rule's smaller step gives a better amplitude on
     both objects and a better phase on the first (on other objects the phase from a
     flat start can go either way; docs/benchmarks.md)."""
-    if not REAL_PROBE.exists():
-        pytest.skip(f"real probe not found at {REAL_PROBE} (needs ../shared/data)")
+    real_probe = shared_data / "run1084" / "run1084_recon.npz"
+    if not real_probe.exists():
+        pytest.skip(f"real probe not found at {real_probe}")
     for seed, check_phase in ((1, True), (2, False)):
         sc = simulate_scan(SimulationConfig(
-            probe_kind="file", probe_file=str(REAL_PROBE), pattern="fermat", n_positions=400,
+            probe_kind="file", probe_file=str(real_probe), pattern="fermat", n_positions=400,
             photons_per_pattern=1e3, seed=seed))
         scores = []
         for rule in (True, False):
