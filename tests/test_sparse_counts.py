@@ -88,9 +88,10 @@ def test_inference_config_switches_the_sparse_rule() -> None:
                                           refine_sparse_counts=False))["sparse_counts"] is False
 
 
-def test_infer_records_the_sparse_rule(tmp_path, sparse_scan) -> None:
+def test_infer_records_the_sparse_rule(tmp_path, sparse_scan, capsys) -> None:
     """`reconstruct` with refinement on a photon-sparse scan saves the rule's step
-    scale and the counts per photon in reconstruction.npz."""
+    scale and the counts per photon in reconstruction.npz; `ptychopinn infer`
+    prints that the rule applied."""
     from ptychopinn import api
     from ptychopinn.bundle.pytorch import save_pinn
     from ptychopinn.config import TrainingConfig
@@ -109,6 +110,16 @@ def test_infer_records_the_sparse_rule(tmp_path, sparse_scan) -> None:
     data = np.load(tmp_path / "out" / "reconstruction.npz")
     assert float(data["refinement_counts_per_photon"]) == pytest.approx(per_photon)
     assert float(data["refinement_step_scale"]) < 1.0
+    # the CLI says so
+    from ptychopinn.cli.main import main
+    from ptychopinn.data import save_npz
+
+    save_npz(sparse_scan, tmp_path / "sparse.npz")
+    assert main(["infer", "--model", str(tmp_path / "model"), "--data",
+                 str(tmp_path / "sparse.npz"), "--output-dir", str(tmp_path / "cli"),
+                 "--refine-epochs", "2", "--no-figures", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"photon-sparse data ({per_photon:.2f} counts per photon)" in out, out
 
 
 def test_sparse_rule_improves_a_low_dose_real_probe_scan(shared_data) -> None:
