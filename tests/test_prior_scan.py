@@ -181,15 +181,45 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
 
 
 def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(scan64, monkeypatch) -> None:
-    """Small scans keep per-pattern terms across passes and clear the scratch sums
-    whole; large ones recompute and clear only touched pixels: same estimate."""
+    """Small scans keep per-pattern terms across passes, update the canvas and clear
+    the scratch sums whole; large ones recompute, update and clear only the touched
+    pixels: the same estimate, to the bit."""
     import ptychopinn.physics.prior_scan as ps
 
     amps, probe = _inputs(scan64)
+    n = scan64.patch_size
+    _, shape = canvas_frame(scan64.positions_px, n)
+    monkeypatch.setattr(ps, "UPDATE_WHOLE_RATIO", shape[0] * shape[1] / (16 * n * n))
     fast = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=16)
+    monkeypatch.setattr(ps, "UPDATE_WHOLE_RATIO", 0)
+    gathered = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=16)
     monkeypatch.setattr(ps, "PASS_CACHE_LIMIT_BYTES", 0)
     monkeypatch.setattr(ps, "CLEAR_WHOLE_RATIO", 0)
     again = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=16)
+    assert torch.equal(fast.canvas, gathered.canvas)
     other = scan_error_reduction(amps, scan64.positions_px, probe, 3, batch_size=8)
     assert torch.equal(fast.canvas, again.canvas)
     assert not torch.equal(fast.canvas, other.canvas)  # the comparison can fail
+
+
+@pytest.mark.parametrize("modes", [1, 2])
+def test_batch_correction_is_the_mode_summed_pie_correction(modes) -> None:
+    """The in-place one-mode correction (and the mode loop) equal
+    sum_m conj(P_m) (back_propagate(A Psi_m / |Psi|) - psi_m), bad pixels kept."""
+    from ptychopinn.physics.prior_scan import _object_correction
+    from ptychopinn.physics.propagation import back_propagate
+
+    g = torch.Generator().manual_seed(4)
+    b, n = 3, 16
+    obj = torch.randn(b, n, n, dtype=torch.complex64, generator=g)
+    probes = torch.randn(b, modes, n, n, dtype=torch.complex64, generator=g)
+    amps = torch.rand(b, n, n, generator=g) * 3
+    valid = torch.rand(n, n, generator=g) > 0.1
+    psi = obj.unsqueeze(1) * probes
+    field = far_field(psi)
+    model = (field.abs() ** 2).sum(1, keepdim=True).sqrt()
+    target = torch.where(valid, amps.unsqueeze(1) / model, torch.ones_like(model))
+    expected = (probes.conj() * (back_propagate(field * target) - psi)).sum(1)
+    keep = ~torch.fft.ifftshift(valid, dim=(-2, -1))
+    got = _object_correction(obj.clone(), probes, torch.fft.ifftshift(amps, dim=(-2, -1)), keep)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -44,7 +44,8 @@ from torch import Tensor
 
 from ptychopinn.physics.propagation import subpixel_probes
 
-_EPS = 1e-6
+MODULUS_EPS = 1e-6
+"""Model amplitudes are clamped to at least this before the modulus ratio."""
 
 
 def _checked_inputs(amplitudes: Tensor, probe: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
@@ -112,7 +113,7 @@ def error_reduction(amplitudes: Tensor, probe: Tensor, iterations: int) -> Tenso
                 psi = obj.unsqueeze(-3) * p  # (..., M, N, N)
                 field = torch.fft.fft2(psi, norm="ortho")
                 model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-            ratio = amps_u / model_amp.clamp_min(_EPS)
+            ratio = amps_u / model_amp.clamp_min(MODULUS_EPS)
             if not single:
                 ratio = ratio.unsqueeze(-3)
             update = torch.fft.ifft2(field * ratio, norm="ortho") - psi
@@ -129,7 +130,7 @@ def exit_wave_correction(psi: Tensor, amps_u: Tensor, keep: Tensor | None = None
     """
     field = torch.fft.fft2(psi, norm="ortho")
     model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-    ratio = amps_u / model_amp.clamp_min(_EPS)
+    ratio = amps_u / model_amp.clamp_min(MODULUS_EPS)
     if keep is not None:
         ratio = torch.where(keep, torch.ones_like(ratio), ratio)
     return torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
-from ptychopinn.physics.prior import exit_wave_correction
+from ptychopinn.physics.prior import MODULUS_EPS, exit_wave_correction
 from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
@@ -44,6 +44,10 @@ PASS_CACHE_LIMIT_BYTES = 256 << 20
 CLEAR_WHOLE_RATIO = 4
 """Clear the whole scratch canvas after a batch when it has at most this many times
 the pixels of the batch's windows (else clear only the touched pixels)."""
+UPDATE_WHOLE_RATIO = 1
+"""Update every canvas pixel after a batch (plain elementwise ops) when the canvas has
+at most this many times the pixels of the batch's windows, else gather and scatter
+the windows' pixels (indexed ops, about 3x the cost per pixel)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,25 @@ def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, T
     probes = subpixel_probes(p_hat, frac)
     power = (probes.real.square() + probes.imag.square()).sum(-3)
     return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
+
+
+def _object_correction(obj_w: Tensor, probes: Tensor, a_u: Tensor, keep: Tensor | None) -> Tensor:
+    """``sum_m conj(P_m) (back_propagate(modulus-constrained far field) - psi_m)`` of a
+    batch: ``obj_w (B, N, N)`` windows, ``probes (B, M, N, N)``, ``a_u`` amplitudes in
+    FFT order. One mode (the common case) runs in place, without the mode sums."""
+    if probes.shape[1] != 1:
+        upd = exit_wave_correction(obj_w.unsqueeze(1) * probes, a_u, keep)
+        return (probes.conj() * upd).sum(-3)
+    p = probes[:, 0]
+    psi = obj_w * p
+    field = torch.fft.fft2(psi, norm="ortho")
+    # |field| by hand: complex abs() is about twice slower on the CPU
+    ratio = (field.real.square() + field.imag.square()).sqrt_().clamp_min_(MODULUS_EPS)
+    torch.div(a_u, ratio, out=ratio)
+    if keep is not None:
+        ratio.masked_fill_(keep, 1.0)
+    back = torch.fft.ifft2(field.mul_(ratio), norm="ortho")
+    return back.sub_(psi).mul_(p.conj())
 
 
 def canvas_frame(
@@ -216,8 +239,11 @@ def scan_error_reduction(
         parts = [_pattern_terms(p_hat, frac[c.to(dev)], batch_amps(c)) for c in chunks]
         cache = tuple(torch.cat(t) for t in zip(*parts, strict=True))
     # the scratch sums are cleared after each batch: whole when the canvas is small
-    # next to a batch's windows (a memset), else only the touched pixels
-    clear_all = flat.numel() <= CLEAR_WHOLE_RATIO * min(batch_size, n_pat) * n * n
+    # next to a batch's windows (a memset), else only the touched pixels; a canvas
+    # no larger than a batch's windows is also updated whole (num is 0 off the batch)
+    windows = min(batch_size, n_pat) * n * n
+    clear_all = flat.numel() <= CLEAR_WHOLE_RATIO * windows
+    update_all = flat.numel() <= UPDATE_WHOLE_RATIO * windows
     with torch.no_grad():
         for _ in range(iterations):
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
@@ -230,16 +256,22 @@ def scan_error_reduction(
                     probes, power, a_u = (t[rows] for t in cache)
                 else:
                     probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
-                obj_w = flat.index_select(0, idx).view(-1, 1, n, n)
-                upd = exit_wave_correction(obj_w * probes, a_u, keep)
-                delta = (probes.conj() * upd).sum(-3)  # (B, N, N)
+                obj_w = flat.index_select(0, idx).view(-1, n, n)
+                delta = _object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
                 num_c.index_add_(0, idx, delta.reshape(-1))
                 den_c.index_add_(0, idx, power.reshape(-1))
-                den = den_c.index_select(0, idx)
-                den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
-                # overlapping windows gather the same pixels, so duplicates agree
-                flat.index_copy_(0, idx, obj_w.reshape(-1) + num_c.index_select(0, idx) / den)
-                if clear_all:
+                if update_all:
+                    # the same arithmetic as below, on every canvas pixel
+                    den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
+                    flat.add_(num_c.div_(den))
+                else:
+                    den = den_c.index_select(0, idx)
+                    den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
+                    # overlapping windows gather the same pixels, so duplicates agree
+                    flat.index_copy_(
+                        0, idx, obj_w.reshape(-1) + num_c.index_select(0, idx) / den
+                    )
+                if clear_all or update_all:
                     num_c.zero_()
                     den_c.zero_()
                 else:
