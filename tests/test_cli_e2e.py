@@ -130,6 +130,14 @@ def test_evaluate_command(trained):
         cwd=trained,
     )
     assert (trained / "eval" / "metrics.json").is_file()
+    # against the measured data (no truth), with the probe the network assumed
+    assert "probe" in np.load(trained / "out" / "reconstruction.npz").files
+    proc = _cli("evaluate", "--reconstruction", "out/reconstruction.npz", "--scan", "scan.npz",
+                "--output-dir", "eval_data", cwd=trained)
+    d = json.loads((trained / "eval_data" / "metrics.json").read_text())["data_consistency"]
+    ratio = d["reconstruction"]["deviance_ratio"]
+    assert d["reconstruction"]["counts_are_integers"] and 0.9 < ratio < 20, d
+    assert "reconstruction vs the data" in proc.stdout
 
 
 def test_bad_inputs_give_one_paragraph_errors(trained, tmp_path):

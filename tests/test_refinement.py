@@ -186,7 +186,7 @@ def test_progress_bar_runs(tiny_scan, capsys):
 
 def test_bad_inputs_raise_clear_errors(tiny_scan):
     obj = tiny_scan.object
-    with pytest.raises(DataError, match="inside the initial object"):
+    with pytest.raises(DataError, match="inside the object"):
         refine(tiny_scan, obj[:40, :], epochs=1, progress=False)
     with pytest.raises(DataError, match="N=32"):
         refine(tiny_scan, obj, probe=np.ones((16, 16), np.complex64), epochs=1, progress=False)

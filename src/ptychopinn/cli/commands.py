@@ -226,16 +226,33 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ptychopinn.metrics import evaluate_files, write_metrics_json
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.metrics import data_consistency_files, evaluate_files, write_metrics_json
 
-    metrics = evaluate_files(args.reconstruction, args.truth, remove_ramp=not args.no_ramp)
+    if not args.truth and not args.scan:
+        raise ConfigError(
+            "ptychopinn evaluate: give --truth SCAN.npz (a file with the true object, "
+            "objectGuess) and/or --scan SCAN (the measured scan, for data consistency); "
+            "found neither."
+        )
+    metrics: dict = {}
+    if args.truth:
+        metrics = evaluate_files(args.reconstruction, args.truth, remove_ramp=not args.no_ramp)
+    if args.scan:
+        metrics["data_consistency"] = data_consistency_files(args.reconstruction, args.scan)
     if args.output_dir:
         out = Path(args.output_dir)
         path = write_metrics_json(metrics, out / "metrics.json")
         print(f"wrote {path}")
     else:
         print(json.dumps({k: v for k, v in metrics.items() if k != "frc"}, indent=1))
-    _print_metrics("reconstruction vs truth", metrics)
+    if args.truth:
+        _print_metrics("reconstruction vs truth", metrics)
+    for name, d in metrics.get("data_consistency", {}).items():
+        ratio = d["deviance_ratio"] if d["counts_are_integers"] else float("nan")
+        print(f"{name} vs the data: R-factor={d['amplitude_r_factor']:.4g}, Poisson deviance "
+              f"{d['poisson_deviance']:.4g} per pixel = {ratio:.3g} x the photon-noise floor"
+              + ("" if d["counts_are_integers"] else " (not photon counts: no noise floor)"))
     return 0
 
 

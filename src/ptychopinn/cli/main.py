@@ -130,9 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figures", action="store_true")
     _common(p)
 
-    p = sub.add_parser("evaluate", help="Score a reconstruction against a ground-truth object.")
+    p = sub.add_parser(
+        "evaluate",
+        help="Score a reconstruction against a ground-truth object and/or the measured data.",
+    )
     p.add_argument("--reconstruction", required=True, help="reconstruction.npz from infer.")
-    p.add_argument("--truth", required=True, help="Scan NPZ with objectGuess.")
+    p.add_argument("--truth", help="Scan NPZ with objectGuess (the true object).")
+    p.add_argument(
+        "--scan",
+        help="The measured scan the reconstruction came from (any readable format): reports "
+        "how well the reconstruction explains its counts (R-factor, Poisson deviance vs noise).",
+    )
     p.add_argument("--output-dir", help="Where to write metrics.json and comparison.png.")
     p.add_argument("--no-ramp", action="store_true", help="Keep the phase ramp (no plane removal).")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -33,6 +33,8 @@ class Reconstruction:
     backend: str
     frame_offset_px: np.ndarray = field(default_factory=lambda: np.zeros(2))
     timings_s: dict = field(default_factory=dict)
+    # the probe the prediction assumed (the model's; its scale is the model's, not the scan's)
+    probe: np.ndarray | None = None
     refined_object: np.ndarray | None = None
     refined_probe: np.ndarray | None = None
     refined_positions_px: np.ndarray | None = None
@@ -179,6 +181,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         weight=den.numpy().astype(np.float32),
         backend="pytorch",
         frame_offset_px=np.asarray(offset, dtype=np.float64),
+        probe=model.probe.detach().cpu().numpy().astype(np.complex64),
         timings_s={
             "prior": t_prior,
             "predict": t_pred,
@@ -207,6 +210,8 @@ def write_outputs(
         "weight": recon.weight.astype(np.float32),
         "backend": np.asarray(recon.backend),
     }
+    if recon.probe is not None:
+        arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:
         arrays["refined_object"] = recon.refined_object.astype(np.complex64)
         arrays["refined_amplitude"] = np.abs(recon.refined_object).astype(np.float32)

@@ -1,9 +1,12 @@
-"""Evaluation of reconstructions against a ground-truth object.
+"""Evaluation of reconstructions: against a ground-truth object, and against the data.
 
 `evaluate` (arrays) and `evaluate_files` (NPZ files) run the whole pipeline:
 crop to the illuminated region, sub-pixel registration, global-phase and
 phase-ramp removal, amplitude-scale matching, then SSIM / PSNR / MAE of
 amplitude and phase, complex NRMSE and the Fourier ring correlation.
+`data_consistency` (arrays) and `data_consistency_files` need no truth: how
+well a reconstruction explains the measured counts (modulus R-factor, Poisson
+deviance against its noise floor).
 """
 
 from ptychopinn.metrics.align import (
@@ -15,6 +18,7 @@ from ptychopinn.metrics.align import (
     remove_relative_phase_ramp,
     shift_image,
 )
+from ptychopinn.metrics.consistency import data_consistency, data_consistency_files
 from ptychopinn.metrics.evaluate import evaluate, evaluate_files, write_metrics_json
 from ptychopinn.metrics.frc import (
     fourier_ring_correlation,
@@ -26,6 +30,8 @@ from ptychopinn.metrics.scores import complex_nrmse, mae, psnr, ssim
 
 __all__ = [
     "complex_nrmse",
+    "data_consistency",
+    "data_consistency_files",
     "evaluate",
     "evaluate_files",
     "fourier_ring_correlation",

@@ -130,6 +130,7 @@ def reconstruct_tensorflow(
         weight=den.numpy().astype(np.float32),
         backend="tensorflow",
         frame_offset_px=np.asarray(offset, dtype=np.float64),
+        probe=model.probe_numpy(),
         timings_s={"prior": t_prior, "predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
     )

@@ -1,0 +1,175 @@
+"""How well a reconstruction explains the measured data: no ground truth needed.
+
+For a measured scan there is no true object to score against, but there are the
+counts. `data_consistency` runs the package's forward model (the object window
+at each position times the probe, sub-pixel remainders by the Fourier shift of
+the probe, far field, incoherent modes) and compares the expected counts
+``c lam`` with the measured ``k``; ``c = sum k / sum lam`` is the Poisson
+maximum-likelihood intensity scale, so reconstructions in any amplitude units
+compare fairly. It reports
+
+* ``amplitude_r_factor``: ``sum (sqrt(c lam) - sqrt(k))^2 / sum k``, the usual
+  modulus R-factor of ptychography (0 = a perfect fit; Poisson noise alone
+  gives about ``1 / (4 * mean counts per lit pixel)``);
+* ``poisson_deviance``: the mean half Poisson deviance per detector pixel,
+  ``c lam - k log(c lam) - k + k log k`` (the per-pixel term of the training
+  and refinement loss);
+* ``expected_deviance``: its expectation if the counts were Poisson draws
+  from ``c lam`` - the noise floor;
+* ``deviance_ratio``: their ratio. About 1 means the reconstruction explains
+  the data to within the photon noise; 2 means the misfit is twice what noise
+  alone explains. Only meaningful for photon counts (``counts_are_integers``).
+
+Bad detector pixels are left out of every sum. Caveat: amplitude detail the data
+barely constrain (e.g. high-frequency amplitude on a weak-amplitude object)
+changes these numbers little; see docs/benchmarks.md ("Amplitude smoothness vs
+data consistency").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ptychopinn.data.scan import Scan
+
+_TINY = 1e-30
+
+
+def data_consistency(
+    scan: Scan,
+    obj: np.ndarray,
+    positions_px: np.ndarray,
+    probe: np.ndarray | None = None,
+    *,
+    chunk: int = 256,
+) -> dict:
+    """Misfit of ``obj`` (seen by ``probe`` at ``positions_px``) to ``scan``'s counts.
+
+    Parameters
+    ----------
+    scan
+        The measured scan (``scan.diffraction ** 2`` are the counts; its bad
+        pixel mask is honoured).
+    obj
+        ``(H, W)`` complex object.
+    positions_px
+        ``(n, 2)`` probe centres ``[y, x]`` in ``obj``'s pixel frame, one per
+        pattern of the scan in its order (e.g. a reconstruction's
+        ``positions_px``).
+    probe
+        ``(N, N)`` or ``(M, N, N)`` complex probe; default the scan's. Its scale
+        does not matter (the intensity scale is fitted).
+    chunk
+        Patterns per forward batch (memory).
+
+    Returns
+    -------
+    dict
+        ``amplitude_r_factor``, ``poisson_deviance``, ``expected_deviance``,
+        ``deviance_ratio``, ``intensity_scale``, ``counts_are_integers``,
+        ``n_patterns``, ``n_valid_pixels`` (per pattern).
+
+    Raises
+    ------
+    DataError
+        If the object, probe or positions do not fit the scan (named, with what
+        was expected and found).
+    """
+    from ptychopinn.refinement.checks import check_inputs
+    from ptychopinn.refinement.steps import expected_deviance, model_counts
+
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; found {chunk}")
+    o, p, pos = check_inputs(
+        scan, obj, scan.probe if probe is None else probe, positions_px, who="data_consistency"
+    )
+    o_t, p_t = torch.from_numpy(o), torch.from_numpy(p)
+    valid = None
+    if scan.bad_pixel_mask is not None:
+        valid = torch.from_numpy(~np.asarray(scan.bad_pixel_mask, dtype=bool))
+    amps = scan.diffraction
+    lam_sum = k_sum = 0.0
+    with torch.no_grad():
+        # pass 1: the ML intensity scale; pass 2: the misfits at that scale
+        for s in range(0, scan.n_patterns, chunk):
+            lam, _ = model_counts(o_t, p_t, torch.from_numpy(pos[s : s + chunk]))
+            k = torch.from_numpy(np.asarray(amps[s : s + chunk], dtype=np.float32)).square()
+            if valid is not None:
+                lam, k = lam * valid, k * valid
+            lam_sum += float(lam.sum(dtype=torch.float64))
+            k_sum += float(k.sum(dtype=torch.float64))
+        c = k_sum / lam_sum if lam_sum > 0 else 1.0
+        sq = dev = edev = 0.0
+        integers = True
+        for s in range(0, scan.n_patterns, chunk):
+            lam, _ = model_counts(o_t, p_t, torch.from_numpy(pos[s : s + chunk]))
+            lam = (lam * c).to(torch.float64)
+            k = torch.from_numpy(np.asarray(amps[s : s + chunk], dtype=np.float64)).square()
+            # photon counts: below 1000 counts within 0.05 of an integer (the test of
+            # refinement.steps.counts_per_photon; float32 amplitudes round larger ones)
+            low = k[k < 1000.0]
+            integers = integers and bool(torch.all((low - low.round()).abs() <= 0.05))
+            lam_c = lam.clamp_min(_TINY)
+            terms = (
+                (lam.sqrt() - k.sqrt()).square(),
+                lam - k * lam_c.log() - k + torch.where(k > 0, k * k.clamp_min(_TINY).log(), 0.0),
+                expected_deviance(lam).to(torch.float64),
+            )
+            if valid is not None:
+                terms = tuple(t * valid for t in terms)
+            sq += float(terms[0].sum())
+            dev += float(terms[1].sum())
+            edev += float(terms[2].sum())
+    n_valid = int(valid.sum()) if valid is not None else scan.patch_size**2
+    pixels = scan.n_patterns * n_valid
+    return {
+        "amplitude_r_factor": sq / k_sum if k_sum > 0 else float("nan"),
+        "poisson_deviance": dev / pixels,
+        "expected_deviance": edev / pixels,
+        "deviance_ratio": dev / edev if edev > 0 else float("nan"),
+        "intensity_scale": c,
+        "counts_are_integers": integers,
+        "n_patterns": scan.n_patterns,
+        "n_valid_pixels": n_valid,
+    }
+
+
+def data_consistency_files(reconstruction_npz, scan_path) -> dict:  # noqa: ANN001 (paths)
+    """`data_consistency` of a ``reconstruction.npz`` (from ``ptychopinn infer``) against
+    the measured scan it was reconstructed from (any format `load_scan` reads).
+
+    Scores ``object`` with the file's ``probe`` (the probe the reconstruction
+    assumed; the scan's when absent) at its ``positions_px``, and, when present,
+    ``refined_object`` with ``refined_probe`` / ``refined_positions_px`` (the
+    scan's probe / ``positions_px`` when absent). Returns ``{"reconstruction":
+    {...}}`` plus ``"refined"`` when the file holds a refined object.
+    """
+    from pathlib import Path
+
+    from ptychopinn.data.readers import load_scan
+    from ptychopinn.errors import DataError
+
+    path = Path(reconstruction_npz)
+    if not path.is_file():
+        raise DataError(f"{path}: reconstruction file not found.")
+    scan = load_scan(scan_path)
+    with np.load(path, allow_pickle=False) as f:
+        rec = {k: f[k] for k in f.files}
+    for key in ("object", "positions_px"):
+        if key not in rec:
+            raise DataError(
+                f"{path}: missing key {key!r} (a reconstruction.npz of ptychopinn infer holds "
+                f"object and positions_px); keys found: {sorted(rec)}."
+            )
+    out = {}
+    jobs = [("reconstruction", "object", "probe", "positions_px")]
+    if "refined_object" in rec:
+        jobs.append(("refined", "refined_object", "refined_probe", "refined_positions_px"))
+    for name, obj_key, probe_key, pos_key in jobs:
+        pos = rec.get(pos_key, rec["positions_px"])
+        try:
+            out[name] = data_consistency(scan, rec[obj_key], pos, rec.get(probe_key))
+        except DataError as err:
+            raise DataError(f"{path} ({obj_key}) against {scan_path}: {err}") from None
+    return out

@@ -1,0 +1,114 @@
+"""Data consistency of a reconstruction (`metrics.consistency`): no truth needed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ptychopinn.errors import DataError
+from ptychopinn.metrics import data_consistency, data_consistency_files
+
+
+def _perturbed(obj: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape)
+    return (obj * (1 + strength * noise)).astype(np.complex64)
+
+
+def test_the_truth_explains_poisson_counts_to_the_noise_floor(small_scan) -> None:
+    d = data_consistency(small_scan, small_scan.object, small_scan.positions_px)
+    assert d["counts_are_integers"]
+    assert d["deviance_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert d["intensity_scale"] == pytest.approx(1.0, rel=0.01)
+    assert 0 < d["amplitude_r_factor"] < 0.05
+    assert d["n_patterns"] == small_scan.n_patterns and d["n_valid_pixels"] == 32 * 32
+
+
+def test_misfit_grows_with_the_error_and_ignores_the_amplitude_units(small_scan) -> None:
+    pos = small_scan.positions_px
+    ratios = [data_consistency(small_scan, _perturbed(small_scan.object, s), pos)["deviance_ratio"]
+              for s in (0.0, 0.05, 0.2)]
+    assert ratios[0] < ratios[1] < ratios[2], ratios
+    assert ratios[2] > 2.0
+    base = data_consistency(small_scan, small_scan.object, pos)
+    scaled = data_consistency(small_scan, small_scan.object * 3.0, pos, small_scan.probe * 0.5)
+    assert scaled["deviance_ratio"] == pytest.approx(base["deviance_ratio"], rel=1e-5)
+    assert scaled["intensity_scale"] == pytest.approx(base["intensity_scale"] / 2.25, rel=1e-5)
+    shifted = data_consistency(small_scan, small_scan.object, pos + [0.0, 1.0])
+    assert shifted["deviance_ratio"] > 2 * base["deviance_ratio"]
+
+
+def test_bad_pixels_are_left_out(small_scan) -> None:
+    bad = np.zeros((32, 32), bool)
+    bad[3, 4] = bad[20, 7] = True
+    masked = replace(small_scan, bad_pixel_mask=bad)
+    ref = data_consistency(masked, small_scan.object, small_scan.positions_px)
+    corrupt = small_scan.diffraction.copy()
+    corrupt[:, bad] = 1000.0
+    got = data_consistency(replace(masked, diffraction=corrupt), small_scan.object,
+                           small_scan.positions_px)
+    assert got["deviance_ratio"] == pytest.approx(ref["deviance_ratio"], rel=1e-9)
+    assert got["n_valid_pixels"] == 32 * 32 - 2
+    unmasked = data_consistency(replace(small_scan, diffraction=corrupt), small_scan.object,
+                                small_scan.positions_px)
+    assert unmasked["deviance_ratio"] > 10 * ref["deviance_ratio"]
+
+
+def test_non_counts_are_flagged(small_scan) -> None:
+    scaled = replace(small_scan, diffraction=small_scan.diffraction * 0.37)
+    d = data_consistency(scaled, small_scan.object, small_scan.positions_px)
+    assert not d["counts_are_integers"]
+    assert np.isfinite(d["amplitude_r_factor"])
+
+
+def test_bad_input_is_named(small_scan) -> None:
+    pos = small_scan.positions_px
+    with pytest.raises(DataError, match=r"data_consistency .*positions_px must be \(144, 2\)"):
+        data_consistency(small_scan, small_scan.object, pos[:10])
+    with pytest.raises(DataError, match="data_consistency .*must lie inside the object"):
+        data_consistency(small_scan, small_scan.object[:40, :40], pos)
+    with pytest.raises(DataError, match="probe must be"):
+        data_consistency(small_scan, small_scan.object, pos, np.ones((16, 16), np.complex64))
+
+
+def test_files_score_the_object_and_the_refined_object(small_scan, tmp_path) -> None:
+    from ptychopinn.data import save_npz
+
+    scan_path = tmp_path / "scan.npz"
+    save_npz(small_scan, scan_path)
+    rec = tmp_path / "reconstruction.npz"
+    np.savez(rec, object=_perturbed(small_scan.object, 0.2), positions_px=small_scan.positions_px,
+             refined_object=small_scan.object.astype(np.complex64), probe=small_scan.probe)
+    got = data_consistency_files(rec, scan_path)
+    assert set(got) == {"reconstruction", "refined"}
+    assert got["refined"]["deviance_ratio"] < got["reconstruction"]["deviance_ratio"]
+    assert got["refined"]["deviance_ratio"] == pytest.approx(1.0, abs=0.05)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, object=small_scan.object)
+    with pytest.raises(DataError, match="bad.npz: missing key 'positions_px'"):
+        data_consistency_files(bad, scan_path)
+    short = tmp_path / "short.npz"
+    np.savez(short, object=small_scan.object, positions_px=small_scan.positions_px[:5])
+    with pytest.raises(DataError, match=r"short.npz \(object\) against .*scan.npz"):
+        data_consistency_files(short, scan_path)
+
+
+def test_cli_evaluate_against_the_data(small_scan, tmp_path, capsys) -> None:
+    from ptychopinn.cli.main import main
+    from ptychopinn.data import save_npz
+
+    save_npz(small_scan, tmp_path / "scan.npz")
+    np.savez(tmp_path / "rec.npz", object=small_scan.object.astype(np.complex64),
+             positions_px=small_scan.positions_px)
+    rc = main(["evaluate", "--reconstruction", str(tmp_path / "rec.npz"),
+               "--scan", str(tmp_path / "scan.npz"), "--output-dir", str(tmp_path / "ev")])
+    assert rc == 0
+    assert "x the photon-noise floor" in capsys.readouterr().out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["data_consistency"]["reconstruction"]["deviance_ratio"] == pytest.approx(1, abs=0.05)
+    rc = main(["evaluate", "--reconstruction", str(tmp_path / "rec.npz")])
+    assert rc != 0
+    assert "--truth" in capsys.readouterr().err
