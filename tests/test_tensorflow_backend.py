@@ -307,6 +307,8 @@ def test_load_in_fresh_call_and_reconstruct(tf_run, tmp_path) -> None:
     files = write_outputs(recon, tmp_path, scan=scan, figures=False)
     with np.load(files["reconstruction"], allow_pickle=False) as npz:
         assert str(npz["backend"]) == "tensorflow"
+        # the probe the network assumed, for `ptychopinn evaluate --scan`
+        np.testing.assert_allclose(npz["probe"], loaded.model.probe_numpy())
 
 
 def test_bundles_across_backends(tf_run) -> None:
