@@ -40,7 +40,14 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
-from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
+from bench_side_by_side import (  # noqa: E402
+    INFERENCE_REPEATS,
+    add_subpixel_args,
+    pinn_inference,
+    refine_curve,
+    refine_overrides,
+    refine_target,
+)
 
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
@@ -77,9 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     flat_kw = {"subpixel": args.refine_subpixel} if args.refine_subpixel else {}
     torch.set_num_threads(args.threads)
     from ptychopinn.api import load_bundle
-    from ptychopinn.config import InferenceConfig
     from ptychopinn.data import save_npz
-    from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.refinement import refine
 
     cases = [c for c in ("realprobe", "seed5") if c in args.cases]
@@ -116,12 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                     time.perf_counter() - t0, res.object)
             if models[case]:
                 model = load_bundle(models[case])
-                icfg = InferenceConfig(execution={"accelerator": "cpu"},
-                                       prior_iterations=args.prior_iterations)
-                reconstruct_pytorch(model, scan, icfg)  # warm-up
-                t0 = time.perf_counter()
-                rec = reconstruct_pytorch(model, scan, icfg)
-                infer_s = time.perf_counter() - t0
+                rec, infer_s = pinn_inference(model, scan, "cpu", args.prior_iterations)
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
                 pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
              "seed5: default simulation, seed 5. Models: "
              f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}. Prior "
              "passes at inference: "
-             + (str(args.prior_iterations) if args.prior_iterations else "the model's") + ". "
+             + (str(args.prior_iterations) if args.prior_iterations else "the model's")
+             + f"; inference time: median of {INFERENCE_REPEATS} runs after a warm-up. "
              f"Simulated with subpixel={args.sim_subpixel or 'the default (probe_shift)'}; "
              f"refine_subpixel={args.refine_subpixel or 'infer default'}."
              + (f" Training: {args.model_label}." if args.model_label else ""))

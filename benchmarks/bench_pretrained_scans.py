@@ -27,7 +27,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -38,7 +37,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_hard_scans import REAL_PROBE  # noqa: E402
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
-from bench_side_by_side import add_subpixel_args, refine_curve, refine_overrides, refine_target  # noqa: E402
+from bench_side_by_side import (  # noqa: E402
+    INFERENCE_REPEATS,
+    add_subpixel_args,
+    pinn_inference,
+    refine_curve,
+    refine_overrides,
+    refine_target,
+)
 
 
 def real_probe_sim() -> dict:
@@ -103,9 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(args.threads)
     from ptychopinn.api import load_bundle
-    from ptychopinn.config import InferenceConfig
     from ptychopinn.data import save_npz
-    from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     model = load_bundle(args.model)
@@ -129,11 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             add(name, "pty-chi LSQML, 100 epochs", lsq_s, lsq_m)
             rec0 = infer_s0 = None
             for iters in (None, args.prior_iterations):
-                icfg = InferenceConfig(execution={"accelerator": "cpu"}, prior_iterations=iters)
-                reconstruct_pytorch(model, scan.subset(list(range(64))), icfg)  # warm-up
-                t0 = time.perf_counter()
-                rec = reconstruct_pytorch(model, scan, icfg)
-                secs = time.perf_counter() - t0
+                rec, secs = pinn_inference(model, scan, "cpu", iters)
                 m = score(rec.object, scan)
                 label = "model's" if iters is None else str(iters)
                 add(name, f"pretrained: inference + stitch ({label} prior passes)", secs, m,
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     notes = (f"model: {args.model} (pretrained for the run1084 probe and Fermat geometry; "
              "these objects and scans unseen); simulated with subpixel="
              f"{args.sim_subpixel or 'the default (probe_shift)'}; refine_subpixel="
-             f"{args.refine_subpixel or 'infer default'}.")
+             f"{args.refine_subpixel or 'infer default'}; inference time: median of "
+             f"{INFERENCE_REPEATS} runs after a warm-up.")
     print(table)
     print("\n".join(targets))
     if args.record:
