@@ -90,6 +90,10 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     # an untrained network's amplitude stays below FLOOR (see test_untrained_floor)
     assert metrics["amp_ssim"] > FLOOR and metrics["phase_ssim"] > FLOOR, metrics
     assert "reconstruction vs truth" in proc.stdout
+    # the fit to the measured counts, written and printed by default (no truth needed)
+    fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]
+    assert fit["n_patterns"] == 196 and fit["counts_are_integers"], fit
+    assert "reconstruction vs the data (196 patterns)" in proc.stdout
 
 
 def test_untrained_floor(tmp_path, trained):

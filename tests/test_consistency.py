@@ -112,3 +112,35 @@ def test_cli_evaluate_against_the_data(small_scan, tmp_path, capsys) -> None:
     rc = main(["evaluate", "--reconstruction", str(tmp_path / "rec.npz")])
     assert rc != 0
     assert "--truth" in capsys.readouterr().err
+
+
+def test_infer_outputs_carry_the_fit_to_the_data(small_scan, tmp_path) -> None:
+    """write_outputs scores the object (with its probe) and the refined object (with the
+    refined probe and positions) on evenly spread patterns, also without a truth."""
+    from ptychopinn.inference.reconstruct import (
+        Reconstruction,
+        sampled_data_consistency,
+        write_outputs,
+    )
+
+    pos = small_scan.positions_px
+    rec = Reconstruction(object=_perturbed(small_scan.object, 0.2), positions_px=pos,
+                         weight=np.ones(small_scan.object.shape, np.float32), backend="pytorch",
+                         probe=small_scan.probe * 3.0,
+                         refined_object=small_scan.object.astype(np.complex64),
+                         refined_positions_px=pos + [0.0, 1.0])
+    full = sampled_data_consistency(rec, small_scan, 10_000)
+    assert full["reconstruction"] == data_consistency(small_scan, rec.object, pos, rec.probe)
+    # the refined object is scored at the refined positions (here 1 px off: a worse fit)
+    assert full["refined"] == data_consistency(small_scan, rec.refined_object, pos + [0.0, 1.0])
+    some = sampled_data_consistency(rec, small_scan, 40)
+    assert some["reconstruction"]["n_patterns"] == 40
+    assert some["reconstruction"]["deviance_ratio"] == pytest.approx(
+        full["reconstruction"]["deviance_ratio"], rel=0.15)
+    no_truth = replace(small_scan, object=None)
+    files = write_outputs(rec, tmp_path / "a", scan=no_truth, figures=False,
+                          data_consistency_patterns=40)
+    m = json.loads(files["metrics"].read_text())
+    assert "reconstruction" not in m and m["data_consistency"]["refined"]["n_patterns"] == 40
+    files = write_outputs(rec, tmp_path / "b", scan=no_truth, figures=False)
+    assert "metrics" not in files  # off, and no truth: nothing to score

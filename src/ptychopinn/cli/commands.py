@@ -156,7 +156,19 @@ def _print_metrics(title: str, metrics: dict | None) -> None:
     m = metrics.get("reconstruction", metrics)
     keys = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "complex_nrmse")
     vals = ", ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float)))
-    print(f"{title}: {vals}")
+    if vals:
+        print(f"{title}: {vals}")
+
+
+def _print_data_consistency(metrics: dict | None) -> None:
+    """One line per object of ``metrics['data_consistency']`` (see metrics.consistency)."""
+    for name, d in ((metrics or {}).get("data_consistency") or {}).items():
+        counts = d["counts_are_integers"]
+        fit = (f"{d['deviance_ratio']:.3g} x the photon-noise floor" if counts
+               else "not photon counts: no noise floor")
+        print(f"{name} vs the data ({d['n_patterns']} patterns): R-factor="
+              f"{d['amplitude_r_factor']:.4g}, Poisson deviance {d['poisson_deviance']:.4g} "
+              f"per pixel = {fit}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -208,7 +220,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     recon = reconstruct(None if cfg.model_path is None else cfg.model_path, scan, cfg)
     dt = time.perf_counter() - t0
-    files = write_outputs(recon, cfg.output_dir, scan=scan, figures=cfg.figures)
+    files = write_outputs(recon, cfg.output_dir, scan=scan, figures=cfg.figures,
+                          data_consistency_patterns=cfg.data_consistency_patterns)
     print(
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
         f"({recon.backend}); wrote {files['reconstruction']}"
@@ -221,6 +234,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     _print_metrics("reconstruction vs truth", recon.metrics)
     if recon.metrics and "refined" in recon.metrics:
         _print_metrics("refined vs truth", recon.metrics["refined"])
+    _print_data_consistency(recon.metrics)
     return 0
 
 
@@ -248,11 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in metrics.items() if k != "frc"}, indent=1))
     if args.truth:
         _print_metrics("reconstruction vs truth", metrics)
-    for name, d in metrics.get("data_consistency", {}).items():
-        ratio = d["deviance_ratio"] if d["counts_are_integers"] else float("nan")
-        print(f"{name} vs the data: R-factor={d['amplitude_r_factor']:.4g}, Poisson deviance "
-              f"{d['poisson_deviance']:.4g} per pixel = {ratio:.3g} x the photon-noise floor"
-              + ("" if d["counts_are_integers"] else " (not photon counts: no noise floor)"))
+    _print_data_consistency(metrics)
     return 0
 
 

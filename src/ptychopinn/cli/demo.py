@@ -42,14 +42,17 @@ def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -
     )
     recon = reconstruct(model, scan, icfg)
     print("4/4 writing figures and metrics")
-    files = write_outputs(recon, out / "reconstruction", scan=scan)
+    files = write_outputs(recon, out / "reconstruction", scan=scan,
+                          data_consistency_patterns=icfg.data_consistency_patterns)
     m = (recon.metrics or {}).get("reconstruction", {})
+    fit = (recon.metrics or {}).get("data_consistency", {}).get("reconstruction", {})
     summary = {
         "scan": str(data_path),
         "bundle": str(result.bundle_path),
         "reconstruction": str(files["reconstruction"]),
         "amp_ssim": m.get("amp_ssim"),
         "phase_ssim": m.get("phase_ssim"),
+        "deviance_over_noise_floor": fit.get("deviance_ratio"),
         "train_seconds": result.timings_s.get("fit"),
         "inference_seconds": recon.timings_s.get("total"),
         "total_seconds": time.perf_counter() - t0,

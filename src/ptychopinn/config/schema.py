@@ -393,4 +393,12 @@ class InferenceConfig(_Section):
         "with so few photons per pixel the measured modulus is mostly noise. No effect on "
         "data that are not integer counts.",
     )
+    data_consistency_patterns: int = Field(
+        2000,
+        ge=0,
+        description="Score the reconstruction against the measured counts (no truth needed: "
+        "modulus R-factor and Poisson deviance over its photon-noise floor, see ptychopinn "
+        "evaluate --scan) on up to this many patterns spread evenly over the scan; written to "
+        "metrics.json as data_consistency. 0: off.",
+    )
     figures: bool = Field(True, description="Write PNG figures.")

@@ -193,10 +193,35 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     )
 
 
+def sampled_data_consistency(recon: Reconstruction, scan: Scan, max_patterns: int) -> dict:
+    """`metrics.data_consistency` of the object (with the probe the network assumed) and
+    of the refined object, if any (with the refined probe and positions, else the
+    scan's), on up to ``max_patterns`` patterns spread evenly over the scan."""
+    from ptychopinn.metrics import data_consistency
+
+    n = scan.n_patterns
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_patterns)).round().astype(int))
+    sub = scan.subset(idx)
+    out = {"reconstruction": data_consistency(sub, recon.object, recon.positions_px[idx],
+                                              recon.probe)}
+    if recon.refined_object is not None:
+        pos = (recon.positions_px if recon.refined_positions_px is None
+               else recon.refined_positions_px)
+        out["refined"] = data_consistency(sub, recon.refined_object, pos[idx], recon.refined_probe)
+    return out
+
+
 def write_outputs(
-    recon: Reconstruction, out_dir: str | Path, *, scan: Scan | None = None, figures: bool = True
+    recon: Reconstruction,
+    out_dir: str | Path,
+    *,
+    scan: Scan | None = None,
+    figures: bool = True,
+    data_consistency_patterns: int = 0,
 ) -> dict[str, Path]:
-    """Write ``reconstruction.npz``, the figures and ``metrics.json`` (with truth)."""
+    """Write ``reconstruction.npz``, the figures and ``metrics.json`` (scores against
+    the truth when ``scan`` has one; the fit to ``scan``'s counts on up to
+    ``data_consistency_patterns`` patterns when that is > 0)."""
     from ptychopinn.data.npz import atomic_savez
 
     out = Path(out_dir)
@@ -239,23 +264,31 @@ def write_outputs(
                 recon.refined_object, out, prefix="refined", pixel_size_m=pixel_size
             ):
                 files[p.stem] = p
+    metrics: dict = {}
     if scan is not None and scan.object is not None:
-        from ptychopinn.metrics import evaluate, write_metrics_json
+        from ptychopinn.metrics import evaluate
 
         n = scan.patch_size
-        metrics = {
-            "reconstruction": evaluate(
-                recon.object, scan.object, positions_px=recon.positions_px, patch_size=n
-            )
-        }
+        metrics["reconstruction"] = evaluate(
+            recon.object, scan.object, positions_px=recon.positions_px, patch_size=n
+        )
         if recon.refined_object is not None:
             metrics["refined"] = evaluate(
                 recon.refined_object, scan.object, positions_px=recon.positions_px, patch_size=n
             )
+    if scan is not None and data_consistency_patterns > 0:
+        metrics["data_consistency"] = sampled_data_consistency(
+            recon, scan, data_consistency_patterns
+        )
+    if metrics:
+        from ptychopinn.metrics import write_metrics_json
+
         metrics["timings_s"] = recon.timings_s
         metrics["backend"] = recon.backend
         recon.metrics = metrics
         files["metrics"] = write_metrics_json(metrics, out / "metrics.json")
+    if scan is not None and scan.object is not None:
+        n = scan.patch_size
         if figures:
             try:
                 from ptychopinn.figures import plot_comparison
