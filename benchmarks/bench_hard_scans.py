@@ -52,7 +52,7 @@ from bench_side_by_side import (  # noqa: E402
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 
 
-def _case(name: str, subpixel: str | None = None):
+def simulate_case(name: str, subpixel: str | None = None):
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     extra = {} if subpixel is None else {"subpixel": subpixel}
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            scan = _case(case, args.sim_subpixel)
+            scan = simulate_case(case, args.sim_subpixel)
             path = Path(tmp) / f"{case}.npz"
             save_npz(scan, path)
             lsq_m = lsq_s = None

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_hard_scans import REAL_PROBE, _case  # noqa: E402
+from bench_hard_scans import REAL_PROBE, simulate_case  # noqa: E402
 from bench_ptychi import find_ptychi_python, run_ptychi, score  # noqa: E402
 
 SIGMAS = (0.0, 0.5, 0.7, 1.0, 1.5)
@@ -54,7 +54,7 @@ def _scan(case: str):
         from ptychopinn.simulation import SimulationConfig, simulate_scan
 
         return simulate_scan(SimulationConfig(seed=11))
-    return _case(case)
+    return simulate_case(case)
 
 
 def main(argv: list[str] | None = None) -> None:

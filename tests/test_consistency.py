@@ -144,3 +144,13 @@ def test_infer_outputs_carry_the_fit_to_the_data(small_scan, tmp_path) -> None:
     assert "reconstruction" not in m and m["data_consistency"]["refined"]["n_patterns"] == 40
     files = write_outputs(rec, tmp_path / "b", scan=no_truth, figures=False)
     assert "metrics" not in files  # off, and no truth: nothing to score
+
+
+def test_kept_and_recomputed_expected_counts_agree(small_scan, monkeypatch) -> None:
+    import ptychopinn.metrics.consistency as mc
+
+    obj = _perturbed(small_scan.object, 0.1)
+    kept = data_consistency(small_scan, obj, small_scan.positions_px, chunk=50)
+    monkeypatch.setattr(mc, "CACHE_LIMIT_BYTES", 0)
+    again = data_consistency(small_scan, obj, small_scan.positions_px, chunk=50)
+    assert kept == again

@@ -33,7 +33,8 @@ import torch
 
 from ptychopinn.data.scan import Scan
 
-_TINY = 1e-30
+CACHE_LIMIT_BYTES = 256 << 20
+"""Keep the expected counts between the two passes up to this size."""
 
 
 def data_consistency(
@@ -76,8 +77,9 @@ def data_consistency(
         If the object, probe or positions do not fit the scan (named, with what
         was expected and found).
     """
+    from ptychopinn.physics.losses import poisson_deviance
     from ptychopinn.refinement.checks import check_inputs
-    from ptychopinn.refinement.steps import expected_deviance, model_counts
+    from ptychopinn.refinement.steps import expected_deviance, looks_like_counts, model_counts
 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; found {chunk}")
@@ -89,33 +91,37 @@ def data_consistency(
     if scan.bad_pixel_mask is not None:
         valid = torch.from_numpy(~np.asarray(scan.bad_pixel_mask, dtype=bool))
     amps = scan.diffraction
+    chunks = [slice(s, s + chunk) for s in range(0, scan.n_patterns, chunk)]
+
+    def expected(sl: slice) -> torch.Tensor:
+        lam, _ = model_counts(o_t, p_t, torch.from_numpy(pos[sl]))
+        return lam if valid is None else lam * valid
+
+    def measured(sl: slice) -> np.ndarray:
+        k = np.square(amps[sl], dtype=np.float64)
+        return k if valid is None else k * valid.numpy()
+
+    # pass 1: the ML intensity scale (the expected counts are kept for pass 2 when
+    # they fit CACHE_LIMIT_BYTES, else computed again)
+    keep = scan.n_patterns * scan.patch_size**2 * 4 * p.shape[0] <= CACHE_LIMIT_BYTES
+    cache: list[torch.Tensor] = []
     lam_sum = k_sum = 0.0
+    integers = True
     with torch.no_grad():
-        # pass 1: the ML intensity scale; pass 2: the misfits at that scale
-        for s in range(0, scan.n_patterns, chunk):
-            lam, _ = model_counts(o_t, p_t, torch.from_numpy(pos[s : s + chunk]))
-            k = torch.from_numpy(np.asarray(amps[s : s + chunk], dtype=np.float32)).square()
-            if valid is not None:
-                lam, k = lam * valid, k * valid
+        for sl in chunks:
+            lam, k = expected(sl), measured(sl)
+            if keep:
+                cache.append(lam)
             lam_sum += float(lam.sum(dtype=torch.float64))
-            k_sum += float(k.sum(dtype=torch.float64))
+            k_sum += float(k.sum())
+            integers = integers and looks_like_counts(k)
         c = k_sum / lam_sum if lam_sum > 0 else 1.0
         sq = dev = edev = 0.0
-        integers = True
-        for s in range(0, scan.n_patterns, chunk):
-            lam, _ = model_counts(o_t, p_t, torch.from_numpy(pos[s : s + chunk]))
-            lam = (lam * c).to(torch.float64)
-            k = torch.from_numpy(np.asarray(amps[s : s + chunk], dtype=np.float64)).square()
-            # photon counts: below 1000 counts within 0.05 of an integer (the test of
-            # refinement.steps.counts_per_photon; float32 amplitudes round larger ones)
-            low = k[k < 1000.0]
-            integers = integers and bool(torch.all((low - low.round()).abs() <= 0.05))
-            lam_c = lam.clamp_min(_TINY)
-            terms = (
-                (lam.sqrt() - k.sqrt()).square(),
-                lam - k * lam_c.log() - k + torch.where(k > 0, k * k.clamp_min(_TINY).log(), 0.0),
-                expected_deviance(lam).to(torch.float64),
-            )
+        for i, sl in enumerate(chunks):  # pass 2: the misfits at that scale
+            lam = (cache[i] if keep else expected(sl)).to(torch.float64) * c
+            k = torch.from_numpy(measured(sl))
+            terms = ((lam.sqrt() - k.sqrt()).square(), poisson_deviance(lam, k),
+                     expected_deviance(lam).to(torch.float64))
             if valid is not None:
                 terms = tuple(t * valid for t in terms)
             sq += float(terms[0].sum())

@@ -18,10 +18,15 @@ import torch
 from torch import Tensor
 
 
-def poisson_nll(expected: Tensor, counts: Tensor, valid: Tensor | None = None) -> Tensor:
+def poisson_deviance(expected: Tensor, counts: Tensor) -> Tensor:
+    """Per-pixel half Poisson deviance ``lam - k log lam - (k - k log k)`` (0 at a
+    perfect fit; ``k log k`` = 0 at k = 0; ``lam`` floored at 1e-8)."""
     lam = expected.clamp_min(1e-8)
-    klogk = torch.xlogy(counts, counts)
-    dev = lam - counts * torch.log(lam) - (counts - klogk)
+    return lam - counts * torch.log(lam) - (counts - torch.xlogy(counts, counts))
+
+
+def poisson_nll(expected: Tensor, counts: Tensor, valid: Tensor | None = None) -> Tensor:
+    dev = poisson_deviance(expected, counts)
     norm = counts.mean().clamp_min(1e-8)
     if valid is not None:
         valid = valid.expand_as(dev)

@@ -160,6 +160,14 @@ def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
     param.sub_(grad / (2.0 * denom) * step)
 
 
+def looks_like_counts(counts: np.ndarray) -> bool:
+    """Whether ``counts`` can be photon counts: every value below 1000 within 0.05
+    of an integer (float32 amplitudes squared round larger counts). False for
+    normalised or noise-free intensities, whose count statistics are unknown."""
+    low = np.asarray(counts)[np.asarray(counts) < 1000.0]
+    return not (low.size and float(np.abs(low - np.rint(low)).max()) > 0.05)
+
+
 def counts_per_photon(amplitudes: np.ndarray, bad_pixels: np.ndarray | None = None,
                       chunk: int = 512) -> float:
     """Mean expected count of the pixel a detected photon lands in.
@@ -171,9 +179,7 @@ def counts_per_photon(amplitudes: np.ndarray, bad_pixels: np.ndarray | None = No
     the data are photon-sparse: most photons land alone in their pixel and the
     measured modulus ``sqrt(k)`` (0, 1, 1.41...) is mostly noise. Summed in
     float64 over chunks of ``chunk`` patterns (bounded memory). NaN when the
-    data are not photon counts (a pixel below 1000 counts further than 0.05
-    from an integer: normalised or noise-free intensities, whose count
-    statistics are unknown) or hold no counts.
+    data are not photon counts (`looks_like_counts`) or hold no counts.
     """
     valid = None if bad_pixels is None else ~np.asarray(bad_pixels, bool)
     num = den = 0.0
@@ -181,8 +187,7 @@ def counts_per_photon(amplitudes: np.ndarray, bad_pixels: np.ndarray | None = No
         k = np.square(amplitudes[s : s + chunk], dtype=np.float64)
         if valid is not None:
             k = k * valid
-        low = k[k < 1000.0]
-        if low.size and float(np.abs(low - np.rint(low)).max()) > 0.05:
+        if not looks_like_counts(k):
             return float("nan")
         num += float((k * (k - 1.0)).sum())
         den += float(k.sum())
