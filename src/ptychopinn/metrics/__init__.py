@@ -6,7 +6,8 @@ phase-ramp removal, amplitude-scale matching, then SSIM / PSNR / MAE of
 amplitude and phase, complex NRMSE and the Fourier ring correlation.
 `data_consistency` (arrays) and `data_consistency_files` need no truth: how
 well a reconstruction explains the measured counts (modulus R-factor, Poisson
-deviance against its noise floor).
+deviance against its noise floor). `siemens_star_resolution` measures how close
+to its centre a Siemens star's spokes are resolved (no truth needed).
 """
 
 from ptychopinn.metrics.align import (
@@ -27,8 +28,10 @@ from ptychopinn.metrics.frc import (
     ring_pixel_counts,
 )
 from ptychopinn.metrics.scores import complex_nrmse, mae, psnr, ssim
+from ptychopinn.metrics.siemens import SpokeResolution, siemens_star_resolution
 
 __all__ = [
+    "SpokeResolution",
     "complex_nrmse",
     "data_consistency",
     "data_consistency_files",
@@ -47,6 +50,7 @@ __all__ = [
     "resolution_cutoffs",
     "ring_pixel_counts",
     "shift_image",
+    "siemens_star_resolution",
     "ssim",
     "write_metrics_json",
 ]

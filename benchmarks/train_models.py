@@ -1,0 +1,134 @@
+"""Train every model the benchmark commands of docs/benchmarks.md take, with the CLI.
+
+The side-by-side benchmarks take a trained model (``--model RUN``,
+``--model-seed5 RUN`` ...). This script makes them on a new machine with the
+exact ``ptychopinn`` commands a user would type (printed before each runs),
+so a rerun of docs/benchmarks.md starts from nothing but this checkout and
+``../shared/data``:
+
+===================  ==========================================================  ================================
+name                 scan and command                                            used by
+===================  ==========================================================  ================================
+``seed11``           ``ptychopinn simulate --seed 11`` (the default scan),       bench_side_by_side, bench_prior,
+                     ``ptychopinn train`` with its defaults                      bench_smoothness
+``seed5``            ``--seed 5`` ('camera' + 'coins'), train defaults           bench_hard_scans, bench_smoothness
+``realprobe``        the run1084 probe, Fermat 600, 1e5 photons, seed 21,        bench_hard_scans, bench_smoothness
+                     train defaults
+``pretrained_rp``    ``ptychopinn pretrain --scan`` that real-probe scan,         bench_pretrained_scans,
+                     10 minutes                                                  bench_sparse_rule
+``recipe_*``         seed 5 / seed 11 / real probe with ``--set                   the "[recipe: ...]" tables
+                     model.subpixel=probe_shift --set model.prior_iterations=16``
+===================  ==========================================================  ================================
+
+The Siemens-star model is trained by ``bench_siemens_pinn.py`` itself.
+Training stops at the config's epoch or time limit (``ptychopinn train``:
+60 epochs or 8 minutes; about 6 minutes on an idle 2-core machine), so a much
+slower machine trains fewer epochs: the run directory's ``summary.json`` says
+how many. ``models.json`` in ``--out`` records each command, its wall time and
+its exit status.
+
+Usage::
+
+    python benchmarks/train_models.py --out models [--only seed11 seed5] [--dry-run]
+    python benchmarks/bench_side_by_side.py --model models/seed11 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
+RECIPE = ["--set", "model.subpixel=probe_shift", "--set", "model.prior_iterations=16"]
+
+#: scan name -> ``ptychopinn simulate`` arguments after the output file
+SCANS: dict[str, list[str]] = {
+    "seed11": ["--seed", "11"],
+    "seed5": ["--seed", "5"],
+    "realprobe": ["--probe", "file", "--probe-file", str(REAL_PROBE), "--pattern", "fermat",
+                  "--n-positions", "600", "--photons", "1e5", "--seed", "21"],
+}
+
+#: model name -> (scan name, command: "train" or "pretrain", extra arguments)
+MODELS: dict[str, tuple[str, str, list[str]]] = {
+    "seed11": ("seed11", "train", []),
+    "seed5": ("seed5", "train", []),
+    "realprobe": ("realprobe", "train", []),
+    "pretrained_rp": ("realprobe", "pretrain", ["--max-minutes", "10"]),
+    "recipe_seed11": ("seed11", "train", RECIPE),
+    "recipe_seed5": ("seed5", "train", RECIPE),
+    "recipe_realprobe": ("realprobe", "train", RECIPE),
+}
+DEFAULT_MODELS = ("seed11", "seed5", "realprobe", "pretrained_rp")
+
+
+def commands(out: Path, names: list[str], max_minutes: float | None = None) -> list[list[str]]:
+    """The ``ptychopinn`` argument lists (without the program name) that make
+    the models ``names`` under ``out``: each scan simulated once, then each model.
+    ``max_minutes`` overrides every training's time budget (a quick check)."""
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    cmds: list[list[str]] = []
+    for scan in dict.fromkeys(MODELS[n][0] for n in names):
+        cmds.append(["simulate", str(out / "scans" / f"{scan}.npz"), *SCANS[scan], "--quiet"])
+    for name in names:
+        scan, verb, extra = MODELS[name]
+        data = str(out / "scans" / f"{scan}.npz")
+        run = str(out / name)
+        if verb == "train":
+            cmd = ["train", "--data", data, "--output-dir", run, "--accelerator", "cpu",
+                   "--no-progress", *extra]
+        else:
+            cmd = ["pretrain", "--scan", data, "--output-dir", run, "--accelerator", "cpu", *extra]
+        if max_minutes is not None:
+            if "--max-minutes" in cmd:
+                i = cmd.index("--max-minutes")
+                del cmd[i:i + 2]
+            cmd += ["--max-minutes", str(max_minutes)]
+        cmds.append(cmd)
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="models", help="folder for scans/ and one run per model")
+    p.add_argument("--only", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(MODELS),
+                   metavar="NAME", help=f"models to make (default: {' '.join(DEFAULT_MODELS)}; "
+                   f"all: {' '.join(MODELS)})")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="override every training's time budget (a quick check, not the benchmark)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    if any(MODELS[n][0] == "realprobe" for n in args.only) and not REAL_PROBE.is_file():
+        raise SystemExit(f"train_models: the real probe {REAL_PROBE} is missing (../shared/data); "
+                         "leave out realprobe, pretrained_rp and recipe_realprobe")
+    exe = [sys.executable, "-m", "ptychopinn.cli.main"]
+    log = []
+    for cmd in commands(out, args.only, args.max_minutes):
+        print("ptychopinn " + shlex.join(cmd), flush=True)
+        if args.dry_run:
+            continue
+        t0 = time.perf_counter()
+        rc = subprocess.call(exe + cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        log.append({"command": "ptychopinn " + shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1),
+                    "returncode": rc})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "models.json").write_text(json.dumps(log, indent=2) + "\n")
+        if rc != 0:
+            print(f"train_models: the command above failed (exit {rc})", file=sys.stderr)
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""benchmarks/train_models.py: the commands that make the benchmarks' models stay valid.
+
+A rerun of docs/benchmarks.md on a new machine starts with these commands, so
+they must parse with today's CLI, simulate the very scans the benchmark
+scripts simulate, and fail loudly on a wrong name.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import train_models  # noqa: E402
+
+from ptychopinn.cli.main import build_parser  # noqa: E402
+
+
+def test_every_command_parses_with_the_cli(tmp_path):
+    parser = build_parser()
+    cmds = train_models.commands(tmp_path, list(train_models.MODELS))
+    # three scans simulated once each, then one command per model
+    assert [c[0] for c in cmds[:3]] == ["simulate"] * 3
+    assert len(cmds) == 3 + len(train_models.MODELS)
+    for cmd in cmds:
+        args = parser.parse_args(cmd)
+        assert args.command == cmd[0]
+    recipe = parser.parse_args(cmds[3 + list(train_models.MODELS).index("recipe_seed5")])
+    assert recipe.set == ["model.subpixel=probe_shift", "model.prior_iterations=16"]
+    assert recipe.data.endswith("seed5.npz")
+
+
+def test_max_minutes_overrides_every_budget(tmp_path):
+    cmds = train_models.commands(tmp_path, ["seed11", "pretrained_rp"], max_minutes=0.5)
+    train, pretrain = cmds[-2], cmds[-1]
+    for cmd in (train, pretrain):
+        assert cmd.count("--max-minutes") == 1
+        assert cmd[cmd.index("--max-minutes") + 1] == "0.5"
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="seed7"):
+        train_models.commands(Path("x"), ["seed7"])
+
+
+@pytest.mark.parametrize("name", ["seed5"])
+def test_simulated_scan_is_the_benchmarks_scan(tmp_path, name):
+    """The seed-5 scan of train_models is bench_hard_scans' seed-5 scan."""
+    from bench_hard_scans import simulate_case
+
+    from ptychopinn.cli.main import main
+    from ptychopinn.data import load_npz
+
+    cmd = train_models.commands(tmp_path, [name])[0]
+    assert main(cmd) == 0
+    ours = load_npz(cmd[1])
+    theirs = simulate_case("seed5")
+    np.testing.assert_array_equal(ours.diffraction, theirs.diffraction)
+    np.testing.assert_allclose(ours.positions_px, theirs.positions_px)
