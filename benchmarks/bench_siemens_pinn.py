@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cut[0]} | {cut[1]} | {fit:.2f} | {sp.resolved_radius_px:.1f} "
                      f"| {sp.half_period_px:.2f} |")
     r_ref = spokes[0].resolved_radius_px
+    lines.append("")
     for name, sp in (("the network alone", spokes[1]), ("PINN + refinement", spokes[2])):
         verdict = "MET" if sp.resolved_radius_px <= r_ref else "NOT MET"
-        lines.append("")
         lines.append(f"- Issue 4, the PINN's spokes resolved to at least pty-chi's radius, "
                      f"{name}: {verdict} ({sp.resolved_radius_px:.1f} px vs "
                      f"{r_ref:.1f} px)")
