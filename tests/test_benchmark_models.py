@@ -35,6 +35,16 @@ def test_every_command_parses_with_the_cli(tmp_path):
     assert recipe.data.endswith("seed5.npz")
 
 
+def test_trainings_are_not_cut_by_the_default_time_limit(tmp_path):
+    """The train commands finish the config's epochs on a slow machine too."""
+    from ptychopinn.config import TrainingConfig
+
+    cmd = train_models.commands(tmp_path, ["seed5"])[-1]
+    minutes = float(cmd[cmd.index("--max-minutes") + 1])
+    assert minutes == train_models.TRAIN_MINUTES
+    assert minutes >= 3 * TrainingConfig().max_time_minutes
+
+
 def test_max_minutes_overrides_every_budget(tmp_path):
     cmds = train_models.commands(tmp_path, ["seed11", "pretrained_rp"], max_minutes=0.5)
     train, pretrain = cmds[-2], cmds[-1]
