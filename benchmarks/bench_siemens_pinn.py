@@ -50,41 +50,22 @@ def _compare(obj: np.ndarray, ref: np.ndarray, scan) -> dict:
     return evaluate(obj, ref, positions_px=scan.positions_px, patch_size=scan.patch_size)
 
 
-def spoke_resolutions(objects: list[np.ndarray], scan, margin_frac: float = 0.25,
-                      search_px: float = 5.0) -> list:
-    """`ptychopinn.metrics.siemens_star_resolution` of each object, inside the
-    scanned region shrunk by ``margin_frac`` of a patch (its edge is lit by few
-    positions). The spoke count is estimated on the first object and used for all;
-    every object's centre is found on its own (position refinement may move it) and
+def spoke_resolutions(objects: list[np.ndarray], scan, search_px: float = 5.0) -> list:
+    """`ptychopinn.metrics.siemens_star_resolution` of each object inside the scanned
+    region less a quarter patch (`ptychopinn.metrics.siemens.scanned_crop`). The
+    spoke count is estimated on the first object and used for all; every
+    object's centre is found on its own (position refinement may move it) and
     the analysis reaches the largest circle inside that region around it."""
-    from ptychopinn.metrics import illuminated_region, siemens_star_resolution
+    from ptychopinn.metrics import siemens_star_resolution
+    from ptychopinn.metrics.siemens import scanned_crop
 
-    rows, cols = illuminated_region(objects[0].shape, scan.positions_px, scan.patch_size)
-    m = int(margin_frac * scan.patch_size)
-    rows, cols = slice(rows.start + m, rows.stop - m), slice(cols.start + m, cols.stop - m)
+    crop = scanned_crop(objects[0].shape, scan.positions_px, scan.patch_size)
     out, n_spokes = [], None
     for obj in objects:
-        res = siemens_star_resolution(obj[rows, cols], n_spokes=n_spokes, search_px=search_px)
+        res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
         n_spokes = res.n_spokes
         out.append(res)
     return out
-
-
-def _spoke_figure(labels: list[str], results: list, path: Path) -> None:
-    from ptychopinn.figures.images import new_figure, save_figure
-
-    fig = new_figure(6.5, 4.5)
-    ax = fig.subplots()
-    for label, r in zip(labels, results, strict=True):
-        line, = ax.plot(r.radii, r.modulation, label=f"{label}: {r.resolved_radius_px:.1f} px")
-        ax.axvline(r.resolved_radius_px, color=line.get_color(), ls=":", lw=1)
-    ax.axhline(results[0].threshold, color="k", lw=0.8, ls="--")
-    ax.set_xlabel(f"radius from the star's centre (px); {results[0].n_spokes} spoke periods")
-    ax.set_ylabel("spoke modulation / outer median")
-    ax.set_title("Siemens star: spoke contrast vs radius (resolved where >= threshold)",
-                 fontsize=9)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
 
 
 def _figure(panels: list[tuple[str, np.ndarray]], scan, path: Path) -> None:
@@ -175,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
              (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
             scan, WORK / "siemens_side_by_side.png")
     spokes = spoke_resolutions([ref, rec.object, ref_res.object], scan)
-    _spoke_figure([ref_label, "PINN inference", f"PINN + {args.refine_epochs} ep refine"], spokes,
-                  WORK / "siemens_spokes.png")
+    from ptychopinn.figures import plot_spoke_modulation
+
+    plot_spoke_modulation(dict(zip([ref_label, "PINN inference",
+                                    f"PINN + {args.refine_epochs} ep refine"], spokes,
+                                   strict=True)), WORK / "siemens_spokes.png")
     fits = [data_consistency(scan, o, pos, pr)["deviance_ratio"] for o, pos, pr in (
         (ref, ref_pos, ref_probe), (rec.object, rec.positions_px, rec.probe),
         (ref_res.object, ref_res.positions_px, ref_res.probe))]

@@ -112,3 +112,50 @@ def test_bad_input_is_named():
         siemens_star_resolution(img)
     with pytest.raises(DataError, match="part"):
         siemens_star_resolution(star(), part="real")
+
+
+def _reconstruction_npz(path, obj, refined=None):
+    """A reconstruction.npz as ptychopinn infer writes it (positions covering the star)."""
+    n = 32
+    grid = np.arange(n // 2, SIZE - n // 2 + 1, 8.0)
+    pos = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    arrays = {"object": obj.astype(np.complex64), "positions_px": pos,
+              "probe": np.ones((n, n), np.complex64)}
+    if refined is not None:
+        arrays["refined_object"] = refined.astype(np.complex64)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_files_and_cli_report_both_objects(tmp_path, capsys):
+    import json
+
+    from ptychopinn.cli.main import main
+    from ptychopinn.metrics.siemens import siemens_star_files
+
+    p = _reconstruction_npz(tmp_path / "reconstruction.npz", star(2.5), refined=star(1.0))
+    summary, results = siemens_star_files(p)
+    assert set(summary) == {"reconstruction", "refined"}
+    assert summary["reconstruction"]["n_spokes"] == summary["refined"]["n_spokes"] == N_SPOKES
+    # the sharper refined star is resolved closer to its centre
+    assert results["refined"].resolved_radius_px < results["reconstruction"].resolved_radius_px - 5
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--reconstruction", str(p), "--siemens-star", "--output-dir",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Siemens star (refined): spokes resolved to a radius of" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["siemens_star"] == summary
+    assert (out / "siemens_star.png").stat().st_size > 0
+
+
+def test_files_name_the_missing_key(tmp_path):
+    from ptychopinn.metrics.siemens import siemens_star_files
+
+    p = tmp_path / "r.npz"
+    np.savez(p, amplitude=np.ones((8, 8)))
+    with pytest.raises(DataError, match="missing key 'object'"):
+        siemens_star_files(p)
+    with pytest.raises(DataError, match="not found"):
+        siemens_star_files(tmp_path / "nope.npz")

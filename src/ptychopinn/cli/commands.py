@@ -243,26 +243,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ptychopinn.errors import ConfigError
     from ptychopinn.metrics import data_consistency_files, evaluate_files, write_metrics_json
 
-    if not args.truth and not args.scan:
+    siemens = getattr(args, "siemens_star", False)
+    if not args.truth and not args.scan and not siemens:
         raise ConfigError(
             "ptychopinn evaluate: give --truth SCAN.npz (a file with the true object, "
-            "objectGuess) and/or --scan SCAN (the measured scan, for data consistency); "
-            "found neither."
+            "objectGuess), --scan SCAN (the measured scan, for data consistency) and/or "
+            "--siemens-star (the spokes' resolution); found none of them."
         )
     metrics: dict = {}
     if args.truth:
         metrics = evaluate_files(args.reconstruction, args.truth, remove_ramp=not args.no_ramp)
     if args.scan:
         metrics["data_consistency"] = data_consistency_files(args.reconstruction, args.scan)
+    spokes: dict = {}
+    if siemens:
+        from ptychopinn.metrics.siemens import siemens_star_files
+
+        metrics["siemens_star"], spokes = siemens_star_files(args.reconstruction)
     if args.output_dir:
         out = Path(args.output_dir)
         path = write_metrics_json(metrics, out / "metrics.json")
         print(f"wrote {path}")
+        if spokes:
+            from ptychopinn.figures import plot_spoke_modulation
+
+            print(f"wrote {plot_spoke_modulation(spokes, out / 'siemens_star.png')}")
     else:
         print(json.dumps({k: v for k, v in metrics.items() if k != "frc"}, indent=1))
     if args.truth:
         _print_metrics("reconstruction vs truth", metrics)
     _print_data_consistency(metrics)
+    for name, r in spokes.items():
+        print(f"Siemens star ({name}): spokes resolved to a radius of {r.resolved_radius_px:.1f} "
+              f"px (finest half-period {r.half_period_px:.2f} px; {r.n_spokes} spoke periods, "
+              f"centre at row {r.center[0]:.1f}, column {r.center[1]:.1f} of the scanned region)")
     return 0
 
 

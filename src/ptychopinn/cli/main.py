@@ -141,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="The measured scan the reconstruction came from (any readable format): reports "
         "how well the reconstruction explains its counts (R-factor, Poisson deviance vs noise).",
     )
-    p.add_argument("--output-dir", help="Where to write metrics.json and comparison.png.")
+    p.add_argument(
+        "--siemens-star",
+        action="store_true",
+        help="The object is a Siemens star: report how close to its centre the spokes are "
+        "resolved (radius and half-period in pixels; no truth needed).",
+    )
+    p.add_argument("--output-dir", help="Where to write metrics.json and the figures.")
     p.add_argument("--no-ramp", action="store_true", help="Keep the phase ramp (no plane removal).")
     p.add_argument("-q", "--quiet", action="store_true")
 

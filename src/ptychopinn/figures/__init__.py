@@ -10,7 +10,7 @@ from ptychopinn.figures.images import (
     plot_probe,
     save_object_figures,
 )
-from ptychopinn.figures.plots import plot_comparison, plot_loss_curve
+from ptychopinn.figures.plots import plot_comparison, plot_loss_curve, plot_spoke_modulation
 
 __all__ = [
     "nice_scale_bar",
@@ -18,5 +18,6 @@ __all__ = [
     "plot_loss_curve",
     "plot_positions",
     "plot_probe",
+    "plot_spoke_modulation",
     "save_object_figures",
 ]

@@ -289,3 +289,57 @@ def siemens_star_resolution(
         resolved_radius_px=resolved,
         half_period_px=float(np.pi * resolved / n_spokes),
     )
+
+
+def scanned_crop(shape: tuple[int, int], positions_px: np.ndarray, patch_size: int,
+                 margin_frac: float = 0.25) -> tuple[slice, slice]:
+    """The scanned region of an object of ``shape`` (`illuminated_region`), shrunk by
+    ``margin_frac`` of a patch on every side (its edge is lit by few positions)."""
+    from ptychopinn.metrics.align import illuminated_region
+
+    rows, cols = illuminated_region(shape, positions_px, patch_size)
+    m = int(margin_frac * patch_size)
+    if rows.stop - rows.start <= 2 * m + 8 or cols.stop - cols.start <= 2 * m + 8:
+        m = 0
+    return slice(rows.start + m, rows.stop - m), slice(cols.start + m, cols.stop - m)
+
+
+def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
+                       margin_frac: float = 0.25) -> tuple[dict, dict]:  # noqa: ANN001 (path)
+    """`siemens_star_resolution` of a ``reconstruction.npz`` (from ``ptychopinn infer``):
+    its ``object`` and, when present, ``refined_object``, each inside the scanned
+    region (positions and the probe's size; shrunk by ``margin_frac`` of a patch).
+
+    Returns ``(summary, results)``: ``{"reconstruction": {...}, "refined": {...}}``
+    of `SpokeResolution.as_dict` and the `SpokeResolution` objects under the same
+    keys. The spoke count found on ``object`` is used for ``refined_object``.
+    """
+    from pathlib import Path
+
+    path = Path(reconstruction_npz)
+    if not path.is_file():
+        raise DataError(f"{path}: reconstruction file not found.")
+    with np.load(path, allow_pickle=False) as f:
+        rec = {k: f[k] for k in f.files}
+    if "object" not in rec:
+        raise DataError(f"{path}: missing key 'object' (a reconstruction.npz of ptychopinn infer "
+                        f"holds it); keys found: {sorted(rec)}.")
+    results: dict = {}
+    n_spokes = None
+    for name, key, pos_key in (("reconstruction", "object", "positions_px"),
+                               ("refined", "refined_object", "refined_positions_px")):
+        if key not in rec:
+            continue
+        obj = rec[key]
+        crop = (slice(None), slice(None))
+        pos = rec.get(pos_key, rec.get("positions_px"))
+        probe = rec.get("probe")
+        if pos is not None and probe is not None and obj.ndim == 2:
+            crop = scanned_crop(obj.shape, pos, int(probe.shape[-1]), margin_frac)
+        try:
+            res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
+        except DataError as err:
+            raise DataError(f"{path} ({key}): {err}") from None
+        n_spokes = res.n_spokes
+        results[name] = res
+    return {k: r.as_dict() for k, r in results.items()}, results
