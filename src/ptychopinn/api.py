@@ -27,7 +27,8 @@ def train(
 
     ``callbacks`` are framework callbacks (Lightning callbacks for 'pytorch').
     With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
-    (`ptychopinn.refinement.retrieve_probe`) and the model trains with it.
+    (`ptychopinn.refinement.retrieve_probe`) and the model trains with it (and at
+    corrected positions with ``config.probe_refine_positions``).
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
     backend = get_backend(config.backend)
@@ -38,7 +39,8 @@ def train(
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)
-        scan = retrieve_probe(scan, config.probe_refine_epochs, seed=config.seed,
+        scan = retrieve_probe(scan, config.probe_refine_epochs,
+                              positions=config.probe_refine_positions, seed=config.seed,
                               device=device_name(config))
     if callbacks:
         return backend.train(config, scan, resume=resume, extra_callbacks=callbacks)
@@ -68,7 +70,10 @@ def reconstruct(
 ):
     """Reconstruct a scan: ``model`` is a loaded model, a bundle path, or None
     with ``config.model_path`` set; ``scan`` a `Scan`, a file, or None with
-    ``config.data_file``. Returns a ``Reconstruction`` (``.backend`` set)."""
+    ``config.data_file``. Returns a ``Reconstruction`` (``.backend`` set).
+    With ``config.position_refine_epochs > 0`` the scan's positions are first
+    corrected (`ptychopinn.refinement.correct_positions`) and the network
+    predicts and stitches at them."""
     from ptychopinn.data.readers import load_scan
     from ptychopinn.errors import ConfigError
 
@@ -86,6 +91,12 @@ def reconstruct(
         scan = config.data_file
     if not isinstance(scan, Scan):
         scan = load_scan(scan)
+    if config.position_refine_epochs > 0:
+        from ptychopinn.refinement import correct_positions
+        from ptychopinn.refinement.reconstruction import device_name
+
+        scan = correct_positions(scan, config.position_refine_epochs, seed=config.seed,
+                                 device=device_name(config))
     recon = get_backend(model.backend).reconstruct(model, scan, config)
     if config.refine_epochs > 0:
         from ptychopinn.refinement import refine_reconstruction

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-refine-epochs", type=int,
                    help="Refine the scan's probe for K epochs before training (measured "
                         "scans with a rough probe guess; K >= 3).")
+    p.add_argument("--probe-refine-positions", action="store_true",
+                   help="With --probe-refine-epochs: also correct the scan positions and train "
+                        "at them.")
     p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     _common(p)
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-iterations", type=int,
                    help="Physics prior passes (default: as the model was trained; more is "
                         "slower and better, e.g. 16).")
+    p.add_argument("--position-refine-epochs", type=int,
+                   help="Correct the scan positions by K epochs of physics refinement before "
+                        "the network (measured scans with position errors; K >= 3).")
     p.add_argument("--refine-probe", action="store_true")
     p.add_argument("--refine-positions", action="store_true")
     p.add_argument("--no-figures", action="store_true")

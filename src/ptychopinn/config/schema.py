@@ -246,6 +246,12 @@ class TrainingConfig(_Section):
         "epoch) and train with the refined probe: for measured scans whose probe guess is "
         "rough. 0: the scan's probe as given.",
     )
+    probe_refine_positions: bool = Field(
+        False,
+        description="With probe_refine_epochs > 0: also correct the scan positions in that "
+        "refinement and train at the corrected positions (measured scans with position "
+        "errors).",
+    )
     intensity_scale_trainable: bool = Field(True, description="Learn the global intensity scale.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(2e-3, gt=0, le=10, description="Learning rate.")
@@ -274,6 +280,15 @@ class TrainingConfig(_Section):
                 "third epoch)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _positions_need_retrieval(self):
+        if self.probe_refine_positions and self.probe_refine_epochs == 0:
+            raise ValueError(
+                "probe_refine_positions needs probe_refine_epochs >= 3 (the positions are "
+                "corrected in that refinement); found probe_refine_epochs 0"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -350,6 +365,26 @@ class InferenceConfig(_Section):
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
+    position_refine_epochs: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Before the network: correct the scan positions by this many epochs of "
+        "physics refinement (probe and positions from a flat object; the probe is then "
+        "discarded) and predict and stitch at the corrected positions (reconstruction.npz "
+        "positions_px). For measured scans with position errors; 0: off, else >= 3.",
+    )
+
+    @field_validator("position_refine_epochs")
+    @classmethod
+    def _position_epochs(cls, v: int) -> int:
+        if 0 < v < 3:
+            raise ValueError(
+                "position_refine_epochs must be 0 (off) or >= 3 (probe and positions are "
+                f"refined together, the probe from the third epoch); found {v}"
+            )
+        return v
+
     refine_epochs: int = Field(
         0, ge=0, description="Physics refinement epochs after inference (0: off)."
     )
