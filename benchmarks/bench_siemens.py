@@ -22,6 +22,7 @@ it with pty-chi (``benchmarks/ptychi_runner.py`` in pty-chi's own venv, see
 Example::
 
     python benchmarks/bench_siemens.py --epochs 100 --refine-probe
+    python benchmarks/bench_siemens.py --refine-probe --refine-positions --name siemens_ptychi_pos
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--refine-probe", action="store_true",
                    help="refine the probe too (the star's probe is only a zone-plate guess)")
+    p.add_argument("--refine-positions", action="store_true",
+                   help="correct the scan positions too (pty-chi's position correction)")
     p.add_argument("--noise-model", choices=["gaussian", "poisson"], default="gaussian")
     p.add_argument("--ptychi-python", default=None)
     p.add_argument("--out-dir", default=str(WORK), help="where the NPZ and PNG go")
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         extra = ["--noise-model", args.noise_model,
                  "--checkpoint-every", str(args.checkpoint_every)]
         extra += ["--refine-probe"] if refine_probe else []
+        extra += ["--refine-positions"] if args.refine_positions else []
         with tempfile.TemporaryDirectory(prefix="bench_siemens_") as tmp:
             path = save_npz(scan, Path(tmp) / "siemens.npz")
             r = run_ptychi(path, args.algorithm, args.epochs, args.threads,
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "loss": r["loss"],
         "position_shift_px": np.asarray(shift, dtype=np.int64),
         "refine_probe": np.asarray(refine_probe),
+        "refine_positions": np.asarray(bool(r["options"].get("refine_positions", False))),
         "algorithm": np.asarray(r["algorithm"]),
         "epochs_requested": np.int64(r["epochs_requested"]),
         "load_1m": np.float64(np.nan if load is None else load),

@@ -21,7 +21,13 @@ the same data (`bench_siemens.contract_scan`):
 Usage::
 
     python benchmarks/bench_siemens_pinn.py [--minutes 8] [--refine-epochs 30]
-        [--probe-refine-epochs 20] [--model RUN] [--record]
+        [--probe-refine-epochs 20] [--correct-positions] [--model RUN] [--record]
+
+``--correct-positions`` corrects the measured positions in that probe retrieval
+(``ptychopinn train --probe-refine-positions``) and trains, infers and refines
+at them; compare it with pty-chi run with ``bench_siemens.py --refine-probe
+--refine-positions --name siemens_ptychi_pos`` (``--ptychi-result
+benchmarks/_work/siemens_ptychi_pos.npz``).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
 ``benchmarks/_work/siemens_pinn_run``) instead of training one.
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refine-epochs", type=int, default=30)
     p.add_argument("--probe-refine-epochs", type=int, default=20,
                    help="probe retrieval before training (train --probe-refine-epochs); 0: off")
+    p.add_argument("--correct-positions", action="store_true",
+                   help="correct the positions in the probe retrieval (train --probe-refine-"
+                        "positions) and train and infer at them")
     p.add_argument("--model", default=None,
                    help="reuse this trained run (trained on this scan) instead of training")
     p.add_argument("--threads", type=int, default=2)
@@ -125,15 +134,21 @@ def main(argv: list[str] | None = None) -> None:
         ref = z["object"]
         ref_probe, ref_pos = z["probe"], z["positions_px"]
         ref_s = float(z["reconstruction_s"])
-        ref_label = f"pty-chi {str(z['algorithm']).upper()} {int(z['epochs'])} ep"
-    run = Path(args.model) if args.model else WORK / "siemens_pinn_run"
+        ref_label = f"pty-chi {str(z['algorithm']).upper()} {int(z['epochs'])} ep" + (
+            " + positions" if "refine_positions" in z.files and bool(z["refine_positions"])
+            else "")
+    suffix = "_pos" if args.correct_positions else ""
+    run = Path(args.model) if args.model else WORK / (
+        "siemens_pinn_run_pos" if args.correct_positions else "siemens_pinn_run")
     cfg = TrainingConfig.model_validate({
         "model": {"N": scan.patch_size}, "output_dir": str(run),
         "max_time_minutes": args.minutes, "save_reconstruction": False,
         "execution": {"accelerator": "cpu", "logger": "none", "progress_bar": False}})
     t0 = time.perf_counter()
     if args.probe_refine_epochs:  # what `train --probe-refine-epochs K` does first
-        scan = retrieve_probe(scan, args.probe_refine_epochs)
+        scan = retrieve_probe(scan, args.probe_refine_epochs, positions=args.correct_positions)
+    elif args.correct_positions:
+        raise SystemExit("bench_siemens_pinn: --correct-positions needs --probe-refine-epochs > 0")
     probe_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if args.model:
@@ -154,13 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     fin_m = _compare(ref_res.object, ref, scan)
     _figure([(ref_label, ref), ("PINN inference", rec.object),
              (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
-            scan, WORK / "siemens_side_by_side.png")
+            scan, WORK / f"siemens_side_by_side{suffix}.png")
     spokes = spoke_resolutions([ref, rec.object, ref_res.object], scan)
     from ptychopinn.figures import plot_spoke_modulation
 
     plot_spoke_modulation(dict(zip([ref_label, "PINN inference",
                                     f"PINN + {args.refine_epochs} ep refine"], spokes,
-                                   strict=True)), WORK / "siemens_spokes.png")
+                                   strict=True)), WORK / f"siemens_spokes{suffix}.png")
     fits = [data_consistency(scan, o, pos, pr)["deviance_ratio"] for o, pos, pr in (
         (ref, ref_pos, ref_probe), (rec.object, rec.positions_px, rec.probe),
         (ref_res.object, ref_res.positions_px, ref_res.probe))]
@@ -187,22 +202,25 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r_ref:.1f} px)")
     table = "\n".join(lines)
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
-             f"{trained} after {args.probe_refine_epochs} epochs of probe retrieval "
-             f"({probe_s:.0f} s); deviance / noise floor: `ptychopinn.metrics.data_consistency` "
+             f"{trained} after {args.probe_refine_epochs} epochs of probe retrieval"
+             f"{' with position correction' if args.correct_positions else ''} "
+             f"({probe_s:.0f} s, not in the compute s; inference and refinement at "
+             f"{'the corrected' if args.correct_positions else 'the given'} positions); deviance / noise floor: `ptychopinn.metrics.data_consistency` "
              "against the measured counts (1 = explained to within the photon noise), each "
              "object with its own probe and positions; spokes: "
              "`ptychopinn.metrics.siemens_star_resolution` (complex object, "
              f"{spokes[0].n_spokes} spoke periods, each object's own centre; resolved where the "
              "spoke modulation is >= 0.5 of its outer median and 4x the noise's power, walking "
-             "in from the edge; curves in benchmarks/_work/siemens_spokes.png); "
+             f"in from the edge; curves in benchmarks/_work/siemens_spokes{suffix}.png); "
              f"reference {ref_label} took {ref_s:.1f} s; figure benchmarks/_work/"
-             "siemens_side_by_side.png (gitignored)")
+             f"siemens_side_by_side{suffix}.png (gitignored)")
     print(notes)
     print(table)
     if args.record:
         from _record import append_section
 
-        append_section("Siemens star: PINN and PINN + refinement against pty-chi", table,
+        append_section("Siemens star: PINN and PINN + refinement against pty-chi"
+                       + (" [positions corrected]" if args.correct_positions else ""), table,
                        notes=notes)
 
 
