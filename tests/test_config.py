@@ -106,3 +106,19 @@ def test_two_configs_do_not_interfere():
 def test_supervised_via_overrides():
     cfg = with_overrides(TrainingConfig(), {"model": {"model_type": "supervised"}})
     assert cfg.realspace_weight == 1.0 and cfg.nll_weight == 0.0
+
+
+def test_early_stop_note_names_the_time_limit() -> None:
+    """`ptychopinn train` says when the time limit cut the epochs short (a slower
+    machine trains fewer epochs in the default 8 minutes)."""
+    from ptychopinn.cli.commands import early_stop_note
+    from ptychopinn.config import TrainingConfig
+
+    cfg = TrainingConfig()
+    assert early_stop_note(cfg.nepochs, cfg) is None
+    note = early_stop_note(58, cfg)
+    assert "58 of 60 epochs" in note and "max_time_minutes=8" in note and "--max-minutes" in note
+    assert "early stopping" not in note
+    both = TrainingConfig(early_stopping_patience=3)
+    assert "early stopping (patience 3)" in early_stop_note(10, both)
+    assert "interruption" in early_stop_note(10, TrainingConfig(max_time_minutes=None))

@@ -172,6 +172,22 @@ def _print_data_consistency(metrics: dict | None) -> None:
               f"per pixel = {fit}")
 
 
+def early_stop_note(epochs_done: int, cfg) -> str | None:  # noqa: ANN001 (TrainingConfig)
+    """A line saying why training ended before ``cfg.nepochs`` (None when it did not):
+    the time limit (a slower machine trains fewer epochs in the same minutes) or
+    early stopping."""
+    if epochs_done >= cfg.nepochs:
+        return None
+    why = []
+    if cfg.max_time_minutes is not None:
+        why.append(f"the time limit (max_time_minutes={cfg.max_time_minutes:g}; raise it with "
+                   "--max-minutes to train every epoch)")
+    if cfg.early_stopping_patience is not None:
+        why.append(f"early stopping (patience {cfg.early_stopping_patience})")
+    reason = " or ".join(why) if why else "an interruption"
+    return f"note: training ended after {epochs_done} of {cfg.nepochs} epochs, by {reason}."
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ptychopinn.api import train
 
@@ -184,6 +200,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"epochs: {last['epoch'] + 1}, "
             f"final train loss {last.get('train/loss', float('nan')):.4g}"
         )
+        note = early_stop_note(last["epoch"] + 1, cfg)
+        if note:
+            print(note)
     _print_metrics("training-scan reconstruction vs truth", result.metrics)
     _print_metrics("test-scan reconstruction vs truth", result.test_metrics)
     return 0
