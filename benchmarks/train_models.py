@@ -92,7 +92,8 @@ def commands(out: Path, names: list[str], max_minutes: float | None = None) -> l
             cmd = ["train", "--data", data, "--output-dir", run, "--accelerator", "cpu",
                    "--no-progress", "--max-minutes", str(TRAIN_MINUTES), *extra]
         else:
-            cmd = ["pretrain", "--scan", data, "--output-dir", run, "--accelerator", "cpu", *extra]
+            cmd = ["pretrain", "--scan", data, "--output-dir", run, "--accelerator", "cpu",
+                   "--no-progress", *extra]
         if max_minutes is not None:
             if "--max-minutes" in cmd:
                 i = cmd.index("--max-minutes")

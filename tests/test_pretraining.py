@@ -252,3 +252,15 @@ def test_supervised_switch_sets_the_model_type(tmp_path):
     cfg = _training_config(tmp_path, N, True, 1.0, 0, {"model": {"n_filters_scale": 0.5}})
     assert cfg.model.model_type == "supervised" and cfg.realspace_weight > 0
     assert cfg.model.n_filters_scale == 0.5 and cfg.save_reconstruction is False
+
+
+def test_pretrain_no_progress_flag_hides_the_bar() -> None:
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.pretraining.cli import split_options
+
+    args = build_parser().parse_args(["pretrain", "--scan", "s.npz", "--output-dir", "o",
+                                      "--no-progress"])
+    _, data = split_options(args)
+    assert data["execution"]["progress_bar"] is False
+    args = build_parser().parse_args(["pretrain", "--scan", "s.npz", "--output-dir", "o"])
+    assert "execution" not in split_options(args)[1]

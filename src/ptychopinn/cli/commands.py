@@ -25,6 +25,7 @@ def add_extra_parsers(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--accelerator")
     p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     p.add_argument("-q", "--quiet", action="store_true")
 
 

@@ -34,7 +34,7 @@ def split_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         )
     if getattr(args, "accelerator", None):
         data = merge(data, {"execution": {"accelerator": args.accelerator}})
-    if getattr(args, "quiet", False):
+    if getattr(args, "quiet", False) or getattr(args, "no_progress", False):
         data = merge(data, {"execution": {"progress_bar": False}})
     return recipe, data
 
