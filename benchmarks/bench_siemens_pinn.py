@@ -56,24 +56,6 @@ def _compare(obj: np.ndarray, ref: np.ndarray, scan) -> dict:
     return evaluate(obj, ref, positions_px=scan.positions_px, patch_size=scan.patch_size)
 
 
-def spoke_resolutions(objects: list[np.ndarray], scan, search_px: float = 5.0) -> list:
-    """`ptychopinn.metrics.siemens_star_resolution` of each object inside the scanned
-    region less a quarter patch (`ptychopinn.metrics.siemens.scanned_crop`). The
-    spoke count is estimated on the first object and used for all; every
-    object's centre is found on its own (position refinement may move it) and
-    the analysis reaches the largest circle inside that region around it."""
-    from ptychopinn.metrics import siemens_star_resolution
-    from ptychopinn.metrics.siemens import scanned_crop
-
-    crop = scanned_crop(objects[0].shape, scan.positions_px, scan.patch_size)
-    out, n_spokes = [], None
-    for obj in objects:
-        res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
-        n_spokes = res.n_spokes
-        out.append(res)
-    return out
-
-
 def _figure(panels: list[tuple[str, np.ndarray]], scan, path: Path) -> None:
     from ptychopinn.figures.images import new_figure, phase_display, save_figure, show_image
     from ptychopinn.metrics import illuminated_region
@@ -170,7 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     _figure([(ref_label, ref), ("PINN inference", rec.object),
              (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
             scan, WORK / f"siemens_side_by_side{suffix}.png")
-    spokes = spoke_resolutions([ref, rec.object, ref_res.object], scan)
+    from ptychopinn.metrics.siemens import scanned_star_resolutions
+
+    # one crop for all three (the scan's positions): the objects share its frame
+    spokes = scanned_star_resolutions([ref, rec.object, ref_res.object], scan.positions_px,
+                                      scan.patch_size)
     from ptychopinn.figures import plot_spoke_modulation
 
     plot_spoke_modulation(dict(zip([ref_label, "PINN inference",

@@ -159,3 +159,18 @@ def test_files_name_the_missing_key(tmp_path):
         siemens_star_files(p)
     with pytest.raises(DataError, match="not found"):
         siemens_star_files(tmp_path / "nope.npz")
+
+
+def test_files_without_geometry_use_the_whole_object(tmp_path):
+    """A reconstruction.npz without a probe (no patch size) is analysed whole, with the
+    same answer for the same star."""
+    from ptychopinn.metrics.siemens import siemens_star_files
+
+    p = tmp_path / "bare.npz"
+    np.savez(p, object=star(2.5).astype(np.complex64))
+    summary, results = siemens_star_files(p)
+    assert list(summary) == ["reconstruction"]
+    assert summary["reconstruction"]["n_spokes"] == N_SPOKES
+    assert summary["reconstruction"]["min_snr"] == 4.0
+    want = siemens_star_resolution(star(2.5), search_px=5.0).resolved_radius_px
+    assert results["reconstruction"].resolved_radius_px == want

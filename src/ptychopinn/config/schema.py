@@ -381,7 +381,7 @@ class InferenceConfig(_Section):
         if 0 < v < 3:
             raise ValueError(
                 "position_refine_epochs must be 0 (off) or >= 3 (probe and positions are "
-                f"refined together, the probe from the third epoch); found {v}"
+                "refined together, the probe from the third epoch)"
             )
         return v
 

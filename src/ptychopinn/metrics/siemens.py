@@ -56,6 +56,7 @@ class SpokeResolution:
     modulation: np.ndarray
     spoke_to_noise: np.ndarray
     threshold: float
+    min_snr: float
     resolved_radius_px: float
     half_period_px: float
 
@@ -65,6 +66,7 @@ class SpokeResolution:
             "center_px": [round(float(c), 2) for c in self.center],
             "n_spokes": int(self.n_spokes),
             "threshold": float(self.threshold),
+            "min_snr": float(self.min_snr),
             "resolved_radius_px": round(float(self.resolved_radius_px), 2),
             "half_period_px": round(float(self.half_period_px), 3),
         }
@@ -286,6 +288,7 @@ def siemens_star_resolution(
         modulation=rel,
         spoke_to_noise=snr,
         threshold=float(threshold),
+        min_snr=float(min_snr),
         resolved_radius_px=resolved,
         half_period_px=float(np.pi * resolved / n_spokes),
     )
@@ -302,6 +305,26 @@ def scanned_crop(shape: tuple[int, int], positions_px: np.ndarray, patch_size: i
     if rows.stop - rows.start <= 2 * m + 8 or cols.stop - cols.start <= 2 * m + 8:
         m = 0
     return slice(rows.start + m, rows.stop - m), slice(cols.start + m, cols.stop - m)
+
+
+def scanned_star_resolutions(objects, positions_px, patch_size: int, *,
+                             search_px: float = 5.0, margin_frac: float = 0.25) -> list:
+    """`siemens_star_resolution` of several reconstructions of one star, each inside
+    its scanned region (`scanned_crop`; ``positions_px`` one array for all objects
+    or one per object). The spoke count found on the first object is used for the
+    others, so their radii compare at the same spoke frequency; every object's
+    centre is found on its own (position refinement may move it)."""
+    objects = list(objects)
+    per_object = isinstance(positions_px, (list, tuple))
+    out: list = []
+    n_spokes = None
+    for i, obj in enumerate(objects):
+        pos = positions_px[i] if per_object else positions_px
+        crop = scanned_crop(obj.shape, pos, patch_size, margin_frac)
+        res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
+        n_spokes = res.n_spokes
+        out.append(res)
+    return out
 
 
 def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
@@ -324,22 +347,24 @@ def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
     if "object" not in rec:
         raise DataError(f"{path}: missing key 'object' (a reconstruction.npz of ptychopinn infer "
                         f"holds it); keys found: {sorted(rec)}.")
-    results: dict = {}
-    n_spokes = None
-    for name, key, pos_key in (("reconstruction", "object", "positions_px"),
-                               ("refined", "refined_object", "refined_positions_px")):
-        if key not in rec:
-            continue
-        obj = rec[key]
-        crop = (slice(None), slice(None))
-        pos = rec.get(pos_key, rec.get("positions_px"))
-        probe = rec.get("probe")
-        if pos is not None and probe is not None and obj.ndim == 2:
-            crop = scanned_crop(obj.shape, pos, int(probe.shape[-1]), margin_frac)
-        try:
-            res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
-        except DataError as err:
-            raise DataError(f"{path} ({key}): {err}") from None
-        n_spokes = res.n_spokes
-        results[name] = res
+    jobs = [(name, key, rec.get(pos_key, rec.get("positions_px")))
+            for name, key, pos_key in (("reconstruction", "object", "positions_px"),
+                                       ("refined", "refined_object", "refined_positions_px"))
+            if key in rec]
+    probe = rec.get("probe")
+    objects = [rec[key] for _, key, _ in jobs]
+    try:
+        if probe is not None and all(pos is not None for _, _, pos in jobs):
+            found = scanned_star_resolutions(objects, [pos for _, _, pos in jobs],
+                                             int(probe.shape[-1]), search_px=search_px,
+                                             margin_frac=margin_frac)
+        else:  # no geometry: the whole object
+            found, n_spokes = [], None
+            for obj in objects:
+                found.append(siemens_star_resolution(obj, n_spokes=n_spokes,
+                                                     search_px=search_px))
+                n_spokes = found[-1].n_spokes
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+    results = {name: r for (name, _, _), r in zip(jobs, found, strict=True)}
     return {k: r.as_dict() for k, r in results.items()}, results
