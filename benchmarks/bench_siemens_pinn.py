@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"N": scan.patch_size}, "output_dir": str(run),
         "max_time_minutes": args.minutes, "save_reconstruction": False,
         "execution": {"accelerator": "cpu", "logger": "none", "progress_bar": False}})
+    # the measured positions frame every comparison (crop, registration region), so
+    # pty-chi's numbers do not depend on our position correction
+    given = scan
     t0 = time.perf_counter()
     if args.probe_refine_epochs:  # what `train --probe-refine-epochs K` does first
         scan = retrieve_probe(scan, args.probe_refine_epochs, positions=args.correct_positions)
@@ -147,16 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     ref_res = refine(scan, rec.object, positions_px=rec.positions_px, epochs=args.refine_epochs,
                      refine_probe=True, refine_positions=True, progress=False)
     refine_s = time.perf_counter() - t0
-    raw_m = _compare(rec.object, ref, scan)
-    fin_m = _compare(ref_res.object, ref, scan)
+    raw_m = _compare(rec.object, ref, given)
+    fin_m = _compare(ref_res.object, ref, given)
     _figure([(ref_label, ref), ("PINN inference", rec.object),
              (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
-            scan, WORK / f"siemens_side_by_side{suffix}.png")
+            given, WORK / f"siemens_side_by_side{suffix}.png")
     from ptychopinn.metrics.siemens import scanned_star_resolutions
 
-    # one crop for all three (the scan's positions): the objects share its frame
-    spokes = scanned_star_resolutions([ref, rec.object, ref_res.object], scan.positions_px,
-                                      scan.patch_size)
+    # one crop for all three (the measured positions): the objects share their frame
+    spokes = scanned_star_resolutions([ref, rec.object, ref_res.object], given.positions_px,
+                                      given.patch_size)
     from ptychopinn.figures import plot_spoke_modulation
 
     plot_spoke_modulation(dict(zip([ref_label, "PINN inference",

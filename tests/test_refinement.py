@@ -138,6 +138,54 @@ def test_position_refinement_recovers_known_errors(tiny_scan, method, lr):
     assert res.history[-1]["position_rms_px"] > 0.3
 
 
+def _linear_fit(base: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The 2 x 2 map that best explains ``d`` (mean removed) from the centred ``base``."""
+    x = base - base.mean(0)
+    return np.linalg.lstsq(x, d - d.mean(0), rcond=None)[0]
+
+
+def test_position_corrections_lose_their_global_linear_part():
+    """A global scale / rotation / shear of the corrections is removed after each
+    epoch (it drifts with the probe), the local corrections and nothing else stay;
+    ``keep_linear`` keeps it."""
+    from ptychopinn.refinement.positions import PositionCorrector
+
+    yy, xx = np.mgrid[0:10, 0:12]
+    base = np.c_[yy.ravel() * 5.0 + 40, xx.ravel() * 5.5 + 40]
+    rng = np.random.default_rng(0)
+    local = rng.normal(0, 0.3, base.shape)
+    linear = (base - base.mean(0)) @ np.array([[0.02, 0.01], [-0.01, -0.015]])
+    x = base - base.mean(0)
+    lc = local - local.mean(0)
+    expected = lc - x @ np.linalg.lstsq(x, lc, rcond=None)[0]
+    for keep in (False, True):
+        c = PositionCorrector(base, (200, 200), 32, enabled=True, method="gauss_newton",
+                              start_epoch=0, keep_linear=keep, dtype=torch.float64)
+        c.delta = torch.tensor(local + linear + [0.7, -0.4], dtype=torch.float64)
+        c.end_epoch(0)
+        got = c.positions() - base
+        if keep:
+            np.testing.assert_allclose(got, lc + linear, atol=1e-9)
+        else:
+            np.testing.assert_allclose(got, expected, atol=1e-9)
+            np.testing.assert_allclose(_linear_fit(base, got), 0, atol=1e-9)
+            assert np.abs(got).max() > 0.5  # the local corrections survive
+
+
+def test_joint_probe_and_position_refinement_keeps_the_grid_scale(scan):
+    """Refining probe and positions together from a flat object: with the linear
+    part removed the corrected grid has the given scale; kept, it drifts."""
+    kw = dict(epochs=10, batch_size=32, refine_probe=True, refine_positions=True,
+              progress=False)
+    fixed = refine(scan, None, **kw)
+    d = fixed.positions_px - scan.positions_px
+    np.testing.assert_allclose(_linear_fit(scan.positions_px, d), 0, atol=1e-4)
+    assert np.sqrt(((d - d.mean(0)) ** 2).sum(1).mean()) > 0.01  # positions did move
+    free = refine(scan, None, position_keep_linear=True, **kw)
+    d = free.positions_px - scan.positions_px
+    assert np.abs(_linear_fit(scan.positions_px, d)).max() > 1e-3
+
+
 def test_probe_refinement_reduces_loss_with_a_perturbed_probe(scan):
     yy, xx = np.mgrid[:N, :N] - N / 2
     bad = (scan.probe * np.exp(0.01j * (yy**2 + xx**2))).astype(np.complex64)

@@ -14,10 +14,11 @@ the returned scan carries them (``TrainingConfig.probe_refine_positions``: the
 model trains at the corrected positions). `correct_positions` does this for
 inference (``InferenceConfig.position_refine_epochs``): the network predicts
 and the patches are stitched at the corrected positions; its refined probe is
-discarded, since the network uses its own. On the measured Siemens star,
-20 epochs moved the positions by 0.6 px on average (at most 2.3 px) and the
-network's stitched spokes sharpened from a resolved radius of 45.5 px to
-42.5 px without retraining (docs/benchmarks.md).
+discarded, since the network uses its own. The corrections keep no global
+scale, rotation or shear (`positions.PositionCorrector`). On the measured
+Siemens star, 20 epochs moved the positions by 1.2 px on average (at most
+3.3 px) and the network's stitched spokes sharpened from a resolved radius of
+45.5 px to 42.0 px without retraining (docs/benchmarks.md).
 """
 
 from __future__ import annotations

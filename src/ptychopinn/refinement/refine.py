@@ -120,6 +120,7 @@ def refine(
     position_method: Literal["adam", "gauss_newton"] = "adam",
     position_learning_rate: float = 0.3,
     position_start_epoch: int = 1,
+    position_keep_linear: bool = False,
     adaptive_step: bool = True,
     momentum: float = 0.0,
     phase_only_epochs: int = 0,
@@ -180,6 +181,10 @@ def refine(
         (per-batch LSQML-like step); see `positions.PositionCorrector`.
     position_learning_rate
         The Adam step in pixels, or the fraction of the Gauss-Newton step.
+    position_keep_linear
+        Keep a global scale / rotation / shear of the position corrections
+        (default: removed after every epoch, as their mean is; see
+        `positions.PositionCorrector`).
     adaptive_step
         Halve the object/probe step when the loss stalls (`schedule`).
     momentum
@@ -267,7 +272,7 @@ def refine(
     corr = PositionCorrector(
         pos_np, obj_np.shape, n, enabled=refine_positions,
         method=position_method, learning_rate=position_learning_rate,
-        start_epoch=position_start_epoch, device=dev,
+        start_epoch=position_start_epoch, keep_linear=position_keep_linear, device=dev,
     )
 
     def counts_of(idx: torch.Tensor) -> torch.Tensor:
