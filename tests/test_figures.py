@@ -30,7 +30,7 @@ def assert_png(path: Path, min_px: int = 200, max_px: int = 4000) -> tuple[int, 
     h, w = img.shape[:2]
     assert min_px <= h <= max_px and min_px <= w <= max_px, (h, w)
     assert img[..., :3].std() > 0.01  # something was drawn
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp.png")]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     return h, w
 
 

@@ -16,12 +16,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ptychopinn.atomic import atomic_write_bytes
 from ptychopinn.errors import BundleError
 
 FORMAT_NAME = "ptychopinn-bundle"
@@ -104,18 +104,7 @@ def save_bundle(
         "tensors_sha256": checksum(tensors),
     }
     payload = save(tensors, metadata={_MANIFEST_KEY: json.dumps(manifest)})
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_bytes(p, payload)
 
 
 def resolve_bundle_path(path: str | os.PathLike) -> Path:

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from ptychopinn.atomic import atomic_write_text
+
 
 def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -> int:
     """Simulate -> train (self-supervised) -> reconstruct in a fresh load -> figures/metrics."""
@@ -57,6 +59,6 @@ def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -
         "inference_seconds": recon.timings_s.get("total"),
         "total_seconds": time.perf_counter() - t0,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ptychopinn.atomic import atomic_write_text
 from ptychopinn.errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
@@ -83,11 +83,7 @@ def save_config(cfg: BaseModel, path: str | os.PathLike) -> Path:
         import yaml
 
         text = yaml.safe_dump(data, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, p)
-    return p
+    return atomic_write_text(p, text)
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

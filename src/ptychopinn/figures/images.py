@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ptychopinn.atomic import atomic_open
 from ptychopinn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG atomically (temporary file, then rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp.png", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(p, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
     log.info("wrote %s", p)
     return p
 

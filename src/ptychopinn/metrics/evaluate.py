@@ -18,13 +18,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ptychopinn.atomic import atomic_write_text
 from ptychopinn.errors import DataError
 from ptychopinn.metrics import align, frc, scores
 
@@ -357,13 +357,4 @@ def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_text(p, text + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ptychopinn.atomic import atomic_write_text
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.pretraining.dataset import (
@@ -316,9 +317,7 @@ def pretrain(
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=str))
 
 
 def read_recipe(run_dir: str | os.PathLike) -> dict:

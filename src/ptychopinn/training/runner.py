@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ptychopinn.atomic import atomic_write_text
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -317,9 +318,7 @@ def _merge_history(run_dir: Path, new: list[dict], resume: bool) -> list[dict]:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None:
