@@ -283,12 +283,17 @@ def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> 
 @pytest.fixture(scope="module")
 def tf_run(tf, tmp_path_factory):
     from ptychopinn import api
+    from ptychopinn.data.npz import save_npz
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     scan = simulate_scan(SimulationConfig(N=32, n_positions=100, photons_per_pattern=1e5, seed=3))
     run = tmp_path_factory.mktemp("tfrun")
+    test = simulate_scan(SimulationConfig(N=32, n_positions=64, photons_per_pattern=1e5, seed=4))
+    test_file = tmp_path_factory.mktemp("tftest") / "test_scan.npz"
+    save_npz(test, test_file)
     cfg = TrainingConfig(backend="tensorflow", output_dir=str(run), nepochs=2, batch_size=8,
                          val_fraction=0.1, seed=0, save_reconstruction=False,
+                         test_data_file=str(test_file),
                          model={"N": 32, "n_filters_scale": 0.25},
                          execution={"progress_bar": False})
     return api.train(cfg, scan), cfg, scan
@@ -313,6 +318,11 @@ def test_train_writes_run_directory_and_tensorflow_bundle(tf_run) -> None:
     assert len(csv_lines) == 3 and "train/loss" in csv_lines[0]
     assert (run / "config.yaml").is_file() and (run / "loss_curve.png").is_file()
     assert list((run / "checkpoints").glob("last-*.index"))
+    # the test scan, reconstructed by this backend from the saved bundle
+    with np.load(run / "test_reconstruction" / "reconstruction.npz") as npz:
+        assert str(npz["backend"]) == "tensorflow" and npz["positions_px"].shape == (64, 2)
+    assert result.test_metrics["reconstruction"]["amp_ssim"] > 0
+    assert not (run / "reconstruction").exists()  # save_reconstruction=False
 
 
 def test_load_in_fresh_call_and_reconstruct(tf_run, tmp_path) -> None:

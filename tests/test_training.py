@@ -107,6 +107,44 @@ def test_patch_size_mismatch(tmp_path, small_scan):
         api.train(_cfg(tmp_path, model={"N": 64}), small_scan)
 
 
+def test_test_scan_is_reconstructed_after_training(tmp_path, small_scan):
+    """``test_data_file``: a different scan of the same pattern size, reconstructed
+    from the saved bundle after training, with its metrics."""
+    from ptychopinn.data.npz import save_npz
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    other = simulate_scan(SimulationConfig(N=32, n_positions=100, photons_per_pattern=1e5,
+                                           seed=8))
+    save_npz(other, tmp_path / "test.npz")
+    res = api.train(_cfg(tmp_path, nepochs=1, test_data_file=str(tmp_path / "test.npz")),
+                    small_scan)
+    out = tmp_path / "run" / "test_reconstruction"
+    rec = np.load(out / "reconstruction.npz")
+    assert rec["object"].shape == other.object.shape  # the test scan's frame, not the training's
+    assert rec["positions_px"].shape == (other.n_patterns, 2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    ssim = metrics["reconstruction"]["amp_ssim"]  # scored against the test scan's truth
+    assert res.test_metrics["reconstruction"]["amp_ssim"] == pytest.approx(ssim)
+    assert ssim > 0.5
+    assert res.reconstruction is None  # save_reconstruction=False
+
+
+def test_a_bad_test_scan_fails_before_training(tmp_path, small_scan):
+    """A missing or mismatched ``test_data_file`` is reported before any epoch runs."""
+    from ptychopinn.data.npz import save_npz
+    from ptychopinn.errors import DataError
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    with pytest.raises(DataError, match=r"test_data_file: .*missing\.npz: file not found"):
+        api.train(_cfg(tmp_path, test_data_file=str(tmp_path / "missing.npz")), small_scan)
+    assert not (tmp_path / "run" / "history.json").exists()
+    big = simulate_scan(SimulationConfig(N=64, n_positions=16, photons_per_pattern=1e4, seed=1))
+    save_npz(big, tmp_path / "big.npz")
+    with pytest.raises(DataError, match=r"test_data_file .*big\.npz: expected 32x32 .*found 64x64"):
+        api.train(_cfg(tmp_path, test_data_file=str(tmp_path / "big.npz")), small_scan)
+    assert not (tmp_path / "run" / "history.json").exists()
+
+
 def test_tensorboard_logger(tmp_path, small_scan):
     pytest.importorskip("tensorboard")
     api.train(_cfg(tmp_path, nepochs=1, execution={"logger": "tensorboard"}), small_scan)

@@ -27,7 +27,7 @@ import torch
 
 from ptychopinn.atomic import atomic_open
 from ptychopinn.config.io import save_config
-from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError
 from ptychopinn.tf import physics as tfp
@@ -36,8 +36,10 @@ from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
 from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
 from ptychopinn.training.runner import (
     TrainResult,
+    check_training_inputs,
     load_training_scan,
     merge_history,
+    post_training,
     write_json,
 )
 
@@ -211,11 +213,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    if cfg.model.model_type == "supervised" and scan.object is None:
-        raise ConfigError(f"model_type 'supervised' needs a ground-truth object, but {scan.source} "
-                          "has no 'objectGuess'; use model_type 'pinn' (self-supervised).")
-    if cfg.realspace_weight > 0 and scan.object is None:
-        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
+    test = check_training_inputs(cfg, scan)
     tf.random.set_seed(cfg.seed)
     save_config(cfg, run_dir / "config.yaml")
 
@@ -316,36 +314,15 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         extra={"data_scale": prep.data_scale, "epochs_done": int(epoch_var.numpy()) + 1,
                "fit_seconds": t_fit, "n_train_patterns": scan.n_patterns})
     write_json(run_dir / "history.json", history)
-    _post_training(result, cfg, scan)
+    _post_training(result, cfg, scan, test)
     result.timings_s["total"] = time.perf_counter() - t_start
     return result
 
 
-def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None:
-    """Loss figure, stitched reconstruction of the training scan and of a test scan."""
-    from ptychopinn.inference.reconstruct import write_outputs
+def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan,
+                   test: Scan | None) -> None:
     from ptychopinn.tf.bundle import load_tf
     from ptychopinn.tf.inference import reconstruct_tensorflow
 
-    try:
-        from ptychopinn.figures import plot_loss_curve
-
-        if result.history:
-            plot_loss_curve(result.history, result.run_dir / "loss_curve.png")
-    except Exception as exc:  # a figure never breaks a training
-        log.warning("loss curve skipped: %s", exc)
-    if not cfg.save_reconstruction and not cfg.test_data_file:
-        return
-    loaded = load_tf(result.bundle_path)
-    icfg = InferenceConfig(backend="tensorflow",
-                           execution=cfg.execution.model_copy(update={"logger": "none"}))
-    if cfg.save_reconstruction:
-        recon = reconstruct_tensorflow(loaded, scan, icfg)
-        write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
-        result.reconstruction = recon
-        result.metrics = recon.metrics
-    if cfg.test_data_file:
-        test = load_training_scan(cfg.test_data_file, what="test_data_file")
-        trec = reconstruct_tensorflow(loaded, test, icfg)
-        write_outputs(trec, result.run_dir / "test_reconstruction", scan=test)
-        result.test_metrics = trec.metrics
+    post_training(result, cfg, scan, test, load=load_tf, reconstruct=reconstruct_tensorflow,
+                  backend="tensorflow")

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ptychopinn.atomic import atomic_write_text
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
-from ptychopinn.errors import ConfigError
+from ptychopinn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -195,13 +196,7 @@ def train_pytorch(
     run_dir.mkdir(parents=True, exist_ok=True)
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    if cfg.model.model_type == "supervised" and scan.object is None:
-        raise ConfigError(
-            f"model_type 'supervised' needs a ground-truth object, but {scan.source} has no "
-            "'objectGuess'; use model_type 'pinn' (self-supervised)."
-        )
-    if cfg.realspace_weight > 0 and scan.object is None:
-        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
+    test = check_training_inputs(cfg, scan)
     if cfg.execution.num_threads:
         torch.set_num_threads(cfg.execution.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -303,7 +298,7 @@ def train_pytorch(
     )
     result.bundle_path = bundle
     _write_json(run_dir / "history.json", history)
-    _post_training(result, cfg, scan)
+    _post_training(result, cfg, scan, test)
     result.timings_s["total"] = time.perf_counter() - t_start
     return result
 
@@ -321,10 +316,48 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1))
 
 
-def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None:
-    """Loss figure, stitched reconstruction of the training scan and a test scan."""
+def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan,
+                   test: Scan | None) -> None:
     from ptychopinn.bundle.pytorch import load_pinn
-    from ptychopinn.inference.reconstruct import reconstruct_pytorch, write_outputs
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+
+    post_training(result, cfg, scan, test, load=load_pinn, reconstruct=reconstruct_pytorch,
+                  backend="pytorch")
+
+
+def check_training_inputs(cfg: TrainingConfig, scan: Scan) -> Scan | None:
+    """What either backend checks before it trains, so that a bad input never costs
+    a training: the options that need a ground truth, and the test scan
+    (``test_data_file``), loaded now and returned (None when not set)."""
+    if cfg.model.model_type == "supervised" and scan.object is None:
+        raise ConfigError(
+            f"model_type 'supervised' needs a ground-truth object, but {scan.source} has no "
+            "'objectGuess'; use model_type 'pinn' (self-supervised)."
+        )
+    if cfg.realspace_weight > 0 and scan.object is None:
+        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
+    if cfg.test_data_file is None:
+        return None
+    try:
+        test = load_training_scan(cfg.test_data_file, what="test_data_file")
+    except DataError as exc:
+        raise DataError(f"test_data_file: {exc}") from exc
+    if test.patch_size != scan.patch_size:
+        raise DataError(
+            f"test_data_file {test.source}: expected {scan.patch_size}x{scan.patch_size} "
+            f"patterns like the training scan {scan.source}; found "
+            f"{test.patch_size}x{test.patch_size}."
+        )
+    return test
+
+
+def post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan, test: Scan | None, *,
+                  load: Callable, reconstruct: Callable, backend: str) -> None:
+    """After a training of either backend: the loss figure, and the stitched
+    reconstruction of the training scan and of the test scan (`check_training_inputs`)
+    from the saved bundle (``load(bundle_path)``,
+    ``reconstruct(loaded, scan, InferenceConfig)``)."""
+    from ptychopinn.inference.reconstruct import write_outputs
 
     try:
         from ptychopinn.figures import plot_loss_curve
@@ -333,18 +366,18 @@ def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan) -> None
             plot_loss_curve(result.history, result.run_dir / "loss_curve.png")
     except Exception as exc:  # a figure never breaks a training
         log.warning("loss curve skipped: %s", exc)
-    if not cfg.save_reconstruction and not cfg.test_data_file:
+    if not cfg.save_reconstruction and test is None:
         return
-    loaded = load_pinn(result.bundle_path)
-    icfg = InferenceConfig(execution=cfg.execution.model_copy(update={"logger": "none"}))
+    loaded = load(result.bundle_path)
+    icfg = InferenceConfig(backend=backend,
+                           execution=cfg.execution.model_copy(update={"logger": "none"}))
     if cfg.save_reconstruction:
-        recon = reconstruct_pytorch(loaded, scan, icfg)
+        recon = reconstruct(loaded, scan, icfg)
         write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
         result.reconstruction = recon
         result.metrics = recon.metrics
-    if cfg.test_data_file:
-        test = load_training_scan(cfg.test_data_file, what="test_data_file")
-        trec = reconstruct_pytorch(loaded, test, icfg)
+    if test is not None:
+        trec = reconstruct(loaded, test, icfg)
         write_outputs(trec, result.run_dir / "test_reconstruction", scan=test)
         result.test_metrics = trec.metrics
 
