@@ -372,6 +372,23 @@ def test_resume_continues_from_last_epoch(tf_run) -> None:
         api.train(fresh, scan, resume=True)
 
 
+def test_fine_tuning_starts_from_the_given_bundle(tf_run, tmp_path) -> None:
+    """``init_from`` in this backend: the generator starts as the bundle's."""
+    from ptychopinn import api
+
+    result, cfg, scan = tf_run
+    start = {k: v for k, v in api.load_bundle(result.run_dir).model.state().items()
+             if k.startswith("generator.")}
+    tune = cfg.model_copy(update={
+        "output_dir": str(tmp_path / "tuned"), "nepochs": 1, "learning_rate": 1e-12,
+        "scheduler": "none", "init_from": str(result.run_dir), "test_data_file": None})
+    tuned = api.load_bundle(api.train(tune, scan).run_dir).model.state()
+    assert start and all(np.allclose(tuned[k], v, atol=1e-6) for k, v in start.items())
+    with pytest.raises(ConfigError, match="init_from .*model section differs"):
+        api.train(tune.model_copy(update={"model": cfg.model.model_copy(
+            update={"n_filters_scale": 0.5})}), scan)
+
+
 def test_unsupported_execution_options_are_config_errors(tf, tmp_path) -> None:
     from ptychopinn import api
 

@@ -145,6 +145,33 @@ def test_a_bad_test_scan_fails_before_training(tmp_path, small_scan):
     assert not (tmp_path / "run" / "history.json").exists()
 
 
+def test_fine_tuning_starts_from_the_given_bundle(tmp_path, small_scan):
+    """``init_from`` (``train --init``): the generator starts as the bundle's; a model
+    section that differs, or a missing bundle, is refused before training."""
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.errors import BundleError
+
+    api.train(_cfg(tmp_path, output_dir=str(tmp_path / "a"), nepochs=1), small_scan)
+    first = load_pinn(tmp_path / "a").model.generator.state_dict()
+
+    def generator_after(**kw) -> dict:
+        # a vanishing learning rate: one epoch leaves the starting weights as they were
+        res = api.train(_cfg(tmp_path, nepochs=1, learning_rate=1e-12, scheduler="none", **kw),
+                        small_scan)
+        return load_pinn(res.run_dir).model.generator.state_dict()
+
+    tuned = generator_after(init_from=str(tmp_path / "a"))
+    assert all(torch.allclose(tuned[k].float(), first[k].float(), atol=1e-6) for k in first)
+    fresh = generator_after(output_dir=str(tmp_path / "fresh"), seed=5)
+    assert not all(torch.allclose(fresh[k].float(), first[k].float(), atol=1e-3)
+                   for k in first if first[k].is_floating_point())
+    with pytest.raises(ConfigError, match="init_from .*model section differs"):
+        api.train(_cfg(tmp_path, init_from=str(tmp_path / "a"),
+                       model={"n_filters_scale": 0.5}), small_scan)
+    with pytest.raises(BundleError, match="missing"):
+        api.train(_cfg(tmp_path, init_from=str(tmp_path / "missing")), small_scan)
+
+
 def test_tensorboard_logger(tmp_path, small_scan):
     pytest.importorskip("tensorboard")
     api.train(_cfg(tmp_path, nepochs=1, execution={"logger": "tensorboard"}), small_scan)
