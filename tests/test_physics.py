@@ -183,3 +183,29 @@ def test_probe_shift_forward_model_is_the_simulators_physics():
     bilinear = fm(extract_patches(torch.from_numpy(sc.object), pos, 32).to(torch.complex64)
                   [group], offs)
     assert float((bilinear - want).abs().max()) > 1e-3 * float(want.max())
+
+
+def test_probe_options_mask_small_probe_and_smoothing():
+    """The model's probe options (`physics.probe.prepare_probe`): ``probe_mask`` keeps
+    the disk of diameter N, ``probe_big=False`` the disk of diameter N/2, and
+    ``smoothing_sigma`` low-passes the probe without changing its mean."""
+    from ptychopinn.physics.probe import prepare_probe
+
+    n = 32
+    rng = np.random.default_rng(0)
+    p = torch.from_numpy((rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+                         .astype(np.complex64))
+    same, mask = prepare_probe(p)
+    assert same.shape == (1, n, n) and torch.equal(same[0], p) and bool(torch.all(mask == 1))
+    c = (n - 1) / 2
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - c, xx - c)
+    for kw, radius in (({"probe_mask": True}, n / 2), ({"probe_big": False}, n / 4)):
+        out = prepare_probe(p, **kw)[0][0].numpy()
+        assert np.all(out[r > radius + 1.5] == 0), kw
+        np.testing.assert_array_equal(out[r < radius - 1.5], p.numpy()[r < radius - 1.5])
+    smooth = prepare_probe(p, smoothing_sigma=2.0)[0][0]
+    f0, f1 = torch.fft.fft2(p), torch.fft.fft2(smooth)
+    assert torch.allclose(f1[0, 0], f0[0, 0], rtol=1e-4)  # the mean is kept
+    high = f0[n // 4: 3 * n // 4, n // 4: 3 * n // 4].abs().sum()
+    assert f1[n // 4: 3 * n // 4, n // 4: 3 * n // 4].abs().sum() < 1e-3 * high

@@ -172,6 +172,38 @@ def test_fine_tuning_starts_from_the_given_bundle(tmp_path, small_scan):
         api.train(_cfg(tmp_path, init_from=str(tmp_path / "missing")), small_scan)
 
 
+def test_subsampling_draws_by_its_own_seed(tmp_path, small_scan):
+    """``n_subsample`` keeps that many patterns, drawn by ``subsample_seed`` (default:
+    ``seed``), so the training seed can change without changing the data."""
+    from ptychopinn.training.data import prepare
+
+    def kept(**kw) -> set:
+        data = prepare(small_scan, _cfg(tmp_path, n_subsample=60, **kw))
+        assert data.positions_px.shape == (60, 2)
+        return {tuple(p) for p in np.round(data.positions_px.numpy(), 6)}
+
+    a = kept(seed=1)
+    assert a <= {tuple(p) for p in np.round(small_scan.positions_px, 6)}  # real patterns
+    assert kept(seed=1) == a and kept(seed=2) != a
+    assert kept(seed=2, subsample_seed=1) == a and kept(seed=1, subsample_seed=3) != a
+
+
+def test_intensity_scale_can_be_held(tmp_path, small_scan):
+    """``intensity_scale_trainable=False`` keeps the global intensity scale at its
+    initial estimate; trainable (default) it moves."""
+    from ptychopinn.bundle.pytorch import load_pinn
+
+    def scale(name, **kw) -> float:
+        kw = {"learning_rate": 2e-2, **kw}
+        res = api.train(_cfg(tmp_path, output_dir=str(tmp_path / name), nepochs=1, **kw),
+                        small_scan)
+        return float(load_pinn(res.run_dir).model.log_intensity_scale)
+
+    held = scale("held", intensity_scale_trainable=False)
+    assert held == scale("held_slow", intensity_scale_trainable=False, learning_rate=1e-12)
+    assert abs(scale("free") - held) > 1e-4
+
+
 def test_tensorboard_logger(tmp_path, small_scan):
     pytest.importorskip("tensorboard")
     api.train(_cfg(tmp_path, nepochs=1, execution={"logger": "tensorboard"}), small_scan)
