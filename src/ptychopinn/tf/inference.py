@@ -82,9 +82,6 @@ def reconstruct_tensorflow(
     check_execution(cfg.execution)
     model = loaded.model
     mcfg = loaded.config.model
-    if mcfg.subpixel != "bilinear":
-        raise ConfigError(f"{loaded.path}: model.subpixel={mcfg.subpixel!r} is not supported by "
-                          "the tensorflow backend; reconstruct with backend 'pytorch'.")
     if scan.patch_size != mcfg.N:
         raise ConfigError(
             f"{scan.source}: patterns are {scan.patch_size}x{scan.patch_size} but the model "
@@ -108,6 +105,10 @@ def reconstruct_tensorflow(
     cache = [predict(idx[s : s + bs]) for s in range(0, n_groups, bs)] if cache_ok else []
     t_pred = time.perf_counter() - t_pred
     pos = torch.from_numpy(framed.positions_px)
+    if mcfg.subpixel == "probe_shift":  # the network's patches are whole-pixel windows
+        from ptychopinn.physics.geometry import whole_pixel_windows
+
+        pos, _ = whole_pixel_windows(pos, mcfg.N)
     idx_t = torch.from_numpy(idx)
 
     def source():

@@ -211,10 +211,12 @@ class TFPtychoPINN(tf.Module):
                                           input_signature=sig)
         return self._predictor
 
-    def expected_counts(self, patches: tf.Tensor, offsets_px: tf.Tensor | None) -> tf.Tensor:
-        """Complex patches -> expected counts through the physics and the scale."""
+    def expected_counts(self, patches: tf.Tensor, offsets_px: tf.Tensor | None,
+                        frac_px: tf.Tensor | None = None) -> tf.Tensor:
+        """Complex patches -> expected counts through the physics and the scale
+        (``frac_px``: see `ptychopinn.tf.physics.forward_intensity`)."""
         intensity = tfp.forward_intensity(patches, offsets_px, self.probe, self.support,
-                                          self.cfg.object_big)
+                                          self.cfg.object_big, frac_px)
         return intensity * tf.exp(2.0 * self.log_intensity_scale)
 
     # ------------------------------------------------------------------ state

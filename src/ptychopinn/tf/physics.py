@@ -5,7 +5,9 @@ centre; patch pixel ``(i, j)`` samples the object at ``(y - N/2 + i,
 x - N/2 + j)`` with bilinear interpolation (the integer window is clamped to
 the canvas); `place_patches` is the exact adjoint of `extract_patches`;
 ``far_field = fftshift(fft2(x, norm="ortho"))``; expected counts are
-``sum_m |far_field(probe_m * patch)|^2``; the object_big group consistency
+``sum_m |far_field(probe_m * patch)|^2`` (with ``model.subpixel='probe_shift'``
+whole-pixel windows and the probe Fourier-shifted by each pattern's remainder:
+`shifted_probe_intensity`); the object_big group consistency
 places the C patches on a canvas of size ``N + 2 ceil(max|offset|) + 4``
 (centre ``m/2``), divides by the placed support (where it exceeds 1e-3) and
 re-extracts. The loss terms match `ptychopinn.physics.losses`.
@@ -14,6 +16,8 @@ re-extracts. The loss terms match `ptychopinn.physics.losses`.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ptychopinn.tf import tf
 
@@ -139,17 +143,38 @@ def diffracted_intensity(patches: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.math.real(field) ** 2 + tf.math.imag(field) ** 2, axis=-3)
 
 
+def shifted_probe_intensity(patches: tf.Tensor, probe: tf.Tensor, frac: tf.Tensor) -> tf.Tensor:
+    """Expected counts ``sum_m |far_field(P_m(r - f) * patch)|^2`` of whole-pixel windows
+    seen through the probe shifted by each pattern's sub-pixel remainder ``frac (..., 2)``
+    (Fourier shift theorem; as `ptychopinn.physics.propagation.shifted_probe_intensity`)."""
+    n = probe.shape[-1]
+    freq = tf.constant(np.fft.fftfreq(n), tf.float32)
+    frac = tf.cast(frac, tf.float32)
+    phase_y = (-2.0 * math.pi) * frac[..., 0, None] * freq  # (..., N)
+    phase_x = (-2.0 * math.pi) * frac[..., 1, None] * freq
+    ramp = tf.exp(tf.complex(0.0, phase_y[..., :, None] + phase_x[..., None, :]))  # (..., N, N)
+    probes = tf.signal.ifft2d(tf.signal.fft2d(probe) * ramp[..., None, :, :])  # (..., M, N, N)
+    field = far_field(patches[..., None, :, :] * probes)
+    return tf.reduce_sum(tf.math.real(field) ** 2 + tf.math.imag(field) ** 2, axis=-3)
+
+
 def forward_intensity(
     patches: tf.Tensor,
     offsets_px: tf.Tensor | None,
     probe: tf.Tensor,
     support: tf.Tensor,
     object_big: bool,
+    frac_px: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Expected counts (before the intensity scale) of a batch of groups, ``(B, C, N, N)``."""
+    """Expected counts (before the intensity scale) of a batch of groups, ``(B, C, N, N)``.
+
+    ``frac_px (B, C, 2)`` for ``model.subpixel='probe_shift'``: the patches are
+    whole-pixel windows and the probe carries each pattern's sub-pixel remainder."""
     if object_big and offsets_px is not None and patches.shape[1] > 1:
         patches = group_consistency(patches, offsets_px, support)
-    return diffracted_intensity(patches, probe)
+    if frac_px is None:
+        return diffracted_intensity(patches, probe)
+    return shifted_probe_intensity(patches, probe, frac_px)
 
 
 # ----------------------------------------------------------------------------- losses

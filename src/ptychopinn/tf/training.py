@@ -52,9 +52,6 @@ def _check_execution(cfg: TrainingConfig) -> None:
 
     ex = cfg.execution
     check_execution(ex)
-    if cfg.model.subpixel != "bilinear":
-        raise ConfigError(f"model.subpixel={cfg.model.subpixel!r} is not supported by the "
-                          "tensorflow backend; use 'bilinear' or backend 'pytorch'.")
     if ex.strategy != "auto" or ex.num_nodes != 1 or ex.devices not in (1, "auto"):
         raise ConfigError(
             "the tensorflow backend trains on one device: execution.strategy must be 'auto', "
@@ -84,13 +81,13 @@ def torch_initial_weights(model_cfg, seed: int) -> dict[str, np.ndarray]:  # noq
 
 
 def loss_terms(model: TFPtychoPINN, cfg: TrainingConfig, amps, offsets, true, valid,
-               training: bool, prior=None) -> dict:
+               training: bool, prior=None, frac=None) -> dict:
     """The weighted loss and its named terms for one batch (as in the PyTorch module)."""
     amp, phase = model.predict_amp_phase(amps, model.train_input_scale, training=training,
                                          prior=prior)
     terms = {}
     if cfg.nll_weight > 0 or cfg.mae_weight > 0:
-        expected = model.expected_counts(polar(amp, phase), offsets)
+        expected = model.expected_counts(polar(amp, phase), offsets, frac)
         counts = tf.square(amps)
         if cfg.nll_weight > 0:
             terms["poisson_nll"] = tfp.poisson_nll(expected, counts, valid)
@@ -116,26 +113,30 @@ class _Steps:
         self.vars = model.variables_to_train()
         self.decay = coupled_weight_decay(cfg)
         n, c = cfg.model.N, cfg.model.n_channels
-        # batches are (amplitudes, offsets[, prior][, true]) -- see `_batch`
+        # batches are (amplitudes, offsets[, prior][, true][, frac]) -- see `_batch`
         self.has_prior = bool(cfg.model.prior_iterations)
         self.has_true = cfg.realspace_weight > 0
+        self.has_frac = cfg.model.subpixel == "probe_shift"
         sig = [tf.TensorSpec((None, c, n, n), tf.float32), tf.TensorSpec((None, c, 2), tf.float32)]
         sig += [tf.TensorSpec((None, c, n, n), tf.complex64)] * (self.has_prior + self.has_true)
+        sig += [tf.TensorSpec((None, c, 2), tf.float32)] * self.has_frac
         self.train = tf.function(lambda *b: self._train(*self._split(b)), input_signature=sig,
                                  autograph=False)
         self.eval = tf.function(lambda *b: self._eval(*self._split(b)), input_signature=sig,
                                 autograph=False)
 
     def _split(self, batch: tuple) -> tuple:
-        """(amps, offsets[, prior][, true]) -> (amps, offsets, true, prior)."""
+        """(amps, offsets[, prior][, true][, frac]) -> (amps, offsets, true, prior, frac)."""
         rest = list(batch[2:])
         prior = rest.pop(0) if self.has_prior else None
         true = rest.pop(0) if self.has_true else None
-        return batch[0], batch[1], true, prior
+        frac = rest.pop(0) if self.has_frac else None
+        return batch[0], batch[1], true, prior, frac
 
-    def _train(self, amps, offsets, true, prior):
+    def _train(self, amps, offsets, true, prior, frac):
         with tf.GradientTape() as tape:
-            terms = loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, True, prior)
+            terms = loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, True, prior,
+                               frac)
         grads = tape.gradient(terms["loss"], self.vars)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, self.vars, strict=True)]
@@ -148,8 +149,9 @@ class _Steps:
         self.opt.apply_gradients(zip(grads, self.vars, strict=True))
         return terms
 
-    def _eval(self, amps, offsets, true, prior):
-        return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False, prior)
+    def _eval(self, amps, offsets, true, prior, frac):
+        return loss_terms(self.model, self.cfg, amps, offsets, true, self.valid, False, prior,
+                          frac)
 
 
 def build_optimizer(cfg: TrainingConfig, model: TFPtychoPINN):
@@ -170,6 +172,8 @@ def _batch(data: dict, groups: np.ndarray) -> tuple:
         out += (tf.constant(data["prior"](torch.from_numpy(idx)).numpy()),)
     if data["true"] is not None:
         out += (tf.constant(data["true"][idx]),)
+    if data.get("frac") is not None:
+        out += (tf.constant(data["frac"][idx]),)
     return out
 
 
@@ -221,7 +225,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     with_truth = cfg.realspace_weight > 0
     data = {"amps": prep.amplitudes.numpy(), "indices": prep.indices.numpy(),
             "offsets": prep.offsets_px.numpy(),
-            "true": prep.true_patches.numpy() if with_truth else None}
+            "true": prep.true_patches.numpy() if with_truth else None,
+            "frac": None if prep.frac_px is None else prep.frac_px.numpy()}
     train_ids, val_ids = split_groups(data["indices"].shape[0], cfg.val_fraction, cfg.seed)
     probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
