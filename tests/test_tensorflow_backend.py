@@ -318,8 +318,10 @@ def test_probe_shift_model_converts_and_reconstructs_as_pytorch(tf, tmp_path, sm
     from ptychopinn.tf.training import loss_terms
     from ptychopinn.training.data import prepare
 
+    from ptychopinn.models.scan_prior import ScanPrior
+
     cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25,
-                                "subpixel": "probe_shift", "prior_iterations": 0})
+                                "subpixel": "probe_shift"})  # with the scan prior
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
     torch.manual_seed(4)
     model = PtychoPINN(cfg.model, probe, log_intensity_scale=1.5).eval()
@@ -330,12 +332,15 @@ def test_probe_shift_model_converts_and_reconstructs_as_pytorch(tf, tmp_path, sm
     assert data.frac_px is not None and float(data.frac_px.abs().max()) > 0.1
     idx = data.indices[:6]
     amps, offsets, frac = data.amplitudes[idx], data.offsets_px[:6], data.frac_px[idx]
+    prior = ScanPrior.for_model(model, data.amplitudes, data.positions_px)(idx.reshape(-1))
+    prior = prior.reshape(idx.shape + prior.shape[-2:])
     with torch.no_grad():  # the PyTorch training objective with the remainders
-        expected = model.expected_counts(model.predict_patches(amps, 2.0), offsets, frac)
+        patches = model.predict_patches(amps, 2.0, prior)
+        expected = model.expected_counts(patches, offsets, frac)
         want = float(losses.poisson_nll(expected, amps.square()))
-        unshifted = model.expected_counts(model.predict_patches(amps, 2.0), offsets)
+        unshifted = model.expected_counts(patches, offsets)
     got = loss_terms(loaded.model, cfg, tf.constant(amps.numpy()), tf.constant(offsets.numpy()),
-                     None, None, False, None, tf.constant(frac.numpy()))
+                     None, None, False, tf.constant(prior.numpy()), tf.constant(frac.numpy()))
     assert float(got["poisson_nll"]) == pytest.approx(want, rel=1e-4)
     assert _rel(expected.numpy(), unshifted.numpy()) > 1e-3  # the remainders matter
     recs = {}
