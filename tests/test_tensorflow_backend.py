@@ -314,11 +314,10 @@ def test_probe_shift_model_converts_and_reconstructs_as_pytorch(tf, tmp_path, sm
     stitched object (whole-pixel windows) in both backends."""
     from ptychopinn.bundle.pytorch import save_pinn
     from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.physics import losses
     from ptychopinn.tf.training import loss_terms
     from ptychopinn.training.data import prepare
-
-    from ptychopinn.models.scan_prior import ScanPrior
 
     cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25,
                                 "subpixel": "probe_shift"})  # with the scan prior
