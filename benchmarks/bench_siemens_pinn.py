@@ -21,13 +21,17 @@ the same data (`bench_siemens.contract_scan`):
 Usage::
 
     python benchmarks/bench_siemens_pinn.py [--minutes 8] [--refine-epochs 30]
-        [--probe-refine-epochs 20] [--correct-positions] [--model RUN] [--record]
+        [--probe-refine-epochs 20] [--correct-positions] [--subpixel probe_shift]
+        [--model RUN] [--record]
 
 ``--correct-positions`` corrects the measured positions in that probe retrieval
 (``ptychopinn train --probe-refine-positions``) and trains, infers and refines
 at them; compare it with pty-chi run with ``bench_siemens.py --refine-probe
 --refine-positions --name siemens_ptychi_pos`` (``--ptychi-result
 benchmarks/_work/siemens_ptychi_pos.npz``).
+
+``--subpixel probe_shift`` trains the model with ``model.subpixel=probe_shift`` (run
+directory and figures suffixed ``_ps``).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
 ``benchmarks/_work/siemens_pinn_run``) instead of training one.
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                         "positions) and train and infer at them")
     p.add_argument("--model", default=None,
                    help="reuse this trained run (trained on this scan) instead of training")
+    p.add_argument("--subpixel", choices=("bilinear", "probe_shift"), default="bilinear",
+                   help="model.subpixel of the trained model (default: ptychopinn train's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
@@ -119,11 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         ref_label = f"pty-chi {str(z['algorithm']).upper()} {int(z['epochs'])} ep" + (
             " + positions" if "refine_positions" in z.files and bool(z["refine_positions"])
             else "")
-    suffix = "_pos" if args.correct_positions else ""
-    run = Path(args.model) if args.model else WORK / (
-        "siemens_pinn_run_pos" if args.correct_positions else "siemens_pinn_run")
+    suffix = ("_pos" if args.correct_positions else "") + (
+        "_ps" if args.subpixel == "probe_shift" else "")
+    run = Path(args.model) if args.model else WORK / f"siemens_pinn_run{suffix}"
     cfg = TrainingConfig.model_validate({
-        "model": {"N": scan.patch_size}, "output_dir": str(run),
+        "model": {"N": scan.patch_size, "subpixel": args.subpixel}, "output_dir": str(run),
         "max_time_minutes": args.minutes, "save_reconstruction": False,
         "execution": {"accelerator": "cpu", "logger": "none", "progress_bar": False}})
     # the measured positions frame every comparison (crop, registration region), so
@@ -190,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{name}: {verdict} ({sp.resolved_radius_px:.1f} px vs "
                      f"{r_ref:.1f} px)")
     table = "\n".join(lines)
+    model_kind = "" if args.subpixel == "bilinear" else f", model.subpixel={args.subpixel}"
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
-             f"{trained} after {args.probe_refine_epochs} epochs of probe retrieval"
+             f"{trained}{model_kind} after {args.probe_refine_epochs} epochs of probe retrieval"
              f"{' with position correction' if args.correct_positions else ''} "
              f"({probe_s:.0f} s, not in the compute s; inference and refinement at "
              f"{'the corrected' if args.correct_positions else 'the given'} positions); deviance / noise floor: `ptychopinn.metrics.data_consistency` "
@@ -209,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         from _record import append_section
 
         append_section("Siemens star: PINN and PINN + refinement against pty-chi"
-                       + (" [positions corrected]" if args.correct_positions else ""), table,
+                       + (" [positions corrected]" if args.correct_positions else "")
+                       + (f" [model.subpixel={args.subpixel}]" if model_kind else ""), table,
                        notes=notes)
 
 
