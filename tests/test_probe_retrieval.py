@@ -128,6 +128,23 @@ def test_inference_at_corrected_positions_is_better(tmp_path, small_scan) -> Non
     assert corrected > given + 0.05, (given, corrected)
 
 
+def test_a_miscalibrated_step_is_corrected_only_when_the_linear_part_is_kept(small_scan) -> None:
+    """Positions given 3% too large about the centre (a wrong step size): by default
+    the corrections lose their global linear part and the scale error stays;
+    ``keep_linear`` (``--position-keep-linear``) corrects it."""
+    from ptychopinn.refinement import correct_positions
+
+    centre = small_scan.positions_px.mean(axis=0)
+    bad = small_scan.replace(positions_px=centre + 1.03 * (small_scan.positions_px - centre))
+    before = _rms_error(bad.positions_px, small_scan.positions_px)
+    assert before > 0.5
+    default = _rms_error(correct_positions(bad, 20).positions_px, small_scan.positions_px)
+    kept = _rms_error(correct_positions(bad, 20, keep_linear=True).positions_px,
+                      small_scan.positions_px)
+    assert default > 0.9 * before, (before, default)  # 0.59 -> 0.60 px
+    assert kept < 0.6 * before, (before, kept)  # 0.59 -> 0.31 px
+
+
 def test_position_options_are_validated_and_parsed() -> None:
     from ptychopinn.cli.commands import train_config_from_args
     from ptychopinn.cli.main import build_parser
@@ -143,9 +160,20 @@ def test_position_options_are_validated_and_parsed() -> None:
     )
     cfg = train_config_from_args(args)
     assert cfg.probe_refine_epochs == 15 and cfg.probe_refine_positions
+    assert not cfg.position_keep_linear
     args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz",
                                       "--position-refine-epochs", "20"])
     assert args.position_refine_epochs == 20
+    from ptychopinn.cli.commands import infer_config_from_args
+
+    assert not infer_config_from_args(args).position_keep_linear
+    args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz",
+                                      "--position-refine-epochs", "20", "--position-keep-linear"])
+    assert infer_config_from_args(args).position_keep_linear
+    args = build_parser().parse_args(
+        ["train", "--data", "s.npz", "--output-dir", "o", "--probe-refine-epochs", "15",
+         "--probe-refine-positions", "--position-keep-linear"])
+    assert train_config_from_args(args).position_keep_linear
 
 
 def test_training_at_corrected_positions(tmp_path, small_scan) -> None:

@@ -41,7 +41,8 @@ def train(
             scan = load_training_scan(config.train_data_file)
         scan = retrieve_probe(scan, config.probe_refine_epochs,
                               positions=config.probe_refine_positions, seed=config.seed,
-                              device=device_name(config))
+                              device=device_name(config),
+                              keep_linear=config.position_keep_linear)
     if callbacks:
         return backend.train(config, scan, resume=resume, extra_callbacks=callbacks)
     return backend.train(config, scan, resume=resume)
@@ -96,7 +97,8 @@ def reconstruct(
         from ptychopinn.refinement.reconstruction import device_name
 
         scan = correct_positions(scan, config.position_refine_epochs, seed=config.seed,
-                                 device=device_name(config))
+                                 device=device_name(config),
+                                 keep_linear=config.position_keep_linear)
     recon = get_backend(model.backend).reconstruct(model, scan, config)
     if config.refine_epochs > 0:
         from ptychopinn.refinement import refine_reconstruction

@@ -142,6 +142,7 @@ def train_config_from_args(args: argparse.Namespace):
         "init_from": args.init,
         "probe_refine_epochs": args.probe_refine_epochs,
         "probe_refine_positions": True if args.probe_refine_positions else None,
+        "position_keep_linear": True if args.position_keep_linear else None,
         "execution.accelerator": args.accelerator,
         "execution.devices": _devices(args.devices),
         "execution.strategy": args.strategy,
@@ -210,11 +211,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- infer
-def cmd_infer(args: argparse.Namespace) -> int:
-    from ptychopinn.api import reconstruct
+def infer_config_from_args(args: argparse.Namespace):
+    """The `InferenceConfig` of ``ptychopinn infer``'s arguments (over ``--config``)."""
     from ptychopinn.config.schema import InferenceConfig
-    from ptychopinn.data.readers import load_scan
-    from ptychopinn.inference.reconstruct import write_outputs
 
     flags = {
         "model_path": args.model,
@@ -229,13 +228,21 @@ def cmd_infer(args: argparse.Namespace) -> int:
         "prior_iterations": args.prior_iterations,
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
+        "position_keep_linear": True if args.position_keep_linear else None,
         "figures": False if args.no_figures else None,
         "execution.accelerator": args.accelerator,
         "execution.devices": _devices(args.devices),
     }
-    cfg = _resolve(InferenceConfig, args, flags)
-    from ptychopinn.errors import ConfigError
+    return _resolve(InferenceConfig, args, flags)
 
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from ptychopinn.api import reconstruct
+    from ptychopinn.data.readers import load_scan
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.inference.reconstruct import write_outputs
+
+    cfg = infer_config_from_args(args)
     if cfg.data_file is None:
         raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
     scan = load_scan(cfg.data_file)

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-refine-positions", action="store_true",
                    help="With --probe-refine-epochs: also correct the scan positions and train "
                         "at them.")
+    p.add_argument("--position-keep-linear", action="store_true",
+                   help="Keep a global scale/rotation/shear of the position corrections (a "
+                        "miscalibrated step size); default: removed.")
     p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     _common(p)
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the network (measured scans with position errors; K >= 3).")
     p.add_argument("--refine-probe", action="store_true")
     p.add_argument("--refine-positions", action="store_true")
+    p.add_argument("--position-keep-linear", action="store_true",
+                   help="Keep a global scale/rotation/shear of the position corrections (a "
+                        "miscalibrated step size); default: removed.")
     p.add_argument("--no-figures", action="store_true")
     _common(p)
 

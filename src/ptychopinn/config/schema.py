@@ -252,6 +252,13 @@ class TrainingConfig(_Section):
         "refinement and train at the corrected positions (measured scans with position "
         "errors).",
     )
+    position_keep_linear: bool = Field(
+        False,
+        description="Keep a global scale, rotation or shear of the position corrections (a scan whose "
+        "step size itself is miscalibrated, e.g. by a wrong detector distance). Default: "
+        "removed after every epoch, as their mean is; with a refined probe a global scale "
+        "is nearly ambiguous and drifts (docs/benchmarks.md).",
+    )
     intensity_scale_trainable: bool = Field(True, description="Learn the global intensity scale.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
     learning_rate: float = Field(2e-3, gt=0, le=10, description="Learning rate.")
@@ -391,6 +398,13 @@ class InferenceConfig(_Section):
     refine_probe: bool = Field(False, description="Also refine the probe during refinement.")
     refine_positions: bool = Field(
         False, description="Also refine the scan positions during refinement."
+    )
+    position_keep_linear: bool = Field(
+        False,
+        description="With position_refine_epochs or refine_positions: " + "Keep a global scale, rotation or shear of the position corrections (a scan whose "
+        "step size itself is miscalibrated, e.g. by a wrong detector distance). Default: "
+        "removed after every epoch, as their mean is; with a refined probe a global scale "
+        "is nearly ambiguous and drifts (docs/benchmarks.md).",
     )
     refine_learning_rate: float = Field(
         1.0, gt=0, le=4, description="Refinement step as a fraction of the full PIE step."

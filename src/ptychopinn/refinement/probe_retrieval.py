@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: int = 0,
-                   device: str = "cpu") -> Scan:
+                   device: str = "cpu", keep_linear: bool = False) -> Scan:
     """The scan with its probe refined against its own counts.
 
     Parameters
@@ -48,6 +48,9 @@ def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: in
         scan with them, in the scan's frame.
     seed, device
         Of the refinement (`ptychopinn.refinement.refine`).
+    keep_linear
+        Keep a global scale / rotation / shear of the position corrections
+        (``refine``'s ``position_keep_linear``; default: removed).
     """
     from ptychopinn.refinement.refine import refine
 
@@ -57,7 +60,7 @@ def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: in
             f"third epoch); found {epochs!r}."
         )
     res = refine(scan, None, epochs=int(epochs), refine_probe=True, refine_positions=positions,
-                 progress=False, seed=seed, device=device)
+                 progress=False, seed=seed, device=device, position_keep_linear=keep_linear)
     probe = np.asarray(res.probe, dtype=np.complex64)
     if not np.all(np.isfinite(probe)) or not np.any(probe):
         raise ConfigError(f"{scan.source}: probe retrieval diverged; train with the probe as "
@@ -77,9 +80,11 @@ def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: in
     return out
 
 
-def correct_positions(scan: Scan, epochs: int, *, seed: int = 0, device: str = "cpu") -> Scan:
+def correct_positions(scan: Scan, epochs: int, *, seed: int = 0, device: str = "cpu",
+                      keep_linear: bool = False) -> Scan:
     """The scan with its positions corrected against its own counts: probe and
     positions refined jointly with an object from a flat start (`retrieve_probe`
     with ``positions=True``); only the positions are kept."""
-    fixed = retrieve_probe(scan, epochs, positions=True, seed=seed, device=device)
+    fixed = retrieve_probe(scan, epochs, positions=True, seed=seed, device=device,
+                           keep_linear=keep_linear)
     return scan.replace(positions_px=fixed.positions_px)

@@ -96,6 +96,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "sparse_counts": config.refine_sparse_counts,
         "refine_probe": config.refine_probe,
         "refine_positions": config.refine_positions,
+        "position_keep_linear": config.position_keep_linear,
         "device": device_name(config),
         "seed": config.seed,
         "progress": config.execution.progress_bar,
