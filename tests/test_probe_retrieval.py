@@ -154,6 +154,14 @@ def test_position_options_are_validated_and_parsed() -> None:
         InferenceConfig(position_refine_epochs=2)
     with pytest.raises(ValueError, match="probe_refine_positions needs probe_refine_epochs"):
         TrainingConfig(probe_refine_positions=True)
+    # keep_linear without any position correction would silently do nothing
+    with pytest.raises(ValueError, match="position_keep_linear applies to position corr"):
+        TrainingConfig(position_keep_linear=True, probe_refine_epochs=10)
+    with pytest.raises(ValueError, match="position_keep_linear applies to position corr"):
+        InferenceConfig(position_keep_linear=True)
+    assert InferenceConfig(position_keep_linear=True, refine_positions=True).position_keep_linear
+    with pytest.raises(ValueError, match=r"must be 0 \(off\) or >= 3 .*found 1"):
+        TrainingConfig(probe_refine_epochs=1)
     args = build_parser().parse_args(
         ["train", "--data", "s.npz", "--output-dir", "o", "--probe-refine-epochs", "15",
          "--probe-refine-positions"]

@@ -21,6 +21,20 @@ DEFAULT_PRIOR_ITERATIONS: dict[str, dict[str, int]] = {
 """Default ``ModelConfig.prior_iterations`` per architecture and prior scope ('cnn' keeps
 the original input)."""
 
+_KEEP_LINEAR = (
+    "Keep a global scale, rotation or shear of the position corrections (a scan whose step "
+    "size itself is miscalibrated, e.g. by a wrong detector distance). Default: removed "
+    "after every epoch, as their mean is; with a refined probe a global scale is nearly "
+    "ambiguous and drifts (docs/benchmarks.md)."
+)
+
+
+def _off_or_at_least_3(name: str, v: int, why: str) -> int:
+    """Epoch counts of refinements whose probe updates start at the third epoch."""
+    if 0 < v < 3:
+        raise ValueError(f"{name} must be 0 (off) or >= 3 ({why}); found {v}")
+    return v
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -253,11 +267,7 @@ class TrainingConfig(_Section):
         "errors).",
     )
     position_keep_linear: bool = Field(
-        False,
-        description="Keep a global scale, rotation or shear of the position corrections (a scan whose "
-        "step size itself is miscalibrated, e.g. by a wrong detector distance). Default: "
-        "removed after every epoch, as their mean is; with a refined probe a global scale "
-        "is nearly ambiguous and drifts (docs/benchmarks.md).",
+        False, description="With probe_refine_positions: " + _KEEP_LINEAR
     )
     intensity_scale_trainable: bool = Field(True, description="Learn the global intensity scale.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
@@ -281,12 +291,8 @@ class TrainingConfig(_Section):
     @field_validator("probe_refine_epochs")
     @classmethod
     def _probe_epochs(cls, v: int) -> int:
-        if 0 < v < 3:
-            raise ValueError(
-                "probe_refine_epochs must be 0 (off) or >= 3 (the probe is refined from the "
-                "third epoch)"
-            )
-        return v
+        return _off_or_at_least_3("probe_refine_epochs", v, "the probe is refined from the "
+                                  "third epoch")
 
     @model_validator(mode="after")
     def _positions_need_retrieval(self):
@@ -294,6 +300,11 @@ class TrainingConfig(_Section):
             raise ValueError(
                 "probe_refine_positions needs probe_refine_epochs >= 3 (the positions are "
                 "corrected in that refinement); found probe_refine_epochs 0"
+            )
+        if self.position_keep_linear and not self.probe_refine_positions:
+            raise ValueError(
+                "position_keep_linear applies to position corrections: set "
+                "probe_refine_positions (with probe_refine_epochs >= 3) or leave it off"
             )
         return self
 
@@ -385,12 +396,8 @@ class InferenceConfig(_Section):
     @field_validator("position_refine_epochs")
     @classmethod
     def _position_epochs(cls, v: int) -> int:
-        if 0 < v < 3:
-            raise ValueError(
-                "position_refine_epochs must be 0 (off) or >= 3 (probe and positions are "
-                "refined together, the probe from the third epoch)"
-            )
-        return v
+        return _off_or_at_least_3("position_refine_epochs", v, "probe and positions are "
+                                  "refined together, the probe from the third epoch")
 
     refine_epochs: int = Field(
         0, ge=0, description="Physics refinement epochs after inference (0: off)."
@@ -400,11 +407,7 @@ class InferenceConfig(_Section):
         False, description="Also refine the scan positions during refinement."
     )
     position_keep_linear: bool = Field(
-        False,
-        description="With position_refine_epochs or refine_positions: " + "Keep a global scale, rotation or shear of the position corrections (a scan whose "
-        "step size itself is miscalibrated, e.g. by a wrong detector distance). Default: "
-        "removed after every epoch, as their mean is; with a refined probe a global scale "
-        "is nearly ambiguous and drifts (docs/benchmarks.md).",
+        False, description="With position_refine_epochs or refine_positions: " + _KEEP_LINEAR
     )
     refine_learning_rate: float = Field(
         1.0, gt=0, le=4, description="Refinement step as a fraction of the full PIE step."
@@ -451,3 +454,13 @@ class InferenceConfig(_Section):
         "metrics.json as data_consistency. 0: off.",
     )
     figures: bool = Field(True, description="Write PNG figures.")
+
+    @model_validator(mode="after")
+    def _keep_linear_needs_positions(self):
+        if self.position_keep_linear and not (self.position_refine_epochs or
+                                              self.refine_positions):
+            raise ValueError(
+                "position_keep_linear applies to position corrections: set "
+                "position_refine_epochs (>= 3) or refine_positions, or leave it off"
+            )
+        return self

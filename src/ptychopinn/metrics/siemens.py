@@ -307,20 +307,22 @@ def scanned_crop(shape: tuple[int, int], positions_px: np.ndarray, patch_size: i
     return slice(rows.start + m, rows.stop - m), slice(cols.start + m, cols.stop - m)
 
 
-def scanned_star_resolutions(objects, positions_px, patch_size: int, *,
+def scanned_star_resolutions(objects, positions_px, patch_size: int | None, *,
                              search_px: float = 5.0, margin_frac: float = 0.25) -> list:
     """`siemens_star_resolution` of several reconstructions of one star, each inside
     its scanned region (`scanned_crop`; ``positions_px`` one array for all objects
-    or one per object). The spoke count found on the first object is used for the
-    others, so their radii compare at the same spoke frequency; every object's
-    centre is found on its own (position refinement may move it)."""
+    or one per object; None: each object whole). The spoke count found on the first
+    object is used for the others, so their radii compare at the same spoke
+    frequency; every object's centre is found on its own (position refinement may
+    move it)."""
     objects = list(objects)
     per_object = isinstance(positions_px, (list, tuple))
     out: list = []
     n_spokes = None
     for i, obj in enumerate(objects):
         pos = positions_px[i] if per_object else positions_px
-        crop = scanned_crop(obj.shape, pos, patch_size, margin_frac)
+        crop = (slice(None), slice(None)) if pos is None or patch_size is None else (
+            scanned_crop(obj.shape, pos, patch_size, margin_frac))
         res = siemens_star_resolution(obj[crop], n_spokes=n_spokes, search_px=search_px)
         n_spokes = res.n_spokes
         out.append(res)
@@ -351,19 +353,12 @@ def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
             for name, key, pos_key in (("reconstruction", "object", "positions_px"),
                                        ("refined", "refined_object", "refined_positions_px"))
             if key in rec]
-    probe = rec.get("probe")
-    objects = [rec[key] for _, key, _ in jobs]
+    probe = rec.get("probe")  # its size is the patch size; without it: the whole object
     try:
-        if probe is not None and all(pos is not None for _, _, pos in jobs):
-            found = scanned_star_resolutions(objects, [pos for _, _, pos in jobs],
-                                             int(probe.shape[-1]), search_px=search_px,
-                                             margin_frac=margin_frac)
-        else:  # no geometry: the whole object
-            found, n_spokes = [], None
-            for obj in objects:
-                found.append(siemens_star_resolution(obj, n_spokes=n_spokes,
-                                                     search_px=search_px))
-                n_spokes = found[-1].n_spokes
+        found = scanned_star_resolutions(
+            [rec[key] for _, key, _ in jobs], [pos for _, _, pos in jobs],
+            None if probe is None else int(probe.shape[-1]), search_px=search_px,
+            margin_frac=margin_frac)
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
     results = {name: r for (name, _, _), r in zip(jobs, found, strict=True)}

@@ -27,7 +27,7 @@ corrections as ``(r - mean r) A`` (a scale, rotation or shear of the whole
 grid). The data pin down the positions relative to their neighbours well but
 a global scale only weakly, and together with a probe that is refined at the
 same time it drifts: on the measured Siemens star 20 epochs shrank the grid by
-1.2% (pty-chi's LSQML: 0.1%), which moved the outer positions by a pixel or
+1.2% (pty-chi's LSQML: 0.15%), which moved the outer positions by a pixel or
 more with no gain in the fit. Finally the corrected positions are clamped so
 every patch stays inside the canvas.
 """

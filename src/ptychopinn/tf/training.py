@@ -172,7 +172,7 @@ def _batch(data: dict, groups: np.ndarray) -> tuple:
         out += (tf.constant(data["prior"](torch.from_numpy(idx)).numpy()),)
     if data["true"] is not None:
         out += (tf.constant(data["true"][idx]),)
-    if data.get("frac") is not None:
+    if data["frac"] is not None:
         out += (tf.constant(data["frac"][idx]),)
     return out
 
