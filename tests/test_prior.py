@@ -252,6 +252,62 @@ def test_switching_architecture_re_resolves_the_prior_default() -> None:
     assert with_overrides(cnn, {"learning_rate": 1e-3}).model.prior_iterations == 0
 
 
+def test_prior_amplitude_step_default_by_scope() -> None:
+    """Half amplitude steps for the scan prior, whole ones for the neighbourhood prior
+    (which has no other value); switching scope re-resolves the default."""
+    from ptychopinn.config.io import with_overrides
+
+    assert ModelConfig().prior_amplitude_step == 0.5
+    assert ModelConfig(prior_scope="neighbourhood").prior_amplitude_step == 1.0
+    assert ModelConfig(prior_amplitude_step=1).prior_amplitude_step == 1.0
+    with pytest.raises(ValueError, match="prior_amplitude_step.*neighbourhood"):
+        ModelConfig(prior_scope="neighbourhood", prior_amplitude_step=0.5)
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="prior_amplitude_step"):
+            ModelConfig(prior_amplitude_step=bad)
+    cfg = TrainingConfig()
+    hood = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    assert hood.model.prior_amplitude_step == 1.0  # not the scan's resolved 0.5
+    back = with_overrides(hood, {"model": {"prior_scope": "scan"}})
+    assert back.model.prior_amplitude_step == 0.5
+    kept = with_overrides(cfg, {"model": {"prior_amplitude_step": 0.25}})
+    assert with_overrides(kept, {"learning_rate": 1e-3}).model.prior_amplitude_step == 0.25
+
+
+def test_scan_prior_bundles_older_than_the_amplitude_step_take_whole_steps(
+    tmp_path, small_scan
+) -> None:
+    """A scan-prior bundle saved before ``prior_amplitude_step`` existed was trained on
+    plain PIE priors: it loads with 1 and its inference prior is plain PIE."""
+    from ptychopinn.bundle.format import save_bundle
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    assert cfg.model.prior_scope == "scan"
+    probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
+    config = cfg.model_dump(mode="json")
+    del config["model"]["prior_amplitude_step"]
+    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
+                       extra={"probe_shape": list(probe_n.shape)})
+    loaded = load_pinn(path)
+    assert loaded.config.model.prior_amplitude_step == 1.0
+    amps = torch.from_numpy(small_scan.diffraction).float()
+    old = ScanPrior.for_model(loaded.model, amps, small_scan.positions_px)
+    new = ScanPrior.for_model(model, amps, small_scan.positions_px)
+    whole = ModelConfig(N=32, n_filters_scale=0.25, prior_amplitude_step=1)
+    plain = ScanPrior.for_config(
+        whole, amps, small_scan.positions_px, model.physics.probe,
+        prior_amplitude_scale=float(model.prior_amplitude_scale),
+        train_input_scale=float(model.train_input_scale))
+    assert torch.equal(old.estimate.canvas, plain.estimate.canvas)
+    assert not torch.allclose(old.estimate.canvas, new.estimate.canvas, atol=1e-4)
+    with pytest.raises(ValueError, match="amplitude_step"):
+        ScanPrior(amps, small_scan.positions_px, loaded.model.physics.probe, 1.0, 4, 4,
+                  scope="neighbourhood", amplitude_step=0.5)
+
+
 def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch) -> None:
     """Computing the prior once per pattern changes the cost, not the reconstruction."""
     from ptychopinn.bundle.pytorch import LoadedModel
@@ -286,6 +342,7 @@ def _legacy_bundle(tmp_path, small_scan):
     del config["model"]["prior_residual"]
     del config["model"]["prior_residual_gate"]
     del config["model"]["prior_scope"]
+    del config["model"]["prior_amplitude_step"]
     path = save_bundle(tmp_path / "legacy", state, config=config, backend="pytorch",
                        extra={"probe_shape": list(probe_n.shape)})
     return path, model

@@ -178,7 +178,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     written before ``model.prior_neighbors`` used single-pattern priors (1),
     those before ``model.prior_scope`` per-pattern ('neighbourhood') priors,
     those before ``model.prior_residual`` took the heads' output as the patch,
-    and those before ``model.prior_residual_gate`` were ungated.
+    those before ``model.prior_residual_gate`` were ungated, and those before
+    ``model.prior_amplitude_step`` took whole PIE steps (1).
     """
     import copy
 
@@ -198,6 +199,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_residual"] = False
     if isinstance(model, dict) and "prior_residual_gate" not in model:
         model["prior_residual_gate"] = False
+    if isinstance(model, dict) and "prior_amplitude_step" not in model:
+        model["prior_amplitude_step"] = 1.0
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

@@ -103,24 +103,29 @@ def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") 
     """A new config with nested ``overrides`` applied and validated again.
 
     Switching ``architecture`` or ``prior_scope`` without giving
-    ``prior_iterations`` lets the latter default again (it was resolved for the old).
+    ``prior_iterations`` (or ``prior_amplitude_step``) lets it default again (it was
+    resolved for the old).
     """
     return build(type(cfg), merge_overrides(to_dict(cfg), overrides), where=where)
+
+
+_RESOLVED_BY = {"prior_iterations": ("architecture", "prior_scope"),
+                "prior_amplitude_step": ("prior_scope",)}
+"""Model keys whose None default is resolved from other keys (`ModelConfig`)."""
 
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`merge`, except that an ``architecture`` or ``prior_scope`` override without
     ``prior_iterations`` drops the base's ``prior_iterations`` so it defaults for the
-    new choice (a resolved or dumped config carries the old one's value)."""
+    new choice (a resolved or dumped config carries the old one's value); the same
+    for a ``prior_scope`` override and ``prior_amplitude_step``."""
     base = copy.deepcopy(base)
     for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
-        if (
-            isinstance(b, dict)
-            and isinstance(o, dict)
-            and (o.get("architecture") is not None or o.get("prior_scope") is not None)
-            and "prior_iterations" not in o
-        ):
-            b.pop("prior_iterations", None)
+        if not (isinstance(b, dict) and isinstance(o, dict)):
+            continue
+        for key, sources in _RESOLVED_BY.items():
+            if key not in o and any(o.get(k) is not None for k in sources):
+                b.pop(key, None)
     return merge(base, overrides)
 
 

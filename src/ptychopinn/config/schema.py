@@ -20,6 +20,8 @@ DEFAULT_PRIOR_ITERATIONS: dict[str, dict[str, int]] = {
 }
 """Default ``ModelConfig.prior_iterations`` per architecture and prior scope ('cnn' keeps
 the original input)."""
+DEFAULT_PRIOR_AMPLITUDE_STEP: dict[str, float] = {"scan": 0.5, "neighbourhood": 1.0}
+"""Default ``ModelConfig.prior_amplitude_step`` per prior scope."""
 
 _KEEP_LINEAR = (
     "Keep a global scale, rotation or shear of the position corrections (a scan whose step "
@@ -93,6 +95,16 @@ class ModelConfig(_Section):
         f"PtychoPINN input); None: the default per architecture and scope "
         f"({DEFAULT_PRIOR_ITERATIONS}).",
     )
+    prior_amplitude_step: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="prior_scope 'scan': the fraction of each PIE update's amplitude part "
+        "that the physics prior applies (its phase part is applied whole): 1 is plain PIE; "
+        "smaller steps keep phase errors from being written into the amplitude while the "
+        "phase converges (physics.prior_scan). None: 0.5 for scope 'scan', 1 for "
+        "'neighbourhood' (which has no other value). Bundles without it used 1.",
+    )
     prior_residual: bool = Field(
         True,
         description="With a physics prior, the generator corrects it: amplitude = |prior| x "
@@ -142,14 +154,28 @@ class ModelConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _amplitude_step_needs_scan_prior(self) -> ModelConfig:
+        if self.prior_scope != "scan" and self.prior_amplitude_step != 1:
+            raise ValueError(
+                "model.prior_amplitude_step below 1 needs prior_scope 'scan' (the "
+                f"neighbourhood prior takes whole steps); found {self.prior_amplitude_step} "
+                f"with prior_scope {self.prior_scope!r}"
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _default_prior(cls, data: object) -> object:
-        """Resolve ``prior_iterations=None`` to the architecture's and scope's default."""
+        """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
+        and ``prior_amplitude_step=None`` to the scope's."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
             data = {**data, "prior_iterations": iters}
+        if isinstance(data, dict) and data.get("prior_amplitude_step") is None:
+            step = DEFAULT_PRIOR_AMPLITUDE_STEP.get(data.get("prior_scope", "scan"), 1.0)
+            data = {**data, "prior_amplitude_step": step}
         return data
 
     @field_validator("N")

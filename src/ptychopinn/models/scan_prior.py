@@ -63,6 +63,12 @@ class ScanPrior:
         Where the projections run (results are kept on the CPU).
     valid
         Optional ``(N, N)`` mask of good detector pixels.
+    whole_pixel
+        Look a pattern's prior up at its nearest whole-pixel window
+        (``model.subpixel='probe_shift'``; scope 'scan').
+    amplitude_step
+        ``model.prior_amplitude_step`` (scope 'scan'; the neighbourhood prior
+        takes whole steps).
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class ScanPrior:
         chunk: int = 48,
         cache_limit_bytes: int | None = None,
         whole_pixel: bool = False,
+        amplitude_step: float = 1.0,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -90,6 +97,8 @@ class ScanPrior:
             raise ValueError(f"scope must be 'scan' or 'neighbourhood'; found {scope!r}")
         if whole_pixel and scope != "scan":
             raise ValueError("whole_pixel priors need scope 'scan'")
+        if amplitude_step != 1 and scope != "scan":
+            raise ValueError(f"amplitude_step {amplitude_step} needs scope 'scan'")
         self.scope = scope
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
@@ -103,6 +112,7 @@ class ScanPrior:
             self.estimate = scan_error_reduction(
                 self.amplitudes, pos, probe.detach() * float(amplitude_scale), int(iterations),
                 valid=valid, device=device, integer_grid=whole_pixel,
+                amplitude_step=float(amplitude_step),
             )
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
@@ -153,7 +163,9 @@ class ScanPrior:
         whole = getattr(model_cfg, "subpixel", "bilinear") == "probe_shift"
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
                    int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope,
-                   whole_pixel=whole, **kw)
+                   whole_pixel=whole,
+                   amplitude_step=float(getattr(model_cfg, "prior_amplitude_step", 1.0)),
+                   **kw)
 
     @classmethod
     def for_model(
