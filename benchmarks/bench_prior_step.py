@@ -6,7 +6,8 @@ part along the object (the amplitude change, to first order) and one across it
 (`ModelConfig.prior_amplitude_step`; 1 is plain PIE). This script runs the
 prior alone - no network - with the true probe on simulated scans, reads its
 canvas directly (whole-pixel grid, no interpolation) and scores amplitude and
-phase SSIM inside the scanned region for several steps and pass counts.
+phase SSIM inside the scanned region for several steps and pass counts, with
+the prior's compute seconds (one run each, after a warm-up).
 
 Scans: the default simulation with seeds 0, 3, 5 and 11 (``ptychopinn
 simulate --seed S``) and, when ``../shared/data/run1084`` is present, the
@@ -82,14 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    headers = ["scan", "passes"] + [f"step {s:g}: amp / phase SSIM" for s in args.steps]
+    headers = ["scan", "passes"] + [f"step {s:g}: amp / phase SSIM (s)" for s in args.steps]
     rows = []
     for name, scan in scans().items():
+        prior_scores(scan, 1, 1.0)  # warm-up: the first call pays for allocations
         for k in args.passes:
             cells = []
             for step in args.steps:
-                a, ph, _ = prior_scores(scan, k, step)
-                cells.append(f"{a:.3f} / {ph:.3f}")
+                a, ph, dt = prior_scores(scan, k, step)
+                cells.append(f"{a:.3f} / {ph:.3f} ({dt:.2f})")
             rows.append([name, str(k), *cells])
             print(" | ".join(rows[-1]), flush=True)
     table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         append_section(
             "The scan prior's amplitude step (bench_prior_step.py)", table,
             notes="The physics prior alone (no network), true probe, canvas read directly; "
-            "amp / phase SSIM against the truth in the scanned region. Step 1 is plain "
+            "amp / phase SSIM against the truth in the scanned region, compute s of the "
+            f"prior ({args.threads} threads, one run). Step 1 is plain "
             "mini-batch PIE (the prior before 2026-12-02); 0.5 is the default since then.")
 
 

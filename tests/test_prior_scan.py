@@ -225,7 +225,7 @@ def test_damped_amplitude_step_scales_only_the_part_along_the_object() -> None:
     assert torch.equal(_damp_amplitude(mixed.clone(), obj, 1.0), mixed)
     # an empty pixel (O = 0) takes the step whole instead of dividing by zero
     out = _damp_amplitude(torch.tensor([0.5 + 0.5j]), torch.tensor([0j]), 0.3)
-    assert torch.isfinite(out).all()
+    assert torch.equal(out, torch.tensor([0.5 + 0.5j]))
 
 
 def _amp_error(est, scan) -> float:

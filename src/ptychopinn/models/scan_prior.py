@@ -164,7 +164,7 @@ class ScanPrior:
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
                    int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope,
                    whole_pixel=whole,
-                   amplitude_step=float(getattr(model_cfg, "prior_amplitude_step", 1.0)),
+                   amplitude_step=float(model_cfg.prior_amplitude_step),
                    **kw)
 
     @classmethod
