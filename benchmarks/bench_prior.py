@@ -15,7 +15,7 @@ scale and prior settings, never on its weights.
 
 Usage::
 
-    python benchmarks/bench_prior.py --model RUN [--seeds 0 3 5 11] [--record]
+    python benchmarks/bench_prior.py --model RUN [--seeds 0 3 5 11] [--prior-iterations K] [--record]
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True, help="bundle or run directory of a trained PINN")
     p.add_argument("--model-label", default=None, help="what the model was trained on")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 3, 5, 11])
+    p.add_argument("--prior-iterations", type=int, default=None,
+                   help="physics passes at inference (default: the model's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from dataclasses import replace
 
     from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.config import InferenceConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         got = {}
         for name, lm in (("prior", prior_only), ("network", loaded)):
             t0 = time.perf_counter()
-            rec = reconstruct_pytorch(lm, scan)
+            rec = reconstruct_pytorch(lm, scan, InferenceConfig(prior_iterations=args.prior_iterations))
             got[name] = (score(rec.object, scan), rec.timings_s, time.perf_counter() - t0)
         (pm, _, _), (nm, nt, _) = got["prior"], got["network"]
         rows.append([str(seed), pics or "-",
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         label = args.model_label or str(args.model)
         append_section(
             "Physics prior alone vs the network (bench_prior.py)", table,
-            notes=f"model: {label}; prior: scope {mcfg.prior_scope!r}, {mcfg.prior_iterations} "
+            notes=f"model: {label}; prior: scope {mcfg.prior_scope!r}, "
+            f"{args.prior_iterations or mcfg.prior_iterations} "
             f"passes/projections (neighbourhood: {mcfg.prior_neighbors} patterns), residual "
             f"heads: {mcfg.prior_residual}, gate: {mcfg.prior_residual_gate}")
 
