@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/bench_siemens_pinn.py [--minutes 8] [--refine-epochs 30]
         [--probe-refine-epochs 20] [--correct-positions] [--subpixel probe_shift]
+        [--prior-iterations K]
         [--model RUN] [--record]
 
 ``--correct-positions`` corrects the measured positions in that probe retrieval
@@ -31,7 +32,10 @@ at them; compare it with pty-chi run with ``bench_siemens.py --refine-probe
 benchmarks/_work/siemens_ptychi_pos.npz``).
 
 ``--subpixel probe_shift`` trains the model with ``model.subpixel=probe_shift`` (run
-directory and figures suffixed ``_ps``).
+directory and figures suffixed ``_ps``); ``--prior-iterations K`` trains it with
+``model.prior_iterations=K`` (and infers with the model's K passes; suffix ``_pK``).
+The probe-shift recipe of docs/benchmarks.md is ``--subpixel probe_shift
+--prior-iterations 16``.
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
 ``benchmarks/_work/siemens_pinn_run``) instead of training one.
@@ -97,9 +101,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="reuse this trained run (trained on this scan) instead of training")
     p.add_argument("--subpixel", choices=("bilinear", "probe_shift"), default="bilinear",
                    help="model.subpixel of the trained model (default: ptychopinn train's)")
+    p.add_argument("--prior-iterations", type=int, default=None,
+                   help="model.prior_iterations of the trained model (default: train's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
+    if args.prior_iterations is not None and args.prior_iterations < 1:
+        p.error(f"--prior-iterations must be >= 1; found {args.prior_iterations}")
+    if args.prior_iterations is not None and args.model:
+        p.error("--prior-iterations sets how a new model is trained; --model reuses one")
     if not Path(args.data).exists():
         print(f"bench_siemens_pinn: SKIPPED: {args.data} not found.")
         return
@@ -126,10 +136,14 @@ def main(argv: list[str] | None = None) -> None:
             " + positions" if "refine_positions" in z.files and bool(z["refine_positions"])
             else "")
     suffix = ("_pos" if args.correct_positions else "") + (
-        "_ps" if args.subpixel == "probe_shift" else "")
+        "_ps" if args.subpixel == "probe_shift" else "") + (
+        f"_p{args.prior_iterations}" if args.prior_iterations else "")
+    model_section = {"N": scan.patch_size, "subpixel": args.subpixel}
+    if args.prior_iterations:
+        model_section["prior_iterations"] = args.prior_iterations
     run = Path(args.model) if args.model else WORK / f"siemens_pinn_run{suffix}"
     cfg = TrainingConfig.model_validate({
-        "model": {"N": scan.patch_size, "subpixel": args.subpixel}, "output_dir": str(run),
+        "model": model_section, "output_dir": str(run),
         "max_time_minutes": args.minutes, "save_reconstruction": False,
         "execution": {"accelerator": "cpu", "logger": "none", "progress_bar": False}})
     # the measured positions frame every comparison (crop, registration region), so
@@ -197,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r_ref:.1f} px)")
     table = "\n".join(lines)
     model_kind = "" if args.subpixel == "bilinear" else f", model.subpixel={args.subpixel}"
+    if args.prior_iterations:
+        model_kind += f", model.prior_iterations={args.prior_iterations}"
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
              f"{trained}{model_kind} after {args.probe_refine_epochs} epochs of probe retrieval"
              f"{' with position correction' if args.correct_positions else ''} "
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
 
         append_section("Siemens star: PINN and PINN + refinement against pty-chi"
                        + (" [positions corrected]" if args.correct_positions else "")
-                       + (f" [model.subpixel={args.subpixel}]" if model_kind else ""), table,
+                       + (f" [{model_kind.lstrip(', ')}]" if model_kind else ""), table,
                        notes=notes)
 
 
