@@ -16,6 +16,11 @@ Usage::
 
     python benchmarks/bench_throughput.py [--architecture unet] [--threads 2] [--record]
     python benchmarks/bench_throughput.py --device cuda --train-batch 64 --record
+    python benchmarks/bench_throughput.py --set model.subpixel=probe_shift \
+        --set model.prior_iterations=16 --record      # the probe-shift recipe's speed
+
+``--set model.KEY=VALUE`` (repeatable) changes the model section of every
+configuration measured (N, gridsize and the architecture stay the script's).
 """
 
 from __future__ import annotations
@@ -53,8 +58,18 @@ def matmul_flops(seconds: float = 2.0, n: int = 1024, device: torch.device | Non
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
-def _model(n: int, gridsize: int, arch: str, device: torch.device) -> PtychoPINN:
-    cfg = TrainingConfig(model={"N": n, "gridsize": gridsize, "architecture": arch})
+def _config(n: int, gridsize: int, arch: str, overrides: dict | None = None) -> TrainingConfig:
+    """The training configuration measured: defaults, ``overrides`` (a parsed
+    ``--set`` dict), then this row's N, gridsize and architecture."""
+    from ptychopinn.config.io import merge
+
+    data = merge(overrides or {}, {"model": {"N": n, "gridsize": gridsize, "architecture": arch}})
+    return TrainingConfig.model_validate(data)
+
+
+def _model(n: int, gridsize: int, arch: str, device: torch.device,
+           overrides: dict | None = None) -> PtychoPINN:
+    cfg = _config(n, gridsize, arch, overrides)
     probe = torch.polar(torch.rand(1, n, n) + 0.1, torch.rand(1, n, n))
     return PtychoPINN(cfg.model, probe).to(device)
 
@@ -107,7 +122,8 @@ def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 1
     return k * batch * c / (time.perf_counter() - t0)
 
 
-def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: float):
+def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: float,
+                overrides: dict | None = None):
     from ptychopinn.bundle.pytorch import LoadedModel
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -129,7 +145,7 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
         _sync(dev)
     fwd = k * 64 * c / (time.perf_counter() - t0)
     scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
-    cfg = TrainingConfig(model={"N": n, "gridsize": gridsize, "architecture": arch})
+    cfg = _config(n, gridsize, arch, overrides)
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=Path("<bench>"))
     icfg = InferenceConfig(execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu"})
     reconstruct_pytorch(loaded, scan, icfg)
@@ -147,8 +163,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--train-batch", type=int, default=16, help="groups per training step")
+    ap.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                    help="model-section override of every configuration (repeatable)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    from ptychopinn.config.io import parse_set
+    from ptychopinn.errors import ConfigError
+
+    try:
+        overrides = parse_set(args.set)
+    except ConfigError as exc:
+        ap.error(str(exc))
+    if set(overrides) - {"model"}:
+        ap.error(f"--set takes model.KEY=VALUE only; found {sorted(set(overrides) - {'model'})}")
+    try:
+        _config(64, 2, args.architecture, overrides)
+    except Exception as exc:  # pydantic's message names the option and the value
+        ap.error(f"--set: {exc}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -162,10 +193,11 @@ def main() -> None:
         for g in (1, 2):
             c = g * g
             torch.manual_seed(0)
-            model = _model(n, g, args.architecture, device)
+            model = _model(n, g, args.architecture, device, overrides)
             flops = generator_flops(model, n, c)
             tr = train_rate(model, n, c, args.seconds, batch=args.train_batch)
-            fwd, stitched, timings = infer_rates(model, n, g, args.architecture, args.seconds)
+            fwd, stitched, timings = infer_rates(model, n, g, args.architecture, args.seconds,
+                                                 overrides)
             util_train = 3 * flops * tr / peak  # backward ~ 2x forward
             util_inf = flops * fwd / peak
             rows.append(
@@ -205,7 +237,9 @@ def main() -> None:
              "not), " if device.type == "cuda" else "")
     size = 8192 if device.type == "cuda" else 1024
     notes = (
-        f"{where}architecture={args.architecture}, torch threads={torch.get_num_threads()}, "
+        f"{where}architecture={args.architecture}"
+        + "".join(f", --set {kv}" for kv in args.set)
+        + f", torch threads={torch.get_num_threads()}, "
         f"training batch {args.train_batch} groups, "
         f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
@@ -223,6 +257,8 @@ def main() -> None:
         from _record import append_section
 
         title = f"Throughput ({args.architecture}" + (", GPU)" if device.type == "cuda" else ")")
+        if args.set:
+            title += " [" + ", ".join(args.set) + "]"
         append_section(title, table, notes=notes)
 
 
