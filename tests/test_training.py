@@ -145,6 +145,20 @@ def test_a_bad_test_scan_fails_before_training(tmp_path, small_scan):
     assert not (tmp_path / "run" / "history.json").exists()
 
 
+def test_a_bad_test_scan_fails_before_the_probe_retrieval(tmp_path, small_scan, monkeypatch):
+    """With ``probe_refine_epochs`` the inputs are checked before the probe retrieval
+    (which can take minutes), not only before the training that follows it."""
+    import ptychopinn.refinement as refinement
+    from ptychopinn.errors import DataError
+
+    calls = []
+    monkeypatch.setattr(refinement, "retrieve_probe", lambda *a, **k: calls.append(1))
+    cfg = _cfg(tmp_path, probe_refine_epochs=3, test_data_file=str(tmp_path / "missing.npz"))
+    with pytest.raises(DataError, match=r"test_data_file: .*missing\.npz: file not found"):
+        api.train(cfg, small_scan)
+    assert calls == []
+
+
 def test_fine_tuning_starts_from_the_given_bundle(tmp_path, small_scan):
     """``init_from`` (``train --init``): the generator starts as the bundle's; a model
     section that differs, or a missing bundle, is refused before training."""

@@ -35,10 +35,12 @@ def train(
     if config.probe_refine_epochs > 0:
         from ptychopinn.refinement import retrieve_probe
         from ptychopinn.refinement.reconstruction import device_name
-        from ptychopinn.training.runner import load_training_scan
+        from ptychopinn.training.runner import check_training_inputs, load_training_scan
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)
+        # a bad test scan or option is reported before the retrieval's minutes too
+        check_training_inputs(config, scan)
         scan = retrieve_probe(scan, config.probe_refine_epochs,
                               positions=config.probe_refine_positions, seed=config.seed,
                               device=device_name(config),
