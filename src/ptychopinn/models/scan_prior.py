@@ -21,6 +21,7 @@ from torch import Tensor
 from ptychopinn.grouping import nearest_patterns
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
+from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 
 PRIOR_CACHE_LIMIT_BYTES = 1 << 30
@@ -69,6 +70,9 @@ class ScanPrior:
     amplitude_step
         ``model.prior_amplitude_step`` (scope 'scan'; the neighbourhood prior
         takes whole steps).
+    frc_filter
+        ``model.prior_frc_filter``: filter the estimate's amplitude by the FRC of
+        two half-scan estimates (`physics.prior_frc`; scope 'scan').
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ScanPrior:
         cache_limit_bytes: int | None = None,
         whole_pixel: bool = False,
         amplitude_step: float = 1.0,
+        frc_filter: bool = False,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -99,6 +104,8 @@ class ScanPrior:
             raise ValueError("whole_pixel priors need scope 'scan'")
         if amplitude_step != 1 and scope != "scan":
             raise ValueError(f"amplitude_step {amplitude_step} needs scope 'scan'")
+        if frc_filter and scope != "scan":
+            raise ValueError("frc_filter needs scope 'scan'")
         self.scope = scope
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
@@ -109,11 +116,15 @@ class ScanPrior:
         self.cache: Tensor | None = None
         if scope == "scan":
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
-            self.estimate = scan_error_reduction(
-                self.amplitudes, pos, probe.detach() * float(amplitude_scale), int(iterations),
-                valid=valid, device=device, integer_grid=whole_pixel,
-                amplitude_step=float(amplitude_step),
-            )
+            kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
+                      amplitude_step=float(amplitude_step))
+            scaled_probe = probe.detach() * float(amplitude_scale)
+            if frc_filter:
+                self.estimate, _ = frc_filtered_estimate(self.amplitudes, pos, scaled_probe,
+                                                         int(iterations), **kw)
+            else:
+                self.estimate = scan_error_reduction(self.amplitudes, pos, scaled_probe,
+                                                     int(iterations), **kw)
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
@@ -165,6 +176,7 @@ class ScanPrior:
                    int(model_cfg.prior_neighbors), scope=model_cfg.prior_scope,
                    whole_pixel=whole,
                    amplitude_step=float(model_cfg.prior_amplitude_step),
+                   frc_filter=bool(model_cfg.prior_frc_filter),
                    **kw)
 
     @classmethod

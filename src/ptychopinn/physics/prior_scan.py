@@ -160,6 +160,7 @@ def scan_error_reduction(
     device: torch.device | str | None = None,
     integer_grid: bool = False,
     amplitude_step: float = 1.0,
+    frame: tuple[np.ndarray, tuple[int, int]] | None = None,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -191,6 +192,10 @@ def scan_error_reduction(
     amplitude_step
         In (0, 1]: the fraction of each update's amplitude part that is applied
         (module docstring; 1: plain PIE).
+    frame
+        ``(origin_px, (H, W))`` of the canvas to use instead of `canvas_frame`'s
+        (e.g. the frame of a whole scan for an estimate from part of it, so the
+        two share their pixels); every window must lie inside it.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -212,7 +217,18 @@ def scan_error_reduction(
         p = p.unsqueeze(0)
     if p.shape[-2:] != (n, n):
         raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
-    origin, shape = canvas_frame(pos, n, integer_grid) if n_pat else (np.zeros(2), (n, n))
+    if frame is not None:
+        origin = np.asarray(frame[0], dtype=np.float64).reshape(2)
+        shape = (int(frame[1][0]), int(frame[1][1]))
+        rel = pos - origin
+        if n_pat and (np.any(rel - n / 2.0 < -1e-6) or np.any(rel[:, 0] + n / 2.0 > shape[0] - 1)
+                      or np.any(rel[:, 1] + n / 2.0 > shape[1] - 1)):
+            raise ValueError(f"frame {shape} at {origin.tolist()} does not hold every "
+                             f"{n}x{n} window of the positions")
+    elif n_pat:
+        origin, shape = canvas_frame(pos, n, integer_grid)
+    else:
+        origin, shape = np.zeros(2), (n, n)
     local = torch.from_numpy(pos - origin).to(dev)
     ill = (p.real.square() + p.imag.square()).sum(0)  # (N, N)
     keep = None

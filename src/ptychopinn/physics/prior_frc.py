@@ -1,0 +1,137 @@
+"""Half-scan Fourier ring correlation filter of the scan prior's amplitude.
+
+After a few passes the scan prior (`physics.prior_scan.scan_error_reduction`)
+has converged its amplitude at low and middle spatial frequencies, but near the
+sampling limit it still carries fine-grained errors that later passes remove
+only slowly. Which frequencies are still unconverged is read from the data,
+as cryo-EM reads it from half maps: the scan's patterns are split at random
+into two halves, each half is estimated alone on the whole scan's canvas, and
+the Fourier ring correlation (FRC) of the two half amplitudes, inside the
+region both halves light, says per ring how much of the amplitude is signal.
+A ring's FRC of the halves ``F`` gives ``F_full = 2F / (1 + F)`` for the
+whole scan (twice the data; Rosenthal and Henderson 2003), and the whole
+scan's amplitude is filtered with that weight per ring: textured objects,
+whose halves agree up to the sampling limit, keep their fine amplitude; where
+the halves disagree the amplitude is smoothed. The phase is left as estimated.
+
+Prior alone after the default 4 passes (amplitude SSIM, true probe, canvas
+read directly; exploration on 2026-12-02, `benchmarks/bench_prior_frc.py`):
+default simulation seed 5 (smooth amplitude, strong phase) 0.755 -> 0.882,
+real-probe Fermat scan 0.713 -> 0.750, seeds 0 / 3 (textured) -0.002, seed
+11 unchanged. Cost: the two halves add the work of one more estimate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from torch import Tensor
+
+from ptychopinn.physics.geometry import accumulate_patches
+from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+
+FRC_RINGS = 24
+"""Rings from zero frequency to the Nyquist frequency (the corners beyond it are one more)."""
+LIT_FRACTION = 0.3
+"""The FRC region: canvas pixels that each half lights with at least this fraction of its
+peak probe intensity, tapered by a Gaussian of `TAPER_PX`."""
+TAPER_PX = 3.0
+
+
+def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint, sorted index sets covering ``range(n)`` at random (sizes differ by
+    at most one); a pure function of ``n`` and ``seed``."""
+    if n < 2:
+        raise ValueError(f"half_split needs at least 2 patterns; found {n}")
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+
+
+def ring_index(shape: tuple[int, int], n_rings: int = FRC_RINGS) -> np.ndarray:
+    """Ring of every FFT-ordered frequency of an ``(H, W)`` image: 0 .. n_rings - 1 up to
+    the Nyquist frequency, ``n_rings`` beyond it (the corners)."""
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.fftfreq(shape[1])[None, :]
+    k = np.sqrt(ky**2 + kx**2)
+    return np.minimum((k / 0.5 * n_rings).astype(np.int64), n_rings)
+
+
+def ring_frc(a: np.ndarray, b: np.ndarray, window: np.ndarray,
+             n_rings: int = FRC_RINGS) -> np.ndarray:
+    """FRC per ring (``n_rings + 1`` values, see `ring_index`) of two real images inside
+    ``window`` (weights in [0, 1]; each image's weighted mean is removed first)."""
+    if a.shape != b.shape or a.shape != window.shape:
+        raise ValueError(f"ring_frc: shapes differ: {a.shape}, {b.shape}, {window.shape}")
+    wsum = float(window.sum())
+    if wsum <= 0:
+        raise ValueError("ring_frc: the window is empty")
+    fa = np.fft.fft2((a - (a * window).sum() / wsum) * window)
+    fb = np.fft.fft2((b - (b * window).sum() / wsum) * window)
+    rings = ring_index(a.shape, n_rings).ravel()
+    num = np.bincount(rings, (fa * fb.conj()).real.ravel(), n_rings + 1)
+    pa = np.bincount(rings, (fa.real**2 + fa.imag**2).ravel(), n_rings + 1)
+    pb = np.bincount(rings, (fb.real**2 + fb.imag**2).ravel(), n_rings + 1)
+    return num / np.sqrt(np.maximum(pa * pb, 1e-300))
+
+
+def full_data_weight(frc_halves: np.ndarray) -> np.ndarray:
+    """Filter weight per ring from the halves' FRC: ``2F / (1 + F)`` (the FRC expected
+    of the whole data against the truth's signal), negative FRC counted as 0."""
+    f = np.clip(np.asarray(frc_halves, dtype=np.float64), 0.0, 1.0)
+    return 2.0 * f / (1.0 + f)
+
+
+def _lit(positions_local: np.ndarray, probe: Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Probe intensity summed over the windows at ``positions_local``, max 1."""
+    p = probe.detach().cpu().to(torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    ill = (p.real.square() + p.imag.square()).sum(0)
+    n = ill.shape[-1]
+    acc = torch.zeros(shape)
+    for s in range(0, len(positions_local), 256):
+        pos = torch.from_numpy(positions_local[s : s + 256])
+        accumulate_patches(acc, ill.expand(len(pos), n, n).contiguous(), pos)
+    out = acc.numpy().astype(np.float64)
+    return out / max(float(out.max()), 1e-30)
+
+
+def frc_filtered_estimate(
+    amplitudes: Tensor,
+    positions_px: Tensor | np.ndarray,
+    probe: Tensor,
+    iterations: int,
+    *,
+    split_seed: int = 0,
+    **kw,
+) -> tuple[ScanEstimate, np.ndarray]:
+    """`scan_error_reduction` of the whole scan with its amplitude filtered by the FRC of
+    two half-scan estimates (module docstring); ``kw`` go to every estimate.
+
+    Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
+    """
+    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+    full = scan_error_reduction(amplitudes, pos, probe, iterations, **kw)
+    if iterations == 0 or len(pos) < 2:
+        return full, np.ones(FRC_RINGS + 1)
+    frame = (full.origin_px, tuple(full.canvas.shape))
+    halves, lit = [], []
+    for rows in half_split(len(pos), split_seed):
+        est = scan_error_reduction(amplitudes[torch.from_numpy(rows)], pos[rows], probe,
+                                   iterations, frame=frame, **kw)
+        halves.append(est.canvas.abs().cpu().numpy().astype(np.float64))
+        lit.append(_lit(pos[rows] - full.origin_px, probe, frame[1]))
+    region = (np.minimum(*lit) >= LIT_FRACTION).astype(np.float64)
+    if region.sum() < 16:  # too little overlap to read an FRC: keep the estimate
+        return full, np.ones(FRC_RINGS + 1)
+    window = gaussian_filter(region, TAPER_PX)
+    frc = ring_frc(halves[0], halves[1], window)
+    weight = full_data_weight(frc)[ring_index(frame[1])]
+    canvas = full.canvas.cpu()
+    amp = canvas.abs().numpy().astype(np.float64)
+    mean = float((amp * window).sum() / window.sum())
+    filtered = np.real(np.fft.ifft2(np.fft.fft2(amp - mean) * weight)) + mean
+    filtered = torch.from_numpy(np.maximum(filtered, 0.0).astype(np.float32))
+    out = torch.polar(filtered, torch.angle(canvas)).to(full.canvas.device)
+    return ScanEstimate(out.to(torch.complex64), full.origin_px), frc
