@@ -15,10 +15,12 @@ whose halves agree up to the sampling limit, keep their fine amplitude; where
 the halves disagree the amplitude is smoothed. The phase is left as estimated.
 
 Prior alone after the default 4 passes (amplitude SSIM, true probe, canvas
-read directly; exploration on 2026-12-02, `benchmarks/bench_prior_frc.py`):
-default simulation seed 5 (smooth amplitude, strong phase) 0.755 -> 0.882,
+read directly; `benchmarks/bench_prior_frc.py`, recorded in docs/benchmarks.md):
+default simulation seed 5 (smooth amplitude, strong phase) 0.755 -> 0.883,
 real-probe Fermat scan 0.713 -> 0.750, seeds 0 / 3 (textured) -0.002, seed
-11 unchanged. Cost: the two halves add the work of one more estimate.
+11 +0.001. Cost: the two halves add the work of one more estimate. A network
+keeps the gain only with ``model.subpixel='probe_shift'`` (the bilinear
+physics makes it sharpen its output again).
 """
 
 from __future__ import annotations
