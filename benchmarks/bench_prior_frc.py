@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _record import markdown_table  # noqa: E402
 from bench_prior_step import canvas_in_object_frame, scans  # noqa: E402
 from bench_ptychi import score  # noqa: E402
 
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{a1:.3f} / {p1:.3f} ({t1:.2f})",
                          ", ".join(f"{frc[i]:.2f}" for i in q)])
             print(" | ".join(rows[-1]), flush=True)
-    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                      + ["| " + " | ".join(r) + " |" for r in rows])
+    table = markdown_table(headers, rows)
     print(table)
     if args.record:
         from _record import append_section

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _record import markdown_table  # noqa: E402
 from bench_ptychi import score  # noqa: E402
 
 
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(f"{a:.3f} / {ph:.3f} ({dt:.2f})")
             rows.append([name, str(k), *cells])
             print(" | ".join(rows[-1]), flush=True)
-    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                      + ["| " + " | ".join(r) + " |" for r in rows])
+    table = markdown_table(headers, rows)
     print(table)
     if args.record:
         from _record import append_section

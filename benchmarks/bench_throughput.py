@@ -61,10 +61,10 @@ def matmul_flops(seconds: float = 2.0, n: int = 1024, device: torch.device | Non
 def _config(n: int, gridsize: int, arch: str, overrides: dict | None = None) -> TrainingConfig:
     """The training configuration measured: defaults, ``overrides`` (a parsed
     ``--set`` dict), then this row's N, gridsize and architecture."""
-    from ptychopinn.config.io import merge
+    from ptychopinn.config.io import build, merge
 
     data = merge(overrides or {}, {"model": {"N": n, "gridsize": gridsize, "architecture": arch}})
-    return TrainingConfig.model_validate(data)
+    return build(TrainingConfig, data, where="--set")
 
 
 def _model(n: int, gridsize: int, arch: str, device: torch.device,
@@ -178,8 +178,8 @@ def main() -> None:
         ap.error(f"--set takes model.KEY=VALUE only; found {sorted(set(overrides) - {'model'})}")
     try:
         _config(64, 2, args.architecture, overrides)
-    except Exception as exc:  # pydantic's message names the option and the value
-        ap.error(f"--set: {exc}")
+    except ConfigError as exc:
+        ap.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():

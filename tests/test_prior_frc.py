@@ -80,6 +80,9 @@ def test_a_given_frame_reproduces_the_own_frame_and_refuses_a_small_one():
     same = scan_error_reduction(*args, amplitude_step=0.5,
                                 frame=(own.origin_px, tuple(own.canvas.shape)))
     assert torch.equal(own.canvas, same.canvas)
+    # the probe intensity over every window comes with the estimate (the filter's region)
+    assert own.illumination.shape == own.canvas.shape and float(own.illumination.min()) >= 0
+    assert torch.equal(own.illumination, same.illumination)
     with pytest.raises(ValueError, match="does not hold every 32x32 window"):
         scan_error_reduction(*args, frame=(own.origin_px + 10, tuple(own.canvas.shape)))
 

@@ -30,7 +30,6 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
-from ptychopinn.physics.geometry import accumulate_patches
 from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 
 FRC_RINGS = 24
@@ -84,21 +83,6 @@ def full_data_weight(frc_halves: np.ndarray) -> np.ndarray:
     return 2.0 * f / (1.0 + f)
 
 
-def _lit(positions_local: np.ndarray, probe: Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """Probe intensity summed over the windows at ``positions_local``, max 1."""
-    p = probe.detach().cpu().to(torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    ill = (p.real.square() + p.imag.square()).sum(0)
-    n = ill.shape[-1]
-    acc = torch.zeros(shape)
-    for s in range(0, len(positions_local), 256):
-        pos = torch.from_numpy(positions_local[s : s + 256])
-        accumulate_patches(acc, ill.expand(len(pos), n, n).contiguous(), pos)
-    out = acc.numpy().astype(np.float64)
-    return out / max(float(out.max()), 1e-30)
-
-
 def frc_filtered_estimate(
     amplitudes: Tensor,
     positions_px: Tensor | np.ndarray,
@@ -123,7 +107,8 @@ def frc_filtered_estimate(
         est = scan_error_reduction(amplitudes[torch.from_numpy(rows)], pos[rows], probe,
                                    iterations, frame=frame, **kw)
         halves.append(est.canvas.abs().cpu().numpy().astype(np.float64))
-        lit.append(_lit(pos[rows] - full.origin_px, probe, frame[1]))
+        ill = est.illumination.cpu().numpy().astype(np.float64)
+        lit.append(ill / max(float(ill.max()), 1e-30))
     region = (np.minimum(*lit) >= LIT_FRACTION).astype(np.float64)
     if region.sum() < 16:  # too little overlap to read an FRC: keep the estimate
         return full, np.ones(FRC_RINGS + 1)
@@ -136,4 +121,4 @@ def frc_filtered_estimate(
     filtered = np.real(np.fft.ifft2(np.fft.fft2(amp - mean) * weight)) + mean
     filtered = torch.from_numpy(np.maximum(filtered, 0.0).astype(np.float32))
     out = torch.polar(filtered, torch.angle(canvas)).to(full.canvas.device)
-    return ScanEstimate(out.to(torch.complex64), full.origin_px), frc
+    return ScanEstimate(out.to(torch.complex64), full.origin_px, full.illumination), frc

@@ -66,10 +66,12 @@ the windows' pixels (indexed ops, about 3x the cost per pixel)."""
 @dataclass(frozen=True)
 class ScanEstimate:
     """A scan's joint estimate: ``canvas (H, W)`` complex64 whose pixel
-    ``[0, 0]`` is at ``origin_px`` in the positions' frame."""
+    ``[0, 0]`` is at ``origin_px`` in the positions' frame; ``illumination (H, W)``
+    (when known) is the probe intensity summed over every pattern's window."""
 
     canvas: Tensor
     origin_px: np.ndarray
+    illumination: Tensor | None = None
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""
@@ -262,7 +264,7 @@ def scan_error_reduction(
     start = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
     obj = start.to(torch.complex64).contiguous()
     if iterations == 0 or n_pat == 0:
-        return ScanEstimate(obj, origin)
+        return ScanEstimate(obj, origin, weight)
 
     # integer windows; the sub-pixel part of each position shifts that pattern's
     # probe instead (P(r - f), by the Fourier shift theorem), as in
@@ -328,5 +330,5 @@ def scan_error_reduction(
                 else:
                     num_c.index_fill_(0, idx, 0)
                     den_c.index_fill_(0, idx, 0)
-    return ScanEstimate(obj, origin)
+    return ScanEstimate(obj, origin, weight)
 
