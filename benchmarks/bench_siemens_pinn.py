@@ -31,11 +31,12 @@ at them; compare it with pty-chi run with ``bench_siemens.py --refine-probe
 --refine-positions --name siemens_ptychi_pos`` (``--ptychi-result
 benchmarks/_work/siemens_ptychi_pos.npz``).
 
-``--subpixel probe_shift`` trains the model with ``model.subpixel=probe_shift`` (run
-directory and figures suffixed ``_ps``); ``--prior-iterations K`` trains it with
-``model.prior_iterations=K`` (and infers with the model's K passes; suffix ``_pK``).
-The probe-shift recipe of docs/benchmarks.md is ``--subpixel probe_shift
---prior-iterations 16``.
+``--subpixel probe_shift|bilinear`` trains the model with that ``model.subpixel``
+(run directory and figures suffixed ``_ps`` / ``_bl``; default: train's, which is
+'probe_shift' with the scan prior since 2026-12-02); ``--prior-iterations K`` trains
+it with ``model.prior_iterations=K`` (and infers with the model's K passes; suffix
+``_pK``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
+--prior-iterations 16`` (recorded before the FRC filter became a default).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
 ``benchmarks/_work/siemens_pinn_run``) instead of training one.
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                         "positions) and train and infer at them")
     p.add_argument("--model", default=None,
                    help="reuse this trained run (trained on this scan) instead of training")
-    p.add_argument("--subpixel", choices=("bilinear", "probe_shift"), default="bilinear",
+    p.add_argument("--subpixel", choices=("bilinear", "probe_shift"), default=None,
                    help="model.subpixel of the trained model (default: ptychopinn train's)")
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="model.prior_iterations of the trained model (default: train's)")
@@ -136,9 +137,11 @@ def main(argv: list[str] | None = None) -> None:
             " + positions" if "refine_positions" in z.files and bool(z["refine_positions"])
             else "")
     suffix = ("_pos" if args.correct_positions else "") + (
-        "_ps" if args.subpixel == "probe_shift" else "") + (
+        {"probe_shift": "_ps", "bilinear": "_bl"}.get(args.subpixel, "")) + (
         f"_p{args.prior_iterations}" if args.prior_iterations else "")
-    model_section = {"N": scan.patch_size, "subpixel": args.subpixel}
+    model_section = {"N": scan.patch_size}
+    if args.subpixel:
+        model_section["subpixel"] = args.subpixel
     if args.prior_iterations:
         model_section["prior_iterations"] = args.prior_iterations
     run = Path(args.model) if args.model else WORK / f"siemens_pinn_run{suffix}"
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{name}: {verdict} ({sp.resolved_radius_px:.1f} px vs "
                      f"{r_ref:.1f} px)")
     table = "\n".join(lines)
-    model_kind = "" if args.subpixel == "bilinear" else f", model.subpixel={args.subpixel}"
+    model_kind = f", model.subpixel={args.subpixel}" if args.subpixel else ""
     if args.prior_iterations:
         model_kind += f", model.prior_iterations={args.prior_iterations}"
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "

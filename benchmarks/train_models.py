@@ -17,9 +17,8 @@ name                 scan and command                                           
 ``pretrained_rp``    ``ptychopinn pretrain --scan`` that real-probe scan,         bench_pretrained_scans,
                      10 minutes                                                  bench_sparse_rule
 ``recipe_*``         seed 5 / seed 11 / real probe with ``--set                   the "[recipe: ...]" tables
-                     model.subpixel=probe_shift --set model.prior_iterations=16``
-``frc_*``            seed 5 / seed 11 / real probe with ``--set                   the "[FRC recipe: ...]" tables
-                     model.subpixel=probe_shift --set model.prior_frc_filter=true``
+                     model.subpixel=probe_shift --set model.prior_iterations=16
+                     --set model.prior_frc_filter=false``
 ===================  ==========================================================  ================================
 
 The Siemens-star model is trained by ``bench_siemens_pinn.py`` itself.
@@ -53,9 +52,9 @@ HERE = Path(__file__).resolve().parent
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 #: time limit of the ``train`` commands: high enough that the 60 default epochs always finish
 TRAIN_MINUTES = 30.0
-RECIPE = ["--set", "model.subpixel=probe_shift", "--set", "model.prior_iterations=16"]
-#: the probe-shift model with the half-scan FRC filter of its prior (4 passes)
-FRC_RECIPE = ["--set", "model.subpixel=probe_shift", "--set", "model.prior_frc_filter=true"]
+#: the 16-pass recipe as recorded (before the FRC filter became a default: pinned off)
+RECIPE = ["--set", "model.subpixel=probe_shift", "--set", "model.prior_iterations=16",
+          "--set", "model.prior_frc_filter=false"]
 
 #: scan name -> ``ptychopinn simulate`` arguments after the output file
 SCANS: dict[str, list[str]] = {
@@ -74,9 +73,6 @@ MODELS: dict[str, tuple[str, str, list[str]]] = {
     "recipe_seed11": ("seed11", "train", RECIPE),
     "recipe_seed5": ("seed5", "train", RECIPE),
     "recipe_realprobe": ("realprobe", "train", RECIPE),
-    "frc_seed11": ("seed11", "train", FRC_RECIPE),
-    "frc_seed5": ("seed5", "train", FRC_RECIPE),
-    "frc_realprobe": ("realprobe", "train", FRC_RECIPE),
 }
 DEFAULT_MODELS = ("seed11", "seed5", "realprobe", "pretrained_rp")
 

@@ -308,6 +308,39 @@ def test_scan_prior_bundles_older_than_the_amplitude_step_take_whole_steps(
                   scope="neighbourhood", amplitude_step=0.5)
 
 
+def test_subpixel_and_frc_filter_default_by_scan_prior_and_old_bundles_keep_theirs(
+    tmp_path, small_scan
+) -> None:
+    """With a scan prior the defaults are the probe-shift model and the FRC filter; a
+    scope, architecture or passes override re-resolves them; bundles saved before
+    the keys existed (or before their defaults changed) load as they were trained:
+    bilinear, no filter."""
+    from ptychopinn.bundle.format import save_bundle
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.config.io import with_overrides
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    assert (cfg.model.subpixel, cfg.model.prior_frc_filter) == ("probe_shift", True)
+    hood = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    assert (hood.model.subpixel, hood.model.prior_frc_filter) == ("bilinear", False)
+    raw = with_overrides(cfg, {"model": {"prior_iterations": 0}})
+    assert (raw.model.subpixel, raw.model.prior_frc_filter) == ("bilinear", False)
+    back = with_overrides(raw, {"model": {"prior_iterations": 4}})
+    assert (back.model.subpixel, back.model.prior_frc_filter) == ("probe_shift", True)
+    kept = with_overrides(cfg, {"model": {"subpixel": "bilinear"}})
+    assert with_overrides(kept, {"learning_rate": 1e-3}).model.subpixel == "bilinear"
+    with pytest.raises(ValueError, match="subpixel"):
+        ModelConfig(subpixel="nearest")
+    probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
+    config = cfg.model_dump(mode="json")
+    del config["model"]["subpixel"], config["model"]["prior_frc_filter"]
+    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
+                       extra={"probe_shape": list(probe_n.shape)})
+    loaded = load_pinn(path).config.model
+    assert (loaded.subpixel, loaded.prior_frc_filter) == ("bilinear", False)
+
+
 def test_inference_cached_prior_matches_per_batch_prior(small_scan, monkeypatch) -> None:
     """Computing the prior once per pattern changes the cost, not the reconstruction."""
     from ptychopinn.bundle.pytorch import LoadedModel

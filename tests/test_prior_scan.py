@@ -157,7 +157,10 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
     position; the model refuses to guess it from a batch."""
     from ptychopinn.training.data import GroupDataset, prepare
 
-    cfg = TrainingConfig(model={"n_filters_scale": 0.25}, batch_size=4)
+    # the plain estimate at exact positions (the FRC filter and whole-pixel windows of the
+    # defaults are tested in test_prior_frc.py and below)
+    cfg = TrainingConfig(model={"n_filters_scale": 0.25, "subpixel": "bilinear",
+                                "prior_frc_filter": False}, batch_size=4)
     assert cfg.model.prior_scope == "scan"
     data = prepare(scan64, cfg)
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)

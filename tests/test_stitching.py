@@ -99,16 +99,19 @@ def test_flat_probe_weight_averages_patch_errors_better(small_scan):
     assert amp_ssim[0.01] > amp_ssim[1.0] + 0.02, amp_ssim
 
 
-def test_uniform_stitch_weight_is_the_coverage_of_the_patches(tmp_path, small_scan):
+@pytest.mark.parametrize("subpixel", ["bilinear", "probe_shift"])
+def test_uniform_stitch_weight_is_the_coverage_of_the_patches(tmp_path, small_scan, subpixel):
     """``InferenceConfig.stitch_weight='uniform'``: every patch pixel weighs 1, so the
     weight map is the adjoint of extraction applied to ones (how many patches cover
-    each pixel); 'probe' weighs by the illumination instead."""
+    each pixel; with 'probe_shift' the patches are the whole-pixel windows nearest the
+    positions); 'probe' weighs by the illumination instead."""
     from ptychopinn import api
     from ptychopinn.bundle.pytorch import save_pinn
     from ptychopinn.config import InferenceConfig, TrainingConfig
     from ptychopinn.models.pinn import PtychoPINN, normalise_probe
 
-    cfg = TrainingConfig(model={"N": 32, "gridsize": 1, "n_filters_scale": 0.25})
+    cfg = TrainingConfig(model={"N": 32, "gridsize": 1, "n_filters_scale": 0.25,
+                                "subpixel": subpixel})
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
     torch.manual_seed(0)
     save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
@@ -117,7 +120,13 @@ def test_uniform_stitch_weight_is_the_coverage_of_the_patches(tmp_path, small_sc
             for w in ("uniform", "probe")}
     uni = recs["uniform"]
     ones = torch.ones(small_scan.n_patterns, 32, 32, dtype=torch.float64)
-    coverage = place_patches(ones, torch.from_numpy(uni.positions_px), uni.weight.shape)
+    at = torch.from_numpy(uni.positions_px)
+    if subpixel == "probe_shift":
+        from ptychopinn.physics.geometry import whole_pixel_windows
+
+        at, _ = whole_pixel_windows(at, 32)
+        assert not torch.equal(at, torch.from_numpy(uni.positions_px))
+    coverage = place_patches(ones, at, uni.weight.shape)
     np.testing.assert_allclose(uni.weight, coverage.numpy(), rtol=1e-5, atol=1e-5)
     assert uni.weight.max() > 4  # overlapping patches
     assert not np.allclose(recs["probe"].weight, uni.weight)

@@ -179,7 +179,9 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     those before ``model.prior_scope`` per-pattern ('neighbourhood') priors,
     those before ``model.prior_residual`` took the heads' output as the patch,
     those before ``model.prior_residual_gate`` were ungated, and those before
-    ``model.prior_amplitude_step`` took whole PIE steps (1).
+    ``model.prior_amplitude_step`` took whole PIE steps (1), those before
+    ``model.subpixel`` interpolated bilinearly and those before
+    ``model.prior_frc_filter`` had no filter (the defaults of both changed after).
     """
     import copy
 
@@ -201,6 +203,10 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_residual_gate"] = False
     if isinstance(model, dict) and "prior_amplitude_step" not in model:
         model["prior_amplitude_step"] = 1.0
+    if isinstance(model, dict) and model.get("subpixel") is None:
+        model["subpixel"] = "bilinear"
+    if isinstance(model, dict) and model.get("prior_frc_filter") is None:
+        model["prior_frc_filter"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

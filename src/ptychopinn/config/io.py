@@ -103,14 +103,16 @@ def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") 
     """A new config with nested ``overrides`` applied and validated again.
 
     Switching ``architecture`` or ``prior_scope`` without giving
-    ``prior_iterations`` (or ``prior_amplitude_step``) lets it default again (it was
-    resolved for the old).
+    ``prior_iterations`` (or ``prior_amplitude_step``, ``subpixel``,
+    ``prior_frc_filter``) lets it default again (it was resolved for the old).
     """
     return build(type(cfg), merge_overrides(to_dict(cfg), overrides), where=where)
 
 
 _RESOLVED_BY = {"prior_iterations": ("architecture", "prior_scope"),
-                "prior_amplitude_step": ("prior_scope",)}
+                "prior_amplitude_step": ("prior_scope",),
+                "subpixel": ("architecture", "prior_scope", "prior_iterations"),
+                "prior_frc_filter": ("architecture", "prior_scope", "prior_iterations")}
 """Model keys whose None default is resolved from other keys (`ModelConfig`)."""
 
 
@@ -118,7 +120,8 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     """`merge`, except that an ``architecture`` or ``prior_scope`` override without
     ``prior_iterations`` drops the base's ``prior_iterations`` so it defaults for the
     new choice (a resolved or dumped config carries the old one's value); the same
-    for a ``prior_scope`` override and ``prior_amplitude_step``."""
+    for a ``prior_scope`` override and ``prior_amplitude_step``, and for any of the
+    three and ``subpixel`` / ``prior_frc_filter``."""
     base = copy.deepcopy(base)
     for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
         if not (isinstance(b, dict) and isinstance(o, dict)):

@@ -31,6 +31,14 @@ _KEEP_LINEAR = (
 )
 
 
+def _as_int(v: object) -> int:
+    """``v`` as an int for resolving defaults (0 when it is not one; validation reports it)."""
+    try:
+        return int(v)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+
+
 def _off_or_at_least_3(name: str, v: int, why: str) -> int:
     """Epoch counts of refinements whose probe updates start at the third epoch."""
     if 0 < v < 3:
@@ -105,12 +113,14 @@ class ModelConfig(_Section):
         "phase converges (physics.prior_scan). None: 0.5 for scope 'scan', 1 for "
         "'neighbourhood' (which has no other value). Bundles without it used 1.",
     )
-    prior_frc_filter: bool = Field(
-        False,
+    prior_frc_filter: bool | None = Field(
+        None,
         description="prior_scope 'scan': filter the physics prior's amplitude by the Fourier "
         "ring correlation of two estimates from random halves of the scan (physics."
         "prior_frc): fine amplitude that the halves do not agree on (unconverged) is smoothed, "
-        "textured amplitude is kept. About twice the prior's work. Bundles without it: off.",
+        "textured amplitude is kept; the whole scan's estimate continues from the halves' "
+        "(about 1.5x the plain prior's work). None: on with a scan prior (prior_scope 'scan' "
+        "and prior_iterations > 0), else off. Bundles without it: off.",
     )
     prior_residual: bool = Field(
         True,
@@ -139,15 +149,16 @@ class ModelConfig(_Section):
         "estimated from jointly, itself and its nearest scan neighbours (1: the pattern alone).",
     )
 
-    subpixel: Literal["bilinear", "probe_shift"] = Field(
-        "bilinear",
+    subpixel: Literal["bilinear", "probe_shift"] | None = Field(
+        None,
         description="What a network patch of a pattern at a fractional position means. "
         "'bilinear': the object at the exact position (training's group consistency and "
         "inference's stitching interpolate bilinearly). 'probe_shift': the object's whole-pixel "
         "window nearest the position; training's physics shifts the probe by the remainder "
         "(as the simulator, the scan prior and the refinement do), so nothing is interpolated. "
-        "Saved in the bundle; bundles without it are 'bilinear'. PyTorch backend; with a "
-        "physics prior it needs prior_scope 'scan'.",
+        "With a physics prior it needs prior_scope 'scan'. None: 'probe_shift' with a scan "
+        "prior (prior_scope 'scan' and prior_iterations > 0), else 'bilinear'. Saved in the "
+        "bundle; bundles without it are 'bilinear'. Both backends.",
     )
 
     @model_validator(mode="after")
@@ -184,7 +195,9 @@ class ModelConfig(_Section):
     @classmethod
     def _default_prior(cls, data: object) -> object:
         """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
-        and ``prior_amplitude_step=None`` to the scope's."""
+        ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
+        ``prior_frc_filter=None`` to 'probe_shift' / on with a scan prior (scope 'scan'
+        and passes > 0), else 'bilinear' / off."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
@@ -192,6 +205,13 @@ class ModelConfig(_Section):
         if isinstance(data, dict) and data.get("prior_amplitude_step") is None:
             step = DEFAULT_PRIOR_AMPLITUDE_STEP.get(data.get("prior_scope", "scan"), 1.0)
             data = {**data, "prior_amplitude_step": step}
+        if isinstance(data, dict):
+            scan_prior = data.get("prior_scope", "scan") == "scan" and bool(
+                _as_int(data.get("prior_iterations")))
+            if data.get("subpixel") is None:
+                data = {**data, "subpixel": "probe_shift" if scan_prior else "bilinear"}
+            if data.get("prior_frc_filter") is None:
+                data = {**data, "prior_frc_filter": scan_prior}
         return data
 
     @field_validator("N")

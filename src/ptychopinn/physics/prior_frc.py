@@ -14,13 +14,20 @@ scan's amplitude is filtered with that weight per ring: textured objects,
 whose halves agree up to the sampling limit, keep their fine amplitude; where
 the halves disagree the amplitude is smoothed. The phase is left as estimated.
 
-Prior alone after the default 4 passes (amplitude SSIM, true probe, canvas
-read directly; `benchmarks/bench_prior_frc.py`, recorded in docs/benchmarks.md):
-default simulation seed 5 (smooth amplitude, strong phase) 0.755 -> 0.883,
-real-probe Fermat scan 0.713 -> 0.750, seeds 0 / 3 (textured) -0.002, seed
-11 +0.001. Cost: the two halves add the work of one more estimate. A network
-keeps the gain only with ``model.subpixel='probe_shift'`` (the bilinear
-physics makes it sharpen its output again).
+The halves come first; the whole scan's estimate then continues from their
+illumination-weighted mean for half as many passes, so the filter costs 1.5x
+the plain estimate instead of 2x, and scores as well (exploration on seeds 0 /
+3 / 5 / 11 and the real probe: amplitude SSIM +0.001 to +0.005 over the
+whole estimate from the flat start). The halves are drawn from the patterns in
+raster order, so the result does not depend on the order the scan lists them.
+
+On by default with the scan prior (``model.prior_frc_filter``), together with
+``model.subpixel='probe_shift'``: a network keeps the gain only with that model
+of fractional positions (the bilinear physics makes it sharpen its output
+again). The prior alone is scored by `benchmarks/bench_prior_frc.py`
+(docs/benchmarks.md): after the default 4 passes the default simulation's
+seed 5 (smooth amplitude, strong phase) goes from 0.755 to about 0.89, the
+real-probe Fermat scan from 0.713 to 0.75, textured seeds stay within 0.01.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
-from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
 
 FRC_RINGS = 24
 """Rings from zero frequency to the Nyquist frequency (the corners beyond it are one more)."""
@@ -83,6 +90,11 @@ def full_data_weight(frc_halves: np.ndarray) -> np.ndarray:
     return 2.0 * f / (1.0 + f)
 
 
+def whole_pass_count(iterations: int) -> int:
+    """Passes of the whole scan after its halves' ``iterations`` (`frc_filtered_estimate`)."""
+    return max(1, (int(iterations) + 1) // 2)
+
+
 def frc_filtered_estimate(
     amplitudes: Tensor,
     positions_px: Tensor | np.ndarray,
@@ -92,29 +104,61 @@ def frc_filtered_estimate(
     split_seed: int = 0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
-    """`scan_error_reduction` of the whole scan with its amplitude filtered by the FRC of
-    two half-scan estimates (module docstring); ``kw`` go to every estimate.
+    """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
+    estimates (module docstring); ``kw`` go to every `scan_error_reduction`.
+
+    The halves come first (``iterations`` passes each, on the whole scan's canvas); the
+    whole scan then starts from their illumination-weighted mean and runs
+    `whole_pass_count` passes (half as many). That costs three quarters of estimating
+    the whole from the flat start besides its halves, and scores as well or better
+    (seeds 0 / 3 / 5 / 11 and the real probe at 4 passes: amp SSIM +0.001 to +0.005,
+    exploration recorded in docs/benchmarks.md).
 
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
+    if kw.get("frame") is not None or kw.get("start") is not None:
+        raise ValueError("frc_filtered_estimate chooses the frame and start itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
-    full = scan_error_reduction(amplitudes, pos, probe, iterations, **kw)
     if iterations == 0 or len(pos) < 2:
-        return full, np.ones(FRC_RINGS + 1)
-    frame = (full.origin_px, tuple(full.canvas.shape))
-    halves, lit = [], []
-    for rows in half_split(len(pos), split_seed):
-        est = scan_error_reduction(amplitudes[torch.from_numpy(rows)], pos[rows], probe,
+        return scan_error_reduction(amplitudes, pos, probe, iterations, **kw), np.ones(FRC_RINGS + 1)
+    origin, shape = canvas_frame(pos, int(probe.shape[-1]), bool(kw.get("integer_grid", False)))
+    frame = (origin, tuple(int(v) for v in shape))
+    # halves drawn from the patterns in raster order, so the estimate does not depend on
+    # the order the scan lists them in (as `scan_error_reduction`'s)
+    raster = np.lexsort((pos[:, 1], pos[:, 0]))
+    halves = [scan_error_reduction(amplitudes[torch.from_numpy(rows)], pos[rows], probe,
                                    iterations, frame=frame, **kw)
-        halves.append(est.canvas.abs().cpu().numpy().astype(np.float64))
-        ill = est.illumination.cpu().numpy().astype(np.float64)
+              for rows in (np.sort(raster[h]) for h in half_split(len(pos), split_seed))]
+    w0, w1 = (h.illumination for h in halves)
+    both = w0 + w1
+    start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)
+                        / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
+    full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
+                                frame=frame, start=start, **kw)
+    return filter_amplitude(full, halves)
+
+
+def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate]
+                     ) -> tuple[ScanEstimate, np.ndarray]:
+    """``full``'s amplitude filtered by ``2F/(1+F)`` per ring of the FRC ``F`` of the two
+    ``halves``' amplitudes where both light the object (all three on one canvas);
+    the phase is ``full``'s. Returns ``(estimate, frc_of_the_halves)``; too little
+    overlap to read an FRC (< 16 pixels) keeps ``full`` with an FRC of ones."""
+    shape = tuple(full.canvas.shape)
+    if any(tuple(h.canvas.shape) != shape for h in halves) or len(halves) != 2:
+        raise ValueError(f"filter_amplitude needs two halves on the {shape} canvas; found "
+                         f"{[tuple(h.canvas.shape) for h in halves]}")
+    amps = [h.canvas.abs().cpu().numpy().astype(np.float64) for h in halves]
+    lit = []
+    for h in halves:
+        ill = h.illumination.cpu().numpy().astype(np.float64)
         lit.append(ill / max(float(ill.max()), 1e-30))
     region = (np.minimum(*lit) >= LIT_FRACTION).astype(np.float64)
-    if region.sum() < 16:  # too little overlap to read an FRC: keep the estimate
+    if region.sum() < 16:
         return full, np.ones(FRC_RINGS + 1)
     window = gaussian_filter(region, TAPER_PX)
-    frc = ring_frc(halves[0], halves[1], window)
-    weight = full_data_weight(frc)[ring_index(frame[1])]
+    frc = ring_frc(amps[0], amps[1], window)
+    weight = full_data_weight(frc)[ring_index(shape)]
     canvas = full.canvas.cpu()
     amp = canvas.abs().numpy().astype(np.float64)
     mean = float((amp * window).sum() / window.sum())

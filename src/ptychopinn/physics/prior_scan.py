@@ -163,6 +163,7 @@ def scan_error_reduction(
     integer_grid: bool = False,
     amplitude_step: float = 1.0,
     frame: tuple[np.ndarray, tuple[int, int]] | None = None,
+    start: Tensor | None = None,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -198,6 +199,9 @@ def scan_error_reduction(
         ``(origin_px, (H, W))`` of the canvas to use instead of `canvas_frame`'s
         (e.g. the frame of a whole scan for an estimate from part of it, so the
         two share their pixels); every window must lie inside it.
+    start
+        ``(H, W)`` complex canvas to start the passes from instead of the flat
+        start (needs ``frame``, whose shape it must have).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -219,6 +223,11 @@ def scan_error_reduction(
         p = p.unsqueeze(0)
     if p.shape[-2:] != (n, n):
         raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    start_canvas = start
+    if start_canvas is not None and (frame is None or tuple(start_canvas.shape)
+                                     != (int(frame[1][0]), int(frame[1][1]))):
+        raise ValueError("start needs a frame of its shape; found start "
+                         f"{tuple(start_canvas.shape)} and frame {None if frame is None else frame[1]}")
     if frame is not None:
         origin = np.asarray(frame[0], dtype=np.float64).reshape(2)
         shape = (int(frame[1][0]), int(frame[1][1]))
@@ -261,8 +270,12 @@ def scan_error_reduction(
         accumulate_patches(bright, w * t[:, None, None], local[rows])
     lit = weight > 1e-3 * float(weight.max().clamp_min(1e-30))
     mean_t = float(bright.sum() / weight.sum().clamp_min(1e-30)) if n_pat else 1.0
-    start = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
-    obj = start.to(torch.complex64).contiguous()
+    flat_start = torch.where(lit, bright / weight.clamp_min(1e-30),
+                             torch.full_like(bright, mean_t))
+    if start_canvas is not None:
+        obj = start_canvas.detach().to(dev, torch.complex64).clone().contiguous()
+    else:
+        obj = flat_start.to(torch.complex64).contiguous()
     if iterations == 0 or n_pat == 0:
         return ScanEstimate(obj, origin, weight)
 
