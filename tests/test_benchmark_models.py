@@ -31,7 +31,8 @@ def test_every_command_parses_with_the_cli(tmp_path):
         args = parser.parse_args(cmd)
         assert args.command == cmd[0]
     recipe = parser.parse_args(cmds[3 + list(train_models.MODELS).index("recipe_seed5")])
-    assert recipe.set == ["model.subpixel=probe_shift", "model.prior_iterations=16"]
+    assert recipe.set == ["model.subpixel=probe_shift", "model.prior_iterations=16",
+                          "model.prior_frc_filter=false"]
     assert recipe.data.endswith("seed5.npz")
 
 
