@@ -65,21 +65,52 @@ def ring_index(shape: tuple[int, int], n_rings: int = FRC_RINGS) -> np.ndarray:
     return np.minimum((k / 0.5 * n_rings).astype(np.int64), n_rings)
 
 
+def half_ring_index(shape: tuple[int, int], n_rings: int = FRC_RINGS
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """`ring_index` of the ``rfft2`` half spectrum of an ``(H, W)`` image and how many
+    frequencies of the whole spectrum each half-spectrum column stands for (2, or 1
+    for the zero and, with an even W, the Nyquist column): sums over the half
+    spectrum weighted by it are the whole spectrum's sums of a real image's terms."""
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.rfftfreq(shape[1])[None, :]
+    k = np.sqrt(ky**2 + kx**2)
+    rings = np.minimum((k / 0.5 * n_rings).astype(np.int64), n_rings)
+    mult = np.full(kx.shape[1], 2.0)
+    mult[0] = 1.0
+    if shape[1] % 2 == 0:
+        mult[-1] = 1.0
+    return rings, np.broadcast_to(mult, rings.shape)
+
+
 def ring_frc(a: np.ndarray, b: np.ndarray, window: np.ndarray,
              n_rings: int = FRC_RINGS) -> np.ndarray:
     """FRC per ring (``n_rings + 1`` values, see `ring_index`) of two real images inside
-    ``window`` (weights in [0, 1]; each image's weighted mean is removed first)."""
+    ``window`` (weights in [0, 1]; each image's weighted mean is removed first).
+
+    Single-precision half spectra (a whole scan's canvas can be large), sums in
+    double precision."""
     if a.shape != b.shape or a.shape != window.shape:
         raise ValueError(f"ring_frc: shapes differ: {a.shape}, {b.shape}, {window.shape}")
-    wsum = float(window.sum())
+    wsum = float(window.sum(dtype=np.float64))
     if wsum <= 0:
         raise ValueError("ring_frc: the window is empty")
-    fa = np.fft.fft2((a - (a * window).sum() / wsum) * window)
-    fb = np.fft.fft2((b - (b * window).sum() / wsum) * window)
-    rings = ring_index(a.shape, n_rings).ravel()
-    num = np.bincount(rings, (fa * fb.conj()).real.ravel(), n_rings + 1)
-    pa = np.bincount(rings, (fa.real**2 + fa.imag**2).ravel(), n_rings + 1)
-    pb = np.bincount(rings, (fb.real**2 + fb.imag**2).ravel(), n_rings + 1)
+    win = np.asarray(window, dtype=np.float32)
+
+    def spectrum(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        mean = float((x * win).sum(dtype=np.float64)) / wsum
+        return np.fft.rfft2((x - np.float32(mean)) * win)
+
+    fa, fb = spectrum(a), spectrum(b)
+    rings, mult = half_ring_index(a.shape, n_rings)
+    rings = rings.ravel()
+
+    def ring_sum(x: np.ndarray) -> np.ndarray:
+        return np.bincount(rings, (x * mult).ravel(), n_rings + 1)
+
+    num = ring_sum((fa * fb.conj()).real)
+    pa = ring_sum(fa.real**2 + fa.imag**2)
+    pb = ring_sum(fb.real**2 + fb.imag**2)
     return num / np.sqrt(np.maximum(pa * pb, 1e-300))
 
 
@@ -148,21 +179,23 @@ def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate]
     if any(tuple(h.canvas.shape) != shape for h in halves) or len(halves) != 2:
         raise ValueError(f"filter_amplitude needs two halves on the {shape} canvas; found "
                          f"{[tuple(h.canvas.shape) for h in halves]}")
-    amps = [h.canvas.abs().cpu().numpy().astype(np.float64) for h in halves]
-    lit = []
+    # single precision throughout (a whole scan's canvas can be large)
+    region = None
     for h in halves:
-        ill = h.illumination.cpu().numpy().astype(np.float64)
-        lit.append(ill / max(float(ill.max()), 1e-30))
-    region = (np.minimum(*lit) >= LIT_FRACTION).astype(np.float64)
+        ill = h.illumination.cpu().numpy()
+        lit = ill >= LIT_FRACTION * max(float(ill.max()), 1e-30)
+        region = lit if region is None else region & lit
     if region.sum() < 16:
         return full, np.ones(FRC_RINGS + 1)
-    window = gaussian_filter(region, TAPER_PX)
-    frc = ring_frc(amps[0], amps[1], window)
-    weight = full_data_weight(frc)[ring_index(shape)]
+    window = gaussian_filter(region.astype(np.float32), TAPER_PX)
+    frc = ring_frc(halves[0].canvas.abs().cpu().numpy(), halves[1].canvas.abs().cpu().numpy(),
+                   window)
+    rings, _ = half_ring_index(shape)
+    weight = full_data_weight(frc).astype(np.float32)[rings]
     canvas = full.canvas.cpu()
-    amp = canvas.abs().numpy().astype(np.float64)
-    mean = float((amp * window).sum() / window.sum())
-    filtered = np.real(np.fft.ifft2(np.fft.fft2(amp - mean) * weight)) + mean
-    filtered = torch.from_numpy(np.maximum(filtered, 0.0).astype(np.float32))
+    amp = canvas.abs().numpy()
+    mean = np.float32((amp * window).sum(dtype=np.float64) / window.sum(dtype=np.float64))
+    filtered = np.fft.irfft2(np.fft.rfft2(amp - mean) * weight, s=shape) + mean
+    filtered = torch.from_numpy(np.maximum(filtered, 0.0).astype(np.float32, copy=False))
     out = torch.polar(filtered, torch.angle(canvas)).to(full.canvas.device)
     return ScanEstimate(out.to(torch.complex64), full.origin_px, full.illumination), frc
