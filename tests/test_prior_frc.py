@@ -121,6 +121,16 @@ def test_a_given_frame_reproduces_the_own_frame_and_refuses_a_small_one():
     assert torch.equal(flat, scan_error_reduction(*args[:3], 0).canvas)  # the start is not written
     with pytest.raises(ValueError, match="start needs a frame"):
         scan_error_reduction(*args, start=flat)
+    # a subset is the same estimate as the subset's patterns given alone (not copied whole)
+    rows = np.sort(np.random.default_rng(0).permutation(scan.n_patterns)[:20])
+    alone = scan_error_reduction(args[0][torch.from_numpy(rows)], scan.positions_px[rows],
+                                 *args[2:], amplitude_step=0.5, frame=frame)
+    sub = scan_error_reduction(*args, amplitude_step=0.5, frame=frame, subset=rows)
+    assert torch.equal(alone.canvas, sub.canvas)
+    assert torch.equal(alone.illumination, sub.illumination)
+    for bad in (np.array([0, scan.n_patterns]), np.array([[0, 1]]), np.array([0.5])):
+        with pytest.raises(ValueError, match="subset must be 1-D indices"):
+            scan_error_reduction(*args, subset=bad)
     with pytest.raises(ValueError, match="start needs a frame"):
         scan_error_reduction(*args, frame=frame, start=flat[1:])
 

@@ -147,8 +147,8 @@ def frc_filtered_estimate(
 
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
-    if kw.get("frame") is not None or kw.get("start") is not None:
-        raise ValueError("frc_filtered_estimate chooses the frame and start itself")
+    if any(kw.get(k) is not None for k in ("frame", "start", "subset")):
+        raise ValueError("frc_filtered_estimate chooses the frame, start and subsets itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
     if iterations == 0 or len(pos) < 2:
         return scan_error_reduction(amplitudes, pos, probe, iterations, **kw), np.ones(FRC_RINGS + 1)
@@ -157,8 +157,8 @@ def frc_filtered_estimate(
     # halves drawn from the patterns in raster order, so the estimate does not depend on
     # the order the scan lists them in (as `scan_error_reduction`'s)
     raster = np.lexsort((pos[:, 1], pos[:, 0]))
-    halves = [scan_error_reduction(amplitudes[torch.from_numpy(rows)], pos[rows], probe,
-                                   iterations, frame=frame, **kw)
+    halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
+                                   subset=rows, **kw)
               for rows in (np.sort(raster[h]) for h in half_split(len(pos), split_seed))]
     w0, w1 = (h.illumination for h in halves)
     both = w0 + w1

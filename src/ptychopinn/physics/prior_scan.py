@@ -164,6 +164,7 @@ def scan_error_reduction(
     amplitude_step: float = 1.0,
     frame: tuple[np.ndarray, tuple[int, int]] | None = None,
     start: Tensor | None = None,
+    subset: np.ndarray | None = None,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -202,6 +203,10 @@ def scan_error_reduction(
     start
         ``(H, W)`` complex canvas to start the passes from instead of the flat
         start (needs ``frame``, whose shape it must have).
+    subset
+        Indices of the patterns (of ``amplitudes`` and ``positions_px``) to use, as
+        if only they were given, in this order; their amplitudes are gathered a
+        batch at a time, not copied whole (e.g. half of a large scan).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -217,6 +222,15 @@ def scan_error_reduction(
     n_pat, n, _ = amplitudes.shape
     if pos.shape != (n_pat, 2) or not np.all(np.isfinite(pos)):
         raise ValueError(f"positions_px must be ({n_pat}, 2) and finite; found {pos.shape}")
+    sel = None
+    if subset is not None:
+        sub = np.asarray(subset)
+        if sub.ndim != 1 or (sub.size and (not np.issubdtype(sub.dtype, np.integer)
+                                           or sub.min() < 0 or sub.max() >= n_pat)):
+            raise ValueError(f"subset must be 1-D indices into the {n_pat} patterns; found "
+                             f"{sub.dtype} of shape {sub.shape}")
+        sel = torch.from_numpy(sub.astype(np.int64))
+        pos, n_pat = pos[sub], int(sub.size)
     dev = torch.device(device) if device is not None else probe.device
     p = probe.detach().to(dev, torch.complex64)
     if p.ndim == 2:
@@ -251,6 +265,7 @@ def scan_error_reduction(
     amps_cpu = amplitudes.detach()
 
     def batch_amps(rows: Tensor) -> Tensor:
+        rows = rows.cpu() if sel is None else sel[rows.cpu()]
         return amps_cpu[rows.to(amps_cpu.device)].to(dev, torch.float32)
 
     # flat start: the probe-weighted local Parseval brightness
