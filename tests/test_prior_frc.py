@@ -116,6 +116,7 @@ def test_a_given_frame_reproduces_the_own_frame_and_refuses_a_small_one():
     flat = scan_error_reduction(*args[:3], 0, amplitude_step=0.5).canvas
     started = scan_error_reduction(*args, amplitude_step=0.5, frame=frame, start=flat)
     assert torch.equal(started.canvas, own.canvas)
+    assert torch.equal(started.illumination, own.illumination)  # read without the flat start
     other = scan_error_reduction(*args, amplitude_step=0.5, frame=frame, start=own.canvas)
     assert not torch.equal(other.canvas, own.canvas)
     assert torch.equal(flat, scan_error_reduction(*args[:3], 0).canvas)  # the start is not written

@@ -59,9 +59,11 @@ def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def ring_index(shape: tuple[int, int], n_rings: int = FRC_RINGS) -> np.ndarray:
     """Ring of every FFT-ordered frequency of an ``(H, W)`` image: 0 .. n_rings - 1 up to
     the Nyquist frequency, ``n_rings`` beyond it (the corners)."""
-    ky = np.fft.fftfreq(shape[0])[:, None]
-    kx = np.fft.fftfreq(shape[1])[None, :]
-    k = np.sqrt(ky**2 + kx**2)
+    return _rings(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), n_rings)
+
+
+def _rings(fy: np.ndarray, fx: np.ndarray, n_rings: int) -> np.ndarray:
+    k = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
     return np.minimum((k / 0.5 * n_rings).astype(np.int64), n_rings)
 
 
@@ -71,11 +73,8 @@ def half_ring_index(shape: tuple[int, int], n_rings: int = FRC_RINGS
     frequencies of the whole spectrum each half-spectrum column stands for (2, or 1
     for the zero and, with an even W, the Nyquist column): sums over the half
     spectrum weighted by it are the whole spectrum's sums of a real image's terms."""
-    ky = np.fft.fftfreq(shape[0])[:, None]
-    kx = np.fft.rfftfreq(shape[1])[None, :]
-    k = np.sqrt(ky**2 + kx**2)
-    rings = np.minimum((k / 0.5 * n_rings).astype(np.int64), n_rings)
-    mult = np.full(kx.shape[1], 2.0)
+    rings = _rings(np.fft.fftfreq(shape[0]), np.fft.rfftfreq(shape[1]), n_rings)
+    mult = np.full(rings.shape[1], 2.0)
     mult[0] = 1.0
     if shape[1] % 2 == 0:
         mult[-1] = 1.0

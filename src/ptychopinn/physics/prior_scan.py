@@ -268,29 +268,31 @@ def scan_error_reduction(
         rows = rows.cpu() if sel is None else sel[rows.cpu()]
         return amps_cpu[rows.to(amps_cpu.device)].to(dev, torch.float32)
 
-    # flat start: the probe-weighted local Parseval brightness
-    bright = torch.zeros(shape, device=dev)
+    # the illumination; and the flat start (the probe-weighted local Parseval
+    # brightness) unless a start is given
     weight = torch.zeros(shape, device=dev)
+    bright = torch.zeros(shape, device=dev) if start_canvas is None else None
     power = float(ill.sum())
     for s in range(0, n_pat, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
+        w = ill.expand(rows.numel(), n, n).contiguous()
+        accumulate_patches(weight, w, local[rows])
+        if bright is None:
+            continue
         a = batch_amps(rows)
         if good is not None:
             num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))
         else:
             num = a.square().sum((-2, -1))
         t = (num / max(power, 1e-30)).sqrt()  # (B,)
-        w = ill.expand(rows.numel(), n, n).contiguous()
-        accumulate_patches(weight, w, local[rows])
         accumulate_patches(bright, w * t[:, None, None], local[rows])
-    lit = weight > 1e-3 * float(weight.max().clamp_min(1e-30))
-    mean_t = float(bright.sum() / weight.sum().clamp_min(1e-30)) if n_pat else 1.0
-    flat_start = torch.where(lit, bright / weight.clamp_min(1e-30),
-                             torch.full_like(bright, mean_t))
-    if start_canvas is not None:
+    if bright is None:
         obj = start_canvas.detach().to(dev, torch.complex64).clone().contiguous()
     else:
-        obj = flat_start.to(torch.complex64).contiguous()
+        lit = weight > 1e-3 * float(weight.max().clamp_min(1e-30))
+        mean_t = float(bright.sum() / weight.sum().clamp_min(1e-30)) if n_pat else 1.0
+        flat = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
+        obj = flat.to(torch.complex64).contiguous()
     if iterations == 0 or n_pat == 0:
         return ScanEstimate(obj, origin, weight)
 
