@@ -60,3 +60,47 @@ def test_more_prior_passes_at_inference_give_a_better_object(tmp_path, small_sca
     assert more > as_trained + 0.02, (as_trained, more)
     with pytest.raises(ValueError):
         InferenceConfig(prior_iterations=0)
+
+
+def test_prior_frc_filter_override_at_inference(tmp_path, small_scan):
+    """`InferenceConfig.prior_frc_filter` overrides the model's filter: a model trained
+    with it and inferred without gives what the same weights saved without the filter
+    give, and the other way round; on / off differ; a neighbourhood-prior model is
+    refused by name; the CLI flag maps to it."""
+    import pytest
+
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.errors import ConfigError
+
+    probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    objects = {}
+    for frc in (True, False):
+        cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 2,
+                                    "prior_frc_filter": frc})
+        torch.manual_seed(0)
+        save_pinn(tmp_path / f"m{frc}", PtychoPINN(cfg.model, probe), cfg)
+        for override in (None, True, False):
+            icfg = InferenceConfig(prior_frc_filter=override, execution={"num_threads": 1})
+            objects[frc, override] = api.reconstruct(tmp_path / f"m{frc}", small_scan,
+                                                     icfg).object
+    np.testing.assert_allclose(objects[True, False], objects[False, None], atol=1e-6)
+    np.testing.assert_allclose(objects[False, True], objects[True, None], atol=1e-6)
+    np.testing.assert_allclose(objects[True, True], objects[True, None], atol=0)
+    assert np.abs(objects[True, None] - objects[False, None]).max() > 1e-3
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25,
+                                "prior_scope": "neighbourhood", "prior_iterations": 2})
+    save_pinn(tmp_path / "nb", PtychoPINN(cfg.model, probe), cfg)
+    with pytest.raises(ConfigError, match="prior_frc_filter.*prior_scope 'neighbourhood'"):
+        api.reconstruct(tmp_path / "nb", small_scan, InferenceConfig(prior_frc_filter=True))
+
+    def flag(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_frc_filter
+
+    assert flag() is None
+    assert flag("--prior-frc-filter", "off") is False
+    assert flag("--prior-frc-filter", "on") is True
+    with pytest.raises(SystemExit):
+        flag("--prior-frc-filter", "maybe")

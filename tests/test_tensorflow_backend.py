@@ -236,9 +236,10 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
     torch.manual_seed(2)
     save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
-    weights = {}
-    for flat_above in (0.01, 1.0):  # both backends follow the stitching weight option
-        icfg = InferenceConfig(figures=False, stitch_flat_above=flat_above)
+    weights, objects = {}, {}
+    # both backends follow the stitching weight option and the prior's FRC filter override
+    for flat_above, frc in ((0.01, None), (1.0, None), (0.01, False)):
+        icfg = InferenceConfig(figures=False, stitch_flat_above=flat_above, prior_frc_filter=frc)
         recs = {}
         for name in ("pytorch", "tensorflow"):
             backend = get_backend(name)
@@ -248,7 +249,9 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
         rel = _rel(recs["pytorch"].object, recs["tensorflow"].object)
         assert rel < 1e-4, rel
         weights[flat_above] = recs["pytorch"].weight
+        objects[flat_above, frc] = recs["tensorflow"].object
     assert not np.allclose(weights[0.01], weights[1.0])
+    assert _rel(objects[0.01, None], objects[0.01, False]) > 1e-3
 
 
 def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> None:

@@ -226,6 +226,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "refine_epochs": args.refine_epochs,
         "position_refine_epochs": args.position_refine_epochs,
         "prior_iterations": args.prior_iterations,
+        "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
         "position_keep_linear": True if args.position_keep_linear else None,

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-iterations", type=int,
                    help="Physics prior passes (default: as the model was trained; more is "
                         "slower and better, e.g. 16).")
+    p.add_argument("--prior-frc-filter", choices=("on", "off"),
+                   help="The physics prior's half-scan FRC filter of its amplitude (default: as "
+                        "the model was trained; needs the scan prior).")
     p.add_argument("--position-refine-epochs", type=int,
                    help="Correct the scan positions by K epochs of physics refinement before "
                         "the network (measured scans with position errors; K >= 3).")

@@ -445,6 +445,15 @@ class InferenceConfig(_Section):
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
+    prior_frc_filter: bool | None = Field(
+        None,
+        description="The physics prior's half-scan FRC filter of its amplitude at inference "
+        "(None: as the model was trained, model.prior_frc_filter). Off gives the network its "
+        "prior unfiltered: on the measured Siemens star, at corrected positions, that "
+        "resolved the spokes 1 px further in and fitted the counts better "
+        "(docs/benchmarks.md); true needs a model with the scan prior; ignored for models "
+        "without a prior.",
+    )
     position_refine_epochs: int = Field(
         0,
         ge=0,

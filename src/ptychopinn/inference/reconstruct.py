@@ -84,6 +84,17 @@ def _device(cfg: InferenceConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
+    """Reject inference prior options the model cannot take (`ConfigError`): the FRC
+    filter needs the scan prior (both backends)."""
+    from ptychopinn.errors import ConfigError
+
+    if cfg.prior_frc_filter and mcfg.prior_iterations and mcfg.prior_scope != "scan":
+        raise ConfigError(
+            f"prior_frc_filter=true needs a model with the scan prior; {model_path} has "
+            f"model.prior_scope {mcfg.prior_scope!r}.")
+
+
 def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) -> Reconstruction:
     """Predict every group's patches and stitch them into the object.
 
@@ -108,6 +119,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             f"{scan.source}: patterns are {scan.patch_size}x{scan.patch_size} but the model "
             f"{loaded.path} was trained for N={mcfg.N}."
         )
+    check_prior_options(mcfg, cfg, loaded.path)
     t0 = time.perf_counter()
     device = _device(cfg)
     model = model.to(device).eval()
@@ -139,7 +151,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         valid = torch.from_numpy(~framed.bad_pixel_mask)
     with torch.inference_mode():
         prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid,
-                                    iterations=cfg.prior_iterations)
+                                    iterations=cfg.prior_iterations,
+                                    frc_filter=cfg.prior_frc_filter)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ptychopinn.data.scan import Scan
 from ptychopinn.inference.reconstruct import (
     Reconstruction,
     canvas_for,
+    check_prior_options,
     inference_groups,
 )
 from ptychopinn.tf import tf
@@ -87,6 +88,7 @@ def reconstruct_tensorflow(
             f"{scan.source}: patterns are {scan.patch_size}x{scan.patch_size} but the model "
             f"{loaded.path} was trained for N={mcfg.N}."
         )
+    check_prior_options(mcfg, cfg, loaded.path)
     t0 = time.perf_counter()
     framed, offset, shape = canvas_for(scan)
     groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
@@ -96,7 +98,8 @@ def reconstruct_tensorflow(
     scale = input_scale_of(amps)
     t_prior = time.perf_counter()
     valid = None if framed.bad_pixel_mask is None else ~framed.bad_pixel_mask
-    prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations)
+    prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations,
+                             frc_filter=cfg.prior_frc_filter)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size

@@ -160,11 +160,12 @@ class TFPtychoPINN(tf.Module):
         return tf.concat([tf.math.real(prior), tf.math.imag(prior)], axis=1)
 
     def scan_prior(self, amplitudes: np.ndarray, positions_px: np.ndarray,
-                   valid: np.ndarray | None = None, iterations: int | None = None):
+                   valid: np.ndarray | None = None, iterations: int | None = None,
+                   frc_filter: bool | None = None):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
-        as in `ScanPrior.for_model`; ``iterations`` overrides the model's passes); None
-        without prior."""
+        as in `ScanPrior.for_model`; ``iterations`` and ``frc_filter`` override the
+        model's passes and FRC filter); None without prior."""
         import torch
 
         from ptychopinn.models.scan_prior import ScanPrior
@@ -174,7 +175,7 @@ class TFPtychoPINN(tf.Module):
             torch.from_numpy(self.physics_probe.numpy()),
             prior_amplitude_scale=float(self.prior_amplitude_scale.numpy()),
             train_input_scale=float(self.train_input_scale.numpy()), iterations=iterations,
-            valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
+            frc_filter=frc_filter, valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
                           prior=None):
