@@ -16,6 +16,9 @@ name                 scan and command                                           
                      train defaults
 ``pretrained_rp``    ``ptychopinn pretrain --scan`` that real-probe scan,         bench_pretrained_scans,
                      10 minutes                                                  bench_sparse_rule
+``seed7``, ``seed23``  ``--seed 7`` / ``--seed 23``, train defaults: scans no         bench_side_by_side --seed 7 / 23,
+                     default was tuned on (a check of the CPU target on new      bench_prior --seeds 7 23
+                     scans; not in the default set)
 ``recipe_*``         seed 5 / seed 11 / real probe with ``--set                   the "[recipe: ...]" tables
                      model.subpixel=probe_shift --set model.prior_iterations=16
                      --set model.prior_frc_filter=false``
@@ -62,6 +65,8 @@ SCANS: dict[str, list[str]] = {
     "seed5": ["--seed", "5"],
     "realprobe": ["--probe", "file", "--probe-file", str(REAL_PROBE), "--pattern", "fermat",
                   "--n-positions", "600", "--photons", "1e5", "--seed", "21"],
+    "seed7": ["--seed", "7"],
+    "seed23": ["--seed", "23"],
 }
 
 #: model name -> (scan name, command: "train" or "pretrain", extra arguments)
@@ -70,6 +75,8 @@ MODELS: dict[str, tuple[str, str, list[str]]] = {
     "seed5": ("seed5", "train", []),
     "realprobe": ("realprobe", "train", []),
     "pretrained_rp": ("realprobe", "pretrain", ["--max-minutes", "10"]),
+    "seed7": ("seed7", "train", []),
+    "seed23": ("seed23", "train", []),
     "recipe_seed11": ("seed11", "train", RECIPE),
     "recipe_seed5": ("seed5", "train", RECIPE),
     "recipe_realprobe": ("realprobe", "train", RECIPE),

@@ -24,13 +24,14 @@ from ptychopinn.cli.main import build_parser  # noqa: E402
 def test_every_command_parses_with_the_cli(tmp_path):
     parser = build_parser()
     cmds = train_models.commands(tmp_path, list(train_models.MODELS))
-    # three scans simulated once each, then one command per model
-    assert [c[0] for c in cmds[:3]] == ["simulate"] * 3
-    assert len(cmds) == 3 + len(train_models.MODELS)
+    # every scan simulated once, then one command per model
+    n_scans = len(train_models.SCANS)
+    assert [c[0] for c in cmds[:n_scans]] == ["simulate"] * n_scans
+    assert len(cmds) == n_scans + len(train_models.MODELS)
     for cmd in cmds:
         args = parser.parse_args(cmd)
         assert args.command == cmd[0]
-    recipe = parser.parse_args(cmds[3 + list(train_models.MODELS).index("recipe_seed5")])
+    recipe = parser.parse_args(cmds[n_scans + list(train_models.MODELS).index("recipe_seed5")])
     assert recipe.set == ["model.subpixel=probe_shift", "model.prior_iterations=16",
                           "model.prior_frc_filter=false"]
     assert recipe.data.endswith("seed5.npz")
@@ -55,8 +56,8 @@ def test_max_minutes_overrides_every_budget(tmp_path):
 
 
 def test_unknown_model_is_named():
-    with pytest.raises(ValueError, match="seed7"):
-        train_models.commands(Path("x"), ["seed7"])
+    with pytest.raises(ValueError, match="seed99"):
+        train_models.commands(Path("x"), ["seed99"])
 
 
 @pytest.mark.parametrize("name", ["seed5"])
@@ -71,5 +72,21 @@ def test_simulated_scan_is_the_benchmarks_scan(tmp_path, name):
     assert main(cmd) == 0
     ours = load_npz(cmd[1])
     theirs = simulate_case("seed5")
+    np.testing.assert_array_equal(ours.diffraction, theirs.diffraction)
+    np.testing.assert_allclose(ours.positions_px, theirs.positions_px)
+
+
+def test_unseen_seed_scan_is_the_side_by_side_scan(tmp_path):
+    """The seed-7 scan of train_models is bench_side_by_side's 'textured' case with
+    ``--seed 7`` (the same simulation), so its model is trained on the scan compared."""
+    from bench_ptychi import simulate_case
+
+    from ptychopinn.cli.main import main
+    from ptychopinn.data import load_npz
+
+    cmd = train_models.commands(tmp_path, ["seed7"])[0]
+    assert main(cmd) == 0
+    ours = load_npz(cmd[1])
+    theirs, _ = simulate_case("textured", tmp_path / "bench", seed=7)
     np.testing.assert_array_equal(ours.diffraction, theirs.diffraction)
     np.testing.assert_allclose(ours.positions_px, theirs.positions_px)
