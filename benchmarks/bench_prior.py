@@ -34,23 +34,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ptychi import score  # noqa: E402
 
 
-class _PriorOnly(torch.nn.Module):
-    """Stands in for a `PtychoPINN` at inference: the patches are the physics prior."""
+class ModelVariant(torch.nn.Module):
+    """Stands in for a `PtychoPINN` at inference: with ``prior_only`` its patches are
+    the physics prior (the network bypassed); ``cfg`` (default the model's) is the
+    model config the prior's settings are read from."""
 
-    def __init__(self, model) -> None:  # noqa: ANN001
+    def __init__(self, model, prior_only: bool = True, cfg=None) -> None:  # noqa: ANN001
         super().__init__()
         self.inner = model
-        self.cfg = model.cfg
+        self.cfg = model.cfg if cfg is None else cfg
         self.physics = model.physics
         self.prior_amplitude_scale = model.prior_amplitude_scale
         self.train_input_scale = model.train_input_scale
+        self.prior_only = prior_only
 
     @property
     def probe(self):  # noqa: ANN201
         return self.inner.probe
 
     def predict_patches(self, amplitudes, input_scale, prior):  # noqa: ANN001, ANN201
-        return prior
+        if self.prior_only:
+            return prior
+        return self.inner.predict_patches(amplitudes, input_scale, prior)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     mcfg = loaded.config.model
     if not mcfg.prior_iterations:
         raise SystemExit(f"{args.model}: the model takes raw diffraction (no physics prior).")
-    prior_only = replace(loaded, model=_PriorOnly(loaded.model))
+    prior_only = replace(loaded, model=ModelVariant(loaded.model))
     headers = ["seed", "pictures", "prior alone: amp / phase SSIM", "network: amp / phase SSIM",
                "prior s", "predict s", "stitch s"]
     rows = []

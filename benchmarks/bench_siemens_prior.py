@@ -8,7 +8,7 @@ retrieval the model was trained after (`refinement.retrieve_probe`, seeded: the
 same probe and positions), and reconstructs the star four ways with the same
 inference and stitching:
 
-* the physics prior alone (the network bypassed, as in ``bench_prior.py``) and
+* the physics prior alone (the network bypassed, ``bench_prior.ModelVariant``) and
   the network, each
 * with the model's half-scan FRC filter of the prior's amplitude
   (`physics.prior_frc`, the default) and without it (the same network, its
@@ -43,31 +43,8 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _record import markdown_table  # noqa: E402
+from bench_prior import ModelVariant  # noqa: E402
 from bench_siemens import DEFAULT_DATA, WORK, contract_scan  # noqa: E402
-
-
-class _Variant(torch.nn.Module):
-    """Stands in for a `PtychoPINN` at inference with another model config (the
-    prior's settings are read from it) and, with ``prior_only``, the physics prior
-    as its patches."""
-
-    def __init__(self, model, cfg, prior_only: bool) -> None:  # noqa: ANN001
-        super().__init__()
-        self.inner = model
-        self.cfg = cfg
-        self.physics = model.physics
-        self.prior_amplitude_scale = model.prior_amplitude_scale
-        self.train_input_scale = model.train_input_scale
-        self.prior_only = prior_only
-
-    @property
-    def probe(self):  # noqa: ANN201
-        return self.inner.probe
-
-    def predict_patches(self, amplitudes, input_scale, prior):  # noqa: ANN001, ANN201
-        if self.prior_only:
-            return prior
-        return self.inner.predict_patches(amplitudes, input_scale, prior)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{'on' if frc else 'off'}")
             if frc == bool(mcfg.prior_frc_filter) and not prior_only:
                 name += " (as trained)"
-            lm = replace(loaded, model=_Variant(loaded.model, variant_cfg, prior_only))
+            lm = replace(loaded, model=ModelVariant(loaded.model, prior_only, variant_cfg))
             t0 = time.perf_counter()
             rec = reconstruct_pytorch(lm, scan, cfg)
             secs[name] = time.perf_counter() - t0

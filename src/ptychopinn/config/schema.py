@@ -449,9 +449,9 @@ class InferenceConfig(_Section):
         None,
         description="The physics prior's half-scan FRC filter of its amplitude at inference "
         "(None: as the model was trained, model.prior_frc_filter). Off gives the network its "
-        "prior unfiltered: on the measured Siemens star, at corrected positions, that "
-        "resolved the spokes 1 px further in and fitted the counts better "
-        "(docs/benchmarks.md); true needs a model with the scan prior; ignored for models "
+        "prior unfiltered: on the measured Siemens star that resolved the spokes 1 px "
+        "further in at corrected positions and 1 px less far at the measured ones "
+        "(benchmarks/bench_siemens_prior.py); true needs a model with the scan prior; ignored for models "
         "without a prior.",
     )
     position_refine_epochs: int = Field(

@@ -163,8 +163,8 @@ class ScanPrior:
         dose gives the network inputs on its training scale. ``iterations``
         overrides ``model_cfg.prior_iterations`` (inference only: the network
         corrects its prior, so a better converged prior gives a better output).
-        ``frc_filter`` overrides ``model_cfg.prior_frc_filter`` (inference only; needs
-        the scan scope when true).
+        ``frc_filter`` overrides ``model_cfg.prior_frc_filter`` (inference only; the
+        constructor refuses it for the neighbourhood scope).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -173,12 +173,7 @@ class ScanPrior:
             if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
                 raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
             iters = int(iterations)
-        frc = bool(model_cfg.prior_frc_filter) if frc_filter is None else frc_filter
-        if not isinstance(frc, bool):
-            raise ValueError(f"prior_frc_filter must be true, false or None; found {frc!r}")
-        if frc and model_cfg.prior_scope != "scan":
-            raise ValueError(f"prior_frc_filter needs the scan prior; this model's "
-                             f"model.prior_scope is {model_cfg.prior_scope!r}")
+        frc = bool(model_cfg.prior_frc_filter if frc_filter is None else frc_filter)
         ratio = dose_ratio(amplitudes, float(train_input_scale))
         whole = getattr(model_cfg, "subpixel", "bilinear") == "probe_shift"
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
