@@ -19,6 +19,8 @@ name                 scan and command                                           
 ``seed7``, ``seed23``  ``--seed 7`` / ``--seed 23``, train defaults: scans no         bench_side_by_side --seed 7 / 23,
                      default was tuned on (a check of the CPU target on new      bench_prior --seeds 7 23
                      scans; not in the default set)
+``seedN``            ``--seed N`` for any other N (e.g. ``seed2``): the same       bench_side_by_side --seed N
+                     scan and training as seed7 / seed23, a hidden-scan check
 ``recipe_*``         seed 5 / seed 11 / real probe with ``--set                   the "[recipe: ...]" tables
                      model.subpixel=probe_shift --set model.prior_iterations=16
                      --set model.prior_frc_filter=false``
@@ -84,18 +86,30 @@ MODELS: dict[str, tuple[str, str, list[str]]] = {
 DEFAULT_MODELS = ("seed11", "seed5", "realprobe", "pretrained_rp")
 
 
+def model_spec(name: str) -> tuple[str, list[str], str, list[str]]:
+    """``(scan name, simulate arguments, verb, extra arguments)`` of the model ``name``:
+    one of `MODELS`, or ``seedN`` for any other simulation seed N (the default
+    scan's simulation and ``train`` with its defaults, as seed7 / seed23)."""
+    if name in MODELS:
+        scan, verb, extra = MODELS[name]
+        return scan, SCANS[scan], verb, extra
+    digits = name[4:] if name.startswith("seed") else ""
+    if digits.isdigit() and str(int(digits)) == digits:
+        return name, ["--seed", digits], "train", []
+    raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)} or seedN "
+                     "(N a simulation seed, e.g. seed2)")
+
+
 def commands(out: Path, names: list[str], max_minutes: float | None = None) -> list[list[str]]:
     """The ``ptychopinn`` argument lists (without the program name) that make
     the models ``names`` under ``out``: each scan simulated once, then each model.
     ``max_minutes`` overrides every training's time budget (a quick check)."""
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    specs = {name: model_spec(name) for name in names}
     cmds: list[list[str]] = []
-    for scan in dict.fromkeys(MODELS[n][0] for n in names):
-        cmds.append(["simulate", str(out / "scans" / f"{scan}.npz"), *SCANS[scan], "--quiet"])
+    for scan, sim in dict((s[0], s[1]) for s in specs.values()).items():
+        cmds.append(["simulate", str(out / "scans" / f"{scan}.npz"), *sim, "--quiet"])
     for name in names:
-        scan, verb, extra = MODELS[name]
+        scan, _, verb, extra = specs[name]
         data = str(out / "scans" / f"{scan}.npz")
         run = str(out / name)
         if verb == "train":
@@ -116,21 +130,25 @@ def commands(out: Path, names: list[str], max_minutes: float | None = None) -> l
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="models", help="folder for scans/ and one run per model")
-    p.add_argument("--only", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(MODELS),
-                   metavar="NAME", help=f"models to make (default: {' '.join(DEFAULT_MODELS)}; "
-                   f"all: {' '.join(MODELS)})")
+    p.add_argument("--only", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
+                   help=f"models to make (default: {' '.join(DEFAULT_MODELS)}; "
+                   f"all: {' '.join(MODELS)}; or seedN for another simulation seed N)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="override every training's time budget (a quick check, not the benchmark)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
 
     out = Path(args.out)
-    if any(MODELS[n][0] == "realprobe" for n in args.only) and not REAL_PROBE.is_file():
+    try:
+        cmds = commands(out, args.only, args.max_minutes)
+    except ValueError as e:
+        p.error(str(e))
+    if any(model_spec(n)[0] == "realprobe" for n in args.only) and not REAL_PROBE.is_file():
         raise SystemExit(f"train_models: the real probe {REAL_PROBE} is missing (../shared/data); "
                          "leave out realprobe, pretrained_rp and recipe_realprobe")
     exe = [sys.executable, "-m", "ptychopinn.cli.main"]
     log = []
-    for cmd in commands(out, args.only, args.max_minutes):
+    for cmd in cmds:
         print("ptychopinn " + shlex.join(cmd), flush=True)
         if args.dry_run:
             continue
