@@ -123,12 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     spokes = scanned_star_resolutions([objects[k] for k in names], given.positions_px,
                                       given.patch_size)
     rows = []
+    r_ref = spokes[0].resolved_radius_px
     for k, sp in zip(names, spokes, strict=True):
         dev = data_consistency(scan, objects[k], *fits[k])["deviance_ratio"]
         rows.append([k, f"{secs[k]:.1f}", f"{dev:.2f}", f"{sp.resolved_radius_px:.1f}",
-                     f"{sp.half_period_px:.2f}"])
+                     f"{sp.half_period_px:.2f}", f"{sp.modulation_at(r_ref):.3f}"])
     table = markdown_table(["reconstruction", "compute s", "deviance / noise floor",
-                            "spokes resolved to radius (px)", "finest half-period (px)"], rows)
+                            "spokes resolved to radius (px)", "finest half-period (px)",
+                            "spoke modulation at pty-chi's radius"], rows)
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; model "
              f"{model_path} ({mcfg.prior_iterations} prior passes in training, "
              f"{args.prior_iterations or mcfg.prior_iterations} here; model.subpixel "
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{' with position correction (inference at the corrected positions)' if args.correct_positions else ''}; "
              "'FRC filter off': the same network given its prior unfiltered at inference only; "
              f"reference {ref_path.name}; spokes and deviance as in bench_siemens_pinn.py (one "
-             "crop at the measured positions, the reference's spoke count).")
+             "crop at the measured positions, the reference's spoke count); the modulation "
+             "column reads each curve at pty-chi's resolved radius (the threshold is 0.5).")
     print(notes)
     print(table)
     if args.record:

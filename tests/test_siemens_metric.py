@@ -60,6 +60,23 @@ def test_more_blur_resolves_less():
     assert radii == sorted(radii) and radii[0] < radii[-1] - 10, radii
 
 
+def test_modulation_at_a_radius_reads_the_curve():
+    res = siemens_star_resolution(star(2.0), center=CENTER, n_spokes=N_SPOKES, search_px=0,
+                                  max_radius=60)
+    i = len(res.radii) // 2
+    assert res.modulation_at(res.radii[i]) == pytest.approx(res.modulation[i])
+    mid = 0.5 * (res.radii[i] + res.radii[i + 1])
+    assert res.modulation_at(mid) == pytest.approx(0.5 * (res.modulation[i] + res.modulation[i + 1]))
+    # at its own resolved radius an image is at or above the threshold, just inside below it
+    r = res.resolved_radius_px
+    assert res.modulation_at(r) >= res.threshold > res.modulation_at(r - 0.5)
+    # a blurrier star is less modulated at the sharper one's radius
+    blurred = siemens_star_resolution(star(3.0), center=CENTER, n_spokes=N_SPOKES, search_px=0,
+                                      max_radius=60)
+    assert blurred.modulation_at(r) < res.threshold
+    assert np.isnan(res.modulation_at(res.radii[-1] + 1.0))
+
+
 def test_center_and_spoke_count_are_found():
     img = star(1.0, kind="square")
     res = siemens_star_resolution(img, max_radius=55)

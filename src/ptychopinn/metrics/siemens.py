@@ -60,6 +60,16 @@ class SpokeResolution:
     resolved_radius_px: float
     half_period_px: float
 
+    def modulation_at(self, radius: float) -> float:
+        """The relative spoke modulation at ``radius`` (linear between the measured
+        circles; NaN outside them): how far above or below the threshold this image
+        is where another one's resolved radius lies, a finer comparison of two
+        reconstructions than their radii, which move in whole circle steps."""
+        r = float(radius)
+        if not self.radii[0] <= r <= self.radii[-1]:
+            return float("nan")
+        return float(np.interp(r, self.radii, self.modulation))
+
     def as_dict(self) -> dict:
         """JSON-ready summary (without the curve)."""
         return {
