@@ -308,6 +308,53 @@ def test_scan_prior_bundles_older_than_the_amplitude_step_take_whole_steps(
                   scope="neighbourhood", amplitude_step=0.5)
 
 
+def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
+    tmp_path, small_scan
+) -> None:
+    """``model.prior_batch_size`` (default 16) is the patterns per update of the scan
+    prior's passes, in training's and inference's prior alike (`ScanPrior.for_config`);
+    a bundle saved before the key existed loads with 64, as it was trained; bad values
+    are refused by name."""
+    from ptychopinn.bundle.format import LEGACY_PRIOR_BATCH_SIZE, save_bundle
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.physics.prior_frc import frc_filtered_estimate
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    assert cfg.model.prior_batch_size == 16 and LEGACY_PRIOR_BATCH_SIZE == 64
+    probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
+    amps = torch.from_numpy(small_scan.diffraction).float()
+    pos = small_scan.positions_px
+    kw = dict(integer_grid=True, amplitude_step=cfg.model.prior_amplitude_step)
+    from ptychopinn.models.scan_prior import dose_ratio
+
+    scaled = model.physics.probe * (float(model.prior_amplitude_scale)
+                                    * dose_ratio(amps, float(model.train_input_scale)))
+    for size in (16, 5):
+        mcfg = cfg.model.model_copy(update={"prior_batch_size": size})
+        prior = ScanPrior.for_config(mcfg, amps, pos, model.physics.probe,
+                                     prior_amplitude_scale=float(model.prior_amplitude_scale),
+                                     train_input_scale=float(model.train_input_scale))
+        direct, _ = frc_filtered_estimate(amps, pos, scaled, mcfg.prior_iterations,
+                                          batch_size=size, **kw)
+        assert torch.allclose(prior.estimate.canvas, direct.canvas, atol=1e-5)
+    config = cfg.model_dump(mode="json")
+    del config["model"]["prior_batch_size"]
+    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
+                       extra={"probe_shape": list(probe_n.shape)})
+    loaded = load_pinn(path)
+    assert loaded.config.model.prior_batch_size == 64
+    old = ScanPrior.for_model(loaded.model, amps, pos)
+    new = ScanPrior.for_model(model, amps, pos)
+    direct64, _ = frc_filtered_estimate(amps, pos, scaled, 4, batch_size=64, **kw)
+    assert torch.allclose(old.estimate.canvas, direct64.canvas, atol=1e-5)
+    assert not torch.allclose(old.estimate.canvas, new.estimate.canvas, atol=1e-3)
+    for bad in (0, -1, 5000, 2.5):
+        with pytest.raises(ValueError, match="prior_batch_size"):
+            ModelConfig(prior_batch_size=bad)
+
+
 def test_subpixel_and_frc_filter_default_by_scan_prior_and_old_bundles_keep_theirs(
     tmp_path, small_scan
 ) -> None:

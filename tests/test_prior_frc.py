@@ -248,7 +248,8 @@ def test_scan_prior_and_config_take_the_filter():
         ScanPrior(amps, scan.positions_px, probe, 1.0, 4, 4, scope="neighbourhood",
                   frc_filter=True)
     cfg = TrainingConfig.model_validate(
-        {"model": {"N": 32, "prior_frc_filter": True, "subpixel": "bilinear"}})
+        {"model": {"N": 32, "prior_frc_filter": True, "subpixel": "bilinear",
+                   "prior_batch_size": 64}})  # the constructor's default
     via_cfg = ScanPrior.for_config(cfg.model, amps, scan.positions_px, probe,
                                    prior_amplitude_scale=1.0, train_input_scale=0.0)
     assert torch.equal(via_cfg(ids), b)

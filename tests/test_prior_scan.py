@@ -175,6 +175,7 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
     direct = scan_error_reduction(
         data.amplitudes / model.prior_amplitude_scale, data.positions_px, model.physics.probe,
         cfg.model.prior_iterations, amplitude_step=cfg.model.prior_amplitude_step,
+        batch_size=cfg.model.prior_batch_size,
     )
     want = direct.patches(data.positions_px[idx].numpy(), 64)
     # same passes, float32 sums in another order: ~3e-4 apart on this scan

@@ -28,6 +28,8 @@ FORMAT_NAME = "ptychopinn-bundle"
 FORMAT_VERSION = 1
 BUNDLE_FILENAME = "model.ptychopinn.safetensors"
 _MANIFEST_KEY = "ptychopinn_manifest"
+#: ``model.prior_batch_size`` of bundles saved before the key existed
+LEGACY_PRIOR_BATCH_SIZE = 64
 _COMPLEX = "::complex"
 
 
@@ -181,7 +183,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     those before ``model.prior_residual_gate`` were ungated, and those before
     ``model.prior_amplitude_step`` took whole PIE steps (1), those before
     ``model.subpixel`` interpolated bilinearly and those before
-    ``model.prior_frc_filter`` had no filter (the defaults of both changed after).
+    ``model.prior_frc_filter`` had no filter (the defaults of both changed after), and
+    those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time.
     """
     import copy
 
@@ -207,6 +210,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["subpixel"] = "bilinear"
     if isinstance(model, dict) and model.get("prior_frc_filter") is None:
         model["prior_frc_filter"] = False
+    if isinstance(model, dict) and "prior_batch_size" not in model:
+        model["prior_batch_size"] = LEGACY_PRIOR_BATCH_SIZE
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

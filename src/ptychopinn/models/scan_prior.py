@@ -73,6 +73,8 @@ class ScanPrior:
     frc_filter
         ``model.prior_frc_filter``: filter the estimate's amplitude by the FRC of
         two half-scan estimates (`physics.prior_frc`; scope 'scan').
+    batch_size
+        ``model.prior_batch_size``: patterns per update of the passes (scope 'scan').
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class ScanPrior:
         whole_pixel: bool = False,
         amplitude_step: float = 1.0,
         frc_filter: bool = False,
+        batch_size: int = 64,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -117,7 +120,7 @@ class ScanPrior:
         if scope == "scan":
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
-                      amplitude_step=float(amplitude_step))
+                      amplitude_step=float(amplitude_step), batch_size=int(batch_size))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(self.amplitudes, pos, scaled_probe,
@@ -181,6 +184,7 @@ class ScanPrior:
                    whole_pixel=whole,
                    amplitude_step=float(model_cfg.prior_amplitude_step),
                    frc_filter=frc,
+                   batch_size=int(model_cfg.prior_batch_size),
                    **kw)
 
     @classmethod
