@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             "(4 passes, amplitude step 0.5, half-scan FRC filter), true probe, canvas read "
             "directly; amp / phase SSIM against the truth in the scanned region, compute s "
             f"({args.threads} threads, one run each). `model.prior_batch_size` is the batch "
-            "size (16 by default since 2026-12-02, 64 before).")
+            "size (64 by default).")
 
 
 if __name__ == "__main__":

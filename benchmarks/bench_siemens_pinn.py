@@ -35,7 +35,7 @@ benchmarks/_work/siemens_ptychi_pos.npz``).
 (run directory and figures suffixed ``_ps`` / ``_bl``; default: train's, which is
 'probe_shift' with the scan prior since 2026-12-02); ``--prior-iterations K`` trains
 it with ``model.prior_iterations=K`` (and infers with the model's K passes; suffix
-``_pK``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
+``_pK``); ``--prior-batch-size B`` with ``model.prior_batch_size=B`` (suffix ``_bB``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
 --prior-iterations 16`` (recorded before the FRC filter became a default).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
@@ -104,11 +104,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="model.subpixel of the trained model (default: ptychopinn train's)")
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="model.prior_iterations of the trained model (default: train's)")
+    p.add_argument("--prior-batch-size", type=int, default=None,
+                   help="model.prior_batch_size of the trained model (default: train's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     if args.prior_iterations is not None and args.prior_iterations < 1:
         p.error(f"--prior-iterations must be >= 1; found {args.prior_iterations}")
+    if args.prior_batch_size is not None and args.prior_batch_size < 1:
+        p.error(f"--prior-batch-size must be >= 1; found {args.prior_batch_size}")
+    if args.prior_batch_size is not None and args.model:
+        p.error("--prior-batch-size sets how a new model is trained; --model reuses one")
     if args.prior_iterations is not None and args.model:
         p.error("--prior-iterations sets how a new model is trained; --model reuses one")
     if not Path(args.data).exists():
@@ -138,12 +144,15 @@ def main(argv: list[str] | None = None) -> None:
             else "")
     suffix = ("_pos" if args.correct_positions else "") + (
         {"probe_shift": "_ps", "bilinear": "_bl"}.get(args.subpixel, "")) + (
-        f"_p{args.prior_iterations}" if args.prior_iterations else "")
+        f"_p{args.prior_iterations}" if args.prior_iterations else "") + (
+        f"_b{args.prior_batch_size}" if args.prior_batch_size else "")
     model_section = {"N": scan.patch_size}
     if args.subpixel:
         model_section["subpixel"] = args.subpixel
     if args.prior_iterations:
         model_section["prior_iterations"] = args.prior_iterations
+    if args.prior_batch_size:
+        model_section["prior_batch_size"] = args.prior_batch_size
     run = Path(args.model) if args.model else WORK / f"siemens_pinn_run{suffix}"
     cfg = TrainingConfig.model_validate({
         "model": model_section, "output_dir": str(run),
@@ -218,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     model_kind = f", model.subpixel={args.subpixel}" if args.subpixel else ""
     if args.prior_iterations:
         model_kind += f", model.prior_iterations={args.prior_iterations}"
+    if args.prior_batch_size:
+        model_kind += f", model.prior_batch_size={args.prior_batch_size}"
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
              f"{trained}{model_kind} after {args.probe_refine_epochs} epochs of probe retrieval"
              f"{' with position correction' if args.correct_positions else ''} "

@@ -311,17 +311,17 @@ def test_scan_prior_bundles_older_than_the_amplitude_step_take_whole_steps(
 def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     tmp_path, small_scan
 ) -> None:
-    """``model.prior_batch_size`` (default 16) is the patterns per update of the scan
+    """``model.prior_batch_size`` (default 64) is the patterns per update of the scan
     prior's passes, in training's and inference's prior alike (`ScanPrior.for_config`);
-    a bundle saved before the key existed loads with 64, as it was trained; bad values
-    are refused by name."""
+    a bundle saved before the key existed loads with 64, as it was trained (not with a
+    model's setting); bad values are refused by name."""
     from ptychopinn.bundle.format import LEGACY_PRIOR_BATCH_SIZE, save_bundle
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.physics.prior_frc import frc_filtered_estimate
 
-    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
-    assert cfg.model.prior_batch_size == 16 and LEGACY_PRIOR_BATCH_SIZE == 64
+    assert TrainingConfig().model.prior_batch_size == 64 == LEGACY_PRIOR_BATCH_SIZE
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_batch_size": 16})
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
     amps = torch.from_numpy(small_scan.diffraction).float()

@@ -114,14 +114,15 @@ class ModelConfig(_Section):
         "'neighbourhood' (which has no other value). Bundles without it used 1.",
     )
     prior_batch_size: int = Field(
-        16,
+        64,
         ge=1,
         le=4096,
         description="prior_scope 'scan': patterns per update of the physics prior's PIE "
-        "passes (physics.prior_scan). Smaller batches update the canvas more often per pass: "
-        "16 (the default since 2026-12-02) against 64 before raised the prior's amplitude / "
-        "phase SSIM by up to 0.02 / 0.05 on simulated scans for about 1.2x its time on 10^4 "
-        "patterns (docs/benchmarks.md). Bundles without it used 64.",
+        "passes (physics.prior_scan). Smaller batches update the canvas more often per pass "
+        "and converge further: 16 raised the prior's amplitude / phase SSIM by up to 0.02 / "
+        "0.05 on simulated scans (seed 5's network 0.890 -> 0.909) but costs ~0.4 s more per "
+        "625-pattern scan on 2 CPU cores (+25-30% of inference; docs/benchmarks.md, "
+        "bench_prior_batch.py), so the default stays 64.",
     )
     prior_frc_filter: bool | None = Field(
         None,

@@ -28,9 +28,9 @@ Unlike `physics.prior.neighbourhood_error_reduction` (one small canvas per
 pattern and its K - 1 neighbours, so every pattern is projected K times per
 iteration), every pattern is projected once per pass and every overlap of the
 scan constrains the estimate; the mini-batches (``batch_size`` positions in a
-fixed, seeded order; `ModelConfig.prior_batch_size`, 16 by default, 64 before
-2026-12-02) make each pass close to a full ePIE pass: smaller batches update the
-canvas more often per pass and converge further in the same passes. Work and memory per
+fixed, seeded order; `ModelConfig.prior_batch_size`, 64 by default) make each
+pass close to a full ePIE pass: smaller batches update the canvas more often per
+pass and converge further in the same passes, at a cost per batch. Work and memory per
 batch are O(batch N^2): updates touch only the batch's windows, so the canvas
 of a 10^5-pattern scan costs its own size and nothing per pattern.
 
