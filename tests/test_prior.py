@@ -274,24 +274,32 @@ def test_prior_amplitude_step_default_by_scope() -> None:
     assert with_overrides(kept, {"learning_rate": 1e-3}).model.prior_amplitude_step == 0.25
 
 
+def _reloaded_without(tmp_path, model, cfg, probe_n, *keys: str):
+    """``model`` saved as a bundle whose config lacks the model ``keys`` (as bundles
+    written before those keys existed), loaded back (`load_pinn`)."""
+    from ptychopinn.bundle.format import save_bundle
+    from ptychopinn.bundle.pytorch import load_pinn
+
+    config = cfg.model_dump(mode="json")
+    for key in keys:
+        del config["model"][key]
+    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
+                       extra={"probe_shape": list(probe_n.shape)})
+    return load_pinn(path)
+
+
 def test_scan_prior_bundles_older_than_the_amplitude_step_take_whole_steps(
     tmp_path, small_scan
 ) -> None:
     """A scan-prior bundle saved before ``prior_amplitude_step`` existed was trained on
     plain PIE priors: it loads with 1 and its inference prior is plain PIE."""
-    from ptychopinn.bundle.format import save_bundle
-    from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.models.scan_prior import ScanPrior
 
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
     assert cfg.model.prior_scope == "scan"
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
-    config = cfg.model_dump(mode="json")
-    del config["model"]["prior_amplitude_step"]
-    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
-                       extra={"probe_shape": list(probe_n.shape)})
-    loaded = load_pinn(path)
+    loaded = _reloaded_without(tmp_path, model, cfg, probe_n, "prior_amplitude_step")
     assert loaded.config.model.prior_amplitude_step == 1.0
     amps = torch.from_numpy(small_scan.diffraction).float()
     old = ScanPrior.for_model(loaded.model, amps, small_scan.positions_px)
@@ -315,8 +323,7 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     prior's passes, in training's and inference's prior alike (`ScanPrior.for_config`);
     a bundle saved before the key existed loads with 64, as it was trained (not with a
     model's setting); bad values are refused by name."""
-    from ptychopinn.bundle.format import LEGACY_PRIOR_BATCH_SIZE, save_bundle
-    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.bundle.format import LEGACY_PRIOR_BATCH_SIZE
     from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.physics.prior_frc import frc_filtered_estimate
 
@@ -339,11 +346,7 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
         direct, _ = frc_filtered_estimate(amps, pos, scaled, mcfg.prior_iterations,
                                           batch_size=size, **kw)
         assert torch.allclose(prior.estimate.canvas, direct.canvas, atol=1e-5)
-    config = cfg.model_dump(mode="json")
-    del config["model"]["prior_batch_size"]
-    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
-                       extra={"probe_shape": list(probe_n.shape)})
-    loaded = load_pinn(path)
+    loaded = _reloaded_without(tmp_path, model, cfg, probe_n, "prior_batch_size")
     assert loaded.config.model.prior_batch_size == 64
     old = ScanPrior.for_model(loaded.model, amps, pos)
     new = ScanPrior.for_model(model, amps, pos)
@@ -362,8 +365,6 @@ def test_subpixel_and_frc_filter_default_by_scan_prior_and_old_bundles_keep_thei
     scope, architecture or passes override re-resolves them; bundles saved before
     the keys existed (or before their defaults changed) load as they were trained:
     bilinear, no filter."""
-    from ptychopinn.bundle.format import save_bundle
-    from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config.io import with_overrides
 
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
@@ -380,11 +381,8 @@ def test_subpixel_and_frc_filter_default_by_scan_prior_and_old_bundles_keep_thei
         ModelConfig(subpixel="nearest")
     probe_n, factor = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
-    config = cfg.model_dump(mode="json")
-    del config["model"]["subpixel"], config["model"]["prior_frc_filter"]
-    path = save_bundle(tmp_path / "old", model.state_dict(), config=config, backend="pytorch",
-                       extra={"probe_shape": list(probe_n.shape)})
-    loaded = load_pinn(path).config.model
+    loaded = _reloaded_without(tmp_path, model, cfg, probe_n, "subpixel",
+                               "prior_frc_filter").config.model
     assert (loaded.subpixel, loaded.prior_frc_filter) == ("bilinear", False)
 
 
