@@ -35,7 +35,8 @@ benchmarks/_work/siemens_ptychi_pos.npz``).
 (run directory and figures suffixed ``_ps`` / ``_bl``; default: train's, which is
 'probe_shift' with the scan prior since 2026-12-02); ``--prior-iterations K`` trains
 it with ``model.prior_iterations=K`` (and infers with the model's K passes; suffix
-``_pK``); ``--prior-batch-size B`` with ``model.prior_batch_size=B`` (suffix ``_bB``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
+``_pK``); ``--prior-batch-size B`` with ``model.prior_batch_size=B`` (suffix
+``_bB``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
 --prior-iterations 16`` (recorded before the FRC filter became a default).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's

@@ -100,10 +100,13 @@ def model_spec(name: str) -> tuple[str, list[str], str, list[str]]:
                      "(N a simulation seed, e.g. seed2)")
 
 
-def commands(out: Path, names: list[str], max_minutes: float | None = None) -> list[list[str]]:
+def commands(out: Path, names: list[str], max_minutes: float | None = None,
+             settings: list[str] = ()) -> list[list[str]]:
     """The ``ptychopinn`` argument lists (without the program name) that make
     the models ``names`` under ``out``: each scan simulated once, then each model.
-    ``max_minutes`` overrides every training's time budget (a quick check)."""
+    ``max_minutes`` overrides every training's time budget (a quick check);
+    ``settings`` (``KEY=VALUE``) go to every ``train`` / ``pretrain`` as ``--set``
+    (e.g. ``model.prior_batch_size=16`` for the tables recorded with that option)."""
     specs = {name: model_spec(name) for name in names}
     cmds: list[list[str]] = []
     for scan, sim in dict((s[0], s[1]) for s in specs.values()).items():
@@ -123,6 +126,8 @@ def commands(out: Path, names: list[str], max_minutes: float | None = None) -> l
                 i = cmd.index("--max-minutes")
                 del cmd[i:i + 2]
             cmd += ["--max-minutes", str(max_minutes)]
+        for item in settings:
+            cmd += ["--set", item]
         cmds.append(cmd)
     return cmds
 
@@ -135,12 +140,15 @@ def main(argv: list[str] | None = None) -> int:
                    f"all: {' '.join(MODELS)}; or seedN for another simulation seed N)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="override every training's time budget (a quick check, not the benchmark)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every train / pretrain command (repeatable), e.g. "
+                   "model.prior_batch_size=16; use another --out")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
 
     out = Path(args.out)
     try:
-        cmds = commands(out, args.only, args.max_minutes)
+        cmds = commands(out, args.only, args.max_minutes, args.set)
     except ValueError as e:
         p.error(str(e))
     if any(model_spec(n)[0] == "realprobe" for n in args.only) and not REAL_PROBE.is_file():

@@ -55,6 +55,19 @@ def test_max_minutes_overrides_every_budget(tmp_path):
         assert cmd[cmd.index("--max-minutes") + 1] == "0.5"
 
 
+def test_settings_go_to_every_training(tmp_path):
+    """``--set`` reaches every train / pretrain command (not the simulations) and
+    parses with the CLI, so an option's recorded tables are reproducible."""
+    parser = build_parser()
+    cmds = train_models.commands(tmp_path, ["seed11", "pretrained_rp"],
+                                 settings=["model.prior_batch_size=16"])
+    sims = [c for c in cmds if c[0] == "simulate"]
+    runs = [c for c in cmds if c[0] != "simulate"]
+    assert len(runs) == 2 and all("--set" not in c for c in sims)
+    for cmd in runs:
+        assert parser.parse_args(cmd).set == ["model.prior_batch_size=16"]
+
+
 @pytest.mark.parametrize("name", ["sead11", "seed07", "seed-3", "seed"])
 def test_unknown_model_is_named(name):
     with pytest.raises(ValueError, match=f"unknown model '{name}'"):

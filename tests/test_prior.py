@@ -324,7 +324,7 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     a bundle saved before the key existed loads with 64, as it was trained (not with a
     model's setting); bad values are refused by name."""
     from ptychopinn.bundle.format import LEGACY_PRIOR_BATCH_SIZE
-    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.models.scan_prior import ScanPrior, dose_ratio
     from ptychopinn.physics.prior_frc import frc_filtered_estimate
 
     assert TrainingConfig().model.prior_batch_size == 64 == LEGACY_PRIOR_BATCH_SIZE
@@ -334,8 +334,6 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     amps = torch.from_numpy(small_scan.diffraction).float()
     pos = small_scan.positions_px
     kw = dict(integer_grid=True, amplitude_step=cfg.model.prior_amplitude_step)
-    from ptychopinn.models.scan_prior import dose_ratio
-
     scaled = model.physics.probe * (float(model.prior_amplitude_scale)
                                     * dose_ratio(amps, float(model.train_input_scale)))
     for size in (16, 5):
@@ -350,7 +348,8 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     assert loaded.config.model.prior_batch_size == 64
     old = ScanPrior.for_model(loaded.model, amps, pos)
     new = ScanPrior.for_model(model, amps, pos)
-    direct64, _ = frc_filtered_estimate(amps, pos, scaled, 4, batch_size=64, **kw)
+    direct64, _ = frc_filtered_estimate(amps, pos, scaled, cfg.model.prior_iterations,
+                                        batch_size=64, **kw)
     assert torch.allclose(old.estimate.canvas, direct64.canvas, atol=1e-5)
     assert not torch.allclose(old.estimate.canvas, new.estimate.canvas, atol=1e-3)
     for bad in (0, -1, 5000, 2.5):
