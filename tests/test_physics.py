@@ -92,6 +92,34 @@ def test_extract_place_adjoint(n):
     assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-10)
 
 
+@pytest.mark.parametrize("n", [7, 12])
+def test_whole_pixel_windows_take_the_shortcut_with_the_bilinear_result(n):
+    from ptychopinn.physics.geometry import accumulate_patches, window_taps
+
+    gen = torch.Generator().manual_seed(2)
+    obj = torch.randn(2, 37, 31, dtype=torch.complex128, generator=gen)
+    # whole-pixel windows: position - n/2 an integer; two run off the canvas (clamped)
+    corner = torch.randint(-2, 24, (2, 6, 2), generator=gen).to(torch.float64)
+    pos = corner + n / 2
+    taps = window_taps(pos, n, (37, 31), torch.float64)
+    assert taps.weights is None and taps.index.shape == (2, 6, n, n)
+    # the same positions wanting a gradient take the bilinear taps (fractions 0)
+    bil = pos.clone().requires_grad_(True)
+    assert window_taps(bil, n, (37, 31), torch.float64).weights is not None
+    assert window_taps(pos + 0.25, n, (37, 31), torch.float64).weights is not None
+    assert torch.equal(extract_patches(obj, pos, n), extract_patches(obj, bil, n).detach())
+    y = torch.randn(2, 6, n, n, dtype=torch.complex128, generator=gen)
+    assert torch.allclose(place_patches(y, pos, (37, 31)),
+                          place_patches(y, bil, (37, 31)).detach(), rtol=0, atol=1e-12)
+    # and the adjoint identity holds on the shortcut too
+    lhs = (extract_patches(obj, pos, n) * y.conj()).sum()
+    rhs = (obj * place_patches(y, pos, (37, 31)).conj()).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-10)
+    canvas = torch.zeros(37, 31, dtype=torch.complex128)
+    accumulate_patches(canvas, y[0], pos[0])
+    assert torch.allclose(canvas, place_patches(y[0], bil[0], (37, 31)).detach(), atol=1e-12)
+
+
 def test_stitch_reproduces_object_where_covered():
     obj = _crandn(40, 44)
     ys, xs = np.meshgrid(np.arange(10, 31, 3.3), np.arange(10, 35, 3.7), indexing="ij")

@@ -119,7 +119,7 @@ def stitch_groups(
         for s in range(0, g, step):
             p = patches[s : s + step]
             k = p.shape[0]
-            taps = tuple(t[:, s * c : (s + k) * c] for t in chunk_taps)
+            taps = chunk_taps.members(s * c, (s + k) * c)
             if phase_sync:
                 seen = gather_windows(acc, taps).view(k, c, n, n, 3)
                 ref_den = seen[..., 2]

@@ -9,9 +9,17 @@ positions. `place_patches` is the adjoint of `extract_patches`
 Both work on batches of canvases: ``obj (B, H, W)`` and ``positions (B, K, 2)``
 give ``patches (B, K, N, N)``. Complex tensors are handled through their real
 view so every op is differentiable and runs on any device.
+
+Whole-pixel windows (every ``position - N/2`` an integer, as with
+``model.subpixel='probe_shift'``, and no gradient wanted with respect to the
+positions) take a shortcut with the same result: bilinear taps with fractions
+0 are one gather of N x N pixels, and their adjoint one scatter, instead of
+(N+1)^2 pixels blended by four weights.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -43,28 +51,46 @@ def _bilinear_weights(frac: Tensor, dtype: torch.dtype) -> tuple[Tensor, ...]:
     return (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
 
 
-Taps = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
-"""``(index, w00, w01, w10, w11)`` of `window_taps`."""
+@dataclass(frozen=True)
+class Taps:
+    """Where N x N windows read a stack of canvases (`window_taps`).
+
+    ``index`` holds flat indices into the ``(B*H*W)`` rows of the stacked canvases:
+    ``(B, K, N+1, N+1)`` with ``weights``, the four bilinear corner weights
+    ``(B, K, 1, 1, 1)``; or, for whole-pixel windows, ``(B, K, N, N)`` with
+    ``weights`` None (each window pixel is one canvas pixel).
+    """
+
+    index: Tensor
+    weights: tuple[Tensor, Tensor, Tensor, Tensor] | None
+
+    def members(self, start: int, stop: int) -> Taps:
+        """The taps of windows ``start:stop`` (along K)."""
+        w = None if self.weights is None else tuple(t[:, start:stop] for t in self.weights)
+        return Taps(self.index[:, start:stop], w)
 
 
 def window_taps(positions: Tensor, n: int, shape: tuple[int, int], dtype: torch.dtype) -> Taps:
-    """The bilinear taps of N x N windows at ``positions (B, K, 2)`` on B canvases
-    of ``(H, W)`` (as in `extract_patches`).
+    """The taps of N x N windows at ``positions (B, K, 2)`` on B canvases of
+    ``(H, W)`` (as in `extract_patches`), with corner weights in ``dtype``.
 
-    Returns the flat indices ``(B, K, N+1, N+1)`` into the ``(B*H*W)`` rows of
-    the stacked canvases and the four corner weights ``(B, K, 1, 1, 1)`` in
-    ``dtype``. Computed
-    once, they serve any number of gathers and scatters at the same positions
-    (`gather_windows`, `scatter_windows`).
+    Computed once, they serve any number of gathers and scatters at the same
+    positions (`gather_windows`, `scatter_windows`). Whole-pixel windows (all
+    fractions 0, positions not requiring a gradient) get whole-pixel taps.
     """
     index, frac = _taps(positions, n, shape)
-    return (index, *(t[..., None] for t in _bilinear_weights(frac, dtype)))
+    if not positions.requires_grad and not bool(frac.any()):
+        return Taps(index[..., :-1, :-1], None)
+    return Taps(index, tuple(t[..., None] for t in _bilinear_weights(frac, dtype)))
 
 
 def gather_windows(flat: Tensor, taps: Taps) -> Tensor:
     """``(B, K, N, N, D)`` bilinear samples of real canvases ``flat (B*H*W, D)``."""
-    index, w00, w01, w10, w11 = taps
+    index = taps.index
     win = flat.index_select(0, index.reshape(-1)).view(*index.shape, flat.shape[-1])
+    if taps.weights is None:
+        return win
+    w00, w01, w10, w11 = taps.weights
     return (
         w00 * win[..., :-1, :-1, :]
         + w01 * win[..., :-1, 1:, :]
@@ -75,8 +101,10 @@ def gather_windows(flat: Tensor, taps: Taps) -> Tensor:
 
 def _spread(taps: Taps, values: Tensor) -> Tensor:
     """The ``(numel(index), D)`` rows the adjoint of `gather_windows` adds."""
-    index, w00, w01, w10, w11 = taps
-    win = values.new_zeros(*index.shape, values.shape[-1])
+    if taps.weights is None:
+        return values.reshape(-1, values.shape[-1])
+    w00, w01, w10, w11 = taps.weights
+    win = values.new_zeros(*taps.index.shape, values.shape[-1])
     win[..., :-1, :-1, :] += w00 * values
     win[..., :-1, 1:, :] += w01 * values
     win[..., 1:, :-1, :] += w10 * values
@@ -87,7 +115,7 @@ def _spread(taps: Taps, values: Tensor) -> Tensor:
 def scatter_windows(flat: Tensor, taps: Taps, values: Tensor) -> None:
     """In place ``flat +=`` the adjoint of `gather_windows` applied to ``values
     (B, K, N, N, D)``."""
-    flat.index_add_(0, taps[0].reshape(-1), _spread(taps, values))
+    flat.index_add_(0, taps.index.reshape(-1), _spread(taps, values))
 
 
 def _as_real(x: Tensor) -> tuple[Tensor, bool]:
@@ -156,7 +184,7 @@ def place_patches(patches: Tensor, positions: Tensor, shape: tuple[int, int]) ->
     real, was_complex = _as_real(patches)
     taps = window_taps(positions, n, (h, w), real.dtype)
     canvas = real.new_zeros(b * h * w, real.shape[-1])
-    canvas = canvas.index_add(0, taps[0].reshape(-1), _spread(taps, real))
+    canvas = canvas.index_add(0, taps.index.reshape(-1), _spread(taps, real))
     out = _from_real(canvas.view(b, h, w, -1), was_complex)
     return out[0] if squeeze else out
 
