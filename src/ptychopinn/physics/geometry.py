@@ -11,8 +11,8 @@ give ``patches (B, K, N, N)``. Complex tensors are handled through their real
 view so every op is differentiable and runs on any device.
 
 Whole-pixel windows (every ``position - N/2`` an integer, as with
-``model.subpixel='probe_shift'``, and no gradient wanted with respect to the
-positions) take a shortcut with the same result: bilinear taps with fractions
+``model.subpixel='probe_shift'``, positions on the CPU and no gradient wanted
+with respect to them) take a shortcut with the same result: bilinear taps with fractions
 0 are one gather of N x N pixels, and their adjoint one scatter, instead of
 (N+1)^2 pixels blended by four weights.
 """
@@ -76,16 +76,19 @@ def window_taps(positions: Tensor, n: int, shape: tuple[int, int], dtype: torch.
 
     Computed once, they serve any number of gathers and scatters at the same
     positions (`gather_windows`, `scatter_windows`). Whole-pixel windows (all
-    fractions 0, positions not requiring a gradient) get whole-pixel taps.
+    fractions 0, positions on the CPU not requiring a gradient) get whole-pixel taps.
     """
     index, frac = _taps(positions, n, shape)
-    if not positions.requires_grad and not bool(frac.any()):
+    # checked on the CPU only: on an accelerator reading frac.any() would stall the queue
+    if (positions.device.type == "cpu" and not positions.requires_grad
+            and not bool(frac.any())):
         return Taps(index[..., :-1, :-1], None)
     return Taps(index, tuple(t[..., None] for t in _bilinear_weights(frac, dtype)))
 
 
 def gather_windows(flat: Tensor, taps: Taps) -> Tensor:
-    """``(B, K, N, N, D)`` bilinear samples of real canvases ``flat (B*H*W, D)``."""
+    """``(B, K, N, N, D)`` samples (bilinear, or whole pixels) of real canvases
+    ``flat (B*H*W, D)``."""
     index = taps.index
     win = flat.index_select(0, index.reshape(-1)).view(*index.shape, flat.shape[-1])
     if taps.weights is None:
