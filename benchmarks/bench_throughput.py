@@ -7,7 +7,9 @@ For N in (64, 128) and gridsize in (1, 2), on the current machine:
 * inference throughput: patterns per second, forward only (`predict_patches`
   under `inference_mode`) and forward + stitching of a simulated scan;
 * FLOPs per pattern of the generator (torch.utils.flop_counter) and the
-  achieved FLOP/s divided by the dense matmul FLOP/s measured in the same run.
+  achieved FLOP/s divided by the dense matmul FLOP/s measured in the same run
+  (for inference, in the dtype the network runs in: ``--precision``, default
+  ``auto`` as `ptychopinn infer`, is bfloat16 on a CPU with AMX-BF16 units).
 
 With ``--device cuda`` everything runs on the GPU (timers wait for it) and
 the matmul reference is a float32 8192^3 product there.
@@ -34,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ptychopinn.config import InferenceConfig, TrainingConfig
+from ptychopinn.inference.precision import INFERENCE_PRECISIONS, network_autocast, network_dtype
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.physics.losses import poisson_nll
 
@@ -43,9 +46,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_flops(seconds: float = 2.0, n: int = 1024, device: torch.device | None = None) -> float:
+def matmul_flops(seconds: float = 2.0, n: int = 1024, device: torch.device | None = None,
+                 dtype: torch.dtype = torch.float32) -> float:
     device = device or torch.device("cpu")
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     count, t0 = 0, time.perf_counter()
@@ -123,7 +128,7 @@ def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 1
 
 
 def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: float,
-                overrides: dict | None = None):
+                overrides: dict | None = None, precision: str = "auto"):
     from ptychopinn.bundle.pytorch import LoadedModel
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -133,7 +138,8 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
     model.eval()
     x = torch.rand(64, c, n, n, device=dev)
     prior = _prior(model, x)
-    with torch.inference_mode():
+    # the generator in the precision `reconstruct` gives it (execution.precision)
+    with torch.inference_mode(), network_autocast(network_dtype(precision, dev), dev):
         model.predict_patches(x[:8], 1.0, None if prior is None else prior[:8])
         _sync(dev)
         k, t0 = 0, time.perf_counter()
@@ -147,7 +153,8 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
     scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
     cfg = _config(n, gridsize, arch, overrides)
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=Path("<bench>"))
-    icfg = InferenceConfig(execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu"})
+    icfg = InferenceConfig(execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu",
+                                      "precision": precision})
     reconstruct_pytorch(loaded, scan, icfg)
     t0 = time.perf_counter()
     rec = reconstruct_pytorch(loaded, scan, icfg)  # returns host arrays: the device is done
@@ -165,6 +172,9 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=16, help="groups per training step")
     ap.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
                     help="model-section override of every configuration (repeatable)")
+    ap.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
+                    help="the network's precision at inference (execution.precision; default "
+                         "auto, as `ptychopinn infer`); training runs in float32")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     from ptychopinn.config.io import parse_set
@@ -187,7 +197,12 @@ def main() -> None:
     if args.train_batch < 1:
         ap.error(f"--train-batch must be >= 1; found {args.train_batch}")
     device = torch.device(args.device)
-    peak = matmul_flops(n=8192 if device.type == "cuda" else 1024, device=device)
+    size = 8192 if device.type == "cuda" else 1024
+    peak = matmul_flops(n=size, device=device)
+    net_dtype = network_dtype(args.precision, device) or torch.float32
+    # inference's reference: the matmul in the dtype the network runs in
+    peak_inf = peak if net_dtype == torch.float32 else matmul_flops(n=size, device=device,
+                                                                    dtype=net_dtype)
     rows = []
     for n in (64, 128):
         for g in (1, 2):
@@ -197,9 +212,9 @@ def main() -> None:
             flops = generator_flops(model, n, c)
             tr = train_rate(model, n, c, args.seconds, batch=args.train_batch)
             fwd, stitched, timings = infer_rates(model, n, g, args.architecture, args.seconds,
-                                                 overrides)
+                                                 overrides, args.precision)
             util_train = 3 * flops * tr / peak  # backward ~ 2x forward
-            util_inf = flops * fwd / peak
+            util_inf = flops * fwd / peak_inf
             rows.append(
                 [
                     n,
@@ -235,13 +250,16 @@ def main() -> None:
     where = (f"device {torch.cuda.get_device_name(device)} (torch {torch.__version__}; "
              "convolutions may use TF32, torch's default for cuDNN, the matmul reference does "
              "not), " if device.type == "cuda" else "")
-    size = 8192 if device.type == "cuda" else 1024
+    dname = str(net_dtype).removeprefix("torch.")
+    prec = ("" if net_dtype == torch.float32 else
+            f"; {dname} {peak_inf / 1e9:.1f} GFLOP/s, the reference of 'infer FLOP/s / matmul'")
     notes = (
         f"{where}architecture={args.architecture}"
         + "".join(f", --set {kv}" for kv in args.set)
         + f", torch threads={torch.get_num_threads()}, "
         f"training batch {args.train_batch} groups, "
-        f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3). Training FLOPs "
+        f"inference precision {args.precision} (the network in {dname}), "
+        f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3{prec}). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
         "generator given each pattern's physics prior (batches of 64 groups; the prior is "
         "computed once per scan, its time is the 'prior s' column). 'infer+stitch' "
@@ -257,8 +275,10 @@ def main() -> None:
         from _record import append_section
 
         title = f"Throughput ({args.architecture}" + (", GPU)" if device.type == "cuda" else ")")
-        if args.set:
-            title += " [" + ", ".join(args.set) + "]"
+        tags = list(args.set) + ([] if args.precision == "auto" else
+                                 [f"execution.precision={args.precision}"])
+        if tags:
+            title += " [" + ", ".join(tags) + "]"
         append_section(title, table, notes=notes)
 
 

@@ -224,7 +224,7 @@ def test_supervised_training_needs_an_object(scan, library, tmp_path):
 
 
 # ------------------------------------------------------------------ with a trained model
-def test_reconstruct_through_ptychodus_api(scan, bundle, library):
+def test_reconstruct_through_ptychodus_api(scan, bundle, library, request):
     from ptychopinn.api import load_bundle, reconstruct
     from ptychopinn.metrics import evaluate
 
@@ -234,6 +234,11 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library):
     pinn.load_model_from_file(bundle.parent)  # a run directory works too
     assert pinn.is_model_loaded()
     ri = convert.scan_to_reconstruct_input(scan)
+    # float32 so that the two paths agree to rounding (bfloat16, 'auto' on a CPU with
+    # AMX, rounds inputs that differ in their last float32 bits apart)
+    assert library.settings.inference_config().execution.precision == "auto"
+    library.settings.precision.set_value("32-true")
+    request.addfinalizer(lambda: library.settings.precision.set_value("auto"))
     outputs = list(pinn.reconstruct(ri))
     assert [o.progress for o in outputs] == [100]
     product = outputs[-1].product
@@ -252,6 +257,7 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library):
     assert library.settings.inference_config().refine_sparse_counts is True
     cfg = library.settings.inference_config()
     assert cfg.stitch_flat_above == pytest.approx(0.01)
+    assert cfg.execution.precision == "32-true"  # the setting reaches the config
     direct = reconstruct(load_bundle(bundle), scan, cfg)
     covered = direct.weight > 0
     assert covered.mean() > 0.3
@@ -341,6 +347,7 @@ def test_headless_batch_mode(scan, bundle, tmp_path):
     shutil.copyfile(bundle, src / "model.ptychopinn.safetensors")
     (src / "settings.ini").write_text(
         "[Processing]\nAlgorithm = ptychopinn-next_pinn\n\n[PtychoPINNNext]\nAccelerator = cpu\n"
+        "Precision = 32-true\n"  # float32: the two paths agree to rounding
     )
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run(
@@ -359,6 +366,7 @@ def test_headless_batch_mode(scan, bundle, tmp_path):
     from ptychopinn.config.schema import InferenceConfig
 
     direct = reconstruct(load_bundle(bundle), scan, InferenceConfig(
-        figures=False, execution={"accelerator": "cpu", "logger": "none", "progress_bar": False}))
+        figures=False, execution={"accelerator": "cpu", "logger": "none", "progress_bar": False,
+                                  "precision": "32-true"}))
     covered = direct.weight > 0
     np.testing.assert_allclose(obj[covered], direct.object[covered], atol=1e-4)

@@ -239,7 +239,9 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     weights, objects = {}, {}
     # both backends follow the stitching weight option and the prior's FRC filter override
     for flat_above, frc in ((0.01, None), (1.0, None), (0.01, False)):
-        icfg = InferenceConfig(figures=False, stitch_flat_above=flat_above, prior_frc_filter=frc)
+        # float32 in both ('auto' runs PyTorch's network in bfloat16 on CPUs with AMX)
+        icfg = InferenceConfig(figures=False, stitch_flat_above=flat_above, prior_frc_filter=frc,
+                               execution={"precision": "32-true"})
         recs = {}
         for name in ("pytorch", "tensorflow"):
             backend = get_backend(name)
@@ -272,7 +274,7 @@ def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> 
     for name in ("pytorch", "tensorflow"):
         for epochs in (0, 4):
             icfg = InferenceConfig(backend=name, figures=False, position_refine_epochs=epochs,
-                                   execution={"num_threads": 1})
+                                   execution={"num_threads": 1, "precision": "32-true"})
             recs[name, epochs] = api.reconstruct(tmp_path, bad, icfg)
     assert recs["tensorflow", 4].backend == "tensorflow"
     moved = recs["tensorflow", 4].positions_px - recs["tensorflow", 0].positions_px
@@ -349,7 +351,8 @@ def test_probe_shift_model_converts_and_reconstructs_as_pytorch(tf, tmp_path, sm
     for name in ("pytorch", "tensorflow"):
         backend = get_backend(name)
         recs[name] = backend.reconstruct(backend.load_bundle(tmp_path), small_scan,
-                                         InferenceConfig(figures=False))
+                                         InferenceConfig(figures=False,
+                                                         execution={"precision": "32-true"}))
     assert _rel(recs["pytorch"].object, recs["tensorflow"].object) < 1e-4
     np.testing.assert_allclose(recs["tensorflow"].weight, recs["pytorch"].weight, rtol=1e-5)
 
@@ -490,6 +493,12 @@ def test_unsupported_execution_options_are_config_errors(tf, tmp_path) -> None:
                              execution=execution)
         with pytest.raises(ConfigError, match="tensorflow backend"):
             api.train(cfg, None)
+    # inference: 'auto' is float32 there, an explicit half precision is refused by name
+    from ptychopinn.tf.inference import check_execution
+
+    check_execution(InferenceConfig().execution)
+    with pytest.raises(ConfigError, match="execution.precision='bf16-mixed'.*tensorflow"):
+        check_execution(InferenceConfig(execution={"precision": "bf16-mixed"}).execution)
 
 
 # ----------------------------------------------------------------------------- dispatcher

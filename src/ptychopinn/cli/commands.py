@@ -233,6 +233,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "figures": False if args.no_figures else None,
         "execution.accelerator": args.accelerator,
         "execution.devices": _devices(args.devices),
+        "execution.precision": args.precision,
     }
     return _resolve(InferenceConfig, args, flags)
 

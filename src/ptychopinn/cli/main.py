@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gridsize", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--strategy", help="auto | ddp | ddp_spawn")
-    p.add_argument("--precision", help="32-true | 16-mixed | bf16-mixed")
+    p.add_argument("--precision", help="auto (= 32-true) | 32-true | 16-mixed | bf16-mixed")
     p.add_argument("--logger", help="csv | tensorboard | mlflow | none")
     p.add_argument("--init", help="Bundle or run directory to fine-tune from.")
     p.add_argument("--probe-refine-epochs", type=int,
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-keep-linear", action="store_true",
                    help="Keep a global scale/rotation/shear of the position corrections (a "
                         "miscalibrated step size); default: removed.")
+    p.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"),
+                   help="The network's precision (default auto: bf16-mixed on a CPU with AMX-BF16 "
+                        "units, else 32-true; the physics stays float32).")
     p.add_argument("--no-figures", action="store_true")
     _common(p)
 

@@ -257,8 +257,13 @@ class ExecutionConfig(_Section):
         Field("auto", description="Distribution strategy (DDP for several devices or processes).")
     )
     num_nodes: int = Field(1, ge=1, description="Nodes for multi-node training.")
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
-        "32-true", description="Numerical precision."
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "64-true"] = Field(
+        "auto",
+        description="Numerical precision. 'auto': training in '32-true'; inference runs the "
+        "network in 'bf16-mixed' on a CPU with AMX-BF16 units (about 2x faster, scores "
+        "unchanged on the benchmark models) and in '32-true' elsewhere. Inference takes "
+        "'auto', '32-true', 'bf16-mixed' or '16-mixed' (the network only: the physics stays "
+        "float32); training any of them but 'auto' means '32-true'.",
     )
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
     logger: Literal["csv", "tensorboard", "mlflow", "none"] = Field(

@@ -12,6 +12,7 @@ import torch
 
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
+from ptychopinn.inference.precision import network_autocast, network_dtype
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Reconstruction:
     # the refinement's scan-level numbers: intensity_scale, counts_per_photon, step_scale
     refinement_info: dict = field(default_factory=dict)
     metrics: dict | None = None
+    # the generator's compute dtype (execution.precision): float32, bfloat16 or float16
+    network_dtype: str = "float32"
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -122,6 +125,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     check_prior_options(mcfg, cfg, loaded.path)
     t0 = time.perf_counter()
     device = _device(cfg)
+    network_dtype(cfg.execution.precision, device)  # refuse a bad precision before any work
     model = model.to(device).eval()
     framed, offset, shape = canvas_for(scan)
     groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
@@ -154,14 +158,17 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     iterations=cfg.prior_iterations,
                                     frc_filter=cfg.prior_frc_filter)
     t_prior = time.perf_counter() - t_prior
+    net_dtype = network_dtype(cfg.execution.precision, device)
 
     def predict(chunk: slice) -> torch.Tensor:
         ii = idx[chunk]
         with torch.inference_mode():
             x = amps[ii].to(device, non_blocking=True)
             pr = None if prior is None else prior(ii).to(device, non_blocking=True)
-            # on a GPU the patches stay there: stitching runs on the same device
-            return model.predict_patches(x, scale, pr)
+            # on a GPU the patches stay there: stitching runs on the same device;
+            # only the generator's convolutions follow execution.precision
+            with network_autocast(net_dtype, device):
+                return model.predict_patches(x, scale, pr)
 
     cache_ok = n_groups * mcfg.n_channels * n * n * 8 <= _CACHE_LIMIT_BYTES
     cache: list[torch.Tensor] = []
@@ -203,6 +210,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             "n_patterns": scan.n_patterns,
             "n_groups": int(n_groups),
         },
+        network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
     )
 
 
@@ -247,6 +255,7 @@ def write_outputs(
         "frame_offset_px": np.asarray(recon.frame_offset_px, dtype=np.float64),
         "weight": recon.weight.astype(np.float32),
         "backend": np.asarray(recon.backend),
+        "network_dtype": np.asarray(recon.network_dtype),
     }
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)

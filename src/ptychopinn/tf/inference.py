@@ -36,9 +36,10 @@ def check_execution(execution) -> None:  # noqa: ANN001 (ExecutionConfig)
     if acc in ("gpu", "cuda") and not tf.config.list_physical_devices("GPU"):
         raise ConfigError(f"execution.accelerator is {acc!r} but TensorFlow sees no GPU "
                           "(tensorflow-cpu is installed by ptychopinn[tensorflow]).")
-    if execution.precision != "32-true":
+    if execution.precision not in ("auto", "32-true"):
         raise ConfigError(f"execution.precision={execution.precision!r} is not supported by the "
-                          "tensorflow backend; use '32-true' (or backend 'pytorch').")
+                          "tensorflow backend; use '32-true' or 'auto' (float32 there), or "
+                          "backend 'pytorch'.")
 
 
 CACHE_LIMIT_BYTES = 1 << 30

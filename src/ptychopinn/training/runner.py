@@ -108,6 +108,11 @@ def _local_mlflow_uri(logs: Path) -> str:
     return (logs / "mlruns").resolve().as_uri()
 
 
+def training_precision(precision: str) -> str:
+    """Lightning's precision for ``execution.precision`` ('auto' trains in '32-true')."""
+    return "32-true" if precision == "auto" else precision
+
+
 def _accelerator(cfg: TrainingConfig) -> str:
     acc = cfg.execution.accelerator
     return "gpu" if acc == "cuda" else acc
@@ -152,7 +157,7 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
         devices=cfg.execution.devices,
         strategy=cfg.execution.strategy,
         num_nodes=cfg.execution.num_nodes,
-        precision=cfg.execution.precision,
+        precision=training_precision(cfg.execution.precision),
         deterministic=cfg.execution.deterministic,
         max_epochs=cfg.nepochs,
         max_time=dt.timedelta(minutes=cfg.max_time_minutes) if cfg.max_time_minutes else None,

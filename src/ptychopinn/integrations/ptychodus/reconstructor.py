@@ -57,6 +57,7 @@ class PtychoPINNSettings:
     def __init__(self, registry) -> None:
         group = registry.create_group("PtychoPINNNext")
         self.accelerator = group.create_string_parameter("Accelerator", "auto")
+        self.precision = group.create_string_parameter("Precision", "auto")
         self.inference_batch_size = group.create_integer_parameter(
             "InferenceBatchSize", 256, minimum=1)
         self.patterns_per_chunk = group.create_integer_parameter(
@@ -90,7 +91,7 @@ class PtychoPINNSettings:
             "refine_sparse_counts": self.refine_sparse_counts.get_value(),
             "figures": False,
             "execution": {"accelerator": self.accelerator.get_value(), "logger": "none",
-                          "progress_bar": False},
+                          "precision": self.precision.get_value(), "progress_bar": False},
         }, where="Ptychodus settings [PtychoPINNNext]")
 
     def training_config(self, model_type: str, n_pix: int, output_dir: Path):

@@ -1,0 +1,103 @@
+"""`execution.precision` at inference: the generator under autocast, the physics in float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn import api
+from ptychopinn.bundle.pytorch import save_pinn
+from ptychopinn.config import InferenceConfig, TrainingConfig
+from ptychopinn.errors import ConfigError
+from ptychopinn.inference import precision
+from ptychopinn.inference.precision import network_dtype
+from ptychopinn.inference.reconstruct import write_outputs
+from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+
+def test_network_dtype_of_each_precision(monkeypatch) -> None:
+    assert network_dtype("32-true", "cpu") is None
+    assert network_dtype("bf16-mixed", "cpu") is torch.bfloat16
+    assert network_dtype("16-mixed", "cpu") is torch.float16
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: True)
+    assert network_dtype("auto", "cpu") is torch.bfloat16
+    assert network_dtype("auto", "cuda") is None  # GPUs: float32 unless asked
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: False)
+    assert network_dtype("auto", "cpu") is None
+    for bad in ("64-true", "half"):
+        with pytest.raises(ConfigError, match=f"execution.precision='{bad}'.*'bf16-mixed'"):
+            network_dtype(bad, "cpu")
+
+
+def test_amx_probe_falls_back_to_cpuinfo(monkeypatch) -> None:
+    """Without PyTorch's probe the answer is the amx_bf16 flag of /proc/cpuinfo."""
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    info = Path("/proc/cpuinfo")
+    flags = info.read_text() if info.is_file() else ""
+    assert precision.cpu_has_amx_bf16() == (" amx_bf16" in flags)
+
+
+def test_training_auto_is_float32() -> None:
+    from ptychopinn.training.runner import training_precision
+
+    assert TrainingConfig().execution.precision == "auto"
+    assert training_precision("auto") == "32-true"
+    assert training_precision("bf16-mixed") == "bf16-mixed"
+
+
+def _objects(tmp_path, scan, prior_iterations):
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25,
+                                "prior_iterations": prior_iterations})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
+    torch.manual_seed(0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    out = {}
+    for prec in ("32-true", "bf16-mixed"):
+        icfg = InferenceConfig(execution={"num_threads": 1, "precision": prec})
+        out[prec] = api.reconstruct(tmp_path / "model", scan, icfg)
+    return out
+
+
+@pytest.mark.parametrize("prior_iterations", [0, 2])
+def test_bf16_changes_only_the_network_and_only_a_little(tmp_path, small_scan,
+                                                         prior_iterations) -> None:
+    """bf16-mixed runs the generator in bfloat16: the object differs from float32's
+    (so autocast is on) by about bfloat16's rounding, is complex64 and records its dtype."""
+    recs = _objects(tmp_path, small_scan, prior_iterations)
+    a, b = recs["32-true"].object, recs["bf16-mixed"].object
+    assert b.dtype == np.complex64 and recs["bf16-mixed"].network_dtype == "bfloat16"
+    assert recs["32-true"].network_dtype == "float32"
+    w = recs["32-true"].weight > 0
+    diff = np.abs(a - b)[w]
+    rel = np.linalg.norm(diff) / np.linalg.norm(a[w])
+    assert diff.max() > 1e-5, "bf16-mixed left the network in float32"
+    assert rel < 0.03, rel
+    write_outputs(recs["bf16-mixed"], tmp_path / "out", figures=False)
+    assert str(np.load(tmp_path / "out" / "reconstruction.npz")["network_dtype"]) == "bfloat16"
+
+
+def test_inference_refuses_a_training_only_precision(tmp_path, small_scan) -> None:
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 0})
+    probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    icfg = InferenceConfig(execution={"precision": "64-true"})
+    with pytest.raises(ConfigError, match="execution.precision='64-true'"):
+        api.reconstruct(tmp_path / "model", small_scan, icfg)
+
+
+def test_infer_precision_flag() -> None:
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+
+    def flag(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).execution.precision
+
+    assert flag() == "auto"
+    assert flag("--precision", "32-true") == "32-true"
+    assert flag("--precision", "bf16-mixed") == "bf16-mixed"
+    with pytest.raises(SystemExit):
+        flag("--precision", "64-true")
