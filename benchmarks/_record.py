@@ -42,6 +42,10 @@ def machine_info() -> dict:
     torch = sys.modules.get("torch")  # only when the benchmark uses it: no import here
     if torch is not None and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+    if torch is not None:  # execution.precision 'auto' runs the network in bfloat16 there
+        from ptychopinn.inference.precision import cpu_has_amx_bf16
+
+        info["amx_bf16"] = cpu_has_amx_bf16()
     for name in _PACKAGES:
         v = _version(name)
         if v is not None:
@@ -55,6 +59,9 @@ def format_machine(info: dict) -> str:
     return (
         f"_{info['date_utc']}; {info['platform']}, {info['cpu_count']} CPUs, "
         + (f"GPU {info['gpu']}, " if "gpu" in info else "")
+        + ("" if "amx_bf16" not in info else
+           "AMX-BF16 (inference precision 'auto': the network in bfloat16), " if info["amx_bf16"]
+           else "no AMX-BF16 (inference precision 'auto': float32), ")
         + f"Python {info['python']}; {versions}; load average {info['load_avg_1min']} "
         "at the end of the run._"
     )

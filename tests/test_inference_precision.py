@@ -79,11 +79,19 @@ def test_bf16_changes_only_the_network_and_only_a_little(tmp_path, small_scan,
     assert str(np.load(tmp_path / "out" / "reconstruction.npz")["network_dtype"]) == "bfloat16"
 
 
-def test_inference_refuses_a_training_only_precision(tmp_path, small_scan) -> None:
+def test_unsupported_precisions_are_refused_by_name(tmp_path, small_scan) -> None:
+    """64-true (single-precision physics; it used to fail in the first training step)
+    is refused when the config is built; an unvalidated one when inference starts."""
+    from ptychopinn.config import build
+
+    for section in (TrainingConfig, InferenceConfig):
+        with pytest.raises(ConfigError, match="precision"):
+            build(section, {"execution": {"precision": "64-true"}}, where="run.yaml")
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 0})
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
     save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
-    icfg = InferenceConfig(execution={"precision": "64-true"})
+    icfg = InferenceConfig()
+    icfg.execution.__dict__["precision"] = "64-true"  # bypassing validation
     with pytest.raises(ConfigError, match="execution.precision='64-true'"):
         api.reconstruct(tmp_path / "model", small_scan, icfg)
 

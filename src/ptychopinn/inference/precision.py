@@ -13,7 +13,6 @@ cast back to float32 (`models.pinn.PtychoPINN.predict_amp_phase`).
   generator about twice as fast with the scores of the benchmark models
   unchanged to the third decimal (docs/benchmarks.md), and ``"32-true"`` everywhere else
   (CPUs without AMX, where bfloat16 is emulated and slower, and GPUs).
-* ``"64-true"`` is a training precision only: refused here.
 """
 
 from __future__ import annotations
@@ -49,15 +48,15 @@ def cpu_has_amx_bf16() -> bool:
 def network_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype of the generator at inference, or None for float32.
 
-    Raises `ConfigError` naming ``execution.precision`` for a value inference cannot
-    run (``"64-true"``, or anything unknown).
+    Raises `ConfigError` naming ``execution.precision`` for any other value (a
+    config built without validation).
     """
     from ptychopinn.errors import ConfigError
 
     if precision not in INFERENCE_PRECISIONS:
         raise ConfigError(
             f"execution.precision={precision!r} is not an inference precision; expected one "
-            f"of {', '.join(repr(p) for p in INFERENCE_PRECISIONS)} (64-true is for training).")
+            f"of {', '.join(repr(p) for p in INFERENCE_PRECISIONS)}.")
     kind = torch.device(device).type
     if precision == "auto":
         return torch.bfloat16 if kind == "cpu" and cpu_has_amx_bf16() else None
