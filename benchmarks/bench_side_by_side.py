@@ -122,13 +122,15 @@ of the machine: a 3.2 s run of a 2.1 s inference was recorded once)."""
 
 
 def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | None = None,
-                   repeats: int = INFERENCE_REPEATS):
+                   repeats: int = INFERENCE_REPEATS, precision: str = "auto"):
     """``(reconstruction, seconds)``: inference + stitching of ``scan`` after a warm-up on
-    64 patterns; the median wall time of ``repeats`` runs (the result is deterministic)."""
+    64 patterns; the median wall time of ``repeats`` runs (the result is deterministic);
+    ``precision`` is the network's (`execution.precision`)."""
     from ptychopinn.config import InferenceConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
-    cfg = InferenceConfig(execution={"accelerator": device}, prior_iterations=prior_iterations)
+    cfg = InferenceConfig(execution={"accelerator": device, "precision": precision},
+                          prior_iterations=prior_iterations)
     reconstruct_pytorch(model, scan.subset(list(range(min(64, scan.n_patterns)))), cfg)  # warm-up
     times = []
     for _ in range(max(1, repeats)):
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
     add_subpixel_args(p)
+    p.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default="auto",
+                   help="the network's precision at inference (default auto, as `ptychopinn "
+                        "infer`: bfloat16 on a CPU with AMX-BF16, else float32)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         notes.append(f"our refinement rows with subpixel={args.refine_subpixel}")
     if args.sim_subpixel is not None:
         notes.append(f"scans simulated with --subpixel {args.sim_subpixel}")
+    if args.precision != "auto":
+        notes.append(f"inference with execution.precision={args.precision}")
     if args.prior_iterations is not None:
         notes.append(f"inference with --set prior_iterations={args.prior_iterations} (the model "
                      f"was trained with {model.config.model.prior_iterations})")
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         for ep_n, t, m in flat["rows"]:
             if ep_n in (5, 10, args.refine_epochs):
                 rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
-        rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations)
+        rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations,
+                                      precision=args.precision)
         inf_m = score(rec.object, scan)
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)

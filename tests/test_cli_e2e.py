@@ -90,6 +90,12 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     # an untrained network's amplitude stays below FLOOR (see test_untrained_floor)
     assert metrics["amp_ssim"] > FLOOR and metrics["phase_ssim"] > FLOOR, metrics
     assert "reconstruction vs truth" in proc.stdout
+    # the network's precision is said and kept (execution.precision 'auto')
+    from ptychopinn.inference.precision import cpu_has_amx_bf16
+
+    dtype = "bfloat16" if cpu_has_amx_bf16() else "float32"
+    assert f"(pytorch, network in {dtype})" in proc.stdout
+    assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]
     assert fit["n_patterns"] == 196 and fit["counts_are_integers"], fit

@@ -255,7 +255,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                           data_consistency_patterns=cfg.data_consistency_patterns)
     print(
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
-        f"({recon.backend}); wrote {files['reconstruction']}"
+        f"({recon.backend}, network in {recon.network_dtype}); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info
     if info.get("step_scale", 1.0) < 1.0:
