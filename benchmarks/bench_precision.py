@@ -11,6 +11,9 @@ Usage::
 
     python benchmarks/train_models.py --out models --only seed2 seed7 seed11 seed13
     python benchmarks/bench_precision.py --models models --seeds 2 7 11 13 [--record]
+    python benchmarks/bench_precision.py --models models --seeds 11 \
+        --cases textured_1e4 textured_1e3 image     # the seed-11 model on the side-by-side's
+                                                    # low-dose scans and unseen picture
 
 On a CPU without AMX-BF16 bfloat16 is emulated: expect it to be slower there (the
 reason ``auto`` keeps float32 on such CPUs).
@@ -31,15 +34,20 @@ PRECISIONS = ("32-true", "bf16-mixed")
 
 
 def compare(model_path: Path, scan_path: Path, repeats: int = 3) -> dict:
-    """Scores and times of one model on its scan in each of `PRECISIONS`."""
+    """Scores and times of one model on the scan at ``scan_path`` in each of `PRECISIONS`."""
+    from ptychopinn.data.npz import load_npz
+
+    return compare_scan(model_path, load_npz(scan_path), scan_path, repeats)
+
+
+def compare_scan(model_path: Path, scan, scan_path, repeats: int = 3) -> dict:
+    """`compare` of a loaded scan."""
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import InferenceConfig
-    from ptychopinn.data.npz import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.metrics import evaluate
 
     loaded = load_pinn(model_path)
-    scan = load_npz(scan_path)
     if scan.object is None:
         raise SystemExit(f"{scan_path}: no true object (objectGuess) to score against")
     out = {}
@@ -67,6 +75,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="train_models.py's --out folder")
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="instead of each model's own scan: bench_side_by_side.py's cases "
+                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -80,19 +91,41 @@ def main() -> None:
             ap.error(f"seed {s}: missing {', '.join(missing)} (train_models.py --out {root} "
                      f"--only seed{s} makes them)")
         pairs.append((s, model, scan))
-    header = ["seed", "float32: amp / phase SSIM", "bfloat16: amp / phase SSIM",
+    if args.cases:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_ptychi import CASES
+
+        bad = sorted(set(args.cases) - set(CASES))
+        if bad:
+            ap.error(f"--cases: unknown {bad}; choose from {sorted(CASES)}")
+    header = ["model seed (scan)", "float32: amp / phase SSIM", "bfloat16: amp / phase SSIM",
               "max abs. object difference", "float32: s (predict s)", "bfloat16: s (predict s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    runs = []
     for s, model, scan in pairs:
-        r = compare(model, scan)
+        if not args.cases:
+            runs.append((str(s), lambda m=model, p=scan: compare(m, p)))
+            continue
+        import tempfile
+
+        from bench_ptychi import simulate_case
+
+        for case in args.cases:
+            def run(m=model, c=case, seed=s):
+                sim, path = simulate_case(c, Path(tempfile.mkdtemp(prefix="precision_")), seed=seed)
+                return compare_scan(m, sim, path)
+            runs.append((f"{s}, {case}", run))
+    for label, run in runs:
+        r = run()
         a, b = r["32-true"], r["bf16-mixed"]
-        lines.append(f"| {s} | {a['amp']:.4f} / {a['phase']:.4f} | {b['amp']:.4f} / "
+        lines.append(f"| {label} | {a['amp']:.4f} / {a['phase']:.4f} | {b['amp']:.4f} / "
                      f"{b['phase']:.4f} | {r['max_diff']:.4f} | {a['s']:.2f} "
                      f"({a['predict_s']:.2f}) | {b['s']:.2f} ({b['predict_s']:.2f}) |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    notes = (f"models {root}/seedN on their own scans (625 patterns of 64x64, default "
-             f"simulation); torch threads {torch.get_num_threads()}; times: median of 3 "
+    scans = ("their own scans" if not args.cases else
+             f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
+    notes = (f"models {root}/seedN on {scans} (625 patterns of 64x64); torch threads {torch.get_num_threads()}; times: median of 3 "
              "inference + stitching runs after a warm-up, the prediction step in brackets; "
              "the difference is over the stitched pixels (objects of amplitude ~0.5-1).")
     print(table)
