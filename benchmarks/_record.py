@@ -103,6 +103,14 @@ def append_section(
     return target
 
 
+def print_and_record(title: str, table_md: str, notes: str, record: bool) -> None:
+    """Print a benchmark's table and notes; with ``record`` also `append_section` them."""
+    print(table_md)
+    print(notes)
+    if record:
+        append_section(title, table_md, notes=notes)
+
+
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     """A simple markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

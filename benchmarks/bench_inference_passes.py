@@ -64,17 +64,16 @@ def main() -> None:
         ap.error(f"--passes must be >= 1; found {args.passes}")
     torch.set_num_threads(args.threads)
     root = Path(args.models)
-    for s in args.seeds:
-        missing = [str(p) for p in (root / f"seed{s}", root / "scans" / f"seed{s}.npz")
-                   if not p.exists()]
-        if missing:
-            ap.error(f"seed {s}: missing {', '.join(missing)} (train_models.py --out {root} "
-                     f"--only seed{s} makes them)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import print_and_record
+    from train_models import seed_models
+
+    pairs = seed_models(root, args.seeds)
     header = ["seed"] + [f"{k} passes: amp / phase SSIM, s" for k in args.passes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     dtype = "?"
-    for s in args.seeds:
-        rows = scores(root / f"seed{s}", root / "scans" / f"seed{s}.npz", args.passes)
+    for s, model, scan in pairs:
+        rows = scores(model, scan, args.passes)
         dtype = rows[-1]["dtype"]
         lines.append(f"| {s} | " + " | ".join(
             f"{r['amp']:.3f} / {r['phase']:.3f}, {r['s']:.2f}" for r in rows) + " |")
@@ -84,14 +83,8 @@ def main() -> None:
              f"of 64x64); inference with the defaults but `prior_iterations` (the network in "
              f"{dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
              "stitching runs after a warm-up.")
-    print(table)
-    print(notes)
-    if args.record:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _record import append_section
-
-        append_section("The scan prior's passes at inference (bench_inference_passes.py)",
-                       table, notes=notes)
+    print_and_record("The scan prior's passes at inference (bench_inference_passes.py)",
+                     table, notes, args.record)
 
 
 if __name__ == "__main__":

@@ -83,16 +83,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.models)
-    pairs = []
-    for s in args.seeds:
-        model, scan = root / f"seed{s}", root / "scans" / f"seed{s}.npz"
-        missing = [str(p) for p in (model, scan) if not p.exists()]
-        if missing:
-            ap.error(f"seed {s}: missing {', '.join(missing)} (train_models.py --out {root} "
-                     f"--only seed{s} makes them)")
-        pairs.append((s, model, scan))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import print_and_record
+    from train_models import seed_models
+
+    pairs = seed_models(root, args.seeds)
     if args.cases:
-        sys.path.insert(0, str(Path(__file__).parent))
         from bench_ptychi import CASES
 
         bad = sorted(set(args.cases) - set(CASES))
@@ -128,14 +124,8 @@ def main() -> None:
     notes = (f"models {root}/seedN on {scans} (625 patterns of 64x64); torch threads {torch.get_num_threads()}; times: median of 3 "
              "inference + stitching runs after a warm-up, the prediction step in brackets; "
              "the difference is over the stitched pixels (objects of amplitude ~0.5-1).")
-    print(table)
-    print(notes)
-    if args.record:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _record import append_section
-
-        append_section("The network in float32 vs bfloat16 at inference (bench_precision.py)",
-                       table, notes=notes)
+    print_and_record("The network in float32 vs bfloat16 at inference (bench_precision.py)",
+                     table, notes, args.record)
 
 
 if __name__ == "__main__":

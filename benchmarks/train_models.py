@@ -100,6 +100,20 @@ def model_spec(name: str) -> tuple[str, list[str], str, list[str]]:
                      "(N a simulation seed, e.g. seed2)")
 
 
+def seed_models(out: Path, seeds: list[int]) -> list[tuple[int, Path, Path]]:
+    """``(seed, model run, scan)`` of the ``seedN`` models under ``out`` (this script's
+    layout); `SystemExit` naming what is missing and the command that makes it."""
+    pairs = []
+    for s in seeds:
+        model, scan = out / f"seed{s}", out / "scans" / f"seed{s}.npz"
+        missing = [str(p) for p in (model, scan) if not p.exists()]
+        if missing:
+            raise SystemExit(f"seed {s}: missing {', '.join(missing)} (python "
+                             f"benchmarks/train_models.py --out {out} --only seed{s} makes them)")
+        pairs.append((s, model, scan))
+    return pairs
+
+
 def commands(out: Path, names: list[str], max_minutes: float | None = None,
              settings: list[str] = ()) -> list[list[str]]:
     """The ``ptychopinn`` argument lists (without the program name) that make

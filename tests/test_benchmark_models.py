@@ -125,3 +125,13 @@ def test_unseen_seed_scan_is_the_side_by_side_scan(tmp_path, seed):
     theirs, _ = simulate_case("textured", tmp_path / "bench", seed=seed)
     np.testing.assert_array_equal(ours.diffraction, theirs.diffraction)
     np.testing.assert_allclose(ours.positions_px, theirs.positions_px)
+
+
+def test_seed_models_finds_the_layout_and_names_what_is_missing(tmp_path) -> None:
+    (tmp_path / "seed3").mkdir()
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "seed3.npz").write_bytes(b"")
+    assert train_models.seed_models(tmp_path, [3]) == [
+        (3, tmp_path / "seed3", tmp_path / "scans" / "seed3.npz")]
+    with pytest.raises(SystemExit, match=r"seed 4: missing .*seed4.*--only seed4"):
+        train_models.seed_models(tmp_path, [3, 4])
