@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prior-iterations", type=int, default=None,
                    help="physics prior passes at inference (default: the model's)")
     add_subpixel_args(p)
-    p.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default="auto",
+    p.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"),
+                   default="auto",
                    help="the network's precision at inference (default auto, as `ptychopinn "
                         "infer`: bfloat16 on a CPU with AMX-BF16, else float32)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")

@@ -10,7 +10,7 @@ cast back to float32 (`models.pinn.PtychoPINN.predict_amp_phase`).
   float16 on the inference device.
 * ``"auto"`` (the default): ``"bf16-mixed"`` on a CPU whose oneDNN kernels have
   AMX-BF16 tile units (Intel Sapphire Rapids and later), where it runs the
-  generator about twice as fast with the scores of the benchmark models
+  generator 1.7-1.9x as fast with the scores of the benchmark models
   unchanged to the third decimal (docs/benchmarks.md), and ``"32-true"`` everywhere else
   (CPUs without AMX, where bfloat16 is emulated and slower, and GPUs).
 """

@@ -125,7 +125,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     check_prior_options(mcfg, cfg, loaded.path)
     t0 = time.perf_counter()
     device = _device(cfg)
-    network_dtype(cfg.execution.precision, device)  # refuse a bad precision before any work
+    net_dtype = network_dtype(cfg.execution.precision, device)  # refused before any work
     model = model.to(device).eval()
     framed, offset, shape = canvas_for(scan)
     groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
@@ -158,7 +158,6 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     iterations=cfg.prior_iterations,
                                     frc_filter=cfg.prior_frc_filter)
     t_prior = time.perf_counter() - t_prior
-    net_dtype = network_dtype(cfg.execution.precision, device)
 
     def predict(chunk: slice) -> torch.Tensor:
         ii = idx[chunk]
