@@ -1,0 +1,63 @@
+"""benchmarks/bench_side_by_side.py --scan: the CPU-target comparison on a scan file of
+one's own (a hidden-scan check) takes the NPZ data contract and refuses, by file and
+key, a scan it cannot score."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_side_by_side  # noqa: E402
+
+from ptychopinn.data import save_npz  # noqa: E402
+from ptychopinn.simulation import SimulationConfig, simulate_scan  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_scan():
+    return simulate_scan(SimulationConfig(N=32, n_positions=16, seed=3,
+                                          photons_per_pattern=1e4))
+
+
+def test_scan_file_loads_with_its_truth(tmp_path, small_scan):
+    path = save_npz(small_scan, tmp_path / "hidden.npz")
+    scan, got = bench_side_by_side.load_truth_scan(path)
+    assert got == Path(path)
+    np.testing.assert_array_equal(scan.object, small_scan.object)
+    np.testing.assert_array_equal(scan.diffraction, small_scan.diffraction)
+
+
+def test_scan_without_truth_is_refused_by_file_and_key(tmp_path, small_scan):
+    path = save_npz(replace(small_scan, object=None), tmp_path / "measured.npz")
+    with pytest.raises(SystemExit, match=r"measured\.npz.*'objectGuess'"):
+        bench_side_by_side.load_truth_scan(path)
+
+
+def test_missing_or_broken_scan_file_is_named(tmp_path):
+    with pytest.raises(SystemExit, match=r"--scan .*nothere\.npz: no such file"):
+        bench_side_by_side.load_truth_scan(tmp_path / "nothere.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, diffraction=np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(SystemExit, match=r"bad\.npz.*xcoords"):
+        bench_side_by_side.load_truth_scan(bad)
+
+
+def test_cli_refuses_before_any_work(tmp_path, small_scan, capsys):
+    """A bad ``--scan`` stops the script before pty-chi or the model are looked up."""
+    path = save_npz(replace(small_scan, object=None), tmp_path / "measured.npz")
+    with pytest.raises(SystemExit, match="objectGuess"):
+        bench_side_by_side.main(["--model", str(tmp_path / "no_model"), "--scan", str(path)])
+
+
+def test_photons_per_pattern_read_from_counts(small_scan):
+    photons = bench_side_by_side.mean_photons(small_scan)
+    assert photons == pytest.approx(1e4, rel=0.05)
+    assert bench_side_by_side.mean_photons(replace(small_scan,
+                                                   amplitude_units="arbitrary")) is None
