@@ -338,13 +338,14 @@ def scan_error_reduction(
                 idx = ((c0[:, 0, None, None] + ar[:, None]) * width
                        + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
                 if cache is not None:
-                    probes, power, a_u = (t[rows] for t in cache)
+                    probes, power, a_u = (t.index_select(0, rows) for t in cache)
                 else:
                     probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
                 obj_w = flat.index_select(0, idx).view(-1, n, n)
                 delta = _object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
-                num_c.index_add_(0, idx, delta.reshape(-1))
-                den_c.index_add_(0, idx, power.reshape(-1))
+                # scatter_add_ sums in the same order as index_add_, about twice as fast
+                num_c.scatter_add_(0, idx, delta.reshape(-1))
+                den_c.scatter_add_(0, idx, power.reshape(-1))
                 if update_all:
                     # the same arithmetic as below, on every canvas pixel
                     den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
