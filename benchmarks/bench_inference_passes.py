@@ -37,7 +37,8 @@ def scores(model_path: Path, scan_path: Path, passes: list[int], repeats: int = 
         raise SystemExit(f"{scan_path}: no true object (objectGuess) to score against")
     out = []
     for k in passes:
-        cfg = InferenceConfig(prior_iterations=k)
+        # exactly k passes (no extra passes where the halves agree)
+        cfg = InferenceConfig(prior_iterations=k, prior_extra_iterations=0)
         reconstruct_pytorch(loaded, scan, cfg)  # warm-up
         times = []
         for _ in range(repeats):
@@ -80,8 +81,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     notes = (f"models {root}/seedN (trained with 4 passes) on their own scans (625 patterns "
-             f"of 64x64); inference with the defaults but `prior_iterations` (the network in "
-             f"{dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
+             f"of 64x64); inference with the defaults but `prior_iterations` and "
+             f"`prior_extra_iterations` 0: exactly the passes given (the network in {dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
              "stitching runs after a warm-up.")
     print_and_record("The scan prior's passes at inference (bench_inference_passes.py)",
                      table, notes, args.record)

@@ -94,7 +94,9 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     from ptychopinn.inference.precision import cpu_has_amx_bf16
 
     dtype = "bfloat16" if cpu_has_amx_bf16() else "float32"
-    assert f"(pytorch, network in {dtype})" in proc.stdout
+    passes = int(rec["prior_passes"])  # the model's 4, 6 where the prior's halves agree
+    assert passes in (4, 6)
+    assert f"(pytorch, network in {dtype}, {passes} prior passes)" in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]

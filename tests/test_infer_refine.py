@@ -104,3 +104,40 @@ def test_prior_frc_filter_override_at_inference(tmp_path, small_scan):
     assert flag("--prior-frc-filter", "on") is True
     with pytest.raises(SystemExit):
         flag("--prior-frc-filter", "maybe")
+
+
+def test_prior_extra_iterations_at_inference(tmp_path):
+    """`InferenceConfig.prior_extra_iterations`: where the prior's halves agree (a
+    well-exposed textured scan) the prior runs the model's passes plus these, recorded as
+    ``prior_passes`` in the result and reconstruction.npz; 0 gives the model's passes
+    exactly; negative values are refused by name; the CLI flag maps to it."""
+    import pytest
+    from pydantic import ValidationError
+
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=7))
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 2})
+    assert cfg.model.prior_frc_filter
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    recs = {k: api.reconstruct(tmp_path / "model", scan,
+                               InferenceConfig(prior_extra_iterations=k,
+                                               execution={"num_threads": 1}))
+            for k in (0, 3)}
+    assert recs[0].prior_passes == 2 and recs[3].prior_passes == 5
+    assert np.abs(recs[3].object - recs[0].object).max() > 1e-3
+    assert InferenceConfig().prior_extra_iterations == 2
+    write_outputs(recs[3], tmp_path / "out", scan=scan, figures=False)
+    assert int(np.load(tmp_path / "out" / "reconstruction.npz")["prior_passes"]) == 5
+    with pytest.raises(ValidationError, match="prior_extra_iterations"):
+        InferenceConfig(prior_extra_iterations=-1)
+
+    def flag(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_extra_iterations
+
+    assert flag() == 2
+    assert flag("--prior-extra-iterations", "0") == 0

@@ -226,6 +226,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "refine_epochs": args.refine_epochs,
         "position_refine_epochs": args.position_refine_epochs,
         "prior_iterations": args.prior_iterations,
+        "prior_extra_iterations": args.prior_extra_iterations,
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
@@ -255,7 +256,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
                           data_consistency_patterns=cfg.data_consistency_patterns)
     print(
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
-        f"({recon.backend}, network in {recon.network_dtype}); wrote {files['reconstruction']}"
+        f"({recon.backend}, network in {recon.network_dtype}"
+        + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
+        + f"); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info
     if info.get("step_scale", 1.0) < 1.0:

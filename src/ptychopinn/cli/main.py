@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-iterations", type=int,
                    help="Physics prior passes (default: as the model was trained; more is "
                         "slower and better, e.g. 16).")
+    p.add_argument("--prior-extra-iterations", type=int,
+                   help="Passes the physics prior adds where its two half-scan estimates agree "
+                        "(well-exposed, consistent data; default 2; 0: the model's passes "
+                        "exactly).")
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")

@@ -463,6 +463,17 @@ class InferenceConfig(_Section):
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
+    prior_extra_iterations: int = Field(
+        2, ge=0, le=100,
+        description="Passes the physics prior adds at inference when the two half-scan "
+        "estimates of its FRC filter agree (the mean FRC weight of their amplitudes, "
+        "physics.prior_frc.agreement, at least 0.45): there the data support more detail than "
+        "the passes reached, and 2 more raised the network's amplitude SSIM by 0.003-0.018 on "
+        "eight simulated scans at 1e6 photons (~0.2 s per 625 patterns of 64x64 on 2 CPU "
+        "cores); at low dose and on the measured Siemens star the halves disagree (0.17-0.31) "
+        "and nothing changes (docs/benchmarks.md). 0: exactly the model's passes. Models "
+        "without the FRC filter ignore it.",
+    )
     prior_frc_filter: bool | None = Field(
         None,
         description="The physics prior's half-scan FRC filter of its amplitude at inference "

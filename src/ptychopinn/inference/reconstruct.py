@@ -45,6 +45,9 @@ class Reconstruction:
     metrics: dict | None = None
     # the generator's compute dtype (execution.precision): float32, bfloat16 or float16
     network_dtype: str = "float32"
+    # passes the physics prior ran (None: a model without a prior); more than the model's
+    # when InferenceConfig.prior_extra_iterations ran
+    prior_passes: int | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -156,7 +159,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     with torch.inference_mode():
         prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid,
                                     iterations=cfg.prior_iterations,
-                                    frc_filter=cfg.prior_frc_filter)
+                                    frc_filter=cfg.prior_frc_filter,
+                                    extra_iterations=cfg.prior_extra_iterations)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -210,6 +214,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             "n_groups": int(n_groups),
         },
         network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
+        prior_passes=None if prior is None else int(prior.passes),
     )
 
 
@@ -256,6 +261,8 @@ def write_outputs(
         "backend": np.asarray(recon.backend),
         "network_dtype": np.asarray(recon.network_dtype),
     }
+    if recon.prior_passes is not None:
+        arrays["prior_passes"] = np.asarray(recon.prior_passes, dtype=np.int64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

@@ -95,6 +95,7 @@ class ScanPrior:
         amplitude_step: float = 1.0,
         frc_filter: bool = False,
         batch_size: int = 64,
+        extra_iterations: int = 0,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -109,6 +110,12 @@ class ScanPrior:
             raise ValueError(f"amplitude_step {amplitude_step} needs scope 'scan'")
         if frc_filter and scope != "scan":
             raise ValueError("frc_filter needs scope 'scan'")
+        if isinstance(extra_iterations, bool) or int(extra_iterations) != extra_iterations or (
+                extra_iterations < 0):
+            raise ValueError(f"extra prior iterations must be an integer >= 0; found "
+                             f"{extra_iterations!r}")
+        self.passes = int(iterations)
+        """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
         self.scope = scope
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
@@ -123,8 +130,10 @@ class ScanPrior:
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
-                self.estimate, _ = frc_filtered_estimate(self.amplitudes, pos, scaled_probe,
-                                                         int(iterations), **kw)
+                self.estimate, _ = frc_filtered_estimate(
+                    self.amplitudes, pos, scaled_probe, int(iterations),
+                    extra_iterations=int(extra_iterations), **kw)
+                self.passes = int(self.estimate.passes or iterations)
             else:
                 self.estimate = scan_error_reduction(self.amplitudes, pos, scaled_probe,
                                                      int(iterations), **kw)
@@ -167,7 +176,9 @@ class ScanPrior:
         overrides ``model_cfg.prior_iterations`` (inference only: the network
         corrects its prior, so a better converged prior gives a better output).
         ``frc_filter`` overrides ``model_cfg.prior_frc_filter`` (inference only; the
-        constructor refuses it for the neighbourhood scope).
+        constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
+        ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
+        agree (`physics.prior_frc.frc_filtered_estimate`).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:

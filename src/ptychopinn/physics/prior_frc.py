@@ -32,6 +32,8 @@ real-probe Fermat scan from 0.713 to 0.75, textured seeds stay within 0.01.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
@@ -45,6 +47,12 @@ LIT_FRACTION = 0.3
 """The FRC region: canvas pixels that each half lights with at least this fraction of its
 peak probe intensity, tapered by a Gaussian of `TAPER_PX`."""
 TAPER_PX = 3.0
+EXTRA_PASS_AGREEMENT = 0.45
+"""`frc_filtered_estimate`'s ``extra_iterations`` run when the halves' `agreement` is at
+least this. Measured after 4 passes (docs/benchmarks.md, 2026-12-03, seventh session):
+0.57-0.70 on simulated textured scans at 1e6 photons, where more passes raise the
+amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons and on the measured Siemens star, where
+they lower the amplitude or the spokes' resolution (the passes fit noise there)."""
 
 
 def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +128,15 @@ def full_data_weight(frc_halves: np.ndarray) -> np.ndarray:
     return 2.0 * f / (1.0 + f)
 
 
+def agreement(frc_halves: np.ndarray) -> float:
+    """How far the two halves agree: the mean `full_data_weight` of their FRC over the
+    rings between zero frequency and the Nyquist frequency (both excluded): near 1 when
+    the data determine the object's detail and the estimate is limited by its passes,
+    low when the halves differ by noise (low dose, inconsistent data)."""
+    w = full_data_weight(np.asarray(frc_halves, dtype=np.float64)[1:FRC_RINGS])
+    return float(w.mean()) if w.size else 0.0
+
+
 def whole_pass_count(iterations: int) -> int:
     """Passes of the whole scan after its halves' ``iterations`` (`frc_filtered_estimate`)."""
     return max(1, (int(iterations) + 1) // 2)
@@ -132,10 +149,16 @@ def frc_filtered_estimate(
     iterations: int,
     *,
     split_seed: int = 0,
+    extra_iterations: int = 0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
     estimates (module docstring); ``kw`` go to every `scan_error_reduction`.
+
+    ``extra_iterations``: when the halves' `agreement` after ``iterations`` passes is at
+    least `EXTRA_PASS_AGREEMENT`, each half continues for this many more passes and the
+    whole scan runs `whole_pass_count` of the sum (the data support more detail than the
+    passes reached); otherwise nothing changes.
 
     The halves come first (``iterations`` passes each, on the whole scan's canvas); the
     whole scan then starts from their illumination-weighted mean and runs
@@ -156,16 +179,43 @@ def frc_filtered_estimate(
     # halves drawn from the patterns in raster order, so the estimate does not depend on
     # the order the scan lists them in (as `scan_error_reduction`'s)
     raster = np.lexsort((pos[:, 1], pos[:, 0]))
+    subsets = [np.sort(raster[h]) for h in half_split(len(pos), split_seed)]
     halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
-                                   subset=rows, **kw)
-              for rows in (np.sort(raster[h]) for h in half_split(len(pos), split_seed))]
+                                   subset=rows, **kw) for rows in subsets]
+    if extra_iterations < 0:
+        raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
+    if extra_iterations and agreement(halves_frc(halves)[0]) >= EXTRA_PASS_AGREEMENT:
+        halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
+                                                    frame=frame, start=h.canvas, subset=rows,
+                                                    **kw).canvas, h.origin_px, h.illumination)
+                  for h, rows in zip(halves, subsets, strict=True)]
+        iterations += extra_iterations
     w0, w1 = (h.illumination for h in halves)
     both = w0 + w1
     start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)
                         / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
     full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
                                 frame=frame, start=start, **kw)
-    return filter_amplitude(full, halves)
+    est, frc = filter_amplitude(full, halves)
+    return replace(est, passes=int(iterations)), frc
+
+
+def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(frc, window)``: the FRC of two halves' amplitudes (on one canvas) where both
+    light the object, and that tapered region; too little overlap to read an FRC (< 16
+    pixels) gives ones and no window."""
+    # single precision throughout (a whole scan's canvas can be large)
+    region = None
+    for h in halves:
+        ill = h.illumination.cpu().numpy()
+        lit = ill >= LIT_FRACTION * max(float(ill.max()), 1e-30)
+        region = lit if region is None else region & lit
+    if region.sum() < 16:
+        return np.ones(FRC_RINGS + 1), None
+    window = gaussian_filter(region.astype(np.float32), TAPER_PX)
+    frc = ring_frc(halves[0].canvas.abs().cpu().numpy(), halves[1].canvas.abs().cpu().numpy(),
+                   window)
+    return frc, window
 
 
 def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate]
@@ -178,17 +228,9 @@ def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate]
     if any(tuple(h.canvas.shape) != shape for h in halves) or len(halves) != 2:
         raise ValueError(f"filter_amplitude needs two halves on the {shape} canvas; found "
                          f"{[tuple(h.canvas.shape) for h in halves]}")
-    # single precision throughout (a whole scan's canvas can be large)
-    region = None
-    for h in halves:
-        ill = h.illumination.cpu().numpy()
-        lit = ill >= LIT_FRACTION * max(float(ill.max()), 1e-30)
-        region = lit if region is None else region & lit
-    if region.sum() < 16:
-        return full, np.ones(FRC_RINGS + 1)
-    window = gaussian_filter(region.astype(np.float32), TAPER_PX)
-    frc = ring_frc(halves[0].canvas.abs().cpu().numpy(), halves[1].canvas.abs().cpu().numpy(),
-                   window)
+    frc, window = halves_frc(halves)
+    if window is None:
+        return full, frc
     rings, _ = half_ring_index(shape)
     weight = full_data_weight(frc).astype(np.float32)[rings]
     canvas = full.canvas.cpu()

@@ -74,6 +74,8 @@ class ScanEstimate:
     canvas: Tensor
     origin_px: np.ndarray
     illumination: Tensor | None = None
+    passes: int | None = None
+    """Passes the estimate ran (an FRC-filtered estimate: its halves'), when recorded."""
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""

@@ -100,7 +100,8 @@ def reconstruct_tensorflow(
     t_prior = time.perf_counter()
     valid = None if framed.bad_pixel_mask is None else ~framed.bad_pixel_mask
     prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations,
-                             frc_filter=cfg.prior_frc_filter)
+                             frc_filter=cfg.prior_frc_filter,
+                             extra_iterations=cfg.prior_extra_iterations)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -138,4 +139,5 @@ def reconstruct_tensorflow(
         probe=model.probe_numpy(),
         timings_s={"prior": t_prior, "predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
+        prior_passes=None if prior is None else int(prior.passes),
     )
