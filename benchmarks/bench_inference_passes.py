@@ -81,8 +81,9 @@ def main() -> None:
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     notes = (f"models {root}/seedN (trained with 4 passes) on their own scans (625 patterns "
-             f"of 64x64); inference with the defaults but `prior_iterations` and "
-             f"`prior_extra_iterations` 0: exactly the passes given (the network in {dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
+             "of 64x64); inference with the defaults but `prior_iterations` and "
+             "`prior_extra_iterations` 0: exactly the passes given (the network in "
+             f"{dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
              "stitching runs after a warm-up.")
     print_and_record("The scan prior's passes at inference (bench_inference_passes.py)",
                      table, notes, args.record)

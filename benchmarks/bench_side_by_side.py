@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations,
                                       precision=args.precision)
         inf_m = score(rec.object, scan)
+        if rec.prior_passes is not None:  # the model's, or more where the halves agreed
+            notes.append(f"{name}: {rec.prior_passes} prior passes ran at inference")
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,

@@ -169,6 +169,8 @@ def frc_filtered_estimate(
 
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
+    if extra_iterations < 0:
+        raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
     if any(kw.get(k) is not None for k in ("frame", "start", "subset")):
         raise ValueError("frc_filtered_estimate chooses the frame, start and subsets itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -182,8 +184,6 @@ def frc_filtered_estimate(
     subsets = [np.sort(raster[h]) for h in half_split(len(pos), split_seed)]
     halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
                                    subset=rows, **kw) for rows in subsets]
-    if extra_iterations < 0:
-        raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
     if extra_iterations and agreement(halves_frc(halves)[0]) >= EXTRA_PASS_AGREEMENT:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
