@@ -44,6 +44,7 @@ from bench_side_by_side import (  # noqa: E402
     INFERENCE_REPEATS,
     add_subpixel_args,
     pinn_inference,
+    prior_note,
     refine_curve,
     refine_overrides,
     refine_target,
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     has_ptychi = find_ptychi_python() is not None
     if not has_ptychi:
         print("bench_hard_scans: pty-chi rows SKIPPED (no pty-chi interpreter; see bench_ptychi)")
-    rows, targets = [], []
+    rows, targets, prior_notes = [], [], []
 
     def add(case: str, what: str, secs: float | None, obj) -> None:
         m = score(obj, scan)
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                 rec, infer_s = pinn_inference(model, scan, "cpu", args.prior_iterations)
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
+                if prior_note(case, rec):
+                    prior_notes.append(prior_note(case, rec))
                 pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
                                   overrides=overrides)
                 for ep, t, m in pr["rows"]:
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
              + f"; inference time: median of {INFERENCE_REPEATS} runs after a warm-up. "
              f"Simulated with subpixel={args.sim_subpixel or 'the default (probe_shift)'}; "
              f"refine_subpixel={args.refine_subpixel or 'infer default'}."
-             + (f" Training: {args.model_label}." if args.model_label else ""))
+             + (f" Training: {args.model_label}." if args.model_label else "")
+             + "".join(f" {n}." for n in prior_notes))
     print(table)
     print("\n".join(targets))
     print(notes)

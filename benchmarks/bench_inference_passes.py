@@ -1,15 +1,26 @@
-"""Passes of the physics prior at inference (``infer --prior-iterations``) on trained models.
+"""Passes of the physics prior at inference (``infer --prior-iterations``) on trained models,
+and the half-scan agreement that decides the default's extra passes.
 
 For each model of `train_models.py`'s layout (``MODELS/seedN`` trained on
-``MODELS/scans/seedN.npz`` with the default 4 passes) the scan is reconstructed
-with each pass count of ``--passes`` (default 4 6 8) and the defaults otherwise:
-amplitude and phase SSIM against the truth and the median time of 3 inference +
-stitching runs after a warm-up.
+``MODELS/scans/seedN.npz`` with the default 4 passes) the scan (or, with ``--cases``,
+each of bench_side_by_side.py's simulated cases) is reconstructed
+
+* with the defaults: the prior's half-scan agreement (`physics.prior_frc.agreement`
+  after the model's passes) and the passes it ran (the model's, plus
+  ``prior_extra_iterations`` where the agreement is at least `EXTRA_PASS_AGREEMENT`);
+* with exactly each pass count of ``--passes`` (default 4 6 8; no extra passes),
+
+giving amplitude and phase SSIM against the truth and the median time of 3 inference +
+stitching runs after a warm-up. Where more passes raise the scores the agreement should
+be at or above the threshold, and below it where they lower them: the evidence for
+`EXTRA_PASS_AGREEMENT`.
 
 Usage::
 
     python benchmarks/train_models.py --out models --only seed2 seed7 seed11 seed13
     python benchmarks/bench_inference_passes.py --models models --seeds 2 7 11 13 [--record]
+    python benchmarks/bench_inference_passes.py --models models --seeds 11 \
+        --cases textured_1e4 textured_1e3 image     # low dose and the unseen picture
 """
 
 from __future__ import annotations
@@ -23,22 +34,19 @@ from pathlib import Path
 import torch
 
 
-def scores(model_path: Path, scan_path: Path, passes: list[int], repeats: int = 3) -> list[dict]:
-    """Amp / phase SSIM and median seconds of one model on its scan per pass count."""
+def scores(model_path: Path, scan, scan_path, passes: list[int], repeats: int = 3) -> dict:
+    """The defaults' agreement, passes and scores, and per pass count of ``passes`` the
+    amp / phase SSIM and median seconds of one model on a scan (from ``scan_path``)."""
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import InferenceConfig
-    from ptychopinn.data.npz import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.metrics import evaluate
 
     loaded = load_pinn(model_path)
-    scan = load_npz(scan_path)
     if scan.object is None:
         raise SystemExit(f"{scan_path}: no true object (objectGuess) to score against")
-    out = []
-    for k in passes:
-        # exactly k passes (no extra passes where the halves agree)
-        cfg = InferenceConfig(prior_iterations=k, prior_extra_iterations=0)
+
+    def run(cfg: InferenceConfig) -> dict:
         reconstruct_pytorch(loaded, scan, cfg)  # warm-up
         times = []
         for _ in range(repeats):
@@ -47,9 +55,19 @@ def scores(model_path: Path, scan_path: Path, passes: list[int], repeats: int = 
             times.append(time.perf_counter() - t0)
         m = evaluate(rec.object, scan.object, positions_px=scan.positions_px,
                      patch_size=scan.patch_size)
-        out.append({"amp": m["amp_ssim"], "phase": m["phase_ssim"],
-                    "s": statistics.median(times), "dtype": rec.network_dtype})
-    return out
+        return {"amp": m["amp_ssim"], "phase": m["phase_ssim"], "s": statistics.median(times),
+                "dtype": rec.network_dtype, "passes": rec.prior_passes,
+                "agreement": rec.prior_agreement}
+
+    default = run(InferenceConfig())
+    # exactly k passes (no extra passes where the halves agree)
+    return {"default": default,
+            "passes": [run(InferenceConfig(prior_iterations=k, prior_extra_iterations=0))
+                       for k in passes]}
+
+
+def _cell(r: dict) -> str:
+    return f"{r['amp']:.3f} / {r['phase']:.3f}, {r['s']:.2f}"
 
 
 def main() -> None:
@@ -57,6 +75,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="train_models.py's --out folder")
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="instead of each model's own scan: bench_side_by_side.py's cases "
+                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
     ap.add_argument("--passes", type=int, nargs="+", default=[4, 6, 8])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
@@ -67,26 +88,34 @@ def main() -> None:
     root = Path(args.models)
     sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
-    from train_models import seed_models
+    from train_models import seed_model_runs
 
-    pairs = seed_models(root, args.seeds)
-    header = ["seed"] + [f"{k} passes: amp / phase SSIM, s" for k in args.passes]
+    from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
+
+    header = (["model seed (scan)", "half-scan agreement", "default: passes run, amp / phase SSIM, s"]
+              + [f"{k} passes: amp / phase SSIM, s" for k in args.passes])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     dtype = "?"
-    for s, model, scan in pairs:
-        rows = scores(model, scan, args.passes)
-        dtype = rows[-1]["dtype"]
-        lines.append(f"| {s} | " + " | ".join(
-            f"{r['amp']:.3f} / {r['phase']:.3f}, {r['s']:.2f}" for r in rows) + " |")
+    for label, model, load in seed_model_runs(root, args.seeds, args.cases):
+        r = scores(model, *load(), args.passes)
+        d = r["default"]
+        dtype = d["dtype"]
+        agree = "-" if d["agreement"] is None else f"{d['agreement']:.3f}"
+        lines.append(f"| {label} | {agree} | {d['passes']}: {_cell(d)} | "
+                     + " | ".join(_cell(x) for x in r["passes"]) + " |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    notes = (f"models {root}/seedN (trained with 4 passes) on their own scans (625 patterns "
-             "of 64x64); inference with the defaults but `prior_iterations` and "
-             "`prior_extra_iterations` 0: exactly the passes given (the network in "
-             f"{dtype}); torch threads {torch.get_num_threads()}; s: median of 3 inference + "
-             "stitching runs after a warm-up.")
-    print_and_record("The scan prior's passes at inference (bench_inference_passes.py)",
-                     table, notes, args.record)
+    scans = ("their own scans" if not args.cases else
+             f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
+    notes = (f"models {root}/seedN (trained with 4 passes) on {scans} (625 patterns of 64x64); "
+             "half-scan agreement: the FRC-filtered prior's (physics.prior_frc.agreement) "
+             "after the model's passes; default: `InferenceConfig()`, which adds "
+             f"`prior_extra_iterations` passes where the agreement is >= {EXTRA_PASS_AGREEMENT}; "
+             "'k passes': exactly k (`prior_iterations` k, `prior_extra_iterations` 0); "
+             f"the network in {dtype}; torch threads {torch.get_num_threads()}; s: median "
+             "of 3 inference + stitching runs after a warm-up.")
+    print_and_record("The scan prior's passes at inference and the half-scan agreement "
+                     "(bench_inference_passes.py)", table, notes, args.record)
 
 
 if __name__ == "__main__":

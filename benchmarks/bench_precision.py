@@ -33,15 +33,9 @@ import torch
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-def compare(model_path: Path, scan_path: Path, repeats: int = 3) -> dict:
-    """Scores and times of one model on the scan at ``scan_path`` in each of `PRECISIONS`."""
-    from ptychopinn.data.npz import load_npz
-
-    return compare_scan(model_path, load_npz(scan_path), scan_path, repeats)
-
-
 def compare_scan(model_path: Path, scan, scan_path, repeats: int = 3) -> dict:
-    """`compare` of a loaded scan."""
+    """Scores and times of one model on a scan (loaded from ``scan_path``) in each of
+    `PRECISIONS`."""
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import InferenceConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
@@ -85,34 +79,13 @@ def main() -> None:
     root = Path(args.models)
     sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
-    from train_models import seed_models
+    from train_models import seed_model_runs
 
-    pairs = seed_models(root, args.seeds)
-    if args.cases:
-        from bench_ptychi import CASES
-
-        bad = sorted(set(args.cases) - set(CASES))
-        if bad:
-            ap.error(f"--cases: unknown {bad}; choose from {sorted(CASES)}")
     header = ["model seed (scan)", "float32: amp / phase SSIM", "bfloat16: amp / phase SSIM",
               "max abs. object difference", "float32: s (predict s)", "bfloat16: s (predict s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    runs = []
-    for s, model, scan in pairs:
-        if not args.cases:
-            runs.append((str(s), lambda m=model, p=scan: compare(m, p)))
-            continue
-        import tempfile
-
-        from bench_ptychi import simulate_case
-
-        for case in args.cases:
-            def run(m=model, c=case, seed=s):
-                sim, path = simulate_case(c, Path(tempfile.mkdtemp(prefix="precision_")), seed=seed)
-                return compare_scan(m, sim, path)
-            runs.append((f"{s}, {case}", run))
-    for label, run in runs:
-        r = run()
+    for label, model, load in seed_model_runs(root, args.seeds, args.cases):
+        r = compare_scan(model, *load())
         a, b = r["32-true"], r["bf16-mixed"]
         lines.append(f"| {label} | {a['amp']:.4f} / {a['phase']:.4f} | {b['amp']:.4f} / "
                      f"{b['phase']:.4f} | {r['max_diff']:.4f} | {a['s']:.2f} "

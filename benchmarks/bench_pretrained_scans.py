@@ -41,6 +41,7 @@ from bench_side_by_side import (  # noqa: E402
     INFERENCE_REPEATS,
     add_subpixel_args,
     pinn_inference,
+    prior_note,
     refine_curve,
     refine_overrides,
     refine_target,
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     model = load_bundle(args.model)
-    rows, targets = [], []
+    rows, targets, prior_notes = [], [], []
 
     def add(case, what, secs, m, ratio=None):
         rows.append([case, what, f"{secs:.2f}" if secs < 1 else f"{secs:.1f}",
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{name}, {label} passes: inference alone within 0.1 amp SSIM of LSQML-100 "
                     f"and >= 20x faster: {'MET' if ok else 'NOT MET'} ({m['amp_ssim']:.3f} vs "
                     f"{lsq_m['amp_ssim']:.3f}, {lsq_s / secs:.0f}x)")
+                if prior_note(f"{name}, {label}", rec):
+                    prior_notes.append(prior_note(f"{name}, {label}", rec))
                 if iters is None:
                     rec0, infer_s0 = rec, secs
             pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m,
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
              "these objects and scans unseen); simulated with subpixel="
              f"{args.sim_subpixel or 'the default (probe_shift)'}; refine_subpixel="
              f"{args.refine_subpixel or 'infer default'}; inference time: median of "
-             f"{INFERENCE_REPEATS} runs after a warm-up.")
+             f"{INFERENCE_REPEATS} runs after a warm-up."
+             + "".join(f" {n}." for n in prior_notes))
     print(table)
     print("\n".join(targets))
     if args.record:

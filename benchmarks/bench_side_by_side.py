@@ -146,6 +146,17 @@ def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | Non
     return rec, statistics.median(times)
 
 
+def prior_note(name: str, rec) -> str | None:
+    """What the physics prior of a reconstruction ran: its passes (the model's, or more
+    where the half-scan agreement reached the threshold) and that agreement; None for a
+    model without a prior."""
+    if rec.prior_passes is None:
+        return None
+    agree = ("" if rec.prior_agreement is None
+             else f" (half-scan agreement {rec.prior_agreement:.2f})")
+    return f"{name}: {rec.prior_passes} prior passes ran at inference{agree}"
+
+
 def load_truth_scan(path: str | os.PathLike):
     """``(scan, path)`` of a scan file for ``--scan``: the NPZ data contract with a true
     object (SystemExit naming the file and what is missing otherwise)."""
@@ -254,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations,
                                       precision=args.precision)
         inf_m = score(rec.object, scan)
-        if rec.prior_passes is not None:  # the model's, or more where the halves agreed
-            notes.append(f"{name}: {rec.prior_passes} prior passes ran at inference")
+        if prior_note(name, rec):  # the model's passes, or more where the halves agreed
+            notes.append(prior_note(name, rec))
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         fits = {"pty-chi (the reference)": (z["positions_px"], z["probe"])}
         secs = {"pty-chi (the reference)": float(z["reconstruction_s"])}
     cfg = InferenceConfig(prior_iterations=args.prior_iterations)
+    passes = {"pty-chi (the reference)": "-"}
     for frc in (True, False):
         variant_cfg = mcfg.model_copy(update={"prior_frc_filter": frc})
         for prior_only in (True, False):
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             rec = reconstruct_pytorch(lm, scan, cfg)
             secs[name] = time.perf_counter() - t0
             objects[name] = rec.object
+            passes[name] = (f"{rec.prior_passes}" + ("" if rec.prior_agreement is None
+                                                     else f" ({rec.prior_agreement:.2f})"))
             fits[name] = (rec.positions_px, rec.probe)
             print(f"{name}: {secs[name]:.1f} s", flush=True)
     names = list(objects)
@@ -127,13 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     for k, sp in zip(names, spokes, strict=True):
         dev = data_consistency(scan, objects[k], *fits[k])["deviance_ratio"]
         rows.append([k, f"{secs[k]:.1f}", f"{dev:.2f}", f"{sp.resolved_radius_px:.1f}",
-                     f"{sp.half_period_px:.2f}", f"{sp.modulation_at(r_ref):.3f}"])
+                     f"{sp.half_period_px:.2f}", f"{sp.modulation_at(r_ref):.3f}", passes[k]])
     table = markdown_table(["reconstruction", "compute s", "deviance / noise floor",
                             "spokes resolved to radius (px)", "finest half-period (px)",
-                            "spoke modulation at pty-chi's radius"], rows)
+                            "spoke modulation at pty-chi's radius",
+                            "prior passes run (half-scan agreement)"], rows)
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; model "
              f"{model_path} ({mcfg.prior_iterations} prior passes in training, "
-             f"{args.prior_iterations or mcfg.prior_iterations} here; model.subpixel "
+             f"{args.prior_iterations or mcfg.prior_iterations} here, plus the default extra "
+             "passes where the halves agree; model.subpixel "
              f"{mcfg.subpixel}, trained with the FRC filter "
              f"{'on' if mcfg.prior_frc_filter else 'off'}) after {args.probe_refine_epochs} "
              "epochs of probe retrieval"

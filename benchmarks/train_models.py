@@ -50,7 +50,9 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -112,6 +114,29 @@ def seed_models(out: Path, seeds: list[int]) -> list[tuple[int, Path, Path]]:
                              f"benchmarks/train_models.py --out {out} --only seed{s} makes them)")
         pairs.append((s, model, scan))
     return pairs
+
+
+def seed_model_runs(out: Path, seeds: list[int], cases: list[str] | None = None
+                    ) -> list[tuple[str, Path, Callable[[], tuple[object, Path]]]]:
+    """``(label, model run, load)`` per seed model under ``out`` (`seed_models`) and scan:
+    its own scan, or with ``cases`` each of bench_ptychi.py's `CASES` simulated with the
+    seed into a temporary folder. ``load()`` gives ``(scan, path)``. Unknown cases are a
+    `SystemExit` naming them and the choices."""
+    from ptychopinn.data.npz import load_npz
+
+    pairs = seed_models(out, seeds)
+    if not cases:
+        return [(str(s), model, lambda p=scan: (load_npz(p), p)) for s, model, scan in pairs]
+    from bench_ptychi import CASES, simulate_case
+
+    bad = sorted(set(cases) - set(CASES))
+    if bad:
+        raise SystemExit(f"--cases: unknown {bad}; choose from {sorted(CASES)}")
+
+    def load(case: str, seed: int):
+        return simulate_case(case, Path(tempfile.mkdtemp(prefix="bench_case_")), seed=seed)
+    return [(f"{s}, {c}", model, lambda c=c, s=s: load(c, s))
+            for s, model, _ in pairs for c in cases]
 
 
 def commands(out: Path, names: list[str], max_minutes: float | None = None,

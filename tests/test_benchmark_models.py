@@ -135,3 +135,26 @@ def test_seed_models_finds_the_layout_and_names_what_is_missing(tmp_path) -> Non
         (3, tmp_path / "seed3", tmp_path / "scans" / "seed3.npz")]
     with pytest.raises(SystemExit, match=r"seed 4: missing .*seed4.*--only seed4"):
         train_models.seed_models(tmp_path, [3, 4])
+
+
+def test_seed_model_runs_name_what_is_missing_and_load_the_scans(tmp_path):
+    """`seed_model_runs`: a missing model or scan is named with the command that makes
+    it; an unknown case is named with the choices; each run loads its scan lazily."""
+    with pytest.raises(SystemExit, match=r"seed 3: missing .*seed3.*--only seed3"):
+        train_models.seed_model_runs(tmp_path, [3])
+    from ptychopinn.data import save_npz
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    (tmp_path / "seed3").mkdir()
+    (tmp_path / "scans").mkdir()
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=16, seed=3))
+    save_npz(scan, tmp_path / "scans" / "seed3.npz")
+    ((label, model, load),) = train_models.seed_model_runs(tmp_path, [3])
+    assert (label, model) == ("3", tmp_path / "seed3")
+    loaded, path = load()
+    assert path == tmp_path / "scans" / "seed3.npz"
+    np.testing.assert_array_equal(loaded.positions_px, scan.positions_px)
+    with pytest.raises(SystemExit, match=r"unknown \['bogus'\]; choose from"):
+        train_models.seed_model_runs(tmp_path, [3], ["textured", "bogus"])
+    runs = train_models.seed_model_runs(tmp_path, [3], ["textured_1e3", "image"])
+    assert [r[0] for r in runs] == ["3, textured_1e3", "3, image"]

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
+
 # Quality floor on amplitude and phase SSIM: an untrained network (its random
 # corrections of the physics prior, averaged by the stitching) stays below it in
 # amplitude (~0.34 / 0.68); trained ~0.64 / 0.82.
@@ -96,7 +98,11 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     dtype = "bfloat16" if cpu_has_amx_bf16() else "float32"
     passes = int(rec["prior_passes"])  # the model's 4, 6 where the prior's halves agree
     assert passes in (4, 6)
-    assert f"(pytorch, network in {dtype}, {passes} prior passes)" in proc.stdout
+    agree = float(rec["prior_agreement"])  # what decided between 4 and 6
+    assert 0.0 <= agree <= 1.0
+    assert (passes == 6) is (agree >= EXTRA_PASS_AGREEMENT)
+    assert (f"(pytorch, network in {dtype}, {passes} prior passes (half-scan agreement "
+            f"{agree:.2f}))") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]

@@ -116,6 +116,7 @@ def test_prior_extra_iterations_at_inference(tmp_path):
 
     from ptychopinn.cli.commands import infer_config_from_args
     from ptychopinn.cli.main import build_parser
+    from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=7))
@@ -128,10 +129,14 @@ def test_prior_extra_iterations_at_inference(tmp_path):
                                                execution={"num_threads": 1}))
             for k in (0, 3)}
     assert recs[0].prior_passes == 2 and recs[3].prior_passes == 5
+    # the agreement that decided, the same for both (taken before any extra pass)
+    assert recs[0].prior_agreement == recs[3].prior_agreement >= EXTRA_PASS_AGREEMENT
     assert np.abs(recs[3].object - recs[0].object).max() > 1e-3
     assert InferenceConfig().prior_extra_iterations == 2
     write_outputs(recs[3], tmp_path / "out", scan=scan, figures=False)
-    assert int(np.load(tmp_path / "out" / "reconstruction.npz")["prior_passes"]) == 5
+    saved = np.load(tmp_path / "out" / "reconstruction.npz")
+    assert int(saved["prior_passes"]) == 5
+    assert float(saved["prior_agreement"]) == recs[3].prior_agreement
     with pytest.raises(ValidationError, match="prior_extra_iterations"):
         InferenceConfig(prior_extra_iterations=-1)
 

@@ -284,6 +284,8 @@ def test_extra_passes_run_only_where_the_halves_agree():
                                         extra_iterations=2)
         assert base.passes == 4
         assert (agreement(frc) >= EXTRA_PASS_AGREEMENT) is agree, agreement(frc)
+        # the agreement that decided is recorded, the first halves' (not the continued)
+        assert base.agreement == more.agreement == pytest.approx(agreement(frc))
         if agree:
             assert more.passes == 6
             gain = _amp_ssim(more, scan) - _amp_ssim(base, scan)

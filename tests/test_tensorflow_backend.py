@@ -250,6 +250,10 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
         np.testing.assert_allclose(recs["tensorflow"].weight, recs["pytorch"].weight, rtol=1e-5)
         rel = _rel(recs["pytorch"].object, recs["tensorflow"].object)
         assert rel < 1e-4, rel
+        # the prior's passes and the agreement that decided them, recorded by both
+        assert recs["tensorflow"].prior_passes == recs["pytorch"].prior_passes
+        assert recs["tensorflow"].prior_agreement == recs["pytorch"].prior_agreement
+        assert (recs["pytorch"].prior_agreement is None) is (frc is False)
         weights[flat_above] = recs["pytorch"].weight
         objects[flat_above, frc] = recs["tensorflow"].object
     assert not np.allclose(weights[0.01], weights[1.0])

@@ -258,6 +258,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
         f"({recon.backend}, network in {recon.network_dtype}"
         + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
+        + ("" if recon.prior_agreement is None
+           else f" (half-scan agreement {recon.prior_agreement:.2f})")
         + f"); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info

@@ -48,6 +48,9 @@ class Reconstruction:
     # passes the physics prior ran (None: a model without a prior); more than the model's
     # when InferenceConfig.prior_extra_iterations ran
     prior_passes: int | None = None
+    # the FRC-filtered prior's half-scan agreement, which decided whether the extra
+    # passes ran (physics.prior_frc.agreement; None without the filter)
+    prior_agreement: float | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -215,6 +218,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         },
         network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
         prior_passes=None if prior is None else int(prior.passes),
+        prior_agreement=None if prior is None else prior.agreement,
     )
 
 
@@ -263,6 +267,8 @@ def write_outputs(
     }
     if recon.prior_passes is not None:
         arrays["prior_passes"] = np.asarray(recon.prior_passes, dtype=np.int64)
+    if recon.prior_agreement is not None:
+        arrays["prior_agreement"] = np.asarray(recon.prior_agreement, dtype=np.float64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

@@ -116,6 +116,9 @@ class ScanPrior:
                              f"{extra_iterations!r}")
         self.passes = int(iterations)
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
+        self.agreement: float | None = None
+        """The FRC-filtered prior's half-scan agreement (`physics.prior_frc.agreement`;
+        extra passes ran where it reached `EXTRA_PASS_AGREEMENT`); None without the filter."""
         self.scope = scope
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
@@ -134,6 +137,7 @@ class ScanPrior:
                     self.amplitudes, pos, scaled_probe, int(iterations),
                     extra_iterations=int(extra_iterations), **kw)
                 self.passes = int(self.estimate.passes or iterations)
+                self.agreement = self.estimate.agreement
             else:
                 self.estimate = scan_error_reduction(self.amplitudes, pos, scaled_probe,
                                                      int(iterations), **kw)

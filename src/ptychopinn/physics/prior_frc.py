@@ -184,20 +184,23 @@ def frc_filtered_estimate(
     subsets = [np.sort(raster[h]) for h in half_split(len(pos), split_seed)]
     halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
                                    subset=rows, **kw) for rows in subsets]
-    if extra_iterations and agreement(halves_frc(halves)[0]) >= EXTRA_PASS_AGREEMENT:
+    first = halves_frc(halves)
+    agree = agreement(first[0])
+    if extra_iterations and agree >= EXTRA_PASS_AGREEMENT:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
                                                     **kw).canvas, h.origin_px, h.illumination)
                   for h, rows in zip(halves, subsets, strict=True)]
         iterations += extra_iterations
+        first = None  # the halves moved on: filter by their FRC now
     w0, w1 = (h.illumination for h in halves)
     both = w0 + w1
     start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)
                         / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
     full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
                                 frame=frame, start=start, **kw)
-    est, frc = filter_amplitude(full, halves)
-    return replace(est, passes=int(iterations)), frc
+    est, frc = filter_amplitude(full, halves, known_frc=first)
+    return replace(est, passes=int(iterations), agreement=agree), frc
 
 
 def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -218,17 +221,19 @@ def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | Non
     return frc, window
 
 
-def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate]
+def filter_amplitude(full: ScanEstimate, halves: list[ScanEstimate], *,
+                     known_frc: tuple[np.ndarray, np.ndarray | None] | None = None,
                      ) -> tuple[ScanEstimate, np.ndarray]:
     """``full``'s amplitude filtered by ``2F/(1+F)`` per ring of the FRC ``F`` of the two
     ``halves``' amplitudes where both light the object (all three on one canvas);
     the phase is ``full``'s. Returns ``(estimate, frc_of_the_halves)``; too little
-    overlap to read an FRC (< 16 pixels) keeps ``full`` with an FRC of ones."""
+    overlap to read an FRC (< 16 pixels) keeps ``full`` with an FRC of ones.
+    ``known_frc``: the halves' `halves_frc`, when already computed."""
     shape = tuple(full.canvas.shape)
     if any(tuple(h.canvas.shape) != shape for h in halves) or len(halves) != 2:
         raise ValueError(f"filter_amplitude needs two halves on the {shape} canvas; found "
                          f"{[tuple(h.canvas.shape) for h in halves]}")
-    frc, window = halves_frc(halves)
+    frc, window = halves_frc(halves) if known_frc is None else known_frc
     if window is None:
         return full, frc
     rings, _ = half_ring_index(shape)

@@ -76,6 +76,9 @@ class ScanEstimate:
     illumination: Tensor | None = None
     passes: int | None = None
     """Passes the estimate ran (an FRC-filtered estimate: its halves'), when recorded."""
+    agreement: float | None = None
+    """An FRC-filtered estimate's half-scan `physics.prior_frc.agreement` after its first
+    passes (what decided whether extra passes ran), when recorded."""
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""

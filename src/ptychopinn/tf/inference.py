@@ -140,4 +140,5 @@ def reconstruct_tensorflow(
         timings_s={"prior": t_prior, "predict": t_pred, "stitch": t_st, "total": time.perf_counter() - t0,
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
         prior_passes=None if prior is None else int(prior.passes),
+        prior_agreement=None if prior is None else prior.agreement,
     )
