@@ -58,7 +58,8 @@ peak = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**20,
                   "load_peak_mb": load_peak, "peak_reset": reset,
                   "rss_after_load_mb": rss_data, "peak_rss_mb": peak, "seconds": dt,
-                  "object_shape": list(rec.object.shape)}))
+                  "object_shape": list(rec.object.shape), "prior_s": rec.timings_s["prior"],
+                  "prior_passes": rec.prior_passes, "prior_agreement": rec.prior_agreement}))
 """
 
 
@@ -102,12 +103,14 @@ def main() -> None:
             path.unlink()
     header = ["patterns", "diffraction data (MB)", "peak RSS of loading (MB)",
               "RSS after loading (MB)", "peak RSS of inference (MB)", "inference overhead (MB)",
-              "inference + stitch (s)", "patterns/s"]
+              "inference + stitch (s)", "patterns/s", "of which the prior (s)",
+              "prior passes run (half-scan agreement)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append(f"| {r['n']} | {r['data_mb']:.0f} | {r['load_peak_mb']:.0f} | "
                      f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['overhead_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} |")
+                     f"{r['overhead_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} | "
+                     f"{r['prior_s']:.1f} | {r['prior_passes']} ({r['prior_agreement']:.2f}) |")
     table = "\n".join(lines)
     notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
              "model and inference options (gridsize 2, cover groups ~n/3, batches of 64 "
@@ -116,7 +119,9 @@ def main() -> None:
              "The peak RSS is reset after loading (Linux /proc/self/clear_refs), so 'peak RSS "
              "of inference' is the inference's own peak and 'inference overhead' = that peak "
              "minus the RSS after loading; it should stay roughly constant as the scan grows "
-             "(chunked prior, prediction and stitching).")
+             "(chunked prior, prediction and stitching). The prior runs the model's 4 passes, "
+             "plus 2 where its half-scan agreement is at least 0.45 (the default's extra "
+             "passes, `InferenceConfig.prior_extra_iterations`).")
     print(table)
     print(notes)
     if args.record:
