@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
              f"realprobe={models['realprobe'] or '-'}, seed5={models['seed5'] or '-'}. Prior "
              "passes at inference: "
              + (str(args.prior_iterations) if args.prior_iterations else "the model's")
+             + " (plus the default's extra passes where the halves agree)"
              + f"; inference time: median of {INFERENCE_REPEATS} runs after a warm-up. "
              f"Simulated with subpixel={args.sim_subpixel or 'the default (probe_shift)'}; "
              f"refine_subpixel={args.refine_subpixel or 'infer default'}."
