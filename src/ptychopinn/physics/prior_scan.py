@@ -335,6 +335,12 @@ def scan_error_reduction(
     clear_all = flat.numel() <= CLEAR_WHOLE_RATIO * windows
     update_all = flat.numel() <= UPDATE_WHOLE_RATIO * windows
     on_cpu = dev.type == "cpu"
+    # every N x N window of the canvases as a view: gathering a batch's windows from it
+    # copies whole rows (2-3x faster than index_select of each pixel on the CPU)
+    win_shape, win_strides = (shape[0] - n + 1, shape[1] - n + 1, n, n), (width, 1, width, 1)
+    obj_windows = obj.as_strided(win_shape, win_strides)
+    num_windows = num_c.view(shape).as_strided(win_shape, win_strides)
+    den_windows = den_c.view(shape).as_strided(win_shape, win_strides)
     with torch.no_grad():
         for _ in range(iterations):
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
@@ -347,7 +353,7 @@ def scan_error_reduction(
                     probes, power, a_u = (t.index_select(0, rows) for t in cache)
                 else:
                     probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
-                obj_w = flat.index_select(0, idx).view(-1, n, n)
+                obj_w = obj_windows[c0[:, 0], c0[:, 1]]  # (B, N, N), a copy
                 delta = _object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
                 if on_cpu:  # the same sums in the same order, about twice as fast there
                     num_c.scatter_add_(0, idx, delta.reshape(-1))
@@ -360,10 +366,11 @@ def scan_error_reduction(
                     den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
                     flat.add_(_damp_amplitude(num_c.div_(den), flat, amplitude_step))
                 else:
-                    den = den_c.index_select(0, idx)
+                    den = den_windows[c0[:, 0], c0[:, 1]].reshape(-1)
                     den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
                     old = obj_w.reshape(-1)
-                    step = _damp_amplitude(num_c.index_select(0, idx) / den, old, amplitude_step)
+                    step = _damp_amplitude(num_windows[c0[:, 0], c0[:, 1]].reshape(-1) / den,
+                                           old, amplitude_step)
                     # overlapping windows gather the same pixels, so duplicates agree
                     flat.index_copy_(0, idx, old + step)
                 if clear_all or update_all:
