@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                 rec, infer_s = pinn_inference(model, scan, "cpu", args.prior_iterations)
                 add(case, "PINN inference + stitch (model trained on this scan)", infer_s,
                     rec.object)
-                if prior_note(case, rec):
-                    prior_notes.append(prior_note(case, rec))
+                if note := prior_note(case, rec):
+                    prior_notes.append(note)
                 pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
                                   overrides=overrides)
                 for ep, t, m in pr["rows"]:

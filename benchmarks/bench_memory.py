@@ -86,7 +86,9 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    from ptychopinn.config import InferenceConfig, TrainingConfig
     from ptychopinn.data import save_npz
+    from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     rows = []
@@ -110,7 +112,9 @@ def main() -> None:
         lines.append(f"| {r['n']} | {r['data_mb']:.0f} | {r['load_peak_mb']:.0f} | "
                      f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['overhead_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} | "
-                     f"{r['prior_s']:.1f} | {r['prior_passes']} ({r['prior_agreement']:.2f}) |")
+                     f"{r['prior_s']:.1f} | {r['prior_passes']}"
+                     + ("" if r["prior_agreement"] is None else f" ({r['prior_agreement']:.2f})")
+                     + " |")
     table = "\n".join(lines)
     notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
              "model and inference options (gridsize 2, cover groups ~n/3, batches of 64 "
@@ -119,9 +123,10 @@ def main() -> None:
              "The peak RSS is reset after loading (Linux /proc/self/clear_refs), so 'peak RSS "
              "of inference' is the inference's own peak and 'inference overhead' = that peak "
              "minus the RSS after loading; it should stay roughly constant as the scan grows "
-             "(chunked prior, prediction and stitching). The prior runs the model's 4 passes, "
-             "plus 2 where its half-scan agreement is at least 0.45 (the default's extra "
-             "passes, `InferenceConfig.prior_extra_iterations`).")
+             "(chunked prior, prediction and stitching). The prior runs the model's "
+             f"{TrainingConfig().model.prior_iterations} passes, plus "
+             f"{InferenceConfig().prior_extra_iterations} where its half-scan agreement is "
+             f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`).")
     print(table)
     print(notes)
     if args.record:

@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{name}, {label} passes: inference alone within 0.1 amp SSIM of LSQML-100 "
                     f"and >= 20x faster: {'MET' if ok else 'NOT MET'} ({m['amp_ssim']:.3f} vs "
                     f"{lsq_m['amp_ssim']:.3f}, {lsq_s / secs:.0f}x)")
-                if prior_note(f"{name}, {label}", rec):
-                    prior_notes.append(prior_note(f"{name}, {label}", rec))
+                if note := prior_note(f"{name}, {label}", rec):
+                    prior_notes.append(note)
                 if iters is None:
                     rec0, infer_s0 = rec, secs
             pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m,

@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations,
                                       precision=args.precision)
         inf_m = score(rec.object, scan)
-        if prior_note(name, rec):  # the model's passes, or more where the halves agreed
-            notes.append(prior_note(name, rec))
+        if note := prior_note(name, rec):  # the model's passes, or more where the halves agreed
+            notes.append(note)
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,

@@ -120,8 +120,9 @@ def seed_model_runs(out: Path, seeds: list[int], cases: list[str] | None = None
                     ) -> list[tuple[str, Path, Callable[[], tuple[object, Path]]]]:
     """``(label, model run, load)`` per seed model under ``out`` (`seed_models`) and scan:
     its own scan, or with ``cases`` each of bench_ptychi.py's `CASES` simulated with the
-    seed into a temporary folder. ``load()`` gives ``(scan, path)``. Unknown cases are a
-    `SystemExit` naming them and the choices."""
+    seed (into a temporary folder, removed once the scan is loaded: its path then only
+    names it). ``load()`` gives ``(scan, path)``. Unknown cases are a `SystemExit` naming
+    them and the choices."""
     from ptychopinn.data.npz import load_npz
 
     pairs = seed_models(out, seeds)
@@ -134,7 +135,8 @@ def seed_model_runs(out: Path, seeds: list[int], cases: list[str] | None = None
         raise SystemExit(f"--cases: unknown {bad}; choose from {sorted(CASES)}")
 
     def load(case: str, seed: int):
-        return simulate_case(case, Path(tempfile.mkdtemp(prefix="bench_case_")), seed=seed)
+        with tempfile.TemporaryDirectory(prefix="bench_case_") as tmp:
+            return simulate_case(case, Path(tmp), seed=seed)
     return [(f"{s}, {c}", model, lambda c=c, s=s: load(c, s))
             for s, model, _ in pairs for c in cases]
 

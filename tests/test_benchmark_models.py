@@ -158,3 +158,6 @@ def test_seed_model_runs_name_what_is_missing_and_load_the_scans(tmp_path):
         train_models.seed_model_runs(tmp_path, [3], ["textured", "bogus"])
     runs = train_models.seed_model_runs(tmp_path, [3], ["textured_1e3", "image"])
     assert [r[0] for r in runs] == ["3, textured_1e3", "3, image"]
+    case_scan, case_path = runs[0][2]()  # simulated with the seed, its folder removed
+    assert case_scan.object is not None and case_scan.n_patterns == 625
+    assert not case_path.parent.exists()

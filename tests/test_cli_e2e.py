@@ -101,8 +101,8 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     agree = float(rec["prior_agreement"])  # what decided between 4 and 6
     assert 0.0 <= agree <= 1.0
     assert (passes == 6) is (agree >= EXTRA_PASS_AGREEMENT)
-    assert (f"(pytorch, network in {dtype}, {passes} prior passes (half-scan agreement "
-            f"{agree:.2f}))") in proc.stdout
+    assert (f"(pytorch, network in {dtype}, {passes} prior passes, half-scan agreement "
+            f"{agree:.2f})") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]

@@ -295,3 +295,19 @@ def test_extra_passes_run_only_where_the_halves_agree():
             assert torch.equal(more.canvas, base.canvas)
     with pytest.raises(ValueError, match="extra_iterations must be >= 0"):
         frc_filtered_estimate(*args, extra_iterations=-1)
+
+
+def test_no_agreement_and_no_extra_passes_where_the_halves_do_not_overlap():
+    """Two patterns far apart: each half lights its own region, no FRC can be read, so
+    there is no agreement to report (not a perfect 1) and no extra pass runs."""
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=16, seed=2))
+    pos = np.array([[100.0, 100.0], [100.0, 300.0]])  # 32x32 windows 200 px apart
+    args = (torch.from_numpy(scan.diffraction[:2]), pos, torch.from_numpy(scan.probe), 2)
+    base, frc = frc_filtered_estimate(*args)
+    more, _ = frc_filtered_estimate(*args, extra_iterations=2)
+    np.testing.assert_array_equal(frc, np.ones_like(frc))
+    assert base.agreement is None and more.agreement is None
+    assert more.passes == base.passes == 2
+    assert torch.equal(more.canvas, base.canvas)

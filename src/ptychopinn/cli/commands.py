@@ -259,7 +259,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"({recon.backend}, network in {recon.network_dtype}"
         + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
         + ("" if recon.prior_agreement is None
-           else f" (half-scan agreement {recon.prior_agreement:.2f})")
+           else f", half-scan agreement {recon.prior_agreement:.2f}")
         + f"); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info

@@ -49,10 +49,11 @@ peak probe intensity, tapered by a Gaussian of `TAPER_PX`."""
 TAPER_PX = 3.0
 EXTRA_PASS_AGREEMENT = 0.45
 """`frc_filtered_estimate`'s ``extra_iterations`` run when the halves' `agreement` is at
-least this. Measured after 4 passes (docs/benchmarks.md, 2026-12-03, seventh session):
-0.57-0.70 on simulated textured scans at 1e6 photons, where more passes raise the
-amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons and on the measured Siemens star, where
-they lower the amplitude or the spokes' resolution (the passes fit noise there)."""
+least this. Measured after 4 passes (`benchmarks/bench_inference_passes.py` and
+`bench_siemens_prior.py`, docs/benchmarks.md): 0.58-0.73 on simulated textured scans at
+1e6 photons, where more passes raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
+on an unseen picture and on the measured Siemens star, where they lower the amplitude or
+the spokes' resolution or barely help (the passes fit noise there)."""
 
 
 def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +186,9 @@ def frc_filtered_estimate(
     halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
                                    subset=rows, **kw) for rows in subsets]
     first = halves_frc(halves)
-    agree = agreement(first[0])
-    if extra_iterations and agree >= EXTRA_PASS_AGREEMENT:
+    # halves that overlap too little to read an FRC have no agreement: no extra passes
+    agree = None if first[1] is None else agreement(first[0])
+    if extra_iterations and agree is not None and agree >= EXTRA_PASS_AGREEMENT:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
                                                     **kw).canvas, h.origin_px, h.illumination)

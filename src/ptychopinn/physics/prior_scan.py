@@ -78,7 +78,8 @@ class ScanEstimate:
     """Passes the estimate ran (an FRC-filtered estimate: its halves'), when recorded."""
     agreement: float | None = None
     """An FRC-filtered estimate's half-scan `physics.prior_frc.agreement` after its first
-    passes (what decided whether extra passes ran), when recorded."""
+    passes (what decided whether extra passes ran); None when not recorded or when the
+    halves overlap too little to read it."""
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""
