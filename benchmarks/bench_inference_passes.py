@@ -8,7 +8,10 @@ each of bench_side_by_side.py's simulated cases) is reconstructed
 * with the defaults: the prior's half-scan agreement (`physics.prior_frc.agreement`
   after the model's passes) and the passes it ran (the model's, plus
   ``prior_extra_iterations`` where the agreement is at least `EXTRA_PASS_AGREEMENT`);
-* with exactly each pass count of ``--passes`` (default 4 6 8; no extra passes),
+* with the defaults but no phase momentum (``prior_phase_momentum`` 0: the defaults
+  before 2026-12-03, ninth session), and the agreement then;
+* with exactly each pass count of ``--passes`` (default 4 6 8; no extra passes, no
+  phase momentum),
 
 giving amplitude and phase SSIM against the truth and the median time of 3 inference +
 stitching runs after a warm-up. Where more passes raise the scores the agreement should
@@ -57,12 +60,13 @@ def scores(model_path: Path, scan, scan_path, passes: list[int], repeats: int = 
                      patch_size=scan.patch_size)
         return {"amp": m["amp_ssim"], "phase": m["phase_ssim"], "s": statistics.median(times),
                 "dtype": rec.network_dtype, "passes": rec.prior_passes,
-                "agreement": rec.prior_agreement}
+                "agreement": rec.prior_agreement, "momentum": rec.prior_phase_momentum}
 
-    default = run(InferenceConfig())
-    # exactly k passes (no extra passes where the halves agree)
-    return {"default": default,
-            "passes": [run(InferenceConfig(prior_iterations=k, prior_extra_iterations=0))
+    # exactly k passes: no extra passes where the halves agree, no phase momentum
+    return {"default": run(InferenceConfig()),
+            "no_momentum": run(InferenceConfig(prior_phase_momentum=0.0)),
+            "passes": [run(InferenceConfig(prior_iterations=k, prior_extra_iterations=0,
+                                           prior_phase_momentum=0.0))
                        for k in passes]}
 
 
@@ -78,7 +82,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=None,
                     help="instead of each model's own scan: bench_side_by_side.py's cases "
                          "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
-    ap.add_argument("--passes", type=int, nargs="+", default=[4, 6, 8])
+    ap.add_argument("--passes", type=int, nargs="*", default=[4, 6, 8],
+                    help="exact pass counts to compare (none: only the defaults)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -92,16 +97,21 @@ def main() -> None:
 
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 
-    header = (["model seed (scan)", "half-scan agreement", "default: passes run, amp / phase SSIM, s"]
+    header = (["model seed (scan)", "half-scan agreement (without momentum)",
+               "default: passes run, phase momentum, amp / phase SSIM, s",
+               "default without phase momentum: passes run, amp / phase SSIM, s"]
               + [f"{k} passes: amp / phase SSIM, s" for k in args.passes])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     dtype = "?"
     for label, model, load in seed_model_runs(root, args.seeds, args.cases):
         r = scores(model, *load(), args.passes)
-        d = r["default"]
+        d, o = r["default"], r["no_momentum"]
         dtype = d["dtype"]
         agree = "-" if d["agreement"] is None else f"{d['agreement']:.3f}"
-        lines.append(f"| {label} | {agree} | {d['passes']}: {_cell(d)} | "
+        if o["agreement"] is not None:
+            agree += f" ({o['agreement']:.3f})"
+        lines.append(f"| {label} | {agree} | {d['passes']}, {d['momentum'] or 0:g}: {_cell(d)} | "
+                     f"{o['passes']}: {_cell(o)} | "
                      + " | ".join(_cell(x) for x in r["passes"]) + " |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
@@ -109,9 +119,12 @@ def main() -> None:
              f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
     notes = (f"models {root}/seedN (trained with 4 passes) on {scans} (625 patterns of 64x64); "
              "half-scan agreement: the FRC-filtered prior's (physics.prior_frc.agreement) "
-             "after the model's passes; default: `InferenceConfig()`, which adds "
-             f"`prior_extra_iterations` passes where the agreement is >= {EXTRA_PASS_AGREEMENT}; "
-             "'k passes': exactly k (`prior_iterations` k, `prior_extra_iterations` 0); "
+             "after the model's passes (the default's, whose halves run with phase momentum; in "
+             "brackets without it); default: `InferenceConfig()`, which adds "
+             f"`prior_extra_iterations` passes and keeps `prior_phase_momentum` "
+             f"where the agreement is >= {EXTRA_PASS_AGREEMENT} (else 0 momentum); "
+             "'k passes': exactly k (`prior_iterations` k, `prior_extra_iterations` 0, "
+             "`prior_phase_momentum` 0); "
              f"the network in {dtype}; torch threads {torch.get_num_threads()}; s: median "
              "of 3 inference + stitching runs after a warm-up.")
     print_and_record("The scan prior's passes at inference and the half-scan agreement "

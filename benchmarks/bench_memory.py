@@ -59,7 +59,8 @@ print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**
                   "load_peak_mb": load_peak, "peak_reset": reset,
                   "rss_after_load_mb": rss_data, "peak_rss_mb": peak, "seconds": dt,
                   "object_shape": list(rec.object.shape), "prior_s": rec.timings_s["prior"],
-                  "prior_passes": rec.prior_passes, "prior_agreement": rec.prior_agreement}))
+                  "prior_passes": rec.prior_passes, "prior_agreement": rec.prior_agreement,
+                  "prior_phase_momentum": rec.prior_phase_momentum}))
 """
 
 
@@ -106,13 +107,14 @@ def main() -> None:
     header = ["patterns", "diffraction data (MB)", "peak RSS of loading (MB)",
               "RSS after loading (MB)", "peak RSS of inference (MB)", "inference overhead (MB)",
               "inference + stitch (s)", "patterns/s", "of which the prior (s)",
-              "prior passes run (half-scan agreement)"]
+              "prior passes run, phase momentum (half-scan agreement)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append(f"| {r['n']} | {r['data_mb']:.0f} | {r['load_peak_mb']:.0f} | "
                      f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['overhead_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} | "
-                     f"{r['prior_s']:.1f} | {r['prior_passes']}"
+                     f"{r['prior_s']:.1f} | {r['prior_passes']}, "
+                     f"{r.get('prior_phase_momentum') or 0:g}"
                      + ("" if r["prior_agreement"] is None else f" ({r['prior_agreement']:.2f})")
                      + " |")
     table = "\n".join(lines)
@@ -126,7 +128,9 @@ def main() -> None:
              "(chunked prior, prediction and stitching). The prior runs the model's "
              f"{TrainingConfig().model.prior_iterations} passes, plus "
              f"{InferenceConfig().prior_extra_iterations} where its half-scan agreement is "
-             f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`).")
+             f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`), "
+             f"with phase momentum {InferenceConfig().prior_phase_momentum:g} there "
+             "(`InferenceConfig.prior_phase_momentum`; else 0).")
     print(table)
     print(notes)
     if args.record:

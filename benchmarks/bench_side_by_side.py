@@ -148,13 +148,15 @@ def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | Non
 
 def prior_note(name: str, rec) -> str | None:
     """What the physics prior of a reconstruction ran: its passes (the model's, or more
-    where the half-scan agreement reached the threshold) and that agreement; None for a
-    model without a prior."""
+    where the half-scan agreement reached the threshold), its phase momentum (likewise)
+    and that agreement; None for a model without a prior."""
     if rec.prior_passes is None:
         return None
     agree = ("" if rec.prior_agreement is None
              else f" (half-scan agreement {rec.prior_agreement:.2f})")
-    return f"{name}: {rec.prior_passes} prior passes ran at inference{agree}"
+    moved = (f" with phase momentum {rec.prior_phase_momentum:g}"
+             if rec.prior_phase_momentum else "")
+    return f"{name}: {rec.prior_passes} prior passes ran at inference{moved}{agree}"
 
 
 def load_truth_scan(path: str | os.PathLike):

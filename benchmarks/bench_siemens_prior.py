@@ -118,8 +118,11 @@ def main(argv: list[str] | None = None) -> None:
             rec = reconstruct_pytorch(lm, scan, cfg)
             secs[name] = time.perf_counter() - t0
             objects[name] = rec.object
-            passes[name] = (f"{rec.prior_passes}" + ("" if rec.prior_agreement is None
-                                                     else f" ({rec.prior_agreement:.2f})"))
+            passes[name] = (f"{rec.prior_passes}"
+                            + (f", momentum {rec.prior_phase_momentum:g}"
+                               if rec.prior_phase_momentum else "")
+                            + ("" if rec.prior_agreement is None
+                               else f" ({rec.prior_agreement:.2f})"))
             fits[name] = (rec.positions_px, rec.probe)
             print(f"{name}: {secs[name]:.1f} s", flush=True)
     names = list(objects)

@@ -101,7 +101,11 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     agree = float(rec["prior_agreement"])  # what decided between 4 and 6
     assert 0.0 <= agree <= 1.0
     assert (passes == 6) is (agree >= EXTRA_PASS_AGREEMENT)
-    assert (f"(pytorch, network in {dtype}, {passes} prior passes, half-scan agreement "
+    # phase momentum 0.7 (the default) ran with the extra passes, where the halves agree
+    momentum = float(rec["prior_phase_momentum"])
+    assert momentum == (0.7 if passes == 6 else 0.0)
+    said = " with phase momentum 0.7" if momentum else ""
+    assert (f"(pytorch, network in {dtype}, {passes} prior passes{said}, half-scan agreement "
             f"{agree:.2f})") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)

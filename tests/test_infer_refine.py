@@ -146,3 +146,23 @@ def test_prior_extra_iterations_at_inference(tmp_path):
 
     assert flag() == 2
     assert flag("--prior-extra-iterations", "0") == 0
+
+    # the phase momentum (InferenceConfig.prior_phase_momentum, 0.7 by default) ran where
+    # the halves agree: recorded in the result and the npz; 0 turns it off, the passes stay
+    off = api.reconstruct(tmp_path / "model", scan,
+                          InferenceConfig(prior_extra_iterations=3, prior_phase_momentum=0.0,
+                                          execution={"num_threads": 1}))
+    assert InferenceConfig().prior_phase_momentum == 0.7
+    assert recs[3].prior_phase_momentum == 0.7 and off.prior_phase_momentum == 0.0
+    assert off.prior_passes == 5
+    assert np.abs(recs[3].object - off.object).max() > 1e-3
+    assert float(saved["prior_phase_momentum"]) == 0.7
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValidationError, match="prior_phase_momentum"):
+            InferenceConfig(prior_phase_momentum=bad)
+
+    def momentum(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_phase_momentum
+
+    assert momentum() == 0.7 and momentum("--prior-phase-momentum", "0") == 0.0

@@ -253,6 +253,7 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
         # the prior's passes and the agreement that decided them, recorded by both
         assert recs["tensorflow"].prior_passes == recs["pytorch"].prior_passes
         assert recs["tensorflow"].prior_agreement == recs["pytorch"].prior_agreement
+        assert recs["tensorflow"].prior_phase_momentum == recs["pytorch"].prior_phase_momentum
         assert (recs["pytorch"].prior_agreement is None) is (frc is False)
         weights[flat_above] = recs["pytorch"].weight
         objects[flat_above, frc] = recs["tensorflow"].object

@@ -227,6 +227,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "position_refine_epochs": args.position_refine_epochs,
         "prior_iterations": args.prior_iterations,
         "prior_extra_iterations": args.prior_extra_iterations,
+        "prior_phase_momentum": args.prior_phase_momentum,
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
@@ -258,6 +259,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
         f"({recon.backend}, network in {recon.network_dtype}"
         + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
+        + ("" if not recon.prior_phase_momentum
+           else f" with phase momentum {recon.prior_phase_momentum:g}")
         + ("" if recon.prior_agreement is None
            else f", half-scan agreement {recon.prior_agreement:.2f}")
         + f"); wrote {files['reconstruction']}"

@@ -474,6 +474,19 @@ class InferenceConfig(_Section):
         "and nothing changes (docs/benchmarks.md). 0: exactly the model's passes. Models "
         "without the FRC filter ignore it.",
     )
+    prior_phase_momentum: float = Field(
+        0.7, ge=0, lt=1,
+        description="Phase momentum of the physics prior's passes at inference, where the two "
+        "half-scan estimates of its FRC filter agree (as for prior_extra_iterations): after "
+        "each pass every pixel is turned on by this times its phase velocity (the running sum "
+        "of its phase changes, each earlier pass's weighted by this once more; mPIE's "
+        "momentum, on the phase only; physics.prior_scan), so the prior's phase, which starts "
+        "flat, converges in fewer passes. 0.7 raised the network's amplitude SSIM by up to "
+        "0.019 and its phase SSIM by up to 0.07 on ten simulated scans and a real-probe scan "
+        "at no cost in time; where the halves disagree (low dose, the measured Siemens "
+        "star) the halves are estimated again without it, as before (docs/benchmarks.md). "
+        "0: off. Models without the FRC filter ignore it.",
+    )
     prior_frc_filter: bool | None = Field(
         None,
         description="The physics prior's half-scan FRC filter of its amplitude at inference "

@@ -51,6 +51,9 @@ class Reconstruction:
     # the FRC-filtered prior's half-scan agreement, which decided whether the extra
     # passes ran (physics.prior_frc.agreement; None without the filter)
     prior_agreement: float | None = None
+    # the phase momentum the prior's passes ran with (InferenceConfig.prior_phase_momentum
+    # where the halves agreed, else 0; None: a model without a prior)
+    prior_phase_momentum: float | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -163,7 +166,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior = ScanPrior.for_model(model, amps, framed.positions_px, valid=valid,
                                     iterations=cfg.prior_iterations,
                                     frc_filter=cfg.prior_frc_filter,
-                                    extra_iterations=cfg.prior_extra_iterations)
+                                    extra_iterations=cfg.prior_extra_iterations,
+                                    phase_momentum=cfg.prior_phase_momentum)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -219,6 +223,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
+        prior_phase_momentum=None if prior is None else prior.phase_momentum,
     )
 
 
@@ -269,6 +274,8 @@ def write_outputs(
         arrays["prior_passes"] = np.asarray(recon.prior_passes, dtype=np.int64)
     if recon.prior_agreement is not None:
         arrays["prior_agreement"] = np.asarray(recon.prior_agreement, dtype=np.float64)
+    if recon.prior_phase_momentum is not None:
+        arrays["prior_phase_momentum"] = np.asarray(recon.prior_phase_momentum, dtype=np.float64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

@@ -75,6 +75,10 @@ class ScanPrior:
         two half-scan estimates (`physics.prior_frc`; scope 'scan').
     batch_size
         ``model.prior_batch_size``: patterns per update of the passes (scope 'scan').
+    extra_iterations, phase_momentum
+        Inference only, with ``frc_filter``: passes added, and the phase momentum the
+        passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
+        ignored without the filter.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class ScanPrior:
         frc_filter: bool = False,
         batch_size: int = 64,
         extra_iterations: int = 0,
+        phase_momentum: float = 0.0,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -114,11 +119,16 @@ class ScanPrior:
                 extra_iterations < 0):
             raise ValueError(f"extra prior iterations must be an integer >= 0; found "
                              f"{extra_iterations!r}")
+        if isinstance(phase_momentum, bool) or not 0 <= float(phase_momentum) < 1:
+            raise ValueError(f"prior phase momentum must be in [0, 1); found {phase_momentum!r}")
         self.passes = int(iterations)
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
         self.agreement: float | None = None
         """The FRC-filtered prior's half-scan agreement (`physics.prior_frc.agreement`;
         extra passes ran where it reached `EXTRA_PASS_AGREEMENT`); None without the filter."""
+        self.phase_momentum = 0.0
+        """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
+        did not agree, and without the filter)."""
         self.scope = scope
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
@@ -135,9 +145,11 @@ class ScanPrior:
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
                     self.amplitudes, pos, scaled_probe, int(iterations),
-                    extra_iterations=int(extra_iterations), **kw)
+                    extra_iterations=int(extra_iterations),
+                    phase_momentum=float(phase_momentum), **kw)
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
+                self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
             else:
                 self.estimate = scan_error_reduction(self.amplitudes, pos, scaled_probe,
                                                      int(iterations), **kw)
@@ -182,7 +194,8 @@ class ScanPrior:
         ``frc_filter`` overrides ``model_cfg.prior_frc_filter`` (inference only; the
         constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
-        agree (`physics.prior_frc.frc_filtered_estimate`).
+        agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
+        inference only) likewise.
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:

@@ -48,8 +48,8 @@ LIT_FRACTION = 0.3
 peak probe intensity, tapered by a Gaussian of `TAPER_PX`."""
 TAPER_PX = 3.0
 EXTRA_PASS_AGREEMENT = 0.45
-"""`frc_filtered_estimate`'s ``extra_iterations`` run when the halves' `agreement` is at
-least this. Measured after 4 passes (`benchmarks/bench_inference_passes.py` and
+"""`frc_filtered_estimate`'s ``extra_iterations`` run, and its ``phase_momentum`` stays on,
+when the halves' `agreement` is at least this. Measured after 4 passes (`benchmarks/bench_inference_passes.py` and
 `bench_siemens_prior.py`, docs/benchmarks.md): 0.58-0.73 on simulated textured scans at
 1e6 photons, where more passes raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
 on an unseen picture and on the measured Siemens star, where they lower the amplitude or
@@ -151,6 +151,7 @@ def frc_filtered_estimate(
     *,
     split_seed: int = 0,
     extra_iterations: int = 0,
+    phase_momentum: float = 0.0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -160,6 +161,13 @@ def frc_filtered_estimate(
     least `EXTRA_PASS_AGREEMENT`, each half continues for this many more passes and the
     whole scan runs `whole_pass_count` of the sum (the data support more detail than the
     passes reached); otherwise nothing changes.
+
+    ``phase_momentum`` (`scan_error_reduction`'s, in [0, 1)): the halves run with it; where
+    their `agreement` reaches `EXTRA_PASS_AGREEMENT` the rest of the passes run with it
+    too, else the halves are estimated again without it and nothing runs with it (the
+    momentum carries on whatever the passes move, noise too: on the measured Siemens star,
+    whose halves disagree, it resolved the spokes 0.5 px less far). The halves' agreement
+    that decided is the one recorded.
 
     The halves come first (``iterations`` passes each, on the whole scan's canvas); the
     whole scan then starts from their illumination-weighted mean and runs
@@ -172,6 +180,8 @@ def frc_filtered_estimate(
     """
     if extra_iterations < 0:
         raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
+    if not 0 <= phase_momentum < 1:
+        raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
     if any(kw.get(k) is not None for k in ("frame", "start", "subset")):
         raise ValueError("frc_filtered_estimate chooses the frame, start and subsets itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -183,15 +193,26 @@ def frc_filtered_estimate(
     # the order the scan lists them in (as `scan_error_reduction`'s)
     raster = np.lexsort((pos[:, 1], pos[:, 0]))
     subsets = [np.sort(raster[h]) for h in half_split(len(pos), split_seed)]
-    halves = [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
-                                   subset=rows, **kw) for rows in subsets]
+
+    def halves_with(momentum: float) -> list[ScanEstimate]:
+        return [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
+                                     subset=rows, phase_momentum=momentum, **kw)
+                for rows in subsets]
+
+    halves = halves_with(phase_momentum)
     first = halves_frc(halves)
     # halves that overlap too little to read an FRC have no agreement: no extra passes
     agree = None if first[1] is None else agreement(first[0])
-    if extra_iterations and agree is not None and agree >= EXTRA_PASS_AGREEMENT:
+    agreed = agree is not None and agree >= EXTRA_PASS_AGREEMENT
+    momentum = phase_momentum if agreed else 0.0
+    if phase_momentum and not agreed:  # the data do not support it: the plain halves
+        halves = halves_with(0.0)
+        first = halves_frc(halves)
+    if extra_iterations and agreed:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
-                                                    **kw).canvas, h.origin_px, h.illumination)
+                                                    phase_momentum=momentum, **kw).canvas,
+                               h.origin_px, h.illumination)
                   for h, rows in zip(halves, subsets, strict=True)]
         iterations += extra_iterations
         first = None  # the halves moved on: filter by their FRC now
@@ -200,9 +221,9 @@ def frc_filtered_estimate(
     start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)
                         / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
     full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
-                                frame=frame, start=start, **kw)
+                                frame=frame, start=start, phase_momentum=momentum, **kw)
     est, frc = filter_amplitude(full, halves, known_frc=first)
-    return replace(est, passes=int(iterations), agreement=agree), frc
+    return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum), frc
 
 
 def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -101,7 +101,8 @@ def reconstruct_tensorflow(
     valid = None if framed.bad_pixel_mask is None else ~framed.bad_pixel_mask
     prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations,
                              frc_filter=cfg.prior_frc_filter,
-                             extra_iterations=cfg.prior_extra_iterations)
+                             extra_iterations=cfg.prior_extra_iterations,
+                             phase_momentum=cfg.prior_phase_momentum)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -141,4 +142,5 @@ def reconstruct_tensorflow(
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
+        prior_phase_momentum=None if prior is None else prior.phase_momentum,
     )
