@@ -110,9 +110,9 @@ def main() -> None:
         agree = "-" if d["agreement"] is None else f"{d['agreement']:.3f}"
         if o["agreement"] is not None:
             agree += f" ({o['agreement']:.3f})"
-        lines.append(f"| {label} | {agree} | {d['passes']}, {d['momentum'] or 0:g}: {_cell(d)} | "
-                     f"{o['passes']}: {_cell(o)} | "
-                     + " | ".join(_cell(x) for x in r["passes"]) + " |")
+        cells = [label, agree, f"{d['passes']}, {d['momentum'] or 0:g}: {_cell(d)}",
+                 f"{o['passes']}: {_cell(o)}", *(_cell(x) for x in r["passes"])]
+        lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     scans = ("their own scans" if not args.cases else

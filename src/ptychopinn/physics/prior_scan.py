@@ -57,6 +57,7 @@ which fixes the estimate's global phase for the whole scan.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +150,20 @@ def _damp_amplitude(step: Tensor, obj: Tensor, beta: float) -> Tensor:
     sr.addcmul_(o_r, along, value=-1.0)
     si.addcmul_(o_i, along, value=-1.0)
     return step
+
+
+def _turn_on(flat: Tensor, before: Tensor, velocity: Tensor, momentum: float,
+             chunk: int = 1 << 20) -> None:
+    """Phase momentum after a pass, in place and a chunk of pixels at a time (a large
+    canvas needs no whole-canvas temporaries): ``velocity <- momentum velocity + dphi``
+    with ``dphi`` each pixel's phase change since ``before`` (wrapped to [-pi, pi)), then
+    ``flat *= exp(i momentum velocity)``."""
+    for s in range(0, flat.numel(), chunk):
+        o, v = flat[s : s + chunk], velocity[s : s + chunk]
+        turn = torch.angle(o).sub_(before[s : s + chunk]).add_(math.pi)
+        turn = turn.remainder_(2 * math.pi).sub_(math.pi)
+        v.mul_(momentum).add_(turn)
+        o.mul_(torch.polar(torch.ones_like(v), v * momentum))
 
 
 def canvas_frame(
@@ -366,9 +381,14 @@ def scan_error_reduction(
     num_windows = num_c.view(shape).as_strided(win_shape, win_strides)
     den_windows = den_c.view(shape).as_strided(win_shape, win_strides)
     with torch.no_grad():
-        velocity = None
+        # phase momentum: each pixel's phase at the start of a pass, and its velocity
+        momentum = bool(phase_momentum) and iterations > 1
+        before = torch.empty(flat.shape, device=dev) if momentum else None
+        velocity = torch.zeros(flat.shape, device=dev) if momentum else None
         for it in range(iterations):
-            before = obj.clone() if phase_momentum and it < iterations - 1 else None
+            turning = momentum and it < iterations - 1
+            if turning:
+                torch.angle(flat, out=before)
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
             for s in range(0, n_pat, batch_size):
                 rows = order[s : s + batch_size]
@@ -405,10 +425,7 @@ def scan_error_reduction(
                 else:
                     num_c.index_fill_(0, idx, 0)
                     den_c.index_fill_(0, idx, 0)
-            if before is not None:  # phase momentum (module docstring)
-                turn = torch.angle(before.conj_physical_().mul_(obj))  # each pixel's dphi
-                del before
-                velocity = turn if velocity is None else velocity.mul_(phase_momentum).add_(turn)
-                obj.mul_(torch.polar(torch.ones_like(velocity), velocity * phase_momentum))
+            if turning:
+                _turn_on(flat, before, velocity, phase_momentum)
     return ScanEstimate(obj, origin, weight)
 
