@@ -48,10 +48,11 @@ LIT_FRACTION = 0.3
 peak probe intensity, tapered by a Gaussian of `TAPER_PX`."""
 TAPER_PX = 3.0
 EXTRA_PASS_AGREEMENT = 0.45
-"""`frc_filtered_estimate`'s ``extra_iterations`` run, and its ``phase_momentum`` stays on,
-when the halves' `agreement` is at least this. Measured after 4 passes (`benchmarks/bench_inference_passes.py` and
-`bench_siemens_prior.py`, docs/benchmarks.md): 0.58-0.73 on simulated textured scans at
-1e6 photons, where more passes raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
+"""`frc_filtered_estimate`'s ``extra_iterations`` run, and its ``phase_momentum`` stays
+on, when the halves' `agreement` is at least this. Measured after 4 passes
+(`benchmarks/bench_inference_passes.py` and `bench_siemens_prior.py`, docs/benchmarks.md):
+0.58-0.73 on simulated textured scans at 1e6 photons (0.60-0.75 with phase momentum), where
+more passes and the momentum raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
 on an unseen picture and on the measured Siemens star, where they lower the amplitude or
 the spokes' resolution or barely help (the passes fit noise there)."""
 
