@@ -268,18 +268,29 @@ def test_agreement_is_the_mean_full_data_weight_inside_nyquist():
     assert agreement(frc) == pytest.approx(0.5)
 
 
-def test_extra_passes_run_only_where_the_halves_agree():
-    """Seed 7 at 1e6 photons: the halves agree (0.73 measured), the estimate is limited
-    by its passes, and 2 extra passes raise its amplitude SSIM (0.909 -> 0.924 measured);
-    at 1e3 photons they disagree and the estimate is bit for bit the plain one."""
+@pytest.fixture(scope="module")
+def seed7_cases():
+    """``(scan, args, the halves agree, 4-pass filtered estimate, its halves' FRC)`` of
+    the default simulation with seed 7 at 1e6 photons (the halves agree) and at 1e3
+    (they do not)."""
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
+    cases = []
     for photons, agree in ((None, True), (1e3, False)):
         kw = {} if photons is None else {"photons_per_pattern": photons}
         scan = simulate_scan(SimulationConfig(seed=7, **kw))
         args = (torch.from_numpy(scan.diffraction), scan.positions_px,
                 torch.from_numpy(scan.probe), 4)
         base, frc = frc_filtered_estimate(*args, amplitude_step=0.5, integer_grid=True)
+        cases.append((scan, args, agree, base, frc))
+    return cases
+
+
+def test_extra_passes_run_only_where_the_halves_agree(seed7_cases):
+    """Seed 7 at 1e6 photons: the halves agree (0.73 measured), the estimate is limited
+    by its passes, and 2 extra passes raise its amplitude SSIM (0.909 -> 0.924 measured);
+    at 1e3 photons they disagree and the estimate is bit for bit the plain one."""
+    for scan, args, agree, base, frc in seed7_cases:
         more, _ = frc_filtered_estimate(*args, amplitude_step=0.5, integer_grid=True,
                                         extra_iterations=2)
         assert base.passes == 4
@@ -313,20 +324,13 @@ def test_no_agreement_and_no_extra_passes_where_the_halves_do_not_overlap():
     assert torch.equal(more.canvas, base.canvas)
 
 
-def test_phase_momentum_runs_only_where_the_halves_agree():
+def test_phase_momentum_runs_only_where_the_halves_agree(seed7_cases):
     """Seed 7 at 1e6 photons: the halves agree, the estimate runs with phase momentum
     (recorded) and finds the phase better (4 passes: phase SSIM 0.654 -> 0.715 measured),
-    the amplitude as well (0.909 -> 0.911); at 1e3 photons they disagree: the halves are estimated again
-    without it and the estimate is bit for bit the plain one, with the momentum halves'
-    agreement (the one that decided) recorded."""
-    from ptychopinn.simulation import SimulationConfig, simulate_scan
-
-    for photons, agree in ((None, True), (1e3, False)):
-        kw = {} if photons is None else {"photons_per_pattern": photons}
-        scan = simulate_scan(SimulationConfig(seed=7, **kw))
-        args = (torch.from_numpy(scan.diffraction), scan.positions_px,
-                torch.from_numpy(scan.probe), 4)
-        base, _ = frc_filtered_estimate(*args, amplitude_step=0.5, integer_grid=True)
+    the amplitude as well (0.909 -> 0.911); at 1e3 photons they disagree: the halves are
+    estimated again without it and the estimate is bit for bit the plain one, with the
+    momentum halves' agreement (the one that decided) recorded."""
+    for scan, args, agree, base, _ in seed7_cases:
         moved, _ = frc_filtered_estimate(*args, amplitude_step=0.5, integer_grid=True,
                                          phase_momentum=0.7)
         assert base.phase_momentum == 0.0 and moved.passes == base.passes == 4
