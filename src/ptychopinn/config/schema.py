@@ -481,11 +481,13 @@ class InferenceConfig(_Section):
         "each pass every pixel is turned on by this times its phase velocity (the running sum "
         "of its phase changes, each earlier pass's weighted by this once more; mPIE's "
         "momentum, on the phase only; physics.prior_scan), so the prior's phase, which starts "
-        "flat, converges in fewer passes. 0.7 raised the network's amplitude SSIM by up to "
-        "0.019 and its phase SSIM by up to 0.07 on ten simulated scans and a real-probe scan "
-        "at no cost in time; where the halves disagree (low dose, the measured Siemens "
-        "star) the halves are estimated again without it, as before (docs/benchmarks.md). "
-        "0: off. Models without the FRC filter ignore it.",
+        "flat, converges in fewer passes. 0.7 changed the network's amplitude / phase SSIM "
+        "by -0.001 to +0.019 / -0.005 to +0.073 on ten simulated scans (+0.006 / +0.044 on a "
+        "real-probe scan) at no cost in time; where the halves disagree (low dose, the "
+        "measured Siemens star, where it cost resolution) the halves are estimated again "
+        "without it and the result is the one without it, for ~0.3-0.5 s more per 625 "
+        "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md). 0: off. Models without the "
+        "FRC filter ignore it.",
     )
     prior_frc_filter: bool | None = Field(
         None,
