@@ -236,7 +236,7 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
     torch.manual_seed(2)
     save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
-    weights, objects = {}, {}
+    weights, objects, momenta = {}, {}, []
     # both backends follow the stitching weight option and the prior's FRC filter override
     for flat_above, frc in ((0.01, None), (1.0, None), (0.01, False)):
         # float32 in both ('auto' runs PyTorch's network in bfloat16 on CPUs with AMX)
@@ -254,11 +254,15 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
         assert recs["tensorflow"].prior_passes == recs["pytorch"].prior_passes
         assert recs["tensorflow"].prior_agreement == recs["pytorch"].prior_agreement
         assert recs["tensorflow"].prior_phase_momentum == recs["pytorch"].prior_phase_momentum
+        momenta.append(recs["pytorch"].prior_phase_momentum)
         assert (recs["pytorch"].prior_agreement is None) is (frc is False)
         weights[flat_above] = recs["pytorch"].weight
         objects[flat_above, frc] = recs["tensorflow"].object
     assert not np.allclose(weights[0.01], weights[1.0])
     assert _rel(objects[0.01, None], objects[0.01, False]) > 1e-3
+    # the prior's phase momentum ran with the filter (the halves agree on this scan), not
+    # without it
+    assert momenta == [0.7, 0.7, 0.0], momenta
 
 
 def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> None:
