@@ -97,7 +97,7 @@ def main() -> None:
 
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 
-    header = (["model seed (scan)", "half-scan agreement (without momentum)",
+    header = (["model seed (scan)", "half-scan agreement (in brackets: without momentum)",
                "default: passes run, phase momentum, amp / phase SSIM, s",
                "default without phase momentum: passes run, amp / phase SSIM, s"]
               + [f"{k} passes: amp / phase SSIM, s" for k in args.passes])

@@ -114,7 +114,7 @@ def main() -> None:
                      f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['overhead_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} | "
                      f"{r['prior_s']:.1f} | {r['prior_passes']}, "
-                     f"{r.get('prior_phase_momentum') or 0:g}"
+                     f"{r['prior_phase_momentum'] or 0:g}"
                      + ("" if r["prior_agreement"] is None else f" ({r['prior_agreement']:.2f})")
                      + " |")
     table = "\n".join(lines)

@@ -168,7 +168,8 @@ def frc_filtered_estimate(
     too, else the halves are estimated again without it and nothing runs with it (the
     momentum carries on whatever the passes move, noise too: on the measured Siemens star,
     whose halves disagree, it resolved the spokes 0.5 px less far). The halves' agreement
-    that decided is the one recorded.
+    that decided is the one recorded. Each continuation (the extra passes, the whole
+    scan's passes) starts its phase velocity from zero.
 
     The halves come first (``iterations`` passes each, on the whole scan's canvas); the
     whole scan then starts from their illumination-weighted mean and runs
