@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ptychopinn.physics import prior_scan
 from ptychopinn.physics.prior_frc import (
     EXTRA_PASS_AGREEMENT,
     FRC_RINGS,
@@ -18,7 +19,7 @@ from ptychopinn.physics.prior_frc import (
     ring_frc,
     ring_index,
 )
-from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, pass_terms, scan_error_reduction
 
 
 def test_half_split_is_a_seeded_partition():
@@ -151,6 +152,61 @@ def _amp_ssim(est: ScanEstimate, scan, key: str = "amp_ssim") -> float:
     out[y0:y1, x0:x1] = c[y0 - o[0]:y1 - o[0], x0 - o[1]:x1 - o[1]]
     m = evaluate(out, scan.object, positions_px=scan.positions_px, patch_size=scan.patch_size)
     return float(m[key])
+
+
+def test_shared_terms_and_illumination_give_the_same_estimate(monkeypatch):
+    """What `frc_filtered_estimate` computes once for all its estimates (every pattern's
+    shifted probes and FFT-ordered amplitudes, each half's flat start and illumination)
+    gives each estimate bit for bit as computed alone: on a subset, with fractional
+    positions, two probe modes and a continuation; and the filtered estimate is the same
+    whether the terms fit in memory or not."""
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=49, photons_per_pattern=1e5,
+                                          seed=4))
+    assert np.any(scan.positions_px % 1 != 0)  # the probes are shifted per pattern
+    probe = torch.from_numpy(scan.probe).reshape(-1, 32, 32)[:1]
+    probe = torch.cat([probe, 0.3 * probe.roll(3, -1)])  # two modes
+    args = (torch.from_numpy(scan.diffraction), scan.positions_px, probe)
+    frame = (scan_error_reduction(*args, 0).origin_px,
+             tuple(scan_error_reduction(*args, 0).canvas.shape))
+    terms = pass_terms(*args, frame)
+    assert terms is not None and tuple(terms[0].shape) == (49, 2, 32, 32)
+    rows = np.sort(np.random.default_rng(1).permutation(49)[:24])
+    kw = dict(frame=frame, subset=rows, amplitude_step=0.5, phase_momentum=0.5)
+    alone = scan_error_reduction(*args, 3, **kw)
+    flat = scan_error_reduction(*args, 0, **kw)
+    shared = scan_error_reduction(*args, 3, start=flat.canvas, illumination=flat.illumination,
+                                  terms=terms, **kw)
+    assert torch.equal(shared.canvas, alone.canvas)
+    assert torch.equal(shared.illumination, alone.illumination)
+    on = scan_error_reduction(*args, 2, start=alone.canvas, **kw)
+    assert torch.equal(scan_error_reduction(*args, 2, start=alone.canvas, terms=terms,
+                                            illumination=alone.illumination, **kw).canvas,
+                       on.canvas)
+    # the filtered estimate with and without the shared terms (too large for the limit)
+    est, frc = frc_filtered_estimate(*args, 3, extra_iterations=1, phase_momentum=0.5,
+                                     amplitude_step=0.5)
+    monkeypatch.setattr(prior_scan, "PASS_CACHE_LIMIT_BYTES", 0)
+    assert pass_terms(*args, frame) is None
+    est0, frc0 = frc_filtered_estimate(*args, 3, extra_iterations=1, phase_momentum=0.5,
+                                       amplitude_step=0.5)
+    assert torch.equal(est.canvas, est0.canvas) and np.array_equal(frc, frc0)
+    # the whole scan's illumination is its halves'
+    assert torch.allclose(est.illumination, scan_error_reduction(*args, 0).illumination,
+                          rtol=1e-5, atol=1e-6)
+    # refused by name: without the frame they belong to, or of the wrong patterns
+    with pytest.raises(ValueError, match="terms needs the frame"):
+        scan_error_reduction(*args, 1, terms=terms)
+    with pytest.raises(ValueError, match="illumination needs the frame"):
+        scan_error_reduction(*args, 1, illumination=flat.illumination)
+    with pytest.raises(ValueError, match="terms must be pass_terms of all 49 patterns"):
+        scan_error_reduction(*args, 1, frame=frame, terms=tuple(t[:24] for t in terms))
+    with pytest.raises(ValueError, match="illumination must have the frame's shape"):
+        scan_error_reduction(*args, 1, frame=frame, illumination=flat.illumination[1:])
+    with pytest.raises(ValueError, match="chooses the frame, start, subsets, illumination"):
+        frc_filtered_estimate(*args, 2, terms=terms)
+
 
 
 @pytest.mark.parametrize("seed, least_gain", [(5, 0.08), (0, -0.01)])

@@ -39,7 +39,12 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
-from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
+from ptychopinn.physics.prior_scan import (
+    ScanEstimate,
+    canvas_frame,
+    pass_terms,
+    scan_error_reduction,
+)
 
 FRC_RINGS = 24
 """Rings from zero frequency to the Nyquist frequency (the corners beyond it are one more)."""
@@ -184,8 +189,10 @@ def frc_filtered_estimate(
         raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
-    if any(kw.get(k) is not None for k in ("frame", "start", "subset")):
-        raise ValueError("frc_filtered_estimate chooses the frame, start and subsets itself")
+    if any(kw.get(k) is not None for k in ("frame", "start", "subset", "illumination",
+                                           "terms")):
+        raise ValueError("frc_filtered_estimate chooses the frame, start, subsets, "
+                         "illumination and terms itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
     if iterations == 0 or len(pos) < 2:
         return scan_error_reduction(amplitudes, pos, probe, iterations, **kw), np.ones(FRC_RINGS + 1)
@@ -195,11 +202,18 @@ def frc_filtered_estimate(
     # the order the scan lists them in (as `scan_error_reduction`'s)
     raster = np.lexsort((pos[:, 1], pos[:, 0]))
     subsets = [np.sort(raster[h]) for h in half_split(len(pos), split_seed)]
+    # computed once for every estimate below (each would otherwise compute its own): the
+    # patterns' shifted probes (when they fit in memory), each half's flat start and
+    # illumination; the estimates are the same as without them
+    terms = pass_terms(amplitudes, pos, probe, frame, device=kw.get("device"))
+    starts = [scan_error_reduction(amplitudes, pos, probe, 0, frame=frame, subset=rows, **kw)
+              for rows in subsets]
 
     def halves_with(momentum: float) -> list[ScanEstimate]:
         return [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
-                                     subset=rows, phase_momentum=momentum, **kw)
-                for rows in subsets]
+                                     subset=rows, phase_momentum=momentum, start=s.canvas,
+                                     illumination=s.illumination, terms=terms, **kw)
+                for s, rows in zip(starts, subsets, strict=True)]
 
     halves = halves_with(phase_momentum)
     first = halves_frc(halves)
@@ -213,6 +227,7 @@ def frc_filtered_estimate(
     if extra_iterations and agreed:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
+                                                    illumination=h.illumination, terms=terms,
                                                     phase_momentum=momentum, **kw).canvas,
                                h.origin_px, h.illumination)
                   for h, rows in zip(halves, subsets, strict=True)]
@@ -223,7 +238,8 @@ def frc_filtered_estimate(
     start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)
                         / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
     full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
-                                frame=frame, start=start, phase_momentum=momentum, **kw)
+                                frame=frame, start=start, illumination=both, terms=terms,
+                                phase_momentum=momentum, **kw)
     est, frc = filter_amplitude(full, halves, known_frc=first)
     return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum), frc
 

@@ -117,6 +117,45 @@ def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, T
     return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
 
 
+def pass_terms(amplitudes: Tensor, positions_px: Tensor | np.ndarray, probe: Tensor,
+               frame: tuple[np.ndarray, tuple[int, int]], *,
+               device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Every pattern's ``(shifted probes (n, M, N, N), their power (n, N, N), amplitudes in
+    FFT order (n, N, N))`` for passes on the canvas ``frame`` (`scan_error_reduction`'s
+    ``terms``: several estimates of parts of one scan on one frame share them), or None
+    when they would take more than `PASS_CACHE_LIMIT_BYTES` (each estimate then computes
+    its own, a batch at a time)."""
+    if amplitudes.ndim != 3:
+        raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
+    n_pat, n, _ = amplitudes.shape
+    p = probe.detach().to(torch.device(device) if device is not None else probe.device,
+                          torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    if p.shape[-2:] != (n, n):
+        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    if n_pat * n * n * (8 * p.shape[0] + 8) > PASS_CACHE_LIMIT_BYTES:
+        return None
+    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+    frac, _ = _window_corners(torch.from_numpy(pos - np.asarray(frame[0], dtype=np.float64))
+                              .to(p.device), n)
+    p_hat = torch.fft.fft2(p)
+    amps = amplitudes.detach()
+    parts = [_pattern_terms(p_hat, frac[s : s + 256],
+                            amps[s : s + 256].to(p.device, torch.float32))
+             for s in range(0, n_pat, 256)]
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
+
+
+def _window_corners(local: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``(frac (n, 2) float32 in [-0.5, 0.5], corner (n, 2) long)`` of N x N windows centred
+    at ``local`` canvas positions: the integer window's top-left corner, and the
+    sub-pixel remainder that shifts each pattern's probe instead."""
+    top = local - n / 2.0
+    corner = torch.round(top)
+    return (top - corner).to(torch.float32), corner.to(torch.long)
+
+
 def _object_correction(obj_w: Tensor, probes: Tensor, a_u: Tensor, keep: Tensor | None) -> Tensor:
     """``sum_m conj(P_m) (back_propagate(modulus-constrained far field) - psi_m)`` of a
     batch: ``obj_w (B, N, N)`` windows, ``probes (B, M, N, N)``, ``a_u`` amplitudes in
@@ -206,6 +245,8 @@ def scan_error_reduction(
     start: Tensor | None = None,
     subset: np.ndarray | None = None,
     phase_momentum: float = 0.0,
+    illumination: Tensor | None = None,
+    terms: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -251,6 +292,14 @@ def scan_error_reduction(
     phase_momentum
         In [0, 1): after every pass but the last, turn each pixel by this times its
         phase velocity (module docstring); 0: none.
+    illumination
+        ``(H, W)`` illumination of these patterns on ``frame`` when already known (an
+        earlier estimate's, e.g. before a continuation from its ``start``): returned as
+        it is instead of accumulated again (needs ``frame``, whose shape it must have).
+    terms
+        `pass_terms` of every pattern of ``amplitudes`` (all of them, whatever the
+        ``subset``) on ``frame`` (needed): computed once for several estimates on one
+        frame; the same estimate as without them.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -283,11 +332,20 @@ def scan_error_reduction(
         p = p.unsqueeze(0)
     if p.shape[-2:] != (n, n):
         raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    n_all = amplitudes.shape[0]
+    if terms is not None and (len(terms) != 3 or tuple(terms[0].shape) != (n_all, p.shape[0], n, n)
+                              or any(tuple(t.shape) != (n_all, n, n) for t in terms[1:])):
+        raise ValueError(f"terms must be pass_terms of all {n_all} patterns "
+                         f"({p.shape[0]} probe modes, {n}x{n}); found "
+                         f"{[tuple(t.shape) for t in terms]}")
     start_canvas = start
     if start_canvas is not None and (frame is None or tuple(start_canvas.shape)
                                      != (int(frame[1][0]), int(frame[1][1]))):
         raise ValueError("start needs a frame of its shape; found start "
                          f"{tuple(start_canvas.shape)} and frame {None if frame is None else frame[1]}")
+    for name, given in (("illumination", illumination), ("terms", terms)):
+        if given is not None and frame is None:
+            raise ValueError(f"{name} needs the frame it was computed on")
     if frame is not None:
         origin = np.asarray(frame[0], dtype=np.float64).reshape(2)
         shape = (int(frame[1][0]), int(frame[1][1]))
@@ -314,15 +372,19 @@ def scan_error_reduction(
         rows = rows.cpu() if sel is None else sel[rows.cpu()]
         return amps_cpu[rows.to(amps_cpu.device)].to(dev, torch.float32)
 
-    # the illumination; and the flat start (the probe-weighted local Parseval
-    # brightness) unless a start is given
-    weight = torch.zeros(shape, device=dev)
+    if illumination is not None and tuple(illumination.shape) != shape:
+        raise ValueError(f"illumination must have the frame's shape {shape}; found "
+                         f"{tuple(illumination.shape)}")
+    # the illumination unless given; and the flat start (the probe-weighted local
+    # Parseval brightness) unless a start is given
+    weight = torch.zeros(shape, device=dev) if illumination is None else illumination.to(dev)
     bright = torch.zeros(shape, device=dev) if start_canvas is None else None
     power = float(ill.sum())
-    for s in range(0, n_pat, 256):
+    for s in range(0, n_pat if illumination is None or bright is not None else 0, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
         w = ill.expand(rows.numel(), n, n).contiguous()
-        accumulate_patches(weight, w, local[rows])
+        if illumination is None:
+            accumulate_patches(weight, w, local[rows])
         if bright is None:
             continue
         a = batch_amps(rows)
@@ -345,10 +407,7 @@ def scan_error_reduction(
     # integer windows; the sub-pixel part of each position shifts that pattern's
     # probe instead (P(r - f), by the Fourier shift theorem), as in
     # `physics.prior.neighbourhood_error_reduction`
-    top = local - n / 2.0
-    corner = torch.round(top)
-    frac = (top - corner).to(torch.float32)  # (n, 2) in [-0.5, 0.5]
-    corner = corner.to(torch.long)
+    frac, corner = _window_corners(local, n)
     ar = torch.arange(n, device=dev)
     width = shape[1]
     p_hat = torch.fft.fft2(p)
@@ -362,8 +421,11 @@ def scan_error_reduction(
     m = p.shape[0]
     # each pattern's shifted probes, their power and its unshifted amplitudes are
     # the same in every pass: computed once when they fit PASS_CACHE_LIMIT_BYTES
-    cache = None
-    if n_pat * n * n * (8 * m + 8) <= PASS_CACHE_LIMIT_BYTES:
+    cache, cache_rows = None, None
+    if terms is not None:  # every pattern's: looked up by the pattern's row in amplitudes
+        cache = tuple(t.to(dev) for t in terms)
+        cache_rows = None if sel is None else sel.to(dev)
+    elif n_pat * n * n * (8 * m + 8) <= PASS_CACHE_LIMIT_BYTES:
         chunks = [torch.arange(s, min(s + 256, n_pat)) for s in range(0, n_pat, 256)]
         parts = [_pattern_terms(p_hat, frac[c.to(dev)], batch_amps(c)) for c in chunks]
         cache = tuple(torch.cat(t) for t in zip(*parts, strict=True))
@@ -396,7 +458,8 @@ def scan_error_reduction(
                 idx = ((c0[:, 0, None, None] + ar[:, None]) * width
                        + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
                 if cache is not None:
-                    probes, power, a_u = (t.index_select(0, rows) for t in cache)
+                    at = rows if cache_rows is None else cache_rows[rows]
+                    probes, power, a_u = (t.index_select(0, at) for t in cache)
                 else:
                     probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
                 obj_w = obj_windows[c0[:, 0], c0[:, 1]]  # (B, N, N), a copy
