@@ -338,3 +338,50 @@ def test_phase_momentum_turn_is_the_same_in_any_chunking() -> None:
         torch.testing.assert_close(v, want_v, atol=2e-5, rtol=0)
         torch.testing.assert_close(o, want, atol=2e-5, rtol=0)
         torch.testing.assert_close(o.abs(), obj.abs())
+
+
+def test_a_continuation_from_a_first_pass_is_the_whole_run(scan64) -> None:
+    """k passes, then n - k from their canvas with ``first_pass=k``, give the n-pass
+    estimate bit for bit (the batch orders of the earlier passes are skipped); with the
+    phase momentum, `momentum_turn` after the first pass and its velocity carried on give
+    the run that had the momentum throughout (`physics.prior_frc` shares the halves'
+    first pass this way). Bad continuations are refused by name."""
+    from ptychopinn.physics.prior_scan import momentum_turn
+
+    amps, probe = _inputs(scan64)
+    args = (amps, scan64.positions_px, probe)
+    flat = scan_error_reduction(*args, 0)
+    frame = (flat.origin_px, tuple(flat.canvas.shape))
+    kw = dict(amplitude_step=0.5, frame=frame, seed=3)
+    for k in (1, 2):
+        first = scan_error_reduction(*args, k, **kw)
+        rest = scan_error_reduction(*args, 4 - k, start=first.canvas, first_pass=k, **kw)
+        assert torch.equal(rest.canvas, scan_error_reduction(*args, 4, **kw).canvas)
+    # without skipping the first pass's order the continuation is another estimate
+    first = scan_error_reduction(*args, 1, **kw)
+    assert not torch.equal(scan_error_reduction(*args, 3, start=first.canvas, **kw).canvas,
+                           scan_error_reduction(*args, 4, **kw).canvas)
+    moved = scan_error_reduction(*args, 4, phase_momentum=0.7, **kw)
+    turned, velocity = momentum_turn(first.canvas, flat.canvas, 0.7)
+    assert velocity.shape == flat.canvas.shape and float(velocity.abs().max()) > 0
+    go_on = scan_error_reduction(*args, 3, start=turned, first_pass=1, phase_momentum=0.7,
+                                 phase_velocity=velocity, **kw)
+    assert torch.equal(go_on.canvas, moved.canvas)
+    # the velocity matters: restarting it from zero is another estimate
+    assert not torch.equal(scan_error_reduction(*args, 3, start=turned, first_pass=1,
+                                                phase_momentum=0.7, **kw).canvas, moved.canvas)
+    still, zero = momentum_turn(first.canvas, flat.canvas, 0.0)
+    assert torch.equal(still, first.canvas) and float(zero.abs().max()) == 0.0
+    for bad, match in ((dict(first_pass=-1), "first_pass must be an integer >= 0"),
+                       (dict(first_pass=True), "first_pass must be an integer >= 0"),
+                       (dict(phase_velocity=velocity), "phase_velocity needs a phase_momentum"),
+                       (dict(phase_velocity=velocity[1:], phase_momentum=0.5),
+                        "phase_velocity must have the frame's shape")):
+        with pytest.raises(ValueError, match=match):
+            scan_error_reduction(*args, 1, **{**kw, **bad})
+    with pytest.raises(ValueError, match="phase_velocity needs the frame"):
+        scan_error_reduction(*args, 1, phase_momentum=0.5, phase_velocity=velocity)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        momentum_turn(first.canvas, flat.canvas, 1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        momentum_turn(first.canvas, flat.canvas[1:], 0.5)

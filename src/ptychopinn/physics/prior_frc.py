@@ -42,6 +42,7 @@ from torch import Tensor
 from ptychopinn.physics.prior_scan import (
     ScanEstimate,
     canvas_frame,
+    momentum_turn,
     pass_terms,
     scan_error_reduction,
 )
@@ -190,9 +191,9 @@ def frc_filtered_estimate(
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
     if any(kw.get(k) is not None for k in ("frame", "start", "subset", "illumination",
-                                           "terms")):
+                                           "terms", "phase_velocity")) or kw.get("first_pass"):
         raise ValueError("frc_filtered_estimate chooses the frame, start, subsets, "
-                         "illumination and terms itself")
+                         "illumination, terms, first pass and phase velocity itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
     if iterations == 0 or len(pos) < 2:
         return scan_error_reduction(amplitudes, pos, probe, iterations, **kw), np.ones(FRC_RINGS + 1)
@@ -209,11 +210,26 @@ def frc_filtered_estimate(
     starts = [scan_error_reduction(amplitudes, pos, probe, 0, frame=frame, subset=rows, **kw)
               for rows in subsets]
 
+    # the first pass is the same with and without the momentum (it turns the phase only
+    # after a pass): run once, and continued from with the momentum and, where the halves
+    # then disagree, without it
+    ones = [scan_error_reduction(amplitudes, pos, probe, 1, frame=frame, subset=rows,
+                                 start=s.canvas, illumination=s.illumination, terms=terms, **kw)
+            for s, rows in zip(starts, subsets, strict=True)]
+
     def halves_with(momentum: float) -> list[ScanEstimate]:
-        return [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
-                                     subset=rows, phase_momentum=momentum, start=s.canvas,
-                                     illumination=s.illumination, terms=terms, **kw)
-                for s, rows in zip(starts, subsets, strict=True)]
+        if iterations == 1:
+            return ones
+        out = []
+        for one, s, rows in zip(ones, starts, subsets, strict=True):
+            start, velocity = one.canvas, None
+            if momentum:
+                start, velocity = momentum_turn(one.canvas, s.canvas, momentum)
+            out.append(scan_error_reduction(
+                amplitudes, pos, probe, iterations - 1, frame=frame, subset=rows, start=start,
+                first_pass=1, phase_momentum=momentum, phase_velocity=velocity,
+                illumination=s.illumination, terms=terms, **kw))
+        return out
 
     halves = halves_with(phase_momentum)
     first = halves_frc(halves)

@@ -205,6 +205,25 @@ def _turn_on(flat: Tensor, before: Tensor, velocity: Tensor, momentum: float,
         o.mul_(torch.polar(torch.ones_like(v), v * momentum))
 
 
+def momentum_turn(after: Tensor, before: Tensor, momentum: float) -> tuple[Tensor, Tensor]:
+    """The phase momentum's turn after a first pass from ``before`` to ``after`` (both
+    ``(H, W)`` canvases): ``(the turned canvas, the phase velocity)``. Continuing from them
+    with ``first_pass=1, phase_velocity=`` the velocity and the same ``phase_momentum``
+    gives the estimate that ran every pass with the momentum (`scan_error_reduction`);
+    continuing from ``after`` itself without momentum gives the one that ran none."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1); found {momentum}")
+    if after.shape != before.shape:
+        raise ValueError(f"momentum_turn: shapes differ: {tuple(after.shape)}, {tuple(before.shape)}")
+    turned = after.detach().to(torch.complex64).clone().contiguous()
+    flat = turned.view(-1)
+    velocity = torch.zeros(flat.shape, device=flat.device)
+    if momentum:
+        start = torch.angle(before.detach().to(flat.device, torch.complex64).reshape(-1))
+        _turn_on(flat, start, velocity, momentum)
+    return turned, velocity.view(turned.shape)
+
+
 def canvas_frame(
     positions_px: np.ndarray, n: int, integer_grid: bool = False
 ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -247,6 +266,8 @@ def scan_error_reduction(
     phase_momentum: float = 0.0,
     illumination: Tensor | None = None,
     terms: tuple[Tensor, Tensor, Tensor] | None = None,
+    first_pass: int = 0,
+    phase_velocity: Tensor | None = None,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -300,6 +321,14 @@ def scan_error_reduction(
         `pass_terms` of every pattern of ``amplitudes`` (all of them, whatever the
         ``subset``) on ``frame`` (needed): computed once for several estimates on one
         frame; the same estimate as without them.
+    first_pass
+        Where these passes start in a longer run with the same ``seed`` (a continuation
+        from that run's canvas, given as ``start``): the batch orders of the passes
+        before are drawn and skipped, so ``k`` passes and then ``n - k`` from their
+        canvas with ``first_pass=k`` give the ``n``-pass estimate bit for bit.
+    phase_velocity
+        ``(H, W)`` phase velocity the momentum continues from (`momentum_turn`'s; default
+        zero); needs ``frame`` and ``phase_momentum``.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -343,7 +372,12 @@ def scan_error_reduction(
                                      != (int(frame[1][0]), int(frame[1][1]))):
         raise ValueError("start needs a frame of its shape; found start "
                          f"{tuple(start_canvas.shape)} and frame {None if frame is None else frame[1]}")
-    for name, given in (("illumination", illumination), ("terms", terms)):
+    if isinstance(first_pass, bool) or int(first_pass) != first_pass or first_pass < 0:
+        raise ValueError(f"first_pass must be an integer >= 0; found {first_pass!r}")
+    if phase_velocity is not None and not phase_momentum:
+        raise ValueError("phase_velocity needs a phase_momentum to continue")
+    for name, given in (("illumination", illumination), ("terms", terms),
+                        ("phase_velocity", phase_velocity)):
         if given is not None and frame is None:
             raise ValueError(f"{name} needs the frame it was computed on")
     if frame is not None:
@@ -372,9 +406,10 @@ def scan_error_reduction(
         rows = rows.cpu() if sel is None else sel[rows.cpu()]
         return amps_cpu[rows.to(amps_cpu.device)].to(dev, torch.float32)
 
-    if illumination is not None and tuple(illumination.shape) != shape:
-        raise ValueError(f"illumination must have the frame's shape {shape}; found "
-                         f"{tuple(illumination.shape)}")
+    for name, given in (("illumination", illumination), ("phase_velocity", phase_velocity)):
+        if given is not None and tuple(given.shape) != shape:
+            raise ValueError(f"{name} must have the frame's shape {shape}; found "
+                             f"{tuple(given.shape)}")
     # the illumination unless given; and the flat start (the probe-weighted local
     # Parseval brightness) unless a start is given
     weight = torch.zeros(shape, device=dev) if illumination is None else illumination.to(dev)
@@ -418,6 +453,8 @@ def scan_error_reduction(
     # another order gives the same estimate
     raster = torch.from_numpy(np.lexsort((pos[:, 1], pos[:, 0]))).to(dev)
     gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(int(first_pass)):  # the orders of the passes this one continues
+        torch.randperm(n_pat, generator=gen)
     m = p.shape[0]
     # each pattern's shifted probes, their power and its unshifted amplitudes are
     # the same in every pass: computed once when they fit PASS_CACHE_LIMIT_BYTES
@@ -446,7 +483,10 @@ def scan_error_reduction(
         # phase momentum: each pixel's phase at the start of a pass, and its velocity
         momentum = bool(phase_momentum) and iterations > 1
         before = torch.empty(flat.shape, device=dev) if momentum else None
-        velocity = torch.zeros(flat.shape, device=dev) if momentum else None
+        velocity = None
+        if momentum:
+            velocity = (torch.zeros(flat.shape, device=dev) if phase_velocity is None else
+                        phase_velocity.detach().to(dev, torch.float32).reshape(-1).clone())
         for it in range(iterations):
             turning = momentum and it < iterations - 1
             if turning:
