@@ -174,8 +174,9 @@ def frc_filtered_estimate(
     too, else the halves are estimated again without it and nothing runs with it (the
     momentum carries on whatever the passes move, noise too: on the measured Siemens star,
     whose halves disagree, it resolved the spokes 0.5 px less far). The halves' agreement
-    that decided is the one recorded. Each continuation (the extra passes, the whole
-    scan's passes) starts its phase velocity from zero.
+    that decided is the one recorded. The halves' first pass, the same either way, runs
+    once when the scan's `pass_terms` fit in memory. Each continuation (the extra passes,
+    the whole scan's passes) starts its phase velocity from zero.
 
     The halves come first (``iterations`` passes each, on the whole scan's canvas); the
     whole scan then starts from their illumination-weighted mean and runs
@@ -212,14 +213,19 @@ def frc_filtered_estimate(
 
     # the first pass is the same with and without the momentum (it turns the phase only
     # after a pass): run once, and continued from with the momentum and, where the halves
-    # then disagree, without it
+    # then disagree, without it. Not where the terms are too large to share: each estimate
+    # then makes its own, and a first pass apart would make them once more than it saves.
+    share_first = terms is not None and iterations > 1
     ones = [scan_error_reduction(amplitudes, pos, probe, 1, frame=frame, subset=rows,
                                  start=s.canvas, illumination=s.illumination, terms=terms, **kw)
-            for s, rows in zip(starts, subsets, strict=True)]
+            for s, rows in zip(starts, subsets, strict=True)] if share_first else None
 
     def halves_with(momentum: float) -> list[ScanEstimate]:
-        if iterations == 1:
-            return ones
+        if not share_first:
+            return [scan_error_reduction(amplitudes, pos, probe, iterations, frame=frame,
+                                         subset=rows, start=s.canvas, illumination=s.illumination,
+                                         phase_momentum=momentum, **kw)
+                    for s, rows in zip(starts, subsets, strict=True)]
         out = []
         for one, s, rows in zip(ones, starts, subsets, strict=True):
             start, velocity = one.canvas, None

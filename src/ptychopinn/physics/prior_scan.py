@@ -117,6 +117,29 @@ def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, T
     return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
 
 
+def _probe_modes(probe: Tensor, device: torch.device, n: int) -> Tensor:
+    """``(M, N, N)`` complex64 probe modes on ``device``, checked against the patterns' N."""
+    p = probe.detach().to(device, torch.complex64)
+    if p.ndim == 2:
+        p = p.unsqueeze(0)
+    if p.shape[-2:] != (n, n):
+        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    return p
+
+
+def _terms_fit(n_pat: int, n: int, modes: int) -> bool:
+    """Whether `_stacked_terms` of ``n_pat`` patterns fit `PASS_CACHE_LIMIT_BYTES`."""
+    return n_pat * n * n * (8 * modes + 8) <= PASS_CACHE_LIMIT_BYTES
+
+
+def _stacked_terms(p_hat: Tensor, frac: Tensor, amps_of, n_pat: int) -> tuple[Tensor, ...]:
+    """`_pattern_terms` of patterns ``0 .. n_pat - 1`` (``frac`` their sub-pixel offsets,
+    ``amps_of(rows)`` their amplitudes), 256 at a time, stacked."""
+    parts = [_pattern_terms(p_hat, frac[s : s + 256], amps_of(torch.arange(s, min(s + 256, n_pat))))
+             for s in range(0, n_pat, 256)]
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
+
+
 def pass_terms(amplitudes: Tensor, positions_px: Tensor | np.ndarray, probe: Tensor,
                frame: tuple[np.ndarray, tuple[int, int]], *,
                device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -128,23 +151,15 @@ def pass_terms(amplitudes: Tensor, positions_px: Tensor | np.ndarray, probe: Ten
     if amplitudes.ndim != 3:
         raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
     n_pat, n, _ = amplitudes.shape
-    p = probe.detach().to(torch.device(device) if device is not None else probe.device,
-                          torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    if p.shape[-2:] != (n, n):
-        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
-    if n_pat * n * n * (8 * p.shape[0] + 8) > PASS_CACHE_LIMIT_BYTES:
+    p = _probe_modes(probe, torch.device(device) if device is not None else probe.device, n)
+    if not _terms_fit(n_pat, n, p.shape[0]):
         return None
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
     frac, _ = _window_corners(torch.from_numpy(pos - np.asarray(frame[0], dtype=np.float64))
                               .to(p.device), n)
-    p_hat = torch.fft.fft2(p)
     amps = amplitudes.detach()
-    parts = [_pattern_terms(p_hat, frac[s : s + 256],
-                            amps[s : s + 256].to(p.device, torch.float32))
-             for s in range(0, n_pat, 256)]
-    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
+    return _stacked_terms(torch.fft.fft2(p), frac,
+                          lambda rows: amps[rows].to(p.device, torch.float32), n_pat)
 
 
 def _window_corners(local: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -356,11 +371,7 @@ def scan_error_reduction(
         sel = torch.from_numpy(sub.astype(np.int64))
         pos, n_pat = pos[sub], int(sub.size)
     dev = torch.device(device) if device is not None else probe.device
-    p = probe.detach().to(dev, torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    if p.shape[-2:] != (n, n):
-        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
+    p = _probe_modes(probe, dev, n)
     n_all = amplitudes.shape[0]
     if terms is not None and (len(terms) != 3 or tuple(terms[0].shape) != (n_all, p.shape[0], n, n)
                               or any(tuple(t.shape) != (n_all, n, n) for t in terms[1:])):
@@ -462,10 +473,8 @@ def scan_error_reduction(
     if terms is not None:  # every pattern's: looked up by the pattern's row in amplitudes
         cache = tuple(t.to(dev) for t in terms)
         cache_rows = None if sel is None else sel.to(dev)
-    elif n_pat * n * n * (8 * m + 8) <= PASS_CACHE_LIMIT_BYTES:
-        chunks = [torch.arange(s, min(s + 256, n_pat)) for s in range(0, n_pat, 256)]
-        parts = [_pattern_terms(p_hat, frac[c.to(dev)], batch_amps(c)) for c in chunks]
-        cache = tuple(torch.cat(t) for t in zip(*parts, strict=True))
+    elif _terms_fit(n_pat, n, m):
+        cache = _stacked_terms(p_hat, frac, batch_amps, n_pat)
     # the scratch sums are cleared after each batch: whole when the canvas is small
     # next to a batch's windows (a memset), else only the touched pixels; a canvas
     # no larger than a batch's windows is also updated whole (num is 0 off the batch)
