@@ -485,7 +485,7 @@ class InferenceConfig(_Section):
         "by -0.001 to +0.019 / -0.005 to +0.073 on ten simulated scans (+0.006 / +0.044 on a "
         "real-probe scan) at no cost in time; where the halves disagree (low dose, the "
         "measured Siemens star, where it cost resolution) the halves are estimated again "
-        "without it and the result is the one without it, for ~0.3-0.5 s more per 625 "
+        "without it and the result is the one without it, for ~0.1-0.4 s more per 625 "
         "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md). 0: off. Models without the "
         "FRC filter ignore it.",
     )
