@@ -30,8 +30,9 @@ def _source(true, idx, pos, rot, chunk=50):
     return source
 
 
+@pytest.mark.parametrize("sync", ["global", "waves"])
 @pytest.mark.parametrize("gridsize", [1, 2])
-def test_phase_sync_recovers_object(small_scan, gridsize):
+def test_phase_sync_recovers_object(small_scan, gridsize, sync):
     scan = small_scan
     n = scan.patch_size
     g = group_neighbors(scan.positions_px, gridsize, neighbor_count=6, seed=0)
@@ -42,7 +43,8 @@ def test_phase_sync_recovers_object(small_scan, gridsize):
     rot = torch.from_numpy(np.exp(1j * rng.uniform(-np.pi, np.pi, len(idx))).astype(np.complex64))
     weight = torch.ones(n, n)
     src = _source(true, idx, pos, rot)
-    obj, _, _ = stitch_groups(src, len(idx), scan.object.shape, weight, phase_sync=True)
+    obj, _, _ = stitch_groups(src, len(idx), scan.object.shape, weight, phase_sync=True,
+                              sync=sync)
     m = evaluate(obj.numpy(), scan.object, positions_px=scan.positions_px, patch_size=n)
     # bilinear extraction + placement at sub-pixel positions blurs slightly: not exactly 1
     assert m["amp_ssim"] > 0.9 and m["phase_ssim"] > 0.9, m

@@ -456,6 +456,23 @@ class InferenceConfig(_Section):
         "scans (docs/benchmarks.md).",
     )
     phase_sync: bool = Field(True, description="Align the global phase of overlapping patches.")
+    phase_sync_method: Literal["global", "waves"] = Field(
+        "waves",
+        description="How phase_sync aligns the groups' phases: 'waves' (greedy: small waves of "
+        "groups aligned to what is stitched, growing out from the scan's centre, then one "
+        "polishing pass) or 'global' (every group's rotation at once from the leading "
+        "eigenvector of the groups' overlap matrix, inference.phase_sync; exploration on four "
+        "simulated scans: the network's phase SSIM +0.025, +0.012, +0.005 and -0.009 against "
+        "'waves' at the same stitching time, so not yet the default; docs/benchmarks.md). "
+        "Scans too large for the overlap matrix (about 11,000 patterns of 64x64 with "
+        "gridsize 2) use 'waves'; reconstruction.npz records which ran (phase_sync).",
+    )
+    phase_sync_polish: int | None = Field(
+        None, ge=0, le=100,
+        description="Polishing passes after phase_sync: each re-aligns every group to the "
+        "stitched object and stitches again (power iterations towards the 'global' "
+        "rotations). None: 1 after 'waves', 0 after 'global'.",
+    )
     prior_iterations: int | None = Field(
         None, ge=1,
         description="Passes of the physics prior at inference (None: the model's "

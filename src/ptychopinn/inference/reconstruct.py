@@ -54,6 +54,9 @@ class Reconstruction:
     # the phase momentum the prior's passes ran with (InferenceConfig.prior_phase_momentum
     # where the halves agreed, else 0; None: a model without a prior)
     prior_phase_momentum: float | None = None
+    # the phase synchronisation the stitching ran: 'global', 'waves' (asked for, or a scan
+    # too large for 'global') or 'off' (InferenceConfig.phase_sync_method)
+    phase_sync: str = "waves"
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -120,7 +123,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         Inference options (defaults if None).
     """
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.stitching import probe_weight, stitch_groups
+    from ptychopinn.inference.stitching import probe_weight, stitch_groups, sync_method
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -201,8 +204,10 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     else:
         weight = support
     t_st = time.perf_counter()
-    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=cfg.phase_sync,
-                                device=device)
+    sync = sync_method(cfg.phase_sync, cfg.phase_sync_method, n_groups * mcfg.n_channels, n)
+    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=sync != "off",
+                                sync=sync if sync != "off" else "waves",
+                                polish_passes=cfg.phase_sync_polish, device=device)
     obj, den = obj.cpu(), den.cpu()
     t_st = time.perf_counter() - t_st
     return Reconstruction(
@@ -224,6 +229,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
+        phase_sync=sync,
     )
 
 
@@ -276,6 +282,7 @@ def write_outputs(
         arrays["prior_agreement"] = np.asarray(recon.prior_agreement, dtype=np.float64)
     if recon.prior_phase_momentum is not None:
         arrays["prior_phase_momentum"] = np.asarray(recon.prior_phase_momentum, dtype=np.float64)
+    arrays["phase_sync"] = np.asarray(recon.phase_sync)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

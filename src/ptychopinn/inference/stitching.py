@@ -5,10 +5,14 @@ Stitching is the adjoint of extraction divided by the (weighted) overlap:
 any size needs memory for one chunk plus the object.
 
 The network sees only diffraction magnitudes, so each group's patches carry an
-arbitrary global phase. Phase synchronisation removes it while stitching:
-groups arrive in an order that grows outwards from one group (see
-`radial_order`); each small wave of groups is rotated by the phase of its
-correlation with what is already stitched, then added. Optional polishing
+arbitrary global phase. Phase synchronisation removes it. With
+``sync='global'`` every group's rotation comes at once from the leading
+eigenvector of the groups' overlap matrix (`phase_sync`), computed in a first
+pass over the groups and applied in a second. ``sync='waves'`` (the default, and
+the fallback for scans too large for the overlap matrix) does it greedily in one
+pass: groups arrive in an order that grows outwards from
+one group (see `radial_order`); each small wave of groups is rotated by the phase
+of its correlation with what is already stitched, then added. Optional polishing
 passes re-align every group to the finished object.
 """
 
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ptychopinn.inference.phase_sync import SYNC_FACTOR, bin_windows, sync_fits, synchronise
 from ptychopinn.physics.geometry import gather_windows, scatter_windows, window_taps
 
 # A source yields (group_ids, patches (g, C, N, N) complex, positions (g, C, 2)).
@@ -49,6 +54,20 @@ def probe_weight(illumination, flat_above: float = 0.01):
     return (illumination / flat_above).clip(PROBE_WEIGHT_FLOOR, 1.0)
 
 
+def sync_method(phase_sync: bool, method: str, n_windows: int, n: int) -> str:
+    """The phase synchronisation `stitch_groups` is to run for ``n_windows`` windows of
+    ``n x n`` (groups x patterns per group): ``'off'``, ``method``, or ``'waves'`` where
+    ``'global'``'s overlap matrix would exceed `phase_sync.SYNC_ENTRIES_LIMIT` (about
+    11,000 patterns of 64 x 64 with gridsize 2)."""
+    if method not in ("global", "waves"):
+        raise ValueError(f"phase_sync_method must be 'global' or 'waves'; found {method!r}")
+    if not phase_sync:
+        return "off"
+    if method == "global" and not sync_fits(n_windows, n):
+        return "waves"
+    return method
+
+
 def radial_order(centers_px: np.ndarray) -> np.ndarray:
     """Group order growing outwards from the group nearest the scan's centre."""
     c = np.median(centers_px, axis=0)
@@ -72,7 +91,9 @@ def stitch_groups(
     weight: Tensor,
     *,
     phase_sync: bool = True,
-    polish_passes: int = 1,
+    sync: str = "waves",
+    sync_factor: int = SYNC_FACTOR,
+    polish_passes: int | None = None,
     wave: int = 4,
     eps: float = 1e-3,
     device: torch.device | str = "cpu",
@@ -92,14 +113,27 @@ def stitch_groups(
         ``(N, N)`` per-pixel weight of every patch (probe intensity or ones).
     phase_sync
         Synchronise the global phase of the groups (see module docstring).
+    sync
+        How: ``'global'`` (all groups at once from their overlap matrix binned by
+        ``sync_factor``, `phase_sync.synchronise`; the source is read once more) or
+        ``'waves'`` (greedy, in waves of ``wave`` groups in the source's order).
     polish_passes
-        Extra passes re-aligning each group to the finished object.
+        Extra passes re-aligning each group to the finished object (None: 1 with
+        ``'waves'``, 0 with ``'global'``, whose rotations are already their limit).
     wave
-        Groups aligned together in the sequential pass.
+        Groups aligned together in the sequential pass of ``'waves'``.
     device
         Where the canvases live and the arithmetic runs (patches are moved
         there); the results are on this device.
     """
+    if sync not in ("global", "waves"):
+        raise ValueError(f"stitch_groups: sync must be 'global' or 'waves'; found {sync!r}")
+    if polish_passes is None:
+        polish_passes = 1 if sync == "waves" else 0
+    if polish_passes < 0 or wave < 1:
+        raise ValueError(f"stitch_groups: polish_passes must be >= 0 and wave >= 1; found "
+                         f"{polish_passes} and {wave}")
+    greedy = phase_sync and sync == "waves"
     dev = torch.device(device)
     weight = weight.float().to(dev)
     h, w = shape
@@ -109,18 +143,22 @@ def stitch_groups(
     rotation = torch.ones(n_groups, dtype=torch.complex64, device=dev)
     wc = weight.to(torch.complex64)
     floor = eps * float(weight.max().clamp_min(1e-12))
+    if phase_sync and sync == "global":
+        rotation = _global_rotations(source, n_groups, shape, weight, sync_factor).to(dev)
     for gid, patches, pos in source():
         patches = patches.to(dev, torch.complex64)
         gid = gid.to(dev)
         g, c, n, _ = patches.shape
         pos = pos.to(dev, torch.float64)
-        step = wave if phase_sync else g
+        step = wave if greedy else g
         chunk_taps = window_taps(pos.reshape(1, -1, 2), n, (h, w), torch.float32)
         for s in range(0, g, step):
             p = patches[s : s + step]
             k = p.shape[0]
             taps = chunk_taps.members(s * c, (s + k) * c)
-            if phase_sync:
+            if phase_sync and not greedy:
+                p = p * rotation[gid[s : s + step]].view(-1, 1, 1, 1)
+            elif greedy:
                 seen = gather_windows(acc, taps).view(k, c, n, n, 3)
                 ref_den = seen[..., 2]
                 ref_num = torch.complex(seen[..., 0], seen[..., 1])
@@ -150,3 +188,22 @@ def stitch_groups(
             scatter_windows(num_r, taps, turned.reshape(1, g * c, n, n, 2))
         obj = _normalise(torch.view_as_complex(num_r).view(h, w), den, floor)
     return obj, den, rotation
+
+
+def _global_rotations(source: PatchSource, n_groups: int, shape: tuple[int, int],
+                      weight: Tensor, factor: int) -> Tensor:
+    """Every group's rotation from one pass over ``source`` (`phase_sync.synchronise` of
+    the weighted patches binned by ``factor``)."""
+    binned = positions = None
+    wc = weight.to(torch.complex64)
+    for gid, patches, pos in source():
+        b = bin_windows(patches.to(weight.device, torch.complex64) * wc, factor).cpu()
+        if binned is None:
+            binned = torch.zeros(n_groups, *b.shape[1:], dtype=torch.complex64)
+            positions = torch.zeros(n_groups, b.shape[1], 2, dtype=torch.float64)
+        binned[gid.cpu()] = b
+        positions[gid.cpu()] = pos.cpu().to(torch.float64)
+    if binned is None:
+        return torch.ones(n_groups, dtype=torch.complex64)
+    n = weight.shape[-1]
+    return synchronise(binned, positions, bin_windows(weight.cpu(), factor), n, shape, factor)

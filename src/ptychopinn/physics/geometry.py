@@ -115,6 +115,14 @@ def _spread(taps: Taps, values: Tensor) -> Tensor:
     return win.reshape(-1, values.shape[-1])
 
 
+def window_entries(taps: Taps, values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(index (B*K, P), rows (B*K, P, D))``: the canvas rows the adjoint of
+    `gather_windows` adds for each window of ``values (B, K, N, N, D)``, and where
+    (duplicates not summed; `scatter_windows` adds them)."""
+    bk = taps.index.shape[0] * taps.index.shape[1]
+    return taps.index.reshape(bk, -1), _spread(taps, values).reshape(bk, -1, values.shape[-1])
+
+
 def scatter_windows(flat: Tensor, taps: Taps, values: Tensor) -> None:
     """In place ``flat +=`` the adjoint of `gather_windows` applied to ``values
     (B, K, N, N, D)``."""

@@ -77,7 +77,12 @@ def reconstruct_tensorflow(
     import torch
 
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.stitching import probe_weight, radial_order, stitch_groups
+    from ptychopinn.inference.stitching import (
+        probe_weight,
+        radial_order,
+        stitch_groups,
+        sync_method,
+    )
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -128,8 +133,10 @@ def reconstruct_tensorflow(
     if cfg.stitch_weight == "probe":  # as the pytorch backend
         weight = probe_weight(model.illumination(), cfg.stitch_flat_above) * support
     t_st = time.perf_counter()
+    sync = sync_method(cfg.phase_sync, cfg.phase_sync_method, n_groups * mcfg.n_channels, mcfg.N)
     obj, den, _ = stitch_groups(source, n_groups, shape, torch.from_numpy(weight),
-                                phase_sync=cfg.phase_sync)
+                                phase_sync=sync != "off", sync=sync if sync != "off" else "waves",
+                                polish_passes=cfg.phase_sync_polish)
     t_st = time.perf_counter() - t_st
     return Reconstruction(
         object=obj.numpy().astype(np.complex64),
@@ -143,4 +150,5 @@ def reconstruct_tensorflow(
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
+        phase_sync=sync,
     )

@@ -1,0 +1,100 @@
+"""Phase synchronisation of the stitched groups: 'global' (`inference.phase_sync`, an
+option) against greedy 'waves' (the default; and waves with more polishing passes, whose
+limit the global rotations are), on trained models.
+
+For each model of `train_models.py`'s layout (``MODELS/seedN`` on ``MODELS/scans/seedN.npz``,
+or with ``--cases`` bench_side_by_side.py's simulated cases) the scan is reconstructed
+with the default inference options but each synchronisation, giving amplitude and phase
+SSIM against the truth and the median stitching time of ``--repeats`` runs after a
+warm-up (the prior and the prediction are the same in every column).
+
+Usage::
+
+    python benchmarks/train_models.py --out models --only seed5 seed7
+    python benchmarks/bench_phase_sync.py --models models --seeds 5 7 [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+# (label, InferenceConfig.phase_sync_method, polishing passes: None = the method's default)
+VARIANTS = [("global", "global", None), ("waves, 1 polishing pass (default)", "waves", None),
+            ("waves, 8 polishing passes", "waves", 8)]
+
+
+def scores(model_path: Path, scan, scan_path, repeats: int) -> list[dict]:
+    """Amp / phase SSIM and median stitching seconds of each of `VARIANTS`."""
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+    from ptychopinn.metrics import evaluate
+
+    if scan.object is None:
+        raise SystemExit(f"{scan_path}: no true object (objectGuess) to score against")
+    loaded = load_pinn(model_path)
+    out = []
+    for _, method, polish in VARIANTS:
+        cfg = InferenceConfig(phase_sync_method=method, phase_sync_polish=polish)
+        reconstruct_pytorch(loaded, scan, cfg)  # warm-up
+        runs = [reconstruct_pytorch(loaded, scan, cfg) for _ in range(repeats)]
+        m = evaluate(runs[-1].object, scan.object, positions_px=scan.positions_px,
+                     patch_size=scan.patch_size)
+        out.append({"amp": m["amp_ssim"], "phase": m["phase_ssim"], "ran": runs[-1].phase_sync,
+                    "stitch": statistics.median(r.timings_s["stitch"] for r in runs),
+                    "groups": runs[-1].timings_s["n_groups"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
+    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="instead of each model's own scan: bench_side_by_side.py's cases "
+                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1; found {args.repeats}")
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import print_and_record
+    from train_models import seed_model_runs
+
+    header = ["model seed (scan)", "groups"] + [f"{label}: amp / phase SSIM, stitch s"
+                                                for label, _, _ in VARIANTS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    gains = []
+    for label, model, load in seed_model_runs(Path(args.models), args.seeds, args.cases):
+        r = scores(model, *load(), args.repeats)
+        if r[0]["ran"] != "global":
+            label += f" (ran {r[0]['ran']})"
+        gains.append(r[0]["phase"] - r[1]["phase"])
+        cells = [label, str(r[0]["groups"])] + [
+            f"{x['amp']:.3f} / {x['phase']:.3f}, {x['stitch']:.2f}" for x in r]
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    notes = (f"models {args.models}/seedN on "
+             + ("their own scans" if not args.cases else
+                f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
+             + "; default inference options but the phase synchronisation "
+             "(InferenceConfig.phase_sync_method and phase_sync_polish); "
+             f"stitch s: median of {args.repeats} runs after a warm-up, torch threads "
+             f"{torch.get_num_threads()}; global minus waves (1 polishing pass) phase SSIM: "
+             f"{min(gains):+.3f} to {max(gains):+.3f}, mean {statistics.mean(gains):+.3f}.")
+    print_and_record("Phase synchronisation of the stitched groups (bench_phase_sync.py)",
+                     table, notes, args.record)
+
+
+if __name__ == "__main__":
+    main()
