@@ -75,13 +75,12 @@ def _cell(r: dict) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_models import add_seed_model_arguments, seed_model_runs
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
-    ap.add_argument("--cases", nargs="+", default=None,
-                    help="instead of each model's own scan: bench_side_by_side.py's cases "
-                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
+    add_seed_model_arguments(ap)
     ap.add_argument("--passes", type=int, nargs="*", default=[4, 6, 8],
                     help="exact pass counts to compare (none: only the defaults)")
     ap.add_argument("--threads", type=int, default=2)
@@ -91,9 +90,7 @@ def main() -> None:
         ap.error(f"--passes must be >= 1; found {args.passes}")
     torch.set_num_threads(args.threads)
     root = Path(args.models)
-    sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
-    from train_models import seed_model_runs
 
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 

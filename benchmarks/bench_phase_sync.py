@@ -52,13 +52,12 @@ def scores(model_path: Path, scan, scan_path, repeats: int) -> list[dict]:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_models import add_seed_model_arguments, seed_model_runs
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
-    ap.add_argument("--cases", nargs="+", default=None,
-                    help="instead of each model's own scan: bench_side_by_side.py's cases "
-                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
+    add_seed_model_arguments(ap)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
@@ -66,9 +65,7 @@ def main() -> None:
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1; found {args.repeats}")
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
-    from train_models import seed_model_runs
 
     header = ["model seed (scan)", "groups"] + [f"{label}: amp / phase SSIM, stitch s"
                                                 for label, _, _ in VARIANTS]

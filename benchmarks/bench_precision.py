@@ -65,21 +65,18 @@ def compare_scan(model_path: Path, scan, scan_path, repeats: int = 3) -> dict:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_models import add_seed_model_arguments, seed_model_runs
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
-    ap.add_argument("--cases", nargs="+", default=None,
-                    help="instead of each model's own scan: bench_side_by_side.py's cases "
-                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
+    add_seed_model_arguments(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.models)
-    sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
-    from train_models import seed_model_runs
 
     header = ["model seed (scan)", "float32: amp / phase SSIM", "bfloat16: amp / phase SSIM",
               "max abs. object difference", "float32: s (predict s)", "bfloat16: s (predict s)"]

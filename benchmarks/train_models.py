@@ -116,6 +116,16 @@ def seed_models(out: Path, seeds: list[int]) -> list[tuple[int, Path, Path]]:
     return pairs
 
 
+def add_seed_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--models``, ``--seeds`` and ``--cases``: the arguments of `seed_model_runs`, as the
+    benchmarks over trained seed models take them."""
+    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
+    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="instead of each model's own scan: bench_side_by_side.py's cases "
+                         "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
+
+
 def seed_model_runs(out: Path, seeds: list[int], cases: list[str] | None = None
                     ) -> list[tuple[str, Path, Callable[[], tuple[object, Path]]]]:
     """``(label, model run, load)`` per seed model under ``out`` (`seed_models`) and scan:

@@ -462,8 +462,8 @@ class InferenceConfig(_Section):
         "groups aligned to what is stitched, growing out from the scan's centre, then one "
         "polishing pass) or 'global' (every group's rotation at once from the leading "
         "eigenvector of the groups' overlap matrix, inference.phase_sync; exploration on four "
-        "simulated scans: the network's phase SSIM +0.025, +0.012, +0.005 and -0.009 against "
-        "'waves' at the same stitching time, so not yet the default; docs/benchmarks.md). "
+        "simulated scans the network's phase SSIM moved by -0.009 to +0.024 (mean +0.008) "
+        "against 'waves', so not yet the default; docs/benchmarks.md, bench_phase_sync.py). "
         "Scans too large for the overlap matrix (about 11,000 patterns of 64x64 with "
         "gridsize 2) use 'waves'; reconstruction.npz records which ran (phase_sync).",
     )

@@ -11,13 +11,14 @@ G`` makes the best ``r`` the leading eigenvector of ``M``, whose phases are take
 as the rotations (Singer's spectral synchronisation), one eigenvector per connected
 set of groups.
 
-Why not greedily: aligning each group to the groups stitched before it (waves
-growing out from the scan's centre, `stitching.stitch_groups` with ``sync='waves'``)
-carries every alignment's error on along the chain, so the stitched phase drifts
-at low spatial frequencies; the polishing passes that re-align every group to the
-finished object are power iterations of the same ``M`` and remove that drift only
-slowly (on a simulated N=64 scan the phase SSIM rose from 0.915 with none to 0.943
-with 32). The eigenvector is their limit, found at once.
+Against greedy alignment (each group aligned to the groups stitched before it, in
+waves growing out from the scan's centre, `stitching.stitch_groups` with
+``sync='waves'``, the default): the polishing passes that re-align every group to
+the finished object are power iterations of the same ``M``, and the eigenvector is
+their limit, found at once. It is the most self-consistent answer, not always the
+closest to the truth: on four simulated scans the network's phase SSIM moved by
+-0.009 to +0.024 against the default (docs/benchmarks.md), so it is
+an option (``InferenceConfig.phase_sync_method='global'``).
 
 ``M`` is computed from the patches binned by ``factor`` (weighted sums over
 ``factor x factor`` blocks, at the patches' positions scaled by it): the relative
@@ -41,9 +42,9 @@ SYNC_FACTOR = 4
 """Default binning of the patches for the overlap matrix (`overlap_matrix`)."""
 SYNC_ENTRIES_LIMIT = 1 << 22
 """Most sparse entries (binned window pixels with their bilinear taps) the overlap
-matrix is built from (about 40 bytes each while it is built, so at most ~170 MB; about
-11,000 patterns of 64 x 64 with gridsize 2): larger scans are synchronised in waves
-(`sync_fits`), whose memory does not grow with the scan."""
+matrix is built from (about 11,000 patterns of 64 x 64 with gridsize 2; estimated at
+30-40 bytes each while it is built, so ~150 MB, not measured): larger scans are
+synchronised in waves (`sync_fits`), whose memory does not grow with the scan."""
 DENSE_EIGEN_LIMIT = 512
 """Connected sets of at most this many groups are solved densely, larger ones by Lanczos."""
 

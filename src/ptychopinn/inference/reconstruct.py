@@ -205,8 +205,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         weight = support
     t_st = time.perf_counter()
     sync = sync_method(cfg.phase_sync, cfg.phase_sync_method, n_groups * mcfg.n_channels, n)
-    obj, den, _ = stitch_groups(source, n_groups, shape, weight, phase_sync=sync != "off",
-                                sync=sync if sync != "off" else "waves",
+    obj, den, _ = stitch_groups(source, n_groups, shape, weight, sync=sync,
                                 polish_passes=cfg.phase_sync_polish, device=device)
     obj, den = obj.cpu(), den.cpu()
     t_st = time.perf_counter() - t_st

@@ -115,8 +115,9 @@ def stitch_groups(
         Synchronise the global phase of the groups (see module docstring).
     sync
         How: ``'global'`` (all groups at once from their overlap matrix binned by
-        ``sync_factor``, `phase_sync.synchronise`; the source is read once more) or
-        ``'waves'`` (greedy, in waves of ``wave`` groups in the source's order).
+        ``sync_factor``, `phase_sync.synchronise`; the source is read once more),
+        ``'waves'`` (greedy, in waves of ``wave`` groups in the source's order) or
+        ``'off'`` (as ``phase_sync=False``; `sync_method`'s answers pass as they are).
     polish_passes
         Extra passes re-aligning each group to the finished object (None: 1 with
         ``'waves'``, 0 with ``'global'``, whose rotations are already their limit).
@@ -126,8 +127,11 @@ def stitch_groups(
         Where the canvases live and the arithmetic runs (patches are moved
         there); the results are on this device.
     """
-    if sync not in ("global", "waves"):
-        raise ValueError(f"stitch_groups: sync must be 'global' or 'waves'; found {sync!r}")
+    if sync not in ("global", "waves", "off"):
+        raise ValueError(f"stitch_groups: sync must be 'global', 'waves' or 'off'; found "
+                         f"{sync!r}")
+    if sync == "off":
+        phase_sync, sync = False, "waves"
     if polish_passes is None:
         polish_passes = 1 if sync == "waves" else 0
     if polish_passes < 0 or wave < 1:

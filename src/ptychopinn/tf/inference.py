@@ -134,8 +134,7 @@ def reconstruct_tensorflow(
         weight = probe_weight(model.illumination(), cfg.stitch_flat_above) * support
     t_st = time.perf_counter()
     sync = sync_method(cfg.phase_sync, cfg.phase_sync_method, n_groups * mcfg.n_channels, mcfg.N)
-    obj, den, _ = stitch_groups(source, n_groups, shape, torch.from_numpy(weight),
-                                phase_sync=sync != "off", sync=sync if sync != "off" else "waves",
+    obj, den, _ = stitch_groups(source, n_groups, shape, torch.from_numpy(weight), sync=sync,
                                 polish_passes=cfg.phase_sync_polish)
     t_st = time.perf_counter() - t_st
     return Reconstruction(
