@@ -9,6 +9,11 @@ peak should be the input data plus a bounded working set.
 Usage::
 
     python benchmarks/bench_memory.py [--sizes 10000,30000,100000] [--record]
+    python benchmarks/bench_memory.py --sizes 5000,10000 --phase-sync global  # its limit
+
+``--phase-sync global`` stitches with ``InferenceConfig.phase_sync_method='global'``
+(the groups' overlap matrix is built in memory; above its limit, ~11,000 patterns of
+64x64, inference falls back to 'waves', which the table's last column says).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def status_mb(key):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
-path = sys.argv[1]
+path, sync = sys.argv[1], sys.argv[2]
 scan = load_npz(path)
 load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 rss_data = status_mb("VmRSS")
@@ -52,7 +57,7 @@ cfg = TrainingConfig(model={"N": scan.patch_size})
 model = PtychoPINN(cfg.model, torch.from_numpy(scan.probe)).eval()
 loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
 t0 = time.perf_counter()
-rec = reconstruct_pytorch(loaded, scan, InferenceConfig())
+rec = reconstruct_pytorch(loaded, scan, InferenceConfig(phase_sync_method=sync))
 dt = time.perf_counter() - t0
 peak = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**20,
@@ -60,13 +65,14 @@ print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**
                   "rss_after_load_mb": rss_data, "peak_rss_mb": peak, "seconds": dt,
                   "object_shape": list(rec.object.shape), "prior_s": rec.timings_s["prior"],
                   "prior_passes": rec.prior_passes, "prior_agreement": rec.prior_agreement,
-                  "prior_phase_momentum": rec.prior_phase_momentum}))
+                  "prior_phase_momentum": rec.prior_phase_momentum,
+                  "phase_sync": rec.phase_sync}))
 """
 
 
-def _run_child(path: Path) -> str:
+def _run_child(path: Path, sync: str) -> str:
     """Run the measuring child; it dies with this process (even on SIGTERM)."""
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), sync], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -85,6 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--N", type=int, default=64)
+    ap.add_argument("--phase-sync", choices=("waves", "global"), default="waves",
+                    help="InferenceConfig.phase_sync_method (default: waves, infer's)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     from ptychopinn.config import InferenceConfig, TrainingConfig
@@ -99,7 +107,7 @@ def main() -> None:
             scan = simulate_scan(SimulationConfig(N=args.N, n_positions=n, seed=1))
             save_npz(scan, path)
             del scan
-            r = json.loads(_run_child(path).strip().splitlines()[-1])
+            r = json.loads(_run_child(path, args.phase_sync).strip().splitlines()[-1])
             r["overhead_mb"] = r["peak_rss_mb"] - r["rss_after_load_mb"]
             rows.append(r)
             print(r, flush=True)
@@ -107,7 +115,7 @@ def main() -> None:
     header = ["patterns", "diffraction data (MB)", "peak RSS of loading (MB)",
               "RSS after loading (MB)", "peak RSS of inference (MB)", "inference overhead (MB)",
               "inference + stitch (s)", "patterns/s", "of which the prior (s)",
-              "prior passes run, phase momentum (half-scan agreement)"]
+              "prior passes run, phase momentum (half-scan agreement)", "phase sync run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append(f"| {r['n']} | {r['data_mb']:.0f} | {r['load_peak_mb']:.0f} | "
@@ -116,7 +124,7 @@ def main() -> None:
                      f"{r['prior_s']:.1f} | {r['prior_passes']}, "
                      f"{r['prior_phase_momentum'] or 0:g}"
                      + ("" if r["prior_agreement"] is None else f" ({r['prior_agreement']:.2f})")
-                     + " |")
+                     + f" | {r['phase_sync']} |")
     table = "\n".join(lines)
     notes = ("Each size runs in a fresh process: load the NPZ, reconstruct with the default "
              "model and inference options (gridsize 2, cover groups ~n/3, batches of 64 "
@@ -130,14 +138,17 @@ def main() -> None:
              f"{InferenceConfig().prior_extra_iterations} where its half-scan agreement is "
              f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`), "
              f"with phase momentum {InferenceConfig().prior_phase_momentum:g} there "
-             "(`InferenceConfig.prior_phase_momentum`; else 0).")
+             "(`InferenceConfig.prior_phase_momentum`; else 0). Phase synchronisation "
+             f"asked for: {args.phase_sync} (`InferenceConfig.phase_sync_method`).")
     print(table)
     print(notes)
     if args.record:
         sys.path.insert(0, str(Path(__file__).parent))
         from _record import append_section
 
-        append_section("Inference peak memory", table, notes=notes)
+        append_section("Inference peak memory" + (
+            "" if args.phase_sync == "waves" else f" [phase_sync_method={args.phase_sync}]"),
+            table, notes=notes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Phase synchronisation of the stitched groups: 'global' (`inference.phase_sync`, an
-option) against greedy 'waves' (the default; and waves with more polishing passes, whose
-limit the global rotations are), on trained models.
+"""Phase synchronisation of the stitched groups: 'global' (`inference.phase_sync`, the
+default since 2026-12-04) against greedy 'waves' (the default before; and waves with more
+polishing passes, whose limit the global rotations are), on trained models.
 
 For each model of `train_models.py`'s layout (``MODELS/seedN`` on ``MODELS/scans/seedN.npz``,
 or with ``--cases`` bench_side_by_side.py's simulated cases) the scan is reconstructed
@@ -12,6 +12,10 @@ Usage::
 
     python benchmarks/train_models.py --out models --only seed5 seed7
     python benchmarks/bench_phase_sync.py --models models --seeds 5 7 [--record]
+    python benchmarks/bench_phase_sync.py --run models/realprobe models/scans/realprobe.npz
+
+``--run RUN SCAN`` (repeatable) adds any trained run on any scan with its true object
+(``objectGuess``), e.g. train_models.py's ``realprobe`` or a scan of one's own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import torch
 
 # (label, InferenceConfig.phase_sync_method, polishing passes: None = the method's default)
-VARIANTS = [("global", "global", None), ("waves, 1 polishing pass (default)", "waves", None),
+VARIANTS = [("global (default)", "global", None), ("waves, 1 polishing pass", "waves", None),
             ("waves, 8 polishing passes", "waves", 8)]
 
 
@@ -57,21 +61,39 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_seed_model_arguments(ap)
+    add_seed_model_arguments(ap, required=False)
+    ap.add_argument("--run", nargs=2, action="append", default=[], metavar=("RUN", "SCAN"),
+                    help="a trained run and a scan NPZ with its true object (repeatable)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1; found {args.repeats}")
+    if bool(args.models) != bool(args.seeds):
+        ap.error("--models and --seeds go together; found only "
+                 + ("--models" if args.models else "--seeds"))
+    if not args.seeds and not args.run:
+        ap.error("nothing to measure: give --models and --seeds, or --run RUN SCAN")
+    if args.cases and not args.seeds:
+        ap.error("--cases simulates scans for the --seeds models; found no --seeds")
+    from ptychopinn.data.npz import load_npz
+
+    runs = seed_model_runs(Path(args.models), args.seeds, args.cases) if args.seeds else []
+    for run, scan in args.run:
+        for what, path in (("RUN", run), ("SCAN", scan)):
+            if not Path(path).exists():
+                ap.error(f"--run: {what} {path} not found")
+        runs.append((f"{Path(run).name} ({Path(scan).name})", Path(run),
+                     lambda p=scan: (load_npz(p), p)))
     torch.set_num_threads(args.threads)
     from _record import print_and_record
 
-    header = ["model seed (scan)", "groups"] + [f"{label}: amp / phase SSIM, stitch s"
+    header = ["model (scan)", "groups"] + [f"{label}: amp / phase SSIM, stitch s"
                                                 for label, _, _ in VARIANTS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     gains = []
-    for label, model, load in seed_model_runs(Path(args.models), args.seeds, args.cases):
+    for label, model, load in runs:
         r = scores(model, *load(), args.repeats)
         if r[0]["ran"] != "global":
             label += f" (ran {r[0]['ran']})"
@@ -81,10 +103,12 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    notes = (f"models {args.models}/seedN on "
-             + ("their own scans" if not args.cases else
-                f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
-             + "; default inference options but the phase synchronisation "
+    sources = ([] if not args.seeds else [
+        f"models {args.models}/seedN on " + (
+            "their own scans" if not args.cases else
+            f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")])
+    sources += [f"run {run} on {scan}" for run, scan in args.run]
+    notes = ("; ".join(sources) + "; default inference options but the phase synchronisation "
              "(InferenceConfig.phase_sync_method and phase_sync_polish); "
              f"stitch s: median of {args.repeats} runs after a warm-up, torch threads "
              f"{torch.get_num_threads()}; global minus waves (1 polishing pass) phase SSIM: "

@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/bench_siemens_pinn.py [--minutes 8] [--refine-epochs 30]
         [--probe-refine-epochs 20] [--correct-positions] [--subpixel probe_shift]
-        [--prior-iterations K]
+        [--prior-iterations K] [--phase-sync global|waves]
         [--model RUN] [--record]
 
 ``--correct-positions`` corrects the measured positions in that probe retrieval
@@ -38,6 +38,10 @@ it with ``model.prior_iterations=K`` (and infers with the model's K passes; suff
 ``_pK``); ``--prior-batch-size B`` with ``model.prior_batch_size=B`` (suffix
 ``_bB``). The 16-pass recipe of docs/benchmarks.md is ``--subpixel probe_shift
 --prior-iterations 16`` (recorded before the FRC filter became a default).
+
+``--phase-sync global|waves`` reconstructs with that
+``InferenceConfig.phase_sync_method`` (default: infer's, 'waves'); with ``--model`` it
+compares the two on one trained model (figures suffixed ``_global`` / ``_waves``).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
 ``benchmarks/_work/siemens_pinn_run``) instead of training one.
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="model.prior_iterations of the trained model (default: train's)")
     p.add_argument("--prior-batch-size", type=int, default=None,
                    help="model.prior_batch_size of the trained model (default: train's)")
+    p.add_argument("--phase-sync", choices=("global", "waves"), default=None,
+                   help="InferenceConfig.phase_sync_method of the reconstruction (default: "
+                        "infer's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from ptychopinn.bundle.pytorch import load_pinn
-    from ptychopinn.config import TrainingConfig
+    from ptychopinn.config import InferenceConfig, TrainingConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.metrics import data_consistency
     from ptychopinn.refinement import refine, retrieve_probe
@@ -147,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         {"probe_shift": "_ps", "bilinear": "_bl"}.get(args.subpixel, "")) + (
         f"_p{args.prior_iterations}" if args.prior_iterations else "") + (
         f"_b{args.prior_batch_size}" if args.prior_batch_size else "")
+    fig_suffix = suffix + (f"_{args.phase_sync}" if args.phase_sync else "")
     model_section = {"N": scan.patch_size}
     if args.subpixel:
         model_section["subpixel"] = args.subpixel
@@ -177,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
                    "epochs, defaults, N=128)")
     model = load_pinn(run)
     t0 = time.perf_counter()
-    rec = reconstruct_pytorch(model, scan)
+    infer_cfg = InferenceConfig(**({"phase_sync_method": args.phase_sync}
+                                   if args.phase_sync else {}))
+    rec = reconstruct_pytorch(model, scan, infer_cfg)
     infer_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref_res = refine(scan, rec.object, positions_px=rec.positions_px, epochs=args.refine_epochs,
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     fin_m = _compare(ref_res.object, ref, given)
     _figure([(ref_label, ref), ("PINN inference", rec.object),
              (f"PINN + {args.refine_epochs} ep refine", ref_res.object)],
-            given, WORK / f"siemens_side_by_side{suffix}.png")
+            given, WORK / f"siemens_side_by_side{fig_suffix}.png")
     from ptychopinn.metrics.siemens import scanned_star_resolutions
 
     # one crop for all three (the measured positions): the objects share their frame
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
 
     plot_spoke_modulation(dict(zip([ref_label, "PINN inference",
                                     f"PINN + {args.refine_epochs} ep refine"], spokes,
-                                   strict=True)), WORK / f"siemens_spokes{suffix}.png")
+                                   strict=True)), WORK / f"siemens_spokes{fig_suffix}.png")
     fits = [data_consistency(scan, o, pos, pr)["deviance_ratio"] for o, pos, pr in (
         (ref, ref_pos, ref_probe), (rec.object, rec.positions_px, rec.probe),
         (ref_res.object, ref_res.positions_px, ref_res.probe))]
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         model_kind += f", model.prior_iterations={args.prior_iterations}"
     if args.prior_batch_size:
         model_kind += f", model.prior_batch_size={args.prior_batch_size}"
+    if args.phase_sync:
+        model_kind += f", phase_sync_method={args.phase_sync}"
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
              f"{trained}{model_kind} after {args.probe_refine_epochs} epochs of probe retrieval"
              f"{' with position correction' if args.correct_positions else ''} "
@@ -241,9 +253,10 @@ def main(argv: list[str] | None = None) -> None:
              f"{spokes[0].n_spokes} spoke periods, each object's own centre; resolved where the "
              "spoke modulation is >= 0.5 of its outer median and 4x the noise's power, walking "
              "in from the edge; the modulation column reads each curve at the reference's "
-             f"resolved radius (the threshold is 0.5); curves in benchmarks/_work/siemens_spokes{suffix}.png); "
+             f"resolved radius (the threshold is 0.5); curves in benchmarks/_work/siemens_spokes{fig_suffix}.png); "
              f"reference {ref_label} took {ref_s:.1f} s; figure benchmarks/_work/"
-             f"siemens_side_by_side{suffix}.png (gitignored)")
+             f"siemens_side_by_side{fig_suffix}.png (gitignored); stitching's phase "
+             f"synchronisation {rec.phase_sync}")
     print(notes)
     print(table)
     if args.record:

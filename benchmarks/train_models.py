@@ -116,11 +116,12 @@ def seed_models(out: Path, seeds: list[int]) -> list[tuple[int, Path, Path]]:
     return pairs
 
 
-def add_seed_model_arguments(ap: argparse.ArgumentParser) -> None:
+def add_seed_model_arguments(ap: argparse.ArgumentParser, required: bool = True) -> None:
     """``--models``, ``--seeds`` and ``--cases``: the arguments of `seed_model_runs`, as the
-    benchmarks over trained seed models take them."""
-    ap.add_argument("--models", required=True, help="train_models.py's --out folder")
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    benchmarks over trained seed models take them (``required=False``: a benchmark that
+    also takes models another way checks them itself)."""
+    ap.add_argument("--models", required=required, help="train_models.py's --out folder")
+    ap.add_argument("--seeds", type=int, nargs="+", required=required, default=[])
     ap.add_argument("--cases", nargs="+", default=None,
                     help="instead of each model's own scan: bench_side_by_side.py's cases "
                          "(textured, textured_1e4, textured_1e3, image) simulated with the seed")
