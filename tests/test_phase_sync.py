@@ -190,7 +190,7 @@ def test_infer_records_the_synchronisation_it_ran(tmp_path, small_scan):
         phase_sync_method="global", phase_sync_polish=1, figures=False))
     assert not np.allclose(once.object, runs["global"].object)  # global does not by default
     assert api.reconstruct(tmp_path / "m", small_scan,
-                           InferenceConfig(figures=False)).phase_sync == "waves"  # the default
+                           InferenceConfig(figures=False)).phase_sync == "global"  # the default
     write_outputs(runs["global"], tmp_path / "out", figures=False)
     with np.load(tmp_path / "out" / "reconstruction.npz") as z:
         assert str(z["phase_sync"]) == "global"

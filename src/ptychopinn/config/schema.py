@@ -457,15 +457,17 @@ class InferenceConfig(_Section):
     )
     phase_sync: bool = Field(True, description="Align the global phase of overlapping patches.")
     phase_sync_method: Literal["global", "waves"] = Field(
-        "waves",
-        description="How phase_sync aligns the groups' phases: 'waves' (greedy: small waves of "
-        "groups aligned to what is stitched, growing out from the scan's centre, then one "
-        "polishing pass) or 'global' (every group's rotation at once from the leading "
-        "eigenvector of the groups' overlap matrix, inference.phase_sync; exploration on four "
-        "simulated scans the network's phase SSIM moved by -0.009 to +0.024 (mean +0.008) "
-        "against 'waves', so not yet the default; docs/benchmarks.md, bench_phase_sync.py). "
+        "global",
+        description="How phase_sync aligns the groups' phases: 'global' (every group's "
+        "rotation at once from the leading eigenvector of the groups' overlap matrix, "
+        "inference.phase_sync) or 'waves' (greedy: small waves of groups aligned to what is "
+        "stitched, growing out from the scan's centre, then one polishing pass; the default "
+        "before 2026-12-04). Against 'waves' the network's phase SSIM moved by -0.009 to "
+        "+0.025 (mean +0.009, higher on 14 of 16 simulated scans, amplitude the same) and "
+        "the Siemens star's spokes did not move (docs/benchmarks.md, bench_phase_sync.py). "
         "Scans too large for the overlap matrix (about 11,000 patterns of 64x64 with "
-        "gridsize 2) use 'waves'; reconstruction.npz records which ran (phase_sync).",
+        "gridsize 2; ~0.1 GB at that size) use 'waves'; reconstruction.npz records which ran "
+        "(phase_sync).",
     )
     phase_sync_polish: int | None = Field(
         None, ge=0, le=100,

@@ -8,9 +8,10 @@ The network sees only diffraction magnitudes, so each group's patches carry an
 arbitrary global phase. Phase synchronisation removes it. With
 ``sync='global'`` every group's rotation comes at once from the leading
 eigenvector of the groups' overlap matrix (`phase_sync`), computed in a first
-pass over the groups and applied in a second. ``sync='waves'`` (the default, and
-the fallback for scans too large for the overlap matrix) does it greedily in one
-pass: groups arrive in an order that grows outwards from
+pass over the groups and applied in a second. ``sync='waves'`` (this function's default, as it
+needs no memory that grows with the scan; `InferenceConfig.phase_sync_method` defaults
+to 'global' and `sync_method` falls back to 'waves' for scans too large for the overlap
+matrix) does it greedily in one pass: groups arrive in an order that grows outwards from
 one group (see `radial_order`); each small wave of groups is rotated by the phase
 of its correlation with what is already stitched, then added. Optional polishing
 passes re-align every group to the finished object.
