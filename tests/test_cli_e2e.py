@@ -105,8 +105,10 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     momentum = float(rec["prior_phase_momentum"])
     assert momentum == (0.7 if passes == 6 else 0.0)
     said = " with phase momentum 0.7" if momentum else ""
+    # the phase synchronisation: the default, global, said and recorded
+    assert str(rec["phase_sync"]) == "global"
     assert (f"(pytorch, network in {dtype}, {passes} prior passes{said}, half-scan agreement "
-            f"{agree:.2f})") in proc.stdout
+            f"{agree:.2f}, phase sync global)") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]

@@ -196,3 +196,23 @@ def test_infer_records_the_synchronisation_it_ran(tmp_path, small_scan):
         assert str(z["phase_sync"]) == "global"
     with pytest.raises((ConfigError, ValueError), match="phase_sync_method"):
         InferenceConfig(phase_sync_method="eigen")
+
+
+def test_infer_phase_sync_flag():
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+
+    def sync(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        cfg = infer_config_from_args(args)
+        return cfg.phase_sync, cfg.phase_sync_method
+
+    assert sync() == (True, "global")  # the default
+    assert sync("--phase-sync", "waves") == (True, "waves")
+    assert sync("--phase-sync", "global") == (True, "global")
+    assert sync("--phase-sync", "off")[0] is False
+    args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz",
+                                      "--set", "phase_sync_method=waves", "--phase-sync", "off"])
+    assert infer_config_from_args(args).phase_sync_method == "waves"  # --set kept, sync off
+    with pytest.raises(SystemExit):
+        sync("--phase-sync", "eigen")

@@ -229,6 +229,8 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_extra_iterations": args.prior_extra_iterations,
         "prior_phase_momentum": args.prior_phase_momentum,
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
+        "phase_sync": None if args.phase_sync is None else args.phase_sync != "off",
+        "phase_sync_method": args.phase_sync if args.phase_sync in ("global", "waves") else None,
         "refine_probe": True if args.refine_probe else None,
         "refine_positions": True if args.refine_positions else None,
         "position_keep_linear": True if args.position_keep_linear else None,
@@ -263,7 +265,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
            else f" with phase momentum {recon.prior_phase_momentum:g}")
         + ("" if recon.prior_agreement is None
            else f", half-scan agreement {recon.prior_agreement:.2f}")
-        + f"); wrote {files['reconstruction']}"
+        + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info
     if info.get("step_scale", 1.0) < 1.0:

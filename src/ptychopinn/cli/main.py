@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")
+    p.add_argument("--phase-sync", choices=("global", "waves", "off"),
+                   help="How the groups' global phases are aligned when stitching (default "
+                        "global: all at once from their overlap matrix, waves above ~11,000 "
+                        "patterns of 64x64; waves: greedy, the default before 2026-12-04; off: "
+                        "not aligned).")
     p.add_argument("--position-refine-epochs", type=int,
                    help="Correct the scan positions by K epochs of physics refinement before "
                         "the network (measured scans with position errors; K >= 3).")
