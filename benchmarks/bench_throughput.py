@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/bench_throughput.py [--architecture unet] [--threads 2] [--record]
     python benchmarks/bench_throughput.py --device cuda --train-batch 64 --record
+    python benchmarks/bench_throughput.py --infer-batch 16 --record   # groups per forward pass
     python benchmarks/bench_throughput.py --set model.subpixel=probe_shift \
         --set model.prior_iterations=16 --record      # the probe-shift recipe's speed
 
@@ -129,11 +130,13 @@ def train_rate(model: PtychoPINN, n: int, c: int, seconds: float, batch: int = 1
 
 
 def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: float,
-                overrides: dict | None = None, precision: str = "auto", repeats: int = 5):
+                overrides: dict | None = None, precision: str = "auto", repeats: int = 5,
+                batch: int | None = None):
     """``(forward patterns/s, scan patterns/s with stitching, timings_s)``: the scan's
     `reconstruct` is timed ``repeats`` times after a warm-up; the rate and each stage's
     time are the medians over the repeats (one run moved by up to 1.5x on a shared
-    2-core machine)."""
+    2-core machine). ``batch``: groups per forward pass (`InferenceConfig.batch_size`;
+    None: its default)."""
     from ptychopinn.bundle.pytorch import LoadedModel
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -141,7 +144,8 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
     c = gridsize * gridsize
     dev = model.probe.device
     model.eval()
-    x = torch.rand(64, c, n, n, device=dev)
+    batch = batch or InferenceConfig().batch_size
+    x = torch.rand(batch, c, n, n, device=dev)
     prior = _prior(model, x)
     # the generator in the precision `reconstruct` gives it (execution.precision)
     with torch.inference_mode(), network_autocast(network_dtype(precision, dev), dev):
@@ -154,11 +158,12 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
             if k % 4 == 0:
                 _sync(dev)
         _sync(dev)
-    fwd = k * 64 * c / (time.perf_counter() - t0)
+    fwd = k * batch * c / (time.perf_counter() - t0)
     scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
     cfg = _config(n, gridsize, arch, overrides)
     loaded = LoadedModel(model=model, config=cfg, manifest={}, path=Path("<bench>"))
-    icfg = InferenceConfig(execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu",
+    icfg = InferenceConfig(batch_size=batch,
+                           execution={"accelerator": "cuda" if dev.type == "cuda" else "cpu",
                                       "precision": precision})
     reconstruct_pytorch(loaded, scan, icfg)
     runs, stages = [], []
@@ -187,6 +192,9 @@ def main() -> None:
                          "auto, as `ptychopinn infer`); training runs in float32")
     ap.add_argument("--repeats", type=int, default=5,
                     help="timed reconstructions of the scan per row (their median is reported)")
+    ap.add_argument("--infer-batch", type=int, default=None,
+                    help="groups per inference forward pass (InferenceConfig.batch_size; "
+                         f"default {InferenceConfig().batch_size})")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.repeats < 1:
@@ -210,6 +218,9 @@ def main() -> None:
         ap.error("--device cuda but torch sees no CUDA device")
     if args.train_batch < 1:
         ap.error(f"--train-batch must be >= 1; found {args.train_batch}")
+    if args.infer_batch is not None and args.infer_batch < 1:
+        ap.error(f"--infer-batch must be >= 1; found {args.infer_batch}")
+    infer_batch = args.infer_batch or InferenceConfig().batch_size
     device = torch.device(args.device)
     size = 8192 if device.type == "cuda" else 1024
     peak = matmul_flops(n=size, device=device)
@@ -226,7 +237,8 @@ def main() -> None:
             flops = generator_flops(model, n, c)
             tr = train_rate(model, n, c, args.seconds, batch=args.train_batch)
             fwd, stitched, timings = infer_rates(model, n, g, args.architecture, args.seconds,
-                                                 overrides, args.precision, args.repeats)
+                                                 overrides, args.precision, args.repeats,
+                                                 infer_batch)
             util_train = 3 * flops * tr / peak  # backward ~ 2x forward
             util_inf = flops * fwd / peak_inf
             rows.append(
@@ -275,7 +287,8 @@ def main() -> None:
         f"inference precision {args.precision} (the network in {dname}), "
         f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3{prec}). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
-        "generator given each pattern's physics prior (batches of 64 groups; the prior is "
+        f"generator given each pattern's physics prior (batches of {infer_batch} groups, also "
+        "`reconstruct`'s InferenceConfig.batch_size; the prior is "
         "computed once per scan, its time is the 'prior s' column). 'infer+stitch' "
         "counts the scan's 625 patterns per second of `reconstruct` with the default "
         "inference options (the prior, cover grouping, prediction of those groups, phase "

@@ -439,7 +439,10 @@ class InferenceConfig(_Section):
         6, ge=1, le=64, description="K nearest neighbours groups are drawn from."
     )
     batch_size: int = Field(
-        64, ge=1, description="Groups per forward pass (64 is fastest on CPUs; more on GPUs)."
+        64, ge=1, description="Groups per forward pass (more on GPUs). 64 was the fastest on "
+        "the Intel CPUs with AMX it was chosen on; on a 2-core AMD EPYC without AMX 16-32 "
+        "ran the network ~1.3x faster at gridsize 2, with the same objects in float32 "
+        "(docs/benchmarks.md)."
     )
     seed: int = Field(0, ge=0, description="Seed of group sampling.")
     stitch_weight: Literal["probe", "uniform"] = Field(
@@ -463,7 +466,7 @@ class InferenceConfig(_Section):
         "inference.phase_sync) or 'waves' (greedy: small waves of groups aligned to what is "
         "stitched, growing out from the scan's centre, then one polishing pass; the default "
         "before 2026-12-04). Against 'waves' the network's phase SSIM moved by -0.009 to "
-        "+0.025 (mean +0.009, higher on 14 of 16 simulated scans, amplitude the same) and "
+        "+0.025 (mean +0.010, higher on 13 of 15 simulated scans, amplitude the same) and "
         "the Siemens star's spokes did not move (docs/benchmarks.md, bench_phase_sync.py). "
         "Scans too large for the overlap matrix (about 11,000 patterns of 64x64 with "
         "gridsize 2; ~0.1 GB at that size) use 'waves'; reconstruction.npz records which ran "
