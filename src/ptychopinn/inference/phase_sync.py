@@ -42,9 +42,10 @@ SYNC_FACTOR = 4
 """Default binning of the patches for the overlap matrix (`overlap_matrix`)."""
 SYNC_ENTRIES_LIMIT = 1 << 22
 """Most sparse entries (binned window pixels with their bilinear taps) the overlap
-matrix is built from (about 11,000 patterns of 64 x 64 with gridsize 2; estimated at
-30-40 bytes each while it is built, so ~150 MB, not measured): larger scans are
-synchronised in waves (`sync_fits`), whose memory does not grow with the scan."""
+matrix is built from (about 11,000 patterns of 64 x 64 with gridsize 2; at 10^4 patterns
+the peak of inference was 806 MB above the loaded data with 'global' against 714 MB with
+waves, `benchmarks/bench_memory.py --phase-sync`): larger scans are synchronised in
+waves (`sync_fits`), whose memory does not grow with the scan."""
 DENSE_EIGEN_LIMIT = 512
 """Connected sets of at most this many groups are solved densely, larger ones by Lanczos."""
 
