@@ -16,8 +16,8 @@ waves growing out from the scan's centre, `stitching.stitch_groups` with
 ``sync='waves'``): the polishing passes that re-align every group to the finished
 object are power iterations of the same ``M``, and the eigenvector is their limit,
 found at once. It is the most self-consistent answer, not always the closest to the
-truth: on 15 simulated scans the network's phase SSIM moved by -0.009 to +0.025
-(mean +0.010, 13 higher) against the waves (docs/benchmarks.md), so it is the
+truth: on 21 simulated scans the network's phase SSIM moved by -0.009 to +0.025
+(mean +0.007; 15 higher, 2 equal, 4 lower) against the waves (docs/benchmarks.md), so it is the
 default of ``InferenceConfig.phase_sync_method`` since 2026-12-04.
 
 ``M`` is computed from the patches binned by ``factor`` (weighted sums over
