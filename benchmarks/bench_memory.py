@@ -88,14 +88,17 @@ def _run_child(path: Path, sync: str) -> str:
 
 
 def main() -> None:
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--N", type=int, default=64)
-    ap.add_argument("--phase-sync", choices=("waves", "global"), default="waves",
-                    help="InferenceConfig.phase_sync_method (default: waves, infer's)")
+    ap.add_argument("--phase-sync", choices=("waves", "global"), default=None,
+                    help="InferenceConfig.phase_sync_method (default: infer's, "
+                         f"{InferenceConfig().phase_sync_method})")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
-    from ptychopinn.config import InferenceConfig, TrainingConfig
+    sync = args.phase_sync or InferenceConfig().phase_sync_method
     from ptychopinn.data import save_npz
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -107,7 +110,7 @@ def main() -> None:
             scan = simulate_scan(SimulationConfig(N=args.N, n_positions=n, seed=1))
             save_npz(scan, path)
             del scan
-            r = json.loads(_run_child(path, args.phase_sync).strip().splitlines()[-1])
+            r = json.loads(_run_child(path, sync).strip().splitlines()[-1])
             r["overhead_mb"] = r["peak_rss_mb"] - r["rss_after_load_mb"]
             rows.append(r)
             print(r, flush=True)
@@ -139,7 +142,8 @@ def main() -> None:
              f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`), "
              f"with phase momentum {InferenceConfig().prior_phase_momentum:g} there "
              "(`InferenceConfig.prior_phase_momentum`; else 0). Phase synchronisation "
-             f"asked for: {args.phase_sync} (`InferenceConfig.phase_sync_method`).")
+             f"asked for: {sync} (`InferenceConfig.phase_sync_method`; above ~11,000 "
+             "patterns 'global' runs as 'waves': the last column).")
     print(table)
     print(notes)
     if args.record:
@@ -147,7 +151,7 @@ def main() -> None:
         from _record import append_section
 
         append_section("Inference peak memory" + (
-            "" if args.phase_sync == "waves" else f" [phase_sync_method={args.phase_sync}]"),
+            f" [phase_sync_method={args.phase_sync}]" if args.phase_sync else ""),
             table, notes=notes)
 
 

@@ -40,7 +40,7 @@ it with ``model.prior_iterations=K`` (and infers with the model's K passes; suff
 --prior-iterations 16`` (recorded before the FRC filter became a default).
 
 ``--phase-sync global|waves`` reconstructs with that
-``InferenceConfig.phase_sync_method`` (default: infer's, 'waves'); with ``--model`` it
+``InferenceConfig.phase_sync_method`` (default: infer's, 'global'); with ``--model`` it
 compares the two on one trained model (figures suffixed ``_global`` / ``_waves``).
 
 ``--model RUN`` reuses a model trained earlier on this scan (e.g. this script's
