@@ -184,7 +184,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     ``model.prior_amplitude_step`` took whole PIE steps (1), those before
     ``model.subpixel`` interpolated bilinearly and those before
     ``model.prior_frc_filter`` had no filter (the defaults of both changed after), and
-    those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time.
+    those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time
+    and those before ``model.prior_start`` started its passes from a flat phase.
     """
     import copy
 
@@ -212,6 +213,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_frc_filter"] = False
     if isinstance(model, dict) and "prior_batch_size" not in model:
         model["prior_batch_size"] = LEGACY_PRIOR_BATCH_SIZE
+    if isinstance(model, dict) and "prior_start" not in model:
+        model["prior_start"] = "flat"
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

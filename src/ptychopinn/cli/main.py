@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")
+    p.add_argument("--prior-start", choices=("flat", "com"),
+                   help="The phase the physics prior's passes start from (default: as the "
+                        "model was trained, model.prior_start): flat, or com, the object's "
+                        "low-frequency phase from the patterns' centres of mass.")
     p.add_argument("--phase-sync", choices=("global", "waves", "off"),
                    help="How the groups' global phases are aligned when stitching (default "
                         "global: all at once from their overlap matrix, waves above ~11,000 "

@@ -9,7 +9,11 @@ groups agree best maximise the stitched energy ``sum_x |sum_i r_i a_i(x)|^2 / D(
 groups that share no pixel have ``M_ij = 0``). Relaxing ``|r_i| = 1`` to ``|r|^2 =
 G`` makes the best ``r`` the leading eigenvector of ``M``, whose phases are taken
 as the rotations (Singer's spectral synchronisation), one eigenvector per connected
-set of groups.
+set of groups. ``M`` is first normalised by each group's own energy (its diagonal ``S``:
+``S^-1/2 M S^-1/2``, `normalised_overlap`): unnormalised, the eigenvector of a large scan
+gathers on its most energetic groups and decays below rounding elsewhere, leaving those
+groups' phases to noise (on a simulated 10^4-pattern scan the rotations were 0.82 rad
+off the truth's, rms, against 0.37 normalised; docs/benchmarks.md).
 
 Against greedy alignment (each group aligned to the groups stitched before it, in
 waves growing out from the scan's centre, `stitching.stitch_groups` with
@@ -130,6 +134,16 @@ def overlap_matrix(binned: Tensor, positions_px: Tensor, binned_weight: Tensor, 
     return ((m_mat + m_mat.conj().T) * 0.5).tocsr()  # Hermitian to rounding
 
 
+def normalised_overlap(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``S^-1/2 M S^-1/2`` with ``S`` the diagonal of the Hermitian overlap matrix ``m``
+    (each group's stitched energy; groups without any keep zero rows): every entry the
+    overlap of two groups relative to their own energies, so that the leading eigenvector
+    weighs every group alike. Its phases are the rotations (`leading_rotations`)."""
+    d = np.sqrt(np.maximum(m.diagonal().real, 0.0))
+    inv = np.where(d > 0, 1.0 / np.maximum(d, 1e-300), 0.0)
+    return (sp.diags(inv) @ m @ sp.diags(inv)).tocsr()
+
+
 def leading_rotations(m: sp.csr_matrix) -> np.ndarray:
     """Unit rotations ``(G,)`` from the leading eigenvector of the Hermitian overlap
     matrix ``m``, one per connected set of groups (each set's common phase chosen so
@@ -137,6 +151,10 @@ def leading_rotations(m: sp.csr_matrix) -> np.ndarray:
     or whose eigenvector entry is zero, keeps rotation 1."""
     g = m.shape[0]
     rot = np.ones(g, dtype=np.complex128)
+    # normalised by each group's own energy (the diagonal): unnormalised, the eigenvector
+    # of a large scan gathers on its few most energetic groups and leaves the others'
+    # phases to rounding (`normalised_overlap`)
+    m = normalised_overlap(m)
     strong = m.copy()
     strong.data = np.abs(strong.data) > 0
     n_sets, label = connected_components(strong, directed=False)

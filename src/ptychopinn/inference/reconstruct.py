@@ -57,6 +57,9 @@ class Reconstruction:
     # the phase synchronisation the stitching ran: 'global', 'waves' (asked for, or a scan
     # too large for 'global') or 'off' (InferenceConfig.phase_sync_method)
     phase_sync: str = "waves"
+    # the phase the physics prior's passes started from: 'flat' or 'com' (None: a model
+    # without a prior; InferenceConfig.prior_start, else model.prior_start)
+    prior_start: str | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -101,12 +104,16 @@ def _device(cfg: InferenceConfig) -> torch.device:
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
-    filter needs the scan prior (both backends)."""
+    filter and the centre-of-mass start need the scan prior (both backends)."""
     from ptychopinn.errors import ConfigError
 
     if cfg.prior_frc_filter and mcfg.prior_iterations and mcfg.prior_scope != "scan":
         raise ConfigError(
             f"prior_frc_filter=true needs a model with the scan prior; {model_path} has "
+            f"model.prior_scope {mcfg.prior_scope!r}.")
+    if cfg.prior_start == "com" and mcfg.prior_iterations and mcfg.prior_scope != "scan":
+        raise ConfigError(
+            f"prior_start='com' needs a model with the scan prior; {model_path} has "
             f"model.prior_scope {mcfg.prior_scope!r}.")
 
 
@@ -170,7 +177,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     iterations=cfg.prior_iterations,
                                     frc_filter=cfg.prior_frc_filter,
                                     extra_iterations=cfg.prior_extra_iterations,
-                                    phase_momentum=cfg.prior_phase_momentum)
+                                    phase_momentum=cfg.prior_phase_momentum,
+                                    start_phase=cfg.prior_start)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -228,6 +236,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
+        prior_start=None if prior is None else prior.start_phase,
         phase_sync=sync,
     )
 
@@ -282,6 +291,8 @@ def write_outputs(
     if recon.prior_phase_momentum is not None:
         arrays["prior_phase_momentum"] = np.asarray(recon.prior_phase_momentum, dtype=np.float64)
     arrays["phase_sync"] = np.asarray(recon.phase_sync)
+    if recon.prior_start is not None:
+        arrays["prior_start"] = np.asarray(recon.prior_start)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

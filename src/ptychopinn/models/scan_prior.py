@@ -75,6 +75,9 @@ class ScanPrior:
         two half-scan estimates (`physics.prior_frc`; scope 'scan').
     batch_size
         ``model.prior_batch_size``: patterns per update of the passes (scope 'scan').
+    start_phase
+        ``model.prior_start``: the phase the passes start from, 'flat' or 'com' (scope
+        'scan'; `physics.com_phase`).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -101,6 +104,7 @@ class ScanPrior:
         batch_size: int = 64,
         extra_iterations: int = 0,
         phase_momentum: float = 0.0,
+        start_phase: str = "flat",
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -115,6 +119,8 @@ class ScanPrior:
             raise ValueError(f"amplitude_step {amplitude_step} needs scope 'scan'")
         if frc_filter and scope != "scan":
             raise ValueError("frc_filter needs scope 'scan'")
+        if start_phase != "flat" and scope != "scan":
+            raise ValueError(f"start_phase {start_phase!r} needs scope 'scan'")
         if isinstance(extra_iterations, bool) or int(extra_iterations) != extra_iterations or (
                 extra_iterations < 0):
             raise ValueError(f"extra prior iterations must be an integer >= 0; found "
@@ -130,6 +136,8 @@ class ScanPrior:
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree, and without the filter)."""
         self.scope = scope
+        self.start_phase = str(start_phase)
+        """The phase the passes started from: 'flat' or 'com' (`physics.com_phase`)."""
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
         # model.subpixel 'probe_shift') the centre of its nearest whole-pixel window
@@ -140,7 +148,8 @@ class ScanPrior:
         if scope == "scan":
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
-                      amplitude_step=float(amplitude_step), batch_size=int(batch_size))
+                      amplitude_step=float(amplitude_step), batch_size=int(batch_size),
+                      start_phase=str(start_phase))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
@@ -181,6 +190,7 @@ class ScanPrior:
         train_input_scale: float,
         iterations: int | None = None,
         frc_filter: bool | None = None,
+        start_phase: str | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -195,7 +205,8 @@ class ScanPrior:
         constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
-        inference only) likewise.
+        inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start``
+        (inference only).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -213,6 +224,7 @@ class ScanPrior:
                    amplitude_step=float(model_cfg.prior_amplitude_step),
                    frc_filter=frc,
                    batch_size=int(model_cfg.prior_batch_size),
+                   start_phase=str(start_phase or model_cfg.prior_start),
                    **kw)
 
     @classmethod

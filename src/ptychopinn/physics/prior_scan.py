@@ -64,11 +64,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ptychopinn.physics.com_phase import centre_of_mass_gradients, integrated_phase
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
 from ptychopinn.physics.prior import MODULUS_EPS, exit_wave_correction
 from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
+START_PHASES = ("flat", "com")
+"""The phases the passes can start from (`scan_error_reduction`'s ``start_phase``)."""
 PASS_CACHE_LIMIT_BYTES = 256 << 20
 """Keep each pattern's shifted probes and amplitudes across passes up to this size."""
 CLEAR_WHOLE_RATIO = 4
@@ -283,6 +286,7 @@ def scan_error_reduction(
     terms: tuple[Tensor, Tensor, Tensor] | None = None,
     first_pass: int = 0,
     phase_velocity: Tensor | None = None,
+    start_phase: str = "flat",
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -344,9 +348,15 @@ def scan_error_reduction(
     phase_velocity
         ``(H, W)`` phase velocity the momentum continues from (`momentum_turn`'s; default
         zero); needs ``frame`` and ``phase_momentum``.
+    start_phase
+        The phase of the start when the passes start from the measured brightness (no
+        ``start``): ``'flat'`` (0 everywhere) or ``'com'`` (the integrated centres of mass
+        of these patterns, `physics.com_phase`: the object's low-frequency phase at once).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
+    if start_phase not in START_PHASES:
+        raise ValueError(f"start_phase must be one of {START_PHASES}; found {start_phase!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; found {batch_size}")
     if not 0 < alpha <= 1:
@@ -425,6 +435,8 @@ def scan_error_reduction(
     # Parseval brightness) unless a start is given
     weight = torch.zeros(shape, device=dev) if illumination is None else illumination.to(dev)
     bright = torch.zeros(shape, device=dev) if start_canvas is None else None
+    com = bright is not None and start_phase == "com"
+    grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com else None
     power = float(ill.sum())
     for s in range(0, n_pat if illumination is None or bright is not None else 0, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
@@ -434,6 +446,8 @@ def scan_error_reduction(
         if bright is None:
             continue
         a = batch_amps(rows)
+        if com:
+            grads[rows] = centre_of_mass_gradients(a, None if good is None else good > 0)
         if good is not None:
             num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))
         else:
@@ -447,6 +461,9 @@ def scan_error_reduction(
         mean_t = float(bright.sum() / weight.sum().clamp_min(1e-30)) if n_pat else 1.0
         flat = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
         obj = flat.to(torch.complex64).contiguous()
+        if com:
+            phi = integrated_phase(grads, local.cpu(), shape, ill.cpu()).to(dev)
+            obj = torch.polar(flat, phi).to(torch.complex64).contiguous()
     if iterations == 0 or n_pat == 0:
         return ScanEstimate(obj, origin, weight)
 

@@ -107,7 +107,8 @@ def reconstruct_tensorflow(
     prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations,
                              frc_filter=cfg.prior_frc_filter,
                              extra_iterations=cfg.prior_extra_iterations,
-                             phase_momentum=cfg.prior_phase_momentum)
+                             phase_momentum=cfg.prior_phase_momentum,
+                             start_phase=cfg.prior_start)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -149,5 +150,6 @@ def reconstruct_tensorflow(
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
+        prior_start=None if prior is None else prior.start_phase,
         phase_sync=sync,
     )
