@@ -145,7 +145,7 @@ def test_prior_start_option_config_bundle_and_cli() -> None:
     assert ModelConfig(prior_scope="neighbourhood").prior_start == "flat"
     assert ModelConfig(prior_iterations=0).prior_start == "flat"
     assert ModelConfig(prior_start="com").prior_start == "com"
-    with pytest.raises(ValueError, match="prior_start 'com' needs prior_scope 'scan'"):
+    with pytest.raises(ValueError, match="prior_start 'com' needs the scan prior"):
         ModelConfig(prior_start="com", prior_scope="neighbourhood")
     with pytest.raises(ValueError, match="prior_start"):
         ModelConfig(prior_start="dpc")
@@ -167,13 +167,137 @@ def test_prior_start_option_config_bundle_and_cli() -> None:
         start("--prior-start", "dpc")
 
 
-def test_switching_the_scope_lets_the_start_default_again() -> None:
-    from ptychopinn.config import TrainingConfig
+def test_a_com_start_is_kept_across_overrides_and_refused_without_a_scan_prior() -> None:
+    from ptychopinn.config import ModelConfig, TrainingConfig
     from ptychopinn.config.io import with_overrides
+    from ptychopinn.errors import ConfigError
 
     cfg = with_overrides(TrainingConfig(), {"model": {"prior_start": "com"}})
     assert cfg.model.prior_start == "com"
-    other = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
-    assert other.model.prior_start == "flat"  # defaults again for the new scope
-    kept = with_overrides(cfg, {"model": {"prior_iterations": 6}})
-    assert kept.model.prior_start == "flat"
+    assert with_overrides(cfg, {"model": {"prior_iterations": 6}}).model.prior_start == "com"
+    # a neighbourhood or raw-diffraction model has no scan prior to start: refused, named
+    with pytest.raises(ConfigError, match="prior_start 'com' needs the scan prior"):
+        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    with pytest.raises(ValueError, match="found prior_scope 'scan', prior_iterations 0"):
+        ModelConfig(prior_start="com", prior_iterations=0)
+
+
+def _curved(a: float, sigma: float = 4.0) -> torch.Tensor:
+    """The Gaussian probe times a quadratic phase ``exp(i a r^2)``."""
+    r = torch.arange(N, dtype=torch.float64) - N / 2
+    r2 = r[:, None] ** 2 + r[None, :] ** 2
+    return (_probe(sigma).to(torch.complex128) * torch.exp(1j * a * r2)).to(torch.complex64)
+
+
+def test_probe_phase_curvature_of_a_tilt_and_a_quadratic_phase() -> None:
+    from ptychopinn.physics.com_phase import probe_phase_curvature
+
+    sigma = 4.0
+    assert probe_phase_curvature(_probe(sigma)) == pytest.approx(0.0, abs=1e-9)
+    r = torch.arange(N, dtype=torch.float64) - N / 2
+    tilt = torch.exp(1j * (0.3 * r[:, None] - 0.2 * r[None, :]))
+    assert probe_phase_curvature(_probe(sigma) * tilt) == pytest.approx(0.0, abs=1e-6)
+    # |P|^2 = exp(-r^2 / sigma^2): variance sigma^2 / 2 per axis, so C = 2 a sigma^2 / 2
+    for a in (0.01, 0.03):
+        assert probe_phase_curvature(_curved(a, sigma)) == pytest.approx(a * sigma**2, rel=0.03)
+    # modes add; the sign of the curvature does not matter
+    two = torch.stack([_curved(0.03, sigma), _curved(0.03, sigma)])
+    assert probe_phase_curvature(two) == pytest.approx(probe_phase_curvature(_curved(-0.03)),
+                                                       rel=1e-9)
+    with pytest.raises(ValueError, match="no intensity"):
+        probe_phase_curvature(torch.zeros(N, N, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"probe must be \(N, N\)"):
+        probe_phase_curvature(torch.ones(2, 3, 4, 4, dtype=torch.complex64))
+
+
+def test_a_curved_probe_reads_the_objects_amplitude_as_phase() -> None:
+    """The reason for the limit: an amplitude-only object, ``|O|^2 = exp(2 b y)``, has no
+    phase; under a flat-phased probe its centres of mass say so, under a curved one they
+    show a phase gradient of ``C grad log |O|^2 = 2 b C``."""
+    from ptychopinn.physics.com_phase import probe_phase_curvature
+
+    shape = (80, 80)
+    y = np.mgrid[: shape[0], : shape[1]][0].astype(float)
+    b = 0.01
+    obj = np.exp(b * y)  # amplitude only
+    pos = _grid_positions(shape, 9)
+    flat = centre_of_mass_gradients(_patterns(obj, pos, _probe())).numpy()
+    np.testing.assert_allclose(flat, 0.0, atol=1e-6)
+    probe = _curved(0.03)
+    g = centre_of_mass_gradients(_patterns(obj, pos, probe)).numpy()
+    expect = 2 * b * probe_phase_curvature(probe)
+    np.testing.assert_allclose(g[:, 0], expect, rtol=0.05)
+    np.testing.assert_allclose(g[:, 1], 0.0, atol=1e-6)
+
+
+def test_the_scan_prior_warns_about_a_com_start_under_a_curved_probe(caplog) -> None:
+    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT
+
+    shape = (80, 80)
+    pos = _grid_positions(shape, 9)
+    obj = np.exp(1j * _bump(shape))
+    for a, warned in ((0.0, False), (0.15, True)):
+        probe = _curved(a)
+        amps = _patterns(obj, pos, probe)
+        for start in ("flat", "com"):
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="ptychopinn.models.scan_prior"):
+                prior = ScanPrior(amps, pos, probe, 1.0, 1, 1, scope="scan", start_phase=start)
+            said = [r.getMessage() for r in caplog.records]
+            if start == "com" and warned:
+                assert prior.probe_curvature > COM_CURVATURE_LIMIT
+                assert len(said) == 1 and "prior start 'com'" in said[0], said
+                assert f"{prior.probe_curvature:.2f} rad" in said[0]
+            else:
+                assert said == [], said
+                assert (prior.probe_curvature is None) == (start == "flat")
+
+
+def test_integration_warns_when_conjugate_gradients_do_not_converge(caplog) -> None:
+    from ptychopinn.physics import com_phase
+
+    rng = np.random.default_rng(1)
+    gy, gx = rng.standard_normal((2, 12, 12))
+    w = np.ones((12, 12))
+    with caplog.at_level("WARNING", logger="ptychopinn.physics.com_phase"):
+        full = com_phase._fit_differences(gy, gx, w, 4)
+    assert caplog.records == []
+    with caplog.at_level("WARNING", logger="ptychopinn.physics.com_phase"):
+        short = com_phase._fit_differences(gy, gx, w, 4, maxiter=2)
+    assert len(caplog.records) == 1
+    assert "did not reach a relative residual" in caplog.records[0].getMessage()
+    assert "in 2 steps on a 12x12 grid" in caplog.records[0].getMessage()
+    assert not np.allclose(short, full, atol=1e-3)  # it did stop short
+
+
+def test_auto_starts_from_the_centres_of_mass_only_under_a_flat_phased_probe(caplog) -> None:
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.config import ModelConfig
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    shape = (80, 80)
+    pos = _grid_positions(shape, 9)
+    obj = np.exp(1j * _bump(shape))
+    for a, chosen in ((0.0, "com"), (0.15, "flat")):
+        probe = _curved(a)
+        amps = _patterns(obj, pos, probe)
+        with caplog.at_level("WARNING", logger="ptychopinn.models.scan_prior"):
+            auto = ScanPrior(amps, pos, probe, 1.0, 2, 1, scope="scan", start_phase="auto")
+        assert auto.start_phase == chosen and auto.probe_curvature is not None
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]  # a choice, no warning
+        same = ScanPrior(amps, pos, probe, 1.0, 2, 1, scope="scan", start_phase=chosen)
+        assert torch.equal(auto.estimate.canvas, same.estimate.canvas)
+    # without a scan prior 'auto' is 'flat'; 'com' is refused
+    neigh = ScanPrior(amps[:9], pos[:9], _probe(), 1.0, 1, 3, start_phase="auto")
+    assert neigh.start_phase == "flat" and neigh.probe_curvature is None
+    with pytest.raises(ValueError, match="needs scope 'scan'"):
+        ScanPrior(amps[:9], pos[:9], _probe(), 1.0, 1, 3, start_phase="com")
+    with pytest.raises(ValueError, match="start_phase must be one of"):
+        ScanPrior(amps[:9], pos[:9], _probe(), 1.0, 1, 3, scope="scan", start_phase="dpc")
+    assert ModelConfig(prior_start="auto", prior_scope="neighbourhood").prior_start == "auto"
+    assert ModelConfig(prior_start="auto", prior_iterations=0).prior_start == "auto"
+    args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz",
+                                      "--prior-start", "auto"])
+    assert infer_config_from_args(args).prior_start == "auto"

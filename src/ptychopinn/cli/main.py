@@ -141,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")
-    p.add_argument("--prior-start", choices=("flat", "com"),
+    p.add_argument("--prior-start", choices=("flat", "com", "auto"),
                    help="The phase the physics prior's passes start from (default: as the "
-                        "model was trained, model.prior_start): flat, or com, the object's "
-                        "low-frequency phase from the patterns' centres of mass.")
+                        "model was trained, model.prior_start): flat; com, the object's "
+                        "low-frequency phase from the patterns' centres of mass; or auto, com "
+                        "when the probe's phase is nearly flat, else flat.")
     p.add_argument("--phase-sync", choices=("global", "waves", "off"),
                    help="How the groups' global phases are aligned when stitching (default "
                         "global: all at once from their overlap matrix, waves above ~11,000 "

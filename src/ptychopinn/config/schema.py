@@ -133,18 +133,20 @@ class ModelConfig(_Section):
         "(about 1.5x the plain prior's work). None: on with a scan prior (prior_scope 'scan' "
         "and prior_iterations > 0), else off. Bundles without it: off.",
     )
-    prior_start: Literal["flat", "com"] | None = Field(
-        None,
-        description="prior_scope 'scan': the phase the physics prior's passes start from: "
-        "'flat' (0 everywhere) or 'com' (the object's low-frequency phase integrated from the "
-        "diffraction patterns' centres of mass, physics.com_phase). The passes move the phase "
-        "about a probe width per pass, so from a flat start the low spatial frequencies of the "
-        "phase are far from converged after the few passes, the more so the larger the scan; "
-        "'com' gives them at once. Models trained with 'com' scored higher than with 'flat' on "
-        "every simulated scan measured (phase SSIM +0.02 to +0.17 at 625 patterns, and 0.94 "
-        "instead of 0.52-0.64 at 10^4), but on the measured Siemens star the spokes were "
-        "resolved 0.5 px less far (docs/benchmarks.md), so it is not yet the default. None: "
-        "'flat'. Bundles without it: 'flat'.",
+    prior_start: Literal["flat", "com", "auto"] = Field(
+        "flat",
+        description="With the scan prior (prior_scope 'scan', prior_iterations > 0): the phase "
+        "its passes start from: 'flat' (0 everywhere) or 'com' (the object's low-frequency "
+        "phase integrated from the diffraction patterns' centres of mass, physics.com_phase). "
+        "The passes move the phase about a probe width per pass, so from a flat start the low "
+        "spatial frequencies of the phase are far from converged after a few passes, the more "
+        "so the larger the scan; 'com' gives them at once, but only under a probe whose phase "
+        "is nearly flat where it is bright: under a curved (defocused) probe the object's "
+        "amplitude reads as phase (the scan prior logs a warning above "
+        "physics.com_phase.COM_CURVATURE_LIMIT). 'auto': 'com' under a probe whose phase "
+        "curvature (physics.com_phase.probe_phase_curvature) is at most that limit, else "
+        "'flat' (and 'flat' without the scan prior). Measured in docs/benchmarks.md "
+        "(bench_prior_start.py, bench_large_scans.py). Bundles without it: 'flat'.",
     )
     prior_residual: bool = Field(
         True,
@@ -207,10 +209,11 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _com_start_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_start != "flat" and self.prior_scope != "scan":
+        if self.prior_start == "com" and (self.prior_scope != "scan" or not self.prior_iterations):
             raise ValueError(
-                f"model.prior_start {self.prior_start!r} needs prior_scope 'scan' (the "
-                f"neighbourhood prior starts flat); found prior_scope {self.prior_scope!r}"
+                f"model.prior_start {self.prior_start!r} needs the scan prior, prior_scope "
+                f"'scan' with prior_iterations > 0 (the neighbourhood prior starts flat); found "
+                f"prior_scope {self.prior_scope!r}, prior_iterations {self.prior_iterations}"
             )
         return self
 
@@ -230,7 +233,7 @@ class ModelConfig(_Section):
         """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
         ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
         ``prior_frc_filter=None`` to 'probe_shift' / on with a scan prior (scope 'scan'
-        and passes > 0), else 'bilinear' / off; ``prior_start=None`` to 'flat'."""
+        and passes > 0), else 'bilinear' / off."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
@@ -245,8 +248,6 @@ class ModelConfig(_Section):
                 data = {**data, "subpixel": "probe_shift" if scan_prior else "bilinear"}
             if data.get("prior_frc_filter") is None:
                 data = {**data, "prior_frc_filter": scan_prior}
-            if data.get("prior_start") is None:
-                data = {**data, "prior_start": "flat"}
         return data
 
     @field_validator("N")
@@ -536,11 +537,11 @@ class InferenceConfig(_Section):
         "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md). 0: off. Models without the "
         "FRC filter ignore it.",
     )
-    prior_start: Literal["flat", "com"] | None = Field(
+    prior_start: Literal["flat", "com", "auto"] | None = Field(
         None,
-        description="The phase the physics prior's passes start from at inference: 'flat' or "
-        "'com' (model.prior_start; None: as the model was trained). Models without a scan "
-        "prior ignore it.",
+        description="The phase the physics prior's passes start from at inference: 'flat', "
+        "'com' or 'auto' (model.prior_start; None: as the model was trained). Models without "
+        "a scan prior ignore 'auto' and refuse 'com'.",
     )
     prior_frc_filter: bool | None = Field(
         None,

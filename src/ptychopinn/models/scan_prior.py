@@ -14,16 +14,23 @@ in, so training and inference compute it once and look it up:
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from ptychopinn.grouping import nearest_patterns
+from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvature
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 
+log = logging.getLogger(__name__)
+
+PRIOR_STARTS = ("flat", "com", "auto")
+"""``model.prior_start``: `physics.prior_scan.START_PHASES` and 'auto' (`ScanPrior`)."""
 PRIOR_CACHE_LIMIT_BYTES = 1 << 30
 """Precompute the physics prior of every pattern when it fits in this many bytes."""
 
@@ -77,7 +84,9 @@ class ScanPrior:
         ``model.prior_batch_size``: patterns per update of the passes (scope 'scan').
     start_phase
         ``model.prior_start``: the phase the passes start from, 'flat' or 'com' (scope
-        'scan'; `physics.com_phase`).
+        'scan'; `physics.com_phase`), or 'auto': 'com' with the scan prior under a probe
+        whose `physics.com_phase.probe_phase_curvature` is at most `COM_CURVATURE_LIMIT`,
+        else 'flat' (``start_phase`` holds the choice).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -119,7 +128,9 @@ class ScanPrior:
             raise ValueError(f"amplitude_step {amplitude_step} needs scope 'scan'")
         if frc_filter and scope != "scan":
             raise ValueError("frc_filter needs scope 'scan'")
-        if start_phase != "flat" and scope != "scan":
+        if start_phase not in PRIOR_STARTS:
+            raise ValueError(f"start_phase must be one of {PRIOR_STARTS}; found {start_phase!r}")
+        if start_phase == "com" and scope != "scan":
             raise ValueError(f"start_phase {start_phase!r} needs scope 'scan'")
         if isinstance(extra_iterations, bool) or int(extra_iterations) != extra_iterations or (
                 extra_iterations < 0):
@@ -136,8 +147,28 @@ class ScanPrior:
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree, and without the filter)."""
         self.scope = scope
+        self.probe_curvature: float | None = None
+        """The probe's `physics.com_phase.probe_phase_curvature` (radians) when the start
+        was 'com' or 'auto' (scope 'scan'); None otherwise."""
+        if scope == "scan" and start_phase != "flat":
+            self.probe_curvature = probe_phase_curvature(probe)
+        if start_phase == "auto":
+            start_phase = ("com" if self.probe_curvature is not None
+                           and self.probe_curvature <= COM_CURVATURE_LIMIT else "flat")
+            log.info("prior start 'auto': %r (the probe's phase curvature %s, limit %.1f rad)",
+                     start_phase, "-" if self.probe_curvature is None else
+                     f"{self.probe_curvature:.2f}", COM_CURVATURE_LIMIT)
+        elif start_phase == "com" and self.probe_curvature > COM_CURVATURE_LIMIT:
+            log.warning(
+                "prior start 'com' (model.prior_start / --prior-start): the probe's phase "
+                "curvature is %.2f rad, above %.1f; under such a probe the object's amplitude "
+                "reads as phase in the centres of mass and the 'flat' start is likely better "
+                "('auto' chooses by this limit; docs/benchmarks.md, bench_prior_start.py).",
+                self.probe_curvature, COM_CURVATURE_LIMIT)
         self.start_phase = str(start_phase)
-        """The phase the passes started from: 'flat' or 'com' (`physics.com_phase`)."""
+        """The phase the passes started from: 'flat' or 'com' (`physics.com_phase`); a
+        start 'auto' is 'com' when the probe's phase curvature is at most
+        `physics.com_phase.COM_CURVATURE_LIMIT`, else 'flat'."""
         self.positions_px = pos
         # where a pattern's prior is looked up: its position, or (whole_pixel, for
         # model.subpixel 'probe_shift') the centre of its nearest whole-pixel window

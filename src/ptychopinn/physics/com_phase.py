@@ -16,6 +16,16 @@ frequencies of the phase are far from converged after the few passes inference
 can afford. Starting from the iCoM phase (``start_phase='com'``) gives them from
 the start (docs/benchmarks.md).
 
+The centre of mass is exactly the exit wave's mean phase gradient,
+``sum |P|^2 |O|^2 (grad phi_P + grad phi_O) / sum |P|^2 |O|^2``. The probe's own term is
+the same for every pattern only when its phase is flat where it is bright or the
+object's amplitude is uniform; under a probe with a curved phase (``phi_P ~ a r^2``)
+it adds about ``C grad log |O|^2``, ``C`` the probe's `probe_phase_curvature` matrix:
+the object's amplitude structure reads as phase. Real, defocused probes have
+``C`` of several radians (the real X-ray-laser probe 7.3, the measured Siemens star's
+about 12; the simulator's default disk 0.15), and there the com start is worse than
+the flat one (`COM_CURVATURE_LIMIT`; docs/benchmarks.md).
+
 The integration is a weighted least-squares fit of ``phi`` on a grid ``factor``
 pixels apart: the gradients are spread over the grid with the binned probe
 intensity as weight (as stitching does), and ``phi`` minimises the weighted misfit
@@ -25,6 +35,7 @@ vectors, whatever the scan). The grid is then interpolated bilinearly to the can
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -33,12 +44,50 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
+log = logging.getLogger(__name__)
+
 GRID_CELLS_PER_PATCH = 8
 """The integration grid has this many cells across a patch (``factor = N // 8``)."""
 CG_TOLERANCE = 1e-6
 """Relative residual of the conjugate-gradient solve."""
 LIT_FRACTION = 1e-3
 """Grid cells with less than this fraction of the largest spread weight carry no data."""
+COM_CURVATURE_LIMIT = 1.5
+"""Radians of `probe_phase_curvature` above which the com start is not to be trusted:
+the scan prior logs a warning. Measured (`benchmarks/bench_prior_start.py`): the com
+start's prior beat the flat one's phase up to C = 1.6 and lost from C = 2.2 on."""
+
+
+def probe_phase_curvature(probe: Tensor) -> float:
+    """Radians: how much the phase of ``probe`` (``(N, N)`` or ``(M, N, N)`` modes)
+    curves where it is bright, the largest absolute eigenvalue of the symmetric part of
+    ``C_ab = sum |P|^2 d_a phi (u_b - c_b) / sum |P|^2`` (``u`` pixel positions, ``c``
+    the intensity centroid; ``|P|^2 grad phi = Im(conj(P) grad P)``, central
+    differences; modes summed). A phase tilt gives 0; a quadratic phase ``a r^2``
+    gives ``2 a`` times the intensity's variance along an axis. The centres of mass
+    read an object amplitude gradient ``grad log |O|^2`` as a phase gradient of about
+    ``C grad log |O|^2`` (module docstring)."""
+    p = torch.as_tensor(probe).detach().to(torch.complex128).cpu()
+    if p.ndim == 2:
+        p = p[None]
+    if p.ndim != 3 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"probe must be (N, N) or (M, N, N); found {tuple(p.shape)}")
+    inten = p.real.square() + p.imag.square()
+    total = float(inten.sum())
+    if not total > 0:
+        raise ValueError("probe_phase_curvature: the probe has no intensity")
+    n = p.shape[-1]
+    u = torch.arange(n, dtype=torch.float64) - n / 2
+    cy = float((inten.sum((0, 2)) * u).sum()) / total
+    cx = float((inten.sum((0, 1)) * u).sum()) / total
+    flux = []  # |P|^2 d_a phi along y, then x
+    for dim in (-2, -1):
+        d = (torch.roll(p, -1, dim) - torch.roll(p, 1, dim)) / 2
+        flux.append((p.conj() * d).imag.sum(0))
+    uy, ux = (u - cy)[:, None], (u - cx)[None, :]
+    c = torch.tensor([[float((flux[0] * uy).sum()), float((flux[0] * ux).sum())],
+                      [float((flux[1] * uy).sum()), float((flux[1] * ux).sum())]]) / total
+    return float(torch.linalg.eigvalsh((c + c.T) / 2).abs().max())
 
 
 def centre_of_mass_gradients(amplitudes: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -126,9 +175,13 @@ def integrated_phase(gradients: Tensor | np.ndarray, local_px: Tensor | np.ndarr
     return _to_canvas(phi, (h, w), f)
 
 
-def _fit_differences(gy: np.ndarray, gx: np.ndarray, wmap: np.ndarray, f: int) -> np.ndarray:
+def _fit_differences(gy: np.ndarray, gx: np.ndarray, wmap: np.ndarray, f: int,
+                     maxiter: int | None = None) -> np.ndarray:
     """``phi (hb, wb)`` minimising ``sum w (phi[i+1] - phi[i] - f g_mid)^2`` along both
-    axes (``w`` the smaller weight of the two cells, ``g_mid`` their mean gradient)."""
+    axes (``w`` the smaller weight of the two cells, ``g_mid`` their mean gradient).
+    Conjugate gradients stop after ``maxiter`` steps (default ``20 (hb + wb) + 200``);
+    if they have not converged by then, the estimate they reached is used and a warning
+    logged."""
     hb, wb = gy.shape
     idx = np.arange(hb * wb).reshape(hb, wb)
     rows, cols, vals, rhs = [], [], [], []
@@ -152,8 +205,14 @@ def _fit_differences(gy: np.ndarray, gx: np.ndarray, wmap: np.ndarray, f: int) -
                       shape=(r, hb * wb))
     # a small pull towards zero fixes the free constant (and cells without data)
     normal = (d.T @ d + 1e-6 * sp.eye(hb * wb)).tocsr()
-    phi, _ = spla.cg(normal, d.T @ np.concatenate(rhs), rtol=CG_TOLERANCE,
-                     maxiter=20 * (hb + wb) + 200)
+    b = d.T @ np.concatenate(rhs)
+    steps = 20 * (hb + wb) + 200 if maxiter is None else int(maxiter)
+    phi, info = spla.cg(normal, b, rtol=CG_TOLERANCE, maxiter=steps)
+    if info != 0:
+        rel = float(np.linalg.norm(normal @ phi - b) / max(float(np.linalg.norm(b)), 1e-300))
+        log.warning("integrated centre-of-mass phase: conjugate gradients did not reach a "
+                    "relative residual of %g in %d steps on a %dx%d grid (%.2g); using the "
+                    "estimate reached.", CG_TOLERANCE, steps, hb, wb, rel)
     phi = phi.reshape(hb, wb)
     wsum = max(float(wmap.sum()), 1e-300)
     return phi - float((phi * wmap).sum()) / wsum
