@@ -1,4 +1,5 @@
-"""The scan prior's start (flat or com) against the probe's phase curvature.
+"""The scan prior's start (flat or com) and its centre-of-mass correction against the
+probe's phase curvature.
 
 The com start (`physics.com_phase`) integrates the patterns' centres of mass, which
 measure the exit wave's mean phase gradient. Under a probe whose phase is curved where
@@ -11,7 +12,8 @@ zone plate, the default disk times a quadratic phase ``exp(i a r^2)``, and with
 as a model trained with the default ModelConfig computes it during training
 (`models.scan_prior.ScanPrior`: ``model.prior_iterations`` passes, the FRC filter, the
 true probe scaled to the counts by Parseval), started flat and from the centres of
-mass, against the true object (amplitude / phase SSIM, `ptychopinn.metrics.evaluate`).
+mass, and started flat with the centre-of-mass correction between passes
+(``model.prior_com_correction``), against the true object (amplitude / phase SSIM, `ptychopinn.metrics.evaluate`).
 The network is not involved: its input is what changes.
 
 Usage::
@@ -40,8 +42,9 @@ CURVES = [0.01, 0.02, 0.03, 0.045]
 """``a`` (radians per pixel squared): the default disk times ``exp(i a r^2)``."""
 
 
-def prior_scores(scan, start: str) -> dict:
-    """The default training-time scan prior of ``scan`` started from ``start``, scored."""
+def prior_scores(scan, start: str, correction: bool = False) -> dict:
+    """The default training-time scan prior of ``scan`` started from ``start`` (with the
+    centre-of-mass ``correction``), scored."""
     from ptychopinn.config import ModelConfig
     from ptychopinn.metrics import evaluate
     from ptychopinn.models.scan_prior import ScanPrior
@@ -53,7 +56,7 @@ def prior_scores(scan, start: str) -> dict:
     scale = float(np.sqrt(np.median(amps.square().sum((-2, -1)).numpy()) / power))
     prior = ScanPrior.for_config(ModelConfig(), amps, scan.positions_px, probe,
                                  prior_amplitude_scale=scale, train_input_scale=0.0,
-                                 start_phase=start)
+                                 start_phase=start, com_correction=correction)
     est = prior.estimate
     canvas = est.canvas.numpy()
     out = np.zeros(scan.object.shape, np.complex64)
@@ -85,6 +88,7 @@ def main() -> None:
     from _record import print_and_record
 
     from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvature
+    from ptychopinn.physics.prior_scan import COM_CORRECTION_STEP
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     torch.set_num_threads(args.threads)
@@ -101,7 +105,8 @@ def main() -> None:
         probes.append((Path(args.probe_file).name,
                        dict(probe_kind="file", probe_file=str(args.probe_file))))
     header = ["probe", "curvature C (rad)", "patterns", "flat: amp / phase SSIM",
-              "com: amp / phase SSIM", "com - flat phase"]
+              "com: amp / phase SSIM", "com - flat phase", "flat + correction: amp / phase SSIM",
+              "correction - flat phase"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     passes = set()
     for name, spec in probes:
@@ -109,10 +114,12 @@ def main() -> None:
             scan = simulate_scan(SimulationConfig(N=64, n_positions=size, seed=args.seed, **spec))
             curv = probe_phase_curvature(torch.from_numpy(np.asarray(scan.probe)))
             flat, com = prior_scores(scan, "flat"), prior_scores(scan, "com")
-            passes.update([flat["passes"], com["passes"]])
+            corr = prior_scores(scan, "flat", correction=True)
+            passes.update([flat["passes"], com["passes"], corr["passes"]])
             lines.append(f"| {name} | {curv:.2f} | {scan.n_patterns} | {flat['amp']:.3f} / "
                          f"{flat['phase']:.3f} | {com['amp']:.3f} / {com['phase']:.3f} | "
-                         f"{com['phase'] - flat['phase']:+.3f} |")
+                         f"{com['phase'] - flat['phase']:+.3f} | {corr['amp']:.3f} / "
+                         f"{corr['phase']:.3f} | {corr['phase'] - flat['phase']:+.3f} |")
             print(lines[-1], flush=True)
     tmp.cleanup()
     notes = (f"Scans simulated with the simulator's defaults but the probe "
@@ -121,9 +128,12 @@ def main() -> None:
              f"computes it in training (passes run: {', '.join(str(p) for p in sorted(passes))}), "
              f"the true probe scaled to the median counts; scores: ptychopinn.metrics.evaluate "
              f"against the true object. The scan prior logs a warning when a com start meets "
-             f"a curvature above COM_CURVATURE_LIMIT = {COM_CURVATURE_LIMIT:g} rad. torch "
+             f"a curvature above COM_CURVATURE_LIMIT = {COM_CURVATURE_LIMIT:g} rad; the "
+             f"correction turns by COM_CORRECTION_STEP = {COM_CORRECTION_STEP:g} of each "
+             f"integrated difference. torch "
              f"threads {torch.get_num_threads()}.")
-    print_and_record("The prior's start against the probe's phase curvature "
+    print_and_record("The prior's start and centre-of-mass correction against the probe's "
+                     "phase curvature "
                      "(bench_prior_start.py)", "\n".join(lines), notes, args.record)
 
 

@@ -301,3 +301,81 @@ def test_auto_starts_from_the_centres_of_mass_only_under_a_flat_phased_probe(cap
     args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz",
                                       "--prior-start", "auto"])
     assert infer_config_from_args(args).prior_start == "auto"
+
+
+def test_the_centre_of_mass_correction_converges_the_phase_under_a_curved_probe() -> None:
+    """Under a curved probe the com start reads the amplitude as phase; the correction
+    (measured minus predicted centres of mass, between passes) does not: with it the
+    low-frequency phase is there after 3 passes, without it not."""
+    from scipy.ndimage import gaussian_filter
+
+    shape = (130, 130)
+    rng = np.random.default_rng(3)
+    phi = _bump(shape) + 4 * gaussian_filter(0.15 * rng.standard_normal(shape), 2.0)
+    amp = np.exp(3 * gaussian_filter(rng.standard_normal(shape), 3.0))  # amplitude texture
+    obj = amp * np.exp(1j * phi)
+    pos = _grid_positions(shape, 5)
+    probe = _curved(0.15)  # C = 2.4 rad: the com start is misled
+    amps = _patterns(obj, pos, probe)
+    corr = {}
+    for name, kw in (("flat", {}), ("com", {"start_phase": "com"}),
+                     ("corrected", {"com_correction": True})):
+        est = scan_error_reduction(amps, pos, probe, 3, **kw)
+        corr[name] = _phase_corr(est, obj, pos, probe)
+    assert corr["corrected"] > 0.97, corr
+    assert corr["corrected"] > corr["flat"] + 0.05, corr
+    assert corr["com"] < corr["corrected"] - 0.05, corr
+    # one pass has no pass after it to correct before: the plain estimate, bit for bit
+    one = scan_error_reduction(amps, pos, probe, 1)
+    assert torch.equal(one.canvas, scan_error_reduction(amps, pos, probe, 1,
+                                                        com_correction=True).canvas)
+
+
+def test_com_correction_option_config_bundle_cli_and_reconstruction() -> None:
+    from ptychopinn.bundle.format import manifest_config
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
+    from ptychopinn.config.io import with_overrides
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    assert ModelConfig().prior_com_correction is False
+    assert ModelConfig(prior_scope="neighbourhood").prior_com_correction is False
+    with pytest.raises(ValueError, match="prior_com_correction needs the scan prior"):
+        ModelConfig(prior_com_correction=True, prior_iterations=0)
+    cfg = with_overrides(TrainingConfig(), {"model": {"prior_com_correction": True}})
+    assert cfg.model.prior_com_correction is True
+    # switching to the neighbourhood prior lets it default again (off)
+    other = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    assert other.model.prior_com_correction is False
+    with pytest.raises(ConfigError, match="prior_com_correction"):
+        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood",
+                                       "prior_com_correction": True}})
+    raw = cfg.model_dump(mode="json")
+    del raw["model"]["prior_com_correction"]
+    assert manifest_config({"config": raw}, "old.bundle").model.prior_com_correction is False
+    with pytest.raises(ValueError, match="prior_com_correction"):
+        InferenceConfig(prior_com_correction="maybe")
+
+    def opt(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_com_correction
+
+    assert opt() is None and opt("--prior-com-correction", "on") is True
+    assert opt("--prior-com-correction", "off") is False
+    with pytest.raises(SystemExit):
+        opt("--prior-com-correction", "yes")
+    # the prior takes it from the model's config unless overridden
+    shape = (80, 80)
+    pos = _grid_positions(shape, 9)
+    amps = _patterns(np.exp(1j * _bump(shape)), pos, _probe())
+    kw = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
+    on = ScanPrior.for_config(ModelConfig(prior_com_correction=True), amps, pos, _probe(), **kw)
+    assert on.com_correction is True
+    off = ScanPrior.for_config(ModelConfig(prior_com_correction=True), amps, pos, _probe(),
+                               com_correction=False, **kw)
+    assert off.com_correction is False
+    assert not torch.equal(on.estimate.canvas, off.estimate.canvas)
+    with pytest.raises(ValueError, match="com_correction needs scope 'scan'"):
+        ScanPrior(amps, pos, _probe(), 1.0, 1, 3, com_correction=True)

@@ -185,7 +185,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     ``model.subpixel`` interpolated bilinearly and those before
     ``model.prior_frc_filter`` had no filter (the defaults of both changed after), and
     those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time
-    and those before ``model.prior_start`` started its passes from a flat phase.
+    and those before ``model.prior_start`` started its passes from a flat phase, and
+    those before ``model.prior_com_correction`` ran without it.
     """
     import copy
 
@@ -215,6 +216,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_batch_size"] = LEGACY_PRIOR_BATCH_SIZE
     if isinstance(model, dict) and "prior_start" not in model:
         model["prior_start"] = "flat"
+    if isinstance(model, dict) and model.get("prior_com_correction") is None:
+        model["prior_com_correction"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "model was trained, model.prior_start): flat; com, the object's "
                         "low-frequency phase from the patterns' centres of mass; or auto, com "
                         "when the probe's phase is nearly flat, else flat.")
+    p.add_argument("--prior-com-correction", choices=("on", "off"),
+                   help="The physics prior's centre-of-mass phase correction between its "
+                        "passes (default: as the model was trained, "
+                        "model.prior_com_correction; needs the scan prior).")
     p.add_argument("--phase-sync", choices=("global", "waves", "off"),
                    help="How the groups' global phases are aligned when stitching (default "
                         "global: all at once from their overlap matrix, waves above ~11,000 "

@@ -133,6 +133,15 @@ class ModelConfig(_Section):
         "(about 1.5x the plain prior's work). None: on with a scan prior (prior_scope 'scan' "
         "and prior_iterations > 0), else off. Bundles without it: off.",
     )
+    prior_com_correction: bool | None = Field(
+        None,
+        description="prior_scope 'scan': after every pass of the physics prior but the last, "
+        "turn its phase by half the integrated difference of the measured and the predicted "
+        "patterns' centres of mass (physics.prior_scan): the low spatial frequencies of the "
+        "phase, which the passes move about a probe width per pass, at once, under any probe "
+        "(unlike prior_start 'com'). About 15-40 % more prior time. None: off. Bundles without "
+        "it: off. Measured in docs/benchmarks.md (bench_prior_start.py).",
+    )
     prior_start: Literal["flat", "com", "auto"] = Field(
         "flat",
         description="With the scan prior (prior_scope 'scan', prior_iterations > 0): the phase "
@@ -208,6 +217,16 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _com_correction_needs_scan_prior(self) -> ModelConfig:
+        if self.prior_com_correction and (self.prior_scope != "scan" or not self.prior_iterations):
+            raise ValueError(
+                "model.prior_com_correction needs the scan prior, prior_scope 'scan' with "
+                f"prior_iterations > 0; found prior_scope {self.prior_scope!r}, "
+                f"prior_iterations {self.prior_iterations}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _com_start_needs_scan_prior(self) -> ModelConfig:
         if self.prior_start == "com" and (self.prior_scope != "scan" or not self.prior_iterations):
             raise ValueError(
@@ -233,7 +252,7 @@ class ModelConfig(_Section):
         """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
         ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
         ``prior_frc_filter=None`` to 'probe_shift' / on with a scan prior (scope 'scan'
-        and passes > 0), else 'bilinear' / off."""
+        and passes > 0), else 'bilinear' / off; ``prior_com_correction=None`` to off."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
@@ -248,6 +267,8 @@ class ModelConfig(_Section):
                 data = {**data, "subpixel": "probe_shift" if scan_prior else "bilinear"}
             if data.get("prior_frc_filter") is None:
                 data = {**data, "prior_frc_filter": scan_prior}
+            if data.get("prior_com_correction") is None:
+                data = {**data, "prior_com_correction": False}
         return data
 
     @field_validator("N")
@@ -542,6 +563,12 @@ class InferenceConfig(_Section):
         description="The phase the physics prior's passes start from at inference: 'flat', "
         "'com' or 'auto' (model.prior_start; None: as the model was trained). Models without "
         "a scan prior ignore 'auto' and refuse 'com'.",
+    )
+    prior_com_correction: bool | None = Field(
+        None,
+        description="The physics prior's centre-of-mass phase correction at inference (None: "
+        "as the model was trained, model.prior_com_correction; best left as trained). Models "
+        "without a scan prior refuse true.",
     )
     prior_frc_filter: bool | None = Field(
         None,

@@ -60,6 +60,9 @@ class Reconstruction:
     # the phase the physics prior's passes started from: 'flat' or 'com' (None: a model
     # without a prior; InferenceConfig.prior_start, else model.prior_start)
     prior_start: str | None = None
+    # whether the prior's passes ran the centre-of-mass phase correction (None: a model
+    # without a prior; InferenceConfig.prior_com_correction, else the model's)
+    prior_com_correction: bool | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -110,6 +113,10 @@ def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa
     if cfg.prior_frc_filter and mcfg.prior_iterations and mcfg.prior_scope != "scan":
         raise ConfigError(
             f"prior_frc_filter=true needs a model with the scan prior; {model_path} has "
+            f"model.prior_scope {mcfg.prior_scope!r}.")
+    if cfg.prior_com_correction and mcfg.prior_iterations and mcfg.prior_scope != "scan":
+        raise ConfigError(
+            f"prior_com_correction=true needs a model with the scan prior; {model_path} has "
             f"model.prior_scope {mcfg.prior_scope!r}.")
     if cfg.prior_start == "com" and mcfg.prior_iterations and mcfg.prior_scope != "scan":
         raise ConfigError(
@@ -178,7 +185,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     frc_filter=cfg.prior_frc_filter,
                                     extra_iterations=cfg.prior_extra_iterations,
                                     phase_momentum=cfg.prior_phase_momentum,
-                                    start_phase=cfg.prior_start)
+                                    start_phase=cfg.prior_start,
+                                    com_correction=cfg.prior_com_correction)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -237,6 +245,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
+        prior_com_correction=None if prior is None else prior.com_correction,
         phase_sync=sync,
     )
 
@@ -293,6 +302,8 @@ def write_outputs(
     arrays["phase_sync"] = np.asarray(recon.phase_sync)
     if recon.prior_start is not None:
         arrays["prior_start"] = np.asarray(recon.prior_start)
+    if recon.prior_com_correction is not None:
+        arrays["prior_com_correction"] = np.asarray(recon.prior_com_correction)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

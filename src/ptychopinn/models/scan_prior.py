@@ -87,6 +87,10 @@ class ScanPrior:
         'scan'; `physics.com_phase`), or 'auto': 'com' with the scan prior under a probe
         whose `physics.com_phase.probe_phase_curvature` is at most `COM_CURVATURE_LIMIT`,
         else 'flat' (``start_phase`` holds the choice).
+    com_correction
+        ``model.prior_com_correction``: correct the phase's low spatial frequencies by the
+        patterns' centres of mass between passes (scope 'scan';
+        `physics.prior_scan.scan_error_reduction`).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -114,6 +118,7 @@ class ScanPrior:
         extra_iterations: int = 0,
         phase_momentum: float = 0.0,
         start_phase: str = "flat",
+        com_correction: bool = False,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -132,6 +137,11 @@ class ScanPrior:
             raise ValueError(f"start_phase must be one of {PRIOR_STARTS}; found {start_phase!r}")
         if start_phase == "com" and scope != "scan":
             raise ValueError(f"start_phase {start_phase!r} needs scope 'scan'")
+        if com_correction and scope != "scan":
+            raise ValueError("com_correction needs scope 'scan'")
+        self.com_correction = bool(com_correction)
+        """Whether the passes ran the centre-of-mass phase correction
+        (`physics.prior_scan.scan_error_reduction`)."""
         if isinstance(extra_iterations, bool) or int(extra_iterations) != extra_iterations or (
                 extra_iterations < 0):
             raise ValueError(f"extra prior iterations must be an integer >= 0; found "
@@ -180,7 +190,7 @@ class ScanPrior:
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size),
-                      start_phase=str(start_phase))
+                      start_phase=str(start_phase), com_correction=bool(com_correction))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
@@ -222,6 +232,7 @@ class ScanPrior:
         iterations: int | None = None,
         frc_filter: bool | None = None,
         start_phase: str | None = None,
+        com_correction: bool | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -236,8 +247,8 @@ class ScanPrior:
         constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
-        inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start``
-        (inference only).
+        inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start`` and
+        ``com_correction`` ``model_cfg.prior_com_correction`` (inference only).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -256,6 +267,8 @@ class ScanPrior:
                    frc_filter=frc,
                    batch_size=int(model_cfg.prior_batch_size),
                    start_phase=str(start_phase or model_cfg.prior_start),
+                   com_correction=bool(getattr(model_cfg, "prior_com_correction", False)
+                                       if com_correction is None else com_correction),
                    **kw)
 
     @classmethod

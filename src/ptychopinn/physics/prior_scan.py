@@ -48,6 +48,18 @@ instead raised the phase as much but lowered the amplitude by up to 0.06).
 Where the data are noisy it carries noise on as well: `physics.prior_frc` uses
 it only where the scan's two halves agree.
 
+Centre-of-mass correction (``com_correction``): after every pass but the last, the
+low spatial frequencies of the phase, which the passes move only about a probe width
+per pass, are corrected at once. Each pattern's intensity centre of mass is the exit
+wave's mean phase gradient (`physics.com_phase`); that of the pattern the estimate
+predicts, ``|far_field(P E_j(O))|^2``, differs from the measured one, to first order,
+by the probe-weighted mean gradient of the estimate's phase error, the probe's own
+phase and the amplitude's share cancelling as far as the estimate's amplitude is
+right. The differences are integrated over the scan (`com_phase.integrated_phase`)
+and the object turned by `COM_CORRECTION_STEP` times the result. Unlike the
+centre-of-mass start, this holds under curved (defocused) probes (docs/benchmarks.md,
+`bench_prior_start.py`).
+
 The start is the local measured brightness: each pattern's Parseval
 transmission ``t_j = sqrt(sum A_j^2 / sum |P|^2)`` spread over the canvas with
 the probe intensity as weight, so objects whose mean transmission differs from
@@ -71,6 +83,12 @@ from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
 START_PHASES = ("flat", "com")
+COM_CORRECTION_STEP = 0.5
+"""The fraction of each centre-of-mass correction that is applied (module docstring): on
+simulated scans under the default disk, a zone plate and a real probe, at 625 and 2,500
+patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
+but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
+without); halves gained everywhere in phase (exploration, fourteenth session)."""
 """The phases the passes can start from (`scan_error_reduction`'s ``start_phase``)."""
 PASS_CACHE_LIMIT_BYTES = 256 << 20
 """Keep each pattern's shifted probes and amplitudes across passes up to this size."""
@@ -287,6 +305,7 @@ def scan_error_reduction(
     first_pass: int = 0,
     phase_velocity: Tensor | None = None,
     start_phase: str = "flat",
+    com_correction: bool = False,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -352,6 +371,9 @@ def scan_error_reduction(
         The phase of the start when the passes start from the measured brightness (no
         ``start``): ``'flat'`` (0 everywhere) or ``'com'`` (the integrated centres of mass
         of these patterns, `physics.com_phase`: the object's low-frequency phase at once).
+    com_correction
+        After every pass but the last, turn the object by the integrated difference of the
+        measured and the predicted patterns' centres of mass (module docstring).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -436,18 +458,26 @@ def scan_error_reduction(
     weight = torch.zeros(shape, device=dev) if illumination is None else illumination.to(dev)
     bright = torch.zeros(shape, device=dev) if start_canvas is None else None
     com = bright is not None and start_phase == "com"
-    grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com else None
+    correcting = bool(com_correction) and iterations > 1 and n_pat > 0
+    grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com or correcting else None
+    mask = None if good is None else good > 0
     power = float(ill.sum())
+    if correcting and not (illumination is None or bright is not None):
+        for s in range(0, n_pat, 256):
+            rows = torch.arange(s, min(s + 256, n_pat))
+            grads[rows] = centre_of_mass_gradients(batch_amps(rows), mask)
     for s in range(0, n_pat if illumination is None or bright is not None else 0, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
         w = ill.expand(rows.numel(), n, n).contiguous()
         if illumination is None:
             accumulate_patches(weight, w, local[rows])
         if bright is None:
+            if correcting:
+                grads[rows] = centre_of_mass_gradients(batch_amps(rows), mask)
             continue
         a = batch_amps(rows)
-        if com:
-            grads[rows] = centre_of_mass_gradients(a, None if good is None else good > 0)
+        if com or correcting:
+            grads[rows] = centre_of_mass_gradients(a, mask)
         if good is not None:
             num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))
         else:
@@ -556,5 +586,33 @@ def scan_error_reduction(
                     den_c.index_fill_(0, idx, 0)
             if turning:
                 _turn_on(flat, before, velocity, phase_momentum)
+            if correcting and it < iterations - 1:
+                model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
+                                           mask, n_pat)
+                turn = integrated_phase(grads - model, local.cpu(), shape, ill.cpu()).to(dev)
+                turn.mul_(COM_CORRECTION_STEP)
+                obj.mul_(torch.polar(torch.ones_like(turn), turn))
     return ScanEstimate(obj, origin, weight)
+
+
+def _predicted_centres(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor,
+                       cache, cache_rows: Tensor | None, mask: Tensor | None,
+                       n_pat: int) -> Tensor:
+    """``(n, 2)`` `centre_of_mass_gradients` of the patterns the canvas predicts,
+    ``sum_m |far_field(P_m E_j(O))|^2`` with each pattern's sub-pixel-shifted probes,
+    on the measured patterns' detector mask."""
+    out = torch.zeros(n_pat, 2, dtype=torch.float64)
+    for s in range(0, n_pat, 256):
+        rows = torch.arange(s, min(s + 256, n_pat), device=corner.device)
+        if cache is not None:
+            at = rows if cache_rows is None else cache_rows[rows]
+            probes = cache[0].index_select(0, at)
+        else:
+            probes = subpixel_probes(p_hat, frac[rows])
+        c0 = corner[rows]
+        field = torch.fft.fft2(probes * obj_windows[c0[:, 0], c0[:, 1]][:, None])
+        inten = (field.real.square() + field.imag.square()).sum(-3)
+        amps = torch.fft.fftshift(inten, dim=(-2, -1)).sqrt()
+        out[rows.cpu()] = centre_of_mass_gradients(amps, mask)
+    return out
 

@@ -108,7 +108,8 @@ def reconstruct_tensorflow(
                              frc_filter=cfg.prior_frc_filter,
                              extra_iterations=cfg.prior_extra_iterations,
                              phase_momentum=cfg.prior_phase_momentum,
-                             start_phase=cfg.prior_start)
+                             start_phase=cfg.prior_start,
+                             com_correction=cfg.prior_com_correction)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -151,5 +152,6 @@ def reconstruct_tensorflow(
         prior_agreement=None if prior is None else prior.agreement,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
+        prior_com_correction=None if prior is None else prior.com_correction,
         phase_sync=sync,
     )
