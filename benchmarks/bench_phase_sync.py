@@ -84,7 +84,7 @@ def main() -> None:
         for what, path in (("RUN", run), ("SCAN", scan)):
             if not Path(path).exists():
                 ap.error(f"--run: {what} {path} not found")
-        runs.append((f"{Path(run).name} ({Path(scan).name})", Path(run),
+        runs.append((f"{Path(run).parent.name}/{Path(run).name} ({Path(scan).name})", Path(run),
                      lambda p=scan: (load_npz(p), p)))
     torch.set_num_threads(args.threads)
     from _record import print_and_record

@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="model.prior_batch_size of the trained model (default: train's)")
     p.add_argument("--prior-start", choices=("flat", "com", "auto"), default=None,
                    help="model.prior_start of the trained model (default: train's)")
+    p.add_argument("--prior-com-correction", choices=("on", "off"), default=None,
+                   help="model.prior_com_correction of the trained model (default: train's)")
     p.add_argument("--phase-sync", choices=("global", "waves"), default=None,
                    help="InferenceConfig.phase_sync_method of the reconstruction (default: "
                         "infer's)")
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--prior-iterations sets how a new model is trained; --model reuses one")
     if args.prior_start is not None and args.model:
         p.error("--prior-start sets how a new model is trained; --model reuses one")
+    if args.prior_com_correction is not None and args.model:
+        p.error("--prior-com-correction sets how a new model is trained; --model reuses one")
     if not Path(args.data).exists():
         print(f"bench_siemens_pinn: SKIPPED: {args.data} not found.")
         return
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         {"probe_shift": "_ps", "bilinear": "_bl"}.get(args.subpixel, "")) + (
         f"_p{args.prior_iterations}" if args.prior_iterations else "") + (
         f"_b{args.prior_batch_size}" if args.prior_batch_size else "") + (
-        f"_{args.prior_start}" if args.prior_start else "")
+        f"_{args.prior_start}" if args.prior_start else "") + (
+        f"_cc{args.prior_com_correction}" if args.prior_com_correction else "")
     fig_suffix = suffix + (f"_{args.phase_sync}" if args.phase_sync else "")
     model_section = {"N": scan.patch_size}
     if args.subpixel:
@@ -169,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         model_section["prior_batch_size"] = args.prior_batch_size
     if args.prior_start:
         model_section["prior_start"] = args.prior_start
+    if args.prior_com_correction:
+        model_section["prior_com_correction"] = args.prior_com_correction == "on"
     run = Path(args.model) if args.model else WORK / f"siemens_pinn_run{suffix}"
     cfg = TrainingConfig.model_validate({
         "model": model_section, "output_dir": str(run),
@@ -250,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase_sync:
         model_kind += f", phase_sync_method={args.phase_sync}"
     model_kind += (f", model.prior_start={model.config.model.prior_start!r} (the prior "
-                   f"started {rec.prior_start!r})")
+                   f"started {rec.prior_start!r}), model.prior_com_correction="
+                   f"{model.config.model.prior_com_correction}")
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; PINN "
              f"{trained}{model_kind} after {args.probe_refine_epochs} epochs of probe retrieval"
              f"{' with position correction' if args.correct_positions else ''} "

@@ -379,3 +379,21 @@ def test_com_correction_option_config_bundle_cli_and_reconstruction() -> None:
     assert not torch.equal(on.estimate.canvas, off.estimate.canvas)
     with pytest.raises(ValueError, match="com_correction needs scope 'scan'"):
         ScanPrior(amps, pos, _probe(), 1.0, 1, 3, com_correction=True)
+
+
+def test_a_corrected_run_split_into_continuations_is_the_whole_run() -> None:
+    """The corrections fall between passes of the run, not of each call: k passes and
+    then the rest from their canvas with ``first_pass=k`` give the whole run bit for bit
+    (the FRC-filtered prior splits its halves' runs so)."""
+    shape = (80, 80)
+    pos = _grid_positions(shape, 6)
+    probe = _curved(0.05)
+    amps = _patterns(np.exp(1j * _bump(shape)), pos, probe)
+    whole = scan_error_reduction(amps, pos, probe, 3, com_correction=True)
+    assert not torch.equal(whole.canvas, scan_error_reduction(amps, pos, probe, 3).canvas)
+    frame = (whole.origin_px, tuple(whole.canvas.shape))
+    for k in (1, 2):
+        first = scan_error_reduction(amps, pos, probe, k, com_correction=True, frame=frame)
+        rest = scan_error_reduction(amps, pos, probe, 3 - k, start=first.canvas, first_pass=k,
+                                    com_correction=True, frame=frame)
+        assert torch.equal(rest.canvas, whole.canvas), k

@@ -135,7 +135,7 @@ class ModelConfig(_Section):
     )
     prior_com_correction: bool | None = Field(
         None,
-        description="prior_scope 'scan': after every pass of the physics prior but the last, "
+        description="prior_scope 'scan': between every two passes of the physics prior, "
         "turn its phase by half the integrated difference of the measured and the predicted "
         "patterns' centres of mass (physics.prior_scan): the low spatial frequencies of the "
         "phase, which the passes move about a probe width per pass, at once, under any probe "

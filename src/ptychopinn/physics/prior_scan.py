@@ -48,7 +48,7 @@ instead raised the phase as much but lowered the amplitude by up to 0.06).
 Where the data are noisy it carries noise on as well: `physics.prior_frc` uses
 it only where the scan's two halves agree.
 
-Centre-of-mass correction (``com_correction``): after every pass but the last, the
+Centre-of-mass correction (``com_correction``): between every two passes, the
 low spatial frequencies of the phase, which the passes move only about a probe width
 per pass, are corrected at once. Each pattern's intensity centre of mass is the exit
 wave's mean phase gradient (`physics.com_phase`); that of the pattern the estimate
@@ -372,8 +372,10 @@ def scan_error_reduction(
         ``start``): ``'flat'`` (0 everywhere) or ``'com'`` (the integrated centres of mass
         of these patterns, `physics.com_phase`: the object's low-frequency phase at once).
     com_correction
-        After every pass but the last, turn the object by the integrated difference of the
-        measured and the predicted patterns' centres of mass (module docstring).
+        Before every pass of the run but its first (the passes before this call's count,
+        ``first_pass``), turn the object by `COM_CORRECTION_STEP` times the integrated
+        difference of the measured and the predicted patterns' centres of mass (module
+        docstring); a run split into continuations is corrected as the whole run.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -458,7 +460,9 @@ def scan_error_reduction(
     weight = torch.zeros(shape, device=dev) if illumination is None else illumination.to(dev)
     bright = torch.zeros(shape, device=dev) if start_canvas is None else None
     com = bright is not None and start_phase == "com"
-    correcting = bool(com_correction) and iterations > 1 and n_pat > 0
+    # corrections before every pass of the run but its first (``first_pass`` counts the
+    # passes before this call's), so a run split into continuations corrects as a whole
+    correcting = bool(com_correction) and n_pat > 0 and first_pass + iterations > 1
     grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com or correcting else None
     mask = None if good is None else good > 0
     power = float(ill.sum())
@@ -544,6 +548,11 @@ def scan_error_reduction(
             velocity = (torch.zeros(flat.shape, device=dev) if phase_velocity is None else
                         phase_velocity.detach().to(dev, torch.float32).reshape(-1).clone())
         for it in range(iterations):
+            if correcting and first_pass + it > 0:
+                model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
+                                           mask, n_pat)
+                turn = integrated_phase(grads - model, local.cpu(), shape, ill.cpu()).to(dev)
+                obj.mul_(torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP)))
             turning = momentum and it < iterations - 1
             if turning:
                 torch.angle(flat, out=before)
@@ -586,12 +595,6 @@ def scan_error_reduction(
                     den_c.index_fill_(0, idx, 0)
             if turning:
                 _turn_on(flat, before, velocity, phase_momentum)
-            if correcting and it < iterations - 1:
-                model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
-                                           mask, n_pat)
-                turn = integrated_phase(grads - model, local.cpu(), shape, ill.cpu()).to(dev)
-                turn.mul_(COM_CORRECTION_STEP)
-                obj.mul_(torch.polar(torch.ones_like(turn), turn))
     return ScanEstimate(obj, origin, weight)
 
 
