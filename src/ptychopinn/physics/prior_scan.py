@@ -83,13 +83,13 @@ from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
 START_PHASES = ("flat", "com")
+"""The phases the passes can start from (`scan_error_reduction`'s ``start_phase``)."""
 COM_CORRECTION_STEP = 0.5
 """The fraction of each centre-of-mass correction that is applied (module docstring): on
 simulated scans under the default disk, a zone plate and a real probe, at 625 and 2,500
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
-"""The phases the passes can start from (`scan_error_reduction`'s ``start_phase``)."""
 PASS_CACHE_LIMIT_BYTES = 256 << 20
 """Keep each pattern's shifted probes and amplitudes across passes up to this size."""
 CLEAR_WHOLE_RATIO = 4
@@ -462,7 +462,8 @@ def scan_error_reduction(
     com = bright is not None and start_phase == "com"
     # corrections before every pass of the run but its first (``first_pass`` counts the
     # passes before this call's), so a run split into continuations corrects as a whole
-    correcting = bool(com_correction) and n_pat > 0 and first_pass + iterations > 1
+    correcting = (bool(com_correction) and n_pat > 0 and iterations > 0
+                  and first_pass + iterations > 1)
     grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com or correcting else None
     mask = None if good is None else good > 0
     power = float(ill.sum())
