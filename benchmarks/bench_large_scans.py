@@ -94,7 +94,8 @@ def main() -> None:
             print(lines[-1], flush=True)
     mcfg = loaded.config.model
     notes = (f"model {args.model} (N=64, gridsize {mcfg.gridsize}, trained with "
-             f"model.prior_start={mcfg.prior_start!r}); scans simulated with the simulator's "
+             f"model.prior_start={mcfg.prior_start!r}, model.prior_com_correction="
+             f"{mcfg.prior_com_correction}); scans simulated with the simulator's "
              f"defaults (SimulationConfig(n_positions=..., seed=...)); default inference "
              f"options but InferenceConfig.prior_start and phase_sync_method"
              + (f", prior_iterations={args.prior_iterations}" if args.prior_iterations else "")

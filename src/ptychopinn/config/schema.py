@@ -139,8 +139,11 @@ class ModelConfig(_Section):
         "turn its phase by half the integrated difference of the measured and the predicted "
         "patterns' centres of mass (physics.prior_scan): the low spatial frequencies of the "
         "phase, which the passes move about a probe width per pass, at once, under any probe "
-        "(unlike prior_start 'com'). About 15-40 % more prior time. None: off. Bundles without "
-        "it: off. Measured in docs/benchmarks.md (bench_prior_start.py).",
+        "(unlike prior_start 'com'). Models trained with it scored higher phase SSIM on every "
+        "simulated scan measured, the real-probe scan included (amplitude -0.001 to +0.048), for "
+        "20-70 % more prior time (15-32 % more inference time; docs/benchmarks.md, "
+        "bench_prior_start.py, bench_large_scans.py). None: off (not yet the default: the "
+        "benchmark tables were measured without it). Bundles without it: off.",
     )
     prior_start: Literal["flat", "com", "auto"] = Field(
         "flat",
