@@ -397,3 +397,37 @@ def test_a_corrected_run_split_into_continuations_is_the_whole_run() -> None:
         rest = scan_error_reduction(amps, pos, probe, 3 - k, start=first.canvas, first_pass=k,
                                     com_correction=True, frame=frame)
         assert torch.equal(rest.canvas, whole.canvas), k
+
+
+def test_inference_runs_records_and_refuses_the_prior_options(tmp_path) -> None:
+    """`InferenceConfig.prior_com_correction` / ``prior_start`` reach the prior and are
+    recorded (result and reconstruction.npz); a neighbourhood-prior model refuses them,
+    naming the bundle."""
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.inference.reconstruct import write_outputs
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=64, seed=3))
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 2})
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    one = {"execution": {"num_threads": 1}, "figures": False}
+    plain = api.reconstruct(tmp_path / "model", scan, InferenceConfig(**one))
+    assert plain.prior_com_correction is False and plain.prior_start == "flat"
+    fixed = api.reconstruct(tmp_path / "model", scan,
+                            InferenceConfig(prior_com_correction=True, prior_start="auto", **one))
+    assert fixed.prior_com_correction is True and fixed.prior_start == "com"  # a flat probe
+    assert np.abs(fixed.object - plain.object).max() > 1e-4
+    write_outputs(fixed, tmp_path / "out", scan=scan, figures=False)
+    saved = np.load(tmp_path / "out" / "reconstruction.npz")
+    assert bool(saved["prior_com_correction"]) and str(saved["prior_start"]) == "com"
+    ncfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 1,
+                                 "prior_scope": "neighbourhood"})
+    save_pinn(tmp_path / "neigh", PtychoPINN(ncfg.model, probe), ncfg)
+    for bad in ({"prior_com_correction": True}, {"prior_start": "com"}):
+        with pytest.raises(ConfigError, match="needs a model with the scan prior.*neigh"):
+            api.reconstruct(tmp_path / "neigh", scan, InferenceConfig(**bad, **one))
