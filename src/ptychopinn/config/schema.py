@@ -141,7 +141,7 @@ class ModelConfig(_Section):
         "phase, which the passes move about a probe width per pass, at once, under any probe "
         "(unlike prior_start 'com'). Models trained with it scored higher phase SSIM on every "
         "simulated scan measured, the real-probe scan included (amplitude -0.001 to +0.048), for "
-        "20-70 % more prior time (15-32 % more inference time; docs/benchmarks.md, "
+        "18-67 % more prior time (14-32 % more inference time; docs/benchmarks.md, "
         "bench_prior_start.py, bench_large_scans.py). None: off (not yet the default: the "
         "benchmark tables were measured without it). Bundles without it: off.",
     )
