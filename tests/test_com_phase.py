@@ -342,16 +342,17 @@ def test_com_correction_option_config_bundle_cli_and_reconstruction() -> None:
 
     assert ModelConfig().prior_com_correction is False
     assert ModelConfig(prior_scope="neighbourhood").prior_com_correction is False
-    with pytest.raises(ValueError, match="prior_com_correction needs the scan prior"):
+    with pytest.raises(ValueError, match="prior_com_correction true needs the scan prior"):
         ModelConfig(prior_com_correction=True, prior_iterations=0)
     cfg = with_overrides(TrainingConfig(), {"model": {"prior_com_correction": True}})
     assert cfg.model.prior_com_correction is True
-    # switching to the neighbourhood prior lets it default again (off)
-    other = with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
-    assert other.model.prior_com_correction is False
-    with pytest.raises(ConfigError, match="prior_com_correction"):
-        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood",
-                                       "prior_com_correction": True}})
+    assert with_overrides(cfg, {"model": {"prior_iterations": 6}}).model.prior_com_correction
+    # the neighbourhood prior is not corrected: switching to it with the option on is refused
+    with pytest.raises(ConfigError, match="prior_com_correction true needs the scan prior"):
+        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
+    assert not with_overrides(cfg, {"model": {"prior_scope": "neighbourhood",
+                                              "prior_com_correction": False}}
+                              ).model.prior_com_correction
     raw = cfg.model_dump(mode="json")
     del raw["model"]["prior_com_correction"]
     assert manifest_config({"config": raw}, "old.bundle").model.prior_com_correction is False

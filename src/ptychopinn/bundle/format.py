@@ -216,7 +216,7 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_batch_size"] = LEGACY_PRIOR_BATCH_SIZE
     if isinstance(model, dict) and "prior_start" not in model:
         model["prior_start"] = "flat"
-    if isinstance(model, dict) and model.get("prior_com_correction") is None:
+    if isinstance(model, dict) and "prior_com_correction" not in model:
         model["prior_com_correction"] = False
     try:
         return TrainingConfig.model_validate(raw)

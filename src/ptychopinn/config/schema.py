@@ -133,17 +133,17 @@ class ModelConfig(_Section):
         "(about 1.5x the plain prior's work). None: on with a scan prior (prior_scope 'scan' "
         "and prior_iterations > 0), else off. Bundles without it: off.",
     )
-    prior_com_correction: bool | None = Field(
-        None,
-        description="prior_scope 'scan': between every two passes of the physics prior, "
+    prior_com_correction: bool = Field(
+        False,
+        description="With the scan prior (prior_scope 'scan', prior_iterations > 0): between every two passes of the physics prior, "
         "turn its phase by half the integrated difference of the measured and the predicted "
         "patterns' centres of mass (physics.prior_scan): the low spatial frequencies of the "
         "phase, which the passes move about a probe width per pass, at once, under any probe "
         "(unlike prior_start 'com'). Models trained with it scored higher phase SSIM on every "
         "simulated scan measured, the real-probe scan included (amplitude -0.001 to +0.048), for "
         "18-67 % more prior time (14-32 % more inference time; docs/benchmarks.md, "
-        "bench_prior_start.py, bench_large_scans.py). None: off (not yet the default: the "
-        "benchmark tables were measured without it). Bundles without it: off.",
+        "bench_prior_start.py, bench_large_scans.py). Off by default: the benchmark tables were "
+        "measured without it. Bundles without it: off.",
     )
     prior_start: Literal["flat", "com", "auto"] = Field(
         "flat",
@@ -220,23 +220,17 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _com_correction_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_com_correction and (self.prior_scope != "scan" or not self.prior_iterations):
-            raise ValueError(
-                "model.prior_com_correction needs the scan prior, prior_scope 'scan' with "
-                f"prior_iterations > 0; found prior_scope {self.prior_scope!r}, "
-                f"prior_iterations {self.prior_iterations}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _com_start_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_start == "com" and (self.prior_scope != "scan" or not self.prior_iterations):
-            raise ValueError(
-                f"model.prior_start {self.prior_start!r} needs the scan prior, prior_scope "
-                f"'scan' with prior_iterations > 0 (the neighbourhood prior starts flat); found "
-                f"prior_scope {self.prior_scope!r}, prior_iterations {self.prior_iterations}"
-            )
+    def _centre_of_mass_options_need_scan_prior(self) -> ModelConfig:
+        if self.prior_scope == "scan" and self.prior_iterations:
+            return self
+        for asked, option in ((self.prior_com_correction, "prior_com_correction true"),
+                              (self.prior_start == "com", "prior_start 'com'")):
+            if asked:
+                raise ValueError(
+                    f"model.{option} needs the scan prior, prior_scope 'scan' with "
+                    f"prior_iterations > 0 (the neighbourhood prior starts flat and is not "
+                    f"corrected); found prior_scope {self.prior_scope!r}, prior_iterations "
+                    f"{self.prior_iterations}")
         return self
 
     @model_validator(mode="after")
@@ -255,7 +249,7 @@ class ModelConfig(_Section):
         """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
         ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
         ``prior_frc_filter=None`` to 'probe_shift' / on with a scan prior (scope 'scan'
-        and passes > 0), else 'bilinear' / off; ``prior_com_correction=None`` to off."""
+        and passes > 0), else 'bilinear' / off."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
@@ -270,8 +264,6 @@ class ModelConfig(_Section):
                 data = {**data, "subpixel": "probe_shift" if scan_prior else "bilinear"}
             if data.get("prior_frc_filter") is None:
                 data = {**data, "prior_frc_filter": scan_prior}
-            if data.get("prior_com_correction") is None:
-                data = {**data, "prior_com_correction": False}
         return data
 
     @field_validator("N")

@@ -110,18 +110,14 @@ def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa
     filter and the centre-of-mass start need the scan prior (both backends)."""
     from ptychopinn.errors import ConfigError
 
-    if cfg.prior_frc_filter and mcfg.prior_iterations and mcfg.prior_scope != "scan":
-        raise ConfigError(
-            f"prior_frc_filter=true needs a model with the scan prior; {model_path} has "
-            f"model.prior_scope {mcfg.prior_scope!r}.")
-    if cfg.prior_com_correction and mcfg.prior_iterations and mcfg.prior_scope != "scan":
-        raise ConfigError(
-            f"prior_com_correction=true needs a model with the scan prior; {model_path} has "
-            f"model.prior_scope {mcfg.prior_scope!r}.")
-    if cfg.prior_start == "com" and mcfg.prior_iterations and mcfg.prior_scope != "scan":
-        raise ConfigError(
-            f"prior_start='com' needs a model with the scan prior; {model_path} has "
-            f"model.prior_scope {mcfg.prior_scope!r}.")
+    if not mcfg.prior_iterations or mcfg.prior_scope == "scan":
+        return
+    for asked, option in ((cfg.prior_frc_filter, "prior_frc_filter=true"),
+                          (cfg.prior_com_correction, "prior_com_correction=true"),
+                          (cfg.prior_start == "com", "prior_start='com'")):
+        if asked:
+            raise ConfigError(f"{option} needs a model with the scan prior; {model_path} has "
+                              f"model.prior_scope {mcfg.prior_scope!r}.")
 
 
 def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) -> Reconstruction:

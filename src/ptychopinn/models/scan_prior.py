@@ -267,8 +267,8 @@ class ScanPrior:
                    frc_filter=frc,
                    batch_size=int(model_cfg.prior_batch_size),
                    start_phase=str(start_phase or model_cfg.prior_start),
-                   com_correction=bool(getattr(model_cfg, "prior_com_correction", False)
-                                       if com_correction is None else com_correction),
+                   com_correction=bool(model_cfg.prior_com_correction if com_correction is None
+                                       else com_correction),
                    **kw)
 
     @classmethod

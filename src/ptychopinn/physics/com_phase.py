@@ -22,7 +22,7 @@ the same for every pattern only when its phase is flat where it is bright or the
 object's amplitude is uniform; under a probe with a curved phase (``phi_P ~ a r^2``)
 it adds about ``C grad log |O|^2``, ``C`` the probe's `probe_phase_curvature` matrix:
 the object's amplitude structure reads as phase. Real, defocused probes have
-``C`` of several radians (the real X-ray-laser probe 7.3, the measured Siemens star's
+``C`` of several radians (the real X-ray-laser probe 7.65, the measured Siemens star's
 about 12; the simulator's default disk 0.15), and there the com start is worse than
 the flat one (`COM_CURVATURE_LIMIT`; docs/benchmarks.md).
 

@@ -464,25 +464,20 @@ def scan_error_reduction(
     # passes before this call's), so a run split into continuations corrects as a whole
     correcting = (bool(com_correction) and n_pat > 0 and iterations > 0
                   and first_pass + iterations > 1)
-    grads = torch.zeros(n_pat, 2, dtype=torch.float64) if com or correcting else None
-    mask = None if good is None else good > 0
+    grads = None  # the measured patterns' centres of mass, for either
+    if com or correcting:
+        mask = None if good is None else good > 0
+        grads = torch.cat([centre_of_mass_gradients(batch_amps(torch.arange(s, min(s + 256, n_pat))),
+                                                    mask) for s in range(0, n_pat, 256)])
     power = float(ill.sum())
-    if correcting and not (illumination is None or bright is not None):
-        for s in range(0, n_pat, 256):
-            rows = torch.arange(s, min(s + 256, n_pat))
-            grads[rows] = centre_of_mass_gradients(batch_amps(rows), mask)
     for s in range(0, n_pat if illumination is None or bright is not None else 0, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
         w = ill.expand(rows.numel(), n, n).contiguous()
         if illumination is None:
             accumulate_patches(weight, w, local[rows])
         if bright is None:
-            if correcting:
-                grads[rows] = centre_of_mass_gradients(batch_amps(rows), mask)
             continue
         a = batch_amps(rows)
-        if com or correcting:
-            grads[rows] = centre_of_mass_gradients(a, mask)
         if good is not None:
             num = (a.square() * good).sum((-2, -1)) * (good.numel() / good.sum().clamp_min(1))
         else:

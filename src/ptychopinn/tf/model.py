@@ -181,7 +181,8 @@ class TFPtychoPINN(tf.Module):
             train_input_scale=float(self.train_input_scale.numpy()), iterations=iterations,
             frc_filter=frc_filter, extra_iterations=extra_iterations,
             phase_momentum=phase_momentum, start_phase=start_phase,
-            com_correction=com_correction, valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
+            com_correction=com_correction,
+            valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
                           prior=None):
