@@ -254,21 +254,83 @@ def test_the_scan_prior_warns_about_a_com_start_under_a_curved_probe(caplog) -> 
                 assert (prior.probe_curvature is None) == (start == "flat")
 
 
-def test_integration_warns_when_conjugate_gradients_do_not_converge(caplog) -> None:
-    from ptychopinn.physics import com_phase
+def test_a_phase_integrator_is_linear_and_keeps_no_state_between_calls() -> None:
+    """One factorisation serves every gradient set of a scan (the correction integrates
+    once per pass): the result is linear in the gradients and the same however often
+    and in whichever order the integrator is called, and it is `integrated_phase`'s."""
+    from ptychopinn.physics.com_phase import PhaseIntegrator
 
-    rng = np.random.default_rng(1)
-    gy, gx = rng.standard_normal((2, 12, 12))
-    w = np.ones((12, 12))
-    with caplog.at_level("WARNING", logger="ptychopinn.physics.com_phase"):
-        full = com_phase._fit_differences(gy, gx, w, 4)
-    assert caplog.records == []
-    with caplog.at_level("WARNING", logger="ptychopinn.physics.com_phase"):
-        short = com_phase._fit_differences(gy, gx, w, 4, maxiter=2)
-    assert len(caplog.records) == 1
-    assert "did not reach a relative residual" in caplog.records[0].getMessage()
-    assert "in 2 steps on a 12x12 grid" in caplog.records[0].getMessage()
-    assert not np.allclose(short, full, atol=1e-3)  # it did stop short
+    shape = (90, 100)
+    pos = _grid_positions(shape, 6) + np.random.default_rng(4).uniform(-0.5, 0.5, (1, 2))
+    ill = _probe().abs() ** 2
+    rng = np.random.default_rng(5)
+    g1, g2 = 0.02 * rng.standard_normal((2, len(pos), 2))
+    integ = PhaseIntegrator(pos, shape, ill)
+    a, b = integ(g1), integ(g2)
+    assert a.shape == shape and a.dtype == torch.float32
+    assert float(a.abs().max()) > 0.05  # not a trivial zero
+    both = integ(g1 - 2.5 * g2)
+    np.testing.assert_allclose(both.numpy(), (a - 2.5 * b).numpy(), atol=2e-5)
+    assert torch.equal(integ(g1), a)  # no state carried from call to call
+    assert torch.equal(integrated_phase(g2, pos, shape, ill), b)
+    with pytest.raises(ValueError, match=rf"found \(3, 2\) and \({len(pos)}, 2\)"):
+        integ(g1[:3])
+    with pytest.raises(ValueError, match="gradients must be finite"):
+        integ(np.full_like(g1, np.nan))
+    with pytest.raises(ValueError, match="positions must be finite"):
+        PhaseIntegrator(np.full((2, 2), np.inf), shape, ill)
+
+
+@pytest.mark.parametrize("n", [32, 33])
+def test_moments_in_the_ffts_layout_give_the_centred_patterns_centres(n) -> None:
+    """The correction reads the predicted patterns' centres straight from ``fft2``
+    (`moment_weights(centred=False)`, float32): the same gradients as
+    `centre_of_mass_gradients` of the same patterns laid out centred, mask included."""
+    from ptychopinn.physics.com_phase import intensity_centre_gradients, moment_weights
+
+    rng = np.random.default_rng(n)
+    inten = torch.from_numpy(rng.gamma(2.0, 1.0, (5, n, n))) ** 2
+    inten[:, n // 2 + 3, n // 2 - 2] += 400.0  # off-centre weight: clearly non-zero
+    inten[4] = 0.0  # a pattern without counts
+    valid = torch.from_numpy(rng.uniform(size=(n, n)) > 0.1)
+    for mask in (None, valid):
+        want = centre_of_mass_gradients(inten.sqrt(), mask)
+        assert float(want[:4].abs().min()) > 1e-4 and torch.equal(want[4], torch.zeros(2,
+                                                                                dtype=want.dtype))
+        w = moment_weights(n, mask, centred=False, dtype=torch.float32)
+        got = intensity_centre_gradients(torch.fft.ifftshift(inten, dim=(-2, -1)).float(), w)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-7)  # float32 sums
+    with pytest.raises(ValueError, match=rf"valid must be \({n}, {n}\)"):
+        moment_weights(n, torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_the_true_object_predicts_the_measured_centres() -> None:
+    """The correction's model of the centres (each pattern's probe on the canvas's
+    window, `prior_scan._predicted_centres`, in the FFT's layout) on the true object is
+    the measured patterns' centres (laid out centred): the correction then turns
+    nothing."""
+    from ptychopinn.physics import prior_scan
+    from ptychopinn.physics.com_phase import moment_weights
+
+    shape = (90, 90)
+    rng = np.random.default_rng(6)
+    pos = _grid_positions(shape, 7)  # whole pixels: the windows are the truth's patches
+    obj = np.exp(1j * _bump(shape)) * (1 + 0.2 * rng.uniform(size=shape))
+    probe = _curved(0.05)
+    amps = _patterns(obj, pos, probe)
+    canvas = torch.from_numpy(obj.astype(np.complex64))  # the truth as the canvas
+    canvas_shape = shape
+    local = torch.from_numpy(pos)
+    frac, corner = prior_scan._window_corners(local, N)
+    windows = canvas.as_strided((canvas_shape[0] - N + 1, canvas_shape[1] - N + 1, N, N),
+                                (canvas_shape[1], 1, canvas_shape[1], 1))
+    p_hat = torch.fft.fft2(probe[None])
+    model = prior_scan._predicted_centres(windows, corner, p_hat, frac, None, None,
+                                          moment_weights(N, centred=False, dtype=torch.float32),
+                                          len(pos))
+    measured = centre_of_mass_gradients(amps)
+    assert float(measured.abs().max()) > 0.01
+    np.testing.assert_allclose(model.numpy(), measured.numpy(), atol=2e-5)
 
 
 def test_auto_starts_from_the_centres_of_mass_only_under_a_flat_phased_probe(caplog) -> None:

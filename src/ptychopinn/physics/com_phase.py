@@ -29,27 +29,24 @@ the flat one (`COM_CURVATURE_LIMIT`; docs/benchmarks.md).
 The integration is a weighted least-squares fit of ``phi`` on a grid ``factor``
 pixels apart: the gradients are spread over the grid with the binned probe
 intensity as weight (as stitching does), and ``phi`` minimises the weighted misfit
-of its finite differences to them (conjugate gradients; memory of a few grid-sized
-vectors, whatever the scan). The grid is then interpolated bilinearly to the canvas.
+of its finite differences to them (a sparse LU of the normal equations, factorised
+once per scan by `PhaseIntegrator`: 63 MB for 10^5 patterns). The grid is then
+interpolated bilinearly to the canvas.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+from scipy.signal import convolve2d
 from torch import Tensor
-
-log = logging.getLogger(__name__)
 
 GRID_CELLS_PER_PATCH = 8
 """The integration grid has this many cells across a patch (``factor = N // 8``)."""
-CG_TOLERANCE = 1e-6
-"""Relative residual of the conjugate-gradient solve."""
 LIT_FRACTION = 1e-3
 """Grid cells with less than this fraction of the largest spread weight carry no data."""
 COM_CURVATURE_LIMIT = 1.5
@@ -101,26 +98,49 @@ def centre_of_mass_gradients(amplitudes: Tensor, valid: Tensor | None = None) ->
     out for the same reason). Patterns without counts get zero gradient."""
     if amplitudes.ndim != 3 or amplitudes.shape[-1] != amplitudes.shape[-2]:
         raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
-    n = amplitudes.shape[-1]
     inten = amplitudes.detach().to(torch.float64).square()
+    return intensity_centre_gradients(inten, moment_weights(inten.shape[-1], valid,
+                                                            dtype=torch.float64,
+                                                            device=inten.device))
+
+
+def moment_weights(n: int, valid: Tensor | None = None, *, centred: bool = True,
+                   dtype: torch.dtype = torch.float64,
+                   device: torch.device | str | None = None) -> Tensor:
+    """``(N * N, 3)``: the pixels counted (`centre_of_mass_gradients`' rule for
+    ``valid``, given in the centred layout) and their frequencies ``k_y``, ``k_x`` where
+    counted, so that an intensity's flattened ``(B, N * N)`` rows times these are its
+    total and first moments (`intensity_centre_gradients`). ``centred=False``: the
+    FFT's own layout (zero frequency at ``[0, 0]``; `torch.fft.ifftshift` of the
+    centred), for intensities straight from ``fft2``."""
+    counted = torch.ones(n, n, dtype=torch.bool)
     # with N even the first row and column (frequency -N/2) have no mirror: left out
-    counted = torch.ones(n, n, dtype=torch.bool, device=inten.device)
     if n % 2 == 0:
         counted[0, :] = False
         counted[:, 0] = False
     if valid is not None:
-        v = valid.to(inten.device).bool()
+        v = valid.detach().cpu().bool()
         if tuple(v.shape) != (n, n):
             raise ValueError(f"valid must be ({n}, {n}); found {tuple(v.shape)}")
         mirror = torch.roll(torch.flip(v, (0, 1)), shifts=(1 - n % 2, 1 - n % 2), dims=(0, 1))
         counted &= v & mirror
-    inten = inten * counted
-    k = torch.arange(n, dtype=torch.float64, device=inten.device) - n // 2
-    total = inten.sum((-2, -1))
-    ky = (inten.sum(-1) * k).sum(-1)
-    kx = (inten.sum(-2) * k).sum(-1)
-    safe = total.clamp_min(1e-300)
-    grad = torch.stack([ky / safe, kx / safe], -1) * (2 * math.pi / n)
+    k = torch.arange(n, dtype=torch.float64) - n // 2
+    c = counted.to(torch.float64)
+    w = torch.stack([c, c * k[:, None], c * k[None, :]], -1)
+    if not centred:
+        w = torch.fft.ifftshift(w, dim=(0, 1))
+    return w.reshape(n * n, 3).to(device=device, dtype=dtype)
+
+
+def intensity_centre_gradients(intensity: Tensor, weights: Tensor) -> Tensor:
+    """``(B, 2)`` float64 phase gradients (radians per pixel) from intensities
+    ``(B, N, N)`` in the layout ``weights`` (`moment_weights`) was made for: the
+    centres of mass times ``2 pi / N``; zero for a pattern without counts. The sums
+    run in ``weights``' dtype (one matrix product over the patterns)."""
+    n = intensity.shape[-1]
+    s = (intensity.reshape(-1, n * n).to(weights.dtype) @ weights).double()
+    total = s[:, 0]
+    grad = s[:, 1:] / total.clamp_min(1e-300)[:, None] * (2 * math.pi / n)
     return torch.where((total > 0)[:, None], grad, torch.zeros_like(grad)).cpu()
 
 
@@ -135,87 +155,122 @@ def integrated_phase(gradients: Tensor | np.ndarray, local_px: Tensor | np.ndarr
     the weight each window spreads its gradient with. ``factor``: the grid spacing in
     pixels (default ``N // GRID_CELLS_PER_PATCH``, at least 1). The mean gradient over
     the scan (the probe's own tilt, and any global phase ramp) is removed; the phase's
-    weighted mean is zero. Pixels far from every position get the nearest grid values."""
-    g = torch.as_tensor(np.asarray(gradients, dtype=np.float64))
-    pos = np.asarray(torch.as_tensor(local_px).cpu().numpy(), dtype=np.float64)
-    n_pat = pos.shape[0] if pos.ndim == 2 else -1
-    if pos.ndim != 2 or pos.shape[1] != 2 or tuple(g.shape) != (n_pat, 2):
-        raise ValueError(f"integrated_phase: gradients and positions must both be (n, 2); "
-                         f"found {tuple(g.shape)} and {pos.shape}")
-    if not (np.all(np.isfinite(pos)) and bool(torch.isfinite(g).all())):
-        raise ValueError("integrated_phase: gradients and positions must be finite")
-    h, w = int(shape[0]), int(shape[1])
-    n = int(probe_intensity.shape[-1])
-    f = max(1, n // GRID_CELLS_PER_PATCH) if factor is None else int(factor)
-    if f < 1:
-        raise ValueError(f"integrated_phase: factor must be >= 1; found {factor!r}")
-    if n_pat == 0:
-        return torch.zeros(h, w)
-    g = g - g.mean(0)
-    # the probe intensity summed over f x f blocks: each window's spreading kernel
-    kern = torch.nn.functional.avg_pool2d(probe_intensity.detach().float().cpu()[None, None],
-                                          f, ceil_mode=True)[0, 0].double()
-    m = kern.shape[-1]
-    hb, wb = -(-h // f) + m, -(-w // f) + m
-    corner = np.rint((pos - n / 2.0) / f).astype(np.int64)
-    corner = np.clip(corner, 0, [hb - m, wb - m])
-    ar = np.arange(m)
-    cells = ((corner[:, 0, None, None] + ar[:, None]) * wb
-             + corner[:, 1, None, None] + ar[None, :]).reshape(-1)
-    kw = kern.numpy().reshape(-1)
-    weight = np.bincount(cells, np.tile(kw, n_pat), minlength=hb * wb)
-    gy = np.bincount(cells, (kw[None, :] * g[:, 0].numpy()[:, None]).reshape(-1), minlength=hb * wb)
-    gx = np.bincount(cells, (kw[None, :] * g[:, 1].numpy()[:, None]).reshape(-1), minlength=hb * wb)
-    top = max(float(weight.max()), 1e-300)
-    lit = weight > LIT_FRACTION * top
-    gy = np.where(lit, gy / np.maximum(weight, 1e-300), 0.0).reshape(hb, wb)
-    gx = np.where(lit, gx / np.maximum(weight, 1e-300), 0.0).reshape(hb, wb)
-    wmap = (weight / top).reshape(hb, wb)
-    phi = _fit_differences(gy, gx, wmap, f)
-    return _to_canvas(phi, (h, w), f)
+    weighted mean is zero. Pixels far from every position get the nearest grid values.
+    One call of a `PhaseIntegrator`, which integrates many gradient sets of one scan
+    for the cost of one."""
+    return PhaseIntegrator(local_px, shape, probe_intensity, factor=factor)(gradients)
 
 
-def _fit_differences(gy: np.ndarray, gx: np.ndarray, wmap: np.ndarray, f: int,
-                     maxiter: int | None = None) -> np.ndarray:
-    """``phi (hb, wb)`` minimising ``sum w (phi[i+1] - phi[i] - f g_mid)^2`` along both
-    axes (``w`` the smaller weight of the two cells, ``g_mid`` their mean gradient).
-    Conjugate gradients stop after ``maxiter`` steps (default ``20 (hb + wb) + 200``);
-    if they have not converged by then, the estimate they reached is used and a warning
-    logged."""
-    hb, wb = gy.shape
+class PhaseIntegrator:
+    """`integrated_phase` for one scan's positions, canvas and probe, and any number of
+    gradient sets: the spreading kernel, the grid's weights and the least-squares
+    operator (a weighted graph Laplacian on the grid) are built and factorised once
+    (sparse LU; `scipy.sparse.linalg.splu`), so each further call costs a spreading,
+    two triangular solves and the interpolation to the canvas. The scan prior's
+    centre-of-mass correction integrates once per pass with one of these.
+
+    The factor's size grows about as ``cells log cells`` with the grid's cells
+    (``canvas pixels / factor^2``): measured 5 MB for 10^4 patterns and 63 MB for 10^5
+    of the simulator's default scan (N=64, factor 8), factorised in 0.03 and 0.43 s."""
+
+    def __init__(self, local_px: Tensor | np.ndarray, shape: tuple[int, int],
+                 probe_intensity: Tensor, *, factor: int | None = None) -> None:
+        pos = np.asarray(torch.as_tensor(local_px).cpu().numpy(), dtype=np.float64)
+        if pos.ndim != 2 or pos.shape[1] != 2:
+            raise ValueError(f"integrated_phase: positions must be (n, 2); found {pos.shape}")
+        if not np.all(np.isfinite(pos)):
+            raise ValueError("integrated_phase: positions must be finite")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.n_patterns = pos.shape[0]
+        n = int(probe_intensity.shape[-1])
+        f = max(1, n // GRID_CELLS_PER_PATCH) if factor is None else int(factor)
+        if f < 1:
+            raise ValueError(f"integrated_phase: factor must be >= 1; found {factor!r}")
+        self.factor = f
+        if self.n_patterns == 0:
+            return
+        # the probe intensity summed over f x f blocks: each window's spreading kernel
+        kern = torch.nn.functional.avg_pool2d(probe_intensity.detach().float().cpu()[None, None],
+                                              f, ceil_mode=True)[0, 0].double().numpy()
+        m = kern.shape[-1]
+        h, w = self.shape
+        hb, wb = -(-h // f) + m, -(-w // f) + m
+        corner = np.rint((pos - n / 2.0) / f).astype(np.int64)
+        corner = np.clip(corner, 0, [hb - m, wb - m])
+        self._kern = kern
+        self._at = corner[:, 0] * (wb - m + 1) + corner[:, 1]  # on the corners' grid
+        self._corners = (hb - m + 1, wb - m + 1)
+        weight = self._spread(np.ones(self.n_patterns))
+        top = max(float(weight.max()), 1e-300)
+        self._lit = weight > LIT_FRACTION * top
+        self._weight = np.maximum(weight, 1e-300)
+        self._wmap = weight / top
+        self._wsum = max(float(self._wmap.sum()), 1e-300)
+        self._edges, d = _difference_operator(self._wmap)
+        self._d = d
+        self._lu = None
+        if d is not None:
+            # a small pull towards zero fixes the free constant (and cells without data)
+            normal = (d.T @ d + 1e-6 * sp.eye(hb * wb)).tocsc()
+            self._lu = spla.splu(normal, permc_spec="MMD_AT_PLUS_A")
+
+    def _spread(self, values: np.ndarray) -> np.ndarray:
+        """``(hb, wb)``: each position's value spread over its window with the kernel
+        (a full convolution of the values, placed at the windows' corners)."""
+        impulses = np.bincount(self._at, values, minlength=self._corners[0] * self._corners[1])
+        return convolve2d(impulses.reshape(self._corners), self._kern, mode="full")
+
+    def __call__(self, gradients: Tensor | np.ndarray) -> Tensor:
+        g = np.asarray(torch.as_tensor(gradients).detach().cpu().numpy(), dtype=np.float64)
+        if tuple(g.shape) != (self.n_patterns, 2):
+            raise ValueError(f"integrated_phase: gradients and positions must both be (n, 2); "
+                             f"found {tuple(g.shape)} and ({self.n_patterns}, 2)")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("integrated_phase: gradients must be finite")
+        if self.n_patterns == 0:
+            return torch.zeros(self.shape)
+        g = g - g.mean(0)
+        gy = np.where(self._lit, self._spread(g[:, 0]) / self._weight, 0.0)
+        gx = np.where(self._lit, self._spread(g[:, 1]) / self._weight, 0.0)
+        if self._lu is None:
+            phi = np.zeros_like(gy)
+        else:
+            rhs = []
+            for (a, b, s), grid in zip(self._edges, (gy, gx), strict=True):
+                flat = grid.reshape(-1)
+                rhs.append(s * self.factor * 0.5 * (flat[a] + flat[b]))
+            phi = self._lu.solve(self._d.T @ np.concatenate(rhs)).reshape(gy.shape)
+        phi = phi - float((phi * self._wmap).sum()) / self._wsum
+        return _to_canvas(phi, self.shape, self.factor)
+
+
+def _difference_operator(wmap: np.ndarray):
+    """The weighted finite differences along both axes of a ``(hb, wb)`` grid:
+    ``[(a, b, s) for y, x]`` (the cell pairs ``b = a + 1`` along the axis where both
+    are lit, and ``s`` the square root of the smaller weight of the two) and the sparse
+    operator ``d`` with rows ``s (phi[b] - phi[a])`` (None when no pair is lit). The
+    phase minimises ``|d phi - s f g_mid|^2``, ``g_mid`` the pair's mean gradient."""
+    hb, wb = wmap.shape
     idx = np.arange(hb * wb).reshape(hb, wb)
-    rows, cols, vals, rhs = [], [], [], []
+    edges, rows, cols, vals = [], [], [], []
     r = 0
-    for a, b, ga, gb, wa, wbb in (
-        (idx[:-1, :], idx[1:, :], gy[:-1, :], gy[1:, :], wmap[:-1, :], wmap[1:, :]),
-        (idx[:, :-1], idx[:, 1:], gx[:, :-1], gx[:, 1:], wmap[:, :-1], wmap[:, 1:]),
-    ):
+    for a, b, wa, wbb in ((idx[:-1, :], idx[1:, :], wmap[:-1, :], wmap[1:, :]),
+                          (idx[:, :-1], idx[:, 1:], wmap[:, :-1], wmap[:, 1:])):
         wt = np.minimum(wa, wbb).reshape(-1)
         ok = wt > LIT_FRACTION
         s = np.sqrt(wt[ok])
         k = int(ok.sum())
+        a_ok, b_ok = a.reshape(-1)[ok], b.reshape(-1)[ok]
+        edges.append((a_ok, b_ok, s))
         rows += [np.arange(r, r + k)] * 2
-        cols += [b.reshape(-1)[ok], a.reshape(-1)[ok]]
+        cols += [b_ok, a_ok]
         vals += [s, -s]
-        rhs.append(s * f * 0.5 * (ga.reshape(-1)[ok] + gb.reshape(-1)[ok]))
         r += k
     if r == 0:
-        return np.zeros((hb, wb))
+        return edges, None
     d = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(r, hb * wb))
-    # a small pull towards zero fixes the free constant (and cells without data)
-    normal = (d.T @ d + 1e-6 * sp.eye(hb * wb)).tocsr()
-    b = d.T @ np.concatenate(rhs)
-    steps = 20 * (hb + wb) + 200 if maxiter is None else int(maxiter)
-    phi, info = spla.cg(normal, b, rtol=CG_TOLERANCE, maxiter=steps)
-    if info != 0:
-        rel = float(np.linalg.norm(normal @ phi - b) / max(float(np.linalg.norm(b)), 1e-300))
-        log.warning("integrated centre-of-mass phase: conjugate gradients did not reach a "
-                    "relative residual of %g in %d steps on a %dx%d grid (%.2g); using the "
-                    "estimate reached.", CG_TOLERANCE, steps, hb, wb, rel)
-    phi = phi.reshape(hb, wb)
-    wsum = max(float(wmap.sum()), 1e-300)
-    return phi - float((phi * wmap).sum()) / wsum
+    return edges, d
 
 
 def _to_canvas(phi: np.ndarray, shape: tuple[int, int], f: int) -> Tensor:

@@ -55,8 +55,9 @@ wave's mean phase gradient (`physics.com_phase`); that of the pattern the estima
 predicts, ``|far_field(P E_j(O))|^2``, differs from the measured one, to first order,
 by the probe-weighted mean gradient of the estimate's phase error, the probe's own
 phase and the amplitude's share cancelling as far as the estimate's amplitude is
-right. The differences are integrated over the scan (`com_phase.integrated_phase`)
-and the object turned by `COM_CORRECTION_STEP` times the result. Unlike the
+right. The differences are integrated over the scan (`com_phase.PhaseIntegrator`,
+factorised once per run) and the object turned by `COM_CORRECTION_STEP` times the
+result. Unlike the
 centre-of-mass start, this holds under curved (defocused) probes (docs/benchmarks.md,
 `bench_prior_start.py`).
 
@@ -76,7 +77,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptychopinn.physics.com_phase import centre_of_mass_gradients, integrated_phase
+from ptychopinn.physics.com_phase import (
+    PhaseIntegrator,
+    centre_of_mass_gradients,
+    intensity_centre_gradients,
+    moment_weights,
+)
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
 from ptychopinn.physics.prior import MODULUS_EPS, exit_wave_correction
 from ptychopinn.physics.propagation import subpixel_probes
@@ -465,10 +471,12 @@ def scan_error_reduction(
     correcting = (bool(com_correction) and n_pat > 0 and iterations > 0
                   and first_pass + iterations > 1)
     grads = None  # the measured patterns' centres of mass, for either
+    integrate = None  # their integration over the scan, factorised once for the run
     if com or correcting:
         mask = None if good is None else good > 0
         grads = torch.cat([centre_of_mass_gradients(batch_amps(torch.arange(s, min(s + 256, n_pat))),
                                                     mask) for s in range(0, n_pat, 256)])
+        integrate = PhaseIntegrator(local.cpu(), shape, ill.cpu())
     power = float(ill.sum())
     for s in range(0, n_pat if illumination is None or bright is not None else 0, 256):
         rows = torch.arange(s, min(s + 256, n_pat))
@@ -492,7 +500,7 @@ def scan_error_reduction(
         flat = torch.where(lit, bright / weight.clamp_min(1e-30), torch.full_like(bright, mean_t))
         obj = flat.to(torch.complex64).contiguous()
         if com:
-            phi = integrated_phase(grads, local.cpu(), shape, ill.cpu()).to(dev)
+            phi = integrate(grads).to(dev)
             obj = torch.polar(flat, phi).to(torch.complex64).contiguous()
     if iterations == 0 or n_pat == 0:
         return ScanEstimate(obj, origin, weight)
@@ -537,6 +545,8 @@ def scan_error_reduction(
     den_windows = den_c.view(shape).as_strided(win_shape, win_strides)
     with torch.no_grad():
         # phase momentum: each pixel's phase at the start of a pass, and its velocity
+        moments = None if not correcting else moment_weights(
+            n, mask, centred=False, dtype=torch.float32, device=dev)
         momentum = bool(phase_momentum) and iterations > 1
         before = torch.empty(flat.shape, device=dev) if momentum else None
         velocity = None
@@ -546,8 +556,8 @@ def scan_error_reduction(
         for it in range(iterations):
             if correcting and first_pass + it > 0:
                 model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
-                                           mask, n_pat)
-                turn = integrated_phase(grads - model, local.cpu(), shape, ill.cpu()).to(dev)
+                                           moments, n_pat)
+                turn = integrate(grads - model).to(dev)
                 obj.mul_(torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP)))
             turning = momentum and it < iterations - 1
             if turning:
@@ -595,23 +605,22 @@ def scan_error_reduction(
 
 
 def _predicted_centres(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor,
-                       cache, cache_rows: Tensor | None, mask: Tensor | None,
-                       n_pat: int) -> Tensor:
-    """``(n, 2)`` `centre_of_mass_gradients` of the patterns the canvas predicts,
-    ``sum_m |far_field(P_m E_j(O))|^2`` with each pattern's sub-pixel-shifted probes,
-    on the measured patterns' detector mask."""
+                       cache, cache_rows: Tensor | None, weights: Tensor, n_pat: int) -> Tensor:
+    """``(n, 2)`` centre-of-mass gradients of the patterns the canvas predicts,
+    ``sum_m |fft2(P_m E_j(O))|^2`` with each pattern's sub-pixel-shifted probes, in the
+    FFT's layout, with ``weights`` (`com_phase.moment_weights(centred=False)`, float32,
+    on the measured patterns' detector mask)."""
     out = torch.zeros(n_pat, 2, dtype=torch.float64)
     for s in range(0, n_pat, 256):
         rows = torch.arange(s, min(s + 256, n_pat), device=corner.device)
-        if cache is not None:
-            at = rows if cache_rows is None else cache_rows[rows]
-            probes = cache[0].index_select(0, at)
-        else:
+        if cache is None:
             probes = subpixel_probes(p_hat, frac[rows])
+        elif cache_rows is None:  # the patterns' own rows: a view, not a copy
+            probes = cache[0][s : s + rows.numel()]
+        else:
+            probes = cache[0].index_select(0, cache_rows[rows])
         c0 = corner[rows]
         field = torch.fft.fft2(probes * obj_windows[c0[:, 0], c0[:, 1]][:, None])
         inten = (field.real.square() + field.imag.square()).sum(-3)
-        amps = torch.fft.fftshift(inten, dim=(-2, -1)).sqrt()
-        out[rows.cpu()] = centre_of_mass_gradients(amps, mask)
+        out[rows.cpu()] = intensity_centre_gradients(inten, weights)
     return out
-
