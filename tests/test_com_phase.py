@@ -402,19 +402,26 @@ def test_com_correction_option_config_bundle_cli_and_reconstruction() -> None:
     from ptychopinn.errors import ConfigError
     from ptychopinn.models.scan_prior import ScanPrior
 
-    assert ModelConfig().prior_com_correction is False
+    # on with the scan prior, off without one; asked for without one, refused
+    assert ModelConfig().prior_com_correction is True
     assert ModelConfig(prior_scope="neighbourhood").prior_com_correction is False
+    assert ModelConfig(prior_iterations=0).prior_com_correction is False
+    assert ModelConfig(prior_com_correction=False).prior_com_correction is False
     with pytest.raises(ValueError, match="prior_com_correction true needs the scan prior"):
         ModelConfig(prior_com_correction=True, prior_iterations=0)
     cfg = with_overrides(TrainingConfig(), {"model": {"prior_com_correction": True}})
     assert cfg.model.prior_com_correction is True
     assert with_overrides(cfg, {"model": {"prior_iterations": 6}}).model.prior_com_correction
-    # the neighbourhood prior is not corrected: switching to it with the option on is refused
-    with pytest.raises(ConfigError, match="prior_com_correction true needs the scan prior"):
-        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}})
-    assert not with_overrides(cfg, {"model": {"prior_scope": "neighbourhood",
-                                              "prior_com_correction": False}}
+    # switching to the neighbourhood prior lets the resolved default go with the scan
+    # prior's; asking for the correction with it in the same breath is refused
+    assert not with_overrides(cfg, {"model": {"prior_scope": "neighbourhood"}}
                               ).model.prior_com_correction
+    with pytest.raises(ConfigError, match="prior_com_correction true needs the scan prior"):
+        with_overrides(cfg, {"model": {"prior_scope": "neighbourhood",
+                                       "prior_com_correction": True}})
+    # an explicit off is kept across unrelated overrides
+    off = with_overrides(TrainingConfig(), {"model": {"prior_com_correction": False}})
+    assert not with_overrides(off, {"model": {"n_filters_scale": 0.5}}).model.prior_com_correction
     raw = cfg.model_dump(mode="json")
     del raw["model"]["prior_com_correction"]
     assert manifest_config({"config": raw}, "old.bundle").model.prior_com_correction is False
@@ -480,14 +487,17 @@ def test_inference_runs_records_and_refuses_the_prior_options(tmp_path) -> None:
     save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
     one = {"execution": {"num_threads": 1}, "figures": False}
     plain = api.reconstruct(tmp_path / "model", scan, InferenceConfig(**one))
-    assert plain.prior_com_correction is False and plain.prior_start == "flat"
+    assert plain.prior_com_correction is True and plain.prior_start == "flat"  # the default
     fixed = api.reconstruct(tmp_path / "model", scan,
-                            InferenceConfig(prior_com_correction=True, prior_start="auto", **one))
-    assert fixed.prior_com_correction is True and fixed.prior_start == "com"  # a flat probe
+                            InferenceConfig(prior_com_correction=False, prior_start="auto", **one))
+    assert fixed.prior_com_correction is False and fixed.prior_start == "com"  # a flat probe
     assert np.abs(fixed.object - plain.object).max() > 1e-4
-    write_outputs(fixed, tmp_path / "out", scan=scan, figures=False)
-    saved = np.load(tmp_path / "out" / "reconstruction.npz")
-    assert bool(saved["prior_com_correction"]) and str(saved["prior_start"]) == "com"
+    for rec, name in ((fixed, "fixed"), (plain, "plain")):
+        write_outputs(rec, tmp_path / name, scan=scan, figures=False)
+    saved = np.load(tmp_path / "fixed" / "reconstruction.npz")
+    assert not bool(saved["prior_com_correction"]) and str(saved["prior_start"]) == "com"
+    saved = np.load(tmp_path / "plain" / "reconstruction.npz")
+    assert bool(saved["prior_com_correction"]) and str(saved["prior_start"]) == "flat"
     ncfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 1,
                                  "prior_scope": "neighbourhood"})
     save_pinn(tmp_path / "neigh", PtychoPINN(ncfg.model, probe), ncfg)

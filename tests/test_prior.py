@@ -333,7 +333,8 @@ def test_scan_prior_batch_size_reaches_the_passes_and_old_bundles_keep_64(
     model = PtychoPINN(cfg.model, probe_n, log_intensity_scale=-float(np.log(factor))).eval()
     amps = torch.from_numpy(small_scan.diffraction).float()
     pos = small_scan.positions_px
-    kw = dict(integer_grid=True, amplitude_step=cfg.model.prior_amplitude_step)
+    kw = dict(integer_grid=True, amplitude_step=cfg.model.prior_amplitude_step,
+              com_correction=cfg.model.prior_com_correction)
     scaled = model.physics.probe * (float(model.prior_amplitude_scale)
                                     * dose_ratio(amps, float(model.train_input_scale)))
     for size in (16, 5):

@@ -299,6 +299,8 @@ def test_scan_prior_and_config_take_the_filter():
     kw = dict(scope="scan", amplitude_step=0.5)
     off = ScanPrior(amps, scan.positions_px, probe, 1.0, 4, 4, **kw)
     on = ScanPrior(amps, scan.positions_px, probe, 1.0, 4, 4, frc_filter=True, **kw)
+    on_cc = ScanPrior(amps, scan.positions_px, probe, 1.0, 4, 4, frc_filter=True,
+                      com_correction=True, **kw)
     ids = torch.arange(scan.n_patterns)
     a, b = off(ids), on(ids)
     assert a.shape == b.shape and not torch.allclose(a.abs(), b.abs())
@@ -310,7 +312,9 @@ def test_scan_prior_and_config_take_the_filter():
                    "prior_batch_size": 64}})  # the constructor's default
     via_cfg = ScanPrior.for_config(cfg.model, amps, scan.positions_px, probe,
                                    prior_amplitude_scale=1.0, train_input_scale=0.0)
-    assert torch.equal(via_cfg(ids), b)
+    assert cfg.model.prior_com_correction  # on with the scan prior, as the filter
+    assert torch.equal(via_cfg(ids), on_cc(ids))
+    assert not torch.equal(via_cfg(ids), b)
 
 
 def test_agreement_is_the_mean_full_data_weight_inside_nyquist():

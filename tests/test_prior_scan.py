@@ -161,6 +161,7 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
     # defaults are tested in test_prior_frc.py and below)
     cfg = TrainingConfig(model={"n_filters_scale": 0.25, "subpixel": "bilinear",
                                 "prior_frc_filter": False}, batch_size=4)
+    assert cfg.model.prior_com_correction  # the default with the scan prior
     assert cfg.model.prior_scope == "scan"
     data = prepare(scan64, cfg)
     probe_n, factor = normalise_probe(torch.from_numpy(scan64.probe), 4.0)
@@ -175,7 +176,7 @@ def test_scan_prior_looks_up_patches_of_the_estimate(scan64) -> None:
     direct = scan_error_reduction(
         data.amplitudes / model.prior_amplitude_scale, data.positions_px, model.physics.probe,
         cfg.model.prior_iterations, amplitude_step=cfg.model.prior_amplitude_step,
-        batch_size=cfg.model.prior_batch_size,
+        batch_size=cfg.model.prior_batch_size, com_correction=True,
     )
     want = direct.patches(data.positions_px[idx].numpy(), 64)
     # same passes, float32 sums in another order: ~3e-4 apart on this scan

@@ -104,7 +104,7 @@ def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") 
 
     Switching ``architecture`` or ``prior_scope`` without giving
     ``prior_iterations`` (or ``prior_amplitude_step``, ``subpixel``,
-    ``prior_frc_filter``) lets it default again (it was resolved for the old).
+    ``prior_frc_filter``, ``prior_com_correction``) lets it default again (it was resolved for the old).
     """
     return build(type(cfg), merge_overrides(to_dict(cfg), overrides), where=where)
 
@@ -112,7 +112,8 @@ def with_overrides(cfg: T, overrides: dict[str, Any], where: str = "overrides") 
 _RESOLVED_BY = {"prior_iterations": ("architecture", "prior_scope"),
                 "prior_amplitude_step": ("prior_scope",),
                 "subpixel": ("architecture", "prior_scope", "prior_iterations"),
-                "prior_frc_filter": ("architecture", "prior_scope", "prior_iterations")}
+                "prior_frc_filter": ("architecture", "prior_scope", "prior_iterations"),
+                "prior_com_correction": ("architecture", "prior_scope", "prior_iterations")}
 """Model keys whose None default is resolved from other keys (`ModelConfig`)."""
 
 
@@ -121,7 +122,7 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     ``prior_iterations`` drops the base's ``prior_iterations`` so it defaults for the
     new choice (a resolved or dumped config carries the old one's value); the same
     for a ``prior_scope`` override and ``prior_amplitude_step``, and for any of the
-    three and ``subpixel`` / ``prior_frc_filter``."""
+    three and ``subpixel`` / ``prior_frc_filter`` / ``prior_com_correction``."""
     base = copy.deepcopy(base)
     for b, o in ((base, overrides), (base.get("model"), overrides.get("model"))):
         if not (isinstance(b, dict) and isinstance(o, dict)):

@@ -133,17 +133,18 @@ class ModelConfig(_Section):
         "(about 1.5x the plain prior's work). None: on with a scan prior (prior_scope 'scan' "
         "and prior_iterations > 0), else off. Bundles without it: off.",
     )
-    prior_com_correction: bool = Field(
-        False,
-        description="With the scan prior (prior_scope 'scan', prior_iterations > 0): between every two passes of the physics prior, "
-        "turn its phase by half the integrated difference of the measured and the predicted "
-        "patterns' centres of mass (physics.prior_scan): the low spatial frequencies of the "
-        "phase, which the passes move about a probe width per pass, at once, under any probe "
-        "(unlike prior_start 'com'). Models trained with it scored higher phase SSIM on every "
-        "simulated scan measured, the real-probe scan included (amplitude -0.001 to +0.048), for "
-        "18-67 % more prior time (14-32 % more inference time; docs/benchmarks.md, "
-        "bench_prior_start.py, bench_large_scans.py). Off by default: the benchmark tables were "
-        "measured without it. Bundles without it: off.",
+    prior_com_correction: bool | None = Field(
+        None,
+        description="With the scan prior (prior_scope 'scan', prior_iterations > 0): between "
+        "every two passes of the physics prior, turn its phase by half the integrated "
+        "difference of the measured and the predicted patterns' centres of mass "
+        "(physics.prior_scan): the low spatial frequencies of the phase, which the passes "
+        "move about a probe width per pass, at once, under any probe (unlike prior_start "
+        "'com'). Models trained with it scored higher phase SSIM on every simulated scan "
+        "measured, the real-probe scan included (amplitude -0.001 to +0.048), for about 40 % "
+        "more prior time on 625 N=64 patterns (5 % less inference throughput; "
+        "docs/benchmarks.md, bench_prior_start.py, bench_large_scans.py). None: on with a "
+        "scan prior, else off. Bundles without it: off.",
     )
     prior_start: Literal["flat", "com", "auto"] = Field(
         "flat",
@@ -248,8 +249,8 @@ class ModelConfig(_Section):
     def _default_prior(cls, data: object) -> object:
         """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
         ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
-        ``prior_frc_filter=None`` to 'probe_shift' / on with a scan prior (scope 'scan'
-        and passes > 0), else 'bilinear' / off."""
+        ``prior_frc_filter=None`` and ``prior_com_correction=None`` to 'probe_shift' / on /
+        on with a scan prior (scope 'scan' and passes > 0), else 'bilinear' / off / off."""
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
@@ -264,6 +265,8 @@ class ModelConfig(_Section):
                 data = {**data, "subpixel": "probe_shift" if scan_prior else "bilinear"}
             if data.get("prior_frc_filter") is None:
                 data = {**data, "prior_frc_filter": scan_prior}
+            if data.get("prior_com_correction") is None:
+                data = {**data, "prior_com_correction": scan_prior}
         return data
 
     @field_validator("N")
