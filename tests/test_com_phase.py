@@ -504,3 +504,23 @@ def test_inference_runs_records_and_refuses_the_prior_options(tmp_path) -> None:
     for bad in ({"prior_com_correction": True}, {"prior_start": "com"}):
         with pytest.raises(ConfigError, match="needs a model with the scan prior.*neigh"):
             api.reconstruct(tmp_path / "neigh", scan, InferenceConfig(**bad, **one))
+
+
+@pytest.mark.parametrize("f, grid", [(4, (7, 9)), (1, (5, 6)), (8, (1, 3)), (3, (2, 1))])
+def test_the_grid_reaches_the_canvas_by_bilinear_interpolation(f, grid) -> None:
+    """`_to_canvas` (one axis at a time) is torch's bilinear ``grid_sample`` of the grid
+    with its nodes at ``i f + (f - 1) / 2`` and the edges held beyond them."""
+    from ptychopinn.physics.com_phase import _to_canvas
+
+    phi = np.random.default_rng(f).standard_normal(grid)
+    shape = (grid[0] * f + 5, grid[1] * f + 3)
+    yy = (torch.arange(shape[0], dtype=torch.float64) - (f - 1) / 2.0) / f
+    xx = (torch.arange(shape[1], dtype=torch.float64) - (f - 1) / 2.0) / f
+    gy, gx = torch.meshgrid(yy / max(grid[0] - 1, 1) * 2 - 1, xx / max(grid[1] - 1, 1) * 2 - 1,
+                            indexing="ij")
+    want = torch.nn.functional.grid_sample(
+        torch.from_numpy(phi)[None, None], torch.stack([gx, gy], -1)[None], mode="bilinear",
+        padding_mode="border", align_corners=True)[0, 0]
+    got = _to_canvas(phi, shape, f)
+    assert got.shape == shape and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
