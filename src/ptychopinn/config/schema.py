@@ -141,10 +141,9 @@ class ModelConfig(_Section):
         "(physics.prior_scan): the low spatial frequencies of the phase, which the passes "
         "move about a probe width per pass, at once, under any probe (unlike prior_start "
         "'com'). Models trained with it scored higher phase SSIM on every simulated scan "
-        "measured, the real-probe scan included (amplitude -0.001 to +0.048), for about 40 % "
-        "more prior time on 625 N=64 patterns (0.75 instead of 0.54 s; 379 instead of 400 "
-        "patterns/s of inference, back to back on one machine; docs/benchmarks.md, "
-        "bench_prior_start.py, bench_large_scans.py). None: on with a "
+        "measured, the real-probe scan included (amplitude -0.001 to +0.048), for 7-37 % more "
+        "prior time on 625 to 10^4 N=64 patterns (docs/benchmarks.md, "
+        "bench_com_correction.py, bench_prior_start.py, bench_large_scans.py). None: on with a "
         "scan prior, else off. Bundles without it: off.",
     )
     prior_start: Literal["flat", "com", "auto"] = Field(

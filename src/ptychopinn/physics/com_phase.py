@@ -30,7 +30,7 @@ The integration is a weighted least-squares fit of ``phi`` on a grid ``factor``
 pixels apart: the gradients are spread over the grid with the binned probe
 intensity as weight (as stitching does), and ``phi`` minimises the weighted misfit
 of its finite differences to them (a sparse LU of the normal equations, factorised
-once per scan by `PhaseIntegrator`: 63 MB for 10^5 patterns). The grid is then
+once per scan by `PhaseIntegrator`: about 70 MB for 10^5 patterns). The grid is then
 interpolated bilinearly to the canvas.
 """
 
@@ -170,8 +170,8 @@ class PhaseIntegrator:
     centre-of-mass correction integrates once per pass with one of these.
 
     The factor's size grows about as ``cells log cells`` with the grid's cells
-    (``canvas pixels / factor^2``): measured 5 MB for 10^4 patterns and 63 MB for 10^5
-    of the simulator's default scan (N=64, factor 8), factorised in 0.03 and 0.43 s."""
+    (``canvas pixels / factor^2``): about 70 MB, factorised in about half a second, on
+    the canvas of a 10^5-pattern N=64 scan (`benchmarks/bench_com_correction.py`)."""
 
     def __init__(self, local_px: Tensor | np.ndarray, shape: tuple[int, int],
                  probe_intensity: Tensor, *, factor: int | None = None) -> None:
@@ -276,8 +276,9 @@ def _difference_operator(wmap: np.ndarray):
 def _to_canvas(phi: np.ndarray, shape: tuple[int, int], f: int) -> Tensor:
     """The grid ``phi`` (node ``(i, j)`` at canvas pixel ``(i f + (f - 1) / 2, ...)``)
     interpolated bilinearly to ``shape`` (pixels beyond the outer nodes take the edge's
-    values), one axis at a time: no canvas-sized coordinate grids, so the memory is
-    the float32 canvas and a few of its size (a 2600 x 2600 canvas: about 80 MB)."""
+    values), one axis at a time: no canvas-sized coordinate grids, only the float32
+    canvas and temporaries of its size (`benchmarks/bench_com_correction.py` records a
+    call's peak memory)."""
 
     def axis(size: int, nodes: int) -> tuple[Tensor, Tensor]:
         t = ((torch.arange(size, dtype=torch.float64) - (f - 1) / 2.0) / f).clamp_(0, nodes - 1)

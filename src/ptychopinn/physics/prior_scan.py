@@ -544,9 +544,10 @@ def scan_error_reduction(
     num_windows = num_c.view(shape).as_strided(win_shape, win_strides)
     den_windows = den_c.view(shape).as_strided(win_shape, win_strides)
     with torch.no_grad():
-        # phase momentum: each pixel's phase at the start of a pass, and its velocity
+        # the predicted patterns' moments, read in the FFT's layout (the correction)
         moments = None if not correcting else moment_weights(
             n, mask, centred=False, dtype=torch.float32, device=dev)
+        # phase momentum: each pixel's phase at the start of a pass, and its velocity
         momentum = bool(phase_momentum) and iterations > 1
         before = torch.empty(flat.shape, device=dev) if momentum else None
         velocity = None
