@@ -62,6 +62,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_siemens import DEFAULT_DATA, WORK, contract_scan  # noqa: E402
+from bench_siemens_prior import mean_amplitude  # noqa: E402
 
 
 def _compare(obj: np.ndarray, ref: np.ndarray, scan) -> dict:
@@ -227,21 +228,26 @@ def main(argv: list[str] | None = None) -> None:
         (ref_res.object, ref_res.positions_px, ref_res.probe))]
     lines = ["| ours vs pty-chi | compute s | amp SSIM | phase SSIM | FRC half-bit (1/px) "
              "| FRC 0.5 (1/px) | deviance / noise floor | spokes resolved to radius (px) "
-             "| finest half-period (px) | spoke modulation at the reference's radius |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             f"| {ref_label} (the reference) | {ref_s:.1f} | - | - | - | - | {fits[0]:.2f} "
-             f"| {spokes[0].resolved_radius_px:.1f} | {spokes[0].half_period_px:.2f} "
-             f"| {spokes[0].modulation_at(spokes[0].resolved_radius_px):.3f} |"]
+             "| finest half-period (px) | spoke modulation at the reference's radius "
+             "| spoke contrast at the reference's radius (per mean amplitude) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     r_ref = spokes[0].resolved_radius_px
-    for name, secs, m, fit, sp in (("PINN inference + stitch", infer_s, raw_m, fits[1], spokes[1]),
-                                   (f"PINN + refine {args.refine_epochs} ep (probe, positions)",
-                                    infer_s + refine_s, fin_m, fits[2], spokes[2])):
+    crop = (given.positions_px, given.patch_size)
+    contrast = [sp.contrast_at(r_ref, mean_amplitude(o, *crop))
+                for sp, o in zip(spokes, (ref, rec.object, ref_res.object), strict=True)]
+    lines.append(f"| {ref_label} (the reference) | {ref_s:.1f} | - | - | - | - | {fits[0]:.2f} "
+                 f"| {r_ref:.1f} | {spokes[0].half_period_px:.2f} "
+                 f"| {spokes[0].modulation_at(r_ref):.3f} | {contrast[0]:.3f} |")
+    for name, secs, m, fit, sp, con in (
+            ("PINN inference + stitch", infer_s, raw_m, fits[1], spokes[1], contrast[1]),
+            (f"PINN + refine {args.refine_epochs} ep (probe, positions)", infer_s + refine_s,
+             fin_m, fits[2], spokes[2], contrast[2])):
         frc = m["frc"]
         cut = [("≥ Nyquist" if frc[k] is None else f"{frc[k]:.4f}") for k in ("frc_half_bit",
                                                                            "frc_0.5")]
         lines.append(f"| {name} | {secs:.1f} | {m['amp_ssim']:.3f} | {m['phase_ssim']:.3f} | "
                      f"{cut[0]} | {cut[1]} | {fit:.2f} | {sp.resolved_radius_px:.1f} "
-                     f"| {sp.half_period_px:.2f} | {sp.modulation_at(r_ref):.3f} |")
+                     f"| {sp.half_period_px:.2f} | {sp.modulation_at(r_ref):.3f} | {con:.3f} |")
     lines.append("")
     for name, sp in (("the network alone", spokes[1]), ("PINN + refinement", spokes[2])):
         verdict = "MET" if sp.resolved_radius_px <= r_ref else "NOT MET"
@@ -270,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{spokes[0].n_spokes} spoke periods, each object's own centre; resolved where the "
              "spoke modulation is >= 0.5 of its outer median and 4x the noise's power, walking "
              "in from the edge; the modulation column reads each curve at the reference's "
-             f"resolved radius (the threshold is 0.5); curves in benchmarks/_work/siemens_spokes{fig_suffix}.png); "
+             "resolved radius (the threshold is 0.5), the contrast column the same spoke "
+             "modulation in the object's units (not relative to its outer spokes) over its mean "
+             f"amplitude in the crop; curves in benchmarks/_work/siemens_spokes{fig_suffix}.png); "
              f"reference {ref_label} took {ref_s:.1f} s; figure benchmarks/_work/"
              f"siemens_side_by_side{fig_suffix}.png (gitignored); stitching's phase "
              f"synchronisation {rec.phase_sync}")

@@ -14,9 +14,13 @@ inference and stitching:
   (`physics.prior_frc`, the default) and without it (the same network, its
   prior unfiltered at inference only).
 
+Two more rows split the network's correction (as trained, `PartVariant`): its
+amplitude under the prior's phase, and the prior's amplitude under its phase.
+
 Each is scored by the spokes' resolved radius (`metrics.siemens`, one crop and
-spoke count for all, as in ``bench_siemens_pinn.py``) and by the Poisson
-deviance over its photon-noise floor against the measured counts
+spoke count for all, as in ``bench_siemens_pinn.py``) of the complex object, of its
+amplitude alone and of its phase alone (a unit-modulus image, the global phase
+removed; `part_of`), and by the Poisson deviance over its photon-noise floor against the measured counts
 (`metrics.data_consistency`; 1 = explained to within the noise). No truth is
 needed.
 
@@ -45,6 +49,40 @@ sys.path.insert(0, str(HERE))
 from _record import markdown_table  # noqa: E402
 from bench_prior import ModelVariant  # noqa: E402
 from bench_siemens import DEFAULT_DATA, WORK, contract_scan  # noqa: E402
+
+
+class PartVariant(ModelVariant):
+    """The network's ``part`` (``'amplitude'`` or ``'phase'``) of each patch with the
+    other part taken from the physics prior: which of the network's corrections moves
+    the spokes."""
+
+    def __init__(self, model, part: str) -> None:  # noqa: ANN001
+        super().__init__(model, prior_only=False)
+        if part not in ("amplitude", "phase"):
+            raise ValueError(f"part must be 'amplitude' or 'phase'; found {part!r}")
+        self.part = part
+
+    def predict_patches(self, amplitudes, input_scale, prior):  # noqa: ANN001, ANN201
+        net = self.inner.predict_patches(amplitudes, input_scale, prior)
+        if self.part == "amplitude":
+            return torch.polar(net.abs(), prior.angle())
+        return torch.polar(prior.abs(), net.angle())
+
+
+def part_of(obj: np.ndarray, what: str) -> np.ndarray:
+    """The amplitude alone (``'amplitude'``) or the unit-modulus phase alone, its global
+    phase removed (``'phase'``), of a complex object."""
+    if what == "amplitude":
+        return np.abs(obj).astype(np.complex64)
+    return np.exp(1j * np.angle(obj * np.exp(-1j * np.angle(np.mean(obj))))).astype(np.complex64)
+
+
+def mean_amplitude(obj: np.ndarray, positions_px: np.ndarray, patch_size: int) -> float:
+    """The object's mean amplitude in the crop its spokes are read in (the unit of the
+    spokes' contrast)."""
+    from ptychopinn.metrics.siemens import scanned_crop
+
+    return float(np.abs(obj[scanned_crop(obj.shape, positions_px, patch_size)]).mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,18 +163,40 @@ def main(argv: list[str] | None = None) -> None:
                                else f" ({rec.prior_agreement:.2f})"))
             fits[name] = (rec.positions_px, rec.probe)
             print(f"{name}: {secs[name]:.1f} s", flush=True)
+    # which part of the network's correction moves the spokes: its amplitude on the
+    # prior's phase, and the prior's amplitude under its phase (as trained)
+    for part in ("amplitude", "phase"):
+        name = (f"network's {part}, prior's {'phase' if part == 'amplitude' else 'amplitude'}"
+                " (as trained)")
+        lm = replace(loaded, model=PartVariant(loaded.model, part))
+        t0 = time.perf_counter()
+        rec = reconstruct_pytorch(lm, scan, cfg)
+        secs[name] = time.perf_counter() - t0
+        objects[name], fits[name] = rec.object, (rec.positions_px, rec.probe)
+        passes[name] = str(rec.prior_passes)
+        print(f"{name}: {secs[name]:.1f} s", flush=True)
     names = list(objects)
-    spokes = scanned_star_resolutions([objects[k] for k in names], given.positions_px,
-                                      given.patch_size)
+    crop = (given.positions_px, given.patch_size)
+    spokes = scanned_star_resolutions([objects[k] for k in names], *crop)
+    # the amplitude alone and the phase alone (the global phase removed), at the spoke
+    # count of pty-chi's complex object
+    alone = {what: scanned_star_resolutions(
+        [objects[names[0]]] + [part_of(objects[k], what) for k in names], *crop)[1:]
+        for what in ("amplitude", "phase")}
     rows = []
     r_ref = spokes[0].resolved_radius_px
-    for k, sp in zip(names, spokes, strict=True):
+    for i, (k, sp) in enumerate(zip(names, spokes, strict=True)):
         dev = data_consistency(scan, objects[k], *fits[k])["deviance_ratio"]
         rows.append([k, f"{secs[k]:.1f}", f"{dev:.2f}", f"{sp.resolved_radius_px:.1f}",
-                     f"{sp.half_period_px:.2f}", f"{sp.modulation_at(r_ref):.3f}", passes[k]])
+                     f"{sp.half_period_px:.2f}", f"{sp.modulation_at(r_ref):.3f}",
+                     f"{sp.contrast_at(r_ref, mean_amplitude(objects[k], *crop)):.3f}",
+                     f"{alone['amplitude'][i].resolved_radius_px:.1f}",
+                     f"{alone['phase'][i].resolved_radius_px:.1f}", passes[k]])
     table = markdown_table(["reconstruction", "compute s", "deviance / noise floor",
                             "spokes resolved to radius (px)", "finest half-period (px)",
                             "spoke modulation at pty-chi's radius",
+                            "spoke contrast at pty-chi's radius (per mean amplitude)",
+                            "amplitude alone: resolved to (px)", "phase alone: resolved to (px)",
                             "prior passes run (half-scan agreement)"], rows)
     notes = (f"measured Siemens star, {scan.n_patterns} patterns of {scan.patch_size}^2; model "
              f"{model_path} ({mcfg.prior_iterations} prior passes in training, "
@@ -147,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
              "epochs of probe retrieval"
              f"{' with position correction (inference at the corrected positions)' if args.correct_positions else ''}; "
              "'FRC filter off': the same network given its prior unfiltered at inference only; "
+             "'network's amplitude, prior's phase' and 'network's phase, prior's amplitude': "
+             "each patch's part from the network as trained, the other from its prior; "
+             "'contrast': the same spoke modulation in the object's units (not relative to "
+             "its outer spokes) over its mean amplitude in the crop; "
+             "'amplitude alone' / 'phase alone': the spokes of |object| and of the unit-modulus "
+             "phase image (global phase removed) at pty-chi's spoke count; "
              f"reference {ref_path.name}; spokes and deviance as in bench_siemens_pinn.py (one "
              "crop at the measured positions, the reference's spoke count); the modulation "
              "column reads each curve at pty-chi's resolved radius (the threshold is 0.5).")

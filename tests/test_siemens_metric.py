@@ -77,6 +77,27 @@ def test_modulation_at_a_radius_reads_the_curve():
     assert np.isnan(res.modulation_at(res.radii[-1] + 1.0))
 
 
+
+def test_contrast_is_in_the_images_units():
+    """`contrast_at` is not relative to the outer circles: a blur lowers it by the
+    analytic factor exp(-s^2 n^2 / (2 r^2)) at radius r, a scaled image scales it, and
+    dividing by the mean amplitude undoes the scale."""
+    kw = dict(center=CENTER, n_spokes=N_SPOKES, search_px=0, max_radius=60)
+    sharp = siemens_star_resolution(star(0.0), **kw)
+    blurred = siemens_star_resolution(star(2.0), **kw)
+    for r in (30.0, 45.0):
+        want = np.exp(-(2.0 ** 2) * N_SPOKES ** 2 / (2 * r ** 2))
+        assert blurred.contrast_at(r) / sharp.contrast_at(r) == pytest.approx(want, rel=0.05)
+    # the relative curves hide that the blur also lowered the outer spokes
+    assert blurred.outer_modulation < sharp.outer_modulation
+    img = star(2.0)
+    scaled = siemens_star_resolution(3.0 * np.exp(0.7j) * img, **kw)
+    assert scaled.contrast_at(40.0) == pytest.approx(3.0 * blurred.contrast_at(40.0), rel=1e-9)
+    assert scaled.contrast_at(40.0, np.abs(3.0 * img).mean()) == pytest.approx(
+        blurred.contrast_at(40.0, np.abs(img).mean()), rel=1e-9)
+    with pytest.raises(DataError, match="unit must be > 0; got 0"):
+        sharp.contrast_at(40.0, 0.0)
+
 def test_center_and_spoke_count_are_found():
     img = star(1.0, kind="square")
     res = siemens_star_resolution(img, max_radius=55)

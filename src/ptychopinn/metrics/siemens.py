@@ -59,6 +59,18 @@ class SpokeResolution:
     min_snr: float
     resolved_radius_px: float
     half_period_px: float
+    #: the median noise-debiased spoke modulation of the outer circles, in the image's
+    #: units: what ``modulation`` is relative to
+    outer_modulation: float = float("nan")
+
+    def contrast_at(self, radius: float, unit: float = 1.0) -> float:
+        """The spoke modulation at ``radius`` in the image's units divided by ``unit``
+        (e.g. the image's mean amplitude), not relative to the outer circles: two
+        reconstructions whose relative modulation differs may differ at ``radius`` or in
+        their outer spokes, and this tells which."""
+        if not unit > 0:
+            raise DataError(f"SpokeResolution.contrast_at: unit must be > 0; got {unit}.")
+        return self.modulation_at(radius) * self.outer_modulation / float(unit)
 
     def modulation_at(self, radius: float) -> float:
         """The relative spoke modulation at ``radius`` (linear between the measured
@@ -301,6 +313,7 @@ def siemens_star_resolution(
         min_snr=float(min_snr),
         resolved_radius_px=resolved,
         half_period_px=float(np.pi * resolved / n_spokes),
+        outer_modulation=ref,
     )
 
 
