@@ -100,10 +100,9 @@ def integrator_row(label: str, pos: np.ndarray, shape: tuple[int, int],
     integ(grads)
     call_s = time.perf_counter() - t
     call_peak = _status_mb("VmHWM")
-    lu = integ._lu
-    nnz = 0 if lu is None else int(lu.L.nnz + lu.U.nnz)  # copies: after the peaks are read
+    nnz = integ.factor_nonzeros  # copies L and U: after the peaks are read
     mb = nnz * 12 / 1e6  # float64 values and int32 indices
-    cells = integ._wmap.size
+    cells = integ.grid_cells
     def fmt(peak, before):
         return f"+{peak - before:.0f}" if reset and peak is not None else "-"
 

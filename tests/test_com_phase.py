@@ -279,6 +279,13 @@ def test_a_phase_integrator_is_linear_and_keeps_no_state_between_calls() -> None
         integ(np.full_like(g1, np.nan))
     with pytest.raises(ValueError, match="positions must be finite"):
         PhaseIntegrator(np.full((2, 2), np.inf), shape, ill)
+    # its size, as bench_com_correction.py reports it: the grid covers the canvas at
+    # `factor` pixels a cell (plus a window's margin) and the factors hold at least the
+    # diagonal of the normal equations
+    assert integ.grid_cells >= (shape[0] // integ.factor) * (shape[1] // integ.factor)
+    assert integ.factor_nonzeros >= integ.grid_cells
+    empty = PhaseIntegrator(np.zeros((0, 2)), shape, ill)
+    assert (empty.grid_cells, empty.factor_nonzeros) == (0, 0)
 
 
 @pytest.mark.parametrize("n", [32, 33])

@@ -214,6 +214,18 @@ class PhaseIntegrator:
             normal = (d.T @ d + 1e-6 * sp.eye(hb * wb)).tocsc()
             self._lu = spla.splu(normal, permc_spec="MMD_AT_PLUS_A")
 
+    @property
+    def grid_cells(self) -> int:
+        """Cells of the integration's grid (``factor`` pixels apart; 0 without patterns)."""
+        return int(self._wmap.size) if self.n_patterns else 0
+
+    @property
+    def factor_nonzeros(self) -> int:
+        """Stored entries of the normal equations' LU factors (L and U; 0 when there is
+        nothing to solve): its memory is about 12 bytes each."""
+        lu = getattr(self, "_lu", None)
+        return 0 if lu is None else int(lu.L.nnz + lu.U.nnz)
+
     def _spread(self, values: np.ndarray) -> np.ndarray:
         """``(hb, wb)``: each position's value spread over its window with the kernel
         (a full convolution of the values, placed at the windows' corners)."""
