@@ -5,7 +5,7 @@ Takes a model trained on the star by ``bench_siemens_pinn.py`` (its run
 directory, ``benchmarks/_work/siemens_pinn_run`` or ``..._pos`` with
 ``--correct-positions``) and pty-chi's result on the same data, redoes the probe
 retrieval the model was trained after (`refinement.retrieve_probe`, seeded: the
-same probe and positions), and reconstructs the star four ways with the same
+same probe and positions), and reconstructs the star six ways with the same
 inference and stitching:
 
 * the physics prior alone (the network bypassed, ``bench_prior.ModelVariant``) and
@@ -20,7 +20,9 @@ amplitude under the prior's phase, and the prior's amplitude under its phase.
 Each is scored by the spokes' resolved radius (`metrics.siemens`, one crop and
 spoke count for all, as in ``bench_siemens_pinn.py``) of the complex object, of its
 amplitude alone and of its phase alone (a unit-modulus image, the global phase
-removed; `part_of`), and by the Poisson deviance over its photon-noise floor against the measured counts
+removed; `part_of`), by the spokes' contrast at pty-chi's radius in the object's
+units (`SpokeResolution.contrast_at` over the mean amplitude), and by the Poisson
+deviance over its photon-noise floor against the measured counts
 (`metrics.data_consistency`; 1 = explained to within the noise). No truth is
 needed.
 
