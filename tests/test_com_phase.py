@@ -316,7 +316,7 @@ def test_the_true_object_predicts_the_measured_centres() -> None:
     window, `prior_scan._predicted_centres`, in the FFT's layout) on the true object is
     the measured patterns' centres (laid out centred): the correction then turns
     nothing."""
-    from ptychopinn.physics import prior_scan
+    from ptychopinn.physics import prior_scan, prior_update
     from ptychopinn.physics.com_phase import moment_weights
 
     shape = (90, 90)
@@ -328,7 +328,7 @@ def test_the_true_object_predicts_the_measured_centres() -> None:
     canvas = torch.from_numpy(obj.astype(np.complex64))  # the truth as the canvas
     canvas_shape = shape
     local = torch.from_numpy(pos)
-    frac, corner = prior_scan._window_corners(local, N)
+    frac, corner = prior_update.window_corners(local, N)
     windows = canvas.as_strided((canvas_shape[0] - N + 1, canvas_shape[1] - N + 1, N, N),
                                 (canvas_shape[1], 1, canvas_shape[1], 1))
     p_hat = torch.fft.fft2(probe[None])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptychopinn.physics import prior_scan
+from ptychopinn.physics import prior_update
 from ptychopinn.physics.prior_frc import (
     EXTRA_PASS_AGREEMENT,
     FRC_RINGS,
@@ -19,7 +19,8 @@ from ptychopinn.physics.prior_frc import (
     ring_frc,
     ring_index,
 )
-from ptychopinn.physics.prior_scan import ScanEstimate, pass_terms, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_update import pass_terms
 
 
 def test_half_split_is_a_seeded_partition():
@@ -187,7 +188,7 @@ def test_shared_terms_and_illumination_give_the_same_estimate(monkeypatch):
     # the filtered estimate with and without the shared terms (too large for the limit)
     est, frc = frc_filtered_estimate(*args, 3, extra_iterations=1, phase_momentum=0.5,
                                      amplitude_step=0.5)
-    monkeypatch.setattr(prior_scan, "PASS_CACHE_LIMIT_BYTES", 0)
+    monkeypatch.setattr(prior_update, "PASS_CACHE_LIMIT_BYTES", 0)
     assert pass_terms(*args, frame) is None
     est0, frc0 = frc_filtered_estimate(*args, 3, extra_iterations=1, phase_momentum=0.5,
                                        amplitude_step=0.5)

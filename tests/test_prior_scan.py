@@ -194,6 +194,7 @@ def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(
     the scratch sums whole; large ones recompute, update and clear only the touched
     pixels: the same estimate, to the bit (whole and damped amplitude steps)."""
     import ptychopinn.physics.prior_scan as ps
+    import ptychopinn.physics.prior_update as pu
 
     amps, probe = _inputs(scan64)
     n = scan64.patch_size
@@ -203,7 +204,7 @@ def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(
     fast = scan_error_reduction(amps, scan64.positions_px, probe, 3, **kw)
     monkeypatch.setattr(ps, "UPDATE_WHOLE_RATIO", 0)
     gathered = scan_error_reduction(amps, scan64.positions_px, probe, 3, **kw)
-    monkeypatch.setattr(ps, "PASS_CACHE_LIMIT_BYTES", 0)
+    monkeypatch.setattr(pu, "PASS_CACHE_LIMIT_BYTES", 0)
     monkeypatch.setattr(ps, "CLEAR_WHOLE_RATIO", 0)
     again = scan_error_reduction(amps, scan64.positions_px, probe, 3, **kw)
     assert torch.equal(fast.canvas, gathered.canvas)
@@ -216,20 +217,20 @@ def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(
 def test_damped_amplitude_step_scales_only_the_part_along_the_object() -> None:
     """A step along O (a change of |O|) is scaled by beta, a step across it (a
     change of arg O) is kept; any step splits into the two; beta 1 is the identity."""
-    from ptychopinn.physics.prior_scan import _damp_amplitude
+    from ptychopinn.physics.prior_update import damp_amplitude
 
     g = torch.Generator().manual_seed(3)
     obj = torch.polar(0.2 + torch.rand(500, generator=g), 6 * torch.rand(500, generator=g))
     c = torch.randn(500, generator=g)
     along, across = c * obj, 1j * c * obj
-    assert torch.allclose(_damp_amplitude(along.clone(), obj, 0.3), 0.3 * along, atol=1e-6)
-    assert torch.allclose(_damp_amplitude(across.clone(), obj, 0.3), across, atol=1e-6)
+    assert torch.allclose(damp_amplitude(along.clone(), obj, 0.3), 0.3 * along, atol=1e-6)
+    assert torch.allclose(damp_amplitude(across.clone(), obj, 0.3), across, atol=1e-6)
     mixed = along + across
-    assert torch.allclose(_damp_amplitude(mixed.clone(), obj, 0.3), 0.3 * along + across,
+    assert torch.allclose(damp_amplitude(mixed.clone(), obj, 0.3), 0.3 * along + across,
                           atol=1e-6)
-    assert torch.equal(_damp_amplitude(mixed.clone(), obj, 1.0), mixed)
+    assert torch.equal(damp_amplitude(mixed.clone(), obj, 1.0), mixed)
     # an empty pixel (O = 0) takes the step whole instead of dividing by zero
-    out = _damp_amplitude(torch.tensor([0.5 + 0.5j]), torch.tensor([0j]), 0.3)
+    out = damp_amplitude(torch.tensor([0.5 + 0.5j]), torch.tensor([0j]), 0.3)
     assert torch.equal(out, torch.tensor([0.5 + 0.5j]))
 
 
@@ -269,7 +270,7 @@ def test_damped_amplitude_steps_keep_phase_errors_out_of_the_amplitude() -> None
 def test_batch_correction_is_the_mode_summed_pie_correction(modes) -> None:
     """The in-place one-mode correction (and the mode loop) equal
     sum_m conj(P_m) (back_propagate(A Psi_m / |Psi|) - psi_m), bad pixels kept."""
-    from ptychopinn.physics.prior_scan import _object_correction
+    from ptychopinn.physics.prior_update import object_correction
     from ptychopinn.physics.propagation import back_propagate
 
     g = torch.Generator().manual_seed(4)
@@ -284,7 +285,7 @@ def test_batch_correction_is_the_mode_summed_pie_correction(modes) -> None:
     target = torch.where(valid, amps.unsqueeze(1) / model, torch.ones_like(model))
     expected = (probes.conj() * (back_propagate(field * target) - psi)).sum(1)
     keep = ~torch.fft.ifftshift(valid, dim=(-2, -1))
-    got = _object_correction(obj.clone(), probes, torch.fft.ifftshift(amps, dim=(-2, -1)), keep)
+    got = object_correction(obj.clone(), probes, torch.fft.ifftshift(amps, dim=(-2, -1)), keep)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -320,10 +321,10 @@ def test_phase_momentum_carries_the_phase_on_and_keeps_the_amplitude() -> None:
 
 
 def test_phase_momentum_turn_is_the_same_in_any_chunking() -> None:
-    """`_turn_on` (the momentum step after a pass) updates the velocity by each pixel's
+    """`turn_on` (the momentum step after a pass) updates the velocity by each pixel's
     wrapped phase change and turns the pixel by momentum x velocity, whatever the chunk
     size it works in; the amplitude is untouched."""
-    from ptychopinn.physics.prior_scan import _turn_on
+    from ptychopinn.physics.prior_update import turn_on
 
     g = torch.Generator().manual_seed(0)
     n = 1000
@@ -335,7 +336,7 @@ def test_phase_momentum_turn_is_the_same_in_any_chunking() -> None:
     want = obj * torch.polar(torch.ones(n), 0.7 * want_v)
     for chunk in (7, 1 << 20):
         o, v = obj.clone(), vel.clone()
-        _turn_on(o, before, v, 0.7, chunk=chunk)
+        turn_on(o, before, v, 0.7, chunk=chunk)
         torch.testing.assert_close(v, want_v, atol=2e-5, rtol=0)
         torch.testing.assert_close(o, want, atol=2e-5, rtol=0)
         torch.testing.assert_close(o.abs(), obj.abs())
@@ -347,7 +348,7 @@ def test_a_continuation_from_a_first_pass_is_the_whole_run(scan64) -> None:
     phase momentum, `momentum_turn` after the first pass and its velocity carried on give
     the run that had the momentum throughout (`physics.prior_frc` shares the halves'
     first pass this way). Bad continuations are refused by name."""
-    from ptychopinn.physics.prior_scan import momentum_turn
+    from ptychopinn.physics.prior_update import momentum_turn
 
     amps, probe = _inputs(scan64)
     args = (amps, scan64.positions_px, probe)

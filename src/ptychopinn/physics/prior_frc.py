@@ -39,13 +39,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
-from ptychopinn.physics.prior_scan import (
-    ScanEstimate,
-    canvas_frame,
-    momentum_turn,
-    pass_terms,
-    scan_error_reduction,
-)
+from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
+from ptychopinn.physics.prior_update import momentum_turn, pass_terms
 
 FRC_RINGS = 24
 """Rings from zero frequency to the Nyquist frequency (the corners beyond it are one more)."""

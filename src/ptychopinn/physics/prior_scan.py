@@ -3,26 +3,10 @@
 `scan_error_reduction` runs a few passes of mini-batch parallel PIE over every
 pattern of a scan with the known probe, starting from a flat object at the
 measured brightness, and returns the object canvas. Each pattern's prior is
-then the canvas patch at its position (`models.scan_prior.ScanPrior`). Per
-mini-batch of positions ``j``::
-
-    psi_j = P E_j(O);  Psi_j = far_field(psi_j)
-    Psi'_j = Psi_j * A_j / |Psi_j|                       (modulus constraint)
-    d = sum_j E_j^T[conj(P) (back_propagate(Psi'_j) - psi_j)] / D
-    D = (1 - alpha) sum_j E_j^T |P|^2 + alpha max(.)      (rPIE illumination)
-    O <- O + d - (1 - beta) Re(d conj(O)) / |O|^2 O        (amplitude step beta)
-
-The last line damps the part of each pixel's update along ``O`` (to first order
-the change of ``|O|``) by ``beta = amplitude_step`` and keeps the part across it
-(the change of ``arg O``) whole. With ``beta = 1`` it is plain mini-batch PIE.
-Where the object's phase is strong, full steps write the errors of a not yet
-converged phase into the amplitude as fine-grained texture that later passes
-remove only slowly. Half steps (`ModelConfig.prior_amplitude_step`'s default)
-raise the amplitude SSIM of the estimate alone after 4 passes from 0.66 to 0.76
-on the default simulation with seed 5, 0.93 to 0.94 with seed 11 and 0.67 to
-0.71 on a real-probe scan, and cost 0.005-0.008 on seeds 0 and 3, whose
-amplitude is strongly textured; the phase is unchanged
-(`benchmarks/bench_prior_step.py`, docs/benchmarks.md).
+then the canvas patch at its position (`models.scan_prior.ScanPrior`). Each
+mini-batch is one PIE update with a damped amplitude step; `physics.prior_update`
+holds that arithmetic, each pattern's terms (shared across passes and estimates:
+`pass_terms`) and the phase momentum.
 
 Unlike `physics.prior.neighbourhood_error_reduction` (one small canvas per
 pattern and its K - 1 neighbours, so every pattern is projected K times per
@@ -34,19 +18,8 @@ pass and converge further in the same passes, at a cost per batch. Work and memo
 batch are O(batch N^2): updates touch only the batch's windows, so the canvas
 of a 10^5-pattern scan costs its own size and nothing per pattern.
 
-Phase momentum (``phase_momentum`` ``eta`` > 0): after every pass but the last, each
-pixel's phase change over the pass ``dphi = arg(O_after conj(O_before))`` feeds a
-velocity ``v <- eta v + dphi`` and the object is turned by ``exp(i eta v)``: the
-momentum of mPIE (Maiden, Johnson and Li 2017), on the phase only, so the
-amplitude keeps its damped steps. From the flat start the phase converges
-slowly (it starts at 0 everywhere and every pass moves it a fraction of the
-way); the momentum carries each pass's progress on. With ``eta = 0.7`` the
-estimate alone after 4 passes went from amplitude / phase SSIM 0.755 / 0.731 to
-0.810 / 0.792 on the default simulation with seed 5 and from 0.912 / 0.660 to
-0.914 / 0.735 with seed 7 (exploration; momentum on the whole complex update
-instead raised the phase as much but lowered the amplitude by up to 0.06).
-Where the data are noisy it carries noise on as well: `physics.prior_frc` uses
-it only where the scan's two halves agree.
+Phase momentum (``phase_momentum`` > 0) carries each pass's phase change on to the
+next, on the phase only (mPIE's momentum; `physics.prior_update`).
 
 Centre-of-mass correction (``com_correction``): between every two passes, the
 low spatial frequencies of the phase, which the passes move only about a probe width
@@ -57,9 +30,8 @@ by the probe-weighted mean gradient of the estimate's phase error, the probe's o
 phase and the amplitude's share cancelling as far as the estimate's amplitude is
 right. The differences are integrated over the scan (`com_phase.PhaseIntegrator`,
 factorised once per run) and the object turned by `COM_CORRECTION_STEP` times the
-result. Unlike the
-centre-of-mass start, this holds under curved (defocused) probes (docs/benchmarks.md,
-`bench_prior_start.py`).
+result. Unlike the centre-of-mass start, this holds under curved (defocused) probes
+(docs/benchmarks.md, `bench_prior_start.py`).
 
 The start is the local measured brightness: each pattern's Parseval
 transmission ``t_j = sqrt(sum A_j^2 / sum |P|^2)`` spread over the canvas with
@@ -70,7 +42,6 @@ which fixes the estimate's global phase for the whole scan.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +55,16 @@ from ptychopinn.physics.com_phase import (
     moment_weights,
 )
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
-from ptychopinn.physics.prior import MODULUS_EPS, exit_wave_correction
+from ptychopinn.physics.prior_update import (
+    damp_amplitude,
+    object_correction,
+    pattern_terms,
+    probe_modes,
+    stacked_terms,
+    terms_fit,
+    turn_on,
+    window_corners,
+)
 from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
@@ -96,8 +76,6 @@ simulated scans under the default disk, a zone plate and a real probe, at 625 an
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
-PASS_CACHE_LIMIT_BYTES = 256 << 20
-"""Keep each pattern's shifted probes and amplitudes across passes up to this size."""
 CLEAR_WHOLE_RATIO = 4
 """Clear the whole scratch canvas after a batch when it has at most this many times
 the pixels of the batch's windows (else clear only the touched pixels)."""
@@ -133,137 +111,6 @@ class ScanEstimate:
         local = pos.reshape(-1, 2) - torch.from_numpy(self.origin_px)
         out = extract_patches(self.canvas, local.to(self.canvas.device), n)
         return out.reshape(*lead, n, n)
-
-
-def _pattern_terms(p_hat: Tensor, frac: Tensor, amps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(probes (B, M, N, N), power (B, N, N), amplitudes unshifted (B, N, N))`` of
-    a batch of patterns: the probe shifted by each sub-pixel offset, its intensity
-    summed over modes, and the measured amplitudes in FFT order."""
-    probes = subpixel_probes(p_hat, frac)
-    power = (probes.real.square() + probes.imag.square()).sum(-3)
-    return probes, power, torch.fft.ifftshift(amps, dim=(-2, -1))
-
-
-def _probe_modes(probe: Tensor, device: torch.device, n: int) -> Tensor:
-    """``(M, N, N)`` complex64 probe modes on ``device``, checked against the patterns' N."""
-    p = probe.detach().to(device, torch.complex64)
-    if p.ndim == 2:
-        p = p.unsqueeze(0)
-    if p.shape[-2:] != (n, n):
-        raise ValueError(f"probe is {tuple(p.shape[-2:])} but the patterns are {(n, n)}")
-    return p
-
-
-def _terms_fit(n_pat: int, n: int, modes: int) -> bool:
-    """Whether `_stacked_terms` of ``n_pat`` patterns fit `PASS_CACHE_LIMIT_BYTES`."""
-    return n_pat * n * n * (8 * modes + 8) <= PASS_CACHE_LIMIT_BYTES
-
-
-def _stacked_terms(p_hat: Tensor, frac: Tensor, amps_of, n_pat: int) -> tuple[Tensor, ...]:
-    """`_pattern_terms` of patterns ``0 .. n_pat - 1`` (``frac`` their sub-pixel offsets,
-    ``amps_of(rows)`` their amplitudes), 256 at a time, stacked."""
-    parts = [_pattern_terms(p_hat, frac[s : s + 256], amps_of(torch.arange(s, min(s + 256, n_pat))))
-             for s in range(0, n_pat, 256)]
-    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
-
-
-def pass_terms(amplitudes: Tensor, positions_px: Tensor | np.ndarray, probe: Tensor,
-               frame: tuple[np.ndarray, tuple[int, int]], *,
-               device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Every pattern's ``(shifted probes (n, M, N, N), their power (n, N, N), amplitudes in
-    FFT order (n, N, N))`` for passes on the canvas ``frame`` (`scan_error_reduction`'s
-    ``terms``: several estimates of parts of one scan on one frame share them), or None
-    when they would take more than `PASS_CACHE_LIMIT_BYTES` (each estimate then computes
-    its own, a batch at a time)."""
-    if amplitudes.ndim != 3:
-        raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
-    n_pat, n, _ = amplitudes.shape
-    p = _probe_modes(probe, torch.device(device) if device is not None else probe.device, n)
-    if not _terms_fit(n_pat, n, p.shape[0]):
-        return None
-    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
-    frac, _ = _window_corners(torch.from_numpy(pos - np.asarray(frame[0], dtype=np.float64))
-                              .to(p.device), n)
-    amps = amplitudes.detach()
-    return _stacked_terms(torch.fft.fft2(p), frac,
-                          lambda rows: amps[rows].to(p.device, torch.float32), n_pat)
-
-
-def _window_corners(local: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """``(frac (n, 2) float32 in [-0.5, 0.5], corner (n, 2) long)`` of N x N windows centred
-    at ``local`` canvas positions: the integer window's top-left corner, and the
-    sub-pixel remainder that shifts each pattern's probe instead."""
-    top = local - n / 2.0
-    corner = torch.round(top)
-    return (top - corner).to(torch.float32), corner.to(torch.long)
-
-
-def _object_correction(obj_w: Tensor, probes: Tensor, a_u: Tensor, keep: Tensor | None) -> Tensor:
-    """``sum_m conj(P_m) (back_propagate(modulus-constrained far field) - psi_m)`` of a
-    batch: ``obj_w (B, N, N)`` windows, ``probes (B, M, N, N)``, ``a_u`` amplitudes in
-    FFT order. One mode (the common case) runs in place, without the mode sums."""
-    if probes.shape[1] != 1:
-        upd = exit_wave_correction(obj_w.unsqueeze(1) * probes, a_u, keep)
-        return (probes.conj() * upd).sum(-3)
-    p = probes[:, 0]
-    psi = obj_w * p
-    field = torch.fft.fft2(psi, norm="ortho")
-    # |field| by hand: complex abs() is about twice slower on the CPU
-    ratio = (field.real.square() + field.imag.square()).sqrt_().clamp_min_(MODULUS_EPS)
-    torch.div(a_u, ratio, out=ratio)
-    if keep is not None:
-        ratio.masked_fill_(keep, 1.0)
-    back = torch.fft.ifft2(field.mul_(ratio), norm="ortho")
-    return back.sub_(psi).mul_(p.conj())
-
-
-def _damp_amplitude(step: Tensor, obj: Tensor, beta: float) -> Tensor:
-    """``step - (1 - beta) Re(step conj(obj)) / |obj|^2 obj``: the update with its
-    part along ``obj`` (the amplitude change, to first order) scaled by ``beta``;
-    ``step`` itself when ``beta == 1``. Works in place on ``step``."""
-    if beta == 1.0:
-        return step
-    # fused real arithmetic on the real / imaginary views: ~3x faster than complex ops
-    sr, si, o_r, o_i = step.real, step.imag, obj.real, obj.imag
-    along = (sr * o_r).addcmul_(si, o_i)
-    power = (o_r * o_r).addcmul_(o_i, o_i).clamp_min_(MODULUS_EPS**2)
-    along.div_(power).mul_(1.0 - beta)
-    sr.addcmul_(o_r, along, value=-1.0)
-    si.addcmul_(o_i, along, value=-1.0)
-    return step
-
-
-def _turn_on(flat: Tensor, before: Tensor, velocity: Tensor, momentum: float,
-             chunk: int = 1 << 20) -> None:
-    """Phase momentum after a pass, in place and a chunk of pixels at a time (a large
-    canvas needs no whole-canvas temporaries): ``velocity <- momentum velocity + dphi``
-    with ``dphi`` each pixel's phase change since ``before`` (wrapped to [-pi, pi)), then
-    ``flat *= exp(i momentum velocity)``."""
-    for s in range(0, flat.numel(), chunk):
-        o, v = flat[s : s + chunk], velocity[s : s + chunk]
-        turn = torch.angle(o).sub_(before[s : s + chunk]).add_(math.pi)
-        turn = turn.remainder_(2 * math.pi).sub_(math.pi)
-        v.mul_(momentum).add_(turn)
-        o.mul_(torch.polar(torch.ones_like(v), v * momentum))
-
-
-def momentum_turn(after: Tensor, before: Tensor, momentum: float) -> tuple[Tensor, Tensor]:
-    """The phase momentum's turn after a first pass from ``before`` to ``after`` (both
-    ``(H, W)`` canvases): ``(the turned canvas, the phase velocity)``. Continuing from them
-    with ``first_pass=1, phase_velocity=`` the velocity and the same ``phase_momentum``
-    gives the estimate that ran every pass with the momentum (`scan_error_reduction`);
-    continuing from ``after`` itself without momentum gives the one that ran none."""
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1); found {momentum}")
-    if after.shape != before.shape:
-        raise ValueError(f"momentum_turn: shapes differ: {tuple(after.shape)}, {tuple(before.shape)}")
-    turned = after.detach().to(torch.complex64).clone().contiguous()
-    flat = turned.view(-1)
-    velocity = torch.zeros(flat.shape, device=flat.device)
-    if momentum:
-        start = torch.angle(before.detach().to(flat.device, torch.complex64).reshape(-1))
-        _turn_on(flat, start, velocity, momentum)
-    return turned, velocity.view(turned.shape)
 
 
 def canvas_frame(
@@ -411,7 +258,7 @@ def scan_error_reduction(
         sel = torch.from_numpy(sub.astype(np.int64))
         pos, n_pat = pos[sub], int(sub.size)
     dev = torch.device(device) if device is not None else probe.device
-    p = _probe_modes(probe, dev, n)
+    p = probe_modes(probe, dev, n)
     n_all = amplitudes.shape[0]
     if terms is not None and (len(terms) != 3 or tuple(terms[0].shape) != (n_all, p.shape[0], n, n)
                               or any(tuple(t.shape) != (n_all, n, n) for t in terms[1:])):
@@ -508,7 +355,7 @@ def scan_error_reduction(
     # integer windows; the sub-pixel part of each position shifts that pattern's
     # probe instead (P(r - f), by the Fourier shift theorem), as in
     # `physics.prior.neighbourhood_error_reduction`
-    frac, corner = _window_corners(local, n)
+    frac, corner = window_corners(local, n)
     ar = torch.arange(n, device=dev)
     width = shape[1]
     p_hat = torch.fft.fft2(p)
@@ -528,8 +375,8 @@ def scan_error_reduction(
     if terms is not None:  # every pattern's: looked up by the pattern's row in amplitudes
         cache = tuple(t.to(dev) for t in terms)
         cache_rows = None if sel is None else sel.to(dev)
-    elif _terms_fit(n_pat, n, m):
-        cache = _stacked_terms(p_hat, frac, batch_amps, n_pat)
+    elif terms_fit(n_pat, n, m):
+        cache = stacked_terms(p_hat, frac, batch_amps, n_pat)
     # the scratch sums are cleared after each batch: whole when the canvas is small
     # next to a batch's windows (a memset), else only the touched pixels; a canvas
     # no larger than a batch's windows is also updated whole (num is 0 off the batch)
@@ -573,9 +420,9 @@ def scan_error_reduction(
                     at = rows if cache_rows is None else cache_rows[rows]
                     probes, power, a_u = (t.index_select(0, at) for t in cache)
                 else:
-                    probes, power, a_u = _pattern_terms(p_hat, frac[rows], batch_amps(rows))
+                    probes, power, a_u = pattern_terms(p_hat, frac[rows], batch_amps(rows))
                 obj_w = obj_windows[c0[:, 0], c0[:, 1]]  # (B, N, N), a copy
-                delta = _object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
+                delta = object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
                 if on_cpu:  # the same sums in the same order, about twice as fast there
                     num_c.scatter_add_(0, idx, delta.reshape(-1))
                     den_c.scatter_add_(0, idx, power.reshape(-1))
@@ -585,12 +432,12 @@ def scan_error_reduction(
                 if update_all:
                     # the same arithmetic as below, on every canvas pixel
                     den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
-                    flat.add_(_damp_amplitude(num_c.div_(den), flat, amplitude_step))
+                    flat.add_(damp_amplitude(num_c.div_(den), flat, amplitude_step))
                 else:
                     den = den_windows[c0[:, 0], c0[:, 1]].reshape(-1)
                     den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
                     old = obj_w.reshape(-1)
-                    step = _damp_amplitude(num_windows[c0[:, 0], c0[:, 1]].reshape(-1) / den,
+                    step = damp_amplitude(num_windows[c0[:, 0], c0[:, 1]].reshape(-1) / den,
                                            old, amplitude_step)
                     # overlapping windows gather the same pixels, so duplicates agree
                     flat.index_copy_(0, idx, old + step)
@@ -601,7 +448,7 @@ def scan_error_reduction(
                     num_c.index_fill_(0, idx, 0)
                     den_c.index_fill_(0, idx, 0)
             if turning:
-                _turn_on(flat, before, velocity, phase_momentum)
+                turn_on(flat, before, velocity, phase_momentum)
     return ScanEstimate(obj, origin, weight)
 
 
