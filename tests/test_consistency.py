@@ -154,3 +154,44 @@ def test_kept_and_recomputed_expected_counts_agree(small_scan, monkeypatch) -> N
     monkeypatch.setattr(mc, "CACHE_LIMIT_BYTES", 0)
     again = data_consistency(small_scan, obj, small_scan.positions_px, chunk=50)
     assert kept == again
+
+
+def test_a_poor_fit_is_warned_about_with_what_to_do(small_scan, tmp_path, caplog) -> None:
+    """`write_outputs` warns (log and metrics.json) when the final object explains the
+    counts far worse than the photon noise: a flat object here; the truth, or a poor
+    reconstruction whose refined object fits, gets no warning."""
+    from ptychopinn.inference.reconstruct import (
+        POOR_FIT_RATIO,
+        Reconstruction,
+        poor_fit_warning,
+        write_outputs,
+    )
+
+    pos = small_scan.positions_px
+    shape = small_scan.object.shape
+    flat = np.full(shape, np.abs(small_scan.object).mean(), np.complex64)
+    rec = Reconstruction(object=flat, positions_px=pos, weight=np.ones(shape, np.float32),
+                         backend="pytorch", probe=small_scan.probe)
+    no_truth = replace(small_scan, object=None)
+    with caplog.at_level("WARNING", logger="ptychopinn.inference.reconstruct"):
+        files = write_outputs(rec, tmp_path / "flat", scan=no_truth, figures=False,
+                              data_consistency_patterns=1000)
+    m = json.loads(files["metrics"].read_text())
+    ratio = m["data_consistency"]["reconstruction"]["deviance_ratio"]
+    assert ratio > POOR_FIT_RATIO
+    assert len(m["warnings"]) == 1 and f"{ratio:.1f} times" in m["warnings"][0]
+    assert "--refine-epochs 40" in m["warnings"][0]
+    assert [r.getMessage() for r in caplog.records] == m["warnings"]
+    # the truth fits to the noise floor: no warning
+    good = replace(rec, object=small_scan.object.astype(np.complex64))
+    m = json.loads(write_outputs(good, tmp_path / "good", scan=no_truth, figures=False,
+                                 data_consistency_patterns=1000)["metrics"].read_text())
+    assert "warnings" not in m
+    # the refined object is what is judged when there is one
+    refined = replace(rec, refined_object=small_scan.object.astype(np.complex64))
+    m = json.loads(write_outputs(refined, tmp_path / "refined", scan=no_truth, figures=False,
+                                 data_consistency_patterns=1000)["metrics"].read_text())
+    assert "warnings" not in m and m["data_consistency"]["reconstruction"]["deviance_ratio"] > 5
+    assert "refined object" in poor_fit_warning({"refined": {"deviance_ratio": 7.0}})
+    assert poor_fit_warning({"reconstruction": {"deviance_ratio": POOR_FIT_RATIO}}) is None
+    assert poor_fit_warning({}) is None

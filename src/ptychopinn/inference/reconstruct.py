@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 
 CANVAS_MARGIN_PX = 2
 _CACHE_LIMIT_BYTES = 1 << 30
+POOR_FIT_RATIO = 5.0
+"""A reconstruction whose Poisson deviance is more than this many times its photon-noise
+floor gets a warning (`poor_fit_warning`). Recorded (docs/benchmarks.md): 1.0-1.4 for the
+network on simulated scans it reconstructs well, 2.6-3.2 for pty-chi, the prior and the
+network on the measured Siemens star (its unmodelled detector and coherence effects), and 13.5 where
+the network failed: a lines object under a Gaussian probe (amp SSIM 0.24 against
+LSQML-100's 0.91)."""
 
 
 @dataclass
@@ -264,6 +271,24 @@ def sampled_data_consistency(recon: Reconstruction, scan: Scan, max_patterns: in
     return out
 
 
+def poor_fit_warning(fits: dict) -> str | None:
+    """A warning when `sampled_data_consistency`'s ``fits`` say the final object (the
+    refined one when there is one) explains the measured counts poorly (deviance over its
+    noise floor above `POOR_FIT_RATIO`), else None."""
+    which = "refined" if "refined" in fits else "reconstruction"
+    ratio = fits.get(which, {}).get("deviance_ratio")
+    if ratio is None or not ratio > POOR_FIT_RATIO:
+        return None
+    advice = ("more refinement epochs may help" if which == "refined" else
+              "refine it against the counts (--refine-epochs 40; InferenceConfig.refine_epochs), "
+              "which fixes this where the network's input, the scan prior, did not converge "
+              "(e.g. under a smooth probe without rings or structure)")
+    return (f"the {'refined ' if which == 'refined' else ''}object explains the measured counts "
+            f"poorly: Poisson deviance {ratio:.1f} times its photon-noise floor (above "
+            f"{POOR_FIT_RATIO:g}; well-reconstructed simulated scans give 1-1.5, measured data "
+            f"with unmodelled effects 2-3.5); {advice}.")
+
+
 def write_outputs(
     recon: Reconstruction,
     out_dir: str | Path,
@@ -345,6 +370,10 @@ def write_outputs(
         metrics["data_consistency"] = sampled_data_consistency(
             recon, scan, data_consistency_patterns
         )
+        warning = poor_fit_warning(metrics["data_consistency"])
+        if warning is not None:
+            log.warning(warning)
+            metrics["warnings"] = [warning]
     if metrics:
         from ptychopinn.metrics import write_metrics_json
 
