@@ -333,3 +333,26 @@ def test_training_at_1e3_photons_per_pattern(tmp_path) -> None:
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     rec = reconstruct_pytorch(api.load_bundle(res.bundle_path), low, InferenceConfig())
     assert np.isfinite(rec.object).all() and float(np.abs(rec.object).max()) > 0
+
+
+def test_an_interrupted_training_resumes_from_its_last_epoch(tmp_path, small_scan):
+    """The checkpoint is written after every epoch, not only when fit ends: a run that
+    dies in its third epoch leaves its second epoch's state, and --resume finishes it."""
+    import lightning as L
+
+    class Crash(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                raise RuntimeError("simulated crash in epoch 2")
+
+    from ptychopinn.training.runner import train_pytorch
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_pytorch(_cfg(tmp_path, nepochs=4), small_scan, extra_callbacks=[Crash()])
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.ckpt"]
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["epoch"] == 1  # epochs 0 and 1 done
+    res = api.train(_cfg(tmp_path, nepochs=4), small_scan, resume=True)
+    assert [h["epoch"] for h in res.history] == [0, 1, 2, 3]
+    assert api.load_bundle(tmp_path / "run").manifest["extra"]["epochs_done"] == 4

@@ -46,7 +46,7 @@ class TrainResult:
 
 
 class _HistoryCallback:
-    """Collects the epoch-level metrics Lightning logged."""
+    """Collects the epoch-level metrics Lightning logged (and keeps them in checkpoints)."""
 
     def __new__(cls):
         import lightning as L
@@ -62,6 +62,14 @@ class _HistoryCallback:
                         row[k] = float(v)
                 row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
                 self.history.append(row)
+
+            # kept in every checkpoint (plain data), so a run resumed after a crash, which
+            # wrote no history.json, still reports its earlier epochs
+            def state_dict(self) -> dict:
+                return {"history": [dict(r) for r in self.history]}
+
+            def load_state_dict(self, state_dict: dict) -> None:
+                self.history = [dict(r) for r in state_dict.get("history", [])]
 
         return _CB()
 
@@ -251,14 +259,16 @@ def train_pytorch(
         log.info("initialised the generator from %s", init.path)
 
     ckpt_dir = run_dir / "checkpoints"
+    # last.ckpt after every epoch, overwritten: what --resume continues an interrupted run
+    # from (save_last with save_top_k=0 wrote it only when fit ended: Lightning 2.6)
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="epoch{epoch:04d}",
-            save_last=True,
-            save_top_k=0,
+            filename="last",
+            save_top_k=1,
+            save_last=False,
             every_n_epochs=1,
-            auto_insert_metric_name=False,
+            enable_version_counter=False,
         )
     ]
     hist_cb = _HistoryCallback()
