@@ -21,10 +21,10 @@ _CACHE_LIMIT_BYTES = 1 << 30
 POOR_FIT_RATIO = 5.0
 """A reconstruction whose Poisson deviance is more than this many times its photon-noise
 floor gets a warning (`poor_fit_warning`). Recorded (docs/benchmarks.md): 1.0-1.4 for the
-network on simulated scans it reconstructs well, 2.6-3.2 for pty-chi, the prior and the
-network on the measured Siemens star (its unmodelled detector and coherence effects), and 13.5 where
-the network failed: a lines object under a Gaussian probe (amp SSIM 0.24 against
-LSQML-100's 0.91)."""
+network on simulated scans it reconstructs well; 2.6-3.2 for pty-chi, the prior and the
+network on the measured Siemens star (its unmodelled detector and coherence effects);
+13.5 where the network failed, a lines object under a Gaussian probe (amp SSIM 0.24
+against LSQML-100's 0.91)."""
 
 
 @dataclass
