@@ -30,27 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _status_mb(key: str) -> float | None:
-    """``VmHWM`` (the peak RSS since the last `_reset_peak`) or ``VmRSS`` of this
-    process, in MB; None off Linux."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rss import reset_peak, status_mb  # noqa: E402
 
 
 def prior_seconds(scan, correction: bool) -> tuple[float, int]:
@@ -88,18 +69,18 @@ def integrator_row(label: str, pos: np.ndarray, shape: tuple[int, int],
 
     rng = np.random.default_rng(0)
     grads = 0.01 * rng.standard_normal((len(pos), 2))
-    base = _status_mb("VmRSS")
-    reset = _reset_peak()
+    base = status_mb("VmRSS")
+    reset = reset_peak()
     t = time.perf_counter()
     integ = PhaseIntegrator(pos, shape, probe_intensity)
     build_s = time.perf_counter() - t
-    build_peak = _status_mb("VmHWM")
-    after_build = _status_mb("VmRSS")
-    _reset_peak()
+    build_peak = status_mb("VmHWM")
+    after_build = status_mb("VmRSS")
+    reset_peak()
     t = time.perf_counter()
     integ(grads)
     call_s = time.perf_counter() - t
-    call_peak = _status_mb("VmHWM")
+    call_peak = status_mb("VmHWM")
     nnz = integ.factor_nonzeros  # copies L and U: after the peaks are read
     mb = nnz * 12 / 1e6  # float64 values and int32 indices
     cells = integ.grid_cells

@@ -35,24 +35,14 @@ from ptychopinn.data import load_npz
 from ptychopinn.inference.reconstruct import reconstruct_pytorch
 from ptychopinn.models.pinn import PtychoPINN
 
-def status_mb(key):
-    # VmRSS (current) / VmHWM (peak since the last reset) of this process, in MB
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+path, sync, bench = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, bench)
+from _rss import reset_peak, status_mb
 
-path, sync = sys.argv[1], sys.argv[2]
 scan = load_npz(path)
 load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 rss_data = status_mb("VmRSS")
-try:  # reset the peak so it measures inference alone (Linux: clear_refs 5)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    reset = True
-except OSError:
-    reset = False
+reset = reset_peak()  # so the peak measures inference alone
 cfg = TrainingConfig(model={"N": scan.patch_size})
 model = PtychoPINN(cfg.model, torch.from_numpy(scan.probe)).eval()
 loaded = LoadedModel(model=model, config=cfg, manifest={}, path=None)
@@ -72,7 +62,8 @@ print(json.dumps({"n": scan.n_patterns, "data_mb": scan.diffraction.nbytes / 2**
 
 def _run_child(path: Path, sync: str) -> str:
     """Run the measuring child; it dies with this process (even on SIGTERM)."""
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), sync], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), sync,
+                             str(Path(__file__).resolve().parent)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -187,6 +187,9 @@ class PhaseIntegrator:
         if f < 1:
             raise ValueError(f"integrated_phase: factor must be >= 1; found {factor!r}")
         self.factor = f
+        self._lu = None  # nothing to solve until there are patterns and differences
+        self.grid_cells = 0
+        """Cells of the integration's grid (``factor`` pixels apart; 0 without patterns)."""
         if self.n_patterns == 0:
             return
         # the probe intensity summed over f x f blocks: each window's spreading kernel
@@ -205,26 +208,20 @@ class PhaseIntegrator:
         self._lit = weight > LIT_FRACTION * top
         self._weight = np.maximum(weight, 1e-300)
         self._wmap = weight / top
+        self.grid_cells = int(self._wmap.size)
         self._wsum = max(float(self._wmap.sum()), 1e-300)
         self._edges, d = _difference_operator(self._wmap)
         self._d = d
-        self._lu = None
         if d is not None:
             # a small pull towards zero fixes the free constant (and cells without data)
             normal = (d.T @ d + 1e-6 * sp.eye(hb * wb)).tocsc()
             self._lu = spla.splu(normal, permc_spec="MMD_AT_PLUS_A")
 
     @property
-    def grid_cells(self) -> int:
-        """Cells of the integration's grid (``factor`` pixels apart; 0 without patterns)."""
-        return int(self._wmap.size) if self.n_patterns else 0
-
-    @property
     def factor_nonzeros(self) -> int:
         """Stored entries of the normal equations' LU factors (L and U; 0 when there is
         nothing to solve): its memory is about 12 bytes each."""
-        lu = getattr(self, "_lu", None)
-        return 0 if lu is None else int(lu.L.nnz + lu.U.nnz)
+        return 0 if self._lu is None else int(self._lu.L.nnz + self._lu.U.nnz)
 
     def _spread(self, values: np.ndarray) -> np.ndarray:
         """``(hb, wb)``: each position's value spread over its window with the kernel
