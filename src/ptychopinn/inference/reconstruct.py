@@ -20,11 +20,11 @@ CANVAS_MARGIN_PX = 2
 _CACHE_LIMIT_BYTES = 1 << 30
 POOR_FIT_RATIO = 5.0
 """A reconstruction whose Poisson deviance is more than this many times its photon-noise
-floor gets a warning (`poor_fit_warning`). Recorded (docs/benchmarks.md): 1.0-1.4 for the
-network on simulated scans it reconstructs well; 2.6-3.2 for pty-chi, the prior and the
-network on the measured Siemens star (its unmodelled detector and coherence effects);
-13.5 where the network failed, a lines object under a Gaussian probe (amp SSIM 0.24
-against LSQML-100's 0.91)."""
+floor gets a warning (`poor_fit_warning`). Recorded (`benchmarks/bench_data_fit.py` and
+the star's benches, docs/benchmarks.md): 1.0-1.4 for the network on simulated scans it
+reconstructs well; 2.6-3.2 for pty-chi, the prior and the network on the measured Siemens
+star (its unmodelled detector and coherence effects); 13.5 where the network failed, a
+lines object under a Gaussian probe (amp SSIM 0.24 against LSQML-100's 0.91)."""
 
 
 @dataclass
@@ -285,7 +285,7 @@ def poor_fit_warning(fits: dict) -> str | None:
               "(e.g. under a smooth probe without rings or structure)")
     return (f"the {'refined ' if which == 'refined' else ''}object explains the measured counts "
             f"poorly: Poisson deviance {ratio:.1f} times its photon-noise floor (above "
-            f"{POOR_FIT_RATIO:g}; well-reconstructed simulated scans give 1-1.5, measured data "
+            f"{POOR_FIT_RATIO:g}; well-reconstructed simulated scans give 1.0-1.4, measured data "
             f"with unmodelled effects 2-3.5); {advice}.")
 
 
