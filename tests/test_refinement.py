@@ -314,6 +314,24 @@ def test_momentum_speeds_convergence_and_zero_is_plain_pie(scan) -> None:
         refine(s, None, epochs=1, progress=False, momentum=1.0)
 
 
+def test_phase_only_momentum_moves_the_phase_and_keeps_the_epochs_amplitude(scan) -> None:
+    """momentum_amplitude=False: after the first epoch the amplitude is plain PIE's (the
+    momentum step, O += b (O - O_start), moved only the phase); True moves both."""
+    kw = dict(epochs=2, progress=False, adaptive_step=False)
+    snaps: dict[str, list] = {"plain": [], "phase": [], "both": []}
+
+    def keep(name):
+        return lambda epoch, record, obj: snaps[name].append(obj.copy())
+
+    refine(scan, None, callback=keep("plain"), **kw)
+    refine(scan, None, momentum=0.5, momentum_amplitude=False, callback=keep("phase"), **kw)
+    refine(scan, None, momentum=0.5, callback=keep("both"), **kw)
+    plain, phase, both = (snaps[k][0] for k in ("plain", "phase", "both"))
+    np.testing.assert_allclose(np.abs(phase), np.abs(plain), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.angle(phase), np.angle(plain), atol=1e-3)
+    assert not np.allclose(np.abs(both), np.abs(plain), rtol=1e-3, atol=1e-5)
+
+
 def test_expected_deviance_is_the_poisson_mean() -> None:
     from scipy.stats import poisson
 
@@ -386,6 +404,9 @@ def test_inference_refinement_options_follow_the_config() -> None:
 
     opts = refine_options(InferenceConfig(refine_epochs=40))
     assert opts["phase_only_epochs"] == 20 and opts["noise_floor"] and opts["momentum"] == 0.8
+    assert opts["momentum_amplitude"] is False  # infer's momentum moves the phase only
+    assert refine_options(InferenceConfig(refine_epochs=4, refine_momentum_amplitude=True)
+                          )["momentum_amplitude"] is True
     assert opts["subpixel"] == "probe_shift"
     assert refine_options(InferenceConfig(refine_epochs=10))["phase_only_epochs"] == 5
     off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
@@ -471,13 +492,35 @@ def test_low_dose_1e3_photons_refines_towards_the_truths_likelihood() -> None:
     assert amp > 0.55 and phase > 0.65
 
 
-def test_noise_floor_is_re_estimated_every_fourth_epoch(scan) -> None:
-    """The floor estimate (a fifth of an epoch's cost) is refreshed at epochs 1, 5, 9, ..."""
+def test_noise_floor_is_re_estimated_every_fourth_epoch_keeping_the_lowest(
+        scan, monkeypatch) -> None:
+    """The floor estimate (a fifth of an epoch's cost) is refreshed at epochs 1, 5, 9, ...
+    and the lowest so far is kept: here the estimate is made to fall at epoch 5 (taken)
+    and to rise at epoch 9 (ignored: an estimate from a wrong object is too high)."""
+    from ptychopinn.refinement import steps
+
+    real = steps.noise_floor_sums
+    batches = -(-scan.n_patterns // 32)
+    calls = {"n": 0}
+
+    def scaled(lam, counts, valid):
+        estimate = calls["n"] // batches  # 0, 1, 2: at epochs 1, 5 and 9
+        calls["n"] += 1
+        e, k = real(lam, counts, valid)
+        return e * (1.0, 0.1, 10.0)[estimate], k
+
+    monkeypatch.setattr(steps, "noise_floor_sums", scaled)
     res = refine(scan, None, epochs=9, batch_size=32, progress=False, noise_floor=True)
+    assert calls["n"] == 3 * batches  # estimated at epochs 1, 5 and 9 only
     floors = [h["noise_floor"] for h in res.history]
     assert floors[0] == floors[1] == floors[2] == floors[3]
     assert floors[4] == floors[5] == floors[6] == floors[7]
-    assert floors[4] != floors[0] and floors[8] != floors[4]
+    assert floors[4] < floors[0]
+    assert floors[8] == floors[4]
+    monkeypatch.undo()
+    unscaled = refine(scan, None, epochs=9, batch_size=32, progress=False, noise_floor=True)
+    uf = [h["noise_floor"] for h in unscaled.history]
+    assert all(b <= a for a, b in zip(uf, uf[1:], strict=False))  # never rises
 
 
 def test_noise_floor_margin_is_three_sigma_of_the_epoch_loss() -> None:

@@ -611,6 +611,14 @@ class InferenceConfig(_Section):
         description="Epoch-level momentum of the refined object (mPIE-like; 0: plain PIE); "
         "speeds up the phase's low frequencies.",
     )
+    refine_momentum_amplitude: bool = Field(
+        False,
+        description="Let refine_momentum move the amplitude too (the whole complex object). "
+        "Off: the momentum moves the phase only. With the amplitude moved, the grf / "
+        "zone-plate scan's amplitude stalled at SSIM 0.823 for 40 epochs; phase only it "
+        "reached 0.848 (the default and real-probe scans unchanged; docs/benchmarks.md, "
+        "seventeenth session).",
+    )
     refine_phase_first: int = Field(
         20, ge=0,
         description="The first min(this, refine_epochs // 2) refinement epochs update only the "

@@ -90,6 +90,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "epochs": config.refine_epochs,
         "learning_rate": config.refine_learning_rate,
         "momentum": config.refine_momentum,
+        "momentum_amplitude": config.refine_momentum_amplitude,
         "phase_only_epochs": min(config.refine_phase_first, config.refine_epochs // 2),
         "noise_floor": config.refine_noise_floor,
         "subpixel": config.refine_subpixel,

@@ -123,6 +123,7 @@ def refine(
     position_keep_linear: bool = False,
     adaptive_step: bool = True,
     momentum: float = 0.0,
+    momentum_amplitude: bool = True,
     phase_only_epochs: int = 0,
     noise_floor: bool = False,
     subpixel: Literal["bilinear", "probe_shift"] = "probe_shift",
@@ -194,6 +195,15 @@ def refine(
         spiral, 1e5 photons) 0.8 raised the phase SSIM after 40 epochs from
         0.54 to 0.74 at a small cost in amplitude (0.68 -> 0.67); on the default
         scan it changes nothing (docs/benchmarks.md).
+    momentum_amplitude
+        With ``momentum > 0``: True moves the whole complex object by the
+        momentum; False moves only its phase (after the momentum step the
+        amplitude is set back to the epoch's own). On a grf object under a
+        zone-plate probe the amplitude moved by the momentum stalled at amp
+        SSIM 0.823 for 40 epochs, the phase-only momentum reached 0.848 with the
+        same phase (0.885), and the default and real-probe scans were unchanged
+        (docs/benchmarks.md, seventeenth session). `ptychopinn infer` passes
+        False (`InferenceConfig.refine_momentum_amplitude`).
     phase_only_epochs
         For a start that is already good (a network's object), the first this
         many epochs update only the phase: after each step the amplitude is set
@@ -206,9 +216,14 @@ def refine(
         ``phase_only_epochs``, the start's amplitude is never released):
         the NLL the true object would have under counting noise, estimated from
         the current expected counts (`steps.expected_deviance`; re-estimated
-        every 4th epoch), plus three standard deviations of the epoch's loss
-        at the truth (the deviance's variance is about its mean). Below it the
-        amplitude fits noise.
+        every 4th epoch, the lowest estimate so far kept), plus three standard
+        deviations of the epoch's loss at the truth (the deviance's variance is
+        about its mean). Below it the amplitude fits noise. The lowest estimate
+        is kept because an estimate from a wrong object is too high: expected
+        counts the object puts into dark detector pixels raise it (on the grf /
+        zone-plate scan the estimates rose from 0.000722 to 0.000745 once the
+        amplitude was released, against the truth's NLL of 0.000685, and held the
+        amplitude four epochs later).
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor``.
     subpixel
@@ -368,7 +383,10 @@ def refine(
             with torch.no_grad():  # epoch-level momentum (mPIE-like): v = b v + dO; O += b v
                 change = obj.detach() - start_obj
                 velocity = change if velocity is None else momentum * velocity + change
+                own_amp = None if momentum_amplitude else obj.detach().abs()
                 obj.add_(momentum * velocity)
+                if own_amp is not None:  # the momentum moves the phase only
+                    obj.mul_(own_amp / obj.abs().clamp_min(1e-12))
                 if held_amp is not None:
                     obj.mul_(held_amp / obj.abs().clamp_min(1e-12))
         corr.end_epoch(epoch)
@@ -382,7 +400,9 @@ def refine(
             if estimate_floor:
                 # the epoch's floor plus 3 standard deviations of the epoch's loss at
                 # the truth (not of each batch's: that margin is sqrt(batches) wider)
-                floor_estimate = floor_sum + 3.0 * math.sqrt(floor_var)
+                estimate = floor_sum + 3.0 * math.sqrt(floor_var)
+                floor_estimate = (estimate if floor_estimate is None
+                                  else min(floor_estimate, estimate))
             record["noise_floor"] = floor_estimate
             # checked in the phase-only epochs too: a fit already at the floor
             # then never releases the amplitude
