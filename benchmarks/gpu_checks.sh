@@ -30,7 +30,7 @@ for seed in ${SEEDS:-11 41 11}; do
   i=$((i+1)); fits 150 || { echo "skipped side by side $i (seed $seed) at $(el) s"; continue; }
   echo "== side by side $i, seed $seed, at $(el) s"
   timeout 150 python3 benchmarks/bench_side_by_side.py --model "$MODEL" \
-    --model-label "$MODEL ('ptychopinn train' defaults, seed-11 scan)" --seed "$seed" \
+    --model-label "$MODEL" --seed "$seed" \
     --cases textured --device cuda --threads 16 --record > "$OUT/side_$i.log" 2>&1
   grep -E "pty-chi LSQML|PINN inference|Issue 4|Error" "$OUT/side_$i.log" | tail -6
   cp docs/benchmarks.md "$OUT/benchmarks.md"
