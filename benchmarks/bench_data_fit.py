@@ -41,7 +41,7 @@ def fit_row(label: str, model_path: str, scan_path: str, refine_epochs: int) -> 
     from ptychopinn.metrics import evaluate
 
     scan = load_npz(scan_path)
-    icfg = InferenceConfig(figures=False)
+    icfg = InferenceConfig(figures=False, execution={"progress_bar": False})
     cells = [label]
     for epochs in (0, refine_epochs):
         t0 = time.perf_counter()
