@@ -517,6 +517,9 @@ def test_noise_floor_is_re_estimated_every_fourth_epoch_keeping_the_lowest(
     assert floors[4] == floors[5] == floors[6] == floors[7]
     assert floors[4] < floors[0]
     assert floors[8] == floors[4]
+    raw = [h.get("noise_floor_estimate") for h in res.history]
+    assert [i for i, r in enumerate(raw) if r is not None] == [0, 4, 8]
+    assert raw[0] == floors[0] and raw[4] == floors[4] and raw[8] > 50 * floors[8]
     monkeypatch.undo()
     unscaled = refine(scan, None, epochs=9, batch_size=32, progress=False, noise_floor=True)
     uf = [h["noise_floor"] for h in unscaled.history]

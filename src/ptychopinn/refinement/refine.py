@@ -219,13 +219,15 @@ def refine(
         every 4th epoch, the lowest estimate so far kept), plus three standard
         deviations of the epoch's loss at the truth (the deviance's variance is
         about its mean). Below it the amplitude fits noise. The lowest estimate
-        is kept because an estimate from a wrong object is too high: expected
-        counts the object puts into dark detector pixels raise it (on the grf /
-        zone-plate scan the estimates rose from 0.000722 to 0.000745 once the
-        amplitude was released, against the truth's NLL of 0.000685, and held the
-        amplitude four epochs later).
+        is kept because an estimate made from a wrong object can be too high
+        (likely from expected counts it puts into dark detector pixels): on the
+        grf / zone-plate scan the estimates rose from 0.000725 to 0.000741-0.000748
+        once the amplitude was released, against the truth's NLL of 0.000685, and
+        would have held the amplitude four epochs later
+        (`benchmarks/bench_refine_floor.py`).
         Each epoch's record then has ``amplitude_held``, and until the
-        amplitude is held ``noise_floor``.
+        amplitude is held ``noise_floor`` (the floor in use) and, in the epochs
+        that re-estimate it, ``noise_floor_estimate`` (that epoch's estimate).
     subpixel
         Model of fractional positions: ``"probe_shift"`` (whole-pixel window,
         Fourier-shifted probe: the simulator's default physics) or
@@ -401,6 +403,7 @@ def refine(
                 # the epoch's floor plus 3 standard deviations of the epoch's loss at
                 # the truth (not of each batch's: that margin is sqrt(batches) wider)
                 estimate = floor_sum + 3.0 * math.sqrt(floor_var)
+                record["noise_floor_estimate"] = estimate  # this epoch's, before the min
                 floor_estimate = (estimate if floor_estimate is None
                                   else min(floor_estimate, estimate))
             record["noise_floor"] = floor_estimate
