@@ -186,7 +186,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     ``model.prior_frc_filter`` had no filter (the defaults of both changed after), and
     those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time
     and those before ``model.prior_start`` started its passes from a flat phase, and
-    those before ``model.prior_com_correction`` ran without it.
+    those before ``model.prior_com_correction`` ran without it, and those before
+    ``model.prior_step_scale`` took plain PIE steps (1, still the default).
     """
     import copy
 

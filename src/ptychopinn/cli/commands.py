@@ -230,6 +230,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_phase_momentum": args.prior_phase_momentum,
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "prior_start": args.prior_start,
+        "prior_step_scale": args.prior_step_scale,
         "prior_com_correction": (None if args.prior_com_correction is None
                                  else args.prior_com_correction == "on"),
         "phase_sync": None if args.phase_sync is None else args.phase_sync != "off",

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")
+    p.add_argument("--prior-step-scale", type=float,
+                   help="Over-relaxation of the physics prior's updates (default: as the model "
+                        "was trained, model.prior_step_scale; in (0, 4]).")
     p.add_argument("--prior-start", choices=("flat", "com", "auto"),
                    help="The phase the physics prior's passes start from (default: as the "
                         "model was trained, model.prior_start): flat; com, the object's "

@@ -124,6 +124,19 @@ class ModelConfig(_Section):
         "625-pattern scan on 2 CPU cores (+25-30% of inference; docs/benchmarks.md, "
         "bench_prior_batch.py), so the default stays 64.",
     )
+    prior_step_scale: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="prior_scope 'scan': over-relaxation of the physics prior's PIE updates: "
+        "each mini-batch's update is applied this many times over (physics.prior_scan; 1: "
+        "plain PIE). Under a probe whose far field is a small spot (a Gaussian beam) the "
+        "passes converge slowly and 3 converges them much further (the prior alone after 4 "
+        "passes on a textured object 0.54 -> 0.71 amplitude SSIM); under the default disk "
+        "probe 3 makes them diverge (0.95 -> 0.72) and 2 costs 0.006 (docs/benchmarks.md, "
+        "bench_prior_step_scale.py). Train and infer with the same value. Bundles without "
+        "it: 1.",
+    )
     prior_frc_filter: bool | None = Field(
         None,
         description="prior_scope 'scan': filter the physics prior's amplitude by the Fourier "
@@ -232,6 +245,15 @@ class ModelConfig(_Section):
                     f"prior_iterations > 0 (the neighbourhood prior starts flat and is not "
                     f"corrected); found prior_scope {self.prior_scope!r}, prior_iterations "
                     f"{self.prior_iterations}")
+        return self
+
+    @model_validator(mode="after")
+    def _step_scale_needs_scan_prior(self) -> ModelConfig:
+        if self.prior_scope != "scan" and self.prior_step_scale != 1:
+            raise ValueError(
+                "model.prior_step_scale other than 1 needs prior_scope 'scan'; found "
+                f"{self.prior_step_scale} with prior_scope {self.prior_scope!r}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -555,6 +577,12 @@ class InferenceConfig(_Section):
         "without it and the result is the one without it, for ~0.1-0.4 s more per 625 "
         "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md). 0: off. Models without the "
         "FRC filter ignore it.",
+    )
+    prior_step_scale: float | None = Field(
+        None, gt=0, le=4,
+        description="Over-relaxation of the physics prior's updates at inference (None: as "
+        "the model was trained, model.prior_step_scale; see there). Best left as trained; "
+        "models without a scan prior refuse values other than 1.",
     )
     prior_start: Literal["flat", "com", "auto"] | None = Field(
         None,

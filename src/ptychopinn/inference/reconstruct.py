@@ -70,6 +70,9 @@ class Reconstruction:
     # whether the prior's passes ran the centre-of-mass phase correction (None: a model
     # without a prior; InferenceConfig.prior_com_correction, else the model's)
     prior_com_correction: bool | None = None
+    # the over-relaxation of the prior's updates (None: a model without a prior;
+    # InferenceConfig.prior_step_scale, else model.prior_step_scale)
+    prior_step_scale: float | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -114,14 +117,17 @@ def _device(cfg: InferenceConfig) -> torch.device:
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
-    filter and the centre-of-mass start need the scan prior (both backends)."""
+    filter, the centre-of-mass start and an over-relaxation need the scan prior (both
+    backends)."""
     from ptychopinn.errors import ConfigError
 
     if not mcfg.prior_iterations or mcfg.prior_scope == "scan":
         return
     for asked, option in ((cfg.prior_frc_filter, "prior_frc_filter=true"),
                           (cfg.prior_com_correction, "prior_com_correction=true"),
-                          (cfg.prior_start == "com", "prior_start='com'")):
+                          (cfg.prior_start == "com", "prior_start='com'"),
+                          (cfg.prior_step_scale not in (None, 1.0),
+                           f"prior_step_scale={cfg.prior_step_scale}")):
         if asked:
             raise ConfigError(f"{option} needs a model with the scan prior; {model_path} has "
                               f"model.prior_scope {mcfg.prior_scope!r}.")
@@ -189,7 +195,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     extra_iterations=cfg.prior_extra_iterations,
                                     phase_momentum=cfg.prior_phase_momentum,
                                     start_phase=cfg.prior_start,
-                                    com_correction=cfg.prior_com_correction)
+                                    com_correction=cfg.prior_com_correction,
+                                    step_scale=cfg.prior_step_scale)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -249,6 +256,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,
+        prior_step_scale=None if prior is None else prior.step_scale,
         phase_sync=sync,
     )
 
@@ -282,7 +290,9 @@ def poor_fit_warning(fits: dict) -> str | None:
     advice = ("more refinement epochs may help" if which == "refined" else
               "refine it against the counts (--refine-epochs 40; InferenceConfig.refine_epochs), "
               "which fixes this where the network's input, the scan prior, did not converge "
-              "(e.g. under a smooth probe without rings or structure)")
+              "(e.g. under a smooth probe without rings or structure; for such a probe a model "
+              "trained with --set model.prior_step_scale=3 converges its prior further, README "
+              "'featureless probes')")
     return (f"the {'refined ' if which == 'refined' else ''}object explains the measured counts "
             f"poorly: Poisson deviance {ratio:.1f} times its photon-noise floor (above "
             f"{POOR_FIT_RATIO:g}; well-reconstructed simulated scans give 1.0-1.4, measured data "
@@ -325,6 +335,8 @@ def write_outputs(
         arrays["prior_start"] = np.asarray(recon.prior_start)
     if recon.prior_com_correction is not None:
         arrays["prior_com_correction"] = np.asarray(recon.prior_com_correction)
+    if recon.prior_step_scale is not None:
+        arrays["prior_step_scale"] = np.asarray(recon.prior_step_scale, dtype=np.float64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

@@ -25,7 +25,7 @@ from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvat
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
-from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate, scan_error_reduction
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ class ScanPrior:
         ``model.prior_com_correction``: correct the phase's low spatial frequencies by the
         patterns' centres of mass between passes (scope 'scan';
         `physics.prior_scan.scan_error_reduction`).
+    step_scale
+        ``model.prior_step_scale``: over-relaxation of every update of the passes (scope
+        'scan'; `physics.prior_scan.scan_error_reduction`'s ``step_scale``).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -119,6 +122,7 @@ class ScanPrior:
         phase_momentum: float = 0.0,
         start_phase: str = "flat",
         com_correction: bool = False,
+        step_scale: float = 1.0,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -139,6 +143,13 @@ class ScanPrior:
             raise ValueError(f"start_phase {start_phase!r} needs scope 'scan'")
         if com_correction and scope != "scan":
             raise ValueError("com_correction needs scope 'scan'")
+        if isinstance(step_scale, bool) or not 0 < float(step_scale) <= MAX_STEP_SCALE:
+            raise ValueError(f"prior step scale must be in (0, {MAX_STEP_SCALE}]; found "
+                             f"{step_scale!r}")
+        if float(step_scale) != 1.0 and scope != "scan":
+            raise ValueError(f"step_scale {step_scale} needs scope 'scan'")
+        self.step_scale = float(step_scale)
+        """The over-relaxation the passes ran with (`physics.prior_scan`; 1: plain PIE)."""
         self.com_correction = bool(com_correction)
         """Whether the passes ran the centre-of-mass phase correction
         (`physics.prior_scan.scan_error_reduction`)."""
@@ -190,7 +201,8 @@ class ScanPrior:
             # |F(s P O)| = A  <=>  |F(P O)| = A / s: scale the probe, not the scan
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size),
-                      start_phase=str(start_phase), com_correction=bool(com_correction))
+                      start_phase=str(start_phase), com_correction=bool(com_correction),
+                      step_scale=float(step_scale))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
@@ -233,6 +245,7 @@ class ScanPrior:
         frc_filter: bool | None = None,
         start_phase: str | None = None,
         com_correction: bool | None = None,
+        step_scale: float | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -248,7 +261,8 @@ class ScanPrior:
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
         inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start`` and
-        ``com_correction`` ``model_cfg.prior_com_correction`` (inference only).
+        ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
+        ``model_cfg.prior_step_scale`` (inference only).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -269,6 +283,8 @@ class ScanPrior:
                    start_phase=str(start_phase or model_cfg.prior_start),
                    com_correction=bool(model_cfg.prior_com_correction if com_correction is None
                                        else com_correction),
+                   step_scale=float(getattr(model_cfg, "prior_step_scale", 1.0)
+                                    if step_scale is None else step_scale),
                    **kw)
 
     @classmethod

@@ -76,6 +76,8 @@ simulated scans under the default disk, a zone plate and a real probe, at 625 an
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
+MAX_STEP_SCALE = 4.0
+"""The largest ``step_scale`` (`scan_error_reduction`'s over-relaxation) accepted."""
 CLEAR_WHOLE_RATIO = 4
 """Clear the whole scratch canvas after a batch when it has at most this many times
 the pixels of the batch's windows (else clear only the touched pixels)."""
@@ -159,6 +161,7 @@ def scan_error_reduction(
     phase_velocity: Tensor | None = None,
     start_phase: str = "flat",
     com_correction: bool = False,
+    step_scale: float = 1.0,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -229,6 +232,12 @@ def scan_error_reduction(
         ``first_pass``), turn the object by `COM_CORRECTION_STEP` times the integrated
         difference of the measured and the predicted patterns' centres of mass (module
         docstring); a run split into continuations is corrected as the whole run.
+    step_scale
+        In (0, `MAX_STEP_SCALE`]: every mini-batch's update (after its amplitude damping) is
+        applied this many times over (over-relaxation; 1: plain PIE). Under a probe whose far
+        field is a small spot (a Gaussian beam) the passes converge slowly and 3 converged
+        them much further; under the default disk it makes them diverge
+        (docs/benchmarks.md, `benchmarks/bench_prior_step_scale.py`).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -240,6 +249,8 @@ def scan_error_reduction(
         raise ValueError(f"alpha must be in (0, 1]; found {alpha}")
     if not 0 < amplitude_step <= 1:
         raise ValueError(f"amplitude_step must be in (0, 1]; found {amplitude_step}")
+    if not 0 < step_scale <= MAX_STEP_SCALE:
+        raise ValueError(f"step_scale must be in (0, {MAX_STEP_SCALE}]; found {step_scale}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
     if amplitudes.ndim != 3:
@@ -432,13 +443,16 @@ def scan_error_reduction(
                 if update_all:
                     # the same arithmetic as below, on every canvas pixel
                     den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
-                    flat.add_(damp_amplitude(num_c.div_(den), flat, amplitude_step))
+                    step = damp_amplitude(num_c.div_(den), flat, amplitude_step)
+                    flat.add_(step if step_scale == 1.0 else step.mul_(step_scale))
                 else:
                     den = den_windows[c0[:, 0], c0[:, 1]].reshape(-1)
                     den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
                     old = obj_w.reshape(-1)
                     step = damp_amplitude(num_windows[c0[:, 0], c0[:, 1]].reshape(-1) / den,
                                            old, amplitude_step)
+                    if step_scale != 1.0:
+                        step.mul_(step_scale)
                     # overlapping windows gather the same pixels, so duplicates agree
                     flat.index_copy_(0, idx, old + step)
                 if clear_all or update_all:

@@ -109,7 +109,8 @@ def reconstruct_tensorflow(
                              extra_iterations=cfg.prior_extra_iterations,
                              phase_momentum=cfg.prior_phase_momentum,
                              start_phase=cfg.prior_start,
-                             com_correction=cfg.prior_com_correction)
+                             com_correction=cfg.prior_com_correction,
+                             step_scale=cfg.prior_step_scale)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -153,5 +154,6 @@ def reconstruct_tensorflow(
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,
+        prior_step_scale=None if prior is None else prior.step_scale,
         phase_sync=sync,
     )

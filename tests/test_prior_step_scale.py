@@ -1,0 +1,137 @@
+"""The scan prior's over-relaxation (``step_scale`` / ``model.prior_step_scale``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptychopinn.physics.geometry import extract_patches
+from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+
+
+def _scan(probe_kind: str, n_positions: int = 100, seed: int = 0):
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    return simulate_scan(SimulationConfig(n_positions=n_positions, seed=seed,
+                                          probe_kind=probe_kind))
+
+
+def _inputs(scan):
+    return torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_one_update_is_scaled_by_the_step_scale(monkeypatch, windowed) -> None:
+    """With every pattern in one mini-batch, one pass is one update from the flat
+    start: over-relaxed by s, it moves the canvas s times as far (both the whole-canvas
+    and the windowed update paths), and s = 1 is plain PIE to the bit."""
+    import ptychopinn.physics.prior_scan as ps
+
+    if windowed:
+        monkeypatch.setattr(ps, "UPDATE_WHOLE_RATIO", 0)
+    scan = _scan("disk", n_positions=36)
+    amps, probe = _inputs(scan)
+    kw = dict(batch_size=64, amplitude_step=0.5)
+    start = scan_error_reduction(amps, scan.positions_px, probe, 0).canvas
+    plain = scan_error_reduction(amps, scan.positions_px, probe, 1, **kw).canvas
+    assert torch.equal(plain, scan_error_reduction(amps, scan.positions_px, probe, 1,
+                                                   step_scale=1.0, **kw).canvas)
+    for s in (0.5, 2.5):
+        moved = scan_error_reduction(amps, scan.positions_px, probe, 1, step_scale=s, **kw)
+        expected = start + s * (plain - start)
+        assert torch.allclose(moved.canvas, expected, atol=1e-5 * float(start.abs().max()))
+        assert not torch.allclose(moved.canvas, plain, atol=1e-3)  # the comparison can fail
+
+
+def _amp_error(est, scan) -> float:
+    """rms amplitude error against the truth over the well-lit pixels."""
+    n = scan.patch_size
+    probe = torch.from_numpy(scan.probe)
+    ill = (probe.abs() ** 2).sum(0)
+    mask = ill / ill.max() > 0.3
+    a = est.patches(scan.positions_px, n)[:, mask].abs()
+    truth = extract_patches(torch.from_numpy(scan.object), torch.from_numpy(scan.positions_px),
+                            n)[:, mask].abs()
+    return float((a - truth).square().mean().sqrt())
+
+
+def test_over_relaxation_converges_a_gaussian_probe_scan_further() -> None:
+    """Under a Gaussian beam (a far field of a few pixels) plain passes converge slowly
+    and over-relaxed ones get closer to the object in the same passes (measured 0.045 ->
+    0.030 rms amplitude error); under the default disk probe the same over-relaxation
+    overshoots (0.0077 -> 0.011: why the default is 1). The prior's half amplitude steps,
+    16 patterns per update on a 225-pattern scan."""
+    kw = dict(amplitude_step=0.5, batch_size=16)
+    errors = {}
+    for kind in ("gaussian", "disk"):
+        scan = _scan(kind, n_positions=225)
+        amps, probe = _inputs(scan)
+        errors[kind] = [_amp_error(scan_error_reduction(amps, scan.positions_px, probe, 4,
+                                                        step_scale=s, **kw), scan)
+                        for s in (1.0, 3.0)]
+    plain, relaxed = errors["gaussian"]
+    assert relaxed < 0.8 * plain, errors
+    plain, relaxed = errors["disk"]
+    assert relaxed > 1.2 * plain, errors
+
+
+def test_bad_step_scales_are_refused() -> None:
+    scan = _scan("disk", n_positions=16)
+    amps, probe = _inputs(scan)
+    for bad in (0.0, -1.0, 4.5):
+        with pytest.raises(ValueError, match="step_scale must be in"):
+            scan_error_reduction(amps, scan.positions_px, probe, 1, step_scale=bad)
+    _, shape = canvas_frame(scan.positions_px, scan.patch_size)
+    assert shape[0] > scan.patch_size  # the scan is a scan, not one window
+
+
+def test_step_scale_option_config_bundle_cli_and_prior() -> None:
+    from ptychopinn.bundle.format import manifest_config
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+    from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
+    from ptychopinn.config.io import with_overrides
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.inference.reconstruct import check_prior_options
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    assert ModelConfig().prior_step_scale == 1.0
+    for bad in (0, 4.5, "fast"):
+        with pytest.raises(ValueError, match="prior_step_scale"):
+            ModelConfig(prior_step_scale=bad)
+    with pytest.raises(ValueError, match="prior_step_scale other than 1 needs prior_scope"):
+        ModelConfig(prior_scope="neighbourhood", prior_step_scale=2.0)
+    cfg = with_overrides(TrainingConfig(), {"model": {"prior_step_scale": 3}})
+    assert cfg.model.prior_step_scale == 3.0
+    with pytest.raises(ConfigError, match="prior_step_scale"):
+        with_overrides(TrainingConfig(), {"model": {"prior_step_scale": 9}})
+    # bundles written before the option ran plain PIE
+    raw = cfg.model_dump(mode="json")
+    del raw["model"]["prior_step_scale"]
+    assert manifest_config({"config": raw}, "old.bundle").model.prior_step_scale == 1.0
+    with pytest.raises(ValueError, match="prior_step_scale"):
+        InferenceConfig(prior_step_scale=0)
+
+    def opt(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_step_scale
+
+    assert opt() is None and opt("--prior-step-scale", "2.5") == 2.5
+    # the inference option needs a model with the scan prior
+    neighbourhood = ModelConfig(prior_scope="neighbourhood")
+    check_prior_options(neighbourhood, InferenceConfig(prior_step_scale=1.0), "m")
+    with pytest.raises(ConfigError, match="prior_step_scale=2.0 needs a model with the scan"):
+        check_prior_options(neighbourhood, InferenceConfig(prior_step_scale=2.0), "m")
+    # the prior takes it from the model's config unless overridden
+    scan = _scan("gaussian", n_positions=25)
+    amps, probe = _inputs(scan)
+    kw = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
+    mcfg = ModelConfig(prior_step_scale=3.0, prior_frc_filter=False)
+    relaxed = ScanPrior.for_config(mcfg, amps, scan.positions_px, probe, **kw)
+    plain = ScanPrior.for_config(mcfg, amps, scan.positions_px, probe, step_scale=1.0, **kw)
+    assert relaxed.step_scale == 3.0 and plain.step_scale == 1.0
+    assert not torch.equal(relaxed.estimate.canvas, plain.estimate.canvas)
+    with pytest.raises(ValueError, match="step_scale 2.0 needs scope 'scan'"):
+        ScanPrior(amps, scan.positions_px, probe, 1.0, 1, 3, step_scale=2.0)
+    with pytest.raises(ValueError, match="prior step scale must be in"):
+        ScanPrior(amps, scan.positions_px, probe, 1.0, 1, 3, scope="scan", step_scale=0.0)
