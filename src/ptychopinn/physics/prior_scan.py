@@ -368,6 +368,9 @@ def scan_error_reduction(
     # `physics.prior.neighbourhood_error_reduction`
     frac, corner = window_corners(local, n)
     ar = torch.arange(n, device=dev)
+    # a window's flat canvas indices: its top-left pixel's plus these (N * N) offsets
+    offsets = (ar[:, None] * shape[1] + ar[None, :]).reshape(1, -1)
+    top_left = corner[:, 0] * shape[1] + corner[:, 1]  # (n,)
     width = shape[1]
     p_hat = torch.fft.fft2(p)
     flat = obj.view(-1)
@@ -425,8 +428,7 @@ def scan_error_reduction(
             for s in range(0, n_pat, batch_size):
                 rows = order[s : s + batch_size]
                 c0 = corner[rows]
-                idx = ((c0[:, 0, None, None] + ar[:, None]) * width
-                       + (c0[:, 1, None, None] + ar[None, :])).reshape(-1)
+                idx = (top_left[rows, None] + offsets).reshape(-1)
                 if cache is not None:
                     at = rows if cache_rows is None else cache_rows[rows]
                     probes, power, a_u = (t.index_select(0, at) for t in cache)
