@@ -110,10 +110,28 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     assert (f"(pytorch, network in {dtype}, {passes} prior passes{said}, half-scan agreement "
             f"{agree:.2f}, phase sync global)") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
+    assert float(rec["prior_step_scale"]) == 1.0  # plain PIE unless asked (and not said)
     # the fit to the measured counts, written and printed by default (no truth needed)
     fit = json.loads((out / "metrics.json").read_text())["data_consistency"]["reconstruction"]
     assert fit["n_patterns"] == 196 and fit["counts_are_integers"], fit
     assert "reconstruction vs the data (196 patterns)" in proc.stdout
+
+
+def test_infer_prior_step_scale_is_applied_said_and_recorded(trained):
+    """``infer --prior-step-scale`` over-relaxes the prior of a model trained without it:
+    recorded in reconstruction.npz, said in the summary, and a different object."""
+    proc = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "relaxed",
+                "--prior-step-scale", "2", "--no-figures", cwd=trained)
+    rec = np.load(trained / "relaxed" / "reconstruction.npz")
+    assert float(rec["prior_step_scale"]) == 2.0
+    assert ", prior step scale 2, " in proc.stdout
+    plain = trained / "plain"
+    _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", str(plain),
+         "--no-figures", cwd=trained)
+    assert not np.array_equal(rec["object"], np.load(plain / "reconstruction.npz")["object"])
+    bad = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "bad",
+               "--prior-step-scale", "5", cwd=trained, check=False)
+    assert bad.returncode != 0 and "prior_step_scale" in bad.stderr
 
 
 def test_untrained_floor(tmp_path, trained):

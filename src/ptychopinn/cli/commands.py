@@ -267,6 +267,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
         + ("" if not recon.prior_phase_momentum
            else f" with phase momentum {recon.prior_phase_momentum:g}")
+        + ("" if recon.prior_step_scale in (None, 1.0)
+           else f", prior step scale {recon.prior_step_scale:g}")
         + ("" if recon.prior_agreement is None
            else f", half-scan agreement {recon.prior_agreement:.2f}")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
