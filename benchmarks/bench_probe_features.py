@@ -1,0 +1,124 @@
+"""Which scans are "featureless-probe" scans: two signals for choosing the prior's step scale.
+
+For each ``--case LABEL MODEL SCAN`` this script prints:
+
+* the model's probe far field (``|fft2(P)|^2`` summed over modes, normalised to 1): its
+  participation ratio ``1 / sum(f^2)`` (how many pixels it spreads over) and the
+  fraction of its energy farther than 2, 4 and 8 pixels from its centroid. Fresnel
+  defocus multiplies the far field by a phase only, so these do not depend on it;
+* the scan prior's amplitude misfit ``sum (|far_field(P E_j O)| - A_j)^2`` after 1, 2 and
+  4 plain passes (the prior's defaults: half amplitude steps, 64 patterns per update, no
+  FRC filter, no centre-of-mass correction), divided by its photon-noise floor
+  ``sum min(A^2, 1/4)`` (the variance of a Poisson count's square root is about 1/4
+  above a few counts, the count itself below).
+
+docs/benchmarks.md (eighteenth session) explains why: an over-relaxed prior
+(``model.prior_step_scale=3``) helps well-exposed scans under a smooth probe and hurts
+under the default disk and at low dose; a rule that chose it automatically would need
+signals that separate those cases by a wide margin.
+
+Usage::
+
+    python benchmarks/bench_probe_features.py \
+        --case "seed 11" models/seed11 models/scans/seed11.npz \
+        --case "textured, Gaussian" models/hidden/textured_gaussian models/hidden/textured_gaussian.npz [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TAIL_RADII_PX = (2, 4, 8)
+MISFIT_PASSES = (1, 2, 4)
+
+
+def far_field_features(probe: np.ndarray) -> tuple[float, list[float]]:
+    """``(participation ratio, [energy fraction beyond r px of the centroid for r in
+    TAIL_RADII_PX])`` of a ``(M, N, N)`` or ``(N, N)`` probe's far field."""
+    p = np.asarray(probe)
+    p = p.reshape(-1, *p.shape[-2:])
+    ff = (np.abs(np.fft.fftshift(np.fft.fft2(p), axes=(-2, -1))) ** 2).sum(0)
+    ff = ff / ff.sum()
+    yy, xx = np.mgrid[: ff.shape[0], : ff.shape[1]]
+    r = np.hypot(yy - (ff * yy).sum(), xx - (ff * xx).sum())
+    return float(1.0 / (ff**2).sum()), [float(ff[r > rad].sum()) for rad in TAIL_RADII_PX]
+
+
+def misfit_over_floor(model, scan) -> list[float]:  # noqa: ANN001
+    """The plain scan prior's amplitude misfit over its photon-noise floor after each of
+    `MISFIT_PASSES` passes (module docstring), in the model's probe and scale."""
+    from ptychopinn.models.scan_prior import dose_ratio
+    from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+    from ptychopinn.physics.propagation import far_field
+
+    amps = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
+    probe = (model.physics.probe.detach() * float(model.prior_amplitude_scale)
+             * dose_ratio(amps, float(model.train_input_scale)))
+    pos = scan.positions_px
+    frame = canvas_frame(pos, scan.patch_size)
+    floor = float(amps.square().clamp(max=0.25).sum())
+    out = []
+    for passes in MISFIT_PASSES:
+        est = scan_error_reduction(amps, pos, probe, passes, frame=frame, amplitude_step=0.5)
+        field = far_field(est.patches(pos, scan.patch_size).unsqueeze(-3) * probe)
+        model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+        out.append(float((model_amp - amps).square().sum()) / max(floor, 1e-30))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", nargs=3, action="append", required=True,
+                   metavar=("LABEL", "MODEL", "SCAN"),
+                   help="a label, a trained model (its probe) and a scan NPZ")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    p.add_argument("--note", default="", help="added to the recorded heading")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.data.npz import load_npz
+
+    headers = (["scan", "photons per pattern", "far-field participation ratio (px)"]
+               + [f"far-field energy beyond {r} px" for r in TAIL_RADII_PX]
+               + ["misfit / noise floor after " + ", ".join(map(str, MISFIT_PASSES)) + " passes"])
+    rows = []
+    for label, model_path, scan_path in args.case:
+        model = load_pinn(model_path).model
+        scan = load_npz(scan_path)
+        pr, tails = far_field_features(model.physics.probe.detach().cpu().numpy())
+        with torch.inference_mode():
+            ratios = misfit_over_floor(model, scan)
+        photons = float(np.square(scan.diffraction).sum((-2, -1)).mean())
+        rows.append([label, f"{photons:.3g}", f"{pr:.1f}"] + [f"{t:.1e}" for t in tails]
+                    + [" / ".join(f"{r:.1f}" for r in ratios)])
+        print(" | ".join(rows[-1]), flush=True)
+    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                      + ["| " + " | ".join(r) + " |" for r in rows])
+    print(table)
+    if args.record:
+        from _record import append_section
+
+        heading = "Featureless-probe signals (bench_probe_features.py)"
+        if args.note:
+            heading += f" [{args.note}]"
+        append_section(
+            heading, table,
+            notes="Far field of each model's probe (normalised to 1; participation ratio and "
+            "the energy beyond r pixels of its centroid); the plain scan prior's amplitude "
+            "misfit over its photon-noise floor sum(min(A^2, 1/4)) after 1, 2 and 4 passes. "
+            "Cases: " + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case) + ".")
+
+
+if __name__ == "__main__":
+    main()
