@@ -135,3 +135,64 @@ def test_step_scale_option_config_bundle_cli_and_prior() -> None:
         ScanPrior(amps, scan.positions_px, probe, 1.0, 1, 3, step_scale=2.0)
     with pytest.raises(ValueError, match="prior step scale must be in"):
         ScanPrior(amps, scan.positions_px, probe, 1.0, 1, 3, scope="scan", step_scale=0.0)
+
+
+def test_far_field_tail_tells_smooth_beams_from_structured_probes() -> None:
+    """The simulator's Gaussian beam (in focus or defocused) puts almost none of its
+    far-field energy beyond 4 px of its centre; the default disk (Airy rings), a zone plate
+    and a random (speckle) probe put much of it there; a plane wave puts none beyond 1 px."""
+    from ptychopinn.physics.probe import FEATURELESS_TAIL, far_field_tail
+    from ptychopinn.simulation.probes import disk_probe, gaussian_probe, zoneplate_probe
+
+    n, d = 64, 0.4 * 64
+    smooth = [far_field_tail(torch.from_numpy(gaussian_probe(n, d, f))) for f in (None, 4.0)]
+    assert all(t < 0.1 * FEATURELESS_TAIL for t in smooth), smooth
+    disk = far_field_tail(torch.from_numpy(disk_probe(n, d, 4.0)))
+    zone = far_field_tail(torch.from_numpy(zoneplate_probe(n, d)))
+    g = torch.Generator().manual_seed(0)
+    speckle = far_field_tail(torch.polar(torch.rand(2, n, n, generator=g),
+                                         6.3 * torch.rand(2, n, n, generator=g)))
+    assert min(disk, zone, speckle) > 10 * FEATURELESS_TAIL, (disk, zone, speckle)
+    assert zone > disk  # the zone plate's far field is an annulus, wider than the Airy disk
+    flat = torch.ones(n, n, dtype=torch.complex64)
+    assert far_field_tail(flat, radius_px=1.0) == 0.0
+    with pytest.raises(ValueError, match="the probe is zero"):
+        far_field_tail(torch.zeros(n, n, dtype=torch.complex64))
+
+
+def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> None:
+    """Training the plain scan prior under a Gaussian beam warns with the recipe; under
+    the default disk, with the recipe's step scale, or without the scan prior it does not."""
+    import logging
+
+    from ptychopinn import api
+    from ptychopinn.config import ModelConfig, TrainingConfig
+    from ptychopinn.models.scan_prior import featureless_probe_advice
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+    from ptychopinn.simulation.probes import disk_probe, gaussian_probe
+
+    gauss = torch.from_numpy(gaussian_probe(64, 25.6, 4.0))
+    disk = torch.from_numpy(disk_probe(64, 25.6, 4.0))
+    advice = featureless_probe_advice(ModelConfig(), gauss)
+    assert advice is not None and "--set model.prior_step_scale=3" in advice
+    assert featureless_probe_advice(ModelConfig(), disk) is None
+    assert featureless_probe_advice(ModelConfig(prior_step_scale=3.0), gauss) is None
+    assert featureless_probe_advice(ModelConfig(prior_scope="neighbourhood"), gauss) is None
+    assert featureless_probe_advice(ModelConfig(prior_iterations=0), gauss) is None
+
+    def train(probe_kind: str, **model) -> list[str]:
+        scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=0,
+                                              probe_kind=probe_kind))
+        cfg = TrainingConfig.model_validate({
+            "output_dir": str(tmp_path / probe_kind), "nepochs": 1, "max_time_minutes": None,
+            "batch_size": 8, "save_reconstruction": False,
+            "model": {"N": 32, "n_filters_scale": 0.25, **model},
+            "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ptychopinn.training.runner"):
+            api.train(cfg, scan)
+        return [r.getMessage() for r in caplog.records if "far field" in r.getMessage()]
+
+    said = train("gaussian")
+    assert len(said) == 1 and "model.prior_step_scale=3" in said[0], said
+    assert train("disk") == []

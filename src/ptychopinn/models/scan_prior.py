@@ -35,6 +35,31 @@ PRIOR_CACHE_LIMIT_BYTES = 1 << 30
 """Precompute the physics prior of every pattern when it fits in this many bytes."""
 
 
+def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: ANN001
+    """Advice for a model that would run the plain scan prior (``model_cfg`` a `ModelConfig`
+    with the scan prior and ``prior_step_scale`` 1) under a featureless probe
+    (`physics.probe.far_field_tail` below `physics.probe.FEATURELESS_TAIL`), else None.
+
+    Under such probes the plain prior converges slowly and the network trained on it
+    fails (docs/benchmarks.md, sixteenth and eighteenth sessions); the over-relaxed recipe
+    of README's "featureless probes" narrows that on well-exposed scans."""
+    from ptychopinn.physics.probe import FEATURELESS_TAIL, TAIL_RADIUS_PX, far_field_tail
+
+    if not model_cfg.prior_iterations or model_cfg.prior_scope != "scan":
+        return None
+    if float(getattr(model_cfg, "prior_step_scale", 1.0)) != 1.0:
+        return None
+    tail = far_field_tail(probe)
+    if tail >= FEATURELESS_TAIL:
+        return None
+    return (f"the probe's far field is a small spot (energy beyond {TAIL_RADIUS_PX:g} px of its "
+            f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
+            "Under such probes the plain scan prior converges slowly and the network may fail. "
+            "For a well-exposed scan, train with --set model.prior_step_scale=3 --set "
+            "model.prior_batch_size=16 --set model.prior_iterations=8 (not at low dose; "
+            "README, 'featureless probes').")
+
+
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
     """sqrt(mean counts per pixel) of a scan over that of the model's training data.
 

@@ -1,4 +1,5 @@
-"""Probe preparation for the model: support mask, small-probe mode, smoothing."""
+"""Probe preparation for the model: support mask, small-probe mode, smoothing; and how
+featureless a probe's far field is (`far_field_tail`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,34 @@ import math
 
 import torch
 from torch import Tensor
+
+TAIL_RADIUS_PX = 4.0
+"""`far_field_tail`'s default radius, in detector pixels."""
+FEATURELESS_TAIL = 1e-3
+"""A probe whose `far_field_tail` is below this is featureless: a smooth beam (such as a
+Gaussian) whose far field is a spot a few pixels wide. The simulator's Gaussian probe
+gives 5.2e-6, its default disk 8.0e-2, a zone plate 1.0 and the real X-ray-laser probe
+0.97 (`benchmarks/bench_probe_features.py`, docs/benchmarks.md)."""
+
+
+def far_field_tail(probe: Tensor, radius_px: float = TAIL_RADIUS_PX) -> float:
+    """The fraction of the probe's far-field energy (``|fft2(P)|^2`` summed over modes)
+    farther than ``radius_px`` detector pixels from its centroid.
+
+    Fresnel defocus multiplies the far field by a phase only, so this does not depend on
+    it. ``probe``: ``(M, N, N)`` or ``(N, N)`` complex.
+    """
+    p = torch.as_tensor(probe).detach().to(torch.complex128)
+    p = p.reshape(-1, *p.shape[-2:])
+    ff = torch.fft.fftshift(torch.fft.fft2(p), dim=(-2, -1)).abs().square().sum(0)
+    total = float(ff.sum())
+    if not total > 0:
+        raise ValueError("far_field_tail: the probe is zero")
+    ff = ff / total
+    yy, xx = torch.meshgrid(torch.arange(ff.shape[0], dtype=ff.dtype),
+                            torch.arange(ff.shape[1], dtype=ff.dtype), indexing="ij")
+    r = torch.hypot(yy - (ff * yy).sum(), xx - (ff * xx).sum())
+    return float(ff[r > radius_px].sum())
 
 
 def circular_mask(n: int, diameter: float, soft_px: float = 2.0) -> Tensor:

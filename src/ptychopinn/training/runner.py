@@ -200,7 +200,7 @@ def train_pytorch(
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.models.scan_prior import ScanPrior, featureless_probe_advice
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
@@ -232,6 +232,9 @@ def train_pytorch(
     )
     if data.valid is not None:
         module.valid_mask.copy_(data.valid)
+    advice = featureless_probe_advice(cfg.model, module.model.physics.probe)
+    if advice:
+        log.warning("%s: %s", scan.source, advice)
     prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid)
     train_dl = DataLoader(
         GroupDataset(data, train_ids, with_truth, prior),
