@@ -545,3 +545,22 @@ def test_physics_prior_matches_pytorch(tf, rng) -> None:
     a = error_reduction(torch.from_numpy(amps), torch.from_numpy(probe), 4).numpy()
     b = tfp.error_reduction(tf.constant(amps), tf.constant(probe), 4).numpy()
     assert _rel(a, b) < 1e-4
+
+
+def test_training_warns_under_a_featureless_probe_as_pytorch_does(tf, tmp_path, caplog) -> None:
+    """The tensorflow backend's training gives the same featureless-probe advice
+    (`models.scan_prior.featureless_probe_advice`) under a Gaussian beam."""
+    import logging
+
+    from ptychopinn import api
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=0, probe_kind="gaussian"))
+    cfg = TrainingConfig(backend="tensorflow", output_dir=str(tmp_path / "run"), nepochs=1,
+                         batch_size=8, save_reconstruction=False,
+                         model={"N": 32, "n_filters_scale": 0.25},
+                         execution={"progress_bar": False, "logger": "none"})
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.tf.training"):
+        api.train(cfg, scan)
+    said = [r.getMessage() for r in caplog.records if "far field" in r.getMessage()]
+    assert len(said) == 1 and "model.prior_step_scale=3" in said[0], said
