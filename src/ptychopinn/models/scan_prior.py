@@ -56,7 +56,7 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
             f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
             "Under such probes the plain scan prior converges slowly and the network may fail. "
             "For a well-exposed scan, train with --set model.prior_step_scale=3 --set "
-            "model.prior_batch_size=16 --set model.prior_iterations=8 (not at low dose; "
+            "model.prior_batch_size=32 --set model.prior_iterations=12 (not at low dose; "
             "README, 'featureless probes').")
 
 
