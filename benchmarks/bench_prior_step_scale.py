@@ -2,8 +2,9 @@
 
 For each ``--case LABEL MODEL SCAN`` this script reconstructs the scan with the
 model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
-(each of ``--scales``) and ``prior_iterations`` (each of ``--passes``), and
-scores against the scan's true object:
+(each of ``--scales``), ``prior_iterations`` (each of ``--passes``) and, with
+``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
+prior's passes; default: the model's), and scores against the scan's true object:
 
 * the physics prior alone (the network bypassed, `bench_prior.ModelVariant`),
 * with ``--network``, the network's output on that prior as well.
@@ -17,6 +18,7 @@ Usage::
     python benchmarks/bench_prior_step_scale.py \
         --case "textured, Gaussian probe" models/hidden/textured_gaussian models/hidden/textured_gaussian.npz \
         --case "seed 11" models/seed11 models/scans/seed11.npz --scales 1 2 3 --passes 4 [--network] [--record]
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 8 12 --batch-sizes 16 32 64
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import markdown_table, print_and_record  # noqa: E402
 from bench_prior import ModelVariant  # noqa: E402
 from bench_ptychi import score  # noqa: E402
 
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
                         "with its true object")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     p.add_argument("--passes", type=int, nargs="+", default=[4])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="the prior's patterns per update (model.prior_batch_size; default: "
+                        "the model's)")
     p.add_argument("--network", action="store_true", help="also score the network's output")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
@@ -57,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.data.npz import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
-    headers = ["scan", "trained with", "passes", "step scale", "prior alone: amp / phase SSIM",
-               "network: amp / phase SSIM", "prior s", "half-scan agreement"]
+    headers = ["scan", "trained with", "updates of", "passes", "step scale",
+               "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
+               "half-scan agreement"]
     rows = []
     for label, model_path, scan_path in args.case:
         loaded = load_pinn(model_path)
@@ -68,40 +75,37 @@ def main(argv: list[str] | None = None) -> None:
         scan = load_npz(scan_path)
         if scan.object is None:
             raise SystemExit(f"{scan_path}: no true object to score against.")
-        prior_only = replace(loaded, model=ModelVariant(loaded.model))
-        for passes in args.passes:
-            for scale in args.scales:
-                icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale)
-                rec = reconstruct_pytorch(prior_only, scan, icfg)
-                pm = score(rec.object, scan)
-                net = "-"
-                if args.network:
-                    nrec = reconstruct_pytorch(loaded, scan, icfg)
-                    nm = score(nrec.object, scan)
-                    net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
-                agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.2f}"
-                rows.append([label, f"{mcfg.prior_step_scale:g}", str(passes), f"{scale:g}",
-                             f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}", net,
-                             f"{rec.timings_s['prior']:.2f}", agree])
-                print(" | ".join(rows[-1]), flush=True)
-    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                      + ["| " + " | ".join(r) + " |" for r in rows])
-    print(table)
-    if args.record:
-        from _record import append_section
-
-        started = time.strftime("%Y-%m-%d")
-        heading = "The scan prior's over-relaxation (bench_prior_step_scale.py)"
-        if args.note:
-            heading += f" [{args.note}]"
-        append_section(
-            heading, table,
-            notes="InferenceConfig defaults but prior_iterations (passes) and prior_step_scale "
-            "(step scale: every mini-batch update of the prior's passes applied this many times "
-            "over; 1 is plain PIE); 'prior alone' bypasses the network; 'trained with' is the "
-            "model's model.prior_step_scale. Scores against each scan's true object. Cases: "
-            + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case)
-            + f" ({started}).")
+        trained = loaded.model.cfg
+        for batch in args.batch_sizes or [mcfg.prior_batch_size]:
+            # the prior reads its batch size from the model's config (not an inference option)
+            loaded.model.cfg = trained.model_copy(update={"prior_batch_size": int(batch)})
+            prior_only = replace(loaded, model=ModelVariant(loaded.model))
+            for passes in args.passes:
+                for scale in args.scales:
+                    icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale)
+                    rec = reconstruct_pytorch(prior_only, scan, icfg)
+                    pm = score(rec.object, scan)
+                    net = "-"
+                    if args.network:
+                        nm = score(reconstruct_pytorch(loaded, scan, icfg).object, scan)
+                        net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
+                    agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.2f}"
+                    rows.append([label, f"{mcfg.prior_step_scale:g}", str(batch), str(passes),
+                                 f"{scale:g}", f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
+                                 net, f"{rec.timings_s['prior']:.2f}", agree])
+                    print(" | ".join(rows[-1]), flush=True)
+        loaded.model.cfg = trained
+    heading = "The scan prior's over-relaxation (bench_prior_step_scale.py)"
+    if args.note:
+        heading += f" [{args.note}]"
+    notes = ("InferenceConfig defaults but prior_iterations (passes) and prior_step_scale (step "
+             "scale: every mini-batch update of the prior's passes applied this many times over; "
+             "1 is plain PIE); 'updates of': the prior's patterns per update; 'prior alone' "
+             "bypasses the network; 'trained with' is the model's model.prior_step_scale. Scores "
+             "against each scan's true object. Cases: "
+             + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case)
+             + f" ({time.strftime('%Y-%m-%d')}).")
+    print_and_record(heading, markdown_table(headers, rows), notes, args.record)
 
 
 if __name__ == "__main__":

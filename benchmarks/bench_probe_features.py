@@ -37,21 +37,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import markdown_table, print_and_record  # noqa: E402
 
 TAIL_RADII_PX = (2, 4, 8)
 MISFIT_PASSES = (1, 2, 4)
 
 
-def far_field_features(probe: np.ndarray) -> tuple[float, list[float]]:
-    """``(participation ratio, [energy fraction beyond r px of the centroid for r in
-    TAIL_RADII_PX])`` of a ``(M, N, N)`` or ``(N, N)`` probe's far field."""
-    p = np.asarray(probe)
-    p = p.reshape(-1, *p.shape[-2:])
-    ff = (np.abs(np.fft.fftshift(np.fft.fft2(p), axes=(-2, -1))) ** 2).sum(0)
+def far_field_features(probe: torch.Tensor) -> tuple[float, list[float]]:
+    """``(participation ratio, [physics.probe.far_field_tail at r for r in TAIL_RADII_PX])``
+    of a ``(M, N, N)`` or ``(N, N)`` probe's far field (the tail is the library's, the one
+    behind train's featureless-probe warning)."""
+    from ptychopinn.physics.probe import far_field_tail
+
+    p = torch.as_tensor(probe).detach().to(torch.complex128)
+    ff = torch.fft.fft2(p.reshape(-1, *p.shape[-2:])).abs().square().sum(0)
     ff = ff / ff.sum()
-    yy, xx = np.mgrid[: ff.shape[0], : ff.shape[1]]
-    r = np.hypot(yy - (ff * yy).sum(), xx - (ff * xx).sum())
-    return float(1.0 / (ff**2).sum()), [float(ff[r > rad].sum()) for rad in TAIL_RADII_PX]
+    return float(1.0 / ff.square().sum()), [far_field_tail(p, r) for r in TAIL_RADII_PX]
 
 
 def misfit_over_floor(model, scan) -> list[float]:  # noqa: ANN001
@@ -96,28 +97,22 @@ def main(argv: list[str] | None = None) -> None:
     for label, model_path, scan_path in args.case:
         model = load_pinn(model_path).model
         scan = load_npz(scan_path)
-        pr, tails = far_field_features(model.physics.probe.detach().cpu().numpy())
+        pr, tails = far_field_features(model.physics.probe.detach().cpu())
         with torch.inference_mode():
             ratios = misfit_over_floor(model, scan)
         photons = float(np.square(scan.diffraction).sum((-2, -1)).mean())
         rows.append([label, f"{photons:.3g}", f"{pr:.1f}"] + [f"{t:.1e}" for t in tails]
                     + [" / ".join(f"{r:.1f}" for r in ratios)])
         print(" | ".join(rows[-1]), flush=True)
-    table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                      + ["| " + " | ".join(r) + " |" for r in rows])
-    print(table)
-    if args.record:
-        from _record import append_section
-
-        heading = "Featureless-probe signals (bench_probe_features.py)"
-        if args.note:
-            heading += f" [{args.note}]"
-        append_section(
-            heading, table,
-            notes="Far field of each model's probe (normalised to 1; participation ratio and "
-            "the energy beyond r pixels of its centroid); the plain scan prior's amplitude "
-            "misfit over its photon-noise floor sum(min(A^2, 1/4)) after 1, 2 and 4 passes. "
-            "Cases: " + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case) + ".")
+    heading = "Featureless-probe signals (bench_probe_features.py)"
+    if args.note:
+        heading += f" [{args.note}]"
+    notes = ("Far field of each model's probe (normalised to 1; participation ratio and the "
+             "energy beyond r pixels of its centroid, physics.probe.far_field_tail); the plain "
+             "scan prior's amplitude misfit over its photon-noise floor sum(min(A^2, 1/4)) after "
+             "1, 2 and 4 passes. Cases: "
+             + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case) + ".")
+    print_and_record(heading, markdown_table(headers, rows), notes, args.record)
 
 
 if __name__ == "__main__":

@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--scan {args.scan}: no true object (objectGuess) to score against")
     recon = reconstruct_pytorch(load_pinn(args.model), scan, InferenceConfig())
     rows = []
+    headers = ["momentum moves", "epoch", "amp SSIM", "phase SSIM", "NLL", "floor estimate",
+               "floor in use", "amplitude held"]
     for momentum_amplitude in (False, True):
         rows += curve(scan, recon, args.epochs, args.every, momentum_amplitude)
-        print(markdown_table(["momentum moves", "epoch", "amp SSIM", "phase SSIM", "NLL",
-                              "floor estimate", "floor in use", "amplitude held"], rows[-3:]))
+        print(markdown_table(headers, rows[-3:]))
     nll = truth_nll(scan, InferenceConfig().refine_subpixel)
-    table = markdown_table(["momentum moves", "epoch", "amp SSIM", "phase SSIM", "NLL",
-                            "floor estimate", "floor in use", "amplitude held"], rows)
+    table = markdown_table(headers, rows)
     notes = (f"Refinement of {args.model}'s object of {args.scan} with infer's options "
              f"(--refine-epochs {args.epochs}); the true object's NLL: {nll:.6f}. 'floor "
              "estimate': made in that epoch (every 4th); 'floor in use': the lowest so far.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptychopinn.physics.geometry import extract_patches
 from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+from test_prior_scan import _amp_error  # rms amplitude error over the well-lit pixels
 
 
 def _scan(probe_kind: str, n_positions: int = 100, seed: int = 0):
@@ -41,18 +41,6 @@ def test_one_update_is_scaled_by_the_step_scale(monkeypatch, windowed) -> None:
         expected = start + s * (plain - start)
         assert torch.allclose(moved.canvas, expected, atol=1e-5 * float(start.abs().max()))
         assert not torch.allclose(moved.canvas, plain, atol=1e-3)  # the comparison can fail
-
-
-def _amp_error(est, scan) -> float:
-    """rms amplitude error against the truth over the well-lit pixels."""
-    n = scan.patch_size
-    probe = torch.from_numpy(scan.probe)
-    ill = (probe.abs() ** 2).sum(0)
-    mask = ill / ill.max() > 0.3
-    a = est.patches(scan.positions_px, n)[:, mask].abs()
-    truth = extract_patches(torch.from_numpy(scan.object), torch.from_numpy(scan.positions_px),
-                            n)[:, mask].abs()
-    return float((a - truth).square().mean().sqrt())
 
 
 def test_over_relaxation_converges_a_gaussian_probe_scan_further() -> None:

@@ -47,7 +47,7 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
 
     if not model_cfg.prior_iterations or model_cfg.prior_scope != "scan":
         return None
-    if float(getattr(model_cfg, "prior_step_scale", 1.0)) != 1.0:
+    if float(model_cfg.prior_step_scale) != 1.0:
         return None
     tail = far_field_tail(probe)
     if tail >= FEATURELESS_TAIL:
@@ -308,7 +308,7 @@ class ScanPrior:
                    start_phase=str(start_phase or model_cfg.prior_start),
                    com_correction=bool(model_cfg.prior_com_correction if com_correction is None
                                        else com_correction),
-                   step_scale=float(getattr(model_cfg, "prior_step_scale", 1.0)
+                   step_scale=float(model_cfg.prior_step_scale
                                     if step_scale is None else step_scale),
                    **kw)
 

@@ -368,10 +368,10 @@ def scan_error_reduction(
     # `physics.prior.neighbourhood_error_reduction`
     frac, corner = window_corners(local, n)
     ar = torch.arange(n, device=dev)
-    # a window's flat canvas indices: its top-left pixel's plus these (N * N) offsets
-    offsets = (ar[:, None] * shape[1] + ar[None, :]).reshape(1, -1)
-    top_left = corner[:, 0] * shape[1] + corner[:, 1]  # (n,)
     width = shape[1]
+    # a window's flat canvas indices: its top-left pixel's plus these (N * N) offsets
+    offsets = (ar[:, None] * width + ar[None, :]).reshape(1, -1)
+    top_left = corner[:, 0] * width + corner[:, 1]  # (n,)
     p_hat = torch.fft.fft2(p)
     flat = obj.view(-1)
     num_c = torch.zeros_like(flat)
