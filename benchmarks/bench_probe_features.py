@@ -57,24 +57,16 @@ def far_field_features(probe: torch.Tensor) -> tuple[float, list[float]]:
 
 def misfit_over_floor(model, scan) -> list[float]:  # noqa: ANN001
     """The plain scan prior's amplitude misfit over its photon-noise floor after each of
-    `MISFIT_PASSES` passes (module docstring), in the model's probe and scale."""
+    `MISFIT_PASSES` passes (`physics.prior_misfit.misfit_over_noise_floor`, the signal
+    behind ``model.prior_recipe='auto'``), in the model's probe and scale."""
     from ptychopinn.models.scan_prior import dose_ratio
-    from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
-    from ptychopinn.physics.propagation import far_field
+    from ptychopinn.physics.prior_misfit import misfit_over_noise_floor
 
     amps = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
     probe = (model.physics.probe.detach() * float(model.prior_amplitude_scale)
              * dose_ratio(amps, float(model.train_input_scale)))
-    pos = scan.positions_px
-    frame = canvas_frame(pos, scan.patch_size)
-    floor = float(amps.square().clamp(max=0.25).sum())
-    out = []
-    for passes in MISFIT_PASSES:
-        est = scan_error_reduction(amps, pos, probe, passes, frame=frame, amplitude_step=0.5)
-        field = far_field(est.patches(pos, scan.patch_size).unsqueeze(-3) * probe)
-        model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
-        out.append(float((model_amp - amps).square().sum()) / max(floor, 1e-30))
-    return out
+    return [misfit_over_noise_floor(amps, scan.positions_px, probe, passes)
+            for passes in MISFIT_PASSES]
 
 
 def main(argv: list[str] | None = None) -> None:

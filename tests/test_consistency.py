@@ -181,7 +181,7 @@ def test_a_poor_fit_is_warned_about_with_what_to_do(small_scan, tmp_path, caplog
     assert ratio > POOR_FIT_RATIO
     assert len(m["warnings"]) == 1 and f"{ratio:.1f} times" in m["warnings"][0]
     assert "--refine-epochs 40" in m["warnings"][0]
-    assert "model.prior_step_scale=3" in m["warnings"][0]
+    assert "model.prior_recipe=featureless" in m["warnings"][0]
     assert [r.getMessage() for r in caplog.records] == m["warnings"]
     # the truth fits to the noise floor: no warning
     good = replace(rec, object=small_scan.object.astype(np.complex64))

@@ -149,11 +149,16 @@ def test_far_field_tail_tells_smooth_beams_from_structured_probes() -> None:
 
 
 def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> None:
-    """Training the plain scan prior under a Gaussian beam warns with the recipe; under
-    the default disk, with the recipe's step scale, or without the scan prior it does not."""
+    """Under a Gaussian beam, training with the default recipe 'auto' chooses the
+    'featureless' one (logged, saved in config.yaml and the bundle) and does not warn;
+    with 'plain' it warns with the recipe; under the default disk it stays plain, silently.
+    The advice itself: none with the recipe's step scale or without the scan prior."""
     import logging
 
+    import yaml
+
     from ptychopinn import api
+    from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import ModelConfig, TrainingConfig
     from ptychopinn.models.scan_prior import featureless_probe_advice
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -161,26 +166,41 @@ def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> 
 
     gauss = torch.from_numpy(gaussian_probe(64, 25.6, 4.0))
     disk = torch.from_numpy(disk_probe(64, 25.6, 4.0))
-    advice = featureless_probe_advice(ModelConfig(), gauss)
-    assert advice is not None and "--set model.prior_step_scale=3" in advice
+    advice = featureless_probe_advice(ModelConfig(prior_recipe="plain"), gauss)
+    assert advice is not None and "--set model.prior_recipe=featureless" in advice
     assert featureless_probe_advice(ModelConfig(), disk) is None
     assert featureless_probe_advice(ModelConfig(prior_step_scale=3.0), gauss) is None
+    assert featureless_probe_advice(ModelConfig(prior_recipe="featureless"), gauss) is None
     assert featureless_probe_advice(ModelConfig(prior_scope="neighbourhood"), gauss) is None
     assert featureless_probe_advice(ModelConfig(prior_iterations=0), gauss) is None
 
-    def train(probe_kind: str, **model) -> list[str]:
+    def train(probe_kind: str, **model) -> tuple[list[str], list[str], ModelConfig, dict]:
         scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=0,
                                               probe_kind=probe_kind))
+        out = tmp_path / f"{probe_kind}{len(model)}"
         cfg = TrainingConfig.model_validate({
-            "output_dir": str(tmp_path / probe_kind), "nepochs": 1, "max_time_minutes": None,
+            "output_dir": str(out), "nepochs": 1, "max_time_minutes": None,
             "batch_size": 8, "save_reconstruction": False,
             "model": {"N": 32, "n_filters_scale": 0.25, **model},
             "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="ptychopinn.training.runner"):
-            api.train(cfg, scan)
-        return [r.getMessage() for r in caplog.records if "far field" in r.getMessage()]
+        with caplog.at_level(logging.INFO, logger="ptychopinn.training.runner"):
+            result = api.train(cfg, scan)
+        said = [r.getMessage() for r in caplog.records]
+        saved = yaml.safe_load((out / "config.yaml").read_text())["model"]
+        return ([m for m in said if "far field is a small spot" in m],
+                [m for m in said if "prior recipe 'auto'" in m],
+                load_pinn(result.bundle_path).config.model, saved)
 
-    said = train("gaussian")
-    assert len(said) == 1 and "model.prior_step_scale=3" in said[0], said
-    assert train("disk") == []
+    warned, chosen, bundled, saved = train("gaussian")
+    assert warned == [] and len(chosen) == 1 and "'featureless'" in chosen[0], chosen
+    assert bundled.prior_recipe == "featureless" and saved["prior_recipe"] == "featureless"
+    assert (bundled.prior_step_scale, bundled.prior_batch_size, bundled.prior_iterations) == (
+        3.0, 32, 12)
+    assert saved["prior_batch_size"] == 32
+    warned, chosen, bundled, _ = train("gaussian", prior_recipe="plain")
+    assert len(warned) == 1 and "model.prior_recipe=featureless" in warned[0], warned
+    assert chosen == [] and bundled.prior_step_scale == 1.0
+    warned, chosen, bundled, _ = train("disk")
+    assert warned == [] and chosen == []
+    assert bundled.prior_recipe == "plain" and bundled.prior_batch_size == 64

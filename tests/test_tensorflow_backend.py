@@ -548,19 +548,33 @@ def test_physics_prior_matches_pytorch(tf, rng) -> None:
 
 
 def test_training_warns_under_a_featureless_probe_as_pytorch_does(tf, tmp_path, caplog) -> None:
-    """The tensorflow backend's training gives the same featureless-probe advice
-    (`models.scan_prior.featureless_probe_advice`) under a Gaussian beam."""
+    """The tensorflow backend resolves ``model.prior_recipe='auto'`` as pytorch does
+    (`models.prior_recipe`): 'featureless' under a well-exposed Gaussian beam, saved in its
+    bundle; with 'plain' it gives the same featureless-probe advice."""
     import logging
 
     from ptychopinn import api
     from ptychopinn.simulation import SimulationConfig, simulate_scan
+    from ptychopinn.tf.bundle import load_tf
 
     scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=0, probe_kind="gaussian"))
-    cfg = TrainingConfig(backend="tensorflow", output_dir=str(tmp_path / "run"), nepochs=1,
-                         batch_size=8, save_reconstruction=False,
-                         model={"N": 32, "n_filters_scale": 0.25},
-                         execution={"progress_bar": False, "logger": "none"})
-    with caplog.at_level(logging.WARNING, logger="ptychopinn.tf.training"):
-        api.train(cfg, scan)
-    said = [r.getMessage() for r in caplog.records if "far field" in r.getMessage()]
-    assert len(said) == 1 and "model.prior_step_scale=3" in said[0], said
+
+    def train(out: str, **model) -> tuple[list[str], object]:
+        cfg = TrainingConfig(backend="tensorflow", output_dir=str(tmp_path / out), nepochs=1,
+                             batch_size=8, save_reconstruction=False,
+                             model={"N": 32, "n_filters_scale": 0.25, **model},
+                             execution={"progress_bar": False, "logger": "none"})
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            result = api.train(cfg, scan)
+        return [r.getMessage() for r in caplog.records], load_tf(result.bundle_path).config.model
+
+    said, model = train("auto")
+    assert any("prior recipe 'auto': 'featureless'" in m for m in said), said
+    assert not any("far field is a small spot" in m for m in said)
+    assert (model.prior_recipe, model.prior_step_scale, model.prior_batch_size,
+            model.prior_iterations) == ("featureless", 3.0, 32, 12)
+    said, model = train("plain", prior_recipe="plain")
+    warned = [m for m in said if "far field is a small spot" in m]
+    assert len(warned) == 1 and "model.prior_recipe=featureless" in warned[0], warned
+    assert model.prior_step_scale == 1.0

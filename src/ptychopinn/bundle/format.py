@@ -187,7 +187,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     those before ``model.prior_batch_size`` updated the scan prior 64 patterns at a time
     and those before ``model.prior_start`` started its passes from a flat phase, and
     those before ``model.prior_com_correction`` ran without it, and those before
-    ``model.prior_step_scale`` took plain PIE steps (1, still the default).
+    ``model.prior_step_scale`` took plain PIE steps (1, still the default), and those
+    before ``model.prior_recipe`` set the prior's passes by hand ('plain').
     """
     import copy
 
@@ -219,6 +220,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_start"] = "flat"
     if isinstance(model, dict) and "prior_com_correction" not in model:
         model["prior_com_correction"] = False
+    if isinstance(model, dict) and "prior_recipe" not in model:
+        model["prior_recipe"] = "plain"
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Backend = Literal["pytorch", "tensorflow"]
 BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
 PriorScope = Literal["scan", "neighbourhood"]
+PriorRecipe = Literal["auto", "plain", "featureless"]
+FEATURELESS_RECIPE: dict[str, float | int] = {
+    "prior_step_scale": 3.0, "prior_batch_size": 32, "prior_iterations": 12}
+"""The ``model.prior_recipe='featureless'`` values: the scan prior's passes over-relaxed
+three times, 32 patterns per update, 12 passes (docs/benchmarks.md, eighteenth session)."""
 DEFAULT_PRIOR_ITERATIONS: dict[str, dict[str, int]] = {
     "unet": {"scan": 4, "neighbourhood": 20},
     "cnn": {"scan": 0, "neighbourhood": 0},
@@ -137,6 +142,19 @@ class ModelConfig(_Section):
         "bench_prior_step_scale.py). Train and infer with the same value. Bundles without "
         "it: 1.",
     )
+    prior_recipe: PriorRecipe = Field(
+        "auto",
+        description="prior_scope 'scan': how the physics prior's passes are set. 'plain': "
+        "as prior_step_scale, prior_batch_size and prior_iterations say. 'featureless': for "
+        "a probe whose far field is a small spot (a Gaussian beam), under which plain passes "
+        f"converge slowly: {FEATURELESS_RECIPE} for those of the three not given. 'auto' "
+        "(default): chosen when training starts, 'featureless' when the scan prior is on "
+        "with those three at their defaults, the probe's far-field energy beyond 4 px of its "
+        "centre is below 1e-3 (physics.probe.far_field_tail) and one plain pass leaves a "
+        "misfit above 10 times the photon-noise floor (a well-exposed scan in counts; "
+        "physics.prior_misfit), else 'plain'; the bundle records the choice and the values "
+        "(models.prior_recipe, docs/benchmarks.md). Bundles without it: 'plain'.",
+    )
     prior_frc_filter: bool | None = Field(
         None,
         description="prior_scope 'scan': filter the physics prior's amplitude by the Fourier "
@@ -248,6 +266,16 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _featureless_recipe_needs_scan_prior(self) -> ModelConfig:
+        if self.prior_recipe == "featureless" and not (
+                self.prior_scope == "scan" and self.prior_iterations):
+            raise ValueError(
+                "model.prior_recipe 'featureless' needs the scan prior, prior_scope 'scan' "
+                f"with prior_iterations > 0; found prior_scope {self.prior_scope!r}, "
+                f"prior_iterations {self.prior_iterations}")
+        return self
+
+    @model_validator(mode="after")
     def _step_scale_needs_scan_prior(self) -> ModelConfig:
         if self.prior_scope != "scan" and self.prior_step_scale != 1:
             raise ValueError(
@@ -269,10 +297,15 @@ class ModelConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _default_prior(cls, data: object) -> object:
-        """Resolve ``prior_iterations=None`` to the architecture's and scope's default,
+        """Fill the prior fields ``prior_recipe='featureless'`` sets and that are not given
+        with `FEATURELESS_RECIPE`'s values; resolve ``prior_iterations=None`` to the
+        architecture's and scope's default,
         ``prior_amplitude_step=None`` to the scope's, and ``subpixel=None`` /
         ``prior_frc_filter=None`` and ``prior_com_correction=None`` to 'probe_shift' / on /
         on with a scan prior (scope 'scan' and passes > 0), else 'bilinear' / off / off."""
+        if isinstance(data, dict) and data.get("prior_recipe") == "featureless":
+            data = {**{k: v for k, v in FEATURELESS_RECIPE.items()},
+                    **{k: v for k, v in data.items() if v is not None}}
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)

@@ -291,7 +291,7 @@ def poor_fit_warning(fits: dict) -> str | None:
               "refine it against the counts (--refine-epochs 40; InferenceConfig.refine_epochs), "
               "which fixes this where the network's input, the scan prior, did not converge "
               "(e.g. under a smooth probe without rings or structure; for such a probe a model "
-              "trained with --set model.prior_step_scale=3 converges its prior further, README "
+              "trained with --set model.prior_recipe=featureless converges its prior further, README "
               "'featureless probes')")
     return (f"the {'refined ' if which == 'refined' else ''}object explains the measured counts "
             f"poorly: Poisson deviance {ratio:.1f} times its photon-noise floor (above "

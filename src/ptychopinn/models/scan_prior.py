@@ -37,7 +37,8 @@ PRIOR_CACHE_LIMIT_BYTES = 1 << 30
 
 def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: ANN001
     """Advice for a model that would run the plain scan prior (``model_cfg`` a `ModelConfig`
-    with the scan prior and ``prior_step_scale`` 1) under a featureless probe
+    with the scan prior, ``prior_step_scale`` 1 and ``prior_recipe`` not 'featureless';
+    after `models.prior_recipe.resolve_prior_recipe` kept 'plain') under a featureless probe
     (`physics.probe.far_field_tail` below `physics.probe.FEATURELESS_TAIL`), else None.
 
     Under such probes the plain prior converges slowly and the network trained on it
@@ -47,7 +48,7 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
 
     if not model_cfg.prior_iterations or model_cfg.prior_scope != "scan":
         return None
-    if float(model_cfg.prior_step_scale) != 1.0:
+    if float(model_cfg.prior_step_scale) != 1.0 or model_cfg.prior_recipe == "featureless":
         return None
     tail = far_field_tail(probe)
     if tail >= FEATURELESS_TAIL:
@@ -55,9 +56,10 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
     return (f"the probe's far field is a small spot (energy beyond {TAIL_RADIUS_PX:g} px of its "
             f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
             "Under such probes the plain scan prior converges slowly and the network may fail. "
-            "For a well-exposed scan, train with --set model.prior_step_scale=3 --set "
-            "model.prior_batch_size=32 --set model.prior_iterations=12 (not at low dose; "
-            "README, 'featureless probes').")
+            "For a well-exposed scan, train with --set model.prior_recipe=featureless (the "
+            "prior's steps over-relaxed 3 times, 32 patterns per update, 12 passes; not at "
+            "low dose; 'auto' chooses it where the dose is known to be high; README, "
+            "'featureless probes').")
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ptychopinn.training.runner import (
     load_training_scan,
     merge_history,
     post_training,
+    settle_prior_recipe,
     write_json,
 )
 
@@ -219,7 +221,6 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         scan = load_training_scan(cfg.train_data_file)
     test = check_training_inputs(cfg, scan)
     tf.random.set_seed(cfg.seed)
-    save_config(cfg, run_dir / "config.yaml")
 
     prep = prepare(scan, cfg)
     with_truth = cfg.realspace_weight > 0
@@ -231,6 +232,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
+    cfg = settle_prior_recipe(cfg, scan, probe_n, prep.amplitudes, prep.positions_px,
+                              math.exp(log_s), units == "sqrt_counts", prep.valid)
+    save_config(cfg, run_dir / "config.yaml")
     model = TFPtychoPINN(cfg.model, probe_n.numpy(), probe_trainable=cfg.probe_trainable,
                          intensity_scale_trainable=cfg.intensity_scale_trainable,
                          log_intensity_scale=log_s, input_scale=prep.input_scale)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,6 +181,21 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
     )
 
 
+def settle_prior_recipe(cfg: TrainingConfig, scan: Scan, probe: torch.Tensor,
+                        amplitudes: torch.Tensor, positions_px, amplitude_scale: float,  # noqa: ANN001
+                        counts: bool, valid: torch.Tensor | None) -> TrainingConfig:
+    """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan
+    (`models.prior_recipe.resolve_prior_recipe`; both backends), the choice logged."""
+    from ptychopinn.models.prior_recipe import resolve_prior_recipe
+
+    model_cfg, chosen = resolve_prior_recipe(cfg.model, probe, amplitudes, positions_px,
+                                             amplitude_scale=amplitude_scale, counts=counts,
+                                             valid=valid)
+    if chosen:
+        log.info("%s: %s", scan.source, chosen)
+    return cfg.model_copy(update={"model": model_cfg})
+
+
 def train_pytorch(
     cfg: TrainingConfig,
     scan: Scan | None = None,
@@ -213,7 +229,6 @@ def train_pytorch(
     if cfg.execution.num_threads:
         torch.set_num_threads(cfg.execution.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    save_config(cfg, run_dir / "config.yaml")
 
     data = prepare(scan, cfg)
     train_ids, val_ids = split_groups(data.indices.shape[0], cfg.val_fraction, cfg.seed)
@@ -223,6 +238,9 @@ def train_pytorch(
     probe_n, factor = normalise_probe(probe_t, cfg.model.probe_scale)
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
+    cfg = settle_prior_recipe(cfg, scan, probe_n, data.amplitudes, data.positions_px,
+                              math.exp(log_s), units == "sqrt_counts", data.valid)
+    save_config(cfg, run_dir / "config.yaml")
     module = PINNModule(
         cfg.model_dump(mode="json"),
         list(probe_n.shape),
