@@ -78,7 +78,8 @@ def test_bundles_without_the_recipe_read_as_plain() -> None:
     assert manifest_config({"config": raw}, "old.safetensors").model.prior_recipe == "plain"
 
 
-def _resolve(scan, model: ModelConfig | None = None, *, counts: bool = True):
+def _resolve(scan, model: ModelConfig | None = None, *, counts: bool = True,
+             like: ModelConfig | None = None):
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.models.prior_recipe import resolve_prior_recipe
     from ptychopinn.training.data import input_scale_of
@@ -90,7 +91,7 @@ def _resolve(scan, model: ModelConfig | None = None, *, counts: bool = True):
     log_s = initial_log_scale(counts_pp, probe_n, "sqrt_counts", factor)
     assert input_scale_of(amps) > 0
     return resolve_prior_recipe(model, probe_n, amps, scan.positions_px,
-                                amplitude_scale=math.exp(log_s), counts=counts)
+                                amplitude_scale=math.exp(log_s), counts=counts, like=like)
 
 
 def test_auto_chooses_the_featureless_recipe_for_a_well_exposed_gaussian_beam_scan() -> None:
@@ -121,3 +122,14 @@ def test_auto_keeps_the_plain_prior_elsewhere_unchanged() -> None:
     raw = ModelConfig(N=32, prior_iterations=0)  # no scan prior: nothing to choose
     assert _resolve(_scan("gaussian", 1e6), raw) == (
         raw.model_copy(update={"prior_recipe": "plain"}), None)
+
+
+def test_fine_tuning_keeps_the_recipe_of_the_bundle_it_starts_from() -> None:
+    """With ``init_from`` the network was trained on its bundle's prior: 'auto' takes that
+    recipe, whatever the new scan's signals say."""
+    featureless = ModelConfig(N=32, prior_recipe="featureless")
+    plain = ModelConfig(N=32, prior_recipe="plain")
+    m, why = _resolve(_scan("gaussian", 1e6), like=plain)
+    assert m.prior_recipe == "plain" and m.prior_step_scale == 1.0 and why is None
+    m, why = _resolve(_scan("disk", 1e6), like=featureless)
+    assert m == featureless and "as the bundle fine-tuning starts from" in why

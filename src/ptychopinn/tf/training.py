@@ -232,16 +232,17 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
+    init = load_tf(cfg.init_from) if cfg.init_from and not resume else None
     cfg = settle_prior_recipe(cfg, scan, probe_n, prep.amplitudes, prep.positions_px,
-                              math.exp(log_s), units == "sqrt_counts", prep.valid)
+                              math.exp(log_s), units == "sqrt_counts", prep.valid,
+                              None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
     model = TFPtychoPINN(cfg.model, probe_n.numpy(), probe_trainable=cfg.probe_trainable,
                          intensity_scale_trainable=cfg.intensity_scale_trainable,
                          log_intensity_scale=log_s, input_scale=prep.input_scale)
     model.load_generator(torch_initial_weights(cfg.model, cfg.seed), from_torch=True,
                          where="initial weights")
-    if cfg.init_from and not resume:
-        init = load_tf(cfg.init_from)
+    if init is not None:
         if init.config.model != cfg.model:
             raise ConfigError(f"init_from {cfg.init_from}: its model section differs from this "
                               "run's; use the same model settings to fine-tune.")
