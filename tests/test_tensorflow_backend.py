@@ -383,7 +383,10 @@ def tf_run(tf, tmp_path_factory):
                          test_data_file=str(test_file),
                          model={"N": 32, "n_filters_scale": 0.25},
                          execution={"progress_bar": False})
-    return api.train(cfg, scan), cfg, scan
+    result = api.train(cfg, scan)
+    # what the bundle holds: model.prior_recipe 'auto' resolved ('plain' under the disk probe)
+    model = cfg.model.model_copy(update={"prior_recipe": "plain"})
+    return result, cfg.model_copy(update={"model": model}), scan
 
 
 def test_train_writes_run_directory_and_tensorflow_bundle(tf_run) -> None:

@@ -56,9 +56,9 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
     return (f"the probe's far field is a small spot (energy beyond {TAIL_RADIUS_PX:g} px of its "
             f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
             "Under such probes the plain scan prior converges slowly and the network may fail. "
-            "For a well-exposed scan, train with --set model.prior_recipe=featureless (the "
-            "prior's steps over-relaxed 3 times, 32 patterns per update, 12 passes; not at "
-            "low dose; 'auto' chooses it where the dose is known to be high; README, "
+            "Train with --set model.prior_recipe=featureless (the prior's steps over-relaxed "
+            "3 times, 32 patterns per update, 12 passes; 'auto', the default, chooses it "
+            "unless the prior's step scale, batch size or passes are set by hand; README, "
             "'featureless probes').")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,18 +181,14 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
 
 
 def settle_prior_recipe(cfg: TrainingConfig, scan: Scan, probe: torch.Tensor,
-                        amplitudes: torch.Tensor, positions_px, amplitude_scale: float,  # noqa: ANN001
-                        counts: bool, valid: torch.Tensor | None,
                         init_model=None) -> TrainingConfig:  # noqa: ANN001
-    """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan
+    """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan's probe
     (`models.prior_recipe.resolve_prior_recipe`; both backends), the choice logged;
     ``init_model``: the model section of the ``init_from`` bundle, whose recipe a
     fine-tuning keeps."""
     from ptychopinn.models.prior_recipe import resolve_prior_recipe
 
-    model_cfg, chosen = resolve_prior_recipe(cfg.model, probe, amplitudes, positions_px,
-                                             amplitude_scale=amplitude_scale, counts=counts,
-                                             valid=valid, like=init_model)
+    model_cfg, chosen = resolve_prior_recipe(cfg.model, probe, like=init_model)
     if chosen:
         log.info("%s: %s", scan.source, chosen)
     return cfg.model_copy(update={"model": model_cfg})
@@ -242,9 +237,7 @@ def train_pytorch(
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
     init = load_pinn(cfg.init_from) if cfg.init_from and not resume else None
-    cfg = settle_prior_recipe(cfg, scan, probe_n, data.amplitudes, data.positions_px,
-                              math.exp(log_s), units == "sqrt_counts", data.valid,
-                              None if init is None else init.config.model)
+    cfg = settle_prior_recipe(cfg, scan, probe_n, None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
     module = PINNModule(
         cfg.model_dump(mode="json"),
