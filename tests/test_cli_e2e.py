@@ -238,3 +238,25 @@ def test_simulate_subpixel_flag(tmp_path):
     assert not np.array_equal(a.diffraction, b.diffraction)
     proc = _cli("simulate", "c.npz", "--subpixel", "fourier", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "--subpixel" in proc.stderr
+
+
+def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
+    """``ptychopinn train`` with its defaults on a Gaussian-probe scan: the log names the
+    choice, config.yaml holds it, and ``infer`` runs the recipe's over-relaxed prior from
+    the bundle alone (said in its summary, recorded in reconstruction.npz)."""
+    import yaml
+
+    _cli("simulate", "g.npz", "--N", "32", "--n-positions", "36", "--probe", "gaussian",
+         "--seed", "3", "-q", cwd=tmp_path)
+    proc = _cli("train", "--data", "g.npz", "--output-dir", "run", "--accelerator", "cpu",
+                "--epochs", "1", "--logger", "none", "--no-progress", "--set", "model.N=32",
+                "--set", "model.n_filters_scale=0.25", "--set", "save_reconstruction=false",
+                cwd=tmp_path)
+    assert "prior recipe 'auto': 'featureless'" in proc.stdout + proc.stderr
+    model = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
+    assert (model["prior_recipe"], model["prior_step_scale"], model["prior_batch_size"],
+            model["prior_iterations"]) == ("featureless", 3.0, 32, 12)
+    proc = _cli("infer", "--model", "run", "--data", "g.npz", "--output-dir", "out",
+                "--no-figures", cwd=tmp_path)
+    assert ", prior step scale 3, " in proc.stdout
+    assert float(np.load(tmp_path / "out" / "reconstruction.npz")["prior_step_scale"]) == 3.0

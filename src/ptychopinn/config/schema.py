@@ -303,8 +303,7 @@ class ModelConfig(_Section):
         ``prior_frc_filter=None`` and ``prior_com_correction=None`` to 'probe_shift' / on /
         on with a scan prior (scope 'scan' and passes > 0), else 'bilinear' / off / off."""
         if isinstance(data, dict) and data.get("prior_recipe") == "featureless":
-            data = {**{k: v for k, v in FEATURELESS_RECIPE.items()},
-                    **{k: v for k, v in data.items() if v is not None}}
+            data = {**FEATURELESS_RECIPE, **{k: v for k, v in data.items() if v is not None}}
         if isinstance(data, dict) and data.get("prior_iterations") is None:
             per_scope = DEFAULT_PRIOR_ITERATIONS.get(data.get("architecture", "unet"), {})
             iters = per_scope.get(data.get("prior_scope", "scan"), 0)
