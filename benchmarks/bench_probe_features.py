@@ -66,24 +66,21 @@ def misfit_over_noise_floor(amplitudes: torch.Tensor, positions_px, probe: torch
     floor (module docstring): ``amplitudes`` ``(n, N, N)`` square roots of counts,
     ``probe`` ``(M, N, N)`` or ``(N, N)`` in their scale. The passes are the prior's
     defaults: 64 patterns per update, no over-relaxation, filter or correction."""
+    from ptychopinn.physics.prior_misfit import amplitude_misfit
     from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
-    from ptychopinn.physics.propagation import far_field
 
     if isinstance(passes, bool) or int(passes) != passes or passes < 1:
         raise ValueError(f"passes must be an integer >= 1; found {passes!r}")
     amps = torch.as_tensor(amplitudes).detach().to(torch.float32)
     pos = np.asarray(positions_px, dtype=np.float64)
-    p = torch.as_tensor(probe).detach()
-    p = p.reshape(-1, *p.shape[-2:]).to(torch.complex64)
     n = amps.shape[-1]
-    est = scan_error_reduction(amps, pos, p, int(passes), amplitude_step=float(amplitude_step),
-                               frame=canvas_frame(pos, n))
-    field = far_field(est.patches(pos, n).unsqueeze(-3) * p)
-    model_amp = (field.real.square() + field.imag.square()).sum(-3).sqrt()
+    probe = torch.as_tensor(probe).detach().reshape(-1, n, n).to(torch.complex64)
     floor = float(amps.square().clamp(max=POISSON_SQRT_VARIANCE).sum())
     if not floor > 0:
         raise ValueError("the scan has no counts")
-    return float((model_amp - amps).square().sum()) / floor
+    est = scan_error_reduction(amps, pos, probe, int(passes), amplitude_step=float(amplitude_step),
+                               frame=canvas_frame(pos, n))
+    return amplitude_misfit(est, amps, pos, probe) / floor
 
 
 def misfit_over_floor(model, scan) -> list[float]:  # noqa: ANN001
@@ -96,6 +93,18 @@ def misfit_over_floor(model, scan) -> list[float]:  # noqa: ANN001
              * dose_ratio(amps, float(model.train_input_scale)))
     return [misfit_over_noise_floor(amps, scan.positions_px, probe, passes)
             for passes in MISFIT_PASSES]
+
+
+def overshoot_check(model, scan) -> tuple[float, float]:  # noqa: ANN001
+    """`models.prior_recipe.overshoot_check` (what ``model.prior_recipe='auto'`` compares)
+    on the scan, in the model's probe and scale."""
+    from ptychopinn.models.prior_recipe import overshoot_check as check
+    from ptychopinn.models.scan_prior import dose_ratio
+
+    amps = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
+    probe = (model.physics.probe.detach() * float(model.prior_amplitude_scale)
+             * dose_ratio(amps, float(model.train_input_scale)))
+    return check(model.cfg, probe, amps, scan.positions_px)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
 
     headers = (["scan", "photons per pattern", "far-field participation ratio (px)"]
                + [f"far-field energy beyond {r} px" for r in TAIL_RADII_PX]
-               + ["misfit / noise floor after " + ", ".join(map(str, MISFIT_PASSES)) + " passes"])
+               + ["misfit / noise floor after " + ", ".join(map(str, MISFIT_PASSES)) + " passes",
+                  "overshoot check: step 3 / plain misfit"])
     rows = []
     for label, model_path, scan_path in args.case:
         model = load_pinn(model_path).model
@@ -121,9 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         pr, tails = far_field_features(model.physics.probe.detach().cpu())
         with torch.inference_mode():
             ratios = misfit_over_floor(model, scan)
+            plain, relaxed = overshoot_check(model, scan)
         photons = float(np.square(scan.diffraction).sum((-2, -1)).mean())
         rows.append([label, f"{photons:.3g}", f"{pr:.1f}"] + [f"{t:.1e}" for t in tails]
-                    + [" / ".join(f"{r:.1f}" for r in ratios)])
+                    + [" / ".join(f"{r:.1f}" for r in ratios), f"{relaxed / plain:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
     heading = "Featureless-probe signals (bench_probe_features.py)"
     if args.note:
@@ -131,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     notes = ("Far field of each model's probe (normalised to 1; participation ratio and the "
              "energy beyond r pixels of its centroid, physics.probe.far_field_tail); the plain "
              "scan prior's amplitude misfit over its photon-noise floor sum(min(A^2, 1/4)) after "
-             "1, 2 and 4 passes. Cases: "
+             "1, 2 and 4 passes; models.prior_recipe.overshoot_check's ratio (the recipe's 12 "
+             "passes of 32 at step scale 3 over the same at 1). Cases: "
              + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case) + ".")
     print_and_record(heading, markdown_table(headers, rows), notes, args.record)
 

@@ -149,9 +149,11 @@ class ModelConfig(_Section):
         "a probe whose far field is a small spot (a Gaussian beam), under which plain passes "
         f"converge slowly: {FEATURELESS_RECIPE} for those of the three not given. 'auto' "
         "(default): chosen when training starts, 'featureless' when the scan prior is on "
-        "with those three at their defaults and the probe's far-field energy beyond 4 px of "
-        "its centre is below 1e-3 (physics.probe.far_field_tail), else 'plain'; a "
-        "fine-tuning (init_from) takes its bundle's recipe. The bundle records the choice and "
+        "with those three at their defaults, the probe's far-field energy beyond 4 px of "
+        "its centre is below 1e-3 (physics.probe.far_field_tail) and, on the training scan, "
+        "the recipe's passes fit the data no worse than twice as badly as plain ones (they "
+        "can overshoot: models.prior_recipe.overshoot_check), else 'plain'; a fine-tuning "
+        "(init_from) takes its bundle's recipe. The bundle records the choice and "
         "the values (models.prior_recipe, docs/benchmarks.md). Bundles without it: 'plain'.",
     )
     prior_frc_filter: bool | None = Field(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -232,7 +233,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
     init = load_tf(cfg.init_from) if cfg.init_from and not resume else None
-    cfg = settle_prior_recipe(cfg, scan, probe_n, None if init is None else init.config.model)
+    cfg = settle_prior_recipe(cfg, scan, probe_n, prep, math.exp(log_s),
+                              None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
     model = TFPtychoPINN(cfg.model, probe_n.numpy(), probe_trainable=cfg.probe_trainable,
                          intensity_scale_trainable=cfg.intensity_scale_trainable,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,15 +181,18 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
     )
 
 
-def settle_prior_recipe(cfg: TrainingConfig, scan: Scan, probe: torch.Tensor,
-                        init_model=None) -> TrainingConfig:  # noqa: ANN001
-    """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan's probe
+def settle_prior_recipe(cfg: TrainingConfig, scan: Scan, probe: torch.Tensor, data,  # noqa: ANN001
+                        amplitude_scale: float, init_model=None) -> TrainingConfig:  # noqa: ANN001
+    """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan
     (`models.prior_recipe.resolve_prior_recipe`; both backends), the choice logged;
-    ``init_model``: the model section of the ``init_from`` bundle, whose recipe a
+    ``data``: the `training.data.PreparedData`; ``amplitude_scale``: the model's initial
+    one; ``init_model``: the model section of the ``init_from`` bundle, whose recipe a
     fine-tuning keeps."""
     from ptychopinn.models.prior_recipe import resolve_prior_recipe
 
-    model_cfg, chosen = resolve_prior_recipe(cfg.model, probe, like=init_model)
+    model_cfg, chosen = resolve_prior_recipe(
+        cfg.model, probe, like=init_model, amplitudes=data.amplitudes,
+        positions_px=data.positions_px, amplitude_scale=amplitude_scale, valid=data.valid)
     if chosen:
         log.info("%s: %s", scan.source, chosen)
     return cfg.model_copy(update={"model": model_cfg})
@@ -237,7 +241,8 @@ def train_pytorch(
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
     init = load_pinn(cfg.init_from) if cfg.init_from and not resume else None
-    cfg = settle_prior_recipe(cfg, scan, probe_n, None if init is None else init.config.model)
+    cfg = settle_prior_recipe(cfg, scan, probe_n, data, math.exp(log_s),
+                              None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
     module = PINNModule(
         cfg.model_dump(mode="json"),
