@@ -1,0 +1,139 @@
+"""``model.prior_recipe='auto'`` resolved when training starts: 'featureless' or 'plain'.
+
+Under a probe whose far field is a small spot (a Gaussian beam) the plain scan prior's
+passes converge slowly and a network trained on it fails; over-relaxed passes
+(`config.schema.FEATURELESS_RECIPE`) converge much further, but overshoot under the
+default disk probe (docs/benchmarks.md, eighteenth and nineteenth sessions). The signal
+that separates them is the probe's far-field energy beyond 4 px of its centroid
+(`physics.probe.far_field_tail`): 5e-6 for a Gaussian beam, 8e-2 for the simulator's disk,
+about 1 for a zone plate or the real X-ray-laser probe; below
+`physics.probe.FEATURELESS_TAIL` (1e-3) the probe is featureless. Trained at each dose,
+the recipe's network beat the plain prior's at 1e6, 1e5 and 1e4 photons per pattern
+(amplitude SSIM 0.895 / 0.685 / 0.547 against 0.564 / 0.536 / 0.358), so the dose does not
+enter the choice. But the over-relaxation can overshoot under a featureless probe too (a
+wide Gaussian beam on a small scan), so `overshoot_check` runs the recipe's passes and
+plain ones on the training scan and compares how well each explains the data.
+
+'auto' becomes 'featureless' under such a probe when the scan prior is on, its step
+scale, patterns per update and passes are at their defaults (anything set by hand is
+kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plain ones'
+misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
+(``init_from``) takes its bundle's recipe instead: its network was trained on that prior.
+The resolved configuration is what training saves in config.yaml and the bundle, so
+inference needs no signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ptychopinn.config.schema import DEFAULT_PRIOR_ITERATIONS, FEATURELESS_RECIPE, ModelConfig
+
+OVERSHOOT_LIMIT = 2.0
+"""'auto' keeps the plain prior when the over-relaxed passes leave more than this many times
+the plain passes' misfit (`overshoot_check`). Measured (nineteenth session, exploration):
+0.65-1.45 on Gaussian-probe scans where the recipe converged the prior further or trained
+a better network (beams 20-40 px wide on 625 patterns, the hidden Gaussian-probe scans at
+1e6, 1e5 and 3e4 photons), 1.53 at 1e4 photons (whose recipe network was better too);
+2.5-91 where it overshot (Gaussian beams 12 px wide, or 32-40 px on 225 or 400 patterns;
+disks on 225 patterns). It catches strong overshoots only: under the disk on 625 patterns
+the recipe is worse at 1.33-1.57, and the far-field tail is what keeps disks plain
+(`benchmarks/bench_prior_overshoot.py`)."""
+CHECK_PATTERNS = 2048
+"""`overshoot_check` runs on at most this many patterns, the ones nearest the scan's centre."""
+
+
+def _at_defaults(m: ModelConfig) -> bool:
+    default_passes = DEFAULT_PRIOR_ITERATIONS.get(m.architecture, {}).get("scan")
+    return (float(m.prior_step_scale) == 1.0 and int(m.prior_batch_size) == 64
+            and m.prior_iterations == default_passes)
+
+
+def overshoot_check(model_cfg: ModelConfig, probe: Tensor, amplitudes: Tensor,
+                    positions_px, *, valid: Tensor | None = None) -> tuple[float, float]:  # noqa: ANN001
+    """``(plain, over-relaxed)``: the amplitude misfit (`physics.prior_misfit`) the scan
+    prior leaves after `FEATURELESS_RECIPE`'s passes and patterns per update, at step
+    scale 1 and at the recipe's, on the central `CHECK_PATTERNS` patterns of the scan
+    (all of a smaller one). ``probe`` in the amplitudes' scale, as the prior divides them."""
+    from ptychopinn.physics.prior_misfit import amplitude_misfit
+    from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+
+    amps = torch.as_tensor(amplitudes).detach()
+    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+    if len(pos) > CHECK_PATTERNS:  # a contiguous block: the scan's overlap, less work
+        keep = np.argsort(np.square(pos - pos.mean(0)).sum(1), kind="stable")[:CHECK_PATTERNS]
+        keep.sort()
+        amps, pos = amps[torch.from_numpy(keep)], pos[keep]
+    frame = canvas_frame(pos, amps.shape[-1])
+    fits = []
+    for scale in (1.0, float(FEATURELESS_RECIPE["prior_step_scale"])):
+        est = scan_error_reduction(
+            amps, pos, probe, int(FEATURELESS_RECIPE["prior_iterations"]), valid=valid,
+            batch_size=int(FEATURELESS_RECIPE["prior_batch_size"]),
+            amplitude_step=float(model_cfg.prior_amplitude_step), step_scale=scale,
+            frame=frame)
+        fits.append(amplitude_misfit(est, amps, pos, probe, valid=valid))
+    return fits[0], fits[1]
+
+
+def resolve_prior_recipe(
+    model_cfg: ModelConfig, probe: Tensor, *, like: ModelConfig | None = None,
+    amplitudes: Tensor | None = None, positions_px=None, amplitude_scale: float = 1.0,  # noqa: ANN001
+    valid: Tensor | None = None,
+) -> tuple[ModelConfig, str | None]:
+    """``(model_cfg with a concrete prior_recipe, what was chosen and why, or None)``.
+
+    ``probe``: the model's normalised probe before the physics' preparation (mask, small
+    probe and smoothing are applied here as `physics.forward.ForwardModel` applies them);
+    ``like``: the model section of the bundle a fine-tuning starts from (``init_from``),
+    whose recipe is taken instead; ``amplitudes``, ``positions_px``, ``valid``: the training
+    scan as the prior sees it, with ``amplitude_scale`` the model's initial one (the prior
+    divides the amplitudes by it), for `overshoot_check` (skipped without them). A recipe
+    other than 'auto' is returned as it is, with None; so is the choice when it changes
+    nothing worth a word (no scan prior, a probe with features).
+    """
+    if model_cfg.prior_recipe != "auto":
+        return model_cfg, None
+    from ptychopinn.physics.probe import (
+        FEATURELESS_TAIL,
+        TAIL_RADIUS_PX,
+        far_field_tail,
+        prepare_probe,
+    )
+
+    def settle(choice: str, why: str | None) -> tuple[ModelConfig, str | None]:
+        values = FEATURELESS_RECIPE if choice == "featureless" else {}
+        cfg = ModelConfig.model_validate(
+            {**model_cfg.model_dump(mode="json"), **values, "prior_recipe": choice})
+        return cfg, (None if why is None else f"prior recipe 'auto': {choice!r} ({why})")
+
+    if not (model_cfg.prior_scope == "scan" and model_cfg.prior_iterations):
+        return settle("plain", None)
+    if like is not None:
+        if like.prior_recipe == "featureless" and _at_defaults(model_cfg):
+            return settle("featureless", "as the bundle fine-tuning starts from")
+        return settle("plain", None)
+    physics_probe = prepare_probe(probe.detach(), probe_mask=model_cfg.probe_mask,
+                                  probe_big=model_cfg.probe_big,
+                                  smoothing_sigma=model_cfg.gaussian_smoothing_sigma)[0]
+    tail = far_field_tail(physics_probe)
+    if tail >= FEATURELESS_TAIL:
+        return settle("plain", None)
+    spot = (f"the probe's far-field energy beyond {TAIL_RADIUS_PX:g} px of its centre is "
+            f"{tail:.1e}, below {FEATURELESS_TAIL:g}")
+    if not _at_defaults(model_cfg):
+        return settle("plain", f"{spot}, but the prior's step scale, patterns per update or "
+                               "passes are set by hand; they are kept")
+    recipe = ", ".join(f"{k} {v:g}" for k, v in FEATURELESS_RECIPE.items())
+    if amplitudes is None or positions_px is None:
+        return settle("featureless", f"{spot}: {recipe}")
+    plain, relaxed = overshoot_check(model_cfg, physics_probe * float(amplitude_scale),
+                                     amplitudes, positions_px, valid=valid)
+    fits = (f"after {FEATURELESS_RECIPE['prior_iterations']} passes the over-relaxed prior "
+            f"leaves {relaxed / max(plain, 1e-30):.2f} times the plain prior's misfit")
+    if not relaxed <= OVERSHOOT_LIMIT * plain:
+        return settle("plain", f"{spot}, but {fits}, above {OVERSHOOT_LIMIT:g}: it overshoots "
+                               "under this probe and scan")
+    return settle("featureless", f"{spot} and {fits}: {recipe}")
