@@ -127,3 +127,26 @@ def test_auto_checks_that_the_over_relaxation_does_not_overshoot() -> None:
     assert m.prior_recipe == "plain" and "overshoots" in why, why
     assert float(why.split("leaves ")[1].split(" times")[0]) > 10 * OVERSHOOT_LIMIT, why
     assert m == ModelConfig(prior_recipe="plain")
+
+
+def test_overshoot_check_runs_on_the_central_patterns_of_a_large_scan(monkeypatch) -> None:
+    """Above `CHECK_PATTERNS` patterns the check runs on the ones nearest the scan's centre
+    (a contiguous block), in the scan's order: the same numbers as that block alone."""
+    import numpy as np
+
+    import ptychopinn.models.prior_recipe as pr
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=0, probe_kind="gaussian"))
+    amps = torch.from_numpy(scan.diffraction).float()
+    probe, pos = torch.from_numpy(scan.probe), scan.positions_px
+    model = ModelConfig(N=32)
+    full = pr.overshoot_check(model, probe, amps, pos)
+    monkeypatch.setattr(pr, "CHECK_PATTERNS", 16)
+    part = pr.overshoot_check(model, probe, amps, pos)
+    centre = np.sort(np.argsort(np.square(pos - pos.mean(0)).sum(1), kind="stable")[:16])
+    monkeypatch.setattr(pr, "CHECK_PATTERNS", 10_000)
+    assert part == pr.overshoot_check(model, probe, amps[torch.from_numpy(centre)], pos[centre])
+    assert part != full
+    span = pos[centre].max(0) - pos[centre].min(0)
+    assert np.all(span < 0.8 * (pos.max(0) - pos.min(0)))  # a block, not a spread

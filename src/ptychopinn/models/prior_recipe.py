@@ -33,7 +33,8 @@ from ptychopinn.config.schema import DEFAULT_PRIOR_ITERATIONS, FEATURELESS_RECIP
 
 OVERSHOOT_LIMIT = 2.0
 """'auto' keeps the plain prior when the over-relaxed passes leave more than this many times
-the plain passes' misfit (`overshoot_check`). Measured (nineteenth session, exploration):
+the plain passes' misfit (`overshoot_check`). Measured in the nineteenth session
+(`benchmarks/bench_prior_overshoot.py`, `bench_probe_features.py`, docs/benchmarks.md):
 0.65-1.45 on Gaussian-probe scans where the recipe converged the prior further or trained
 a better network (beams 20-40 px wide on 625 patterns, the hidden Gaussian-probe scans at
 1e6, 1e5 and 3e4 photons), 1.53 at 1e4 photons (whose recipe network was better too);
