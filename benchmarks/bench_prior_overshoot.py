@@ -6,8 +6,8 @@ each ``--positions`` count, this script prints the probe's far-field tail
 (over the well-lit pixels) with the default plain passes (4 passes, 64 patterns per
 update), plain passes with the recipe's 12 passes of 32, and the recipe's over-relaxed
 ones (step scale 3), then `models.prior_recipe.overshoot_check`'s misfit ratio
-(over-relaxed / plain; for every case, also where the far-field tail decides) and what
-'auto' chooses.
+(over-relaxed / plain; for every case, also where the far-field tail decides), the
+check's time in seconds and what 'auto' chooses.
 
 Usage::
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         FEATURELESS_RECIPE["prior_batch_size"])
     headers = ["probe", "diameter (px)", "patterns", "far-field tail beyond 4 px",
                "plain, 4 x 64", f"plain, {passes} x {batch}", f"step 3, {passes} x {batch}",
-               "misfit ratio (step 3 / plain)", "'auto' chooses"]
+               "misfit ratio (step 3 / plain)", "check s", "'auto' chooses"]
     rows = []
     for n_pos in args.positions:
         for d in args.diameters:
@@ -79,10 +80,13 @@ def main(argv: list[str] | None = None) -> None:
             # the simulated probe is in the counts' scale: amplitude scale 1
             model, _ = resolve_prior_recipe(ModelConfig(), probe, amplitudes=amps,
                                             positions_px=pos, amplitude_scale=1.0)
+            t0 = time.perf_counter()
             plain, relaxed = overshoot_check(ModelConfig(), probe, amps, pos)
+            check_s = time.perf_counter() - t0
             ratio = f"{relaxed / plain:.2f}"  # also where the far-field tail decides
             rows.append([args.probe, f"{d:g}", str(n_pos), f"{far_field_tail(probe):.1e}"]
-                        + [f"{e:.4f}" for e in errs] + [ratio, model.prior_recipe])
+                        + [f"{e:.4f}" for e in errs] + [ratio, f"{check_s:.2f}",
+                                                        model.prior_recipe])
             print(" | ".join(rows[-1]), flush=True)
     heading = "When the over-relaxed prior overshoots (bench_prior_overshoot.py)"
     if args.note:

@@ -160,7 +160,7 @@ def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> 
     from ptychopinn import api
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import ModelConfig, TrainingConfig
-    from ptychopinn.models.scan_prior import featureless_probe_advice
+    from ptychopinn.models.prior_recipe import featureless_probe_advice
     from ptychopinn.simulation import SimulationConfig, simulate_scan
     from ptychopinn.simulation.probes import disk_probe, gaussian_probe
 

@@ -253,46 +253,33 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _centre_of_mass_options_need_scan_prior(self) -> ModelConfig:
+    def _scan_prior_options_need_scan_prior(self) -> ModelConfig:
         if self.prior_scope == "scan" and self.prior_iterations:
             return self
-        for asked, option in ((self.prior_com_correction, "prior_com_correction true"),
-                              (self.prior_start == "com", "prior_start 'com'")):
+        for asked, option, why in (
+                (self.prior_com_correction, "prior_com_correction true",
+                 " (the neighbourhood prior starts flat and is not corrected)"),
+                (self.prior_start == "com", "prior_start 'com'",
+                 " (the neighbourhood prior starts flat and is not corrected)"),
+                (self.prior_recipe == "featureless", "prior_recipe 'featureless'", "")):
             if asked:
                 raise ValueError(
                     f"model.{option} needs the scan prior, prior_scope 'scan' with "
-                    f"prior_iterations > 0 (the neighbourhood prior starts flat and is not "
-                    f"corrected); found prior_scope {self.prior_scope!r}, prior_iterations "
-                    f"{self.prior_iterations}")
+                    f"prior_iterations > 0{why}; found prior_scope {self.prior_scope!r}, "
+                    f"prior_iterations {self.prior_iterations}")
         return self
 
     @model_validator(mode="after")
-    def _featureless_recipe_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_recipe == "featureless" and not (
-                self.prior_scope == "scan" and self.prior_iterations):
-            raise ValueError(
-                "model.prior_recipe 'featureless' needs the scan prior, prior_scope 'scan' "
-                f"with prior_iterations > 0; found prior_scope {self.prior_scope!r}, "
-                f"prior_iterations {self.prior_iterations}")
-        return self
-
-    @model_validator(mode="after")
-    def _step_scale_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_scope != "scan" and self.prior_step_scale != 1:
-            raise ValueError(
-                "model.prior_step_scale other than 1 needs prior_scope 'scan'; found "
-                f"{self.prior_step_scale} with prior_scope {self.prior_scope!r}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _amplitude_step_needs_scan_prior(self) -> ModelConfig:
-        if self.prior_scope != "scan" and self.prior_amplitude_step != 1:
-            raise ValueError(
-                "model.prior_amplitude_step below 1 needs prior_scope 'scan' (the "
-                f"neighbourhood prior takes whole steps); found {self.prior_amplitude_step} "
-                f"with prior_scope {self.prior_scope!r}"
-            )
+    def _step_options_need_scan_scope(self) -> ModelConfig:
+        if self.prior_scope == "scan":
+            return self
+        for field, value, what, why in (
+                ("prior_step_scale", self.prior_step_scale, "other than 1", ""),
+                ("prior_amplitude_step", self.prior_amplitude_step, "below 1",
+                 " (the neighbourhood prior takes whole steps)")):
+            if value != 1:
+                raise ValueError(f"model.{field} {what} needs prior_scope 'scan'{why}; found "
+                                 f"{value} with prior_scope {self.prior_scope!r}")
         return self
 
     @model_validator(mode="before")

@@ -20,7 +20,8 @@ kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plai
 misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
 (``init_from``) takes its bundle's recipe instead: its network was trained on that prior.
 The resolved configuration is what training saves in config.yaml and the bundle, so
-inference needs no signal.
+inference needs no signal. `featureless_probe_advice` is training's warning where a
+featureless probe still gets the plain prior ('plain' given, or the prior set by hand).
 """
 
 from __future__ import annotations
@@ -138,3 +139,30 @@ def resolve_prior_recipe(
         return settle("plain", f"{spot}, but {fits}, above {OVERSHOOT_LIMIT:g}: it overshoots "
                                "under this probe and scan")
     return settle("featureless", f"{spot} and {fits}: {recipe}")
+
+
+def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: ANN001
+    """Advice for a model that would run the plain scan prior (``model_cfg`` a `ModelConfig`
+    with the scan prior, ``prior_step_scale`` 1 and ``prior_recipe`` not 'featureless';
+    after `resolve_prior_recipe` kept 'plain') under a featureless probe
+    (`physics.probe.far_field_tail` below `physics.probe.FEATURELESS_TAIL`), else None.
+
+    Under such probes the plain prior converges slowly and the network trained on it
+    fails (docs/benchmarks.md, sixteenth and eighteenth sessions); the over-relaxed recipe
+    of README's "featureless probes" narrows that on well-exposed scans."""
+    from ptychopinn.physics.probe import FEATURELESS_TAIL, TAIL_RADIUS_PX, far_field_tail
+
+    if not model_cfg.prior_iterations or model_cfg.prior_scope != "scan":
+        return None
+    if float(model_cfg.prior_step_scale) != 1.0 or model_cfg.prior_recipe == "featureless":
+        return None
+    tail = far_field_tail(probe)
+    if tail >= FEATURELESS_TAIL:
+        return None
+    return (f"the probe's far field is a small spot (energy beyond {TAIL_RADIUS_PX:g} px of its "
+            f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
+            "Under such probes the plain scan prior converges slowly and the network may fail. "
+            "Train with --set model.prior_recipe=featureless (the prior's steps over-relaxed "
+            "3 times, 32 patterns per update, 12 passes; 'auto', the default, chooses it "
+            "unless the prior's step scale, batch size or passes are set by hand; README, "
+            "'featureless probes').")

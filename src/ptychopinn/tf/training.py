@@ -265,7 +265,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
                               "start without --resume.")
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
-    from ptychopinn.models.scan_prior import featureless_probe_advice
+    from ptychopinn.models.prior_recipe import featureless_probe_advice
 
     advice = featureless_probe_advice(cfg.model, torch.from_numpy(model.physics_probe.numpy()))
     if advice:

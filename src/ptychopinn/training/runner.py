@@ -218,7 +218,8 @@ def train_pytorch(
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.models.scan_prior import ScanPrior, featureless_probe_advice
+    from ptychopinn.models.prior_recipe import featureless_probe_advice
+    from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
