@@ -2,7 +2,8 @@
 
 For each ``--case LABEL MODEL SCAN`` this script reconstructs the scan with the
 model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
-(each of ``--scales``), ``prior_iterations`` (each of ``--passes``) and, with
+(each of ``--scales``), ``prior_iterations`` (each of ``--passes``),
+``prior_settle_passes`` (each of ``--settle-passes``; default: the model's) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
 prior's passes; default: the model's), and scores against the scan's true object:
 
@@ -19,11 +20,13 @@ Usage::
         --case "textured, Gaussian probe" models/hidden/textured_gaussian models/hidden/textured_gaussian.npz \
         --case "seed 11" models/seed11 models/scans/seed11.npz --scales 1 2 3 --passes 4 [--network] [--record]
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 8 12 --batch-sizes 16 32 64
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --settle-passes 0 2 4
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                    help="the prior's patterns per update (model.prior_batch_size; default: "
                         "the model's)")
+    p.add_argument("--settle-passes", type=int, nargs="+", default=[None],
+                   help="plain passes the prior's whole-scan estimate ends with "
+                        "(InferenceConfig.prior_settle_passes; default: the model's)")
     p.add_argument("--network", action="store_true", help="also score the network's output")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.data.npz import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
-    headers = ["scan", "trained with", "updates of", "passes", "step scale",
+    headers = ["scan", "trained with", "updates of", "passes", "step scale", "then plain passes",
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
     rows = []
@@ -80,28 +86,34 @@ def main(argv: list[str] | None = None) -> None:
             # the prior reads its batch size from the model's config (not an inference option)
             loaded.model.cfg = trained.model_copy(update={"prior_batch_size": int(batch)})
             prior_only = replace(loaded, model=ModelVariant(loaded.model))
-            for passes in args.passes:
-                for scale in args.scales:
-                    icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale)
-                    rec = reconstruct_pytorch(prior_only, scan, icfg)
-                    pm = score(rec.object, scan)
-                    net = "-"
-                    if args.network:
-                        nm = score(reconstruct_pytorch(loaded, scan, icfg).object, scan)
-                        net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
-                    agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.2f}"
-                    rows.append([label, f"{mcfg.prior_step_scale:g}", str(batch), str(passes),
-                                 f"{scale:g}", f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
-                                 net, f"{rec.timings_s['prior']:.2f}", agree])
-                    print(" | ".join(rows[-1]), flush=True)
+            for passes, scale, settle in itertools.product(args.passes, args.scales,
+                                                           args.settle_passes):
+                icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale,
+                                       prior_settle_passes=settle)
+                rec = reconstruct_pytorch(prior_only, scan, icfg)
+                pm = score(rec.object, scan)
+                net = "-"
+                if args.network:
+                    nm = score(reconstruct_pytorch(loaded, scan, icfg).object, scan)
+                    net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
+                agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.2f}"
+                trained_with = f"{mcfg.prior_step_scale:g}" + (
+                    f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "")
+                rows.append([label, trained_with, str(batch), str(passes),
+                             f"{scale:g}", str(rec.prior_settle_passes),
+                             f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
+                             net, f"{rec.timings_s['prior']:.2f}", agree])
+                print(" | ".join(rows[-1]), flush=True)
         loaded.model.cfg = trained
     heading = "The scan prior's over-relaxation (bench_prior_step_scale.py)"
     if args.note:
         heading += f" [{args.note}]"
     notes = ("InferenceConfig defaults but prior_iterations (passes) and prior_step_scale (step "
              "scale: every mini-batch update of the prior's passes applied this many times over; "
-             "1 is plain PIE); 'updates of': the prior's patterns per update; 'prior alone' "
-             "bypasses the network; 'trained with' is the model's model.prior_step_scale. Scores "
+             "1 is plain PIE) and prior_settle_passes ('then plain passes': plain passes the "
+             "whole scan's estimate ends with, default the model's); 'updates of': the prior's "
+             "patterns per update; 'prior alone' bypasses the network; 'trained with' is the "
+             "model's model.prior_step_scale (and its prior_settle_passes). Scores "
              "against each scan's true object. Cases: "
              + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case)
              + f" ({time.strftime('%Y-%m-%d')}).")

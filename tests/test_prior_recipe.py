@@ -69,6 +69,8 @@ def test_auto_keeps_the_plain_prior_elsewhere_unchanged() -> None:
                                "set by hand"),
                               ("gaussian", ModelConfig(N=32, prior_iterations=8),
                                "set by hand"),
+                              ("gaussian", ModelConfig(N=32, prior_settle_passes=2),
+                               "set by hand"),
                               ("gaussian", ModelConfig(N=32, prior_iterations=0), None)]:
         m, why = _resolve(kind, model)
         assert m == model.model_copy(update={"prior_recipe": "plain"})
@@ -94,6 +96,10 @@ def test_fine_tuning_keeps_the_recipe_of_the_bundle_it_starts_from() -> None:
     assert m.prior_recipe == "plain" and m.prior_step_scale == 1.0 and why is None
     m, why = _resolve("disk", like=featureless)
     assert m == featureless and "as the bundle fine-tuning starts from" in why
+    # a bundle from before the settling passes keeps its values (none), not today's recipe
+    older = ModelConfig(N=32, prior_recipe="featureless", prior_settle_passes=0)
+    m, why = _resolve("gaussian", like=older)
+    assert m == older and m.prior_settle_passes == 0
 
 
 def test_auto_checks_that_the_over_relaxation_does_not_overshoot() -> None:

@@ -195,8 +195,8 @@ def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> 
     warned, chosen, bundled, saved = train("gaussian")
     assert warned == [] and len(chosen) == 1 and "'featureless'" in chosen[0], chosen
     assert bundled.prior_recipe == "featureless" and saved["prior_recipe"] == "featureless"
-    assert (bundled.prior_step_scale, bundled.prior_batch_size, bundled.prior_iterations) == (
-        3.0, 32, 12)
+    assert (bundled.prior_step_scale, bundled.prior_batch_size, bundled.prior_iterations,
+            bundled.prior_settle_passes) == (3.0, 32, 12, 4)
     assert saved["prior_batch_size"] == 32
     warned, chosen, bundled, _ = train("gaussian", prior_recipe="plain")
     assert len(warned) == 1 and "model.prior_recipe=featureless" in warned[0], warned

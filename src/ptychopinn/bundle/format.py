@@ -188,7 +188,9 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     and those before ``model.prior_start`` started its passes from a flat phase, and
     those before ``model.prior_com_correction`` ran without it, and those before
     ``model.prior_step_scale`` took plain PIE steps (1, still the default), and those
-    before ``model.prior_recipe`` set the prior's passes by hand ('plain').
+    before ``model.prior_recipe`` set the prior's passes by hand ('plain'), and those
+    before ``model.prior_settle_passes`` ended the prior's passes without plain ones (0;
+    a 'featureless' bundle would otherwise take the recipe's).
     """
     import copy
 
@@ -222,6 +224,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_com_correction"] = False
     if isinstance(model, dict) and "prior_recipe" not in model:
         model["prior_recipe"] = "plain"
+    if isinstance(model, dict) and "prior_settle_passes" not in model:
+        model["prior_settle_passes"] = 0
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

@@ -231,6 +231,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "prior_start": args.prior_start,
         "prior_step_scale": args.prior_step_scale,
+        "prior_settle_passes": args.prior_settle_passes,
         "prior_com_correction": (None if args.prior_com_correction is None
                                  else args.prior_com_correction == "on"),
         "phase_sync": None if args.phase_sync is None else args.phase_sync != "off",
@@ -269,6 +270,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
            else f" with phase momentum {recon.prior_phase_momentum:g}")
         + ("" if recon.prior_step_scale in (None, 1.0)
            else f", prior step scale {recon.prior_step_scale:g}")
+        + ("" if not recon.prior_settle_passes
+           else f" then {recon.prior_settle_passes} plain passes")
         + ("" if recon.prior_agreement is None
            else f", half-scan agreement {recon.prior_agreement:.2f}")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"

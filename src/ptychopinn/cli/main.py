@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-step-scale", type=float,
                    help="Over-relaxation of the physics prior's updates (default: as the model "
                         "was trained, model.prior_step_scale; in (0, 4]).")
+    p.add_argument("--prior-settle-passes", type=int,
+                   help="Plain passes the physics prior's whole-scan estimate ends with "
+                        "(default: as the model was trained, model.prior_settle_passes; "
+                        "0-64).")
     p.add_argument("--prior-start", choices=("flat", "com", "auto"),
                    help="The phase the physics prior's passes start from (default: as the "
                         "model was trained, model.prior_start): flat; com, the object's "

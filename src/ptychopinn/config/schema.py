@@ -16,9 +16,11 @@ BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
 PriorScope = Literal["scan", "neighbourhood"]
 PriorRecipe = Literal["auto", "plain", "featureless"]
 FEATURELESS_RECIPE: dict[str, float | int] = {
-    "prior_step_scale": 3.0, "prior_batch_size": 32, "prior_iterations": 12}
+    "prior_step_scale": 3.0, "prior_batch_size": 32, "prior_iterations": 12,
+    "prior_settle_passes": 4}
 """The ``model.prior_recipe='featureless'`` values: the scan prior's passes over-relaxed
-three times, 32 patterns per update, 12 passes (docs/benchmarks.md, eighteenth session)."""
+three times, 32 patterns per update, 12 passes (docs/benchmarks.md, eighteenth session),
+the whole scan's estimate ending with 4 plain passes (twentieth session)."""
 DEFAULT_PRIOR_ITERATIONS: dict[str, dict[str, int]] = {
     "unet": {"scan": 4, "neighbourhood": 20},
     "cnn": {"scan": 0, "neighbourhood": 0},
@@ -142,14 +144,27 @@ class ModelConfig(_Section):
         "bench_prior_step_scale.py). Train and infer with the same value. Bundles without "
         "it: 1.",
     )
+    prior_settle_passes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="prior_scope 'scan': plain passes (step scale 1, no phase momentum) the "
+        "physics prior's whole-scan estimate ends with, after its prior_iterations "
+        "(physics.prior_scan). Over-relaxed passes (prior_step_scale > 1) carry each "
+        "batch's photon noise into the prior several times over; 4 plain passes after them "
+        "raised the prior alone's amplitude / phase SSIM on Gaussian-probe scans from 0.683 / "
+        "0.757 to 0.732 / 0.894 at 1e5 photons and 0.890 / 0.952 to 0.901 / 0.980 at 1e6, "
+        "for ~0.3 s per 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, "
+        "bench_prior_step_scale.py --settle-passes). Train and infer with the same value. Bundles without it: 0.",
+    )
     prior_recipe: PriorRecipe = Field(
         "auto",
         description="prior_scope 'scan': how the physics prior's passes are set. 'plain': "
-        "as prior_step_scale, prior_batch_size and prior_iterations say. 'featureless': for "
+        "as prior_step_scale, prior_batch_size, prior_iterations and prior_settle_passes say. 'featureless': for "
         "a probe whose far field is a small spot (a Gaussian beam), under which plain passes "
-        f"converge slowly: {FEATURELESS_RECIPE} for those of the three not given. 'auto' "
+        f"converge slowly: {FEATURELESS_RECIPE} for those of the four not given. 'auto' "
         "(default): chosen when training starts, 'featureless' when the scan prior is on "
-        "with those three at their defaults, the probe's far-field energy beyond 4 px of "
+        "with those four at their defaults, the probe's far-field energy beyond 4 px of "
         "its centre is below 1e-3 (physics.probe.far_field_tail) and, on the training scan, "
         "the recipe's passes fit the data no worse than twice as badly as plain ones (they "
         "can overshoot: models.prior_recipe.overshoot_check), else 'plain'; a fine-tuning "
@@ -273,11 +288,12 @@ class ModelConfig(_Section):
     def _step_options_need_scan_scope(self) -> ModelConfig:
         if self.prior_scope == "scan":
             return self
-        for field, value, what, why in (
-                ("prior_step_scale", self.prior_step_scale, "other than 1", ""),
-                ("prior_amplitude_step", self.prior_amplitude_step, "below 1",
+        for field, value, default, what, why in (
+                ("prior_step_scale", self.prior_step_scale, 1, "other than 1", ""),
+                ("prior_settle_passes", self.prior_settle_passes, 0, "above 0", ""),
+                ("prior_amplitude_step", self.prior_amplitude_step, 1, "below 1",
                  " (the neighbourhood prior takes whole steps)")):
-            if value != 1:
+            if value != default:
                 raise ValueError(f"model.{field} {what} needs prior_scope 'scan'{why}; found "
                                  f"{value} with prior_scope {self.prior_scope!r}")
         return self
@@ -603,6 +619,13 @@ class InferenceConfig(_Section):
         description="Over-relaxation of the physics prior's updates at inference (None: as "
         "the model was trained, model.prior_step_scale; see there). Best left as trained; "
         "models without a scan prior refuse values other than 1.",
+    )
+    prior_settle_passes: int | None = Field(
+        None, ge=0, le=64,
+        description="Plain passes the physics prior's whole-scan estimate ends with at "
+        "inference (None: as the model was trained, model.prior_settle_passes; see there). "
+        "Models trained with the over-relaxed recipe before it existed (0) gain from 4 "
+        "(docs/benchmarks.md); models without a scan prior refuse values above 0.",
     )
     prior_start: Literal["flat", "com", "auto"] | None = Field(
         None,

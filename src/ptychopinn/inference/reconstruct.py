@@ -73,6 +73,9 @@ class Reconstruction:
     # the over-relaxation of the prior's updates (None: a model without a prior;
     # InferenceConfig.prior_step_scale, else model.prior_step_scale)
     prior_step_scale: float | None = None
+    # plain passes the prior's whole-scan estimate ended with (None: a model without a
+    # prior; InferenceConfig.prior_settle_passes, else model.prior_settle_passes)
+    prior_settle_passes: int | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -117,8 +120,8 @@ def _device(cfg: InferenceConfig) -> torch.device:
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
-    filter, the centre-of-mass start and an over-relaxation need the scan prior (both
-    backends)."""
+    filter, the centre-of-mass start, an over-relaxation and settling passes need the scan
+    prior (both backends)."""
     from ptychopinn.errors import ConfigError
 
     if not mcfg.prior_iterations or mcfg.prior_scope == "scan":
@@ -127,7 +130,9 @@ def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa
                           (cfg.prior_com_correction, "prior_com_correction=true"),
                           (cfg.prior_start == "com", "prior_start='com'"),
                           (cfg.prior_step_scale not in (None, 1.0),
-                           f"prior_step_scale={cfg.prior_step_scale}")):
+                           f"prior_step_scale={cfg.prior_step_scale}"),
+                          (bool(cfg.prior_settle_passes),
+                           f"prior_settle_passes={cfg.prior_settle_passes}")):
         if asked:
             raise ConfigError(f"{option} needs a model with the scan prior; {model_path} has "
                               f"model.prior_scope {mcfg.prior_scope!r}.")
@@ -196,7 +201,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     phase_momentum=cfg.prior_phase_momentum,
                                     start_phase=cfg.prior_start,
                                     com_correction=cfg.prior_com_correction,
-                                    step_scale=cfg.prior_step_scale)
+                                    step_scale=cfg.prior_step_scale,
+                                    settle_passes=cfg.prior_settle_passes)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:
@@ -257,6 +263,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
+        prior_settle_passes=None if prior is None else prior.settle_passes,
         phase_sync=sync,
     )
 
@@ -337,6 +344,8 @@ def write_outputs(
         arrays["prior_com_correction"] = np.asarray(recon.prior_com_correction)
     if recon.prior_step_scale is not None:
         arrays["prior_step_scale"] = np.asarray(recon.prior_step_scale, dtype=np.float64)
+    if recon.prior_settle_passes is not None:
+        arrays["prior_settle_passes"] = np.asarray(recon.prior_settle_passes, dtype=np.int64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

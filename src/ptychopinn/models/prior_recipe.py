@@ -14,8 +14,19 @@ enter the choice. But the over-relaxation can overshoot under a featureless prob
 wide Gaussian beam on a small scan), so `overshoot_check` runs the recipe's passes and
 plain ones on the training scan and compares how well each explains the data.
 
+The recipe ends the whole scan's estimate with 4 plain passes (``prior_settle_passes``):
+each over-relaxed update writes its batch's photon noise into the canvas three times over,
+and plain passes at the end average it out again. Twentieth session, the prior alone on
+the hidden Gaussian-probe scans (`benchmarks/bench_prior_step_scale.py --settle-passes`,
+docs/benchmarks.md): amplitude / phase SSIM 0.890 / 0.952 -> 0.901 / 0.980 at 1e6
+photons, 0.683 / 0.757 -> 0.732 / 0.894 at 1e5, 0.538 / 0.560 -> 0.612 / 0.798 at 1e4,
+and on the lines object 0.718 / 0.888 -> 0.731 / 0.930. Replacing the last over-relaxed
+passes by plain ones instead (the same time) lowered the lines object, and settling the
+half-scan estimates as well lowered the filter's gain; `overshoot_check` runs the
+over-relaxed passes alone, as measured.
+
 'auto' becomes 'featureless' under such a probe when the scan prior is on, its step
-scale, patterns per update and passes are at their defaults (anything set by hand is
+scale, patterns per update, passes and settling passes are at their defaults (anything set by hand is
 kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plain ones'
 misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
 (``init_from``) takes its bundle's recipe instead: its network was trained on that prior.
@@ -50,7 +61,7 @@ CHECK_PATTERNS = 2048
 def _at_defaults(m: ModelConfig) -> bool:
     default_passes = DEFAULT_PRIOR_ITERATIONS.get(m.architecture, {}).get("scan")
     return (float(m.prior_step_scale) == 1.0 and int(m.prior_batch_size) == 64
-            and m.prior_iterations == default_passes)
+            and m.prior_iterations == default_passes and int(m.prior_settle_passes) == 0)
 
 
 def overshoot_check(model_cfg: ModelConfig, probe: Tensor, amplitudes: Tensor,
@@ -105,8 +116,10 @@ def resolve_prior_recipe(
         prepare_probe,
     )
 
-    def settle(choice: str, why: str | None) -> tuple[ModelConfig, str | None]:
-        values = FEATURELESS_RECIPE if choice == "featureless" else {}
+    def settle(choice: str, why: str | None, values: dict | None = None,
+               ) -> tuple[ModelConfig, str | None]:
+        if values is None:
+            values = FEATURELESS_RECIPE if choice == "featureless" else {}
         cfg = ModelConfig.model_validate(
             {**model_cfg.model_dump(mode="json"), **values, "prior_recipe": choice})
         return cfg, (None if why is None else f"prior recipe 'auto': {choice!r} ({why})")
@@ -115,7 +128,9 @@ def resolve_prior_recipe(
         return settle("plain", None)
     if like is not None:
         if like.prior_recipe == "featureless" and _at_defaults(model_cfg):
-            return settle("featureless", "as the bundle fine-tuning starts from")
+            # its values, not today's recipe: a bundle from before prior_settle_passes ran 0
+            return settle("featureless", "as the bundle fine-tuning starts from",
+                          {k: getattr(like, k) for k in FEATURELESS_RECIPE})
         return settle("plain", None)
     physics_probe = prepare_probe(probe.detach(), probe_mask=model_cfg.probe_mask,
                                   probe_big=model_cfg.probe_big,
@@ -126,8 +141,8 @@ def resolve_prior_recipe(
     spot = (f"the probe's far-field energy beyond {TAIL_RADIUS_PX:g} px of its centre is "
             f"{tail:.1e}, below {FEATURELESS_TAIL:g}")
     if not _at_defaults(model_cfg):
-        return settle("plain", f"{spot}, but the prior's step scale, patterns per update or "
-                               "passes are set by hand; they are kept")
+        return settle("plain", f"{spot}, but the prior's step scale, patterns per update, "
+                               "passes or settling passes are set by hand; they are kept")
     recipe = ", ".join(f"{k} {v:g}" for k, v in FEATURELESS_RECIPE.items())
     if amplitudes is None or positions_px is None:
         return settle("featureless", f"{spot}: {recipe}")

@@ -94,6 +94,9 @@ class ScanPrior:
     step_scale
         ``model.prior_step_scale``: over-relaxation of every update of the passes (scope
         'scan'; `physics.prior_scan.scan_error_reduction`'s ``step_scale``).
+    settle_passes
+        ``model.prior_settle_passes``: plain passes the whole scan's estimate ends with
+        (scope 'scan'; `physics.prior_scan.scan_error_reduction`'s).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -123,6 +126,7 @@ class ScanPrior:
         start_phase: str = "flat",
         com_correction: bool = False,
         step_scale: float = 1.0,
+        settle_passes: int = 0,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -150,6 +154,14 @@ class ScanPrior:
             raise ValueError(f"step_scale {step_scale} needs scope 'scan'")
         self.step_scale = float(step_scale)
         """The over-relaxation the passes ran with (`physics.prior_scan`; 1: plain PIE)."""
+        if isinstance(settle_passes, bool) or int(settle_passes) != settle_passes or (
+                settle_passes < 0):
+            raise ValueError(f"prior settle passes must be an integer >= 0; found "
+                             f"{settle_passes!r}")
+        if settle_passes and scope != "scan":
+            raise ValueError(f"settle_passes {settle_passes} needs scope 'scan'")
+        self.settle_passes = int(settle_passes)
+        """Plain passes the whole scan's estimate ended with (`physics.prior_scan`)."""
         self.com_correction = bool(com_correction)
         """Whether the passes ran the centre-of-mass phase correction
         (`physics.prior_scan.scan_error_reduction`)."""
@@ -202,7 +214,7 @@ class ScanPrior:
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size),
                       start_phase=str(start_phase), com_correction=bool(com_correction),
-                      step_scale=float(step_scale))
+                      step_scale=float(step_scale), settle_passes=int(settle_passes))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
@@ -246,6 +258,7 @@ class ScanPrior:
         start_phase: str | None = None,
         com_correction: bool | None = None,
         step_scale: float | None = None,
+        settle_passes: int | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -262,7 +275,8 @@ class ScanPrior:
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
         inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start`` and
         ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
-        ``model_cfg.prior_step_scale`` (inference only).
+        ``model_cfg.prior_step_scale`` and ``settle_passes``
+        ``model_cfg.prior_settle_passes`` (inference only).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -285,6 +299,8 @@ class ScanPrior:
                                        else com_correction),
                    step_scale=float(model_cfg.prior_step_scale
                                     if step_scale is None else step_scale),
+                   settle_passes=int(model_cfg.prior_settle_passes
+                                     if settle_passes is None else settle_passes),
                    **kw)
 
     @classmethod

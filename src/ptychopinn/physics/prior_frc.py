@@ -154,6 +154,7 @@ def frc_filtered_estimate(
     split_seed: int = 0,
     extra_iterations: int = 0,
     phase_momentum: float = 0.0,
+    settle_passes: int = 0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -185,6 +186,11 @@ def frc_filtered_estimate(
     (seeds 0 / 3 / 5 / 11 and the real probe at 4 passes: amp SSIM +0.001 to +0.005,
     exploration recorded in docs/benchmarks.md).
 
+    ``settle_passes``: plain passes (step scale 1) the whole scan's estimate ends with
+    (`scan_error_reduction`'s); the halves run without them, so the filter and the
+    agreement read the over-relaxed passes (the halves settled instead scored lower:
+    docs/benchmarks.md, twentieth session).
+
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
     if extra_iterations < 0:
@@ -197,7 +203,8 @@ def frc_filtered_estimate(
                          "illumination, terms, first pass and phase velocity itself")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
     if iterations == 0 or len(pos) < 2:
-        return scan_error_reduction(amplitudes, pos, probe, iterations, **kw), np.ones(FRC_RINGS + 1)
+        return (scan_error_reduction(amplitudes, pos, probe, iterations,
+                                     settle_passes=settle_passes, **kw), np.ones(FRC_RINGS + 1))
     origin, shape = canvas_frame(pos, int(probe.shape[-1]), bool(kw.get("integer_grid", False)))
     frame = (origin, tuple(int(v) for v in shape))
     # halves drawn from the patterns in raster order, so the estimate does not depend on
@@ -261,7 +268,7 @@ def frc_filtered_estimate(
                         / both.clamp_min(1e-30), 0.5 * (halves[0].canvas + halves[1].canvas))
     full = scan_error_reduction(amplitudes, pos, probe, whole_pass_count(iterations),
                                 frame=frame, start=start, illumination=both, terms=terms,
-                                phase_momentum=momentum, **kw)
+                                phase_momentum=momentum, settle_passes=settle_passes, **kw)
     est, frc = filter_amplitude(full, halves, known_frc=first)
     return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum), frc
 

@@ -162,6 +162,7 @@ def scan_error_reduction(
     start_phase: str = "flat",
     com_correction: bool = False,
     step_scale: float = 1.0,
+    settle_passes: int = 0,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -238,6 +239,12 @@ def scan_error_reduction(
         field is a small spot (a Gaussian beam) the passes converge slowly and 3 converged
         them much further; under the default disk it makes them diverge
         (docs/benchmarks.md, `benchmarks/bench_prior_step_scale.py`).
+    settle_passes
+        Plain passes (step scale 1, no phase momentum) run after the ``iterations``, as part
+        of the same run (their batch orders and centre-of-mass corrections continue it).
+        Over-relaxed updates carry the photon noise of each batch's patterns into the canvas
+        several times over; a few plain passes at the end average it out again (the module
+        docstring of `models.prior_recipe`).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -253,6 +260,9 @@ def scan_error_reduction(
         raise ValueError(f"step_scale must be in (0, {MAX_STEP_SCALE}]; found {step_scale}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
+    if isinstance(settle_passes, bool) or int(settle_passes) != settle_passes or settle_passes < 0:
+        raise ValueError(f"settle_passes must be an integer >= 0; found {settle_passes!r}")
+    settle_passes = int(settle_passes)
     if amplitudes.ndim != 3:
         raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
     pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -326,8 +336,8 @@ def scan_error_reduction(
     com = bright is not None and start_phase == "com"
     # corrections before every pass of the run but its first (``first_pass`` counts the
     # passes before this call's), so a run split into continuations corrects as a whole
-    correcting = (bool(com_correction) and n_pat > 0 and iterations > 0
-                  and first_pass + iterations > 1)
+    correcting = (bool(com_correction) and n_pat > 0 and iterations + settle_passes > 0
+                  and first_pass + iterations + settle_passes > 1)
     grads = None  # the measured patterns' centres of mass, for either
     integrate = None  # their integration over the scan, factorised once for the run
     if com or correcting:
@@ -360,7 +370,7 @@ def scan_error_reduction(
         if com:
             phi = integrate(grads).to(dev)
             obj = torch.polar(flat, phi).to(torch.complex64).contiguous()
-    if iterations == 0 or n_pat == 0:
+    if iterations + settle_passes == 0 or n_pat == 0:
         return ScanEstimate(obj, origin, weight)
 
     # integer windows; the sub-pixel part of each position shifts that pattern's
@@ -415,13 +425,14 @@ def scan_error_reduction(
         if momentum:
             velocity = (torch.zeros(flat.shape, device=dev) if phase_velocity is None else
                         phase_velocity.detach().to(dev, torch.float32).reshape(-1).clone())
-        for it in range(iterations):
+        for it in range(iterations + settle_passes):
+            scale = step_scale if it < iterations else 1.0
             if correcting and first_pass + it > 0:
                 model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
                                            moments, n_pat)
                 turn = integrate(grads - model).to(dev)
                 obj.mul_(torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP)))
-            turning = momentum and it < iterations - 1
+            turning = momentum and it < iterations - 1  # never into the settling passes
             if turning:
                 torch.angle(flat, out=before)
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
@@ -446,15 +457,15 @@ def scan_error_reduction(
                     # the same arithmetic as below, on every canvas pixel
                     den = den_c.mul(1.0 - alpha).add_(alpha * den_c.max().clamp_min(1e-30))
                     step = damp_amplitude(num_c.div_(den), flat, amplitude_step)
-                    flat.add_(step if step_scale == 1.0 else step.mul_(step_scale))
+                    flat.add_(step if scale == 1.0 else step.mul_(scale))
                 else:
                     den = den_windows[c0[:, 0], c0[:, 1]].reshape(-1)
                     den = (1.0 - alpha) * den + alpha * den.max().clamp_min(1e-30)
                     old = obj_w.reshape(-1)
                     step = damp_amplitude(num_windows[c0[:, 0], c0[:, 1]].reshape(-1) / den,
                                            old, amplitude_step)
-                    if step_scale != 1.0:
-                        step.mul_(step_scale)
+                    if scale != 1.0:
+                        step.mul_(scale)
                     # overlapping windows gather the same pixels, so duplicates agree
                     flat.index_copy_(0, idx, old + step)
                 if clear_all or update_all:

@@ -110,7 +110,8 @@ def reconstruct_tensorflow(
                              phase_momentum=cfg.prior_phase_momentum,
                              start_phase=cfg.prior_start,
                              com_correction=cfg.prior_com_correction,
-                             step_scale=cfg.prior_step_scale)
+                             step_scale=cfg.prior_step_scale,
+                             settle_passes=cfg.prior_settle_passes)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size
@@ -155,5 +156,6 @@ def reconstruct_tensorflow(
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
+        prior_settle_passes=None if prior is None else prior.settle_passes,
         phase_sync=sync,
     )

@@ -163,12 +163,14 @@ class TFPtychoPINN(tf.Module):
                    valid: np.ndarray | None = None, iterations: int | None = None,
                    frc_filter: bool | None = None, extra_iterations: int = 0,
                    phase_momentum: float = 0.0, start_phase: str | None = None,
-                   com_correction: bool | None = None, step_scale: float | None = None):
+                   com_correction: bool | None = None, step_scale: float | None = None,
+                   settle_passes: int | None = None):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
         as in `ScanPrior.for_model`; ``iterations`` and ``frc_filter`` override the
         model's passes and FRC filter, ``extra_iterations``, ``phase_momentum`` and
-        ``start_phase`` as in `ScanPrior`, ``com_correction`` as in `ScanPrior.for_config`);
+        ``start_phase`` as in `ScanPrior`, ``com_correction``, ``step_scale`` and ``settle_passes`` as in
+        `ScanPrior.for_config`);
         None without prior."""
         import torch
 
@@ -182,7 +184,7 @@ class TFPtychoPINN(tf.Module):
             frc_filter=frc_filter, extra_iterations=extra_iterations,
             phase_momentum=phase_momentum, start_phase=start_phase,
             com_correction=com_correction, step_scale=step_scale,
-            valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
+            settle_passes=settle_passes, valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
                           prior=None):
