@@ -407,3 +407,44 @@ def test_phase_momentum_runs_only_where_the_halves_agree(seed7_cases):
             assert moved.agreement != base.agreement  # the momentum halves' decided
     with pytest.raises(ValueError, match="phase_momentum must be in"):
         frc_filtered_estimate(*args, phase_momentum=1.0)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.01])
+def test_over_relaxed_passes_estimate_their_plain_halves_first(monkeypatch, threshold):
+    """With ``step_scale`` other than 1 the plain halves come first and the momentum's only
+    where they agree: where nothing agrees (threshold above 1) the halves are estimated
+    once and the estimate is bit for bit the one without momentum (its agreement too);
+    where everything agrees (threshold 0) the momentum's halves decide and are used, as
+    with plain passes."""
+    import ptychopinn.physics.prior_frc as pf
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    monkeypatch.setattr(pf, "EXTRA_PASS_AGREEMENT", threshold)
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=49, seed=3, probe_kind="gaussian",
+                                          photons_per_pattern=1e5))
+    args = (torch.from_numpy(scan.diffraction), scan.positions_px,
+            torch.from_numpy(scan.probe), 3)
+    kw = dict(amplitude_step=0.5, step_scale=3.0, batch_size=16)
+    calls = []
+    real = pf.scan_error_reduction
+
+    def counting(*a, **k):
+        calls.append(k.get("subset") is not None and a[3] > 0)  # a half's passes
+        return real(*a, **k)
+
+    monkeypatch.setattr(pf, "scan_error_reduction", counting)
+    moved, _ = frc_filtered_estimate(*args, phase_momentum=0.7, **kw)
+    half_runs = sum(calls)
+    plain, _ = frc_filtered_estimate(*args, **kw)
+    if threshold > 1:
+        assert half_runs == 2 + 2  # each half's shared first pass and its continuation
+        assert moved.phase_momentum == 0.0 and torch.equal(moved.canvas, plain.canvas)
+        assert moved.agreement == plain.agreement
+    else:
+        assert half_runs == 2 + 2 * 2  # the plain continuations, then the momentum's
+        assert moved.phase_momentum == 0.7
+        assert not torch.equal(moved.canvas, plain.canvas)
+    # plain passes keep the momentum's halves first: they run twice where nothing agrees
+    calls.clear()
+    frc_filtered_estimate(*args, phase_momentum=0.7, amplitude_step=0.5, batch_size=16)
+    assert sum(calls) == (2 + 2 * 2 if threshold > 1 else 2 + 2)

@@ -611,8 +611,10 @@ class InferenceConfig(_Section):
         "real-probe scan) at no cost in time; where the halves disagree (low dose, the "
         "measured Siemens star, where it cost resolution) the halves are estimated again "
         "without it and the result is the one without it, for ~0.1-0.4 s more per 625 "
-        "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md). 0: off. Models without the "
-        "FRC filter ignore it.",
+        "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md); with over-relaxed passes "
+        "(model.prior_step_scale other than 1) the plain halves come first and the momentum's "
+        "only where they agree (physics.prior_frc). 0: off. Models without the FRC filter "
+        "ignore it.",
     )
     prior_step_scale: float | None = Field(
         None, gt=0, le=4,

@@ -169,8 +169,13 @@ def frc_filtered_estimate(
     their `agreement` reaches `EXTRA_PASS_AGREEMENT` the rest of the passes run with it
     too, else the halves are estimated again without it and nothing runs with it (the
     momentum carries on whatever the passes move, noise too: on the measured Siemens star,
-    whose halves disagree, it resolved the spokes 0.5 px less far). The halves' agreement
-    that decided is the one recorded. The halves' first pass, the same either way, runs
+    whose halves disagree, it resolved the spokes 0.5 px less far). Over-relaxed passes
+    (``step_scale`` other than 1, the featureless recipe) reverse the order: their halves,
+    0.16-0.37 in agreement on every scan measured, are estimated without the momentum
+    first and with it only where they agree (one estimate of the halves instead of two:
+    about 0.7 s less per 625 patterns of 64x64 on 2 CPU cores; the same estimate unless
+    the momentum alone would have lifted the agreement over the threshold). The halves'
+    agreement that decided is the one recorded. The halves' first pass, the same either way, runs
     once when the scan's `pass_terms` fit in memory. Each continuation (the extra passes,
     the whole scan's passes) is a run of its own: its phase velocity starts from zero, its
     batch orders are those of a first pass again and no centre-of-mass correction precedes
@@ -244,15 +249,29 @@ def frc_filtered_estimate(
                 illumination=s.illumination, terms=terms, **kw))
         return out
 
-    halves = halves_with(phase_momentum)
-    first = halves_frc(halves)
-    # halves that overlap too little to read an FRC have no agreement: no extra passes
-    agree = None if first[1] is None else agreement(first[0])
-    agreed = agree is not None and agree >= EXTRA_PASS_AGREEMENT
-    momentum = phase_momentum if agreed else 0.0
-    if phase_momentum and not agreed:  # the data do not support it: the plain halves
+    def read(halves: list[ScanEstimate]):  # noqa: ANN202
+        frc = halves_frc(halves)
+        # halves that overlap too little to read an FRC have no agreement: no extra passes
+        agree = None if frc[1] is None else agreement(frc[0])
+        return frc, agree, agree is not None and agree >= EXTRA_PASS_AGREEMENT
+
+    if phase_momentum and float(kw.get("step_scale", 1.0)) != 1.0:
+        # over-relaxed passes (featureless probes) have not agreed on any scan measured
+        # (0.16-0.37): their plain halves come first, the momentum's only where they agree
         halves = halves_with(0.0)
-        first = halves_frc(halves)
+        first, agree, agreed = read(halves)
+        if agreed:
+            moved = halves_with(phase_momentum)
+            moved_first, agree, agreed = read(moved)
+            if agreed:
+                halves, first = moved, moved_first
+    else:
+        halves = halves_with(phase_momentum)
+        first, agree, agreed = read(halves)
+        if phase_momentum and not agreed:  # the data do not support it: the plain halves
+            halves = halves_with(0.0)
+            first = halves_frc(halves)
+    momentum = phase_momentum if agreed else 0.0
     if extra_iterations and agreed:
         halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
                                                     frame=frame, start=h.canvas, subset=rows,
