@@ -263,6 +263,15 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     # the prior's phase momentum ran with the filter (the halves agree on this scan), not
     # without it
     assert momenta == [0.7, 0.7, 0.0], momenta
+    # and the prior's settling passes (InferenceConfig.prior_settle_passes), recorded by both
+    icfg = InferenceConfig(figures=False, prior_settle_passes=2,
+                           execution={"precision": "32-true"})
+    recs = {name: get_backend(name).reconstruct(get_backend(name).load_bundle(tmp_path),
+                                                small_scan, icfg)
+            for name in ("pytorch", "tensorflow")}
+    assert recs["tensorflow"].prior_settle_passes == recs["pytorch"].prior_settle_passes == 2
+    assert _rel(recs["pytorch"].object, recs["tensorflow"].object) < 1e-4
+    assert _rel(recs["tensorflow"].object, objects[0.01, None]) > 1e-4
 
 
 def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> None:
