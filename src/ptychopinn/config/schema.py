@@ -154,7 +154,7 @@ class ModelConfig(_Section):
         "batch's photon noise into the prior several times over; 4 plain passes after them "
         "raised the prior alone's amplitude / phase SSIM on Gaussian-probe scans from 0.683 / "
         "0.757 to 0.732 / 0.894 at 1e5 photons and 0.890 / 0.952 to 0.901 / 0.980 at 1e6, "
-        "for ~0.3 s per 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, "
+        "for 0.1-0.5 s per 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, "
         "bench_prior_step_scale.py --settle-passes). Train and infer with the same value. Bundles without it: 0.",
     )
     prior_recipe: PriorRecipe = Field(

@@ -172,9 +172,11 @@ def frc_filtered_estimate(
     whose halves disagree, it resolved the spokes 0.5 px less far). Over-relaxed passes
     (``step_scale`` other than 1, the featureless recipe) reverse the order: their halves,
     0.16-0.37 in agreement on every scan measured, are estimated without the momentum
-    first and with it only where they agree (one estimate of the halves instead of two:
-    about 0.7 s less per 625 patterns of 64x64 on 2 CPU cores; the same estimate unless
-    the momentum alone would have lifted the agreement over the threshold). The halves'
+    first and with it only where they agree (one estimate of the halves instead of two;
+    the same estimate unless the momentum alone would have lifted the agreement over the
+    threshold: the recipe's models of the nineteenth session scored the same to the
+    digit, their prior in 1.6 s instead of 2.6, 625 patterns of 64x64 on 2 CPU cores,
+    `bench_prior_step_scale.py`, docs/benchmarks.md). The halves'
     agreement that decided is the one recorded. The halves' first pass, the same either way, runs
     once when the scan's `pass_terms` fit in memory. Each continuation (the extra passes,
     the whole scan's passes) is a run of its own: its phase velocity starts from zero, its
