@@ -10,6 +10,7 @@ import torch
 from ptychopinn.config import ModelConfig
 from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
 from test_prior_scan import _amp_error  # rms amplitude error over the well-lit pixels
+from test_prior_step_scale import infer_option
 
 
 def _scan(n_positions: int, seed: int = 0, photons: float | None = None):
@@ -99,8 +100,6 @@ def test_bad_settle_passes_are_refused() -> None:
 
 def test_settle_option_config_recipe_bundle_cli_and_prior() -> None:
     from ptychopinn.bundle.format import manifest_config
-    from ptychopinn.cli.commands import infer_config_from_args
-    from ptychopinn.cli.main import build_parser
     from ptychopinn.config import InferenceConfig, TrainingConfig
     from ptychopinn.config.schema import FEATURELESS_RECIPE
     from ptychopinn.errors import ConfigError
@@ -119,11 +118,8 @@ def test_settle_option_config_recipe_bundle_cli_and_prior() -> None:
         m = manifest_config({"config": raw}, "old.bundle").model
         assert m.prior_settle_passes == 0 and m.prior_recipe == recipe
 
-    def opt(*extra):
-        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
-        return infer_config_from_args(args).prior_settle_passes
-
-    assert opt() is None and opt("--prior-settle-passes", "4") == 4
+    assert infer_option("prior_settle_passes") is None
+    assert infer_option("prior_settle_passes", "--prior-settle-passes", "4") == 4
     neighbourhood = ModelConfig(prior_scope="neighbourhood")
     check_prior_options(neighbourhood, InferenceConfig(prior_settle_passes=0), "m")
     with pytest.raises(ConfigError, match="prior_settle_passes=2 needs a model with the scan"):

@@ -20,6 +20,15 @@ def _inputs(scan):
     return torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
 
 
+def infer_option(field: str, *flags: str):  # noqa: ANN201
+    """``InferenceConfig.<field>`` as ``ptychopinn infer ... <flags>`` sets it."""
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
+
+    args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *flags])
+    return getattr(infer_config_from_args(args), field)
+
+
 @pytest.mark.parametrize("windowed", [False, True])
 def test_one_update_is_scaled_by_the_step_scale(monkeypatch, windowed) -> None:
     """With every pattern in one mini-batch, one pass is one update from the flat
@@ -75,8 +84,6 @@ def test_bad_step_scales_are_refused() -> None:
 
 def test_step_scale_option_config_bundle_cli_and_prior() -> None:
     from ptychopinn.bundle.format import manifest_config
-    from ptychopinn.cli.commands import infer_config_from_args
-    from ptychopinn.cli.main import build_parser
     from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
     from ptychopinn.config.io import with_overrides
     from ptychopinn.errors import ConfigError
@@ -100,11 +107,8 @@ def test_step_scale_option_config_bundle_cli_and_prior() -> None:
     with pytest.raises(ValueError, match="prior_step_scale"):
         InferenceConfig(prior_step_scale=0)
 
-    def opt(*extra):
-        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
-        return infer_config_from_args(args).prior_step_scale
-
-    assert opt() is None and opt("--prior-step-scale", "2.5") == 2.5
+    assert infer_option("prior_step_scale") is None
+    assert infer_option("prior_step_scale", "--prior-step-scale", "2.5") == 2.5
     # the inference option needs a model with the scan prior
     neighbourhood = ModelConfig(prior_scope="neighbourhood")
     check_prior_options(neighbourhood, InferenceConfig(prior_step_scale=1.0), "m")
