@@ -15,19 +15,19 @@ wide Gaussian beam on a small scan), so `overshoot_check` runs the recipe's pass
 plain ones on the training scan and compares how well each explains the data.
 
 The recipe ends the whole scan's estimate with 4 plain passes (``prior_settle_passes``):
-each over-relaxed update writes its batch's photon noise into the canvas three times over,
-and plain passes at the end average it out again. Twentieth session, the prior alone on
+each over-relaxed update writes its batch's photon noise into the canvas several times
+over, and plain passes at the end average it out again. Twentieth session, the prior alone on
 the hidden Gaussian-probe scans (`benchmarks/bench_prior_step_scale.py --settle-passes`,
 docs/benchmarks.md): amplitude / phase SSIM 0.890 / 0.952 -> 0.901 / 0.980 at 1e6
 photons, 0.683 / 0.757 -> 0.732 / 0.894 at 1e5, 0.538 / 0.560 -> 0.612 / 0.798 at 1e4,
 and on the lines object 0.718 / 0.888 -> 0.731 / 0.930. Replacing the last over-relaxed
 passes by plain ones instead (the same time) lowered the lines object, and settling the
-half-scan estimates as well lowered the filter's gain; `overshoot_check` runs the
-over-relaxed passes alone, as measured.
+half-scan estimates instead lowered the 1e5 scan (exploration, docs/benchmarks.md);
+`overshoot_check` runs the over-relaxed passes alone, as measured.
 
 'auto' becomes 'featureless' under such a probe when the scan prior is on, its step
-scale, patterns per update, passes and settling passes are at their defaults (anything set by hand is
-kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plain ones'
+scale, patterns per update, passes and settling passes are at their defaults (anything
+set by hand is kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plain ones'
 misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
 (``init_from``) takes its bundle's recipe instead: its network was trained on that prior.
 The resolved configuration is what training saves in config.yaml and the bundle, so

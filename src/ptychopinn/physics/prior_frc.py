@@ -195,8 +195,8 @@ def frc_filtered_estimate(
 
     ``settle_passes``: plain passes (step scale 1) the whole scan's estimate ends with
     (`scan_error_reduction`'s); the halves run without them, so the filter and the
-    agreement read the over-relaxed passes (the halves settled instead scored lower:
-    docs/benchmarks.md, twentieth session).
+    agreement read the over-relaxed passes (settling the halves instead scored lower:
+    exploration, docs/benchmarks.md, twentieth session).
 
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
