@@ -161,3 +161,36 @@ def test_frc_filtered_estimate_settles_the_whole_scan_only(monkeypatch) -> None:
     assert halves and set(halves) == {0}
     assert whole == [3]
     assert np.isfinite(est.canvas.abs().numpy()).all()
+
+
+def test_infer_advises_plain_passes_for_older_featureless_models(caplog, tmp_path) -> None:
+    """A featureless model without plain passes (a bundle from before them) gets infer's
+    advice, once, unless inference sets them; other models do not."""
+    import logging
+    from dataclasses import replace
+
+    from ptychopinn.bundle.pytorch import load_pinn, save_pinn
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch, settle_advice
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    old = ModelConfig(prior_recipe="featureless", prior_settle_passes=0)
+    assert "--prior-settle-passes 4" in settle_advice(old, InferenceConfig(), "m")
+    assert settle_advice(old, InferenceConfig(prior_settle_passes=0), "m") is None
+    assert settle_advice(ModelConfig(prior_recipe="featureless"), InferenceConfig(), "m") is None
+    assert settle_advice(ModelConfig(prior_recipe="plain"), InferenceConfig(), "m") is None
+    scan = _scan(25)
+    cfg = TrainingConfig(model=dict(old.model_dump(), N=64, n_filters_scale=0.25,
+                                    prior_iterations=1))
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    torch.manual_seed(0)
+    save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
+    loaded = load_pinn(tmp_path)
+    for icfg, said in ((InferenceConfig(figures=False), 1),
+                       (InferenceConfig(figures=False, prior_settle_passes=4), 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ptychopinn.inference.reconstruct"):
+            rec = reconstruct_pytorch(replace(loaded), scan, icfg)
+        advised = [r for r in caplog.records if "prior-settle-passes 4" in r.getMessage()]
+        assert len(advised) == said
+        assert rec.prior_settle_passes == (0 if said else 4)

@@ -118,6 +118,20 @@ def _device(cfg: InferenceConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def settle_advice(mcfg, cfg: InferenceConfig, model_path) -> str | None:  # noqa: ANN001
+    """Advice for a model whose featureless prior recipe ends without plain passes
+    (``model.prior_settle_passes`` 0: bundles from before they existed, or set by hand)
+    when inference does not set them either; else None (both backends log it)."""
+    if (getattr(mcfg, "prior_recipe", "plain") != "featureless" or mcfg.prior_settle_passes
+            or cfg.prior_settle_passes is not None):
+        return None
+    return (f"{model_path}: its featureless prior recipe ends without plain passes "
+            "(model.prior_settle_passes 0: a bundle from before 2026-12-05, or set by hand); "
+            "--prior-settle-passes 4 (InferenceConfig.prior_settle_passes) raised such models' "
+            "amplitude SSIM by 0.01-0.08 on Gaussian-probe scans, and retraining with train's "
+            "defaults keeps them (README, 'Featureless probes'; docs/benchmarks.md).")
+
+
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
     filter, the centre-of-mass start, an over-relaxation and settling passes need the scan
@@ -163,6 +177,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             f"{loaded.path} was trained for N={mcfg.N}."
         )
     check_prior_options(mcfg, cfg, loaded.path)
+    if (advice := settle_advice(mcfg, cfg, loaded.path)) is not None:
+        log.warning(advice)
     t0 = time.perf_counter()
     device = _device(cfg)
     net_dtype = network_dtype(cfg.execution.precision, device)  # refused before any work

@@ -19,6 +19,7 @@ from ptychopinn.inference.reconstruct import (
     canvas_for,
     check_prior_options,
     inference_groups,
+    settle_advice,
 )
 from ptychopinn.tf import tf
 
@@ -95,6 +96,8 @@ def reconstruct_tensorflow(
             f"{loaded.path} was trained for N={mcfg.N}."
         )
     check_prior_options(mcfg, cfg, loaded.path)
+    if (advice := settle_advice(mcfg, cfg, loaded.path)) is not None:
+        log.warning(advice)
     t0 = time.perf_counter()
     framed, offset, shape = canvas_for(scan)
     groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
