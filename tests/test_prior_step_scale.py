@@ -138,13 +138,13 @@ def test_far_field_tail_tells_smooth_beams_from_structured_probes() -> None:
 
     n, d = 64, 0.4 * 64
     smooth = [far_field_tail(torch.from_numpy(gaussian_probe(n, d, f))) for f in (None, 4.0)]
-    assert all(t < 0.1 * FEATURELESS_TAIL for t in smooth), smooth
+    assert all(t < 1e-3 * FEATURELESS_TAIL for t in smooth), smooth
     disk = far_field_tail(torch.from_numpy(disk_probe(n, d, 4.0)))
     zone = far_field_tail(torch.from_numpy(zoneplate_probe(n, d)))
     g = torch.Generator().manual_seed(0)
     speckle = far_field_tail(torch.polar(torch.rand(2, n, n, generator=g),
                                          6.3 * torch.rand(2, n, n, generator=g)))
-    assert min(disk, zone, speckle) > 10 * FEATURELESS_TAIL, (disk, zone, speckle)
+    assert min(disk, zone, speckle) > 3 * FEATURELESS_TAIL, (disk, zone, speckle)
     assert zone > disk  # the zone plate's far field is an annulus, wider than the Airy disk
     flat = torch.ones(n, n, dtype=torch.complex64)
     assert far_field_tail(flat, radius_px=1.0) == 0.0

@@ -7,7 +7,9 @@ default disk probe (docs/benchmarks.md, eighteenth and nineteenth sessions). The
 that separates them is the probe's far-field energy beyond 4 px of its centroid
 (`physics.probe.far_field_tail`): 5e-6 for a Gaussian beam, 8e-2 for the simulator's disk,
 about 1 for a zone plate or the real X-ray-laser probe; below
-`physics.probe.FEATURELESS_TAIL` (1e-3) the probe is featureless. Trained at each dose,
+`physics.probe.FEATURELESS_TAIL` (2e-2; 1e-3 until the twentieth session) the probe is
+featureless; disks of 48-56 px come below it too, and the check keeps them plain. Trained
+at each dose,
 the recipe's network beat the plain prior's at 1e6, 1e5 and 1e4 photons per pattern
 (amplitude SSIM 0.895 / 0.685 / 0.547 against 0.564 / 0.536 / 0.358), so the dose does not
 enter the choice. But the over-relaxation can overshoot under a featureless probe too (a
@@ -156,7 +158,7 @@ def resolve_prior_recipe(
     return settle("featureless", f"{spot} and {fits}: {recipe}")
 
 
-def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: ANN001
+def featureless_probe_advice(model_cfg, probe: Tensor, *, asked=None) -> str | None:  # noqa: ANN001
     """Advice for a model that would run the plain scan prior (``model_cfg`` a `ModelConfig`
     with the scan prior, ``prior_step_scale`` 1 and ``prior_recipe`` not 'featureless';
     after `resolve_prior_recipe` kept 'plain') under a featureless probe
@@ -164,13 +166,17 @@ def featureless_probe_advice(model_cfg, probe: Tensor) -> str | None:  # noqa: A
 
     Under such probes the plain prior converges slowly and the network trained on it
     fails (docs/benchmarks.md, sixteenth and eighteenth sessions); the over-relaxed recipe
-    of README's "featureless probes" narrows that on well-exposed scans."""
+    of README's "featureless probes" narrows that on well-exposed scans. ``asked``: the
+    model section as given, before `resolve_prior_recipe`; where it was 'auto' at the
+    defaults, 'plain' was the overshoot check's verdict (logged) and no advice is given."""
     from ptychopinn.physics.probe import FEATURELESS_TAIL, TAIL_RADIUS_PX, far_field_tail
 
     if not model_cfg.prior_iterations or model_cfg.prior_scope != "scan":
         return None
     if float(model_cfg.prior_step_scale) != 1.0 or model_cfg.prior_recipe == "featureless":
         return None
+    if asked is not None and asked.prior_recipe == "auto" and _at_defaults(asked):
+        return None  # the over-relaxed recipe overshot on this scan: 'plain' is right
     tail = far_field_tail(probe)
     if tail >= FEATURELESS_TAIL:
         return None

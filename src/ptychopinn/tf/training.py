@@ -233,6 +233,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
     init = load_tf(cfg.init_from) if cfg.init_from and not resume else None
+    asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
     cfg = settle_prior_recipe(cfg, scan, probe_n, prep, math.exp(log_s),
                               None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
@@ -267,7 +268,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
     from ptychopinn.models.prior_recipe import featureless_probe_advice
 
-    advice = featureless_probe_advice(cfg.model, torch.from_numpy(model.physics_probe.numpy()))
+    advice = featureless_probe_advice(cfg.model, torch.from_numpy(model.physics_probe.numpy()),
+                                      asked=asked)
     if advice:
         log.warning("%s: %s", scan.source, advice)
     data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),

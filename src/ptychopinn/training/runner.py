@@ -242,6 +242,7 @@ def train_pytorch(
     units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
     log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
     init = load_pinn(cfg.init_from) if cfg.init_from and not resume else None
+    asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
     cfg = settle_prior_recipe(cfg, scan, probe_n, data, math.exp(log_s),
                               None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
@@ -254,7 +255,7 @@ def train_pytorch(
     )
     if data.valid is not None:
         module.valid_mask.copy_(data.valid)
-    advice = featureless_probe_advice(cfg.model, module.model.physics.probe)
+    advice = featureless_probe_advice(cfg.model, module.model.physics.probe, asked=asked)
     if advice:
         log.warning("%s: %s", scan.source, advice)
     prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid)
