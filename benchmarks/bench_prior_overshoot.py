@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.config.schema import FEATURELESS_RECIPE
     from ptychopinn.models.prior_recipe import overshoot_check, resolve_prior_recipe
     from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
-    from ptychopinn.physics.probe import far_field_tail
+    from ptychopinn.physics.probe import FEATURELESS_TAIL, far_field_tail
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     passes, batch = int(FEATURELESS_RECIPE["prior_iterations"]), int(
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
              "amplitude steps, no FRC filter or centre-of-mass correction); the misfit ratio "
              "is models.prior_recipe.overshoot_check's, over the scan's central 2048 "
              "patterns at most (computed for every case, also where the far-field tail already "
-             "decides); 'auto' keeps 'plain' when the tail is at least 1e-3 or the ratio is "
-             "above OVERSHOOT_LIMIT.")
+             "decides); 'auto' keeps 'plain' when the tail is at least "
+             f"{FEATURELESS_TAIL:g} (physics.probe.FEATURELESS_TAIL) or the ratio is above "
+             "OVERSHOOT_LIMIT.")
     print_and_record(heading, markdown_table(headers, rows), notes, args.record)
 
 
