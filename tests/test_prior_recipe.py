@@ -26,6 +26,28 @@ def _resolve(kind: str, model: ModelConfig | None = None, like: ModelConfig | No
     return resolve_prior_recipe(model, probe_n, like=like)
 
 
+def _resolve_on_scan(kind: str, diameter: float):
+    """``(model config, why, normalised probe)``: 'auto' resolved with the overshoot check
+    on a simulated 225-pattern scan under a ``kind`` probe ``diameter`` px wide."""
+    import math
+
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
+    from ptychopinn.models.prior_recipe import resolve_prior_recipe
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(n_positions=225, seed=0, probe_kind=kind,
+                                          probe_diameter_px=diameter))
+    model = ModelConfig()
+    probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), model.probe_scale)
+    amps = torch.from_numpy(scan.diffraction).float()
+    log_s = initial_log_scale(float(amps.square().sum((-2, -1)).mean()), probe_n,
+                              "sqrt_counts", factor)
+    m, why = resolve_prior_recipe(model, probe_n, amplitudes=amps,
+                                  positions_px=scan.positions_px,
+                                  amplitude_scale=math.exp(log_s))
+    return m, why, probe_n
+
+
 def test_featureless_recipe_fills_what_is_not_given() -> None:
     m = ModelConfig(prior_recipe="featureless")
     assert (m.prior_step_scale, m.prior_batch_size, m.prior_iterations) == (3.0, 32, 12)
@@ -110,31 +132,16 @@ def test_fine_tuning_keeps_the_recipe_of_the_bundle_it_starts_from() -> None:
 def test_auto_checks_that_the_over_relaxation_does_not_overshoot() -> None:
     """With the training scan, 'auto' runs the recipe's passes and plain ones: under the
     simulator's Gaussian beam (25.6 px) the over-relaxed ones fit the data about as well
-    (1.02 times the plain misfit) and converge further, so 'featureless'; under a 40 px beam on a 225-pattern scan they overshoot (misfit
-    about 67 times the plain one's, amplitude error 0.20 against 0.024), so 'plain'."""
-    import math
+    (1.02 times the plain misfit) and converge further, so 'featureless'; under a 40 px
+    beam on a 225-pattern scan they overshoot (misfit about 67 times the plain one's,
+    amplitude error 0.20 against 0.024), so 'plain'."""
+    from ptychopinn.models.prior_recipe import OVERSHOOT_LIMIT
 
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.models.prior_recipe import OVERSHOOT_LIMIT, resolve_prior_recipe
-    from ptychopinn.simulation import SimulationConfig, simulate_scan
-
-    def resolve(diameter: float):
-        scan = simulate_scan(SimulationConfig(n_positions=225, seed=0, probe_kind="gaussian",
-                                              probe_diameter_px=diameter))
-        model = ModelConfig()
-        probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), model.probe_scale)
-        amps = torch.from_numpy(scan.diffraction).float()
-        log_s = initial_log_scale(float(amps.square().sum((-2, -1)).mean()), probe_n,
-                                  "sqrt_counts", factor)
-        return resolve_prior_recipe(model, probe_n, amplitudes=amps,
-                                    positions_px=scan.positions_px,
-                                    amplitude_scale=math.exp(log_s))
-
-    m, why = resolve(25.6)
+    m, why, _ = _resolve_on_scan("gaussian", 25.6)
     assert m.prior_recipe == "featureless" and "times the plain prior's misfit" in why
     ratio = float(why.split("leaves ")[1].split(" times")[0])
     assert ratio < 1.2, why
-    m, why = resolve(40.0)
+    m, why, _ = _resolve_on_scan("gaussian", 40.0)
     assert m.prior_recipe == "plain" and "overshoots" in why, why
     assert float(why.split("leaves ")[1].split(" times")[0]) > 10 * OVERSHOOT_LIMIT, why
     assert m == ModelConfig(prior_recipe="plain")
@@ -170,30 +177,14 @@ def test_auto_takes_narrower_beams_and_the_check_keeps_wide_disks_plain() -> Non
     disk plain (misfit ratio measured 1.07 and 4.2 on 625 patterns, 0.94 and 168 on 225);
     train's featureless-probe advice stays quiet where the check decided, and speaks where
     the prior was set by hand."""
-    import math
-
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
-    from ptychopinn.models.prior_recipe import featureless_probe_advice, resolve_prior_recipe
+    from ptychopinn.models.prior_recipe import featureless_probe_advice
     from ptychopinn.physics.probe import FEATURELESS_TAIL, far_field_tail
-    from ptychopinn.simulation import SimulationConfig, simulate_scan
 
-    def resolve(kind: str, diameter: float):
-        scan = simulate_scan(SimulationConfig(n_positions=225, seed=0, probe_kind=kind,
-                                              probe_diameter_px=diameter))
-        model = ModelConfig()
-        probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), model.probe_scale)
-        amps = torch.from_numpy(scan.diffraction).float()
-        log_s = initial_log_scale(float(amps.square().sum((-2, -1)).mean()), probe_n,
-                                  "sqrt_counts", factor)
-        assert far_field_tail(probe_n) < FEATURELESS_TAIL
-        m, why = resolve_prior_recipe(model, probe_n, amplitudes=amps,
-                                      positions_px=scan.positions_px,
-                                      amplitude_scale=math.exp(log_s))
-        return m, why, probe_n
-
-    m, why, _ = resolve("gaussian", 16.0)
+    m, why, beam = _resolve_on_scan("gaussian", 16.0)
+    assert far_field_tail(beam) < FEATURELESS_TAIL
     assert m.prior_recipe == "featureless" and "below 0.02" in why, why
-    m, why, disk = resolve("disk", 48.0)
+    m, why, disk = _resolve_on_scan("disk", 48.0)
+    assert far_field_tail(disk) < FEATURELESS_TAIL
     assert m.prior_recipe == "plain" and "overshoots" in why, why
     assert featureless_probe_advice(m, disk, asked=ModelConfig()) is None
     by_hand = ModelConfig(prior_batch_size=16)

@@ -172,6 +172,7 @@ def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> 
     disk = torch.from_numpy(disk_probe(64, 25.6, 4.0))
     advice = featureless_probe_advice(ModelConfig(prior_recipe="plain"), gauss)
     assert advice is not None and "--set model.prior_recipe=featureless" in advice
+    assert "prior_settle_passes 4" in advice  # the recipe named as it is
     assert featureless_probe_advice(ModelConfig(), disk) is None
     assert featureless_probe_advice(ModelConfig(prior_step_scale=3.0), gauss) is None
     assert featureless_probe_advice(ModelConfig(prior_recipe="featureless"), gauss) is None

@@ -122,7 +122,7 @@ def settle_advice(mcfg, cfg: InferenceConfig, model_path) -> str | None:  # noqa
     """Advice for a model whose featureless prior recipe ends without plain passes
     (``model.prior_settle_passes`` 0: bundles from before they existed, or set by hand)
     when inference does not set them either; else None (both backends log it)."""
-    if (getattr(mcfg, "prior_recipe", "plain") != "featureless" or mcfg.prior_settle_passes
+    if (mcfg.prior_recipe != "featureless" or mcfg.prior_settle_passes
             or cfg.prior_settle_passes is not None):
         return None
     return (f"{model_path}: its featureless prior recipe ends without plain passes "

@@ -9,8 +9,7 @@ that separates them is the probe's far-field energy beyond 4 px of its centroid
 about 1 for a zone plate or the real X-ray-laser probe; below
 `physics.probe.FEATURELESS_TAIL` (2e-2; 1e-3 until the twentieth session) the probe is
 featureless; disks of 48-56 px come below it too, and the check keeps them plain. Trained
-at each dose,
-the recipe's network beat the plain prior's at 1e6, 1e5 and 1e4 photons per pattern
+at each dose, the recipe's network beat the plain prior's at 1e6, 1e5 and 1e4 photons per pattern
 (amplitude SSIM 0.895 / 0.685 / 0.547 against 0.564 / 0.536 / 0.358), so the dose does not
 enter the choice. But the over-relaxation can overshoot under a featureless probe too (a
 wide Gaussian beam on a small scan), so `overshoot_check` runs the recipe's passes and
@@ -18,8 +17,8 @@ plain ones on the training scan and compares how well each explains the data.
 
 The recipe ends the whole scan's estimate with 4 plain passes (``prior_settle_passes``):
 each over-relaxed update writes its batch's photon noise into the canvas several times
-over, and plain passes at the end average it out again. Twentieth session, the prior alone on
-the hidden Gaussian-probe scans (`benchmarks/bench_prior_step_scale.py --settle-passes`,
+over, and plain passes at the end average it out again. Twentieth session, the prior
+alone on the hidden Gaussian-probe scans (`benchmarks/bench_prior_step_scale.py --settle-passes`,
 docs/benchmarks.md): amplitude / phase SSIM 0.890 / 0.952 -> 0.901 / 0.980 at 1e6
 photons, 0.683 / 0.757 -> 0.732 / 0.894 at 1e5, 0.538 / 0.560 -> 0.612 / 0.798 at 1e4,
 and on the lines object 0.718 / 0.888 -> 0.731 / 0.930. Replacing the last over-relaxed
@@ -29,8 +28,8 @@ half-scan estimates instead lowered the 1e5 scan (exploration, docs/benchmarks.m
 
 'auto' becomes 'featureless' under such a probe when the scan prior is on, its step
 scale, patterns per update, passes and settling passes are at their defaults (anything
-set by hand is kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the plain ones'
-misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
+set by hand is kept) and the over-relaxed passes leave at most `OVERSHOOT_LIMIT` times the
+plain ones' misfit; else 'plain', with the same values as before, bit for bit. A fine-tuning
 (``init_from``) takes its bundle's recipe instead: its network was trained on that prior.
 The resolved configuration is what training saves in config.yaml and the bundle, so
 inference needs no signal. `featureless_probe_advice` is training's warning where a
@@ -53,11 +52,18 @@ the plain passes' misfit (`overshoot_check`). Measured in the nineteenth session
 a better network (beams 20-40 px wide on 625 patterns, the hidden Gaussian-probe scans at
 1e6, 1e5 and 3e4 photons), 1.53 at 1e4 photons (whose recipe network was better too);
 2.5-91 where it overshot (Gaussian beams 12 px wide, or 32-40 px on 225 or 400 patterns;
-disks on 225 patterns). It catches strong overshoots only: under the disk on 625 patterns
-the recipe is worse at 1.33-1.57, and the far-field tail is what keeps disks plain
-(`benchmarks/bench_prior_overshoot.py`)."""
+disks on 225 patterns). It catches strong overshoots only: under the 40 px disk on 625
+patterns the recipe is worse at 1.33-1.57, and the far-field tail is what keeps that disk
+plain (`benchmarks/bench_prior_overshoot.py`). The twentieth session's disks of 48-56 px,
+below the raised tail threshold, overshoot more and score 4.2-17 on 625 patterns, 131-222
+on 225 (recorded): kept plain by this limit."""
 CHECK_PATTERNS = 2048
 """`overshoot_check` runs on at most this many patterns, the ones nearest the scan's centre."""
+
+
+def _recipe_words() -> str:
+    """`FEATURELESS_RECIPE` as the messages name it."""
+    return ", ".join(f"{k} {v:g}" for k, v in FEATURELESS_RECIPE.items())
 
 
 def _at_defaults(m: ModelConfig) -> bool:
@@ -145,7 +151,7 @@ def resolve_prior_recipe(
     if not _at_defaults(model_cfg):
         return settle("plain", f"{spot}, but the prior's step scale, patterns per update, "
                                "passes or settling passes are set by hand; they are kept")
-    recipe = ", ".join(f"{k} {v:g}" for k, v in FEATURELESS_RECIPE.items())
+    recipe = _recipe_words()
     if amplitudes is None or positions_px is None:
         return settle("featureless", f"{spot}: {recipe}")
     plain, relaxed = overshoot_check(model_cfg, physics_probe * float(amplitude_scale),
@@ -183,7 +189,7 @@ def featureless_probe_advice(model_cfg, probe: Tensor, *, asked=None) -> str | N
     return (f"the probe's far field is a small spot (energy beyond {TAIL_RADIUS_PX:g} px of its "
             f"centre: {tail:.1e}, below {FEATURELESS_TAIL:g}; a smooth beam such as a Gaussian). "
             "Under such probes the plain scan prior converges slowly and the network may fail. "
-            "Train with --set model.prior_recipe=featureless (the prior's steps over-relaxed "
-            "3 times, 32 patterns per update, 12 passes; 'auto', the default, chooses it "
-            "unless the prior's step scale, batch size or passes are set by hand; README, "
+            f"Train with --set model.prior_recipe=featureless ({_recipe_words()}; 'auto', the "
+            "default, chooses it unless the prior's step scale, batch size, passes or plain "
+            "passes are set by hand, or the recipe overshoots on the scan; README, "
             "'featureless probes').")

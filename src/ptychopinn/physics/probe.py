@@ -17,8 +17,9 @@ gives 5.2e-6 (a 16 px beam 9.7e-3, 14 px 2.9e-2), its default disk 8.0e-2 (disks
 px 2.5e-2 to 1.0e-2), a zone plate 1.0 and the real X-ray-laser probe 0.97
 (`benchmarks/bench_probe_features.py`, `bench_prior_overshoot.py`, docs/benchmarks.md).
 Raised from 1e-3 in the twentieth session so 16-18 px beams get the over-relaxed recipe
-(it converged their prior about twice as far); the disks below it (48-56 px) overshoot with the
-recipe and `models.prior_recipe.overshoot_check` keeps them plain (ratio 4.2-222)."""
+(it converged their prior about twice as far); the disks below it (48-56 px) overshoot
+with the recipe and `models.prior_recipe.overshoot_check` keeps them plain (ratio
+4.2-222)."""
 
 
 def far_field_tail(probe: Tensor, radius_px: float = TAIL_RADIUS_PX) -> float:
