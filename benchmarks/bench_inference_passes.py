@@ -3,7 +3,8 @@ and the half-scan agreement that decides the default's extra passes.
 
 For each model of `train_models.py`'s layout (``MODELS/seedN`` trained on
 ``MODELS/scans/seedN.npz`` with the default 4 passes) the scan (or, with ``--cases``,
-each of bench_side_by_side.py's simulated cases) is reconstructed
+each of bench_side_by_side.py's simulated cases), and for each ``--run RUN SCAN`` that
+scan, is reconstructed
 
 * with the defaults: the prior's half-scan agreement (`physics.prior_frc.agreement`
   after the model's passes) and the passes it ran (the model's, plus
@@ -24,6 +25,7 @@ Usage::
     python benchmarks/bench_inference_passes.py --models models --seeds 2 7 11 13 [--record]
     python benchmarks/bench_inference_passes.py --models models --seeds 11 \
         --cases textured_1e4 textured_1e3 image     # low dose and the unseen picture
+    python benchmarks/bench_inference_passes.py --run RUN SCAN --passes 12   # any trained run on a scan
 """
 
 from __future__ import annotations
@@ -76,11 +78,12 @@ def _cell(r: dict) -> str:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from train_models import add_seed_model_arguments, seed_model_runs
+    from train_models import add_run_argument, add_seed_model_arguments, model_runs
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_seed_model_arguments(ap)
+    add_seed_model_arguments(ap, required=False)
+    add_run_argument(ap)
     ap.add_argument("--passes", type=int, nargs="*", default=[4, 6, 8],
                     help="exact pass counts to compare (none: only the defaults)")
     ap.add_argument("--threads", type=int, default=2)
@@ -88,19 +91,19 @@ def main() -> None:
     args = ap.parse_args()
     if any(k < 1 for k in args.passes):
         ap.error(f"--passes must be >= 1; found {args.passes}")
+    runs = model_runs(ap, args)
     torch.set_num_threads(args.threads)
-    root = Path(args.models)
     from _record import print_and_record
 
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 
-    header = (["model seed (scan)", "half-scan agreement (in brackets: without momentum)",
+    header = (["model (scan)", "half-scan agreement (in brackets: without momentum)",
                "default: passes run, phase momentum, amp / phase SSIM, s",
                "default without phase momentum: passes run, amp / phase SSIM, s"]
               + [f"{k} passes: amp / phase SSIM, s" for k in args.passes])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     dtype = "?"
-    for label, model, load in seed_model_runs(root, args.seeds, args.cases):
+    for label, model, load in runs:
         r = scores(model, *load(), args.passes)
         d, o = r["default"], r["no_momentum"]
         dtype = d["dtype"]
@@ -114,7 +117,9 @@ def main() -> None:
     table = "\n".join(lines)
     scans = ("their own scans" if not args.cases else
              f"bench_side_by_side.py's cases {', '.join(args.cases)} simulated with the seed")
-    notes = (f"models {root}/seedN (trained with 4 passes) on {scans} (625 patterns of 64x64); "
+    which = ([f"models {args.models}/seedN (trained with 4 passes) on {scans}"] if args.seeds
+             else []) + [f"{run} on {scan}" for run, scan in args.run]
+    notes = (f"{'; '.join(which)} (625 patterns of 64x64 unless named otherwise); "
              "half-scan agreement: the FRC-filtered prior's (physics.prior_frc.agreement) "
              "after the model's passes (the default's, whose halves run with phase momentum; in "
              "brackets without it); default: `InferenceConfig()`, which adds "

@@ -57,35 +57,19 @@ def scores(model_path: Path, scan, scan_path, repeats: int) -> list[dict]:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from train_models import add_seed_model_arguments, seed_model_runs
+    from train_models import add_run_argument, add_seed_model_arguments, model_runs
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_seed_model_arguments(ap, required=False)
-    ap.add_argument("--run", nargs=2, action="append", default=[], metavar=("RUN", "SCAN"),
-                    help="a trained run and a scan NPZ with its true object (repeatable)")
+    add_run_argument(ap)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1; found {args.repeats}")
-    if bool(args.models) != bool(args.seeds):
-        ap.error("--models and --seeds go together; found only "
-                 + ("--models" if args.models else "--seeds"))
-    if not args.seeds and not args.run:
-        ap.error("nothing to measure: give --models and --seeds, or --run RUN SCAN")
-    if args.cases and not args.seeds:
-        ap.error("--cases simulates scans for the --seeds models; found no --seeds")
-    from ptychopinn.data.npz import load_npz
-
-    runs = seed_model_runs(Path(args.models), args.seeds, args.cases) if args.seeds else []
-    for run, scan in args.run:
-        for what, path in (("RUN", run), ("SCAN", scan)):
-            if not Path(path).exists():
-                ap.error(f"--run: {what} {path} not found")
-        runs.append((f"{Path(run).parent.name}/{Path(run).name} ({Path(scan).name})", Path(run),
-                     lambda p=scan: (load_npz(p), p)))
+    runs = model_runs(ap, args)
     torch.set_num_threads(args.threads)
     from _record import print_and_record
 

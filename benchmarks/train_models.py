@@ -152,6 +152,36 @@ def seed_model_runs(out: Path, seeds: list[int], cases: list[str] | None = None
             for s, model, _ in pairs for c in cases]
 
 
+def add_run_argument(ap: argparse.ArgumentParser) -> None:
+    """``--run RUN SCAN`` (repeatable): a trained run and a scan, beside ``--models`` and
+    ``--seeds`` (`add_seed_model_arguments` with ``required=False``; `model_runs`)."""
+    ap.add_argument("--run", nargs=2, action="append", default=[], metavar=("RUN", "SCAN"),
+                    help="a trained run and a scan NPZ with its true object (repeatable)")
+
+
+def model_runs(ap: argparse.ArgumentParser, args: argparse.Namespace
+               ) -> list[tuple[str, Path, Callable[[], tuple[object, Path]]]]:
+    """`seed_model_runs` of ``--models`` / ``--seeds`` / ``--cases``, then each ``--run``
+    (`add_run_argument`); inconsistent or missing arguments are ``ap.error``s."""
+    from ptychopinn.data.npz import load_npz
+
+    if bool(args.models) != bool(args.seeds):
+        ap.error("--models and --seeds go together; found only "
+                 + ("--models" if args.models else "--seeds"))
+    if not args.seeds and not args.run:
+        ap.error("nothing to measure: give --models and --seeds, or --run RUN SCAN")
+    if args.cases and not args.seeds:
+        ap.error("--cases simulates scans for the --seeds models; found no --seeds")
+    runs = seed_model_runs(Path(args.models), args.seeds, args.cases) if args.seeds else []
+    for run, scan in args.run:
+        for what, path in (("RUN", run), ("SCAN", scan)):
+            if not Path(path).exists():
+                ap.error(f"--run: {what} {path} not found")
+        runs.append((f"{Path(run).parent.name}/{Path(run).name} ({Path(scan).name})", Path(run),
+                     lambda p=scan: (load_npz(p), p)))
+    return runs
+
+
 def commands(out: Path, names: list[str], max_minutes: float | None = None,
              settings: list[str] = ()) -> list[list[str]]:
     """The ``ptychopinn`` argument lists (without the program name) that make
