@@ -91,6 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     sync = args.phase_sync or InferenceConfig().phase_sync_method
     from ptychopinn.data import save_npz
+    from ptychopinn.models.scan_prior import INFERENCE_EXTRA_PASSES, INFERENCE_PHASE_MOMENTUM
     from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
@@ -129,9 +130,9 @@ def main() -> None:
              "minus the RSS after loading; it should stay roughly constant as the scan grows "
              "(chunked prior, prediction and stitching). The prior runs the model's "
              f"{TrainingConfig().model.prior_iterations} passes, plus "
-             f"{InferenceConfig().prior_extra_iterations} where its half-scan agreement is "
+             f"{INFERENCE_EXTRA_PASSES} where its half-scan agreement is "
              f"at least {EXTRA_PASS_AGREEMENT} (`InferenceConfig.prior_extra_iterations`), "
-             f"with phase momentum {InferenceConfig().prior_phase_momentum:g} there "
+             f"with phase momentum {INFERENCE_PHASE_MOMENTUM:g} there "
              "(`InferenceConfig.prior_phase_momentum`; else 0). Phase synchronisation "
              f"asked for: {sync} (`InferenceConfig.phase_sync_method`; above ~11,000 "
              "patterns 'global' runs as 'waves': the last column).")

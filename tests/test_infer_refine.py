@@ -132,7 +132,10 @@ def test_prior_extra_iterations_at_inference(tmp_path):
     # the agreement that decided, the same for both (taken before any extra pass)
     assert recs[0].prior_agreement == recs[3].prior_agreement >= EXTRA_PASS_AGREEMENT
     assert np.abs(recs[3].object - recs[0].object).max() > 1e-3
-    assert InferenceConfig().prior_extra_iterations == 2
+    assert InferenceConfig().prior_extra_iterations is None  # 2 for these plain passes:
+    default = api.reconstruct(tmp_path / "model", scan,
+                              InferenceConfig(execution={"num_threads": 1}))
+    assert default.prior_passes == 4 and default.prior_phase_momentum == 0.7
     write_outputs(recs[3], tmp_path / "out", scan=scan, figures=False)
     saved = np.load(tmp_path / "out" / "reconstruction.npz")
     assert int(saved["prior_passes"]) == 5
@@ -144,7 +147,7 @@ def test_prior_extra_iterations_at_inference(tmp_path):
         args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
         return infer_config_from_args(args).prior_extra_iterations
 
-    assert flag() == 2
+    assert flag() is None
     assert flag("--prior-extra-iterations", "0") == 0
 
     # the phase momentum (InferenceConfig.prior_phase_momentum, 0.7 by default) ran where
@@ -152,7 +155,7 @@ def test_prior_extra_iterations_at_inference(tmp_path):
     off = api.reconstruct(tmp_path / "model", scan,
                           InferenceConfig(prior_extra_iterations=3, prior_phase_momentum=0.0,
                                           execution={"num_threads": 1}))
-    assert InferenceConfig().prior_phase_momentum == 0.7
+    assert InferenceConfig().prior_phase_momentum is None  # 0.7 for plain passes
     assert recs[3].prior_phase_momentum == 0.7 and off.prior_phase_momentum == 0.0
     assert off.prior_passes == 5
     assert np.abs(recs[3].object - off.object).max() > 1e-3
@@ -165,4 +168,42 @@ def test_prior_extra_iterations_at_inference(tmp_path):
         args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
         return infer_config_from_args(args).prior_phase_momentum
 
-    assert momentum() == 0.7 and momentum("--prior-phase-momentum", "0") == 0.0
+    assert momentum() is None and momentum("--prior-phase-momentum", "0") == 0.0
+
+
+def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch, tmp_path):
+    """The extra passes and phase momentum where the halves agree are for plain passes:
+    with an over-relaxed prior (the featureless recipe, which ends with its own plain
+    passes) inference runs the model's passes exactly and no momentum, unless they are
+    given; `inference_pass_options` resolves the defaults by step scale. The agreement
+    threshold is patched to 0 so the halves count as agreeing on this small scan."""
+    import ptychopinn.physics.prior_frc as prior_frc
+    from ptychopinn.models.scan_prior import (
+        INFERENCE_EXTRA_PASSES,
+        INFERENCE_PHASE_MOMENTUM,
+        inference_pass_options,
+    )
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    assert inference_pass_options(1.0, None, None) == (INFERENCE_EXTRA_PASSES,
+                                                       INFERENCE_PHASE_MOMENTUM)
+    assert inference_pass_options(3.0, None, None) == (0, 0.0)
+    assert inference_pass_options(3.0, 1, 0.5) == (1, 0.5)
+    assert inference_pass_options(1.0, 0, 0.0) == (0, 0.0)
+    monkeypatch.setattr(prior_frc, "EXTRA_PASS_AGREEMENT", 0.0)
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=7, probe_kind="gaussian"))
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 3,
+                                "prior_step_scale": 2.0, "prior_settle_passes": 1})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+
+    def run(**kw):
+        return api.reconstruct(tmp_path / "model", scan,
+                               InferenceConfig(execution={"num_threads": 1}, **kw))
+
+    default, asked = run(), run(prior_extra_iterations=2, prior_phase_momentum=0.7)
+    assert default.prior_passes == 3 and not default.prior_phase_momentum
+    assert asked.prior_passes == 5 and asked.prior_phase_momentum == 0.7
+    assert np.abs(default.object - asked.object).max() > 1e-3
+    exact = run(prior_extra_iterations=0, prior_phase_momentum=0.0)
+    assert np.array_equal(exact.object, default.object)

@@ -133,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "slower and better, e.g. 16).")
     p.add_argument("--prior-extra-iterations", type=int,
                    help="Passes the physics prior adds where its two half-scan estimates agree "
-                        "(well-exposed, consistent data; default 2; 0: the model's passes "
+                        "(well-exposed, consistent data; default 2, or 0 for an over-relaxed "
+                        "prior such as the featureless recipe's; 0: the model's passes "
                         "exactly).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "
-                        "estimates agree (default 0.7; 0: off; below 1).")
+                        "estimates agree (default 0.7, or 0 for an over-relaxed prior; 0: off; "
+                        "below 1).")
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")

@@ -588,19 +588,21 @@ class InferenceConfig(_Section):
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
-    prior_extra_iterations: int = Field(
-        2, ge=0, le=100,
+    prior_extra_iterations: int | None = Field(
+        None, ge=0, le=100,
         description="Passes the physics prior adds at inference when the two half-scan "
         "estimates of its FRC filter agree (the mean FRC weight of their amplitudes, "
         "physics.prior_frc.agreement, at least 0.45): there the data support more detail than "
         "the passes reached, and 2 more raised the network's amplitude SSIM by 0.003-0.018 on "
         "eight simulated scans at 1e6 photons (~0.2 s per 625 patterns of 64x64 on 2 CPU "
         "cores); at low dose and on the measured Siemens star the halves disagree (0.17-0.31) "
-        "and nothing changes (docs/benchmarks.md). 0: exactly the model's passes. Models "
-        "without the FRC filter ignore it.",
+        "and nothing changes (docs/benchmarks.md). None: 2 for plain passes, 0 for "
+        "over-relaxed ones (a prior step scale other than 1, the featureless recipe), which "
+        "end with their own plain passes (models.scan_prior.inference_pass_options). 0: "
+        "exactly the model's passes. Models without the FRC filter ignore it.",
     )
-    prior_phase_momentum: float = Field(
-        0.7, ge=0, lt=1,
+    prior_phase_momentum: float | None = Field(
+        None, ge=0, lt=1,
         description="Phase momentum of the physics prior's passes at inference, where the two "
         "half-scan estimates of its FRC filter agree (as for prior_extra_iterations): after "
         "each pass every pixel is turned on by this times its phase velocity (the running sum "
@@ -613,8 +615,9 @@ class InferenceConfig(_Section):
         "without it and the result is the one without it, for ~0.1-0.4 s more per 625 "
         "patterns of 64x64 on 2 CPU cores (docs/benchmarks.md); with over-relaxed passes "
         "(model.prior_step_scale other than 1) the plain halves come first and the momentum's "
-        "only where they agree (physics.prior_frc). 0: off. Models without the FRC filter "
-        "ignore it.",
+        "only where they agree (physics.prior_frc). None: 0.7 for plain passes, 0 for "
+        "over-relaxed ones (as for prior_extra_iterations). 0: off. Models without the FRC "
+        "filter ignore it.",
     )
     prior_step_scale: float | None = Field(
         None, gt=0, le=4,

@@ -33,6 +33,33 @@ PRIOR_STARTS = ("flat", "com", "auto")
 """``model.prior_start``: `physics.prior_scan.START_PHASES` and 'auto' (`ScanPrior`)."""
 PRIOR_CACHE_LIMIT_BYTES = 1 << 30
 """Precompute the physics prior of every pattern when it fits in this many bytes."""
+INFERENCE_EXTRA_PASSES = 2
+"""`InferenceConfig.prior_extra_iterations` when not given, for plain passes (step scale 1):
+passes added where the FRC filter's halves agree (`inference_pass_options`)."""
+INFERENCE_PHASE_MOMENTUM = 0.7
+"""`InferenceConfig.prior_phase_momentum` when not given, for plain passes (likewise)."""
+
+
+def inference_pass_options(step_scale: float, extra_iterations: int | None,
+                           phase_momentum: float | None) -> tuple[int, float]:
+    """``(extra passes, phase momentum)`` of an inference prior whose passes run at
+    ``step_scale``: each as given, or where None, `INFERENCE_EXTRA_PASSES` and
+    `INFERENCE_PHASE_MOMENTUM` for plain passes (step scale 1) and 0 for over-relaxed ones.
+
+    Both run only where the FRC filter's halves agree. Over-relaxed passes (the
+    featureless recipe) end with their own plain passes, which take that role: where
+    their halves agreed (wide disks defocused to Fresnel number 1, twenty-first session)
+    the momentum halves and 2 extra passes took inference from 2.5-2.6 s to 4.2-4.4 s on
+    625 patterns and changed amplitude / phase SSIM by -0.002 / -0.002 or less
+    (`benchmarks/bench_inference_passes.py`, docs/benchmarks.md); and training ran
+    without either.
+    """
+    plain = float(step_scale) == 1.0
+    if extra_iterations is None:
+        extra_iterations = INFERENCE_EXTRA_PASSES if plain else 0
+    if phase_momentum is None:
+        phase_momentum = INFERENCE_PHASE_MOMENTUM if plain else 0.0
+    return extra_iterations, phase_momentum
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
@@ -273,7 +300,8 @@ class ScanPrior:
         constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
-        inference only) likewise. ``start_phase`` overrides ``model_cfg.prior_start`` and
+        inference only) likewise; None for each is `inference_pass_options`'s default for
+        the passes' step scale. ``start_phase`` overrides ``model_cfg.prior_start`` and
         ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
         ``model_cfg.prior_step_scale`` and ``settle_passes``
         ``model_cfg.prior_settle_passes`` (inference only).
@@ -286,6 +314,10 @@ class ScanPrior:
                 raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
             iters = int(iterations)
         frc = bool(model_cfg.prior_frc_filter if frc_filter is None else frc_filter)
+        step = float(model_cfg.prior_step_scale if step_scale is None else step_scale)
+        # training passes neither (0); inference passes None for the step scale's default
+        kw["extra_iterations"], kw["phase_momentum"] = inference_pass_options(
+            step, kw.get("extra_iterations", 0), kw.get("phase_momentum", 0.0))
         ratio = dose_ratio(amplitudes, float(train_input_scale))
         whole = getattr(model_cfg, "subpixel", "bilinear") == "probe_shift"
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,
