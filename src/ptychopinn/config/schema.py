@@ -165,7 +165,7 @@ class ModelConfig(_Section):
         f"converge slowly: {FEATURELESS_RECIPE} for those of the four not given. 'auto' "
         "(default): chosen when training starts, 'featureless' when the scan prior is on "
         "with those four at their defaults, the probe's far-field energy beyond 4 px of "
-        "its centre is below 2e-2 (physics.probe.far_field_tail) and, on the training scan, "
+        "its centre is below 3.2e-2 (physics.probe.far_field_tail) and, on the training scan, "
         "the recipe's passes fit the data no worse than twice as badly as plain ones (they "
         "can overshoot: models.prior_recipe.overshoot_check), else 'plain'; a fine-tuning "
         "(init_from) takes its bundle's recipe. The bundle records the choice and "
