@@ -60,7 +60,7 @@ below the raised tail threshold, overshoot more and score 4.2-17 on 625 patterns
 on 225 (recorded): kept plain by this limit. Twenty-first session: 1.97 under a lines
 object's 48 px disk (let through; the recipe's prior with its plain passes was the better
 one there, as it was at 1e6 photons on 625 patterns under every wide disk the limit
-refused, even the 40 px one above), 1.2-1.4
+refused and under the 40 px disk above), 1.2-1.4
 under disks defocused to Fresnel number 1, whose prior the recipe improves."""
 CHECK_PATTERNS = 2048
 """`overshoot_check` runs on at most this many patterns, the ones nearest the scan's centre."""

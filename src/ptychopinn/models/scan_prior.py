@@ -50,7 +50,7 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
     featureless recipe) end with their own plain passes, which take that role: where
     their halves agreed (wide disks defocused to Fresnel number 1, twenty-first session)
     the momentum halves and 2 extra passes took inference from 2.5-2.6 s to 4.2-4.4 s on
-    625 patterns and changed amplitude / phase SSIM by -0.002 / -0.002 or less
+    625 patterns and lowered amplitude / phase SSIM by 0.001-0.002
     (`benchmarks/bench_inference_passes.py`, docs/benchmarks.md); and training ran
     without either.
     """
