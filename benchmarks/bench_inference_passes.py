@@ -8,7 +8,8 @@ scan, is reconstructed
 
 * with the defaults: the prior's half-scan agreement (`physics.prior_frc.agreement`
   after the model's passes) and the passes it ran (the model's, plus
-  ``prior_extra_iterations`` where the agreement is at least `EXTRA_PASS_AGREEMENT`);
+  ``prior_extra_iterations`` where the agreement is at least `EXTRA_PASS_AGREEMENT`; an
+  over-relaxed prior adds none by default, `models.scan_prior.inference_pass_options`);
 * with the defaults but no phase momentum (``prior_phase_momentum`` 0: the defaults
   before 2026-12-03, ninth session), and the agreement then;
 * with exactly each pass count of ``--passes`` (default 4 6 8; no extra passes, no
@@ -124,7 +125,9 @@ def main() -> None:
              "after the model's passes (the default's, whose halves run with phase momentum; in "
              "brackets without it); default: `InferenceConfig()`, which adds "
              f"`prior_extra_iterations` passes and keeps `prior_phase_momentum` "
-             f"where the agreement is >= {EXTRA_PASS_AGREEMENT} (else 0 momentum); "
+             f"where the agreement is >= {EXTRA_PASS_AGREEMENT} (else 0 momentum; for "
+             "over-relaxed priors, the featureless recipe, neither unless given: "
+             "models.scan_prior.inference_pass_options); "
              "'k passes': exactly k (`prior_iterations` k, `prior_extra_iterations` 0, "
              "`prior_phase_momentum` 0); "
              f"the network in {dtype}; torch threads {torch.get_num_threads()}; s: median "

@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
                f"step {scale:g}, {passes} x {batch}, then {settle} plain (the recipe)",
                f"misfit ratio (step {scale:g} / plain)", "check s", "'auto' chooses"]
     rows = []
-    fresnel = None if args.fresnel.lower() == "none" else float(args.fresnel)
+    try:
+        fresnel = None if args.fresnel.lower() == "none" else float(args.fresnel)
+    except ValueError:
+        p.error(f"--fresnel: expected a number or 'none'; found {args.fresnel!r}")
     for n_pos in args.positions:
         for d in args.diameters:
             scan = simulate_scan(SimulationConfig(

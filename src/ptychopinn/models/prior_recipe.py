@@ -9,9 +9,8 @@ that separates them is the probe's far-field energy beyond 4 px of its centroid
 about 1 for a zone plate or the real X-ray-laser probe; below
 `physics.probe.FEATURELESS_TAIL` (3.2e-2; 1e-3 until the twentieth session, 2e-2 until
 the twenty-first) the probe is featureless; disks of 42-56 px come below it too, and the
-check keeps most of them plain. Trained
-at each dose, the recipe's network beat the plain prior's at 1e6, 1e5 and 1e4 photons per pattern
-(amplitude SSIM 0.895 / 0.685 / 0.547 against 0.564 / 0.536 / 0.358), so the dose does not
+check keeps most of them plain. Trained at each dose, the recipe's network beat the plain
+prior's at 1e6, 1e5 and 1e4 photons per pattern (amplitude SSIM 0.895 / 0.685 / 0.547 against 0.564 / 0.536 / 0.358), so the dose does not
 enter the choice. But the over-relaxation can overshoot under a featureless probe too (a
 wide Gaussian beam on a small scan), so `overshoot_check` runs the recipe's passes and
 plain ones on the training scan and compares how well each explains the data.
@@ -60,8 +59,8 @@ below the raised tail threshold, overshoot more and score 4.2-17 on 625 patterns
 on 225 (recorded): kept plain by this limit. Twenty-first session: 1.97 under a lines
 object's 48 px disk (let through; the recipe's prior with its plain passes was the better
 one there, as it was at 1e6 photons on 625 patterns under every wide disk the limit
-refused and under the 40 px disk above), 1.2-1.4
-under disks defocused to Fresnel number 1, whose prior the recipe improves."""
+refused and under the 40 px disk above), 1.2-1.4 under disks defocused to Fresnel number
+1, whose prior the recipe improves."""
 CHECK_PATTERNS = 2048
 """`overshoot_check` runs on at most this many patterns, the ones nearest the scan's centre."""
 
