@@ -3,7 +3,9 @@
 For each ``--case LABEL MODEL SCAN`` this script reconstructs the scan with the
 model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
 (each of ``--scales``), ``prior_iterations`` (each of ``--passes``),
-``prior_settle_passes`` (each of ``--settle-passes``; default: the model's) and, with
+``prior_settle_passes`` (each of ``--settle-passes``; default: the model's),
+``prior_converge_passes`` (each of ``--converge-passes``; default: the inference default,
+12 for an over-relaxed prior) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
 prior's passes; default: the model's), and scores against the scan's true object:
 
@@ -21,6 +23,7 @@ Usage::
         --case "seed 11" models/seed11 models/scans/seed11.npz --scales 1 2 3 --passes 4 [--network] [--record]
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 8 12 --batch-sizes 16 32 64
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --settle-passes 0 2 4
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --converge-passes 0 12 --network
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settle-passes", type=int, nargs="+", default=[None],
                    help="plain passes the prior's whole-scan estimate ends with "
                         "(InferenceConfig.prior_settle_passes; default: the model's)")
+    p.add_argument("--converge-passes", type=int, nargs="+", default=[None],
+                   help="passes the prior may add while its halves agree more "
+                        "(InferenceConfig.prior_converge_passes; default: inference's)")
     p.add_argument("--network", action="store_true", help="also score the network's output")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
     headers = ["scan", "trained with", "updates of", "passes", "step scale", "then plain passes",
+               "converge passes", "passes ran",
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
     rows = []
@@ -86,10 +93,11 @@ def main(argv: list[str] | None = None) -> None:
             # the prior reads its batch size from the model's config (not an inference option)
             loaded.model.cfg = trained.model_copy(update={"prior_batch_size": int(batch)})
             prior_only = replace(loaded, model=ModelVariant(loaded.model))
-            for passes, scale, settle in itertools.product(args.passes, args.scales,
-                                                           args.settle_passes):
+            for passes, scale, settle, converge in itertools.product(
+                    args.passes, args.scales, args.settle_passes, args.converge_passes):
                 icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale,
-                                       prior_settle_passes=settle)
+                                       prior_settle_passes=settle,
+                                       prior_converge_passes=converge)
                 rec = reconstruct_pytorch(prior_only, scan, icfg)
                 pm = score(rec.object, scan)
                 net = "-"
@@ -101,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                     f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "")
                 rows.append([label, trained_with, str(batch), str(passes),
                              f"{scale:g}", str(rec.prior_settle_passes),
+                             "default" if converge is None else str(converge),
+                             str(rec.prior_passes),
                              f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
                              net, f"{rec.timings_s['prior']:.2f}", agree])
                 print(" | ".join(rows[-1]), flush=True)
@@ -111,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     notes = ("InferenceConfig defaults but prior_iterations (passes) and prior_step_scale (step "
              "scale: every mini-batch update of the prior's passes applied this many times over; "
              "1 is plain PIE) and prior_settle_passes ('then plain passes': plain passes the "
-             "whole scan's estimate ends with, default the model's); 'updates of': the prior's "
+             "whole scan's estimate ends with, default the model's) and prior_converge_passes "
+             "('converge passes': at most that many passes added 4 at a time while the FRC "
+             "filter's halves agree more; 'default': inference's, 12 for over-relaxed passes, "
+             "0 for plain; 'passes ran': the halves' passes in the end); 'updates of': the prior's "
              "patterns per update; 'prior alone' bypasses the network; 'trained with' is the "
              "model's model.prior_step_scale (and its prior_settle_passes). Scores "
              "against each scan's true object. Cases: "

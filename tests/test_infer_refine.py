@@ -176,20 +176,29 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
     with an over-relaxed prior (the featureless recipe, which ends with its own plain
     passes) inference runs the model's passes exactly and no momentum, unless they are
     given; `inference_pass_options` resolves the defaults by step scale. The agreement
-    threshold is patched to 0 so the halves count as agreeing on this small scan."""
+    threshold is patched to 0 so the halves count as agreeing on this small scan.
+    Converge passes (`InferenceConfig.prior_converge_passes`) are the over-relaxed prior's
+    instead: kept while the halves agree more (the agreement patched to rise or fall)."""
+    import pytest
+    from pydantic import ValidationError
+
     import ptychopinn.physics.prior_frc as prior_frc
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.cli.main import build_parser
     from ptychopinn.models.scan_prior import (
+        INFERENCE_CONVERGE_PASSES,
         INFERENCE_EXTRA_PASSES,
         INFERENCE_PHASE_MOMENTUM,
         inference_pass_options,
     )
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
-    assert inference_pass_options(1.0, None, None) == (INFERENCE_EXTRA_PASSES,
-                                                       INFERENCE_PHASE_MOMENTUM)
-    assert inference_pass_options(3.0, None, None) == (0, 0.0)
-    assert inference_pass_options(3.0, 1, 0.5) == (1, 0.5)
-    assert inference_pass_options(1.0, 0, 0.0) == (0, 0.0)
+    assert inference_pass_options(1.0, None, None, None) == (INFERENCE_EXTRA_PASSES,
+                                                             INFERENCE_PHASE_MOMENTUM, 0)
+    assert inference_pass_options(3.0, None, None, None) == (0, 0.0, INFERENCE_CONVERGE_PASSES)
+    assert inference_pass_options(3.0, 1, 0.5, 2) == (1, 0.5, 2)
+    assert inference_pass_options(1.0, 0, 0.0, 4) == (0, 0.0, 4)
+    assert inference_pass_options(3.0, None, None) == (0, 0.0, 0)  # training: none
     monkeypatch.setattr(prior_frc, "EXTRA_PASS_AGREEMENT", 0.0)
     scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=7, probe_kind="gaussian"))
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 3,
@@ -201,9 +210,32 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
         return api.reconstruct(tmp_path / "model", scan,
                                InferenceConfig(execution={"num_threads": 1}, **kw))
 
-    default, asked = run(), run(prior_extra_iterations=2, prior_phase_momentum=0.7)
+    # (converge passes off here: they follow the agreement, below)
+    default = run(prior_converge_passes=0)
+    asked = run(prior_extra_iterations=2, prior_phase_momentum=0.7, prior_converge_passes=0)
     assert default.prior_passes == 3 and not default.prior_phase_momentum
     assert asked.prior_passes == 5 and asked.prior_phase_momentum == 0.7
     assert np.abs(default.object - asked.object).max() > 1e-3
-    exact = run(prior_extra_iterations=0, prior_phase_momentum=0.0)
+    exact = run(prior_extra_iterations=0, prior_phase_momentum=0.0, prior_converge_passes=0)
     assert np.array_equal(exact.object, default.object)
+
+    # converge passes: on by default for over-relaxed passes, kept while the halves agree
+    # more with each block (an agreement that rises every time: all of them), none asked
+    # with 0; plain models run none unless asked
+    calls = iter(np.linspace(0.1, 0.9, 20))
+    monkeypatch.setattr(prior_frc, "agreement", lambda frc: float(next(calls)))
+    rising = run()
+    assert rising.prior_passes == 3 + INFERENCE_CONVERGE_PASSES
+    assert np.abs(rising.object - default.object).max() > 1e-3
+    calls = iter(np.linspace(0.9, 0.1, 20))
+    falling = run()
+    assert falling.prior_passes == 3 and np.array_equal(falling.object, default.object)
+    with pytest.raises(ValidationError, match="prior_converge_passes"):
+        InferenceConfig(prior_converge_passes=-1)
+    assert InferenceConfig().prior_converge_passes is None
+
+    def converge(*extra):
+        args = build_parser().parse_args(["infer", "--model", "m", "--data", "s.npz", *extra])
+        return infer_config_from_args(args).prior_converge_passes
+
+    assert converge() is None and converge("--prior-converge-passes", "4") == 4

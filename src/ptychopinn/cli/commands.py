@@ -228,6 +228,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_iterations": args.prior_iterations,
         "prior_extra_iterations": args.prior_extra_iterations,
         "prior_phase_momentum": args.prior_phase_momentum,
+        "prior_converge_passes": args.prior_converge_passes,
         "prior_frc_filter": None if args.prior_frc_filter is None else args.prior_frc_filter == "on",
         "prior_start": args.prior_start,
         "prior_step_scale": args.prior_step_scale,

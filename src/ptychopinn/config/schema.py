@@ -601,6 +601,19 @@ class InferenceConfig(_Section):
         "end with their own plain passes (models.scan_prior.inference_pass_options). 0: "
         "exactly the model's passes. Models without the FRC filter ignore it.",
     )
+    prior_converge_passes: int | None = Field(
+        None, ge=0, le=100,
+        description="At most this many passes the physics prior adds at inference, 4 at a "
+        "time, for as long as each block raises the agreement of the two half-scan estimates "
+        "of its FRC filter by at least 0.01 (physics.prior_frc.frc_filtered_estimate): "
+        "independent halves of the data agree more while the passes converge on the object "
+        "and less where they fit noise or overshoot. None: 12 for over-relaxed passes (a "
+        "prior step scale other than 1, the featureless recipe, whose 12 passes are far from "
+        "converged on some scans under Gaussian beams and diverge with more on others), 0 "
+        "for plain ones (models.scan_prior.inference_pass_options; docs/benchmarks.md, "
+        "twenty-second session). 0: exactly the model's passes. Models without the FRC filter "
+        "ignore it.",
+    )
     prior_phase_momentum: float | None = Field(
         None, ge=0, lt=1,
         description="Phase momentum of the physics prior's passes at inference, where the two "

@@ -53,10 +53,11 @@ class Reconstruction:
     # the generator's compute dtype (execution.precision): float32, bfloat16 or float16
     network_dtype: str = "float32"
     # passes the physics prior ran (None: a model without a prior); more than the model's
-    # when InferenceConfig.prior_extra_iterations ran
+    # when InferenceConfig.prior_extra_iterations or prior_converge_passes ran
     prior_passes: int | None = None
     # the FRC-filtered prior's half-scan agreement, which decided whether the extra
-    # passes ran (physics.prior_frc.agreement; None without the filter)
+    # passes ran, or after its last kept converge passes (physics.prior_frc.agreement;
+    # None without the filter)
     prior_agreement: float | None = None
     # the phase momentum the prior's passes ran with (InferenceConfig.prior_phase_momentum
     # where the halves agreed, else 0; None: a model without a prior)
@@ -214,6 +215,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     iterations=cfg.prior_iterations,
                                     frc_filter=cfg.prior_frc_filter,
                                     extra_iterations=cfg.prior_extra_iterations,
+                                    converge_passes=cfg.prior_converge_passes,
                                     phase_momentum=cfg.prior_phase_momentum,
                                     start_phase=cfg.prior_start,
                                     com_correction=cfg.prior_com_correction,

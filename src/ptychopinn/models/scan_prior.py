@@ -38,13 +38,26 @@ INFERENCE_EXTRA_PASSES = 2
 passes added where the FRC filter's halves agree (`inference_pass_options`)."""
 INFERENCE_PHASE_MOMENTUM = 0.7
 """`InferenceConfig.prior_phase_momentum` when not given, for plain passes (likewise)."""
+INFERENCE_CONVERGE_PASSES = 8
+"""`InferenceConfig.prior_converge_passes` when not given, for over-relaxed passes (step
+scale other than 1, the featureless recipe): at most this many passes added, a few at a
+time, while the FRC filter's halves agree more with each (`physics.prior_frc`)."""
 
 
 def inference_pass_options(step_scale: float, extra_iterations: int | None,
-                           phase_momentum: float | None) -> tuple[int, float]:
-    """``(extra passes, phase momentum)`` of an inference prior whose passes run at
-    ``step_scale``: each as given, or where None, `INFERENCE_EXTRA_PASSES` and
-    `INFERENCE_PHASE_MOMENTUM` for plain passes (step scale 1) and 0 for over-relaxed ones.
+                           phase_momentum: float | None, converge_passes: int | None = 0,
+                           ) -> tuple[int, float, int]:
+    """``(extra passes, phase momentum, converge passes)`` of an inference prior whose
+    passes run at ``step_scale``: each as given, or where None, `INFERENCE_EXTRA_PASSES`,
+    `INFERENCE_PHASE_MOMENTUM` and 0 for plain passes (step scale 1) and 0, 0 and
+    `INFERENCE_CONVERGE_PASSES` for over-relaxed ones.
+
+    Over-relaxed passes under Gaussian beams are far from converged after the recipe's 12
+    on some scans (a Fermat spiral's uneven overlap, a lines object) and diverge with more
+    on others (beams of 14-16 px): the converge passes follow the FRC filter's halves,
+    which agree more while the passes converge and less where they do not
+    (`physics.prior_frc.frc_filtered_estimate`; docs/benchmarks.md, twenty-second
+    session). Plain passes run their extra passes where the halves agree instead.
 
     Both run only where the FRC filter's halves agree. Over-relaxed passes (the
     featureless recipe) end with their own plain passes, which take that role: where
@@ -59,7 +72,9 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
         extra_iterations = INFERENCE_EXTRA_PASSES if plain else 0
     if phase_momentum is None:
         phase_momentum = INFERENCE_PHASE_MOMENTUM if plain else 0.0
-    return extra_iterations, phase_momentum
+    if converge_passes is None:
+        converge_passes = 0 if plain else INFERENCE_CONVERGE_PASSES
+    return extra_iterations, phase_momentum, converge_passes
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
@@ -128,6 +143,10 @@ class ScanPrior:
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
         ignored without the filter.
+    converge_passes
+        Inference only, with ``frc_filter``: at most this many passes added a few at a time
+        while the halves agree more with each (`physics.prior_frc.frc_filtered_estimate`);
+        ignored without the filter.
     """
 
     def __init__(
@@ -150,6 +169,7 @@ class ScanPrior:
         batch_size: int = 64,
         extra_iterations: int = 0,
         phase_momentum: float = 0.0,
+        converge_passes: int = 0,
         start_phase: str = "flat",
         com_correction: bool = False,
         step_scale: float = 1.0,
@@ -198,11 +218,16 @@ class ScanPrior:
                              f"{extra_iterations!r}")
         if isinstance(phase_momentum, bool) or not 0 <= float(phase_momentum) < 1:
             raise ValueError(f"prior phase momentum must be in [0, 1); found {phase_momentum!r}")
+        if isinstance(converge_passes, bool) or int(converge_passes) != converge_passes or (
+                converge_passes < 0):
+            raise ValueError(f"prior converge passes must be an integer >= 0; found "
+                             f"{converge_passes!r}")
         self.passes = int(iterations)
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
         self.agreement: float | None = None
         """The FRC-filtered prior's half-scan agreement (`physics.prior_frc.agreement`;
-        extra passes ran where it reached `EXTRA_PASS_AGREEMENT`); None without the filter."""
+        extra passes ran where it reached `EXTRA_PASS_AGREEMENT`; after converge passes, the
+        last kept block's); None without the filter."""
         self.phase_momentum = 0.0
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree, and without the filter)."""
@@ -247,7 +272,8 @@ class ScanPrior:
                 self.estimate, _ = frc_filtered_estimate(
                     self.amplitudes, pos, scaled_probe, int(iterations),
                     extra_iterations=int(extra_iterations),
-                    phase_momentum=float(phase_momentum), **kw)
+                    phase_momentum=float(phase_momentum),
+                    converge_passes=int(converge_passes), **kw)
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
@@ -300,7 +326,8 @@ class ScanPrior:
         constructor refuses it for the neighbourhood scope). ``extra_iterations`` (in
         ``kw``; inference only) are passes the FRC-filtered prior adds where its halves
         agree (`physics.prior_frc.frc_filtered_estimate`); ``phase_momentum`` (in ``kw``;
-        inference only) likewise; None for each is `inference_pass_options`'s default for
+        inference only) likewise; ``converge_passes`` (in ``kw``; inference only) are passes
+        added while the halves agree more with each; None for each is `inference_pass_options`'s default for
         the passes' step scale. ``start_phase`` overrides ``model_cfg.prior_start`` and
         ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
         ``model_cfg.prior_step_scale`` and ``settle_passes``
@@ -316,8 +343,9 @@ class ScanPrior:
         frc = bool(model_cfg.prior_frc_filter if frc_filter is None else frc_filter)
         step = float(model_cfg.prior_step_scale if step_scale is None else step_scale)
         # training passes neither (0); inference passes None for the step scale's default
-        kw["extra_iterations"], kw["phase_momentum"] = inference_pass_options(
-            step, kw.get("extra_iterations", 0), kw.get("phase_momentum", 0.0))
+        kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
+            inference_pass_options(step, kw.get("extra_iterations", 0),
+                                   kw.get("phase_momentum", 0.0), kw.get("converge_passes", 0)))
         ratio = dose_ratio(amplitudes, float(train_input_scale))
         whole = getattr(model_cfg, "subpixel", "bilinear") == "probe_shift"
         return cls(amplitudes, positions_px, probe, float(prior_amplitude_scale) * ratio, iters,

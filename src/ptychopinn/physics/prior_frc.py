@@ -56,6 +56,16 @@ on, when the halves' `agreement` is at least this. Measured after 4 passes
 more passes and the momentum raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
 on an unseen picture and on the measured Siemens star, where they lower the amplitude or
 the spokes' resolution or barely help (the passes fit noise there)."""
+CONVERGE_BLOCK = 4
+"""`frc_filtered_estimate`'s ``converge_passes`` are added this many at a time."""
+CONVERGE_RISE = 0.0
+"""A block of ``converge_passes`` is kept, and another tried, when it raised the halves'
+`agreement` by more than this (`frc_filtered_estimate`). Measured under Gaussian beams
+(twenty-second session, `benchmarks/bench_prior_step_scale.py`, docs/benchmarks.md): the
+first block after the recipe's 12 passes raised it by 0.003 on a Fermat-spiral scan (then
+0.047; the network's amplitude SSIM rose by 0.035 and 0.016), by 0.03-0.08 on raster scans
+whose network gained, and lowered it by 0.007-0.07 where the network lost (beams of 14-16 px,
+a grf object, 1e4 photons); any rise counts."""
 
 
 def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +165,7 @@ def frc_filtered_estimate(
     extra_iterations: int = 0,
     phase_momentum: float = 0.0,
     settle_passes: int = 0,
+    converge_passes: int = 0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -177,7 +188,7 @@ def frc_filtered_estimate(
     threshold: the recipe's models of the nineteenth session scored the same to the
     digit, their prior in 1.6 s instead of 2.6, 625 patterns of 64x64 on 2 CPU cores,
     `bench_prior_step_scale.py`, docs/benchmarks.md). The halves'
-    agreement that decided is the one recorded. The halves' first pass, the same either way, runs
+    agreement that decided is the one recorded (after converge passes, the last kept one's). The halves' first pass, the same either way, runs
     once when the scan's `pass_terms` fit in memory. Each continuation (the extra passes,
     the whole scan's passes) is a run of its own: its phase velocity starts from zero, its
     batch orders are those of a first pass again and no centre-of-mass correction precedes
@@ -193,6 +204,19 @@ def frc_filtered_estimate(
     (seeds 0 / 3 / 5 / 11 and the real probe at 4 passes: amp SSIM +0.001 to +0.005,
     exploration recorded in docs/benchmarks.md).
 
+    ``converge_passes``: at most this many passes the halves add, `CONVERGE_BLOCK` at a
+    time, for as long as each block raises their `agreement` by more than `CONVERGE_RISE`
+    (a block that does not is dropped, and the halves stay as they were before it); the
+    whole scan then runs `whole_pass_count` of the halves' passes. The halves of two
+    independent halves of the data agree more as the passes converge towards the object
+    both halves measure, and less where the passes fit noise or overshoot: under Gaussian
+    beams, more over-relaxed passes raised the agreement and the network's amplitude SSIM on
+    raster and Fermat-spiral scans at 1e6 photons and lowered both on narrow (14-16 px)
+    beams (docs/benchmarks.md, twenty-second session). Each block continues the halves' run
+    (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
+    momentum or ``extra_iterations`` the halves after ``k`` added passes are those of
+    ``iterations + k`` passes, bit for bit.
+
     ``settle_passes``: plain passes (step scale 1) the whole scan's estimate ends with
     (`scan_error_reduction`'s); the halves run without them, so the filter and the
     agreement read the over-relaxed passes (settling the halves instead scored lower:
@@ -202,6 +226,9 @@ def frc_filtered_estimate(
     """
     if extra_iterations < 0:
         raise ValueError(f"extra_iterations must be >= 0; found {extra_iterations}")
+    if isinstance(converge_passes, bool) or int(converge_passes) != converge_passes or (
+            converge_passes < 0):
+        raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
     if any(kw.get(k) is not None for k in ("frame", "start", "subset", "illumination",
@@ -283,6 +310,21 @@ def frc_filtered_estimate(
                   for h, rows in zip(halves, subsets, strict=True)]
         iterations += extra_iterations
         first = None  # the halves moved on: filter by their FRC now
+    done = iterations
+    while agree is not None and done < iterations + int(converge_passes):
+        block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
+        moved = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, block, frame=frame,
+                                                   start=h.canvas, subset=rows,
+                                                   illumination=h.illumination, terms=terms,
+                                                   first_pass=done, phase_momentum=momentum,
+                                                   **kw).canvas,
+                              h.origin_px, h.illumination)
+                 for h, rows in zip(halves, subsets, strict=True)]
+        moved_first, moved_agree, _ = read(moved)
+        if moved_agree is None or moved_agree <= agree + CONVERGE_RISE:
+            break
+        halves, first, agree, done = moved, moved_first, moved_agree, done + block
+    iterations = done
     w0, w1 = (h.illumination for h in halves)
     both = w0 + w1
     start = torch.where(both > 0, (halves[0].canvas * w0 + halves[1].canvas * w1)

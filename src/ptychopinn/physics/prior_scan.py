@@ -100,8 +100,8 @@ class ScanEstimate:
     """Passes the estimate ran (an FRC-filtered estimate: its halves'), when recorded."""
     agreement: float | None = None
     """An FRC-filtered estimate's half-scan `physics.prior_frc.agreement` after its first
-    passes (what decided whether extra passes ran); None when not recorded or when the
-    halves overlap too little to read it."""
+    passes (what decided whether extra passes ran), or after the last converge passes it
+    kept; None when not recorded or when the halves overlap too little to read it."""
     phase_momentum: float | None = None
     """The phase momentum an FRC-filtered estimate's passes ran with (0 where its halves
     did not agree), when recorded."""

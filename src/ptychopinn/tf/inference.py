@@ -110,6 +110,7 @@ def reconstruct_tensorflow(
     prior = model.scan_prior(amps, framed.positions_px, valid, iterations=cfg.prior_iterations,
                              frc_filter=cfg.prior_frc_filter,
                              extra_iterations=cfg.prior_extra_iterations,
+                             converge_passes=cfg.prior_converge_passes,
                              phase_momentum=cfg.prior_phase_momentum,
                              start_phase=cfg.prior_start,
                              com_correction=cfg.prior_com_correction,

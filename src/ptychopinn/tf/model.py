@@ -162,13 +162,15 @@ class TFPtychoPINN(tf.Module):
     def scan_prior(self, amplitudes: np.ndarray, positions_px: np.ndarray,
                    valid: np.ndarray | None = None, iterations: int | None = None,
                    frc_filter: bool | None = None, extra_iterations: int = 0,
-                   phase_momentum: float = 0.0, start_phase: str | None = None,
+                   phase_momentum: float = 0.0, converge_passes: int = 0,
+                   start_phase: str | None = None,
                    com_correction: bool | None = None, step_scale: float | None = None,
                    settle_passes: int | None = None):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
         as in `ScanPrior.for_model`; ``iterations`` and ``frc_filter`` override the
-        model's passes and FRC filter, ``extra_iterations``, ``phase_momentum`` and
+        model's passes and FRC filter, ``extra_iterations``, ``phase_momentum``,
+        ``converge_passes`` and
         ``start_phase`` as in `ScanPrior`, ``com_correction``, ``step_scale`` and ``settle_passes`` as in
         `ScanPrior.for_config`);
         None without prior."""
@@ -182,7 +184,8 @@ class TFPtychoPINN(tf.Module):
             prior_amplitude_scale=float(self.prior_amplitude_scale.numpy()),
             train_input_scale=float(self.train_input_scale.numpy()), iterations=iterations,
             frc_filter=frc_filter, extra_iterations=extra_iterations,
-            phase_momentum=phase_momentum, start_phase=start_phase,
+            phase_momentum=phase_momentum, converge_passes=converge_passes,
+            start_phase=start_phase,
             com_correction=com_correction, step_scale=step_scale,
             settle_passes=settle_passes, valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 

@@ -1,0 +1,92 @@
+"""Converge passes of the FRC-filtered scan prior (physics.prior_frc's ``converge_passes``):
+blocks of passes kept while the two half-scan estimates agree more."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ptychopinn.physics.prior_frc as pf
+from ptychopinn.physics.prior_frc import CONVERGE_BLOCK, frc_filtered_estimate
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+
+@pytest.fixture(scope="module")
+def gaussian_scan():
+    """A small scan under a Gaussian beam (the featureless recipe's case)."""
+    return simulate_scan(SimulationConfig(N=32, n_positions=100, seed=3, probe_kind="gaussian"))
+
+
+def _args(scan, iterations):
+    return (torch.from_numpy(scan.diffraction), scan.positions_px,
+            torch.from_numpy(scan.probe), iterations)
+
+
+# over-relaxed passes with the centre-of-mass correction and settling passes, as the
+# featureless recipe runs them
+RECIPE = {"step_scale": 2.0, "batch_size": 16, "com_correction": True, "settle_passes": 1}
+
+
+def test_converge_blocks_continue_the_halves_and_stop_where_agreement_falls(
+        monkeypatch, gaussian_scan):
+    """With the agreement patched to rise twice and then fall, two blocks are kept and the
+    third dropped: the estimate is bit for bit the one of 2 + 2 blocks' passes run at once
+    (the blocks continue the halves' run, batch orders and corrections included), the
+    recorded agreement is the last kept block's, and the passes are counted."""
+    readings = iter([0.3, 0.4, 0.5, 0.45])
+    monkeypatch.setattr(pf, "agreement", lambda frc: next(readings))
+    est, frc = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=12, **RECIPE)
+    assert next(readings, None) is None  # every reading taken: the third block was tried
+    assert est.passes == 2 + 2 * CONVERGE_BLOCK and est.agreement == 0.5
+
+    monkeypatch.setattr(pf, "agreement", lambda frc: 0.3)
+    at_once, frc_at_once = frc_filtered_estimate(*_args(gaussian_scan, 2 + 2 * CONVERGE_BLOCK),
+                                                 **RECIPE)
+    assert torch.equal(est.canvas, at_once.canvas)
+    np.testing.assert_array_equal(frc, frc_at_once)
+
+
+def test_a_first_block_that_does_not_raise_the_agreement_changes_nothing(
+        monkeypatch, gaussian_scan):
+    """Equal agreement counts as no rise: the block is dropped and the estimate is bit for bit
+    the one without converge passes; a cap below the block runs a shorter block; bad
+    values are refused by name."""
+    monkeypatch.setattr(pf, "agreement", lambda frc: 0.3)
+    base, _ = frc_filtered_estimate(*_args(gaussian_scan, 3), **RECIPE)
+    flat, _ = frc_filtered_estimate(*_args(gaussian_scan, 3), converge_passes=8, **RECIPE)
+    assert flat.passes == base.passes == 3 and torch.equal(flat.canvas, base.canvas)
+
+    readings = iter([0.3, 0.4])
+    monkeypatch.setattr(pf, "agreement", lambda frc: next(readings))
+    short, _ = frc_filtered_estimate(*_args(gaussian_scan, 3), converge_passes=1, **RECIPE)
+    assert short.passes == 4
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="converge_passes must be an integer >= 0"):
+            frc_filtered_estimate(*_args(gaussian_scan, 3), converge_passes=bad)
+
+
+def test_converge_passes_follow_the_real_agreement_and_help_an_unconverged_prior(gaussian_scan):
+    """Unpatched, on the Gaussian-beam scan after 2 over-relaxed passes (far from
+    converged): the halves agree more with more passes, blocks are kept, and the estimate's
+    amplitude is nearer the truth than without them."""
+    base, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), **RECIPE)
+    more, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=8, **RECIPE)
+    assert more.passes > base.passes and more.agreement > base.agreement
+
+    def amp_error(est):
+        n = gaussian_scan.diffraction.shape[-1]
+        truth = torch.from_numpy(np.asarray(gaussian_scan.object, np.complex64))
+        patches = est.patches(gaussian_scan.positions_px, n).abs()
+        true = truth_patches(truth, gaussian_scan, n).abs()
+        return float(((patches - true) ** 2).mean())
+
+    assert amp_error(more) < 0.8 * amp_error(base), (amp_error(more), amp_error(base))
+
+
+def truth_patches(truth, scan, n):
+    """The true object's patches at the scan's positions (the object's own frame)."""
+    from ptychopinn.physics.geometry import extract_patches
+
+    pos = torch.from_numpy(np.asarray(scan.positions_px, np.float64))
+    return extract_patches(truth, pos, n)
