@@ -5,7 +5,7 @@ model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
 (each of ``--scales``), ``prior_iterations`` (each of ``--passes``),
 ``prior_settle_passes`` (each of ``--settle-passes``; default: the model's),
 ``prior_converge_passes`` (each of ``--converge-passes``; default: the inference default,
-12 for an over-relaxed prior) and, with
+4 for an over-relaxed prior) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
 prior's passes; default: the model's), and scores against the scan's true object:
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.network:
                     nm = score(reconstruct_pytorch(loaded, scan, icfg).object, scan)
                     net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
-                agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.2f}"
+                agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.3f}"
                 trained_with = f"{mcfg.prior_step_scale:g}" + (
                     f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "")
                 rows.append([label, trained_with, str(batch), str(passes),
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
              "1 is plain PIE) and prior_settle_passes ('then plain passes': plain passes the "
              "whole scan's estimate ends with, default the model's) and prior_converge_passes "
              "('converge passes': at most that many passes added 4 at a time while the FRC "
-             "filter's halves agree more; 'default': inference's, 12 for over-relaxed passes, "
+             "filter's halves agree more; 'default': inference's, 4 for over-relaxed passes, "
              "0 for plain; 'passes ran': the halves' passes in the end); 'updates of': the prior's "
              "patterns per update; 'prior alone' bypasses the network; 'trained with' is the "
              "model's model.prior_step_scale (and its prior_settle_passes). Scores "

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "exactly).")
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
-                        "each raises the agreement of its two half-scan estimates (default 12 "
+                        "each raises the agreement of its two half-scan estimates (default 4 "
                         "for an over-relaxed prior such as the featureless recipe's, 0 for "
                         "plain ones; 0: the model's passes exactly).")
     p.add_argument("--prior-phase-momentum", type=float,

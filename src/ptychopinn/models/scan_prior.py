@@ -38,10 +38,14 @@ INFERENCE_EXTRA_PASSES = 2
 passes added where the FRC filter's halves agree (`inference_pass_options`)."""
 INFERENCE_PHASE_MOMENTUM = 0.7
 """`InferenceConfig.prior_phase_momentum` when not given, for plain passes (likewise)."""
-INFERENCE_CONVERGE_PASSES = 8
+INFERENCE_CONVERGE_PASSES = 4
 """`InferenceConfig.prior_converge_passes` when not given, for over-relaxed passes (step
 scale other than 1, the featureless recipe): at most this many passes added, a few at a
-time, while the FRC filter's halves agree more with each (`physics.prior_frc`)."""
+time, while the FRC filter's halves agree more with each (`physics.prior_frc`). One block:
+8 (two blocks) raised the network's amplitude SSIM further on the scans whose halves kept
+agreeing more (a Fermat spiral 0.788 -> 0.804, a lines object 0.911 -> 0.919) but took
+inference of 625 patterns of 64x64 to 3.7-4.5 s on 2 CPU cores, 8-10x faster than
+pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchmarks.md)."""
 
 
 def inference_pass_options(step_scale: float, extra_iterations: int | None,
