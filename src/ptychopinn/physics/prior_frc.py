@@ -301,25 +301,25 @@ def frc_filtered_estimate(
             halves = halves_with(0.0)
             first = halves_frc(halves)
     momentum = phase_momentum if agreed else 0.0
+
+    def continued(halves: list[ScanEstimate], passes: int, first_pass: int = 0,
+                  ) -> list[ScanEstimate]:
+        return [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, passes, frame=frame,
+                                                  start=h.canvas, subset=rows,
+                                                  illumination=h.illumination, terms=terms,
+                                                  first_pass=first_pass,
+                                                  phase_momentum=momentum, **kw).canvas,
+                             h.origin_px, h.illumination)
+                for h, rows in zip(halves, subsets, strict=True)]
+
     if extra_iterations and agreed:
-        halves = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, extra_iterations,
-                                                    frame=frame, start=h.canvas, subset=rows,
-                                                    illumination=h.illumination, terms=terms,
-                                                    phase_momentum=momentum, **kw).canvas,
-                               h.origin_px, h.illumination)
-                  for h, rows in zip(halves, subsets, strict=True)]
+        halves = continued(halves, extra_iterations)
         iterations += extra_iterations
         first = None  # the halves moved on: filter by their FRC now
     done = iterations
     while agree is not None and done < iterations + int(converge_passes):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
-        moved = [ScanEstimate(scan_error_reduction(amplitudes, pos, probe, block, frame=frame,
-                                                   start=h.canvas, subset=rows,
-                                                   illumination=h.illumination, terms=terms,
-                                                   first_pass=done, phase_momentum=momentum,
-                                                   **kw).canvas,
-                              h.origin_px, h.illumination)
-                 for h, rows in zip(halves, subsets, strict=True)]
+        moved = continued(halves, block, first_pass=done)
         moved_first, moved_agree, _ = read(moved)
         if moved_agree is None or moved_agree <= agree + CONVERGE_RISE:
             break
