@@ -605,7 +605,8 @@ class InferenceConfig(_Section):
         None, ge=0, le=100,
         description="At most this many passes the physics prior adds at inference, 4 at a "
         "time, for as long as each block raises the agreement of the two half-scan estimates "
-        "of its FRC filter by at least 0.01 (physics.prior_frc.frc_filtered_estimate): "
+        "of its FRC filter at all (a block that does not is dropped; "
+        "physics.prior_frc.frc_filtered_estimate): "
         "independent halves of the data agree more while the passes converge on the object "
         "and less where they fit noise or overshoot. None: 4 for over-relaxed passes (a "
         "prior step scale other than 1, the featureless recipe, whose 12 passes are far from "

@@ -62,10 +62,11 @@ CONVERGE_RISE = 0.0
 """A block of ``converge_passes`` is kept, and another tried, when it raised the halves'
 `agreement` by more than this (`frc_filtered_estimate`). Measured under Gaussian beams
 (twenty-second session, `benchmarks/bench_prior_step_scale.py`, docs/benchmarks.md): the
-first block after the recipe's 12 passes raised it by 0.003 on a Fermat-spiral scan (then
-0.047; the network's amplitude SSIM rose by 0.035 and 0.016), by 0.03-0.08 on raster scans
-whose network gained, and lowered it by 0.007-0.07 where the network lost (beams of 14-16 px,
-a grf object, 1e4 photons); any rise counts."""
+first block after the recipe's 12 passes raised it by 0.003 on a Fermat-spiral scan (the
+next by 0.048; the network's amplitude SSIM rose by 0.035 and 0.016), by 0.031-0.073 on
+five more scans whose network gained 0.018-0.042 and by 0.022-0.057 on two whose network
+held, and lowered it by 0.008-0.070 on the four whose network lost (beams of 14-16 px, a
+grf object, 1e4 photons); any rise counts."""
 
 
 def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
