@@ -9,11 +9,12 @@ scan, is reconstructed
 * with the defaults: the prior's half-scan agreement (`physics.prior_frc.agreement`
   after the model's passes) and the passes it ran (the model's, plus
   ``prior_extra_iterations`` where the agreement is at least `EXTRA_PASS_AGREEMENT`; an
-  over-relaxed prior adds none by default, `models.scan_prior.inference_pass_options`);
+  over-relaxed prior adds none of those by default but up to 4 converge passes where its
+  halves' agreement rises, `models.scan_prior.inference_pass_options`);
 * with the defaults but no phase momentum (``prior_phase_momentum`` 0: the defaults
   before 2026-12-03, ninth session), and the agreement then;
-* with exactly each pass count of ``--passes`` (default 4 6 8; no extra passes, no
-  phase momentum),
+* with exactly each pass count of ``--passes`` (default 4 6 8; no extra or converge
+  passes, no phase momentum),
 
 giving amplitude and phase SSIM against the truth and the median time of 3 inference +
 stitching runs after a warm-up. Where more passes raise the scores the agreement should
@@ -69,6 +70,7 @@ def scores(model_path: Path, scan, scan_path, passes: list[int], repeats: int = 
     return {"default": run(InferenceConfig()),
             "no_momentum": run(InferenceConfig(prior_phase_momentum=0.0)),
             "passes": [run(InferenceConfig(prior_iterations=k, prior_extra_iterations=0,
+                                           prior_converge_passes=0,
                                            prior_phase_momentum=0.0))
                        for k in passes]}
 

@@ -134,13 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-extra-iterations", type=int,
                    help="Passes the physics prior adds where its two half-scan estimates agree "
                         "(well-exposed, consistent data; default 2, or 0 for an over-relaxed "
-                        "prior such as the featureless recipe's; 0: the model's passes "
-                        "exactly).")
+                        "prior such as the featureless recipe's; 0: none, and with "
+                        "--prior-converge-passes 0 the model's passes exactly).")
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
                         "each raises the agreement of its two half-scan estimates (default 4 "
                         "for an over-relaxed prior such as the featureless recipe's, 0 for "
-                        "plain ones; 0: the model's passes exactly).")
+                        "plain ones; 0: none).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "
                         "estimates agree (default 0.7, or 0 for an over-relaxed prior; 0: off; "

@@ -599,7 +599,8 @@ class InferenceConfig(_Section):
         "and nothing changes (docs/benchmarks.md). None: 2 for plain passes, 0 for "
         "over-relaxed ones (a prior step scale other than 1, the featureless recipe), which "
         "end with their own plain passes (models.scan_prior.inference_pass_options). 0: "
-        "exactly the model's passes. Models without the FRC filter ignore it.",
+        "none (with prior_converge_passes 0 too, exactly the model's passes). Models without "
+        "the FRC filter ignore it.",
     )
     prior_converge_passes: int | None = Field(
         None, ge=0, le=100,
@@ -613,7 +614,8 @@ class InferenceConfig(_Section):
         "converged on some scans under Gaussian beams and diverge with more on others; ~0.5 s "
         "per block of 4 on 625 patterns of 64x64 on 2 CPU cores, paid also where the block is "
         "dropped), 0 for plain ones (models.scan_prior.inference_pass_options; "
-        "docs/benchmarks.md, twenty-second session). 0: exactly the model's passes. Models "
+        "docs/benchmarks.md, twenty-second session). 0: none (with prior_extra_iterations 0 too, exactly the "
+        "model's passes). Models "
         "without the FRC filter ignore it.",
     )
     prior_phase_momentum: float | None = Field(
