@@ -190,7 +190,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     ``model.prior_step_scale`` took plain PIE steps (1, still the default), and those
     before ``model.prior_recipe`` set the prior's passes by hand ('plain'), and those
     before ``model.prior_settle_passes`` ended the prior's passes without plain ones (0;
-    a 'featureless' bundle would otherwise take the recipe's).
+    a 'featureless' bundle would otherwise take the recipe's), and those before
+    ``model.prior_coverage_passes`` ran the model's passes on any scan (off).
     """
     import copy
 
@@ -226,6 +227,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_recipe"] = "plain"
     if isinstance(model, dict) and "prior_settle_passes" not in model:
         model["prior_settle_passes"] = 0
+    if isinstance(model, dict) and "prior_coverage_passes" not in model:
+        model["prior_coverage_passes"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

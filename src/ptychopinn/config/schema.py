@@ -157,6 +157,19 @@ class ModelConfig(_Section):
         "for 0.1-0.5 s per 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, "
         "bench_prior_step_scale.py --settle-passes). Train and infer with the same value. Bundles without it: 0.",
     )
+    prior_coverage_passes: bool = Field(
+        True,
+        description="prior_scope 'scan', plain passes (prior_step_scale 1): run more of the "
+        "physics prior's passes on scans whose patterns overlap less, at training and at "
+        "inference alike, so the network sees priors converged about as far on any scan. "
+        "Where the scan's coverage (physics.coverage.scan_coverage: probe footprints per lit "
+        "pixel; 4.8 for the simulator's default raster, 3.4 for the real-probe Fermat scan, "
+        "2.3 at steps of 12 px, 1.3 at 16 px) is below 3, prior_iterations times "
+        "(3 / coverage)^2, rounded up, at most 16 (models.scan_prior.coverage_passes; on "
+        "steps of 16 px a model trained with 4 passes scored amplitude SSIM 0.647, one with "
+        "16 0.904, pty-chi LSQML-100 0.830: docs/benchmarks.md). An explicit infer "
+        "--prior-iterations runs exactly that many. Bundles without it: off.",
+    )
     prior_recipe: PriorRecipe = Field(
         "auto",
         description="prior_scope 'scan': how the physics prior's passes are set. 'plain': "

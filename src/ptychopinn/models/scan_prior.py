@@ -15,6 +15,7 @@ in, so training and inference compute it once and look it up:
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from ptychopinn.grouping import nearest_patterns
 from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvature
+from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
@@ -79,6 +81,40 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
     if converge_passes is None:
         converge_passes = 0 if plain else INFERENCE_CONVERGE_PASSES
     return extra_iterations, phase_momentum, converge_passes
+
+
+COVERAGE_REFERENCE = 3.0
+"""`coverage_passes`: scans whose `physics.coverage.scan_coverage` is at least this run the
+model's passes (the simulator's default raster 4.8, the real X-ray-laser probe's Fermat
+scan 3.4, the measured Siemens star 3.8: all unchanged)."""
+COVERAGE_EXPONENT = 2.0
+"""`coverage_passes`: below `COVERAGE_REFERENCE` the passes grow as its ratio to the
+scan's coverage to this power (docs/benchmarks.md, twenty-third session)."""
+MAX_COVERAGE_PASSES = 16
+"""`coverage_passes` never asks for more passes than this: a model trained with 16 passes on
+a scan with steps of 16 px (coverage 1.3) reconstructed it in 3.3 s, 12x faster than pty-chi
+LSQML-100 on 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, twenty-third
+session); more would take the CPU target's 10x."""
+
+
+def coverage_passes(passes: int, coverage: float) -> int:
+    """The plain prior's passes on a scan of ``coverage`` (`physics.coverage.scan_coverage`)
+    for a model of ``passes``: ``passes`` where the coverage is at least
+    `COVERAGE_REFERENCE`, else ``ceil(passes (COVERAGE_REFERENCE / coverage) **
+    COVERAGE_EXPONENT)``, at most `MAX_COVERAGE_PASSES` (and never fewer than ``passes``).
+
+    Each pass moves a pixel by the updates of the patterns that light it, so where the
+    patterns overlap less the prior converges less per pass: on a textured scan with steps
+    of 16 px (coverage 1.3) the prior alone reached amplitude SSIM 0.67 after the default 4
+    passes and 0.92 after 16, and a network trained on 4-pass priors scored 0.647 against
+    pty-chi LSQML-100's 0.830 (docs/benchmarks.md, twenty-third session)."""
+    passes = int(passes)
+    if not coverage > 0:
+        raise ValueError(f"coverage must be > 0; found {coverage}")
+    if coverage >= COVERAGE_REFERENCE or passes >= MAX_COVERAGE_PASSES:
+        return passes
+    more = math.ceil(passes * (COVERAGE_REFERENCE / coverage) ** COVERAGE_EXPONENT - 1e-9)
+    return max(passes, min(more, MAX_COVERAGE_PASSES))
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
@@ -346,6 +382,15 @@ class ScanPrior:
             iters = int(iterations)
         frc = bool(model_cfg.prior_frc_filter if frc_filter is None else frc_filter)
         step = float(model_cfg.prior_step_scale if step_scale is None else step_scale)
+        if (iterations is None and step == 1.0 and model_cfg.prior_scope == "scan"
+                and getattr(model_cfg, "prior_coverage_passes", False)):
+            coverage = scan_coverage(positions_px, probe)
+            scaled = coverage_passes(iters, coverage)
+            if scaled != iters:
+                log.info("prior passes: %d instead of the model's %d (the scan's coverage "
+                         "%.2f is below %.1f; model.prior_coverage_passes)", scaled, iters,
+                         coverage, COVERAGE_REFERENCE)
+            iters = scaled
         # training passes neither (0); inference passes None for the step scale's default
         kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
             inference_pass_options(step, kw.get("extra_iterations", 0),

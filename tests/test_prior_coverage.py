@@ -1,0 +1,129 @@
+"""The scan's coverage (`physics.coverage`) and the plain prior's passes it asks for
+(`models.scan_prior.coverage_passes`, ``model.prior_coverage_passes``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.config import ModelConfig
+from ptychopinn.models.scan_prior import (
+    COVERAGE_REFERENCE,
+    MAX_COVERAGE_PASSES,
+    ScanPrior,
+    coverage_passes,
+)
+from ptychopinn.physics.coverage import scan_coverage
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+
+def _square_probe(n: int, side: int, value: complex = 1.0) -> torch.Tensor:
+    p = torch.zeros(n, n, dtype=torch.complex64)
+    lo = (n - side) // 2
+    p[lo : lo + side, lo : lo + side] = value
+    return p
+
+
+def _raster(count: int, step: float, origin: float = 100.0) -> np.ndarray:
+    g = origin + step * np.arange(count, dtype=np.float64)
+    return np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+
+
+def test_coverage_counts_probe_footprints_per_lit_pixel() -> None:
+    """A flat square probe tiling the plane once covers every lit pixel once; at half
+    its side as the step, four times inside and less at the edges; the probe's scale,
+    its modes' split, the scan's translation and the positions' order change nothing."""
+    probe = _square_probe(32, 8)
+    assert scan_coverage(_raster(6, 8.0), probe) == pytest.approx(1.0)
+    dense = scan_coverage(_raster(12, 4.0), probe)
+    # a 12 x 12 raster at step 4 of an 8-px square: 52 x 52 pixels lit 144 * 64 times
+    assert dense == pytest.approx(144 * 64 / 52**2)
+    assert scan_coverage(_raster(12, 4.0), _square_probe(32, 8, 3 - 2j)) == pytest.approx(dense)
+    modes = torch.stack([0.6 * probe, 0.8 * probe])
+    assert scan_coverage(_raster(12, 4.0), modes) == pytest.approx(dense)
+    pos = _raster(12, 4.0)
+    shuffled = pos[np.random.default_rng(0).permutation(len(pos))] + np.array([13.0, -7.0])
+    assert scan_coverage(shuffled, probe) == pytest.approx(dense)
+
+
+def test_coverage_falls_with_the_scan_step() -> None:
+    """Simulated scans: the default raster (steps of N / 8 under a disk of 0.4 N) covers
+    its pixels several times over, steps of N / 4 (the 16 px of N = 64) about once."""
+    values = []
+    for step in (4.0, 6.0, 8.0):
+        scan = simulate_scan(SimulationConfig(N=32, n_positions=144, step_px=step, seed=3,
+                                              photons_per_pattern=None))
+        values.append(scan_coverage(scan.positions_px, torch.as_tensor(scan.probe)))
+    assert values[0] > 4.0 and values[2] < 1.6
+    assert values[0] > values[1] > values[2]
+
+
+def test_coverage_refuses_bad_input() -> None:
+    probe = _square_probe(16, 4)
+    with pytest.raises(ValueError, match="positions must be"):
+        scan_coverage(np.zeros((0, 2)), probe)
+    with pytest.raises(ValueError, match="positions must be"):
+        scan_coverage(np.array([[1.0, np.nan]]), probe)
+    with pytest.raises(ValueError, match="no intensity"):
+        scan_coverage(_raster(3, 4.0), torch.zeros(16, 16, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"probe must be \(N, N\)"):
+        scan_coverage(_raster(3, 4.0), torch.zeros(16, 8, dtype=torch.complex64))
+
+
+def test_coverage_passes() -> None:
+    assert coverage_passes(4, 4.8) == 4 and coverage_passes(4, COVERAGE_REFERENCE) == 4
+    assert coverage_passes(4, 2.28) == 7  # ceil(4 (3 / 2.28)^2) = ceil(6.93)
+    assert coverage_passes(4, 1.6) == 15  # ceil(14.06)
+    assert coverage_passes(4, 1.32) == MAX_COVERAGE_PASSES == 16  # 21 without the cap
+    assert coverage_passes(4, 0.5) == MAX_COVERAGE_PASSES
+    assert coverage_passes(MAX_COVERAGE_PASSES + 6, 0.5) == MAX_COVERAGE_PASSES + 6
+    with pytest.raises(ValueError, match="coverage must be > 0"):
+        coverage_passes(4, 0.0)
+
+
+def _low_coverage_scan():
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=64, step_px=7.0, seed=5))
+    return torch.as_tensor(scan.diffraction).float(), scan.positions_px, torch.as_tensor(scan.probe)
+
+
+def test_the_plain_prior_runs_more_passes_on_a_scan_that_overlaps_less(caplog) -> None:
+    """At training and inference alike (`ScanPrior.for_config`): the model's passes scaled
+    by the scan's coverage, logged; off with ``model.prior_coverage_passes=False``; an
+    explicit pass count (infer --prior-iterations) and over-relaxed passes run as given."""
+    amps, pos, probe = _low_coverage_scan()
+    coverage = scan_coverage(pos, probe)
+    want = coverage_passes(4, coverage)
+    assert coverage < COVERAGE_REFERENCE and want > 4
+    kw = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
+    cfg = ModelConfig(N=32)
+    assert cfg.prior_coverage_passes is True and cfg.prior_iterations == 4
+    with caplog.at_level(logging.INFO, logger="ptychopinn.models.scan_prior"):
+        scaled = ScanPrior.for_config(cfg, amps, pos, probe, **kw)
+    assert scaled.passes == want
+    assert f"prior passes: {want} instead of the model's 4" in caplog.text
+    plain = ScanPrior.for_config(ModelConfig(N=32, prior_coverage_passes=False), amps, pos,
+                                 probe, **kw)
+    assert plain.passes == 4
+    assert not torch.equal(plain.estimate.canvas, scaled.estimate.canvas)
+    same = ScanPrior.for_config(ModelConfig(N=32, prior_iterations=want,
+                                            prior_coverage_passes=False), amps, pos, probe, **kw)
+    assert torch.equal(same.estimate.canvas, scaled.estimate.canvas)
+    assert ScanPrior.for_config(cfg, amps, pos, probe, iterations=5, **kw).passes == 5
+    relaxed = ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=2.0), amps, pos, probe,
+                                   **kw)
+    assert relaxed.passes == 4
+
+
+def test_bundles_without_the_option_run_their_passes() -> None:
+    """A bundle written before ``model.prior_coverage_passes`` keeps its passes on any scan."""
+    from ptychopinn.bundle.format import manifest_config
+    from ptychopinn.config import TrainingConfig
+
+    raw = TrainingConfig().model_dump(mode="json")
+    del raw["model"]["prior_coverage_passes"]
+    assert manifest_config({"config": raw}, "old.safetensors").model.prior_coverage_passes is False
+    raw = TrainingConfig().model_dump(mode="json")
+    assert manifest_config({"config": raw}, "new.safetensors").model.prior_coverage_passes is True
