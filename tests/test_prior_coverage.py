@@ -127,3 +127,30 @@ def test_bundles_without_the_option_run_their_passes() -> None:
     assert manifest_config({"config": raw}, "old.safetensors").model.prior_coverage_passes is False
     raw = TrainingConfig().model_dump(mode="json")
     assert manifest_config({"config": raw}, "new.safetensors").model.prior_coverage_passes is True
+
+
+def test_the_coverage_benchmark_reports_each_scan(tmp_path, capsys) -> None:
+    """`benchmarks/bench_coverage.py`: each scan file's coverage and the plain passes the
+    rule gives, as the library computes them."""
+    import sys
+    from pathlib import Path
+
+    from ptychopinn import api
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_coverage
+
+    files = {}
+    for step in (4.0, 8.0):
+        files[step] = tmp_path / f"step{step:g}.npz"
+        api.simulate(SimulationConfig(N=32, n_positions=144, step_px=step, seed=3,
+                                      photons_per_pattern=None), files[step])
+    rows = bench_coverage.main(["--scan", "dense", str(files[4.0]), "--scan", "sparse",
+                                str(files[8.0])])
+    for row, step in zip(rows, (4.0, 8.0), strict=True):
+        scan = simulate_scan(SimulationConfig(N=32, n_positions=144, step_px=step, seed=3,
+                                              photons_per_pattern=None))
+        cov = scan_coverage(scan.positions_px, torch.as_tensor(scan.probe))
+        assert row[1:] == [144, 32, f"{cov:.2f}", coverage_passes(4, cov)]
+    assert rows[0][4] == 4 and rows[1][4] > 4
+    assert "| sparse | 144 | 32 |" in capsys.readouterr().out
