@@ -49,6 +49,25 @@ def test_coverage_counts_probe_footprints_per_lit_pixel() -> None:
     assert scan_coverage(shuffled, probe) == pytest.approx(dense)
 
 
+def test_coverage_is_the_windows_summed_one_by_one() -> None:
+    """The convolution gives what adding every pattern's window of the probe intensity to
+    the canvas one at a time gives (random positions, a random complex probe)."""
+    rng = np.random.default_rng(4)
+    n = 16
+    probe = torch.from_numpy((rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+                             .astype(np.complex64))
+    pos = rng.uniform(40, 90, size=(60, 2))
+    inten = (probe.abs() ** 2).double().numpy()
+    corner = np.round(pos - n / 2).astype(int)
+    corner -= corner.min(axis=0)
+    canvas = np.zeros(tuple(corner.max(axis=0) + n))
+    for y, x in corner:
+        canvas[y : y + n, x : x + n] += inten
+    lit = canvas >= 0.1 * canvas.max()
+    want = canvas[lit].mean() / inten.max()
+    assert scan_coverage(pos, probe) == pytest.approx(want, rel=1e-5)
+
+
 def test_coverage_falls_with_the_scan_step() -> None:
     """Simulated scans: the default raster (steps of N / 8 under a disk of 0.4 N) covers
     its pixels several times over, steps of N / 4 (the 16 px of N = 64) about once."""
