@@ -274,6 +274,33 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     assert _rel(recs["tensorflow"].object, objects[0.01, None]) > 1e-4
 
 
+def test_both_backends_scale_the_prior_passes_by_the_scan_coverage(tf, tmp_path) -> None:
+    """On a scan whose patterns overlap less, both backends run the plain prior's passes
+    `models.scan_prior.coverage_passes` asks for (``model.prior_coverage_passes``), and give
+    the same object."""
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+    from ptychopinn.models.scan_prior import coverage_passes
+    from ptychopinn.physics.coverage import scan_coverage
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=64, step_px=7.0, seed=5))
+    want = coverage_passes(4, scan_coverage(scan.positions_px, torch.as_tensor(scan.probe)))
+    assert want > 4
+    cfg = TrainingConfig(model={"N": 32, "gridsize": 2, "n_filters_scale": 0.25,
+                                "architecture": "unet", "pad_object": True})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    torch.manual_seed(2)
+    save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
+    icfg = InferenceConfig(figures=False, prior_extra_iterations=0,
+                           execution={"precision": "32-true"})
+    recs = {name: get_backend(name).reconstruct(get_backend(name).load_bundle(tmp_path), scan,
+                                                icfg)
+            for name in ("pytorch", "tensorflow")}
+    assert recs["pytorch"].prior_passes == recs["tensorflow"].prior_passes == want
+    assert _rel(recs["pytorch"].object, recs["tensorflow"].object) < 1e-4
+
+
 def test_position_correction_before_either_backend(tf, tmp_path, small_scan) -> None:
     """``position_refine_epochs`` corrects the positions before the backend runs: the
     TensorFlow reconstruction predicts and stitches at the same corrected positions
