@@ -596,8 +596,9 @@ class InferenceConfig(_Section):
     )
     prior_iterations: int | None = Field(
         None, ge=1,
-        description="Passes of the physics prior at inference (None: the model's "
-        "model.prior_iterations, as trained). More passes give the network a better "
+        description="Passes of the physics prior at inference, exactly (None: the model's "
+        "model.prior_iterations, as trained, scaled by the scan's coverage where "
+        "model.prior_coverage_passes is on). More passes give the network a better "
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
