@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-groups", type=int)
     p.add_argument("--refine-epochs", type=int, help="Physics refinement epochs (0: off).")
     p.add_argument("--prior-iterations", type=int,
-                   help="Physics prior passes, exactly (default: as the model was trained, "
-                        "more on scans that overlap less where model.prior_coverage_passes is "
-                        "on; more is slower and better, e.g. 16).")
+                   help="Physics prior passes (default: as the model was trained, more on "
+                        "scans that overlap less where model.prior_coverage_passes is on; a "
+                        "value given is not scaled; more is slower and better, e.g. 16).")
     p.add_argument("--prior-extra-iterations", type=int,
                    help="Passes the physics prior adds where its two half-scan estimates agree "
                         "(well-exposed, consistent data; default 2, or 0 for an over-relaxed "

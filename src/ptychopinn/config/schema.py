@@ -168,7 +168,7 @@ class ModelConfig(_Section):
         "(3 / coverage)^2, rounded up, at most 16 (models.scan_prior.coverage_passes; on "
         "steps of 16 px a model trained with 4 passes scored amplitude SSIM 0.647, one with "
         "16 0.904, pty-chi LSQML-100 0.830: docs/benchmarks.md). An explicit infer "
-        "--prior-iterations runs exactly that many. Bundles without it: off.",
+        "--prior-iterations is not scaled. Bundles without it: off.",
     )
     prior_recipe: PriorRecipe = Field(
         "auto",
@@ -596,9 +596,9 @@ class InferenceConfig(_Section):
     )
     prior_iterations: int | None = Field(
         None, ge=1,
-        description="Passes of the physics prior at inference, exactly (None: the model's "
+        description="Passes of the physics prior at inference (None: the model's "
         "model.prior_iterations, as trained, scaled by the scan's coverage where "
-        "model.prior_coverage_passes is on). More passes give the network a better "
+        "model.prior_coverage_passes is on; a value given is not scaled). More passes give the network a better "
         "converged first guess and a better output, ~0.1 s per 625 patterns of 64x64 per "
         "pass on 2 CPU cores; ignored for models without a prior.",
     )
