@@ -14,9 +14,11 @@ from ptychopinn.models.scan_prior import (
     COVERAGE_REFERENCE,
     MAX_COVERAGE_PASSES,
     ScanPrior,
+    coverage_agreement,
     coverage_passes,
 )
 from ptychopinn.physics.coverage import scan_coverage
+from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 from ptychopinn.simulation import SimulationConfig, simulate_scan
 
 
@@ -134,6 +136,33 @@ def test_the_plain_prior_runs_more_passes_on_a_scan_that_overlaps_less(caplog) -
     relaxed = ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=2.0), amps, pos, probe,
                                    **kw)
     assert relaxed.passes == 4
+    # the halves' agreement gate of the extra passes and momentum follows the coverage too
+    assert scaled.agreement_threshold == pytest.approx(coverage_agreement(coverage))
+    assert scaled.agreement_threshold < EXTRA_PASS_AGREEMENT
+    assert plain.agreement_threshold == relaxed.agreement_threshold == EXTRA_PASS_AGREEMENT
+
+
+def test_coverage_agreement() -> None:
+    assert coverage_agreement(4.8) == coverage_agreement(3.0) == EXTRA_PASS_AGREEMENT
+    assert coverage_agreement(1.5) == pytest.approx(EXTRA_PASS_AGREEMENT / 2)
+    with pytest.raises(ValueError, match="coverage must be > 0"):
+        coverage_agreement(-1.0)
+
+
+def test_the_agreement_threshold_decides_the_momentum_and_extra_passes() -> None:
+    """`frc_filtered_estimate`'s ``agreement_threshold``: at 0 the halves' momentum and
+    extra passes always run, at 1 never; the agreement itself is the same."""
+    from ptychopinn.physics.prior_frc import frc_filtered_estimate
+
+    amps, pos, probe = _low_coverage_scan()
+    kw = dict(extra_iterations=2, phase_momentum=0.7, integer_grid=True)
+    low, _ = frc_filtered_estimate(amps, pos, probe, 3, agreement_threshold=0.0, **kw)
+    high, _ = frc_filtered_estimate(amps, pos, probe, 3, agreement_threshold=1.0, **kw)
+    assert (low.passes, low.phase_momentum) == (5, 0.7)
+    assert (high.passes, high.phase_momentum) == (3, 0.0)
+    assert not torch.equal(low.canvas, high.canvas)
+    with pytest.raises(ValueError, match="agreement_threshold"):
+        frc_filtered_estimate(amps, pos, probe, 3, agreement_threshold=1.5)
 
 
 def test_bundles_without_the_option_run_their_passes() -> None:

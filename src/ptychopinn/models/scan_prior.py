@@ -26,7 +26,7 @@ from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvat
 from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
-from ptychopinn.physics.prior_frc import frc_filtered_estimate
+from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT, frc_filtered_estimate
 from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate, scan_error_reduction
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,22 @@ def coverage_passes(passes: int, coverage: float) -> int:
         return passes
     more = math.ceil(passes * (COVERAGE_REFERENCE / coverage) ** COVERAGE_EXPONENT - 1e-9)
     return max(passes, min(more, MAX_COVERAGE_PASSES))
+
+
+def coverage_agreement(coverage: float) -> float:
+    """The half-scan agreement a plain prior's extra passes and phase momentum need on a
+    scan of ``coverage``: `physics.prior_frc.EXTRA_PASS_AGREEMENT` times ``coverage /
+    COVERAGE_REFERENCE`` where that is below 1, else the threshold itself. Each half of a
+    scan covered less than `COVERAGE_REFERENCE` times is covered half as often and agrees
+    with the other less than the whole scan's data support: on a real-probe Fermat scan
+    with steps of 12 px (coverage 1.63, 1e5 photons) the halves agreed 0.425 after the
+    scaled 14 passes, the momentum was dropped and the halves estimated again without it
+    (prior 3.2 s), and with it kept the network scored amplitude / phase SSIM 0.639 / 0.612
+    instead of 0.604 / 0.553 in 2.7 s instead of 3.5 (exploration, twenty-third session;
+    docs/benchmarks.md)."""
+    if not coverage > 0:
+        raise ValueError(f"coverage must be > 0; found {coverage}")
+    return EXTRA_PASS_AGREEMENT * min(1.0, float(coverage) / COVERAGE_REFERENCE)
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
@@ -214,6 +230,7 @@ class ScanPrior:
         com_correction: bool = False,
         step_scale: float = 1.0,
         settle_passes: int = 0,
+        agreement_threshold: float = EXTRA_PASS_AGREEMENT,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -266,11 +283,13 @@ class ScanPrior:
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
         self.agreement: float | None = None
         """The FRC-filtered prior's half-scan agreement (`physics.prior_frc.agreement`;
-        extra passes ran where it reached `EXTRA_PASS_AGREEMENT`; after converge passes, the
+        extra passes ran where it reached ``agreement_threshold``; after converge passes, the
         last kept block's); None without the filter."""
         self.phase_momentum = 0.0
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree, and without the filter)."""
+        self.agreement_threshold = float(agreement_threshold)
+        """The agreement its extra passes and phase momentum needed (`coverage_agreement`)."""
         self.scope = scope
         self.probe_curvature: float | None = None
         """The probe's `physics.com_phase.probe_phase_curvature` (radians) when the start
@@ -313,7 +332,8 @@ class ScanPrior:
                     self.amplitudes, pos, scaled_probe, int(iterations),
                     extra_iterations=int(extra_iterations),
                     phase_momentum=float(phase_momentum),
-                    converge_passes=int(converge_passes), **kw)
+                    converge_passes=int(converge_passes),
+                    agreement_threshold=float(agreement_threshold), **kw)
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
@@ -382,15 +402,17 @@ class ScanPrior:
             iters = int(iterations)
         frc = bool(model_cfg.prior_frc_filter if frc_filter is None else frc_filter)
         step = float(model_cfg.prior_step_scale if step_scale is None else step_scale)
-        if (iterations is None and step == 1.0 and model_cfg.prior_scope == "scan"
+        if (step == 1.0 and model_cfg.prior_scope == "scan"
                 and getattr(model_cfg, "prior_coverage_passes", False)):
             coverage = scan_coverage(positions_px, probe)
-            scaled = coverage_passes(iters, coverage)
-            if scaled != iters:
-                log.info("prior passes: %d instead of the model's %d (the scan's coverage "
-                         "%.2f is below %.1f; model.prior_coverage_passes)", scaled, iters,
-                         coverage, COVERAGE_REFERENCE)
-            iters = scaled
+            kw["agreement_threshold"] = coverage_agreement(coverage)
+            if iterations is None:
+                scaled = coverage_passes(iters, coverage)
+                if scaled != iters:
+                    log.info("prior passes: %d instead of the model's %d (the scan's coverage "
+                             "%.2f is below %.1f; model.prior_coverage_passes)", scaled, iters,
+                             coverage, COVERAGE_REFERENCE)
+                iters = scaled
         # training passes neither (0); inference passes None for the step scale's default
         kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
             inference_pass_options(step, kw.get("extra_iterations", 0),
