@@ -165,7 +165,9 @@ class ModelConfig(_Section):
         "Where the scan's coverage (physics.coverage.scan_coverage: probe footprints per lit "
         "pixel; 4.8 for the simulator's default raster, 3.4 for the real-probe Fermat scan, "
         "2.3 at steps of 12 px, 1.3 at 16 px) is below 3, prior_iterations times "
-        "(3 / coverage)^2, rounded up, at most 16 (models.scan_prior.coverage_passes; on "
+        "(3 / coverage)^2, rounded up, at most 16, and the half-scan agreement its extra "
+        "passes and phase momentum need at inference is 0.45 times coverage / 3 "
+        "(models.scan_prior.coverage_passes, coverage_agreement; on "
         "steps of 16 px a model trained with 4 passes scored amplitude SSIM 0.647, one with "
         "16 0.904, pty-chi LSQML-100 0.830: docs/benchmarks.md). An explicit infer "
         "--prior-iterations is not scaled. Bundles without it: off.",

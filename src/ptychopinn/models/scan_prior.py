@@ -126,8 +126,8 @@ def coverage_agreement(coverage: float) -> float:
     with steps of 12 px (coverage 1.63, 1e5 photons) the halves agreed 0.425 after the
     scaled 14 passes, the momentum was dropped and the halves estimated again without it
     (prior 3.2 s), and with it kept the network scored amplitude / phase SSIM 0.639 / 0.612
-    instead of 0.604 / 0.553 in 2.7 s instead of 3.5 (exploration, twenty-third session;
-    docs/benchmarks.md)."""
+    instead of 0.604 / 0.553, inference 3.0 s instead of 3.8 (pty-chi LSQML-100: 0.470 /
+    0.689 in 42.9 s; docs/benchmarks.md, twenty-third session)."""
     if not coverage > 0:
         raise ValueError(f"coverage must be > 0; found {coverage}")
     return EXTRA_PASS_AGREEMENT * min(1.0, float(coverage) / COVERAGE_REFERENCE)
