@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from ptychopinn.grouping import nearest_patterns
+from ptychopinn.physics import prior_frc
 from ptychopinn.physics.com_phase import COM_CURVATURE_LIMIT, probe_phase_curvature
 from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
-from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT, frc_filtered_estimate
+from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate, scan_error_reduction
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def coverage_agreement(coverage: float) -> float:
     0.689 in 42.9 s; docs/benchmarks.md, twenty-third session)."""
     if not coverage > 0:
         raise ValueError(f"coverage must be > 0; found {coverage}")
-    return EXTRA_PASS_AGREEMENT * min(1.0, float(coverage) / COVERAGE_REFERENCE)
+    return prior_frc.EXTRA_PASS_AGREEMENT * min(1.0, float(coverage) / COVERAGE_REFERENCE)
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
@@ -230,7 +231,7 @@ class ScanPrior:
         com_correction: bool = False,
         step_scale: float = 1.0,
         settle_passes: int = 0,
-        agreement_threshold: float = EXTRA_PASS_AGREEMENT,
+        agreement_threshold: float | None = None,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -288,7 +289,8 @@ class ScanPrior:
         self.phase_momentum = 0.0
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree, and without the filter)."""
-        self.agreement_threshold = float(agreement_threshold)
+        self.agreement_threshold = float(prior_frc.EXTRA_PASS_AGREEMENT
+                                         if agreement_threshold is None else agreement_threshold)
         """The agreement its extra passes and phase momentum needed (`coverage_agreement`)."""
         self.scope = scope
         self.probe_curvature: float | None = None
@@ -333,7 +335,7 @@ class ScanPrior:
                     extra_iterations=int(extra_iterations),
                     phase_momentum=float(phase_momentum),
                     converge_passes=int(converge_passes),
-                    agreement_threshold=float(agreement_threshold), **kw)
+                    agreement_threshold=agreement_threshold, **kw)
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
@@ -405,7 +407,8 @@ class ScanPrior:
         if (step == 1.0 and model_cfg.prior_scope == "scan"
                 and getattr(model_cfg, "prior_coverage_passes", False)):
             coverage = scan_coverage(positions_px, probe)
-            kw["agreement_threshold"] = coverage_agreement(coverage)
+            if coverage < COVERAGE_REFERENCE:
+                kw["agreement_threshold"] = coverage_agreement(coverage)
             if iterations is None:
                 scaled = coverage_passes(iters, coverage)
                 if scaled != iters:

@@ -167,7 +167,7 @@ def frc_filtered_estimate(
     phase_momentum: float = 0.0,
     settle_passes: int = 0,
     converge_passes: int = 0,
-    agreement_threshold: float = EXTRA_PASS_AGREEMENT,
+    agreement_threshold: float | None = None,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -220,7 +220,7 @@ def frc_filtered_estimate(
     ``iterations + k`` passes, bit for bit.
 
     ``agreement_threshold``: the agreement the halves must reach for the extra passes and
-    the momentum above (default `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
+    the momentum above (None: `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
     scans whose patterns overlap less, whose halves, each covered half as often, agree less
     than the whole scan's data support).
 
@@ -238,8 +238,9 @@ def frc_filtered_estimate(
         raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
-    if not 0 <= agreement_threshold <= 1:
+    if agreement_threshold is not None and not 0 <= agreement_threshold <= 1:
         raise ValueError(f"agreement_threshold must be in [0, 1]; found {agreement_threshold}")
+    threshold = EXTRA_PASS_AGREEMENT if agreement_threshold is None else float(agreement_threshold)
     if any(kw.get(k) is not None for k in ("frame", "start", "subset", "illumination",
                                            "terms", "phase_velocity")) or kw.get("first_pass"):
         raise ValueError("frc_filtered_estimate chooses the frame, start, subsets, "
@@ -291,7 +292,7 @@ def frc_filtered_estimate(
         frc = halves_frc(halves)
         # halves that overlap too little to read an FRC have no agreement: no extra passes
         agree = None if frc[1] is None else agreement(frc[0])
-        return frc, agree, agree is not None and agree >= agreement_threshold
+        return frc, agree, agree is not None and agree >= threshold
 
     if phase_momentum and float(kw.get("step_scale", 1.0)) != 1.0:
         # over-relaxed passes (featureless probes) have not agreed on any scan measured
