@@ -95,7 +95,7 @@ MAX_COVERAGE_PASSES = 16
 """`coverage_passes` never asks for more passes than this: a model trained with 16 passes on
 a scan with steps of 16 px (coverage 1.3) reconstructed it in 3.3 s, 12x faster than pty-chi
 LSQML-100 on 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, twenty-third
-session); more would take the CPU target's 10x."""
+session); more would take it toward the CPU target's 10x."""
 
 
 def coverage_passes(passes: int, coverage: float) -> int:
@@ -106,8 +106,8 @@ def coverage_passes(passes: int, coverage: float) -> int:
 
     Each pass moves a pixel by the updates of the patterns that light it, so where the
     patterns overlap less the prior converges less per pass: on a textured scan with steps
-    of 16 px (coverage 1.3) the prior alone reached amplitude SSIM 0.67 after the default 4
-    passes and 0.92 after 16, and a network trained on 4-pass priors scored 0.647 against
+    of 16 px (coverage 1.3) the prior alone reached amplitude SSIM 0.668 after the default 4
+    passes and 0.924 after 16 (and the 2 extra passes its agreeing halves add), and a network trained on 4-pass priors scored 0.647 against
     pty-chi LSQML-100's 0.830 (docs/benchmarks.md, twenty-third session)."""
     passes = int(passes)
     if not coverage > 0:
