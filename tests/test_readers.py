@@ -281,6 +281,10 @@ def test_summarize_known_geometry():
     assert d["object_shape"] == [25, 29]
     text = format_summary(d)
     assert "20 of 16 x 16" in text and "overlap ~" in text and "9 x 12 px" in text
+    from ptychopinn.physics.coverage import scan_coverage
+
+    assert d["coverage"] == pytest.approx(scan_coverage(scan.positions_px, scan.probe))
+    assert f"coverage {d['coverage']:.4g} (probe footprints per lit pixel" in text
 
 
 # ------------------------------------------------------------------ real files

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ptychopinn.data.scan import Scan
+from ptychopinn.physics.coverage import scan_coverage
 
 
 def probe_diameter_px(probe: np.ndarray) -> float:
@@ -27,6 +28,14 @@ def mean_step_px(positions_px: np.ndarray) -> float | None:
         return None
     dist, _ = cKDTree(positions_px).query(positions_px, k=2)
     return float(np.mean(dist[:, 1]))
+
+
+def _coverage(positions_px: np.ndarray, probe: np.ndarray) -> float | None:
+    """`physics.coverage.scan_coverage`, or None where the probe has no intensity."""
+    try:
+        return scan_coverage(positions_px, probe)
+    except ValueError:
+        return None
 
 
 def summarize(scan: Scan) -> dict:
@@ -56,6 +65,7 @@ def summarize(scan: Scan) -> dict:
         "mean_step_px": step,
         "probe_diameter_px": diameter,
         "overlap": overlap,
+        "coverage": _coverage(pos, scan.probe),
         "object_shape": [int(v) for v in scan.object_shape()],
         "has_object": scan.object is not None,
         "bad_pixels": None if scan.bad_pixel_mask is None else int(scan.bad_pixel_mask.sum()),
@@ -99,7 +109,8 @@ def format_summary(d: dict) -> str:
     overlap = "unknown" if d["overlap"] is None else f"{100 * d['overlap']:.0f}%"
     lines += [
         f"scan step:         {_num(d['mean_step_px'], ' px')} (mean nearest neighbour); "
-        f"overlap ~{overlap}",
+        f"overlap ~{overlap}; coverage {_num(d['coverage'])} (probe footprints per lit pixel; "
+        "below 3 the plain prior runs more passes)",
         f"object canvas:     {d['object_shape'][0]} x {d['object_shape'][1]} px "
         f"({'given' if d['has_object'] else 'from positions'})",
         f"photon energy:     {_num(d['photon_energy_ev'], ' eV')}; "
