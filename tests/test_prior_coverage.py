@@ -16,6 +16,7 @@ from ptychopinn.models.scan_prior import (
     ScanPrior,
     coverage_agreement,
     coverage_passes,
+    overrelaxed_coverage_warning,
 )
 from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
@@ -140,6 +141,34 @@ def test_the_plain_prior_runs_more_passes_on_a_scan_that_overlaps_less(caplog) -
     assert scaled.agreement_threshold == pytest.approx(coverage_agreement(coverage))
     assert scaled.agreement_threshold < EXTRA_PASS_AGREEMENT
     assert plain.agreement_threshold == relaxed.agreement_threshold == EXTRA_PASS_AGREEMENT
+
+
+def test_an_over_relaxed_prior_warns_on_a_scan_that_overlaps_less(caplog) -> None:
+    """The featureless recipe's passes are not scaled (above); below the reference coverage
+    training and inference warn that its prior converges less there, naming the coverage
+    and what to do; a well-covered scan and a plain prior get no such warning."""
+    assert overrelaxed_coverage_warning(4.8) is None
+    assert overrelaxed_coverage_warning(COVERAGE_REFERENCE) is None
+    text = overrelaxed_coverage_warning(2.33)
+    assert text is not None and "coverage 2.33 is below 3.0" in text
+    assert "--refine-epochs" in text and "featureless" in text
+    with pytest.raises(ValueError, match="coverage must be > 0"):
+        overrelaxed_coverage_warning(0.0)
+    amps, pos, probe = _low_coverage_scan()
+    kw = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
+    relaxed = ModelConfig(N=32, prior_step_scale=3.0)
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
+        ScanPrior.for_config(relaxed, amps, pos, probe, **kw)
+    coverage = scan_coverage(pos, probe)
+    assert f"coverage {coverage:.2f} is below" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
+        ScanPrior.for_config(ModelConfig(N=32), amps, pos, probe, **kw)  # plain: scaled instead
+        dense = simulate_scan(SimulationConfig(N=32, n_positions=64, seed=5))
+        assert scan_coverage(dense.positions_px, torch.as_tensor(dense.probe)) >= COVERAGE_REFERENCE
+        ScanPrior.for_config(relaxed, torch.as_tensor(dense.diffraction).float(),
+                             dense.positions_px, torch.as_tensor(dense.probe), **kw)
+    assert "is below" not in caplog.text
 
 
 def test_coverage_agreement() -> None:

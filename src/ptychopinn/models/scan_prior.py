@@ -118,6 +118,25 @@ def coverage_passes(passes: int, coverage: float) -> int:
     return max(passes, min(more, MAX_COVERAGE_PASSES))
 
 
+def overrelaxed_coverage_warning(coverage: float) -> str | None:
+    """Training's and inference's warning for an over-relaxed prior (``prior_step_scale`` >
+    1, the featureless recipe) on a scan of ``coverage`` below `COVERAGE_REFERENCE`, else
+    None. `coverage_passes` scales plain passes only; under the default Gaussian beam with
+    steps of 10 and 12 px (coverage 2.33, 1.65) the recipe's prior converged too little and
+    the network scored amplitude SSIM 0.813 and 0.658 against pty-chi LSQML-100's 0.872 and
+    0.843; more passes barely helped within the CPU target's time (docs/benchmarks.md,
+    twenty-fourth session)."""
+    if not coverage > 0:
+        raise ValueError(f"coverage must be > 0; found {coverage}")
+    if coverage >= COVERAGE_REFERENCE:
+        return None
+    return (f"the scan's coverage {coverage:.2f} is below {COVERAGE_REFERENCE:.1f} and the "
+            "physics prior is over-relaxed (the featureless recipe), whose passes are not "
+            "scaled by the coverage: on such scans it converges less and the network's "
+            "amplitude can fall short of an iterative engine's (README, 'Where the defaults "
+            "miss the CPU target'); infer --refine-epochs 40 refines the result")
+
+
 def coverage_agreement(coverage: float) -> float:
     """The half-scan agreement a plain prior's extra passes and phase momentum need on a
     scan of ``coverage``: `physics.prior_frc.EXTRA_PASS_AGREEMENT` times ``coverage /
@@ -416,6 +435,10 @@ class ScanPrior:
                              "%.2f is below %.1f; model.prior_coverage_passes)", scaled, iters,
                              coverage, COVERAGE_REFERENCE)
                 iters = scaled
+        elif step != 1.0 and model_cfg.prior_scope == "scan" and len(positions_px):
+            warning = overrelaxed_coverage_warning(scan_coverage(positions_px, probe))
+            if warning:
+                log.warning(warning)
         # training passes neither (0); inference passes None for the step scale's default
         kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
             inference_pass_options(step, kw.get("extra_iterations", 0),
