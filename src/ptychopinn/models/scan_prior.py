@@ -131,7 +131,8 @@ def overrelaxed_coverage_warning(coverage: float) -> str | None:
     if coverage >= COVERAGE_REFERENCE:
         return None
     return (f"the scan's coverage {coverage:.2f} is below {COVERAGE_REFERENCE:.1f} and the "
-            "physics prior is over-relaxed (the featureless recipe), whose passes are not "
+            "physics prior is over-relaxed (model.prior_step_scale > 1, as the featureless "
+            "recipe sets it), whose passes are not "
             "scaled by the coverage: on such scans it converges less and the network's "
             "amplitude can fall short of an iterative engine's (README, 'Where the defaults "
             "miss the CPU target'); infer --refine-epochs 40 refines the result")
