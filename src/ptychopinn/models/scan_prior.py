@@ -98,6 +98,13 @@ LSQML-100 on 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, twenty-th
 session); more would take it toward the CPU target's 10x."""
 
 
+def _checked_coverage(coverage: float) -> float:
+    """``coverage`` as a float; ValueError unless it is > 0 (NaN included)."""
+    if not coverage > 0:
+        raise ValueError(f"coverage must be > 0; found {coverage}")
+    return float(coverage)
+
+
 def coverage_passes(passes: int, coverage: float) -> int:
     """The plain prior's passes on a scan of ``coverage`` (`physics.coverage.scan_coverage`)
     for a model of ``passes``: ``passes`` where the coverage is at least
@@ -107,11 +114,11 @@ def coverage_passes(passes: int, coverage: float) -> int:
     Each pass moves a pixel by the updates of the patterns that light it, so where the
     patterns overlap less the prior converges less per pass: on a textured scan with steps
     of 16 px (coverage 1.3) the prior alone reached amplitude SSIM 0.668 after the default 4
-    passes and 0.924 after 16 (and the 2 extra passes its agreeing halves add), and a network trained on 4-pass priors scored 0.647 against
-    pty-chi LSQML-100's 0.830 (docs/benchmarks.md, twenty-third session)."""
+    passes and 0.924 after 16 (and the 2 extra passes its agreeing halves add), and a
+    network trained on 4-pass priors scored 0.647 against pty-chi LSQML-100's 0.830
+    (docs/benchmarks.md, twenty-third session)."""
     passes = int(passes)
-    if not coverage > 0:
-        raise ValueError(f"coverage must be > 0; found {coverage}")
+    coverage = _checked_coverage(coverage)
     if coverage >= COVERAGE_REFERENCE or passes >= MAX_COVERAGE_PASSES:
         return passes
     more = math.ceil(passes * (COVERAGE_REFERENCE / coverage) ** COVERAGE_EXPONENT - 1e-9)
@@ -126,8 +133,7 @@ def overrelaxed_coverage_warning(coverage: float) -> str | None:
     the network scored amplitude SSIM 0.813 and 0.658 against pty-chi LSQML-100's 0.872 and
     0.843; more passes barely helped within the CPU target's time (docs/benchmarks.md,
     twenty-fourth session)."""
-    if not coverage > 0:
-        raise ValueError(f"coverage must be > 0; found {coverage}")
+    coverage = _checked_coverage(coverage)
     if coverage >= COVERAGE_REFERENCE:
         return None
     return (f"the scan's coverage {coverage:.2f} is below {COVERAGE_REFERENCE:.1f} and the "
@@ -149,9 +155,8 @@ def coverage_agreement(coverage: float) -> float:
     (prior 3.2 s), and with it kept the network scored amplitude / phase SSIM 0.639 / 0.612
     instead of 0.604 / 0.553, inference 3.0 s instead of 3.8 (pty-chi LSQML-100: 0.470 /
     0.689 in 42.9 s; docs/benchmarks.md, twenty-third session)."""
-    if not coverage > 0:
-        raise ValueError(f"coverage must be > 0; found {coverage}")
-    return prior_frc.EXTRA_PASS_AGREEMENT * min(1.0, float(coverage) / COVERAGE_REFERENCE)
+    coverage = _checked_coverage(coverage)
+    return prior_frc.EXTRA_PASS_AGREEMENT * min(1.0, coverage / COVERAGE_REFERENCE)
 
 
 def dose_ratio(amplitudes, train_input_scale: float) -> float:
