@@ -448,3 +448,47 @@ def test_over_relaxed_passes_estimate_their_plain_halves_first(monkeypatch, thre
     calls.clear()
     frc_filtered_estimate(*args, phase_momentum=0.7, amplitude_step=0.5, batch_size=16)
     assert sum(calls) == (2 + 2 * 2 if threshold > 1 else 2 + 2)
+
+
+def test_each_half_runs_the_halves_at_once_on_the_cpu_in_the_callers_modes() -> None:
+    """`each_half`: on the CPU with 2+ intra-op threads the two halves run in two worker
+    threads of half the threads each, in the caller's inference mode, and the caller's
+    thread count is unchanged; with one thread they run in turn in the caller's thread."""
+    import threading
+
+    from ptychopinn.physics.prior_frc import each_half
+
+    seen = []
+    meet = [None]  # a barrier both halves must reach: they ran at once, or it times out
+
+    def fn(x: int, t: torch.Tensor) -> int:
+        t.add_(1)  # in place on an inference tensor: only allowed in inference mode
+        seen.append((threading.get_ident(), torch.get_num_threads(),
+                     torch.is_inference_mode_enabled()))
+        if meet[0] is not None:
+            meet[0].wait()
+        return x + int(t)
+
+    cpu = torch.device("cpu")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        meet[0] = threading.Barrier(2, timeout=30)
+        with torch.inference_mode():
+            ts = [torch.zeros(()), torch.zeros(())]
+            assert each_half(fn, [1, 2], ts, device=cpu) == [2, 3]
+        assert torch.get_num_threads() == 2
+        assert [t for _, t, _ in seen] == [1, 1] and all(mode for _, _, mode in seen)
+        assert len({who for who, _, _ in seen}) == 2
+        assert threading.get_ident() not in {who for who, _, _ in seen}
+        seen.clear()
+        meet[0] = None
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            ts = [torch.zeros(()), torch.zeros(())]
+            assert each_half(fn, [1, 2], ts, device=cpu) == [2, 3]
+        assert {who for who, _, _ in seen} == {threading.get_ident()}
+        with pytest.raises(ValueError):  # halves of unequal length
+            each_half(fn, [1, 2], [torch.zeros(())], device=cpu)
+    finally:
+        torch.set_num_threads(before)
