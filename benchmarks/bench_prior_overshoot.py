@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from ptychopinn.config import ModelConfig
     from ptychopinn.config.schema import FEATURELESS_RECIPE
-    from ptychopinn.models.prior_recipe import overshoot_check, resolve_prior_recipe
+    from ptychopinn.models.prior_recipe import (
+        CHECK_STEP_SCALE,
+        overshoot_check,
+        resolve_prior_recipe,
+    )
     from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
     from ptychopinn.physics.probe import FEATURELESS_TAIL, far_field_tail
     from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -72,11 +76,14 @@ def main(argv: list[str] | None = None) -> None:
         FEATURELESS_RECIPE["prior_batch_size"])
     scale, settle = (float(FEATURELESS_RECIPE["prior_step_scale"]),
                      int(FEATURELESS_RECIPE["prior_settle_passes"]))
+    momentum = float(FEATURELESS_RECIPE["prior_object_momentum"])
     headers = ["object", "N", "seed", "probe", "Fresnel number", "diameter (px)", "patterns",
                "far-field tail beyond 4 px", "plain, 4 x 64", f"plain, {passes} x {batch}",
                f"step {scale:g}, {passes} x {batch}",
-               f"step {scale:g}, {passes} x {batch}, then {settle} plain (the recipe)",
-               f"misfit ratio (step {scale:g} / plain)", "check s", "'auto' chooses"]
+               f"step {scale:g}, object momentum {momentum:g}, {passes} x {batch}, then "
+               f"{settle} plain (the recipe)",
+               f"misfit ratio (the check's step {CHECK_STEP_SCALE:g} / plain)", "check s",
+               "'auto' chooses"]
     rows = []
     try:
         fresnel = None if args.fresnel.lower() == "none" else float(args.fresnel)
@@ -93,9 +100,10 @@ def main(argv: list[str] | None = None) -> None:
             frame = canvas_frame(pos, scan.patch_size)
             errs = [amplitude_error(scan_error_reduction(
                 amps, pos, probe, k, amplitude_step=0.5, batch_size=b, step_scale=s,
-                settle_passes=sp, frame=frame), scan)
-                for k, b, s, sp in ((4, 64, 1.0, 0), (passes, batch, 1.0, 0),
-                                    (passes, batch, scale, 0), (passes, batch, scale, settle))]
+                settle_passes=sp, object_momentum=m, frame=frame), scan)
+                for k, b, s, sp, m in ((4, 64, 1.0, 0, 0.0), (passes, batch, 1.0, 0, 0.0),
+                                       (passes, batch, scale, 0, 0.0),
+                                       (passes, batch, scale, settle, momentum))]
             # the simulated probe is in the counts' scale: amplitude scale 1
             model, _ = resolve_prior_recipe(ModelConfig(), probe, amplitudes=amps,
                                             positions_px=pos, amplitude_scale=1.0)

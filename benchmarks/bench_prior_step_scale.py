@@ -7,7 +7,8 @@ model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
 ``prior_converge_passes`` (each of ``--converge-passes``; default: the inference default,
 4 for an over-relaxed prior) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
-prior's passes; default: the model's), and scores against the scan's true object:
+prior's passes; default: the model's) and, with ``--object-momenta``, the model's
+``prior_object_momentum`` (default: the model's), and scores against the scan's true object:
 
 * the physics prior alone (the network bypassed, `bench_prior.ModelVariant`),
 * with ``--network``, the network's output on that prior as well.
@@ -24,6 +25,7 @@ Usage::
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 8 12 --batch-sizes 16 32 64
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --settle-passes 0 2 4
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --converge-passes 0 12 --network
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 3 2 --object-momenta 0 0.8 --passes 12 --network
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                    help="the prior's patterns per update (model.prior_batch_size; default: "
                         "the model's)")
+    p.add_argument("--object-momenta", type=float, nargs="+", default=None,
+                   help="the prior's heavy-ball momentum on the object "
+                        "(model.prior_object_momentum; default: the model's)")
     p.add_argument("--settle-passes", type=int, nargs="+", default=[None],
                    help="plain passes the prior's whole-scan estimate ends with "
                         "(InferenceConfig.prior_settle_passes; default: the model's)")
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.data.npz import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
-    headers = ["scan", "trained with", "updates of", "passes", "step scale", "then plain passes",
+    headers = ["scan", "trained with", "updates of", "passes", "step scale", "object momentum",
+               "then plain passes",
                "converge passes", "passes ran",
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
@@ -89,9 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         if scan.object is None:
             raise SystemExit(f"{scan_path}: no true object to score against.")
         trained = loaded.model.cfg
-        for batch in args.batch_sizes or [mcfg.prior_batch_size]:
-            # the prior reads its batch size from the model's config (not an inference option)
-            loaded.model.cfg = trained.model_copy(update={"prior_batch_size": int(batch)})
+        for batch, momentum in itertools.product(
+                args.batch_sizes or [mcfg.prior_batch_size],
+                args.object_momenta or [mcfg.prior_object_momentum]):
+            # the prior reads its batch size and object momentum from the model's config
+            # (not inference options)
+            loaded.model.cfg = trained.model_copy(update={
+                "prior_batch_size": int(batch), "prior_object_momentum": float(momentum)})
             prior_only = replace(loaded, model=ModelVariant(loaded.model))
             for passes, scale, settle, converge in itertools.product(
                     args.passes, args.scales, args.settle_passes, args.converge_passes):
@@ -106,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
                     net = f"{nm['amp_ssim']:.3f} / {nm['phase_ssim']:.3f}"
                 agree = "-" if rec.prior_agreement is None else f"{rec.prior_agreement:.3f}"
                 trained_with = f"{mcfg.prior_step_scale:g}" + (
+                    f", momentum {mcfg.prior_object_momentum:g}"
+                    if mcfg.prior_object_momentum else "") + (
                     f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "")
                 rows.append([label, trained_with, str(batch), str(passes),
-                             f"{scale:g}", str(rec.prior_settle_passes),
+                             f"{scale:g}", f"{momentum:g}", str(rec.prior_settle_passes),
                              "default" if converge is None else str(converge),
                              str(rec.prior_passes),
                              f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
@@ -120,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         heading += f" [{args.note}]"
     notes = ("InferenceConfig defaults but prior_iterations (passes) and prior_step_scale (step "
              "scale: every mini-batch update of the prior's passes applied this many times over; "
-             "1 is plain PIE) and prior_settle_passes ('then plain passes': plain passes the "
+             "1 is plain PIE), model.prior_object_momentum ('object momentum': heavy-ball "
+             "momentum of the passes on the complex object, the model's unless given) and "
+             "prior_settle_passes ('then plain passes': plain passes the "
              "whole scan's estimate ends with, default the model's) and prior_converge_passes "
              "('converge passes': at most that many passes added 4 at a time while the FRC "
              "filter's halves agree more; 'default': inference's, 4 for over-relaxed passes, "

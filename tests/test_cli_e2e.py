@@ -255,10 +255,12 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     assert "prior recipe 'auto': 'featureless'" in proc.stdout + proc.stderr
     model = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
     assert (model["prior_recipe"], model["prior_step_scale"], model["prior_batch_size"],
-            model["prior_iterations"], model["prior_settle_passes"]) == ("featureless", 3.0, 32,
-                                                                         12, 4)
+            model["prior_iterations"], model["prior_settle_passes"],
+            model["prior_object_momentum"]) == ("featureless", 2.0, 32, 12, 4, 0.8)
     proc = _cli("infer", "--model", "run", "--data", "g.npz", "--output-dir", "out",
                 "--no-figures", cwd=tmp_path)
-    assert ", prior step scale 3 then 4 plain passes, " in proc.stdout
+    assert (", prior step scale 2 with object momentum 0.8 then 4 plain passes, "
+            in proc.stdout)
     saved = np.load(tmp_path / "out" / "reconstruction.npz")
-    assert float(saved["prior_step_scale"]) == 3.0 and int(saved["prior_settle_passes"]) == 4
+    assert float(saved["prior_step_scale"]) == 2.0 and int(saved["prior_settle_passes"]) == 4
+    assert float(saved["prior_object_momentum"]) == 0.8

@@ -54,10 +54,11 @@ def _resolve_on_scan(kind: str, diameter: float, positions: int = 225,
 
 def test_featureless_recipe_fills_what_is_not_given() -> None:
     m = ModelConfig(prior_recipe="featureless")
-    assert (m.prior_step_scale, m.prior_batch_size, m.prior_iterations) == (3.0, 32, 12)
+    assert (m.prior_step_scale, m.prior_batch_size, m.prior_iterations,
+            m.prior_object_momentum) == (2.0, 32, 12, 0.8)
     assert m.prior_frc_filter and m.subpixel == "probe_shift"  # still the scan prior's
     m = ModelConfig(prior_recipe="featureless", prior_batch_size=16, prior_iterations=None)
-    assert (m.prior_step_scale, m.prior_batch_size, m.prior_iterations) == (3.0, 16, 12)
+    assert (m.prior_step_scale, m.prior_batch_size, m.prior_iterations) == (2.0, 16, 12)
     assert ModelConfig.model_validate(m.model_dump(mode="json")) == m
     assert ModelConfig().prior_recipe == "auto"
     with pytest.raises(ValueError, match="prior_recipe 'featureless' needs the scan prior"):
@@ -81,7 +82,8 @@ def test_auto_chooses_the_featureless_recipe_under_a_gaussian_beam() -> None:
     m, why = _resolve("gaussian")
     assert m.prior_recipe == "featureless"
     assert {k: getattr(m, k) for k in FEATURELESS_RECIPE} == FEATURELESS_RECIPE
-    assert f"below {FEATURELESS_TAIL:g}" in why and "prior_step_scale 3" in why
+    assert f"below {FEATURELESS_TAIL:g}" in why and "prior_step_scale 2" in why
+    assert "prior_object_momentum 0.8" in why
     # everything else is as it was
     keep = {"prior_recipe", *FEATURELESS_RECIPE}
     assert m.model_dump(exclude=keep) == ModelConfig(N=32).model_dump(exclude=keep)

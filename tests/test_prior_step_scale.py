@@ -202,7 +202,7 @@ def test_featureless_probe_advice_and_the_training_warning(tmp_path, caplog) -> 
     assert warned == [] and len(chosen) == 1 and "'featureless'" in chosen[0], chosen
     assert bundled.prior_recipe == "featureless" and saved["prior_recipe"] == "featureless"
     assert (bundled.prior_step_scale, bundled.prior_batch_size, bundled.prior_iterations,
-            bundled.prior_settle_passes) == (3.0, 32, 12, 4)
+            bundled.prior_settle_passes, bundled.prior_object_momentum) == (2.0, 32, 12, 4, 0.8)
     assert saved["prior_batch_size"] == 32
     warned, chosen, bundled, _ = train("gaussian", prior_recipe="plain")
     assert len(warned) == 1 and "model.prior_recipe=featureless" in warned[0], warned

@@ -612,7 +612,8 @@ def test_training_warns_under_a_featureless_probe_as_pytorch_does(tf, tmp_path, 
     assert any("prior recipe 'auto': 'featureless'" in m for m in said), said
     assert not any("far field is a small spot" in m for m in said)
     assert (model.prior_recipe, model.prior_step_scale, model.prior_batch_size,
-            model.prior_iterations, model.prior_settle_passes) == ("featureless", 3.0, 32, 12, 4)
+            model.prior_iterations, model.prior_settle_passes,
+            model.prior_object_momentum) == ("featureless", 2.0, 32, 12, 4, 0.8)
     said, model = train("plain", prior_recipe="plain")
     warned = [m for m in said if "far field is a small spot" in m]
     assert len(warned) == 1 and "model.prior_recipe=featureless" in warned[0], warned

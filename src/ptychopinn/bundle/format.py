@@ -191,7 +191,9 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     before ``model.prior_recipe`` set the prior's passes by hand ('plain'), and those
     before ``model.prior_settle_passes`` ended the prior's passes without plain ones (0;
     a 'featureless' bundle would otherwise take the recipe's), and those before
-    ``model.prior_coverage_passes`` ran the model's passes on any scan (off).
+    ``model.prior_coverage_passes`` ran the model's passes on any scan (off), and those
+    before ``model.prior_object_momentum`` ran the prior's passes without it (0; a
+    'featureless' bundle would otherwise take the recipe's).
     """
     import copy
 
@@ -227,6 +229,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_recipe"] = "plain"
     if isinstance(model, dict) and "prior_settle_passes" not in model:
         model["prior_settle_passes"] = 0
+    if isinstance(model, dict) and "prior_object_momentum" not in model:
+        model["prior_object_momentum"] = 0.0
     if isinstance(model, dict) and "prior_coverage_passes" not in model:
         model["prior_coverage_passes"] = False
     try:

@@ -271,6 +271,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
            else f" with phase momentum {recon.prior_phase_momentum:g}")
         + ("" if recon.prior_step_scale in (None, 1.0)
            else f", prior step scale {recon.prior_step_scale:g}")
+        + ("" if not recon.prior_object_momentum
+           else f" with object momentum {recon.prior_object_momentum:g}")
         + ("" if not recon.prior_settle_passes
            else f" then {recon.prior_settle_passes} plain passes")
         + ("" if recon.prior_agreement is None

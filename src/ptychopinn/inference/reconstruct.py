@@ -77,6 +77,9 @@ class Reconstruction:
     # plain passes the prior's whole-scan estimate ended with (None: a model without a
     # prior; InferenceConfig.prior_settle_passes, else model.prior_settle_passes)
     prior_settle_passes: int | None = None
+    # the heavy-ball momentum of the prior's passes (None: a model without a prior;
+    # model.prior_object_momentum)
+    prior_object_momentum: float | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -282,6 +285,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
+        prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
     )
 
@@ -364,6 +368,9 @@ def write_outputs(
         arrays["prior_step_scale"] = np.asarray(recon.prior_step_scale, dtype=np.float64)
     if recon.prior_settle_passes is not None:
         arrays["prior_settle_passes"] = np.asarray(recon.prior_settle_passes, dtype=np.int64)
+    if recon.prior_object_momentum is not None:
+        arrays["prior_object_momentum"] = np.asarray(recon.prior_object_momentum,
+                                                     dtype=np.float64)
     if recon.probe is not None:
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:

@@ -221,6 +221,9 @@ class ScanPrior:
     settle_passes
         ``model.prior_settle_passes``: plain passes the whole scan's estimate ends with
         (scope 'scan'; `physics.prior_scan.scan_error_reduction`'s).
+    object_momentum
+        ``model.prior_object_momentum``: heavy-ball momentum of the passes on the complex
+        object (scope 'scan'; `physics.prior_scan.scan_error_reduction`'s).
     extra_iterations, phase_momentum
         Inference only, with ``frc_filter``: passes added, and the phase momentum the
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
@@ -256,6 +259,7 @@ class ScanPrior:
         com_correction: bool = False,
         step_scale: float = 1.0,
         settle_passes: int = 0,
+        object_momentum: float = 0.0,
         agreement_threshold: float | None = None,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
@@ -292,6 +296,13 @@ class ScanPrior:
             raise ValueError(f"settle_passes {settle_passes} needs scope 'scan'")
         self.settle_passes = int(settle_passes)
         """Plain passes the whole scan's estimate ended with (`physics.prior_scan`)."""
+        if isinstance(object_momentum, bool) or not 0 <= float(object_momentum) < 1:
+            raise ValueError(f"prior object momentum must be in [0, 1); found "
+                             f"{object_momentum!r}")
+        if object_momentum and scope != "scan":
+            raise ValueError(f"object_momentum {object_momentum} needs scope 'scan'")
+        self.object_momentum = float(object_momentum)
+        """The heavy-ball momentum the passes ran with (`physics.prior_scan`; 0: none)."""
         self.com_correction = bool(com_correction)
         """Whether the passes ran the centre-of-mass phase correction
         (`physics.prior_scan.scan_error_reduction`)."""
@@ -352,7 +363,8 @@ class ScanPrior:
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size),
                       start_phase=str(start_phase), com_correction=bool(com_correction),
-                      step_scale=float(step_scale), settle_passes=int(settle_passes))
+                      step_scale=float(step_scale), settle_passes=int(settle_passes),
+                      object_momentum=float(object_momentum))
             scaled_probe = probe.detach() * float(amplitude_scale)
             if frc_filter:
                 self.estimate, _ = frc_filtered_estimate(
@@ -464,6 +476,7 @@ class ScanPrior:
                                     if step_scale is None else step_scale),
                    settle_passes=int(model_cfg.prior_settle_passes
                                      if settle_passes is None else settle_passes),
+                   object_momentum=float(getattr(model_cfg, "prior_object_momentum", 0.0)),
                    **kw)
 
     @classmethod

@@ -21,6 +21,11 @@ of a 10^5-pattern scan costs its own size and nothing per pattern.
 Phase momentum (``phase_momentum`` > 0) carries each pass's phase change on to the
 next, on the phase only (mPIE's momentum; `physics.prior_update`).
 
+Object momentum (``object_momentum`` > 0) carries each pass's change of the whole complex
+object on to the next (heavy-ball momentum, amplitude included; `physics.prior_update.push_on`):
+under a Gaussian beam the passes converge slowly at every spatial frequency, and the
+featureless recipe runs it (`config.schema.FEATURELESS_RECIPE`).
+
 Centre-of-mass correction (``com_correction``): between every two passes, the
 low spatial frequencies of the phase, which the passes move only about a probe width
 per pass, are corrected at once. Each pattern's intensity centre of mass is the exit
@@ -60,6 +65,7 @@ from ptychopinn.physics.prior_update import (
     object_correction,
     pattern_terms,
     probe_modes,
+    push_on,
     stacked_terms,
     terms_fit,
     turn_on,
@@ -163,6 +169,7 @@ def scan_error_reduction(
     com_correction: bool = False,
     step_scale: float = 1.0,
     settle_passes: int = 0,
+    object_momentum: float = 0.0,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -245,6 +252,13 @@ def scan_error_reduction(
         Over-relaxed updates carry the photon noise of each batch's patterns into the canvas
         several times over; a few plain passes at the end average it out again (the module
         docstring of `models.prior_recipe`).
+    object_momentum
+        In [0, 1): after every pass of ``iterations`` but the last, each pixel's change over
+        the pass feeds a complex velocity ``v <- eta v + dO`` and the object moves on by
+        ``eta v`` (heavy-ball momentum on the whole complex object, amplitude included; the
+        settling passes run without it; `physics.prior_update.push_on`). Where the passes
+        converge slowly at every spatial frequency (a Gaussian beam on a scan that overlaps
+        less) it carries each pass's progress on; 0: none.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -260,6 +274,8 @@ def scan_error_reduction(
         raise ValueError(f"step_scale must be in (0, {MAX_STEP_SCALE}]; found {step_scale}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
+    if not 0 <= object_momentum < 1:
+        raise ValueError(f"object_momentum must be in [0, 1); found {object_momentum}")
     if isinstance(settle_passes, bool) or int(settle_passes) != settle_passes or settle_passes < 0:
         raise ValueError(f"settle_passes must be an integer >= 0; found {settle_passes!r}")
     settle_passes = int(settle_passes)
@@ -425,6 +441,10 @@ def scan_error_reduction(
         if momentum:
             velocity = (torch.zeros(flat.shape, device=dev) if phase_velocity is None else
                         phase_velocity.detach().to(dev, torch.float32).reshape(-1).clone())
+        # object momentum: the canvas at the start of a pass, and its complex velocity
+        pushing_on = bool(object_momentum) and iterations > 1
+        start_of_pass = torch.empty_like(flat) if pushing_on else None
+        push = torch.zeros_like(flat) if pushing_on else None
         for it in range(iterations + settle_passes):
             scale = step_scale if it < iterations else 1.0
             if correcting and first_pass + it > 0:
@@ -435,6 +455,9 @@ def scan_error_reduction(
             turning = momentum and it < iterations - 1  # never into the settling passes
             if turning:
                 torch.angle(flat, out=before)
+            pushing = pushing_on and it < iterations - 1  # never into the settling passes
+            if pushing:
+                start_of_pass.copy_(flat)
             order = raster[torch.randperm(n_pat, generator=gen).to(dev)]
             for s in range(0, n_pat, batch_size):
                 rows = order[s : s + batch_size]
@@ -476,6 +499,8 @@ def scan_error_reduction(
                     den_c.index_fill_(0, idx, 0)
             if turning:
                 turn_on(flat, before, velocity, phase_momentum)
+            if pushing:
+                push_on(flat, start_of_pass, push, object_momentum)
     return ScanEstimate(obj, origin, weight)
 
 

@@ -165,6 +165,18 @@ def turn_on(flat: Tensor, before: Tensor, velocity: Tensor, momentum: float,
         o.mul_(torch.polar(torch.ones_like(v), v * momentum))
 
 
+def push_on(flat: Tensor, before: Tensor, velocity: Tensor, momentum: float,
+            chunk: int = 1 << 20) -> None:
+    """Object momentum after a pass, in place and a chunk of pixels at a time:
+    ``velocity <- momentum velocity + (flat - before)``, then ``flat += momentum velocity``
+    (heavy-ball momentum on the complex object; ``before`` is the canvas at the pass's
+    start)."""
+    for s in range(0, flat.numel(), chunk):
+        o, v = flat[s : s + chunk], velocity[s : s + chunk]
+        v.mul_(momentum).add_(o).sub_(before[s : s + chunk])
+        o.add_(v, alpha=momentum)
+
+
 def momentum_turn(after: Tensor, before: Tensor, momentum: float) -> tuple[Tensor, Tensor]:
     """The phase momentum's turn after a first pass from ``before`` to ``after`` (both
     ``(H, W)`` canvases): ``(the turned canvas, the phase velocity)``. Continuing from them

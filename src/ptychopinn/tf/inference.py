@@ -161,5 +161,6 @@ def reconstruct_tensorflow(
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
+        prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
     )
