@@ -155,8 +155,8 @@ class ModelConfig(_Section):
         "by m v (physics.prior_scan; 0: none). Under a Gaussian beam the passes converge "
         "slowly at every spatial frequency; with 0.8 and prior_step_scale 2 (the featureless "
         "recipe) instead of 3 without it, the prior alone's amplitude SSIM after the same 12 "
-        "passes rose on every Gaussian-beam scan measured, e.g. 0.810 -> 0.835 with steps of "
-        "10 px and 0.763 -> 0.846 under a 14 px beam (docs/benchmarks.md, twenty-fifth "
+        "passes rose on every Gaussian-beam scan measured, e.g. 0.791 -> 0.814 with steps of "
+        "10 px and 0.747 -> 0.829 under a 14 px beam (docs/benchmarks.md, twenty-fifth "
         "session). Train and infer with the same value. Bundles without it: 0.",
     )
     prior_settle_passes: int = Field(

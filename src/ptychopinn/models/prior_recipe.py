@@ -7,9 +7,10 @@ default disk probe (docs/benchmarks.md, eighteenth and nineteenth sessions). Sin
 twenty-fifth session the recipe over-relaxes twice (three times before) and carries each
 pass's change on with object momentum 0.8 (`physics.prior_scan`'s ``object_momentum``):
 after the same 12 passes the prior alone's amplitude SSIM rose on every Gaussian-beam scan
-measured, most where the scan overlaps less (0.810 -> 0.835 with steps of 10 px, 0.508 ->
-0.572 at 12 px, 0.763 -> 0.846 under a 14 px beam, 0.842 -> 0.883 on a lines object, 0.616
--> 0.653 at 1e4 photons; exploration, docs/benchmarks.md). The signal
+measured, most where the scan overlaps less (0.791 -> 0.814 with steps of 10 px, 0.485 ->
+0.571 at 12 px, 0.747 -> 0.829 under a 14 px beam, 0.829 -> 0.895 on a lines object, 0.611
+-> 0.656 at 1e4 photons; `benchmarks/bench_prior_step_scale.py --object-momenta`,
+docs/benchmarks.md); momentum at step 3 diverged on three of them. The signal
 that separates them is the probe's far-field energy beyond 4 px of its centroid
 (`physics.probe.far_field_tail`): 5e-6 for a Gaussian beam, 8e-2 for the simulator's disk,
 about 1 for a zone plate or the real X-ray-laser probe; below
@@ -72,12 +73,12 @@ CHECK_PASSES = 12
 CHECK_BATCH_SIZE = 32
 """`overshoot_check`'s over-relaxation, passes and patterns per update: the featureless
 recipe's until the twenty-fifth session, with which `OVERSHOOT_LIMIT` was measured. The
-recipe has since run 16 passes over-relaxed twice with object momentum 0.8, which leave
-0.72-0.76 times the plain misfit under Gaussian beams of 12-16 px alike (this check 3.09 at
-12-13 px, where the recipe's prior scored below 16 plain passes' (0.553 / 0.738 against
-0.685 / 0.850), and 1.05-1.50 at 14-16 px, where it scored above): the check keeps its
-own passes, so 'auto' chooses as before (exploration, docs/benchmarks.md, twenty-fifth
-session)."""
+recipe has since run its passes over-relaxed twice with object momentum 0.8; run that way
+(16 passes) the check left 0.72-0.76 times the plain misfit under Gaussian beams of 12-16
+px alike, while with these passes it gives 3.09 at 12-13 px, where that prior scored below
+16 plain passes' (amplitude SSIM 0.553 / 0.738 against 0.685 / 0.850), and 1.05-1.50 at
+14-16 px, where it scored above. So the check keeps its own passes and 'auto' chooses as
+before (exploration, docs/benchmarks.md, twenty-fifth session)."""
 CHECK_PATTERNS = 2048
 """`overshoot_check` runs on at most this many patterns, the ones nearest the scan's centre."""
 
