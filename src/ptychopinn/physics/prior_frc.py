@@ -372,8 +372,15 @@ def each_half(fn, *per_half, device: torch.device) -> list:  # noqa: ANN001
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return fn(*a)
 
-    with ThreadPoolExecutor(max_workers=len(args)) as pool:
-        return list(pool.map(one, args))
+    before = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=len(args)) as pool:
+            return list(pool.map(one, args))
+    finally:
+        # per thread under OpenMP (PyTorch's CPU builds); a build whose setting is global
+        # gets the caller's back
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:
