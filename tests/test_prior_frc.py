@@ -19,7 +19,7 @@ from ptychopinn.physics.prior_frc import (
     ring_frc,
     ring_index,
 )
-from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
 from ptychopinn.physics.prior_update import pass_terms
 
 
@@ -492,3 +492,31 @@ def test_each_half_runs_the_halves_at_once_on_the_cpu_in_the_callers_modes() -> 
             each_half(fn, [1, 2], [torch.zeros(())], device=cpu)
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_half_gives_the_estimates_of_halves_run_in_turn_on_one_thread() -> None:
+    """The scan prior's halves at once (two threads, one intra-op thread each) are bit for bit
+    the halves run in turn on one thread: the thread count, not the concurrency, sets them."""
+    from ptychopinn.physics.prior_frc import each_half
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=2, probe_kind="gaussian"))
+    amps, probe = torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+    pos = scan.positions_px
+    subsets = half_split(len(pos), 0)
+    kw = dict(batch_size=8, amplitude_step=0.5, com_correction=True, step_scale=2.0,
+              object_momentum=0.8, frame=canvas_frame(pos, 32))
+
+    def half(rows: np.ndarray) -> ScanEstimate:
+        return scan_error_reduction(amps, pos, probe, 3, subset=rows, **kw)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        at_once = each_half(half, subsets, device=torch.device("cpu"))
+        torch.set_num_threads(1)
+        in_turn = [half(rows) for rows in subsets]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(at_once, in_turn, strict=True):
+        assert torch.equal(a.canvas, b.canvas)
