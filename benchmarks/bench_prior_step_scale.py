@@ -8,7 +8,8 @@ model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
 4 for an over-relaxed prior) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
 prior's passes; default: the model's) and, with ``--object-momenta``, the model's
-``prior_object_momentum`` (default: the model's), and scores against the scan's true object:
+``prior_object_momentum`` (default: the model's) and, with ``--frc-min-coverages``, the
+model's ``prior_frc_min_coverage`` (default: the model's), and scores against the scan's true object:
 
 * the physics prior alone (the network bypassed, `bench_prior.ModelVariant`),
 * with ``--network``, the network's output on that prior as well.
@@ -26,6 +27,7 @@ Usage::
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --settle-passes 0 2 4
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --converge-passes 0 12 --network
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 2 --object-momenta 0 0.8 --passes 12 --network
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 2 --frc-min-coverages 0 3 --passes 12 16 20
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--object-momenta", type=float, nargs="+", default=None,
                    help="the prior's heavy-ball momentum on the object "
                         "(model.prior_object_momentum; default: the model's)")
+    p.add_argument("--frc-min-coverages", type=float, nargs="+", default=None,
+                   help="the coverage below which an over-relaxed prior leaves the FRC "
+                        "filter's halves out (model.prior_frc_min_coverage; default: the "
+                        "model's; 0: the halves on any scan)")
     p.add_argument("--settle-passes", type=int, nargs="+", default=[None],
                    help="plain passes the prior's whole-scan estimate ends with "
                         "(InferenceConfig.prior_settle_passes; default: the model's)")
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
     headers = ["scan", "trained with", "updates of", "passes", "step scale", "object momentum",
-               "then plain passes",
+               "halves below coverage", "FRC halves ran", "then plain passes",
                "converge passes", "passes ran",
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
@@ -95,13 +101,15 @@ def main(argv: list[str] | None = None) -> None:
         if scan.object is None:
             raise SystemExit(f"{scan_path}: no true object to score against.")
         trained = loaded.model.cfg
-        for batch, momentum in itertools.product(
+        for batch, momentum, least in itertools.product(
                 args.batch_sizes or [mcfg.prior_batch_size],
-                args.object_momenta or [mcfg.prior_object_momentum]):
-            # the prior reads its batch size and object momentum from the model's config
-            # (not inference options)
+                args.object_momenta or [mcfg.prior_object_momentum],
+                args.frc_min_coverages or [mcfg.prior_frc_min_coverage]):
+            # the prior reads its batch size, object momentum and minimum coverage of the
+            # halves from the model's config (not inference options)
             loaded.model.cfg = trained.model_copy(update={
-                "prior_batch_size": int(batch), "prior_object_momentum": float(momentum)})
+                "prior_batch_size": int(batch), "prior_object_momentum": float(momentum),
+                "prior_frc_min_coverage": float(least)})
             prior_only = replace(loaded, model=ModelVariant(loaded.model))
             for passes, scale, settle, converge in itertools.product(
                     args.passes, args.scales, args.settle_passes, args.converge_passes):
@@ -118,9 +126,13 @@ def main(argv: list[str] | None = None) -> None:
                 trained_with = f"{mcfg.prior_step_scale:g}" + (
                     f", momentum {mcfg.prior_object_momentum:g}"
                     if mcfg.prior_object_momentum else "") + (
-                    f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "")
+                    f" + {mcfg.prior_settle_passes} plain" if mcfg.prior_settle_passes else "") + (
+                    ", whole below coverage " + f"{mcfg.prior_frc_min_coverage:g}"
+                    if mcfg.prior_frc_min_coverage and mcfg.prior_step_scale != 1 else "")
                 rows.append([label, trained_with, str(batch), str(passes),
-                             f"{scale:g}", f"{momentum:g}", str(rec.prior_settle_passes),
+                             f"{scale:g}", f"{momentum:g}", f"{least:g}",
+                             "yes" if rec.prior_frc_filter else "no",
+                             str(rec.prior_settle_passes),
                              "default" if converge is None else str(converge),
                              str(rec.prior_passes),
                              f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
@@ -133,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     notes = ("InferenceConfig defaults but prior_iterations (passes) and prior_step_scale (step "
              "scale: every mini-batch update of the prior's passes applied this many times over; "
              "1 is plain PIE), model.prior_object_momentum ('object momentum': heavy-ball "
-             "momentum of the passes on the complex object, the model's unless given) and "
+             "momentum of the passes on the complex object, the model's unless given), "
+             "model.prior_frc_min_coverage ('halves below coverage': an over-relaxed prior on a "
+             "scan covered less often runs the whole scan's passes without the FRC filter's "
+             "halves, 8 more of them unless the passes are given as here; 'FRC halves ran' "
+             "says which) and "
              "prior_settle_passes ('then plain passes': plain passes the "
              "whole scan's estimate ends with, default the model's) and prior_converge_passes "
              "('converge passes': at most that many passes added 4 at a time while the FRC "

@@ -201,8 +201,11 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
     assert inference_pass_options(3.0, None, None) == (0, 0.0, 0)  # training: none
     monkeypatch.setattr(prior_frc, "EXTRA_PASS_AGREEMENT", 0.0)
     scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=7, probe_kind="gaussian"))
+    # the halves on this small scan, whose edges make its coverage low (without them,
+    # model.prior_frc_min_coverage: none of these options apply; test_prior_min_coverage)
     cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 3,
-                                "prior_step_scale": 2.0, "prior_settle_passes": 1})
+                                "prior_step_scale": 2.0, "prior_settle_passes": 1,
+                                "prior_frc_min_coverage": 0.0})
     probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
     save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
 

@@ -134,7 +134,10 @@ def test_the_plain_prior_runs_more_passes_on_a_scan_that_overlaps_less(caplog) -
                                             prior_coverage_passes=False), amps, pos, probe, **kw)
     assert torch.equal(same.estimate.canvas, scaled.estimate.canvas)
     assert ScanPrior.for_config(cfg, amps, pos, probe, iterations=5, **kw).passes == 5
-    relaxed = ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=2.0), amps, pos, probe,
+    # over-relaxed passes are not scaled by the coverage (with the halves, as before
+    # model.prior_frc_min_coverage; without them, a fixed number more: test_prior_min_coverage)
+    relaxed = ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=2.0,
+                                               prior_frc_min_coverage=0.0), amps, pos, probe,
                                    **kw)
     assert relaxed.passes == 4
     # the halves' agreement gate of the extra passes and momentum follows the coverage too
@@ -152,15 +155,23 @@ def test_an_over_relaxed_prior_warns_on_a_scan_that_overlaps_less(caplog) -> Non
     text = overrelaxed_coverage_warning(2.33)
     assert text is not None and "coverage 2.33 is below 3.0" in text
     assert "--refine-epochs" in text and "featureless" in text
+    assert "prior_frc_min_coverage" in text
+    # without the FRC filter's halves (a model of now, below its minimum coverage) no warning
+    assert overrelaxed_coverage_warning(2.33, frc_filter=False) is None
     with pytest.raises(ValueError, match="coverage must be > 0"):
         overrelaxed_coverage_warning(0.0)
     amps, pos, probe = _low_coverage_scan()
     kw = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
-    relaxed = ModelConfig(N=32, prior_step_scale=3.0)
+    # the halves on any scan: a bundle from before model.prior_frc_min_coverage
+    relaxed = ModelConfig(N=32, prior_step_scale=3.0, prior_frc_min_coverage=0.0)
     with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
         ScanPrior.for_config(relaxed, amps, pos, probe, **kw)
     coverage = scan_coverage(pos, probe)
     assert f"coverage {coverage:.2f} is below" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
+        ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=3.0), amps, pos, probe, **kw)
+    assert "is below" not in caplog.text  # today's default leaves the halves out instead
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
         ScanPrior.for_config(ModelConfig(N=32), amps, pos, probe, **kw)  # plain: scaled instead

@@ -193,7 +193,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     a 'featureless' bundle would otherwise take the recipe's), and those before
     ``model.prior_coverage_passes`` ran the model's passes on any scan (off), and those
     before ``model.prior_object_momentum`` ran the prior's passes without it (0; a
-    'featureless' bundle would otherwise take the recipe's).
+    'featureless' bundle would otherwise take the recipe's), and those before
+    ``model.prior_frc_min_coverage`` ran the FRC filter's halves on any scan (0).
     """
     import copy
 
@@ -233,6 +234,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_object_momentum"] = 0.0
     if isinstance(model, dict) and "prior_coverage_passes" not in model:
         model["prior_coverage_passes"] = False
+    if isinstance(model, dict) and "prior_frc_min_coverage" not in model:
+        model["prior_frc_min_coverage"] = 0.0
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

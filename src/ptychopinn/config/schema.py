@@ -187,6 +187,22 @@ class ModelConfig(_Section):
         "16 0.904, pty-chi LSQML-100 0.830: docs/benchmarks.md). An explicit infer "
         "--prior-iterations is not scaled. Bundles without it: off.",
     )
+    prior_frc_min_coverage: float = Field(
+        3.0,
+        ge=0,
+        description="prior_scope 'scan', over-relaxed passes (prior_step_scale > 1, as the "
+        "featureless recipe sets it) with the FRC filter: on a scan whose coverage "
+        "(physics.coverage.scan_coverage) is below this, the filter's two half-scan estimates, "
+        "each covering the object half as often, are left out and the whole scan's estimate "
+        "runs 8 more passes from the flat start instead (models.scan_prior."
+        "LOW_COVERAGE_EXTRA_PASSES), at training and at inference alike. Under the default "
+        "Gaussian beam with steps of 12 px (coverage 1.65) the recipe's prior alone scored "
+        "amplitude SSIM 0.570 with the halves and 0.876 without them after 20 passes "
+        "(pty-chi LSQML-100 0.843); on scans covered 3.5 times the halves' filter was the "
+        "better (docs/benchmarks.md, twenty-sixth session). Plain passes are unaffected "
+        "(prior_coverage_passes scales them). 0: the halves on any scan. An explicit infer "
+        "--prior-frc-filter or --prior-iterations is kept. Bundles without it: 0.",
+    )
     prior_recipe: PriorRecipe = Field(
         "auto",
         description="prior_scope 'scan': how the physics prior's passes are set. 'plain': "
@@ -697,7 +713,8 @@ class InferenceConfig(_Section):
     prior_frc_filter: bool | None = Field(
         None,
         description="The physics prior's half-scan FRC filter of its amplitude at inference "
-        "(None: as the model was trained, model.prior_frc_filter). Off gives the network its "
+        "(None: as the model was trained, model.prior_frc_filter, left out on scans below "
+        "model.prior_frc_min_coverage for over-relaxed passes; a value given is kept). Off gives the network its "
         "prior unfiltered: on the measured Siemens star that resolved the spokes 1 px "
         "further in at corrected positions and 1 px less far at the measured ones "
         "(benchmarks/bench_siemens_prior.py); true needs a model with the scan prior; ignored for models "

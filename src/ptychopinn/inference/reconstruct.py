@@ -59,6 +59,9 @@ class Reconstruction:
     # passes ran, or after its last kept converge passes (physics.prior_frc.agreement;
     # None without the filter)
     prior_agreement: float | None = None
+    # whether the prior's amplitude was filtered by its half-scan FRC (None: a model without
+    # a prior; off where model.prior_frc_min_coverage left the halves out)
+    prior_frc_filter: bool | None = None
     # the phase momentum the prior's passes ran with (InferenceConfig.prior_phase_momentum
     # where the halves agreed, else 0; None: a model without a prior)
     prior_phase_momentum: float | None = None
@@ -280,6 +283,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
+        prior_frc_filter=None if prior is None else prior.frc_filter,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,
@@ -357,6 +361,8 @@ def write_outputs(
         arrays["prior_passes"] = np.asarray(recon.prior_passes, dtype=np.int64)
     if recon.prior_agreement is not None:
         arrays["prior_agreement"] = np.asarray(recon.prior_agreement, dtype=np.float64)
+    if recon.prior_frc_filter is not None:
+        arrays["prior_frc_filter"] = np.asarray(recon.prior_frc_filter)
     if recon.prior_phase_momentum is not None:
         arrays["prior_phase_momentum"] = np.asarray(recon.prior_phase_momentum, dtype=np.float64)
     arrays["phase_sync"] = np.asarray(recon.phase_sync)

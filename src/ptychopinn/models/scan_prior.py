@@ -84,6 +84,15 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
     return extra_iterations, phase_momentum, converge_passes
 
 
+LOW_COVERAGE_EXTRA_PASSES = 8
+"""Passes the whole scan's estimate of an over-relaxed prior adds where it runs without the
+FRC filter's halves (`ModelConfig.prior_frc_min_coverage`): the recipe's 12 become 20 (and
+its 4 plain ones), fewer pattern updates than the halves' 12-16 and the whole's 8 + 4. Under
+the default Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored
+amplitude SSIM 0.733 after 12 whole-scan passes, 0.876 after 20 and 0.924 after 28 (with
+the halves: 0.570); with steps of 10 px 0.756 / 0.816 / 0.836 after 12 / 16 / 20 (0.815);
+under a 14 px beam 0.795 / 0.820 / 0.838 (0.829) (exploration, twenty-sixth session,
+docs/benchmarks.md)."""
 COVERAGE_REFERENCE = 3.0
 """`coverage_passes`: scans whose `physics.coverage.scan_coverage` is at least this run the
 model's passes (the simulator's default raster 4.8, the real X-ray-laser probe's Fermat
@@ -125,23 +134,25 @@ def coverage_passes(passes: int, coverage: float) -> int:
     return max(passes, min(more, MAX_COVERAGE_PASSES))
 
 
-def overrelaxed_coverage_warning(coverage: float) -> str | None:
+def overrelaxed_coverage_warning(coverage: float, frc_filter: bool = True) -> str | None:
     """Training's and inference's warning for an over-relaxed prior (``prior_step_scale`` >
-    1, the featureless recipe) on a scan of ``coverage`` below `COVERAGE_REFERENCE`, else
-    None. `coverage_passes` scales plain passes only; under the default Gaussian beam with
-    steps of 10 and 12 px (coverage 2.33, 1.65) the recipe's prior converged too little and
-    the network scored amplitude SSIM 0.813 and 0.658 against pty-chi LSQML-100's 0.872 and
-    0.843; more passes barely helped within the CPU target's time (docs/benchmarks.md,
-    twenty-fourth session)."""
+    1, the featureless recipe) on a scan of ``coverage`` below `COVERAGE_REFERENCE` that
+    runs the FRC filter's halves there anyway (``frc_filter``: a bundle from before
+    ``model.prior_frc_min_coverage``, or the filter asked for), else None. Under the default
+    Gaussian beam with steps of 10 and 12 px (coverage 2.33, 1.65) such a prior converged
+    too little and the network scored amplitude SSIM 0.829 and 0.709 against pty-chi
+    LSQML-100's 0.872 and 0.843 (docs/benchmarks.md, twenty-fifth session); without the
+    halves the prior alone scored 0.836 and 0.876 (twenty-sixth session)."""
     coverage = _checked_coverage(coverage)
-    if coverage >= COVERAGE_REFERENCE:
+    if coverage >= COVERAGE_REFERENCE or not frc_filter:
         return None
     return (f"the scan's coverage {coverage:.2f} is below {COVERAGE_REFERENCE:.1f} and the "
             "physics prior is over-relaxed (model.prior_step_scale > 1, as the featureless "
-            "recipe sets it), whose passes are not "
-            "scaled by the coverage: on such scans it converges less and the network's "
+            "recipe sets it) and runs the FRC filter's half-scan estimates, each covering the "
+            "object half as often: on such scans it converges less and the network's "
             "amplitude can fall short of an iterative engine's (README, 'Where the defaults "
-            "miss the CPU target'); infer --refine-epochs 40 refines the result")
+            "miss the CPU target'). A model trained now leaves the halves out there "
+            "(model.prior_frc_min_coverage); infer --refine-epochs 40 refines the result")
 
 
 def coverage_agreement(coverage: float) -> float:
@@ -318,6 +329,8 @@ class ScanPrior:
                              f"{converge_passes!r}")
         self.passes = int(iterations)
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
+        self.frc_filter = bool(frc_filter)
+        """Whether the estimate's amplitude was filtered by its halves' FRC (`physics.prior_frc`)."""
         self.agreement: float | None = None
         """The FRC-filtered prior's half-scan agreement (`physics.prior_frc.agreement`;
         extra passes ran where it reached ``agreement_threshold``; after converge passes, the
@@ -454,9 +467,20 @@ class ScanPrior:
                              coverage, COVERAGE_REFERENCE)
                 iters = scaled
         elif step != 1.0 and model_cfg.prior_scope == "scan" and len(positions_px):
-            warning = overrelaxed_coverage_warning(scan_coverage(positions_px, probe))
-            if warning:
-                log.warning(warning)
+            coverage = scan_coverage(positions_px, probe)
+            least = float(getattr(model_cfg, "prior_frc_min_coverage", 0.0))
+            if frc and frc_filter is None and coverage < least:
+                # halves covered half as often converge too little: the whole scan instead
+                frc = False
+                if iterations is None:
+                    iters += LOW_COVERAGE_EXTRA_PASSES
+                log.info("prior: %d whole-scan passes without the FRC filter's halves (the "
+                         "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage)",
+                         iters, coverage, least)
+            else:
+                warning = overrelaxed_coverage_warning(coverage, frc)
+                if warning:
+                    log.warning(warning)
         # training passes neither (0); inference passes None for the step scale's default
         kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
             inference_pass_options(step, kw.get("extra_iterations", 0),

@@ -156,6 +156,7 @@ def reconstruct_tensorflow(
                    "n_patterns": scan.n_patterns, "n_groups": int(n_groups)},
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
+        prior_frc_filter=None if prior is None else prior.frc_filter,
         prior_phase_momentum=None if prior is None else prior.phase_momentum,
         prior_start=None if prior is None else prior.start_phase,
         prior_com_correction=None if prior is None else prior.com_correction,

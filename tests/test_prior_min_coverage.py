@@ -1,0 +1,114 @@
+"""Over-relaxed priors on scans covered less than ``model.prior_frc_min_coverage`` times:
+the whole scan's passes without the FRC filter's halves (`models.scan_prior.ScanPrior.for_config`)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.config import ModelConfig
+from ptychopinn.models.scan_prior import LOW_COVERAGE_EXTRA_PASSES, ScanPrior
+from ptychopinn.physics.coverage import scan_coverage
+from ptychopinn.physics.prior_frc import frc_filtered_estimate
+from ptychopinn.physics.prior_scan import scan_error_reduction
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+from test_prior_scan import _amp_error  # rms amplitude error over the well-lit pixels
+
+KW = dict(prior_amplitude_scale=1.0, train_input_scale=0.0)
+
+
+def _gaussian_scan(step_px: float, n_positions: int = 64, seed: int = 2):
+    scan = simulate_scan(SimulationConfig(n_positions=n_positions, seed=seed,
+                                          probe_kind="gaussian", step_px=step_px))
+    return scan, torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+
+
+def test_the_whole_scan_converges_further_than_its_halves_at_low_coverage() -> None:
+    """Under a Gaussian beam with steps of 12 px (coverage 1.4 here) the featureless recipe's
+    passes on the whole scan, 8 more of them, leave less amplitude error than its halves
+    and the FRC filter (the reason the halves are left out there)."""
+    scan, amps, probe = _gaussian_scan(12.0)
+    pos = scan.positions_px
+    assert scan_coverage(pos, probe) < 3.0
+    kw = dict(batch_size=32, amplitude_step=0.5, com_correction=True, step_scale=2.0,
+              object_momentum=0.8, integer_grid=True, settle_passes=4)
+    halves, _ = frc_filtered_estimate(amps, pos, probe, 12, **kw)
+    whole = scan_error_reduction(amps, pos, probe, 12 + LOW_COVERAGE_EXTRA_PASSES, **kw)
+    assert _amp_error(whole, scan) < 0.8 * _amp_error(halves, scan)
+
+
+def _recipe(**extra) -> ModelConfig:
+    return ModelConfig(prior_recipe="featureless", **extra)
+
+
+def test_below_the_minimum_coverage_the_halves_are_left_out(caplog) -> None:
+    """At training and inference alike: the whole scan's estimate, the model's passes plus
+    `LOW_COVERAGE_EXTRA_PASSES`, no FRC filter (recorded on the prior), logged; the same
+    canvas as a model set that way by hand."""
+    scan, amps, probe = _gaussian_scan(12.0)
+    pos = scan.positions_px
+    cfg = _recipe()
+    assert cfg.prior_frc_min_coverage == 3.0 and cfg.prior_frc_filter is True
+    with caplog.at_level(logging.INFO, logger="ptychopinn.models.scan_prior"):
+        prior = ScanPrior.for_config(cfg, amps, pos, probe, **KW)
+    want = cfg.prior_iterations + LOW_COVERAGE_EXTRA_PASSES
+    assert prior.passes == want and prior.frc_filter is False and prior.agreement is None
+    assert f"prior: {want} whole-scan passes without the FRC filter's halves" in caplog.text
+    assert "model.prior_frc_min_coverage" in caplog.text
+    by_hand = ScanPrior.for_config(
+        _recipe(prior_frc_filter=False, prior_iterations=want, prior_frc_min_coverage=0.0),
+        amps, pos, probe, **KW)
+    assert torch.equal(by_hand.estimate.canvas, prior.estimate.canvas)
+
+
+def test_the_halves_stay_where_asked_for_covered_or_plain() -> None:
+    """The halves run on a scan covered at least the minimum, with a minimum of 0 (bundles
+    from before the option), with infer's explicit --prior-frc-filter, and for plain passes;
+    an explicit infer --prior-iterations is kept as given."""
+    scan, amps, probe = _gaussian_scan(12.0)
+    pos = scan.positions_px
+    coverage = scan_coverage(pos, probe)
+    passes = _recipe().prior_iterations
+    for cfg, kw in ((_recipe(prior_frc_min_coverage=0.0), {}),
+                    (_recipe(prior_frc_min_coverage=coverage * 0.99), {}),
+                    (_recipe(), {"frc_filter": True})):
+        prior = ScanPrior.for_config(cfg, amps, pos, probe, **kw, **KW)
+        assert prior.frc_filter is True and prior.agreement is not None, cfg
+        assert prior.passes >= passes
+    plain = ScanPrior.for_config(ModelConfig(prior_coverage_passes=False), amps, pos, probe,
+                                 **KW)
+    assert plain.frc_filter is True and plain.passes == ModelConfig().prior_iterations
+    given = ScanPrior.for_config(_recipe(), amps, pos, probe, iterations=5, **KW)
+    assert given.frc_filter is False and given.passes == 5
+    dense, d_amps, d_probe = _gaussian_scan(6.0, n_positions=100)
+    assert scan_coverage(dense.positions_px, d_probe) >= 3.0
+    covered = ScanPrior.for_config(_recipe(), d_amps, dense.positions_px, d_probe, **KW)
+    assert covered.frc_filter is True
+
+
+def test_the_option_is_validated_recorded_and_read_from_old_bundles() -> None:
+    from ptychopinn.bundle.format import manifest_config
+    from ptychopinn.config import TrainingConfig
+
+    with pytest.raises(ValueError, match="prior_frc_min_coverage"):
+        ModelConfig(prior_frc_min_coverage=-1.0)
+    raw = TrainingConfig(model=_recipe()).model_dump(mode="json")
+    del raw["model"]["prior_frc_min_coverage"]
+    old = manifest_config({"config": raw}, "old.safetensors")
+    assert old.model.prior_frc_min_coverage == 0.0  # the halves on any scan, as trained
+    raw["model"]["prior_frc_min_coverage"] = 2.5
+    assert manifest_config({"config": raw}, "new.safetensors").model.prior_frc_min_coverage == 2.5
+
+
+def test_reconstruction_records_whether_the_halves_ran(tmp_path) -> None:
+    from ptychopinn.inference.reconstruct import Reconstruction, write_outputs
+
+    rec = Reconstruction(object=np.ones((8, 8), np.complex64),
+                         positions_px=np.zeros((1, 2)), weight=np.ones((8, 8), np.float32),
+                         backend="pytorch", prior_frc_filter=False)
+    files = write_outputs(rec, tmp_path, figures=False)
+    with np.load(files["reconstruction"]) as z:
+        assert bool(z["prior_frc_filter"]) is False
