@@ -169,6 +169,7 @@ def test_an_over_relaxed_prior_warns_on_a_scan_that_overlaps_less(caplog) -> Non
     coverage = scan_coverage(pos, probe)
     assert f"coverage {coverage:.2f} is below" in caplog.text
     caplog.clear()
+    assert coverage < ModelConfig().prior_frc_min_coverage
     with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
         ScanPrior.for_config(ModelConfig(N=32, prior_step_scale=3.0), amps, pos, probe, **kw)
     assert "is below" not in caplog.text  # today's default leaves the halves out instead

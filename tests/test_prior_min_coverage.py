@@ -32,7 +32,7 @@ def test_the_whole_scan_converges_further_than_its_halves_at_low_coverage() -> N
     and the FRC filter (the reason the halves are left out there)."""
     scan, amps, probe = _gaussian_scan(12.0)
     pos = scan.positions_px
-    assert scan_coverage(pos, probe) < 3.0
+    assert scan_coverage(pos, probe) < ModelConfig().prior_frc_min_coverage
     kw = dict(batch_size=32, amplitude_step=0.5, com_correction=True, step_scale=2.0,
               object_momentum=0.8, integer_grid=True, settle_passes=4)
     halves, _ = frc_filtered_estimate(amps, pos, probe, 12, **kw)
@@ -51,7 +51,7 @@ def test_below_the_minimum_coverage_the_halves_are_left_out(caplog) -> None:
     scan, amps, probe = _gaussian_scan(12.0)
     pos = scan.positions_px
     cfg = _recipe()
-    assert cfg.prior_frc_min_coverage == 3.0 and cfg.prior_frc_filter is True
+    assert cfg.prior_frc_min_coverage == 2.0 and cfg.prior_frc_filter is True
     with caplog.at_level(logging.INFO, logger="ptychopinn.models.scan_prior"):
         prior = ScanPrior.for_config(cfg, amps, pos, probe, **KW)
     want = cfg.prior_iterations + LOW_COVERAGE_EXTRA_PASSES
@@ -87,6 +87,17 @@ def test_the_halves_stay_where_asked_for_covered_or_plain() -> None:
     assert scan_coverage(dense.positions_px, d_probe) >= 3.0
     covered = ScanPrior.for_config(_recipe(), d_amps, dense.positions_px, d_probe, **KW)
     assert covered.frc_filter is True
+
+
+def test_between_the_minimum_and_3_the_halves_run_with_a_warning(caplog) -> None:
+    scan, amps, probe = _gaussian_scan(8.0, n_positions=100, seed=1)
+    coverage = scan_coverage(scan.positions_px, probe)
+    assert _recipe().prior_frc_min_coverage <= coverage < 3.0
+    with caplog.at_level(logging.INFO, logger="ptychopinn.models.scan_prior"):
+        prior = ScanPrior.for_config(_recipe(), amps, scan.positions_px, probe, **KW)
+    assert prior.frc_filter is True and prior.passes == _recipe().prior_iterations
+    assert f"coverage {coverage:.2f} is below 3.0" in caplog.text
+    assert "whole-scan passes" not in caplog.text
 
 
 def test_the_option_is_validated_recorded_and_read_from_old_bundles() -> None:

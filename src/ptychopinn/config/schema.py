@@ -188,18 +188,18 @@ class ModelConfig(_Section):
         "--prior-iterations is not scaled. Bundles without it: off.",
     )
     prior_frc_min_coverage: float = Field(
-        3.0,
+        2.0,
         ge=0,
         description="prior_scope 'scan', over-relaxed passes (prior_step_scale > 1, as the "
         "featureless recipe sets it) with the FRC filter: on a scan whose coverage "
-        "(physics.coverage.scan_coverage) is below this, the filter's two half-scan estimates, "
-        "each covering the object half as often, are left out and the whole scan's estimate "
-        "runs 8 more passes from the flat start instead (models.scan_prior."
+        "(physics.coverage.scan_coverage) is below this, the filter's two half-scan estimates "
+        "are left out (below 2 each half covers the object less than once) and the whole "
+        "scan's estimate runs 8 more passes from the flat start instead (models.scan_prior."
         "LOW_COVERAGE_EXTRA_PASSES), at training and at inference alike. Under the default "
-        "Gaussian beam with steps of 12 px (coverage 1.65) the recipe's prior alone scored "
-        "amplitude SSIM 0.570 with the halves and 0.876 without them after 20 passes "
-        "(pty-chi LSQML-100 0.843); on scans covered 3.5 times the halves' filter was the "
-        "better (docs/benchmarks.md, twenty-sixth session). Plain passes are unaffected "
+        "Gaussian beam with steps of 12 px (coverage 1.65) the network scored amplitude SSIM "
+        "0.871 this way and 0.709 with the halves (pty-chi LSQML-100 0.843); with steps of 10 "
+        "px (coverage 2.33) the halves' network was the better, 0.829 against 0.818 "
+        "(docs/benchmarks.md, twenty-sixth session). Plain passes are unaffected "
         "(prior_coverage_passes scales them). 0: the halves on any scan. An explicit infer "
         "--prior-frc-filter or --prior-iterations is kept. Bundles without it: 0.",
     )

@@ -87,12 +87,13 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
 LOW_COVERAGE_EXTRA_PASSES = 8
 """Passes the whole scan's estimate of an over-relaxed prior adds where it runs without the
 FRC filter's halves (`ModelConfig.prior_frc_min_coverage`): the recipe's 12 become 20 (and
-its 4 plain ones), fewer pattern updates than the halves' 12-16 and the whole's 8 + 4. Under
-the default Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored
-amplitude SSIM 0.733 after 12 whole-scan passes, 0.876 after 20 and 0.924 after 28 (with
-the halves: 0.570); with steps of 10 px 0.756 / 0.816 / 0.836 after 12 / 16 / 20 (0.815);
-under a 14 px beam 0.795 / 0.820 / 0.838 (0.829) (exploration, twenty-sixth session,
-docs/benchmarks.md)."""
+its 4 plain ones), fewer pattern updates than the halves' 12-16 and the whole's 8 + 4, but
+on one thread's worth of work where the halves run two at once: 2.8-2.9 s of inference for
+625 patterns of 64x64 on 2 CPU cores against 2.5 s with the halves. Under the default
+Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored amplitude SSIM
+0.733 after 12 whole-scan passes, 0.876 after 20 and 0.924 after 28 (with the halves:
+0.570); under a 14 px beam (1.14) 0.795 / 0.820 / 0.838 after 12 / 16 / 20 (0.829)
+(docs/benchmarks.md, twenty-sixth session)."""
 COVERAGE_REFERENCE = 3.0
 """`coverage_passes`: scans whose `physics.coverage.scan_coverage` is at least this run the
 model's passes (the simulator's default raster 4.8, the real X-ray-laser probe's Fermat
@@ -136,23 +137,23 @@ def coverage_passes(passes: int, coverage: float) -> int:
 
 def overrelaxed_coverage_warning(coverage: float, frc_filter: bool = True) -> str | None:
     """Training's and inference's warning for an over-relaxed prior (``prior_step_scale`` >
-    1, the featureless recipe) on a scan of ``coverage`` below `COVERAGE_REFERENCE` that
-    runs the FRC filter's halves there anyway (``frc_filter``: a bundle from before
-    ``model.prior_frc_min_coverage``, or the filter asked for), else None. Under the default
-    Gaussian beam with steps of 10 and 12 px (coverage 2.33, 1.65) such a prior converged
-    too little and the network scored amplitude SSIM 0.829 and 0.709 against pty-chi
-    LSQML-100's 0.872 and 0.843 (docs/benchmarks.md, twenty-fifth session); without the
-    halves the prior alone scored 0.836 and 0.876 (twenty-sixth session)."""
+    1, the featureless recipe) that runs the FRC filter's halves (``frc_filter``) on a scan
+    of ``coverage`` below `COVERAGE_REFERENCE`, else None: there each half covers the object
+    less than 1.5 times, and the prior converges less. Under the default Gaussian beam with
+    steps of 10 px (coverage 2.33) the network met the CPU target by 0.007 only (0.829
+    against pty-chi LSQML-100's 0.872), and with steps of 12 px (1.65), where
+    ``model.prior_frc_min_coverage`` now leaves the halves out, it scored 0.709 with them
+    against 0.843 (docs/benchmarks.md, twenty-fifth and twenty-sixth sessions)."""
     coverage = _checked_coverage(coverage)
     if coverage >= COVERAGE_REFERENCE or not frc_filter:
         return None
     return (f"the scan's coverage {coverage:.2f} is below {COVERAGE_REFERENCE:.1f} and the "
             "physics prior is over-relaxed (model.prior_step_scale > 1, as the featureless "
-            "recipe sets it) and runs the FRC filter's half-scan estimates, each covering the "
+            "recipe sets it) with the FRC filter's half-scan estimates, each covering the "
             "object half as often: on such scans it converges less and the network's "
-            "amplitude can fall short of an iterative engine's (README, 'Where the defaults "
-            "miss the CPU target'). A model trained now leaves the halves out there "
-            "(model.prior_frc_min_coverage); infer --refine-epochs 40 refines the result")
+            "amplitude can fall short of an iterative engine's (README, 'Featureless probes "
+            "at low coverage'; below model.prior_frc_min_coverage, 2 for models trained since "
+            "the option, the halves are left out); infer --refine-epochs 40 refines the result")
 
 
 def coverage_agreement(coverage: float) -> float:
