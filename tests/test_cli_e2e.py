@@ -243,7 +243,9 @@ def test_simulate_subpixel_flag(tmp_path):
 def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     """``ptychopinn train`` with its defaults on a Gaussian-probe scan: the log names the
     choice, config.yaml holds it, and ``infer`` runs the recipe's over-relaxed prior from
-    the bundle alone (said in its summary, recorded in reconstruction.npz)."""
+    the bundle alone (said in its summary, recorded in reconstruction.npz); with the FRC
+    filter's halves on this scan (covered 2.4 times), without them where the model's
+    ``prior_frc_min_coverage`` is above that (logged by train, said by infer)."""
     import yaml
 
     _cli("simulate", "g.npz", "--N", "32", "--n-positions", "36", "--probe", "gaussian",
@@ -264,3 +266,16 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     saved = np.load(tmp_path / "out" / "reconstruction.npz")
     assert float(saved["prior_step_scale"]) == 2.0 and int(saved["prior_settle_passes"]) == 4
     assert float(saved["prior_object_momentum"]) == 0.8
+    # covered 2.4 times: at least model.prior_frc_min_coverage (2), so the FRC filter's halves ran
+    assert bool(saved["prior_frc_filter"]) and "no FRC halves" not in proc.stdout
+    # a minimum above the scan's coverage: the whole scan's passes, 8 more, no halves
+    proc = _cli("train", "--data", "g.npz", "--output-dir", "whole", "--accelerator", "cpu",
+                "--epochs", "1", "--logger", "none", "--no-progress", "--set", "model.N=32",
+                "--set", "model.n_filters_scale=0.25", "--set", "save_reconstruction=false",
+                "--set", "model.prior_frc_min_coverage=3", cwd=tmp_path)
+    assert "prior: 20 whole-scan passes without the FRC filter's halves" in proc.stdout + proc.stderr
+    proc = _cli("infer", "--model", "whole", "--data", "g.npz", "--output-dir", "out2",
+                "--no-figures", cwd=tmp_path)
+    assert "20 prior passes" in proc.stdout and "whole scan only (no FRC halves)" in proc.stdout
+    saved = np.load(tmp_path / "out2" / "reconstruction.npz")
+    assert not bool(saved["prior_frc_filter"]) and int(saved["prior_passes"]) == 20
