@@ -149,14 +149,17 @@ def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | Non
 def prior_note(name: str, rec) -> str | None:
     """What the physics prior of a reconstruction ran: its passes (the model's, or more
     where the half-scan agreement reached the threshold), its phase momentum (likewise)
-    and that agreement; None for a model without a prior."""
+    and that agreement, or that an over-relaxed prior ran without the FRC filter's halves
+    (`ModelConfig.prior_frc_min_coverage`); None for a model without a prior."""
     if rec.prior_passes is None:
         return None
     agree = ("" if rec.prior_agreement is None
              else f" (half-scan agreement {rec.prior_agreement:.2f})")
     moved = (f" with phase momentum {rec.prior_phase_momentum:g}"
              if rec.prior_phase_momentum else "")
-    return f"{name}: {rec.prior_passes} prior passes ran at inference{moved}{agree}"
+    whole = (" (the whole scan only: no FRC halves)"
+             if rec.prior_frc_filter is False and rec.prior_step_scale not in (None, 1.0) else "")
+    return f"{name}: {rec.prior_passes} prior passes ran at inference{moved}{agree}{whole}"
 
 
 def load_truth_scan(path: str | os.PathLike):
