@@ -89,11 +89,12 @@ LOW_COVERAGE_EXTRA_PASSES = 8
 FRC filter's halves (`ModelConfig.prior_frc_min_coverage`): the recipe's 12 become 20 (and
 its 4 plain ones), fewer pattern updates than the halves' 12-16 and the whole's 8 + 4, but
 on one thread's worth of work where the halves run two at once: 2.8-2.9 s of inference for
-625 patterns of 64x64 on 2 CPU cores against 2.5 s with the halves. Under the default
+625 patterns of 64x64 on 2 CPU cores against 2.2-2.5 s with the halves. Under the default
 Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored amplitude SSIM
-0.733 after 12 whole-scan passes, 0.876 after 20 and 0.924 after 28 (with the halves:
-0.570); under a 14 px beam (1.14) 0.795 / 0.820 / 0.838 after 12 / 16 / 20 (0.829)
-(docs/benchmarks.md, twenty-sixth session)."""
+0.733 after 12 whole-scan passes and 0.877 after 20 (with the halves: 0.571); under a 14 px
+beam (1.14) 0.796 and 0.838 (0.829) (`benchmarks/bench_prior_step_scale.py
+--frc-min-coverages 0 3 --passes 12 20`, docs/benchmarks.md, twenty-sixth session; 28
+passes reached 0.924 at 12 px in exploration, too slow for the CPU target)."""
 COVERAGE_REFERENCE = 3.0
 """`coverage_passes`: scans whose `physics.coverage.scan_coverage` is at least this run the
 model's passes (the simulator's default raster 4.8, the real X-ray-laser probe's Fermat
