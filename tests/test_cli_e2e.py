@@ -279,3 +279,10 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     assert "20 prior passes" in proc.stdout and "whole scan only (no FRC halves)" in proc.stdout
     saved = np.load(tmp_path / "out2" / "reconstruction.npz")
     assert not bool(saved["prior_frc_filter"]) and int(saved["prior_passes"]) == 20
+    # at the simulator's 1e6 photons no dose warning; a tenth of them: infer warns
+    assert "photons per pattern, below" not in proc.stdout + proc.stderr
+    _cli("simulate", "g5.npz", "--N", "32", "--n-positions", "36", "--probe", "gaussian",
+         "--seed", "3", "--photons", "1e5", "-q", cwd=tmp_path)
+    proc = _cli("infer", "--model", "whole", "--data", "g5.npz", "--output-dir", "out3",
+                "--no-figures", cwd=tmp_path)
+    assert "photons per pattern, below 5e+05" in proc.stdout + proc.stderr

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ptychopinn.config import ModelConfig
-from ptychopinn.models.scan_prior import LOW_COVERAGE_EXTRA_PASSES, ScanPrior
+from ptychopinn.models.scan_prior import (
+    LOW_COVERAGE_EXTRA_PASSES,
+    LOW_DOSE_PHOTONS,
+    ScanPrior,
+    low_dose_warning,
+    measured_photons,
+)
 from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.physics.prior_scan import scan_error_reduction
@@ -98,6 +104,39 @@ def test_between_the_minimum_and_3_the_halves_run_with_a_warning(caplog) -> None
     assert prior.frc_filter is True and prior.passes == _recipe().prior_iterations
     assert f"coverage {coverage:.2f} is below 3.0" in caplog.text
     assert "whole-scan passes" not in caplog.text
+
+
+def test_measured_photons_reads_the_dose_of_photon_counts_only() -> None:
+    amps = np.sqrt(np.array([np.full((4, 4), 2.0), np.full((4, 4), 4.0)], np.float32))
+    assert measured_photons(amps, "sqrt_counts") == pytest.approx(48.0)  # 32 and 64 photons
+    assert measured_photons(torch.from_numpy(amps), "sqrt_counts") == pytest.approx(48.0)
+    assert measured_photons(amps, "arbitrary") is None
+    assert measured_photons(amps[:0], "sqrt_counts") is None
+
+
+def test_low_dose_warning_names_the_dose_the_coverage_and_what_to_do() -> None:
+    assert low_dose_warning(None, 1.2) is None
+    assert low_dose_warning(LOW_DOSE_PHOTONS, 1.2) is None
+    text = low_dose_warning(1e5, 1.65)
+    assert "1e+05 photons per pattern, below 5e+05" in text and "covered 1.65 times" in text
+    assert "Featureless probes at low coverage" in text and "iterative engine" in text
+
+
+def test_a_low_dose_scan_run_on_the_whole_scan_warns(caplog) -> None:
+    """`ScanPrior.for_config` warns where the over-relaxed prior runs without the halves
+    and the scan's photons per pattern are below `LOW_DOSE_PHOTONS`; not at the
+    simulator's dose (1e6), not with an unknown dose, not where the halves run."""
+    scan, amps, probe = _gaussian_scan(12.0)
+    pos = scan.positions_px
+    dose = measured_photons(scan.diffraction, scan.amplitude_units)
+    assert dose == pytest.approx(1e6, rel=0.05)
+    cases = ((_recipe(), 1e5, True), (_recipe(), dose, False), (_recipe(), None, False),
+             (_recipe(prior_frc_min_coverage=0.0), 1e5, False))
+    for cfg, photons, warned in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
+            ScanPrior.for_config(cfg, amps, pos, probe, photons_per_pattern=photons, **KW)
+        assert ("photons per pattern, below" in caplog.text) is warned, (photons, cfg)
 
 
 def test_the_option_is_validated_recorded_and_read_from_old_bundles() -> None:

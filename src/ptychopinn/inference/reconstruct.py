@@ -210,7 +210,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     # the physics prior is a per-pattern function (of the pattern and its scan
     # neighbours): compute it once per pattern (a pattern sits in ~C groups)
-    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.models.scan_prior import ScanPrior, measured_photons
 
     t_prior = time.perf_counter()
     valid = None
@@ -226,7 +226,9 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     start_phase=cfg.prior_start,
                                     com_correction=cfg.prior_com_correction,
                                     step_scale=cfg.prior_step_scale,
-                                    settle_passes=cfg.prior_settle_passes)
+                                    settle_passes=cfg.prior_settle_passes,
+                                    photons_per_pattern=measured_photons(
+                                        framed.diffraction, framed.amplitude_units))
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:

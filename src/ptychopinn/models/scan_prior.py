@@ -95,6 +95,46 @@ Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored amplitu
 beam (1.14) 0.796 and 0.838 (0.829) (`benchmarks/bench_prior_step_scale.py
 --frc-min-coverages 0 3 --passes 12 20`, docs/benchmarks.md, twenty-sixth session; 28
 passes reached 0.924 at 12 px in exploration, too slow for the CPU target)."""
+LOW_DOSE_PHOTONS = 5e5
+"""`low_dose_warning`: an over-relaxed prior run on the whole scan (below
+``model.prior_frc_min_coverage``) of fewer photons per pattern than this warns. Under the
+default Gaussian beam with steps of 12 px (coverage 1.65) the network's amplitude SSIM came
+within 0.05 of pty-chi LSQML-100's at 1e6 photons (seeds 223 and 251: 0.871 and 0.805
+against 0.843 and 0.817) and not at 3e5 (seed 251: 0.681 against 0.764) or 1e5 (seeds 251
+and 223: 0.607 and 0.687 against 0.777 and 0.776): the over-relaxed passes carry the photon
+noise into the amplitude, and the network's correction of its prior only adds error there
+(docs/benchmarks.md, twenty-sixth and twenty-seventh sessions)."""
+
+
+def measured_photons(amplitudes, amplitude_units: str) -> float | None:  # noqa: ANN001
+    """Mean photons per pattern of ``amplitudes`` (``(n, N, N)``, numpy or torch) in
+    ``amplitude_units`` 'sqrt_counts' (the data contract's photon counts); None in any other
+    units, which say nothing of the dose."""
+    if amplitude_units != "sqrt_counts":
+        return None
+    a = np.asarray(amplitudes.detach().cpu().numpy() if isinstance(amplitudes, Tensor)
+                   else amplitudes)
+    if a.ndim != 3 or a.shape[0] == 0:
+        return None
+    return float(np.mean(np.sum(np.square(a, dtype=np.float64), axis=(1, 2))))
+
+
+def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str | None:
+    """Training's and inference's warning for an over-relaxed prior that runs on the whole
+    scan (its coverage below ``model.prior_frc_min_coverage``) of fewer than
+    `LOW_DOSE_PHOTONS` photons per pattern, else None (also when the dose is unknown)."""
+    if photons_per_pattern is None or not photons_per_pattern < LOW_DOSE_PHOTONS:
+        return None
+    return (f"the scan has {photons_per_pattern:.2g} photons per pattern, below "
+            f"{LOW_DOSE_PHOTONS:.0e}, and is covered {coverage:.2f} times, so the over-relaxed "
+            "physics prior (the featureless recipe) runs on the whole scan: on such scans its "
+            "passes carry the photon noise into the amplitude and the network's amplitude fell "
+            "short of an iterative engine's (steps of 12 px under a Gaussian beam: amplitude "
+            "SSIM 0.607-0.687 at 1e5 and 0.681 at 3e5 photons against pty-chi LSQML-100's "
+            "0.76-0.78; within 0.05 of it at 1e6). Check the result against an iterative engine, or scan "
+            "with more overlap or dose (README, 'Featureless probes at low coverage').")
+
+
 COVERAGE_REFERENCE = 3.0
 """`coverage_passes`: scans whose `physics.coverage.scan_coverage` is at least this run the
 model's passes (the simulator's default raster 4.8, the real X-ray-laser probe's Fermat
@@ -426,10 +466,14 @@ class ScanPrior:
         com_correction: bool | None = None,
         step_scale: float | None = None,
         settle_passes: int | None = None,
+        photons_per_pattern: float | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
         None for raw-diffraction models.
+
+        ``photons_per_pattern`` (`measured_photons`; None: unknown) only decides
+        `low_dose_warning`, logged where an over-relaxed prior runs on the whole scan.
 
         The amplitudes are divided by ``prior_amplitude_scale`` times
         `dose_ratio` (1 on the training scan), so a scan recorded at another
@@ -479,6 +523,9 @@ class ScanPrior:
                 log.info("prior: %d whole-scan passes without the FRC filter's halves (the "
                          "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage)",
                          iters, coverage, least)
+                warning = low_dose_warning(photons_per_pattern, coverage)
+                if warning:
+                    log.warning(warning)
             else:
                 warning = overrelaxed_coverage_warning(coverage, frc)
                 if warning:

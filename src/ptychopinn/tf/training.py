@@ -31,6 +31,7 @@ from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError
+from ptychopinn.models.scan_prior import measured_photons
 from ptychopinn.tf import physics as tfp
 from ptychopinn.tf import tf
 from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
@@ -273,7 +274,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     if advice:
         log.warning("%s: %s", scan.source, advice)
     data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),
-                                     None if prep.valid is None else prep.valid.numpy())
+                                     None if prep.valid is None else prep.valid.numpy(),
+                                     photons_per_pattern=measured_photons(data["amps"], units))
     steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
     writer = None
     if cfg.execution.logger == "tensorboard":
