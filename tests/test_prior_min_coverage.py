@@ -112,6 +112,8 @@ def test_measured_photons_reads_the_dose_of_photon_counts_only() -> None:
     assert measured_photons(torch.from_numpy(amps), "sqrt_counts") == pytest.approx(48.0)
     assert measured_photons(amps, "arbitrary") is None
     assert measured_photons(amps[:0], "sqrt_counts") is None
+    many = np.sqrt(np.arange(1, 2501, dtype=np.float32))[:, None, None] * np.ones((1, 2, 2))
+    assert measured_photons(many, "sqrt_counts") == pytest.approx(4 * 1250.5)  # in chunks
 
 
 def test_low_dose_warning_names_the_dose_the_coverage_and_what_to_do() -> None:

@@ -112,11 +112,13 @@ def measured_photons(amplitudes, amplitude_units: str) -> float | None:  # noqa:
     units, which say nothing of the dose."""
     if amplitude_units != "sqrt_counts":
         return None
-    a = np.asarray(amplitudes.detach().cpu().numpy() if isinstance(amplitudes, Tensor)
-                   else amplitudes)
+    a = amplitudes.detach().cpu().numpy() if isinstance(amplitudes, Tensor) else amplitudes
     if a.ndim != 3 or a.shape[0] == 0:
         return None
-    return float(np.mean(np.sum(np.square(a, dtype=np.float64), axis=(1, 2))))
+    total = 0.0  # a chunk at a time: a scan of 1e5 patterns must not be copied whole
+    for s in range(0, a.shape[0], 1024):
+        total += float(np.square(np.asarray(a[s:s + 1024]), dtype=np.float64).sum())
+    return total / a.shape[0]
 
 
 def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str | None:
