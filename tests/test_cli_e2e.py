@@ -268,6 +268,7 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     assert float(saved["prior_object_momentum"]) == 0.8
     # covered 2.4 times: at least model.prior_frc_min_coverage (2), so the FRC filter's halves ran
     assert bool(saved["prior_frc_filter"]) and "no FRC halves" not in proc.stdout
+    assert str(saved["stitch_weight"]) == "probe" and "uniform stitching" not in proc.stdout
     # a minimum above the scan's coverage: the whole scan's passes, 8 more, no halves
     proc = _cli("train", "--data", "g.npz", "--output-dir", "whole", "--accelerator", "cpu",
                 "--epochs", "1", "--logger", "none", "--no-progress", "--set", "model.N=32",
@@ -279,6 +280,15 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     assert "20 prior passes" in proc.stdout and "whole scan only (no FRC halves)" in proc.stdout
     saved = np.load(tmp_path / "out2" / "reconstruction.npz")
     assert not bool(saved["prior_frc_filter"]) and int(saved["prior_passes"]) == 20
+    # there 'auto' stitches uniformly: the same object as asked for by hand, not as 'probe'
+    assert str(saved["stitch_weight"]) == "uniform" and ", uniform stitching" in proc.stdout
+    for w in ("uniform", "probe"):
+        _cli("infer", "--model", "whole", "--data", "g.npz", "--output-dir", f"out_{w}",
+             "--no-figures", "--set", f"stitch_weight={w}", cwd=tmp_path)
+    by_hand = {w: np.load(tmp_path / f"out_{w}" / "reconstruction.npz") for w in ("uniform", "probe")}
+    assert np.array_equal(by_hand["uniform"]["object"], saved["object"])
+    assert not np.array_equal(by_hand["probe"]["object"], saved["object"])
+    assert str(by_hand["probe"]["stitch_weight"]) == "probe"
     # at the simulator's 1e6 photons no dose warning; a tenth of them: infer warns
     assert "photons per pattern, below" not in proc.stdout + proc.stderr
     _cli("simulate", "g5.npz", "--N", "32", "--n-positions", "36", "--probe", "gaussian",

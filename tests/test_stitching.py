@@ -132,3 +132,29 @@ def test_uniform_stitch_weight_is_the_coverage_of_the_patches(tmp_path, small_sc
     np.testing.assert_allclose(uni.weight, coverage.numpy(), rtol=1e-5, atol=1e-5)
     assert uni.weight.max() > 4  # overlapping patches
     assert not np.allclose(recs["probe"].weight, uni.weight)
+
+
+def test_auto_stitch_weight_is_uniform_only_for_an_over_relaxed_whole_scan_prior() -> None:
+    """'auto' (the default) follows the physics prior: 'uniform' where its passes are
+    over-relaxed and ran without the FRC filter's halves, 'probe' otherwise (no prior, a
+    plain prior, the halves ran, a neighbourhood prior); explicit choices are kept."""
+    from types import SimpleNamespace
+
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.inference.stitching import resolved_stitch_weight
+
+    assert InferenceConfig().stitch_weight == "auto"
+
+    def prior(step_scale=2.0, frc_filter=False, scope="scan"):
+        return SimpleNamespace(step_scale=step_scale, frc_filter=frc_filter, scope=scope)
+
+    assert resolved_stitch_weight("auto", prior()) == "uniform"
+    for other in (None, prior(step_scale=1.0), prior(frc_filter=True),
+                  prior(scope="neighbourhood")):
+        assert resolved_stitch_weight("auto", other) == "probe", other
+    assert resolved_stitch_weight("probe", prior()) == "probe"
+    assert resolved_stitch_weight("uniform", None) == "uniform"
+    with pytest.raises(ValueError, match="stitch_weight"):
+        resolved_stitch_weight("flat", None)
+    with pytest.raises(ValueError, match="stitch_weight"):
+        InferenceConfig(stitch_weight="flat")

@@ -279,6 +279,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
            else f", half-scan agreement {recon.prior_agreement:.2f}")
         + ("" if recon.prior_frc_filter is not False or recon.prior_step_scale in (None, 1.0)
            else ", whole scan only (no FRC halves)")
+        + ("" if recon.stitch_weight != "uniform" else ", uniform stitching")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
     )
     info = recon.refinement_info

@@ -68,6 +68,9 @@ class Reconstruction:
     # the phase synchronisation the stitching ran: 'global', 'waves' (asked for, or a scan
     # too large for 'global') or 'off' (InferenceConfig.phase_sync_method)
     phase_sync: str = "waves"
+    # the stitching weight used: 'probe' or 'uniform' (InferenceConfig.stitch_weight, 'auto'
+    # resolved by inference.stitching.resolved_stitch_weight)
+    stitch_weight: str = "probe"
     # the phase the physics prior's passes started from: 'flat' or 'com' (None: a model
     # without a prior; InferenceConfig.prior_start, else model.prior_start)
     prior_start: str | None = None
@@ -172,7 +175,12 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         Inference options (defaults if None).
     """
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.stitching import probe_weight, stitch_groups, sync_method
+    from ptychopinn.inference.stitching import (
+        probe_weight,
+        resolved_stitch_weight,
+        stitch_groups,
+        sync_method,
+    )
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -256,7 +264,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             yield torch.arange(sl.start, sl.stop), patches, pos[idx[sl]]
 
     support = model.physics.support.cpu()
-    if cfg.stitch_weight == "probe":
+    stitch_weight = resolved_stitch_weight(cfg.stitch_weight, prior)
+    if stitch_weight == "probe":
         ill = model.physics.illumination(model.probe.detach().cpu())
         weight = probe_weight(ill, cfg.stitch_flat_above) * support
     else:
@@ -293,6 +302,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_settle_passes=None if prior is None else prior.settle_passes,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
+        stitch_weight=stitch_weight,
     )
 
 
@@ -368,6 +378,7 @@ def write_outputs(
     if recon.prior_phase_momentum is not None:
         arrays["prior_phase_momentum"] = np.asarray(recon.prior_phase_momentum, dtype=np.float64)
     arrays["phase_sync"] = np.asarray(recon.phase_sync)
+    arrays["stitch_weight"] = np.asarray(recon.stitch_weight)
     if recon.prior_start is not None:
         arrays["prior_start"] = np.asarray(recon.prior_start)
     if recon.prior_com_correction is not None:

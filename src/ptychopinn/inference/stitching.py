@@ -36,6 +36,20 @@ PatchSource = Callable[[], Iterator[tuple[Tensor, Tensor, Tensor]]]
 PROBE_WEIGHT_FLOOR = 0.02
 
 
+def resolved_stitch_weight(choice: str, prior=None) -> str:  # noqa: ANN001 (a ScanPrior)
+    """`InferenceConfig.stitch_weight` for a reconstruction whose physics prior is
+    ``prior`` (a `models.scan_prior.ScanPrior`, or None): 'probe' and 'uniform' as given;
+    'auto' is 'uniform' where the prior's passes are over-relaxed (step scale other than 1)
+    and ran on the whole scan without the FRC filter's halves, else 'probe'."""
+    if choice not in ("auto", "probe", "uniform"):
+        raise ValueError(f"stitch_weight must be 'auto', 'probe' or 'uniform'; found {choice!r}")
+    if choice != "auto":
+        return choice
+    whole = (prior is not None and getattr(prior, "scope", None) == "scan"
+             and float(prior.step_scale) != 1.0 and not prior.frc_filter)
+    return "uniform" if whole else "probe"
+
+
 def probe_weight(illumination, flat_above: float = 0.01):
     """The "probe" stitching weight of a patch pixel from the probe intensity
     ``illumination`` (normalised to max 1; numpy array or tensor).

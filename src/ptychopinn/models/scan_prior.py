@@ -134,8 +134,8 @@ def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str 
             "short of an iterative engine's (steps of 12 px under a Gaussian beam: amplitude "
             "SSIM 0.607-0.687 at 1e5 and 0.681 at 3e5 photons against pty-chi LSQML-100's "
             "0.76-0.78; within 0.05 of it at 1e6). Check the result against an iterative engine, or scan "
-            "with more overlap or dose; infer --set stitch_weight=uniform raised the network "
-            "there by 0.02-0.04 (README, 'Featureless probes at low coverage').")
+            "with more overlap or dose (infer's default stitching, uniform on such scans, raised "
+            "the network there by 0.02-0.04; README, 'Featureless probes at low coverage').")
 
 
 COVERAGE_REFERENCE = 3.0

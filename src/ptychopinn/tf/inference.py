@@ -81,6 +81,7 @@ def reconstruct_tensorflow(
     from ptychopinn.inference.stitching import (
         probe_weight,
         radial_order,
+        resolved_stitch_weight,
         stitch_groups,
         sync_method,
     )
@@ -140,7 +141,8 @@ def reconstruct_tensorflow(
 
     support = model.support.numpy()
     weight = support
-    if cfg.stitch_weight == "probe":  # as the pytorch backend
+    stitch_weight = resolved_stitch_weight(cfg.stitch_weight, prior)
+    if stitch_weight == "probe":  # as the pytorch backend
         weight = probe_weight(model.illumination(), cfg.stitch_flat_above) * support
     t_st = time.perf_counter()
     sync = sync_method(cfg.phase_sync, cfg.phase_sync_method, n_groups * mcfg.n_channels, mcfg.N)
@@ -166,4 +168,5 @@ def reconstruct_tensorflow(
         prior_settle_passes=None if prior is None else prior.settle_passes,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
+        stitch_weight=stitch_weight,
     )

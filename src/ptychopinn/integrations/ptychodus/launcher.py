@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SERIES = "1.7."
 ACCELERATORS = ("auto", "cpu", "gpu", "mps")
 ARCHITECTURES = ("unet", "cnn")
-STITCH_WEIGHTS = ("probe", "uniform")
+STITCH_WEIGHTS = ("auto", "probe", "uniform")
 
 
 @dataclass

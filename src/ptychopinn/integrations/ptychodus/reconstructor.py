@@ -62,7 +62,7 @@ class PtychoPINNSettings:
             "InferenceBatchSize", 256, minimum=1)
         self.patterns_per_chunk = group.create_integer_parameter(
             "PatternsPerChunk", 4096, minimum=1)
-        self.stitch_weight = group.create_string_parameter("StitchWeight", "probe")
+        self.stitch_weight = group.create_string_parameter("StitchWeight", "auto")
         self.stitch_flat_above = group.create_real_parameter(
             "StitchFlatAbove", 0.01, minimum=1e-6, maximum=1.0)
         self.refine_epochs = group.create_integer_parameter("RefineEpochs", 0, minimum=0)
