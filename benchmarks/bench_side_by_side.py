@@ -186,9 +186,9 @@ def load_truth_scan(path: str | os.PathLike):
 
 def mean_photons(scan) -> float | None:
     """Mean counts per pattern of a scan in counts (``sqrt_counts``), else None."""
-    if scan.amplitude_units != "sqrt_counts":
-        return None
-    return float((scan.diffraction.astype("float64") ** 2).sum(axis=(-2, -1)).mean())
+    from ptychopinn.models.scan_prior import measured_photons
+
+    return measured_photons(scan.diffraction, scan.amplitude_units)
 
 
 def main(argv: list[str] | None = None) -> None:

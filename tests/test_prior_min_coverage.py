@@ -132,13 +132,16 @@ def test_a_low_dose_scan_run_on_the_whole_scan_warns(caplog) -> None:
     pos = scan.positions_px
     dose = measured_photons(scan.diffraction, scan.amplitude_units)
     assert dose == pytest.approx(1e6, rel=0.05)
-    cases = ((_recipe(), 1e5, True), (_recipe(), dose, False), (_recipe(), None, False),
-             (_recipe(prior_frc_min_coverage=0.0), 1e5, False))
-    for cfg, photons, warned in cases:
+    low = amps * (1e5 / dose) ** 0.5  # a tenth of the photons
+    cases = ((_recipe(), low, "sqrt_counts", True), (_recipe(), amps, "sqrt_counts", False),
+             (_recipe(), low, "arbitrary", False), (_recipe(), low, None, False),
+             (_recipe(prior_frc_min_coverage=0.0), low, "sqrt_counts", False))
+    for cfg, a, units, warned in cases:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="ptychopinn.models.scan_prior"):
-            ScanPrior.for_config(cfg, amps, pos, probe, photons_per_pattern=photons, **KW)
-        assert ("photons per pattern, below" in caplog.text) is warned, (photons, cfg)
+            ScanPrior.for_config(cfg, a, pos, probe, amplitude_units=units, **KW)
+        assert ("photons per pattern, below" in caplog.text) is warned, (units, cfg)
+        assert ("1e+05 photons per pattern" in caplog.text) is warned
 
 
 def test_the_option_is_validated_recorded_and_read_from_old_bundles() -> None:

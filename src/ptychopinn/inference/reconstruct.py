@@ -218,7 +218,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
 
     # the physics prior is a per-pattern function (of the pattern and its scan
     # neighbours): compute it once per pattern (a pattern sits in ~C groups)
-    from ptychopinn.models.scan_prior import ScanPrior, measured_photons
+    from ptychopinn.models.scan_prior import ScanPrior
 
     t_prior = time.perf_counter()
     valid = None
@@ -235,8 +235,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     com_correction=cfg.prior_com_correction,
                                     step_scale=cfg.prior_step_scale,
                                     settle_passes=cfg.prior_settle_passes,
-                                    photons_per_pattern=measured_photons(
-                                        framed.diffraction, framed.amplitude_units))
+                                    amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
 
     def predict(chunk: slice) -> torch.Tensor:

@@ -45,7 +45,7 @@ def resolved_stitch_weight(choice: str, prior=None) -> str:  # noqa: ANN001 (a S
         raise ValueError(f"stitch_weight must be 'auto', 'probe' or 'uniform'; found {choice!r}")
     if choice != "auto":
         return choice
-    whole = (prior is not None and getattr(prior, "scope", None) == "scan"
+    whole = (prior is not None and prior.scope == "scan"
              and float(prior.step_scale) != 1.0 and not prior.frc_filter)
     return "uniform" if whole else "probe"
 

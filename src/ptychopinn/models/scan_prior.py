@@ -106,19 +106,16 @@ noise into the amplitude, and the network's correction of its prior only adds er
 (docs/benchmarks.md, twenty-sixth and twenty-seventh sessions)."""
 
 
-def measured_photons(amplitudes, amplitude_units: str) -> float | None:  # noqa: ANN001
+def measured_photons(amplitudes, amplitude_units: str | None) -> float | None:  # noqa: ANN001
     """Mean photons per pattern of ``amplitudes`` (``(n, N, N)``, numpy or torch) in
-    ``amplitude_units`` 'sqrt_counts' (the data contract's photon counts); None in any other
-    units, which say nothing of the dose."""
-    if amplitude_units != "sqrt_counts":
+    ``amplitude_units`` 'sqrt_counts' (the data contract's photon counts): the square of
+    `training.data.input_scale_of` (summed a chunk at a time) times the pixels per pattern;
+    None in any other units, which say nothing of the dose, and for no patterns."""
+    from ptychopinn.training.data import input_scale_of
+
+    if amplitude_units != "sqrt_counts" or len(amplitudes) == 0:
         return None
-    a = amplitudes.detach().cpu().numpy() if isinstance(amplitudes, Tensor) else amplitudes
-    if a.ndim != 3 or a.shape[0] == 0:
-        return None
-    total = 0.0  # a chunk at a time: a scan of 1e5 patterns must not be copied whole
-    for s in range(0, a.shape[0], 1024):
-        total += float(np.square(np.asarray(a[s:s + 1024]), dtype=np.float64).sum())
-    return total / a.shape[0]
+    return input_scale_of(amplitudes) ** 2 * amplitudes.shape[-2] * amplitudes.shape[-1]
 
 
 def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str | None:
@@ -469,14 +466,15 @@ class ScanPrior:
         com_correction: bool | None = None,
         step_scale: float | None = None,
         settle_passes: int | None = None,
-        photons_per_pattern: float | None = None,
+        amplitude_units: str | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
         None for raw-diffraction models.
 
-        ``photons_per_pattern`` (`measured_photons`; None: unknown) only decides
-        `low_dose_warning`, logged where an over-relaxed prior runs on the whole scan.
+        ``amplitude_units`` (the scan's; None: unknown) only decides `low_dose_warning`,
+        logged where an over-relaxed prior runs on the whole scan of photon counts
+        (`measured_photons`, read only there).
 
         The amplitudes are divided by ``prior_amplitude_scale`` times
         `dose_ratio` (1 on the training scan), so a scan recorded at another
@@ -526,7 +524,8 @@ class ScanPrior:
                 log.info("prior: %d whole-scan passes without the FRC filter's halves (the "
                          "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage)",
                          iters, coverage, least)
-                warning = low_dose_warning(photons_per_pattern, coverage)
+                warning = low_dose_warning(measured_photons(amplitudes, amplitude_units),
+                                           coverage)
                 if warning:
                     log.warning(warning)
             else:

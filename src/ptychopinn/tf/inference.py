@@ -85,7 +85,6 @@ def reconstruct_tensorflow(
         stitch_groups,
         sync_method,
     )
-    from ptychopinn.models.scan_prior import measured_photons
     from ptychopinn.training.data import input_scale_of
 
     cfg = cfg or InferenceConfig()
@@ -118,7 +117,7 @@ def reconstruct_tensorflow(
                              com_correction=cfg.prior_com_correction,
                              step_scale=cfg.prior_step_scale,
                              settle_passes=cfg.prior_settle_passes,
-                             photons_per_pattern=measured_photons(amps, framed.amplitude_units))
+                             amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     n_groups, bs = idx.shape[0], cfg.batch_size

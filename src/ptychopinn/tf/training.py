@@ -31,7 +31,6 @@ from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError
-from ptychopinn.models.scan_prior import measured_photons
 from ptychopinn.tf import physics as tfp
 from ptychopinn.tf import tf
 from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
@@ -275,7 +274,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         log.warning("%s: %s", scan.source, advice)
     data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),
                                      None if prep.valid is None else prep.valid.numpy(),
-                                     photons_per_pattern=measured_photons(data["amps"], units))
+                                     amplitude_units=units)
     steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
     writer = None
     if cfg.execution.logger == "tensorboard":

@@ -219,7 +219,7 @@ def train_pytorch(
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.models.prior_recipe import featureless_probe_advice
-    from ptychopinn.models.scan_prior import ScanPrior, measured_photons
+    from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
@@ -259,7 +259,7 @@ def train_pytorch(
     if advice:
         log.warning("%s: %s", scan.source, advice)
     prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid,
-                                photons_per_pattern=measured_photons(data.amplitudes, units))
+                                amplitude_units=units)
     train_dl = DataLoader(
         GroupDataset(data, train_ids, with_truth, prior),
         batch_size=cfg.batch_size,
