@@ -5,7 +5,8 @@ model's inference defaults, changing only ``InferenceConfig.prior_step_scale``
 (each of ``--scales``), ``prior_iterations`` (each of ``--passes``),
 ``prior_settle_passes`` (each of ``--settle-passes``; default: the model's),
 ``prior_converge_passes`` (each of ``--converge-passes``; default: the inference default,
-4 for an over-relaxed prior) and, with
+4 for an over-relaxed prior), ``prior_orders`` (each of ``--orders``: mini-batch orders the
+whole scan's estimate averages; default: the model's, 2 for over-relaxed passes) and, with
 ``--batch-sizes``, the model's ``prior_batch_size`` (patterns per update of the
 prior's passes; default: the model's) and, with ``--object-momenta``, the model's
 ``prior_object_momentum`` (default: the model's) and, with ``--frc-min-coverages``, the
@@ -28,6 +29,7 @@ Usage::
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 --passes 12 --converge-passes 0 12 --network
     python benchmarks/bench_prior_step_scale.py --case ... --scales 3 2 --object-momenta 0 0.8 --passes 12 --network
     python benchmarks/bench_prior_step_scale.py --case ... --scales 2 --frc-min-coverages 0 3 --passes 12 16 20
+    python benchmarks/bench_prior_step_scale.py --case ... --scales 2 --passes 20 --orders 1 2 4 --network
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--converge-passes", type=int, nargs="+", default=[None],
                    help="passes the prior may add while its halves agree more "
                         "(InferenceConfig.prior_converge_passes; default: inference's)")
+    p.add_argument("--orders", type=int, nargs="+", default=[None],
+                   help="InferenceConfig.prior_orders values (default: the model's)")
     p.add_argument("--network", action="store_true", help="also score the network's output")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     headers = ["scan", "trained with", "updates of", "passes", "step scale", "object momentum",
                "halves below coverage", "FRC halves ran", "then plain passes",
-               "converge passes", "passes ran",
+               "converge passes", "passes ran", "orders",
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
     rows = []
@@ -111,11 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 "prior_batch_size": int(batch), "prior_object_momentum": float(momentum),
                 "prior_frc_min_coverage": float(least)})
             prior_only = replace(loaded, model=ModelVariant(loaded.model))
-            for passes, scale, settle, converge in itertools.product(
-                    args.passes, args.scales, args.settle_passes, args.converge_passes):
+            for passes, scale, settle, converge, orders in itertools.product(
+                    args.passes, args.scales, args.settle_passes, args.converge_passes,
+                    args.orders):
                 icfg = InferenceConfig(prior_iterations=passes, prior_step_scale=scale,
                                        prior_settle_passes=settle,
-                                       prior_converge_passes=converge)
+                                       prior_converge_passes=converge, prior_orders=orders)
                 rec = reconstruct_pytorch(prior_only, scan, icfg)
                 pm = score(rec.object, scan)
                 net = "-"
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                              "yes" if rec.prior_frc_filter else "no",
                              str(rec.prior_settle_passes),
                              "default" if converge is None else str(converge),
-                             str(rec.prior_passes),
+                             str(rec.prior_passes), str(rec.prior_orders),
                              f"{pm['amp_ssim']:.3f} / {pm['phase_ssim']:.3f}",
                              net, f"{rec.timings_s['prior']:.2f}", agree])
                 print(" | ".join(rows[-1]), flush=True)
@@ -154,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
              "whole scan's estimate ends with, default the model's) and prior_converge_passes "
              "('converge passes': at most that many passes added 4 at a time while the FRC "
              "filter's halves agree more; 'default': inference's, 4 for over-relaxed passes, "
-             "0 for plain; 'passes ran': the halves' passes in the end); 'updates of': the prior's "
+             "0 for plain; 'passes ran': the halves' passes in the end); 'orders': the "
+             "mini-batch orders the whole scan's estimate averaged (prior_orders; 1 with the "
+             "halves); 'updates of': the prior's "
              "patterns per update; 'prior alone' bypasses the network; 'trained with' is the "
              "model's model.prior_step_scale (and its prior_settle_passes). Scores "
              "against each scan's true object. Cases: "

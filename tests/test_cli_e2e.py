@@ -191,6 +191,7 @@ def test_bad_inputs_give_one_paragraph_errors(trained, tmp_path):
         ("train", "--data", "missing.npz", "--output-dir", "x"),
         ("train", "--data", "scan.npz", "--set", "model.gridsiz=2", "--output-dir", "x"),
         ("inspect", "missing.npz"),
+        ("infer", "--model", "run", "--data", "scan.npz", "--prior-orders", "0"),
     ]
     for args in cases:
         proc = _cli(*args, cwd=trained, check=False)
@@ -269,6 +270,7 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     # covered 2.4 times: at least model.prior_frc_min_coverage (2), so the FRC filter's halves ran
     assert bool(saved["prior_frc_filter"]) and "no FRC halves" not in proc.stdout
     assert str(saved["stitch_weight"]) == "probe" and "uniform stitching" not in proc.stdout
+    assert int(saved["prior_orders"]) == 1 and "batch orders" not in proc.stdout
     # a minimum above the scan's coverage: the whole scan's passes, 8 more, no halves
     proc = _cli("train", "--data", "g.npz", "--output-dir", "whole", "--accelerator", "cpu",
                 "--epochs", "1", "--logger", "none", "--no-progress", "--set", "model.N=32",
@@ -280,6 +282,12 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     assert "20 prior passes" in proc.stdout and "whole scan only (no FRC halves)" in proc.stdout
     saved = np.load(tmp_path / "out2" / "reconstruction.npz")
     assert not bool(saved["prior_frc_filter"]) and int(saved["prior_passes"]) == 20
+    # there the over-relaxed estimate averages two batch orders unless told otherwise
+    assert int(saved["prior_orders"]) == 2 and ", mean of 2 batch orders" in proc.stdout
+    _cli("infer", "--model", "whole", "--data", "g.npz", "--output-dir", "out_one",
+         "--no-figures", "--prior-orders", "1", cwd=tmp_path)
+    one = np.load(tmp_path / "out_one" / "reconstruction.npz")
+    assert int(one["prior_orders"]) == 1 and not np.array_equal(one["object"], saved["object"])
     # there 'auto' stitches uniformly: the same object as asked for by hand, not as 'probe'
     assert str(saved["stitch_weight"]) == "uniform" and ", uniform stitching" in proc.stdout
     for w in ("uniform", "probe"):

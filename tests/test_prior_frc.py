@@ -19,7 +19,7 @@ from ptychopinn.physics.prior_frc import (
     ring_frc,
     ring_index,
 )
-from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, scan_error_reduction
 from ptychopinn.physics.prior_update import pass_terms
 
 
@@ -448,75 +448,3 @@ def test_over_relaxed_passes_estimate_their_plain_halves_first(monkeypatch, thre
     calls.clear()
     frc_filtered_estimate(*args, phase_momentum=0.7, amplitude_step=0.5, batch_size=16)
     assert sum(calls) == (2 + 2 * 2 if threshold > 1 else 2 + 2)
-
-
-def test_each_half_runs_the_halves_at_once_on_the_cpu_in_the_callers_modes() -> None:
-    """`each_half`: on the CPU with 2+ intra-op threads the two halves run in two worker
-    threads of half the threads each, in the caller's inference mode, and the caller's
-    thread count is unchanged; with one thread they run in turn in the caller's thread."""
-    import threading
-
-    from ptychopinn.physics.prior_frc import each_half
-
-    seen = []
-    meet = [None]  # a barrier both halves must reach: they ran at once, or it times out
-
-    def fn(x: int, t: torch.Tensor) -> int:
-        t.add_(1)  # in place on an inference tensor: only allowed in inference mode
-        seen.append((threading.get_ident(), torch.get_num_threads(),
-                     torch.is_inference_mode_enabled()))
-        if meet[0] is not None:
-            meet[0].wait()
-        return x + int(t)
-
-    cpu = torch.device("cpu")
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        meet[0] = threading.Barrier(2, timeout=30)
-        with torch.inference_mode():
-            ts = [torch.zeros(()), torch.zeros(())]
-            assert each_half(fn, [1, 2], ts, device=cpu) == [2, 3]
-        assert torch.get_num_threads() == 2
-        assert [t for _, t, _ in seen] == [1, 1] and all(mode for _, _, mode in seen)
-        assert len({who for who, _, _ in seen}) == 2
-        assert threading.get_ident() not in {who for who, _, _ in seen}
-        seen.clear()
-        meet[0] = None
-        torch.set_num_threads(1)
-        with torch.inference_mode():
-            ts = [torch.zeros(()), torch.zeros(())]
-            assert each_half(fn, [1, 2], ts, device=cpu) == [2, 3]
-        assert {who for who, _, _ in seen} == {threading.get_ident()}
-        with pytest.raises(ValueError):  # halves of unequal length
-            each_half(fn, [1, 2], [torch.zeros(())], device=cpu)
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_each_half_gives_the_estimates_of_halves_run_in_turn_on_one_thread() -> None:
-    """The scan prior's halves at once (two threads, one intra-op thread each) are bit for bit
-    the halves run in turn on one thread: the thread count, not the concurrency, sets them."""
-    from ptychopinn.physics.prior_frc import each_half
-    from ptychopinn.simulation import SimulationConfig, simulate_scan
-
-    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=2, probe_kind="gaussian"))
-    amps, probe = torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
-    pos = scan.positions_px
-    subsets = half_split(len(pos), 0)
-    kw = dict(batch_size=8, amplitude_step=0.5, com_correction=True, step_scale=2.0,
-              object_momentum=0.8, frame=canvas_frame(pos, 32))
-
-    def half(rows: np.ndarray) -> ScanEstimate:
-        return scan_error_reduction(amps, pos, probe, 3, subset=rows, **kw)
-
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        at_once = each_half(half, subsets, device=torch.device("cpu"))
-        torch.set_num_threads(1)
-        in_turn = [half(rows) for rows in subsets]
-    finally:
-        torch.set_num_threads(before)
-    for a, b in zip(at_once, in_turn, strict=True):
-        assert torch.equal(a.canvas, b.canvas)

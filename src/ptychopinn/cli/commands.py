@@ -233,6 +233,7 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_start": args.prior_start,
         "prior_step_scale": args.prior_step_scale,
         "prior_settle_passes": args.prior_settle_passes,
+        "prior_orders": args.prior_orders,
         "prior_com_correction": (None if args.prior_com_correction is None
                                  else args.prior_com_correction == "on"),
         "phase_sync": None if args.phase_sync is None else args.phase_sync != "off",
@@ -279,6 +280,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
            else f", half-scan agreement {recon.prior_agreement:.2f}")
         + ("" if recon.prior_frc_filter is not False or recon.prior_step_scale in (None, 1.0)
            else ", whole scan only (no FRC halves)")
+        + ("" if (recon.prior_orders or 1) == 1
+           else f", mean of {recon.prior_orders} batch orders")
         + ("" if recon.stitch_weight != "uniform" else ", uniform stitching")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
     )

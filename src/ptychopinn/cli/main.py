@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Plain passes the physics prior's whole-scan estimate ends with "
                         "(default: as the model was trained, model.prior_settle_passes; "
                         "0-64).")
+    p.add_argument("--prior-orders", type=int,
+                   help="Mini-batch orders whose estimates the physics prior's whole-scan "
+                        "estimate averages where it runs without the FRC filter's halves, "
+                        "at once on the CPU (default: as the model was trained, "
+                        "model.prior_orders: 2 for over-relaxed passes, else 1; 1-8).")
     p.add_argument("--prior-start", choices=("flat", "com", "auto"),
                    help="The phase the physics prior's passes start from (default: as the "
                         "model was trained, model.prior_start): flat; com, the object's "

@@ -172,6 +172,23 @@ class ModelConfig(_Section):
         "for 0.1-0.5 s per 625 patterns of 64x64 on 2 CPU cores (docs/benchmarks.md, "
         "bench_prior_step_scale.py --settle-passes). Train and infer with the same value. Bundles without it: 0.",
     )
+    prior_orders: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="prior_scope 'scan': mini-batch orders whose estimates the physics "
+        "prior's whole-scan estimate averages where it runs without the FRC filter's halves "
+        "(physics.prior_orders; they run at once on the CPU, one per thread; the halves "
+        "ignore it). None (default): 2 for over-relaxed passes (prior_step_scale other than "
+        "1), 1 for plain ones (models.scan_prior.default_orders). Over-relaxed passes write "
+        "each batch's photon noise into the canvas several times over, and how depends on "
+        "the order: where the featureless recipe ran on the whole scan (coverage below "
+        "prior_frc_min_coverage) two orders raised the prior alone's amplitude SSIM on all "
+        "nine Gaussian-beam scans measured (steps of 12 px: 0.672 -> 0.718 at 1e5 photons, "
+        "0.723 -> 0.762 at 3e5) in the same time on 2 CPU cores; 4 gained more (0.727, "
+        "0.786) in twice the time (docs/benchmarks.md, twenty-eighth session). Bundles "
+        "without it: None.",
+    )
     prior_coverage_passes: bool = Field(
         True,
         description="prior_scope 'scan', plain passes (prior_step_scale 1): run more of the "
@@ -339,6 +356,7 @@ class ModelConfig(_Section):
                 ("prior_step_scale", self.prior_step_scale, 1, "other than 1", ""),
                 ("prior_settle_passes", self.prior_settle_passes, 0, "above 0", ""),
                 ("prior_object_momentum", self.prior_object_momentum, 0, "above 0", ""),
+                ("prior_orders", self.prior_orders or 1, 1, "above 1", ""),
                 ("prior_amplitude_step", self.prior_amplitude_step, 1, "below 1",
                  " (the neighbourhood prior takes whole steps)")):
             if value != default:
@@ -704,6 +722,14 @@ class InferenceConfig(_Section):
         "inference (None: as the model was trained, model.prior_settle_passes; see there). "
         "Models trained with the over-relaxed recipe before it existed (0) gain from 4 "
         "(docs/benchmarks.md); models without a scan prior refuse values above 0.",
+    )
+    prior_orders: int | None = Field(
+        None, ge=1, le=8,
+        description="Mini-batch orders whose estimates the physics prior's whole-scan "
+        "estimate averages at inference where it runs without the FRC filter's halves (None: "
+        "as the model was trained, model.prior_orders; see there). More orders lower the "
+        "prior's noise for more time: on 2 CPU cores two run in the time of one, four in "
+        "twice that; models without a scan prior refuse values above 1.",
     )
     prior_start: Literal["flat", "com", "auto"] | None = Field(
         None,

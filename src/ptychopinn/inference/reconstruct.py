@@ -83,6 +83,10 @@ class Reconstruction:
     # plain passes the prior's whole-scan estimate ended with (None: a model without a
     # prior; InferenceConfig.prior_settle_passes, else model.prior_settle_passes)
     prior_settle_passes: int | None = None
+    # mini-batch orders the prior's whole-scan estimate averaged (None: a model without a
+    # prior; 1 with the FRC filter's halves; InferenceConfig.prior_orders, else
+    # model.prior_orders, else models.scan_prior.default_orders)
+    prior_orders: int | None = None
     # the heavy-ball momentum of the prior's passes (None: a model without a prior;
     # model.prior_object_momentum)
     prior_object_momentum: float | None = None
@@ -144,8 +148,8 @@ def settle_advice(mcfg, cfg: InferenceConfig, model_path) -> str | None:  # noqa
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
-    filter, the centre-of-mass start, an over-relaxation and settling passes need the scan
-    prior (both backends)."""
+    filter, the centre-of-mass start, an over-relaxation, settling passes and several
+    mini-batch orders need the scan prior (both backends)."""
     from ptychopinn.errors import ConfigError
 
     if not mcfg.prior_iterations or mcfg.prior_scope == "scan":
@@ -156,7 +160,8 @@ def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa
                           (cfg.prior_step_scale not in (None, 1.0),
                            f"prior_step_scale={cfg.prior_step_scale}"),
                           (bool(cfg.prior_settle_passes),
-                           f"prior_settle_passes={cfg.prior_settle_passes}")):
+                           f"prior_settle_passes={cfg.prior_settle_passes}"),
+                          ((cfg.prior_orders or 1) > 1, f"prior_orders={cfg.prior_orders}")):
         if asked:
             raise ConfigError(f"{option} needs a model with the scan prior; {model_path} has "
                               f"model.prior_scope {mcfg.prior_scope!r}.")
@@ -235,6 +240,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     com_correction=cfg.prior_com_correction,
                                     step_scale=cfg.prior_step_scale,
                                     settle_passes=cfg.prior_settle_passes,
+                                    orders=cfg.prior_orders,
                                     amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
 
@@ -299,6 +305,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
+        prior_orders=None if prior is None else prior.orders,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
         stitch_weight=stitch_weight,
@@ -386,6 +393,8 @@ def write_outputs(
         arrays["prior_step_scale"] = np.asarray(recon.prior_step_scale, dtype=np.float64)
     if recon.prior_settle_passes is not None:
         arrays["prior_settle_passes"] = np.asarray(recon.prior_settle_passes, dtype=np.int64)
+    if recon.prior_orders is not None:
+        arrays["prior_orders"] = np.asarray(recon.prior_orders, dtype=np.int64)
     if recon.prior_object_momentum is not None:
         arrays["prior_object_momentum"] = np.asarray(recon.prior_object_momentum,
                                                      dtype=np.float64)

@@ -28,7 +28,8 @@ from ptychopinn.physics.coverage import scan_coverage
 from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
-from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate, scan_error_reduction
+from ptychopinn.physics.prior_orders import MAX_ORDERS, order_averaged_estimate
+from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,24 @@ Gaussian beam with steps of 12 px (coverage 1.65) the prior alone scored amplitu
 beam (1.14) 0.796 and 0.838 (0.829) (`benchmarks/bench_prior_step_scale.py
 --frc-min-coverages 0 3 --passes 12 20`, docs/benchmarks.md, twenty-sixth session; 28
 passes reached 0.924 at 12 px in exploration, too slow for the CPU target)."""
+OVERRELAXED_ORDERS = 2
+"""`default_orders` of over-relaxed passes: the whole scan's estimate averages this many
+mini-batch orders, run at once (`physics.prior_orders`). Where the featureless recipe runs
+on the whole scan (coverage below ``model.prior_frc_min_coverage``) two orders raised the
+prior alone's amplitude SSIM on all nine Gaussian-beam scans measured, by 0.002-0.046 (steps
+of 12 px: 0.672 -> 0.718 at 1e5 photons, 0.723 -> 0.762 at 3e5, 0.829 -> 0.843 at 1e6), in
+the same time on 2 CPU cores (docs/benchmarks.md, twenty-eighth session); four gained more
+(0.727, 0.786, 0.856 there) in twice the time, a choice left to ``prior_orders``."""
+
+
+def default_orders(step_scale: float) -> int:
+    """Mini-batch orders a whole-scan estimate averages when ``prior_orders`` is not given:
+    `OVERRELAXED_ORDERS` for over-relaxed passes (``step_scale`` other than 1), where the
+    order decides how each batch's photon noise is written into the canvas, else 1 (plain
+    passes, bit for bit as before the option)."""
+    return 1 if float(step_scale) == 1.0 else OVERRELAXED_ORDERS
+
+
 LOW_DOSE_PHOTONS = 5e5
 """`low_dose_warning`: an over-relaxed prior run on the whole scan (below
 ``model.prior_frc_min_coverage``) of fewer photons per pattern than this warns. Under the
@@ -285,6 +304,10 @@ class ScanPrior:
         Inference only, with ``frc_filter``: at most this many passes added a few at a time
         while the halves agree more with each (`physics.prior_frc.frc_filtered_estimate`);
         ignored without the filter.
+    orders
+        ``model.prior_orders``: mini-batch orders whose estimates the whole scan's prior
+        averages without ``frc_filter`` (`physics.prior_orders`; scope 'scan'; the FRC
+        filter's halves ignore it); None: `default_orders` of ``step_scale``.
     """
 
     def __init__(
@@ -314,6 +337,7 @@ class ScanPrior:
         settle_passes: int = 0,
         object_momentum: float = 0.0,
         agreement_threshold: float | None = None,
+        orders: int | None = None,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -349,6 +373,16 @@ class ScanPrior:
             raise ValueError(f"settle_passes {settle_passes} needs scope 'scan'")
         self.settle_passes = int(settle_passes)
         """Plain passes the whole scan's estimate ended with (`physics.prior_scan`)."""
+        if orders is not None and (isinstance(orders, bool) or int(orders) != orders
+                                   or not 1 <= orders <= MAX_ORDERS):
+            raise ValueError(f"prior orders must be an integer in [1, {MAX_ORDERS}]; found "
+                             f"{orders!r}")
+        if orders is not None and orders > 1 and scope != "scan":
+            raise ValueError(f"orders {orders} needs scope 'scan'")
+        self.orders = 1 if scope != "scan" or frc_filter else int(
+            default_orders(step_scale) if orders is None else orders)
+        """Mini-batch orders the whole scan's estimate averaged (`physics.prior_orders`; 1
+        with the FRC filter's halves and for the neighbourhood scope)."""
         if isinstance(object_momentum, bool) or not 0 <= float(object_momentum) < 1:
             raise ValueError(f"prior object momentum must be in [0, 1); found "
                              f"{object_momentum!r}")
@@ -432,8 +466,8 @@ class ScanPrior:
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
             else:
-                self.estimate = scan_error_reduction(self.amplitudes, pos, scaled_probe,
-                                                     int(iterations), **kw)
+                self.estimate = order_averaged_estimate(self.amplitudes, pos, scaled_probe,
+                                                        int(iterations), self.orders, **kw)
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
@@ -467,6 +501,7 @@ class ScanPrior:
         step_scale: float | None = None,
         settle_passes: int | None = None,
         amplitude_units: str | None = None,
+        orders: int | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -490,7 +525,8 @@ class ScanPrior:
         the passes' step scale. ``start_phase`` overrides ``model_cfg.prior_start`` and
         ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
         ``model_cfg.prior_step_scale`` and ``settle_passes``
-        ``model_cfg.prior_settle_passes`` (inference only).
+        ``model_cfg.prior_settle_passes`` and ``orders`` ``model_cfg.prior_orders``
+        (inference only; None in both: `default_orders`).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -521,9 +557,11 @@ class ScanPrior:
                 frc = False
                 if iterations is None:
                     iters += LOW_COVERAGE_EXTRA_PASSES
+                n_orders = (orders if orders is not None else
+                            getattr(model_cfg, "prior_orders", None) or default_orders(step))
                 log.info("prior: %d whole-scan passes without the FRC filter's halves (the "
-                         "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage)",
-                         iters, coverage, least)
+                         "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage), "
+                         "the mean of %d mini-batch orders", iters, coverage, least, n_orders)
                 warning = low_dose_warning(measured_photons(amplitudes, amplitude_units),
                                            coverage)
                 if warning:
@@ -552,6 +590,7 @@ class ScanPrior:
                    settle_passes=int(model_cfg.prior_settle_passes
                                      if settle_passes is None else settle_passes),
                    object_momentum=float(getattr(model_cfg, "prior_object_momentum", 0.0)),
+                   orders=getattr(model_cfg, "prior_orders", None) if orders is None else orders,
                    **kw)
 
     @classmethod

@@ -32,7 +32,6 @@ real-probe Fermat scan from 0.713 to 0.75, textured seeds stay within 0.01.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -40,6 +39,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
+from ptychopinn.physics.at_once import at_once
 from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
 from ptychopinn.physics.prior_update import momentum_turn, pass_terms
 
@@ -269,14 +269,14 @@ def frc_filtered_estimate(
     # then disagree, without it. Not where the terms are too large to share: each estimate
     # then makes its own, and a first pass apart would make them once more than it saves.
     share_first = terms is not None and iterations > 1
-    ones = each_half(lambda s, rows: scan_error_reduction(
+    ones = at_once(lambda s, rows: scan_error_reduction(
         amplitudes, pos, probe, 1, frame=frame, subset=rows, start=s.canvas,
         illumination=s.illumination, terms=terms, **kw), starts, subsets,
         device=device) if share_first else None
 
     def halves_with(momentum: float) -> list[ScanEstimate]:
         if not share_first:
-            return each_half(lambda s, rows: scan_error_reduction(
+            return at_once(lambda s, rows: scan_error_reduction(
                 amplitudes, pos, probe, iterations, frame=frame, subset=rows, start=s.canvas,
                 illumination=s.illumination, phase_momentum=momentum, **kw),
                 starts, subsets, device=device)
@@ -289,7 +289,7 @@ def frc_filtered_estimate(
                 amplitudes, pos, probe, iterations - 1, frame=frame, subset=rows, start=start,
                 first_pass=1, phase_momentum=momentum, phase_velocity=velocity,
                 illumination=s.illumination, terms=terms, **kw)
-        return each_half(rest, ones, starts, subsets, device=device)
+        return at_once(rest, ones, starts, subsets, device=device)
 
     def read(halves: list[ScanEstimate]):  # noqa: ANN202
         frc = halves_frc(halves)
@@ -317,7 +317,7 @@ def frc_filtered_estimate(
 
     def continued(halves: list[ScanEstimate], passes: int, first_pass: int = 0,
                   ) -> list[ScanEstimate]:
-        return each_half(lambda h, rows: ScanEstimate(scan_error_reduction(
+        return at_once(lambda h, rows: ScanEstimate(scan_error_reduction(
             amplitudes, pos, probe, passes, frame=frame, start=h.canvas, subset=rows,
             illumination=h.illumination, terms=terms, first_pass=first_pass,
             phase_momentum=momentum, **kw).canvas, h.origin_px, h.illumination),
@@ -345,42 +345,6 @@ def frc_filtered_estimate(
                                 phase_momentum=momentum, settle_passes=settle_passes, **kw)
     est, frc = filter_amplitude(full, halves, known_frc=first)
     return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum), frc
-
-
-def each_half(fn, *per_half, device: torch.device) -> list:  # noqa: ANN001
-    """``[fn(*args) for args in zip(*per_half)]`` for the two halves' arguments, each half
-    on half the caller's intra-op threads (at least one).
-
-    On the CPU the halves run at once, in two threads of their own: the scan prior's
-    passes are many small operations (a mini-batch of 32 windows of 64x64 each), which
-    gain little from a second intra-op thread and, with idle threads that sleep
-    (``OMP_WAIT_POLICY=PASSIVE``, which ``ptychopinn`` sets), pay its wake-up on every
-    one. The thread count is set in each worker thread and is that thread's own, so the
-    caller's is unchanged; every half's estimate is the same whether they run at once or
-    in turn on as many threads. On accelerators they run in turn. The workers run in the
-    caller's grad and inference modes (both per thread as well)."""
-    args = list(zip(*per_half, strict=True))
-    threads = max(1, torch.get_num_threads() // 2)
-    if device.type != "cpu" or len(args) < 2 or torch.get_num_threads() < 2:
-        return [fn(*a) for a in args]
-
-    # grad and inference modes are per thread too: the workers take the caller's
-    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-
-    def one(a: tuple) -> object:
-        torch.set_num_threads(threads)  # this worker thread's setting only
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            return fn(*a)
-
-    before = torch.get_num_threads()
-    try:
-        with ThreadPoolExecutor(max_workers=len(args)) as pool:
-            return list(pool.map(one, args))
-    finally:
-        # per thread under OpenMP (PyTorch's CPU builds); a build whose setting is global
-        # gets the caller's back
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:

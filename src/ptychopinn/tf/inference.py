@@ -117,6 +117,7 @@ def reconstruct_tensorflow(
                              com_correction=cfg.prior_com_correction,
                              step_scale=cfg.prior_step_scale,
                              settle_passes=cfg.prior_settle_passes,
+                             orders=cfg.prior_orders,
                              amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
@@ -165,6 +166,7 @@ def reconstruct_tensorflow(
         prior_com_correction=None if prior is None else prior.com_correction,
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
+        prior_orders=None if prior is None else prior.orders,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
         stitch_weight=stitch_weight,

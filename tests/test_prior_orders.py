@@ -1,0 +1,208 @@
+"""Independent prior estimates at once (`physics.at_once`) and the whole scan's estimate
+averaged over mini-batch orders (`physics.prior_orders`, `ScanPrior`'s ``orders``)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from ptychopinn.config import InferenceConfig, ModelConfig
+from ptychopinn.models.scan_prior import OVERRELAXED_ORDERS, ScanPrior, default_orders
+from ptychopinn.physics.at_once import at_once
+from ptychopinn.physics.prior_frc import half_split
+from ptychopinn.physics.prior_orders import MAX_ORDERS, order_averaged_estimate
+from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+from test_prior_scan import _amp_error  # rms amplitude error over the well-lit pixels
+
+# the featureless recipe's passes (over-relaxed, object momentum, settling), small
+RECIPE = dict(batch_size=8, amplitude_step=0.5, com_correction=True, step_scale=2.0,
+              object_momentum=0.8, settle_passes=2)
+
+
+@pytest.fixture(scope="module")
+def gaussian_scan():
+    """A small low-dose scan under a Gaussian beam that overlaps little (covered 1.42 times,
+    below the featureless recipe's ``prior_frc_min_coverage``): the noise the orders
+    average."""
+    return simulate_scan(SimulationConfig(N=32, n_positions=64, step_px=6, seed=5,
+                                          probe_kind="gaussian", photons_per_pattern=1e5))
+
+
+def _with_threads(n: int, fn):  # noqa: ANN001, ANN202
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n)
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_at_once_runs_tasks_in_worker_threads_in_the_callers_modes() -> None:
+    """On the CPU with 2+ intra-op threads the tasks run in ``min(tasks, threads)`` worker
+    threads with that many times fewer intra-op threads each, in the caller's inference
+    mode, the caller's thread count unchanged; with one thread they run in turn in the
+    caller's thread; tasks of unequal argument lists are refused."""
+    seen = []
+    meet = [None]  # a barrier the tasks must reach together: they ran at once, or it times out
+
+    def fn(x: int, t: torch.Tensor) -> int:
+        t.add_(1)  # in place on an inference tensor: only allowed in inference mode
+        seen.append((threading.get_ident(), torch.get_num_threads(),
+                     torch.is_inference_mode_enabled()))
+        if meet[0] is not None and x < 2:  # the first two tasks meet; a third does not wait
+            meet[0].wait()
+        return x + int(t)
+
+    cpu = torch.device("cpu")
+
+    def run(tasks: int, threads: int, barrier: int | None) -> list:
+        seen.clear()
+        meet[0] = None if barrier is None else threading.Barrier(barrier, timeout=30)
+        with torch.inference_mode():
+            ts = [torch.zeros(()) for _ in range(tasks)]
+            out = _with_threads(threads, lambda: (at_once(fn, list(range(tasks)), ts, device=cpu),
+                                                  torch.get_num_threads()))
+        assert out[1] == threads  # the caller's count is unchanged
+        return out[0]
+
+    assert run(2, 2, 2) == [1, 2]
+    assert [t for _, t, _ in seen] == [1, 1] and all(mode for _, _, mode in seen)
+    assert len({who for who, _, _ in seen}) == 2
+    assert threading.get_ident() not in {who for who, _, _ in seen}
+    assert run(2, 4, 2) == [1, 2] and [t for _, t, _ in seen] == [2, 2]
+    # three tasks on two threads: two workers of one thread each (the third waits for one)
+    assert run(3, 2, 2) == [1, 2, 3]
+    assert len({who for who, _, _ in seen}) == 2 and [t for _, t, _ in seen] == [1, 1, 1]
+    assert run(2, 1, None) == [1, 2]
+    assert {who for who, _, _ in seen} == {threading.get_ident()}
+    with pytest.raises(ValueError):
+        at_once(fn, [1, 2], [torch.zeros(())], device=cpu)
+
+
+def test_at_once_gives_the_estimates_run_in_turn_on_one_thread() -> None:
+    """The scan prior's halves at once (two threads, one intra-op thread each) are bit for
+    bit the halves run in turn on one thread: the thread count, not the concurrency, sets
+    them."""
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=2, probe_kind="gaussian"))
+    amps, probe = torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+    pos = scan.positions_px
+    subsets = half_split(len(pos), 0)
+    kw = dict(RECIPE, frame=canvas_frame(pos, 32))
+
+    def half(rows: np.ndarray) -> ScanEstimate:
+        return scan_error_reduction(amps, pos, probe, 3, subset=rows, **kw)
+
+    together = _with_threads(2, lambda: at_once(half, subsets, device=torch.device("cpu")))
+    in_turn = _with_threads(1, lambda: [half(rows) for rows in subsets])
+    for a, b in zip(together, in_turn, strict=True):
+        assert torch.equal(a.canvas, b.canvas)
+
+
+def test_one_order_is_the_plain_estimate_and_two_are_the_mean_of_two_seeds(gaussian_scan) -> None:
+    """``orders=1`` is `scan_error_reduction` (seed 0) bit for bit; ``orders=2`` is the mean
+    of the seed-0 and seed-1 estimates, whatever the thread count, with their frame,
+    illumination and passes; the two seeds differ (else there is nothing to average)."""
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+    one = order_averaged_estimate(amps, pos, probe, 4, 1, **RECIPE)
+    assert torch.equal(one.canvas, scan_error_reduction(amps, pos, probe, 4, **RECIPE).canvas)
+    seeds = [scan_error_reduction(amps, pos, probe, 4, seed=k, **RECIPE) for k in (0, 1)]
+    assert not torch.allclose(seeds[0].canvas, seeds[1].canvas, atol=1e-3)
+    mean = (seeds[0].canvas.clone().add_(seeds[1].canvas)).div_(2)
+    for threads in (1, 2):
+        two = _with_threads(threads, lambda: order_averaged_estimate(amps, pos, probe, 4, 2,
+                                                                     **RECIPE))
+        assert torch.equal(two.canvas, mean)
+        np.testing.assert_array_equal(two.origin_px, seeds[0].origin_px)
+        assert torch.equal(two.illumination, seeds[0].illumination) and two.passes == 4
+
+
+def test_averaged_orders_are_closer_to_the_truth_at_low_dose(gaussian_scan) -> None:
+    """Where over-relaxed passes carry the photon noise into the canvas, the mean of more
+    orders has a smaller amplitude error inside the well-lit region than one order, and
+    four smaller than two."""
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+
+    def error(orders: int) -> float:
+        return _amp_error(order_averaged_estimate(amps, pos, probe, 8, orders, **RECIPE), s)
+
+    e1, e2, e4 = error(1), error(2), error(4)
+    assert e2 < e1 and e4 < e2
+
+
+def test_order_averaged_estimate_refuses_bad_orders_and_its_own_arguments(gaussian_scan) -> None:
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+    for bad in (0, MAX_ORDERS + 1, 1.5, True, -1):
+        with pytest.raises(ValueError, match="orders must be an integer"):
+            order_averaged_estimate(amps, pos, probe, 1, bad)
+    for name, value in (("seed", 3), ("frame", canvas_frame(pos, 32)), ("terms", None)):
+        with pytest.raises(ValueError, match=f"chooses {name} itself"):
+            order_averaged_estimate(amps, pos, probe, 1, 2, **{name: value})
+
+
+def test_scan_prior_averages_two_orders_for_overrelaxed_whole_scan_passes(gaussian_scan) -> None:
+    """`ScanPrior`: over-relaxed passes on the whole scan (no FRC filter) average
+    `OVERRELAXED_ORDERS` orders unless told; plain passes and the FRC filter's halves one;
+    a given count is kept; the neighbourhood scope refuses more than one."""
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+    assert default_orders(2.0) == OVERRELAXED_ORDERS == 2 and default_orders(1.0) == 1
+    kw = dict(scope="scan", batch_size=8, amplitude_step=0.5)
+
+    def prior(**extra) -> ScanPrior:  # noqa: ANN003
+        return ScanPrior(amps, pos, probe, 1.0, 3, 4, **{**kw, **extra})
+
+    over = prior(step_scale=2.0)
+    assert over.orders == 2
+    expected = order_averaged_estimate(amps, pos, probe, 3, 2, batch_size=8, amplitude_step=0.5,
+                                       step_scale=2.0, device="cpu")
+    assert torch.equal(over.estimate.canvas, expected.canvas)
+    assert prior(step_scale=2.0, orders=1).orders == 1
+    assert not torch.equal(prior(step_scale=2.0, orders=1).estimate.canvas, over.estimate.canvas)
+    assert prior(step_scale=2.0, orders=3).orders == 3
+    assert prior().orders == 1 and prior(orders=2).orders == 2  # plain passes: as given
+    assert prior(step_scale=2.0, frc_filter=True).orders == 1  # the halves ignore it
+    with pytest.raises(ValueError, match="needs scope 'scan'"):
+        ScanPrior(amps, pos, probe, 1.0, 3, 4, scope="neighbourhood", orders=2)
+    with pytest.raises(ValueError, match="prior orders must be an integer"):
+        prior(orders=0)
+
+
+def test_prior_orders_options_are_validated_and_reach_the_prior(gaussian_scan) -> None:
+    """``model.prior_orders`` and ``InferenceConfig.prior_orders``: 1-8 or None; the model's
+    needs the scan scope; `ScanPrior.for_config` takes the model's unless inference gives
+    one; inference refuses more than one for a model without the scan prior."""
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.inference.reconstruct import check_prior_options
+
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="prior_orders"):
+            ModelConfig(prior_orders=bad)
+        with pytest.raises(ValueError, match="prior_orders"):
+            InferenceConfig(prior_orders=bad)
+    with pytest.raises(ValueError, match="model.prior_orders above 1 needs prior_scope 'scan'"):
+        ModelConfig(prior_scope="neighbourhood", prior_orders=2)
+    assert ModelConfig().prior_orders is None
+    neighbourhood = ModelConfig(prior_scope="neighbourhood")
+    with pytest.raises(ConfigError, match="prior_orders=2 needs a model with the scan prior"):
+        check_prior_options(neighbourhood, InferenceConfig(prior_orders=2), "m")
+    check_prior_options(neighbourhood, InferenceConfig(prior_orders=1), "m")
+
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+    cfg = ModelConfig(N=32, prior_recipe="featureless", prior_frc_filter=False,
+                      prior_iterations=2, prior_settle_passes=0)
+
+    def built(model_cfg: ModelConfig, **kw) -> ScanPrior:  # noqa: ANN003
+        return ScanPrior.for_config(model_cfg, amps, pos, probe, prior_amplitude_scale=1.0,
+                                    train_input_scale=0.0, **kw)
+
+    assert built(cfg).orders == 2
+    assert built(cfg.model_copy(update={"prior_orders": 3})).orders == 3
+    assert built(cfg.model_copy(update={"prior_orders": 3}), orders=1).orders == 1
