@@ -183,11 +183,12 @@ class ModelConfig(_Section):
         "1), 1 for plain ones (models.scan_prior.default_orders). Over-relaxed passes write "
         "each batch's photon noise into the canvas several times over, and how depends on "
         "the order: where the featureless recipe ran on the whole scan (coverage below "
-        "prior_frc_min_coverage) two orders raised the prior alone's amplitude SSIM on all "
-        "nine Gaussian-beam scans measured (steps of 12 px: 0.672 -> 0.718 at 1e5 photons, "
-        "0.723 -> 0.762 at 3e5) in the same time on 2 CPU cores; 4 gained more (0.727, "
-        "0.786) in twice the time (docs/benchmarks.md, twenty-eighth session). Bundles "
-        "without it: None.",
+        "prior_frc_min_coverage) two orders raised the prior alone's amplitude SSIM on every "
+        "Gaussian-beam scan measured (steps of 12 px: 0.672 -> 0.718 at 1e5 photons, 0.723 "
+        "-> 0.762 at 3e5, 0.829 -> 0.848 at 1e6) in about the same time on 2 CPU cores; 4 "
+        "gained more (0.727, 0.787, 0.859) in about twice the time (docs/benchmarks.md, "
+        "twenty-eighth session). Bundles without it: None (the default, so models trained "
+        "before it average two orders at inference too).",
     )
     prior_coverage_passes: bool = Field(
         True,

@@ -100,10 +100,13 @@ OVERRELAXED_ORDERS = 2
 """`default_orders` of over-relaxed passes: the whole scan's estimate averages this many
 mini-batch orders, run at once (`physics.prior_orders`). Where the featureless recipe runs
 on the whole scan (coverage below ``model.prior_frc_min_coverage``) two orders raised the
-prior alone's amplitude SSIM on all nine Gaussian-beam scans measured, by 0.002-0.046 (steps
-of 12 px: 0.672 -> 0.718 at 1e5 photons, 0.723 -> 0.762 at 3e5, 0.829 -> 0.843 at 1e6), in
-the same time on 2 CPU cores (docs/benchmarks.md, twenty-eighth session); four gained more
-(0.727, 0.786, 0.856 there) in twice the time, a choice left to ``prior_orders``."""
+prior alone's amplitude SSIM on every Gaussian-beam scan measured (five recorded, nine in
+exploration), most at low dose: steps of 12 px, 0.672 -> 0.718 at 1e5 photons, 0.723 ->
+0.762 at 3e5, 0.829 -> 0.848 and 0.877 -> 0.883 at 1e6, a lines object 0.851 -> 0.895, in
+about the same time on 2 CPU cores (2.4-3.6 s either way; `benchmarks/bench_prior_step_scale.py
+--orders`, docs/benchmarks.md, twenty-eighth session). Four orders gained more (0.727, 0.787,
+0.859, 0.898, 0.917) in about twice the time (4.7-6.9 s), too slow for the CPU target: a
+choice left to ``prior_orders``."""
 
 
 def default_orders(step_scale: float) -> int:
@@ -117,12 +120,13 @@ def default_orders(step_scale: float) -> int:
 LOW_DOSE_PHOTONS = 5e5
 """`low_dose_warning`: an over-relaxed prior run on the whole scan (below
 ``model.prior_frc_min_coverage``) of fewer photons per pattern than this warns. Under the
-default Gaussian beam with steps of 12 px (coverage 1.65) the network's amplitude SSIM came
-within 0.05 of pty-chi LSQML-100's at 1e6 photons (seeds 223 and 251: 0.871 and 0.805
-against 0.843 and 0.817) and not at 3e5 (seed 251: 0.681 against 0.764) or 1e5 (seeds 251
-and 223: 0.607 and 0.687 against 0.777 and 0.776): the over-relaxed passes carry the photon
-noise into the amplitude, and the network's correction of its prior only adds error there
-(docs/benchmarks.md, twenty-sixth and twenty-seventh sessions)."""
+default Gaussian beam with steps of 12 px the network's amplitude SSIM came within 0.05 of
+pty-chi LSQML-100's at 1e6 photons (two seeds) and, since the whole scan's estimate
+averages two mini-batch orders (`OVERRELAXED_ORDERS`), at 3e5 (seed 251: 0.755 against
+0.764; 0.681 before); at 1e5 it fell short on seed 251 (0.706 against 0.777; 0.607 before)
+and came within 0.05 on seed 223 (0.740 against 0.776): the over-relaxed passes carry the
+photon noise into the amplitude, and the network's correction of its prior only adds
+error there (docs/benchmarks.md, twenty-sixth to twenty-eighth sessions)."""
 
 
 def measured_photons(amplitudes, amplitude_units: str | None) -> float | None:  # noqa: ANN001
@@ -146,12 +150,11 @@ def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str 
     return (f"the scan has {photons_per_pattern:.2g} photons per pattern, below "
             f"{LOW_DOSE_PHOTONS:.0e}, and is covered {coverage:.2f} times, so the over-relaxed "
             "physics prior (the featureless recipe) runs on the whole scan: on such scans its "
-            "passes carry the photon noise into the amplitude and the network's amplitude fell "
-            "short of an iterative engine's (steps of 12 px under a Gaussian beam: amplitude "
-            "SSIM 0.607-0.687 at 1e5 and 0.681 at 3e5 photons against pty-chi LSQML-100's "
-            "0.76-0.78; within 0.05 of it at 1e6). Check the result against an iterative engine, or scan "
-            "with more overlap or dose (infer's default stitching, uniform on such scans, raised "
-            "the network there by 0.02-0.04; README, 'Featureless probes at low coverage').")
+            "passes carry the photon noise into the amplitude, and with steps of 12 px under "
+            "a Gaussian beam the network's amplitude SSIM came to 0.706-0.740 at 1e5 photons "
+            "and 0.755 at 3e5 against pty-chi LSQML-100's 0.76-0.78 (short of it by 0.071 on "
+            "one of two scans at 1e5). Check the result against an iterative engine, or scan "
+            "with more overlap or dose (README, 'Featureless probes at low coverage').")
 
 
 COVERAGE_REFERENCE = 3.0

@@ -7,15 +7,16 @@ canvas several times over, and how they do depends on the order: estimates of on
 two orders differ by noise that the order decides and the data do not. Their mean keeps
 what the data say and halves the power of what the order put in. Run at once, each on one
 of the caller's threads (`physics.at_once`), two orders cost on 2 CPU cores what one did
-on both (2.5 s for 20 + 4 passes over 625 patterns of 64x64).
+on both (2.5 s for 20 + 4 passes over 625 patterns of 64x64; exploration).
 
 Where the featureless recipe runs on the whole scan (coverage below
 ``model.prior_frc_min_coverage``), the mean of two orders raised the prior alone's
-amplitude SSIM on all nine Gaussian-beam scans measured, most at low dose (steps of 12
-px: 0.672 -> 0.718 at 1e5 photons, 0.723 -> 0.762 at 3e5, 0.829 -> 0.843 at 1e6; a lines
-object 0.851 -> 0.896), and the networks trained on one order's prior gained as much
-(docs/benchmarks.md, twenty-eighth session); four orders gained more again (0.727, 0.786,
-0.856) for twice the time.
+amplitude SSIM on every Gaussian-beam scan measured, most at low dose (steps of 12 px:
+0.672 -> 0.718 at 1e5 photons, 0.723 -> 0.762 at 3e5, 0.829 -> 0.848 at 1e6; a lines
+object 0.851 -> 0.895), and networks trained on one order's prior gained almost as much
+(0.650 -> 0.703, 0.709 -> 0.751, 0.820 -> 0.842, 0.847 -> 0.893;
+`benchmarks/bench_prior_step_scale.py --orders`, docs/benchmarks.md, twenty-eighth
+session); four orders gained more again (0.727, 0.787, 0.859) in about twice the time.
 """
 
 from __future__ import annotations
