@@ -122,9 +122,10 @@ LOW_DOSE_PHOTONS = 5e5
 ``model.prior_frc_min_coverage``) of fewer photons per pattern than this warns. Under the
 default Gaussian beam with steps of 12 px the network's amplitude SSIM came within 0.05 of
 pty-chi LSQML-100's at 1e6 photons (two seeds) and, since the whole scan's estimate
-averages two mini-batch orders (`OVERRELAXED_ORDERS`), at 3e5 (seed 251: 0.755 against
-0.764; 0.681 before); at 1e5 it fell short on seed 251 (0.706 against 0.777; 0.607 before)
-and came within 0.05 on seed 223 (0.740 against 0.776): the over-relaxed passes carry the
+averages two mini-batch orders (`OVERRELAXED_ORDERS`), at 3e5 (seeds 251 and 283: 0.755 and
+0.820 against 0.764 and 0.786; 0.681 before on seed 251); at 1e5 it fell short on seed 251
+(0.706 against 0.777; 0.607 before) and came within 0.05 on seeds 223 and 281 (0.740 and
+0.799 against 0.776 and 0.843): the over-relaxed passes carry the
 photon noise into the amplitude, and the network's correction of its prior only adds
 error there (docs/benchmarks.md, twenty-sixth to twenty-eighth sessions)."""
 
@@ -151,9 +152,9 @@ def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str 
             f"{LOW_DOSE_PHOTONS:.0e}, and is covered {coverage:.2f} times, so the over-relaxed "
             "physics prior (the featureless recipe) runs on the whole scan: on such scans its "
             "passes carry the photon noise into the amplitude, and with steps of 12 px under "
-            "a Gaussian beam the network's amplitude SSIM came to 0.706-0.740 at 1e5 photons "
-            "and 0.755 at 3e5 against pty-chi LSQML-100's 0.76-0.78 (short of it by 0.071 on "
-            "one of two scans at 1e5). Check the result against an iterative engine, or scan "
+            "a Gaussian beam the network's amplitude SSIM came to 0.706-0.799 at 1e5 photons "
+            "and 0.755-0.820 at 3e5 against pty-chi LSQML-100's 0.76-0.84 (short of it by "
+            "0.071 on one of three scans at 1e5). Check the result against an iterative engine, or scan "
             "with more overlap or dose (README, 'Featureless probes at low coverage').")
 
 
@@ -534,6 +535,8 @@ class ScanPrior:
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
             return None
+        if orders is None:  # inference's, else the model's; None: default_orders
+            orders = getattr(model_cfg, "prior_orders", None)
         if iterations is not None:  # inference may run more (or fewer) passes than training
             if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
                 raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
@@ -560,11 +563,10 @@ class ScanPrior:
                 frc = False
                 if iterations is None:
                     iters += LOW_COVERAGE_EXTRA_PASSES
-                n_orders = (orders if orders is not None else
-                            getattr(model_cfg, "prior_orders", None) or default_orders(step))
                 log.info("prior: %d whole-scan passes without the FRC filter's halves (the "
                          "scan's coverage %.2f is below %.1f; model.prior_frc_min_coverage), "
-                         "the mean of %d mini-batch orders", iters, coverage, least, n_orders)
+                         "the mean of %d mini-batch orders", iters, coverage, least,
+                         orders or default_orders(step))
                 warning = low_dose_warning(measured_photons(amplitudes, amplitude_units),
                                            coverage)
                 if warning:
@@ -593,7 +595,7 @@ class ScanPrior:
                    settle_passes=int(model_cfg.prior_settle_passes
                                      if settle_passes is None else settle_passes),
                    object_momentum=float(getattr(model_cfg, "prior_object_momentum", 0.0)),
-                   orders=getattr(model_cfg, "prior_orders", None) if orders is None else orders,
+                   orders=orders,
                    **kw)
 
     @classmethod

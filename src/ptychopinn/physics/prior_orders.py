@@ -43,8 +43,10 @@ def order_averaged_estimate(amplitudes: Tensor, positions_px: Tensor | np.ndarra
 
     One order is `scan_error_reduction` itself (seed 0), bit for bit. Several share one
     canvas frame and the patterns' pass terms (computed once) and run at once on the CPU
-    (`physics.at_once`); every estimate is the one it would be alone, so the mean does not
-    depend on how many threads there are. The result has the frame and illumination of
+    (`physics.at_once`); every estimate is bit for bit the one it would be alone on as many
+    intra-op threads (the passes' float rounding, which the over-relaxation amplifies, can
+    differ with the thread count: on a machine with more cores the third decimal of a score
+    may move). The result has the frame and illumination of
     each and ``passes`` = ``iterations``."""
     if isinstance(orders, bool) or int(orders) != orders or not 1 <= orders <= MAX_ORDERS:
         raise ValueError(f"orders must be an integer in [1, {MAX_ORDERS}]; found {orders!r}")
