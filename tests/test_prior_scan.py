@@ -270,6 +270,11 @@ def test_damped_amplitude_steps_keep_phase_errors_out_of_the_amplitude() -> None
 def test_batch_correction_is_the_mode_summed_pie_correction(modes) -> None:
     """The in-place one-mode correction (and the mode loop) equal
     sum_m conj(P_m) (back_propagate(A Psi_m / |Psi|) - psi_m), bad pixels kept."""
+    from ptychopinn.physics.com_phase import (
+        intensity_centre_gradients,
+        moment_gradients,
+        moment_weights,
+    )
     from ptychopinn.physics.prior_update import object_correction
     from ptychopinn.physics.propagation import back_propagate
 
@@ -285,8 +290,19 @@ def test_batch_correction_is_the_mode_summed_pie_correction(modes) -> None:
     target = torch.where(valid, amps.unsqueeze(1) / model, torch.ones_like(model))
     expected = (probes.conj() * (back_propagate(field * target) - psi)).sum(1)
     keep = ~torch.fft.ifftshift(valid, dim=(-2, -1))
-    got = object_correction(obj.clone(), probes, torch.fft.ifftshift(amps, dim=(-2, -1)), keep)
+    a_u = torch.fft.ifftshift(amps, dim=(-2, -1))
+    got, sums = object_correction(obj.clone(), probes, a_u, keep)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert sums is None
+    # with the moments it is the same correction and the predicted patterns' centres of
+    # mass too (their intensities straight from the FFT, the detector's good pixels)
+    moments = moment_weights(n, valid, centred=False, dtype=torch.float32)
+    again, sums = object_correction(obj.clone(), probes, a_u, keep, moments)
+    assert torch.equal(again, got) and sums.shape == (b, 3)
+    inten = (torch.fft.fft2(psi).abs() ** 2).sum(1)
+    torch.testing.assert_close(moment_gradients(sums, n),
+                               intensity_centre_gradients(inten, moments.double()),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_phase_momentum_carries_the_phase_on_and_keeps_the_amplitude() -> None:

@@ -397,6 +397,13 @@ class ScanPrior:
         self.com_correction = bool(com_correction)
         """Whether the passes ran the centre-of-mass phase correction
         (`physics.prior_scan.scan_error_reduction`)."""
+        self.com_from_passes = (self.com_correction and scope == "scan" and not frc_filter
+                                and self.step_scale != 1.0)
+        """Whether the correction read the predicted centres of mass off the passes' own
+        far fields (`physics.prior_scan.scan_error_reduction`'s ``com_from_passes``): where
+        over-relaxed passes run on the whole scan (the featureless recipe below
+        ``model.prior_frc_min_coverage``), whose time binds the CPU target; the FRC
+        filter's halves and plain passes predict every pattern afresh."""
         if isinstance(extra_iterations, bool) or int(extra_iterations) != extra_iterations or (
                 extra_iterations < 0):
             raise ValueError(f"extra prior iterations must be an integer >= 0; found "
@@ -470,8 +477,9 @@ class ScanPrior:
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
             else:
-                self.estimate = order_averaged_estimate(self.amplitudes, pos, scaled_probe,
-                                                        int(iterations), self.orders, **kw)
+                self.estimate = order_averaged_estimate(
+                    self.amplitudes, pos, scaled_probe, int(iterations), self.orders,
+                    com_from_passes=self.com_from_passes, **kw)
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))

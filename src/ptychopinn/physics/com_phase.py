@@ -138,7 +138,14 @@ def intensity_centre_gradients(intensity: Tensor, weights: Tensor) -> Tensor:
     centres of mass times ``2 pi / N``; zero for a pattern without counts. The sums
     run in ``weights``' dtype (one matrix product over the patterns)."""
     n = intensity.shape[-1]
-    s = (intensity.reshape(-1, n * n).to(weights.dtype) @ weights).double()
+    return moment_gradients(intensity.reshape(-1, n * n).to(weights.dtype) @ weights, n)
+
+
+def moment_gradients(moments: Tensor, n: int) -> Tensor:
+    """`intensity_centre_gradients` from the sums already taken: ``moments (B, 3)``,
+    the intensities' rows times `moment_weights` (total, first moments) of ``N x N``
+    patterns, on any device -> ``(B, 2)`` float64 on the CPU."""
+    s = moments.double()
     total = s[:, 0]
     grad = s[:, 1:] / total.clamp_min(1e-300)[:, None] * (2 * math.pi / n)
     return torch.where((total > 0)[:, None], grad, torch.zeros_like(grad)).cpu()

@@ -36,7 +36,10 @@ phase and the amplitude's share cancelling as far as the estimate's amplitude is
 right. The differences are integrated over the scan (`com_phase.PhaseIntegrator`,
 factorised once per run) and the object turned by `COM_CORRECTION_STEP` times the
 result. Unlike the centre-of-mass start, this holds under curved (defocused) probes
-(docs/benchmarks.md, `bench_prior_start.py`).
+(docs/benchmarks.md, `bench_prior_start.py`). The predicted centres are either computed
+afresh before each correction (a forward FFT of every pattern) or, with ``com_from_passes``,
+read off the far field each pattern's own mini-batch update computed in the pass before:
+stale by less than a pass, for no FFT of their own.
 
 The start is the local measured brightness: each pattern's Parseval
 transmission ``t_j = sqrt(sum A_j^2 / sum |P|^2)`` spread over the canvas with
@@ -57,6 +60,7 @@ from ptychopinn.physics.com_phase import (
     PhaseIntegrator,
     centre_of_mass_gradients,
     intensity_centre_gradients,
+    moment_gradients,
     moment_weights,
 )
 from ptychopinn.physics.geometry import accumulate_patches, extract_patches
@@ -170,6 +174,7 @@ def scan_error_reduction(
     step_scale: float = 1.0,
     settle_passes: int = 0,
     object_momentum: float = 0.0,
+    com_from_passes: bool = False,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -259,6 +264,13 @@ def scan_error_reduction(
         settling passes run without it; `physics.prior_update.push_on`). Where the passes
         converge slowly at every spatial frequency (a Gaussian beam on a scan that overlaps
         less) it carries each pass's progress on; 0: none.
+    com_from_passes
+        With ``com_correction``: read each pattern's predicted centre of mass off the far
+        field its own mini-batch update computed in the pass before (stale by less than a
+        pass) instead of predicting every pattern afresh before each correction (a forward
+        FFT of the whole scan per pass, about 30 % of a 24-pass whole-scan prior); the first
+        correction of a call with ``first_pass`` > 0 predicts afresh. The featureless
+        recipe's whole-scan prior reads them so (`models.scan_prior.ScanPrior`).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -356,6 +368,7 @@ def scan_error_reduction(
                   and first_pass + iterations + settle_passes > 1)
     grads = None  # the measured patterns' centres of mass, for either
     integrate = None  # their integration over the scan, factorised once for the run
+    from_passes = correcting and bool(com_from_passes)
     if com or correcting:
         mask = None if good is None else good > 0
         grads = torch.cat([centre_of_mass_gradients(batch_amps(torch.arange(s, min(s + 256, n_pat))),
@@ -434,6 +447,9 @@ def scan_error_reduction(
         # the predicted patterns' moments, read in the FFT's layout (the correction)
         moments = None if not correcting else moment_weights(
             n, mask, centred=False, dtype=torch.float32, device=dev)
+        # with com_from_passes: each pattern's predicted moment sums, from its last update
+        pass_sums = torch.zeros(n_pat, 3, device=dev) if from_passes else None
+        sums_read = False  # whether every pattern's are in pass_sums (after a whole pass)
         # phase momentum: each pixel's phase at the start of a pass, and its velocity
         momentum = bool(phase_momentum) and iterations > 1
         before = torch.empty(flat.shape, device=dev) if momentum else None
@@ -448,8 +464,11 @@ def scan_error_reduction(
         for it in range(iterations + settle_passes):
             scale = step_scale if it < iterations else 1.0
             if correcting and first_pass + it > 0:
-                model = _predicted_centres(obj_windows, corner, p_hat, frac, cache, cache_rows,
-                                           moments, n_pat)
+                if sums_read:
+                    model = moment_gradients(pass_sums, n)
+                else:
+                    model = _predicted_centres(obj_windows, corner, p_hat, frac, cache,
+                                               cache_rows, moments, n_pat)
                 turn = integrate(grads - model).to(dev)
                 obj.mul_(torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP)))
             turning = momentum and it < iterations - 1  # never into the settling passes
@@ -469,7 +488,10 @@ def scan_error_reduction(
                 else:
                     probes, power, a_u = pattern_terms(p_hat, frac[rows], batch_amps(rows))
                 obj_w = obj_windows[c0[:, 0], c0[:, 1]]  # (B, N, N), a copy
-                delta = object_correction(obj_w, probes, a_u, keep)  # (B, N, N)
+                delta, sums = object_correction(obj_w, probes, a_u, keep,
+                                                moments if from_passes else None)  # (B, N, N)
+                if sums is not None:
+                    pass_sums[rows] = sums
                 if on_cpu:  # the same sums in the same order, about twice as fast there
                     num_c.scatter_add_(0, idx, delta.reshape(-1))
                     den_c.scatter_add_(0, idx, power.reshape(-1))
@@ -497,6 +519,7 @@ def scan_error_reduction(
                 else:
                     num_c.index_fill_(0, idx, 0)
                     den_c.index_fill_(0, idx, 0)
+            sums_read = from_passes
             if turning:
                 turn_on(flat, before, velocity, phase_momentum)
             if pushing:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptychopinn.physics.prior import MODULUS_EPS, exit_wave_correction
+from ptychopinn.physics.prior import MODULUS_EPS
 from ptychopinn.physics.propagation import subpixel_probes
 
 PASS_CACHE_LIMIT_BYTES = 256 << 20
@@ -116,23 +116,47 @@ def window_corners(local: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return (top - corner).to(torch.float32), corner.to(torch.long)
 
 
-def object_correction(obj_w: Tensor, probes: Tensor, a_u: Tensor, keep: Tensor | None) -> Tensor:
+def object_correction(obj_w: Tensor, probes: Tensor, a_u: Tensor, keep: Tensor | None,
+                      moments: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """``sum_m conj(P_m) (back_propagate(modulus-constrained far field) - psi_m)`` of a
     batch: ``obj_w (B, N, N)`` windows, ``probes (B, M, N, N)``, ``a_u`` amplitudes in
-    FFT order. One mode (the common case) runs in place, without the mode sums."""
+    FFT order. One mode (the common case) runs in place, without the mode sums.
+
+    With ``moments`` (`physics.com_phase.moment_weights(centred=False)`, ``(N * N, 3)``)
+    it also returns the predicted intensities' ``(B, 3)`` moment sums (their total and
+    first moments, in the moments' dtype), read off the far field it computes anyway;
+    else None."""
     if probes.shape[1] != 1:
-        upd = exit_wave_correction(obj_w.unsqueeze(1) * probes, a_u, keep)
-        return (probes.conj() * upd).sum(-3)
+        psi = obj_w.unsqueeze(1) * probes
+        field = torch.fft.fft2(psi, norm="ortho")
+        inten = (field.real.square() + field.imag.square()).sum(-3)
+        sums = _moment_sums(inten, moments)
+        ratio = _modulus_ratio(inten, a_u, keep)
+        upd = torch.fft.ifft2(field * ratio.unsqueeze(-3), norm="ortho") - psi
+        return (probes.conj() * upd).sum(-3), sums
     p = probes[:, 0]
     psi = obj_w * p
     field = torch.fft.fft2(psi, norm="ortho")
     # |field| by hand: complex abs() is about twice slower on the CPU
-    ratio = (field.real.square() + field.imag.square()).sqrt_().clamp_min_(MODULUS_EPS)
-    torch.div(a_u, ratio, out=ratio)
+    inten = field.real.square() + field.imag.square()
+    sums = _moment_sums(inten, moments)
+    ratio = _modulus_ratio(inten, a_u, keep)
+    back = torch.fft.ifft2(field.mul_(ratio), norm="ortho")
+    return back.sub_(psi).mul_(p.conj()), sums
+
+
+def _moment_sums(inten: Tensor, moments: Tensor | None) -> Tensor | None:
+    if moments is None:
+        return None
+    return inten.reshape(inten.shape[0], -1).to(moments.dtype) @ moments
+
+
+def _modulus_ratio(inten: Tensor, a_u: Tensor, keep: Tensor | None) -> Tensor:
+    """``a_u / |field|`` (1 at ``keep``'s pixels), in place on the intensity ``inten``."""
+    ratio = torch.div(a_u, inten.sqrt_().clamp_min_(MODULUS_EPS), out=inten)
     if keep is not None:
         ratio.masked_fill_(keep, 1.0)
-    back = torch.fft.ifft2(field.mul_(ratio), norm="ortho")
-    return back.sub_(psi).mul_(p.conj())
+    return ratio
 
 
 def damp_amplitude(step: Tensor, obj: Tensor, beta: float) -> Tensor:
