@@ -19,6 +19,7 @@ same table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -164,6 +165,24 @@ def read_result(out: str | os.PathLike, process_s: float | None = None) -> dict:
     result["epochs_requested"] = int(res.get("epochs_requested", res["epochs"]))
     result["algorithm"] = str(res["algorithm"])
     return result
+
+
+def scan_fingerprint(scan) -> str:
+    """The first 12 hex digits of the SHA-256 of a scan's diffraction, positions, probe and
+    true object (when it has one), each as little-endian float32 / complex64 in C order: two
+    runs that print the same fingerprint measured the same scan (a scan simulated again
+    with the same seed on another machine, or with other numpy / scipy / scikit-image
+    versions, is checked so)."""
+    h = hashlib.sha256()
+    for arr, dtype in ((scan.diffraction, "<f4"), (scan.positions_px, "<f4"),
+                       (scan.probe, "<c8"), (scan.object, "<c8")):
+        if arr is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(np.asarray(arr).astype(dtype, copy=False))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:12]
 
 
 def score(obj: np.ndarray, scan) -> dict:

@@ -48,6 +48,7 @@ from bench_ptychi import (  # noqa: E402
     TABLE_HEADERS,
     find_ptychi_python,
     run_ptychi,
+    scan_fingerprint,
     score,
     simulate_case,
     table_row,
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             [(case, *simulate_case(case, work, seed=args.seed, subpixel=args.sim_subpixel),
               CASE_PHOTONS[case], f"{case} (seed {args.seed})") for case in args.cases])
     for case, scan, path, photons, name in jobs:
+        notes.append(f"{name}: scan fingerprint {scan_fingerprint(scan)} "
+                     "(bench_ptychi.scan_fingerprint: the same scan wherever it is the same)")
         ptychi_kw = {"device": "gpu", "warmup_epochs": 2} if gpu else {}
         lsq = run_ptychi(path, "lsqml", args.epochs, args.threads, **ptychi_kw)
         lsq_m = score(lsq["object"], scan)

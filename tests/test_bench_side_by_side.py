@@ -61,3 +61,28 @@ def test_photons_per_pattern_read_from_counts(small_scan):
     assert photons == pytest.approx(1e4, rel=0.05)
     assert bench_side_by_side.mean_photons(replace(small_scan,
                                                    amplitude_units="arbitrary")) is None
+
+
+def test_scan_fingerprint_tells_the_same_scan_from_another(small_scan):
+    """The fingerprint recorded with every side-by-side run is the same for the same scan
+    (also one written and read back), and changes with one count, one position or the truth."""
+    import bench_ptychi
+
+    fp = bench_ptychi.scan_fingerprint(small_scan)
+    assert len(fp) == 12 and int(fp, 16) >= 0
+    assert bench_ptychi.scan_fingerprint(replace(small_scan)) == fp
+    counts = small_scan.diffraction.copy()
+    counts[3, 5, 7] += 1.0
+    assert bench_ptychi.scan_fingerprint(replace(small_scan, diffraction=counts)) != fp
+    pos = small_scan.positions_px.copy()
+    pos[0, 0] += 0.5
+    assert bench_ptychi.scan_fingerprint(replace(small_scan, positions_px=pos)) != fp
+    assert bench_ptychi.scan_fingerprint(replace(small_scan, object=None)) != fp
+
+
+def test_scan_fingerprint_survives_the_npz_round_trip(tmp_path, small_scan):
+    path = save_npz(small_scan, tmp_path / "s.npz")
+    scan, _ = bench_side_by_side.load_truth_scan(path)
+    import bench_ptychi
+
+    assert bench_ptychi.scan_fingerprint(scan) == bench_ptychi.scan_fingerprint(small_scan)
