@@ -14,6 +14,11 @@ from pathlib import Path
 from ptychopinn.backends import get_backend, validate_backend
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
+from ptychopinn.logging_once import each_message_once
+
+PRIOR_LOGGER = "ptychopinn.models.scan_prior"
+"""The logger of the physics prior's decisions, which `train` says once per run (the
+training data's prior and the training scan's reconstruction after training decide alike)."""
 
 
 def train(
@@ -45,9 +50,9 @@ def train(
                               positions=config.probe_refine_positions, seed=config.seed,
                               device=device_name(config),
                               keep_linear=config.position_keep_linear)
-    if callbacks:
-        return backend.train(config, scan, resume=resume, extra_callbacks=callbacks)
-    return backend.train(config, scan, resume=resume)
+    kw = {"extra_callbacks": callbacks} if callbacks else {}
+    with each_message_once(PRIOR_LOGGER):
+        return backend.train(config, scan, resume=resume, **kw)
 
 
 def _manifest_backend(path: str | os.PathLike) -> str:
