@@ -65,3 +65,9 @@ def test_train_says_the_priors_warning_once(monkeypatch, caplog, tmp_path) -> No
         assert _said(caplog, WARNING) == 2
     assert Backend.calls == [{}, {"extra_callbacks": ["cb"]}]
     assert logging.getLogger(api.PRIOR_LOGGER).filters == []
+
+
+def test_the_logger_train_filters_is_the_priors() -> None:
+    from ptychopinn.models import scan_prior
+
+    assert api.PRIOR_LOGGER == scan_prior.log.name
