@@ -166,6 +166,15 @@ def prior_note(name: str, rec) -> str | None:
     return f"{name}: {rec.prior_passes} prior passes ran at inference{moved}{agree}{whole}"
 
 
+def stages_note(name: str, rec) -> str:
+    """The last timed inference's stages (`Reconstruction.timings_s`): the physics prior,
+    the network's patches and the stitching, in seconds (on a GPU each stage ends where
+    its results reach the next, so the split is approximate)."""
+    t = rec.timings_s
+    return (f"{name}: inference stages of the last run: prior {t['prior']:.3f} s, network "
+            f"{t['predict']:.3f} s, stitching {t['stitch']:.3f} s, total {t['total']:.3f} s")
+
+
 def load_truth_scan(path: str | os.PathLike):
     """``(scan, path)`` of a scan file for ``--scan``: the NPZ data contract with a true
     object (SystemExit naming the file and what is missing otherwise)."""
@@ -282,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         inf_m = score(rec.object, scan)
         if note := prior_note(name, rec):  # the model's passes, or more where the halves agreed
             notes.append(note)
+        notes.append(stages_note(name, rec))
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,
@@ -297,12 +307,14 @@ def main(argv: list[str] | None = None) -> None:
                                       extra + t, None, m))
         # targets
         hit = pr["hit"]
-        if case == "textured" and gpu:
+        if case in ("textured", "file") and gpu:
             ok = infer_s * 40 <= lsq_s and inf_m["amp_ssim"] >= lsq_m["amp_ssim"] - 0.05
+            on = (f" on {name} ({scan.n_patterns} patterns of {scan.patch_size}^2)"
+                  if case == "file" else "")
             targets.append(
                 f"Issue 4, on a GPU inference+stitch >= 40x faster than LSQML-100 at amp SSIM "
-                f"within 0.05: {'MET' if ok else 'NOT MET'} ({lsq_s / infer_s:.0f}x faster; amp "
-                f"SSIM {inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f})")
+                f"within 0.05{on}: {'MET' if ok else 'NOT MET'} ({lsq_s / infer_s:.0f}x faster; "
+                f"amp SSIM {inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f})")
         elif case in ("textured", "file"):
             ok = infer_s * 10 <= lsq_s and inf_m["amp_ssim"] >= lsq_m["amp_ssim"] - 0.05
             on = (f" on {name} ({scan.n_patterns} patterns of {scan.patch_size}^2)"

@@ -86,3 +86,16 @@ def test_scan_fingerprint_survives_the_npz_round_trip(tmp_path, small_scan):
     import bench_ptychi
 
     assert bench_ptychi.scan_fingerprint(scan) == bench_ptychi.scan_fingerprint(small_scan)
+
+
+def test_stages_note_reports_each_stage_of_the_reconstruction():
+    """The stage split recorded with each side-by-side run reads the reconstruction's own
+    timings (the prior, the network, the stitching), not a fixed string."""
+    from types import SimpleNamespace
+
+    rec = SimpleNamespace(timings_s={"prior": 0.1234, "predict": 0.0567, "stitch": 0.0089,
+                                     "total": 0.2001, "n_patterns": 9, "n_groups": 9})
+    note = bench_side_by_side.stages_note("scan.npz", rec)
+    assert note.startswith("scan.npz: ")
+    for want in ("prior 0.123 s", "network 0.057 s", "stitching 0.009 s", "total 0.200 s"):
+        assert want in note
