@@ -163,10 +163,19 @@ def test_scan_prior_averages_two_orders_for_overrelaxed_whole_scan_passes(gaussi
         return ScanPrior(amps, pos, probe, 1.0, 3, 4, **{**kw, **extra})
 
     over = prior(step_scale=2.0)
-    assert over.orders == 2
+    assert over.orders == 2 and over.orders_filter
+    expected = order_averaged_estimate(amps, pos, probe, 3, 2, batch_size=8, amplitude_step=0.5,
+                                       step_scale=2.0, device="cpu", frc_filter=True)
+    assert torch.equal(over.estimate.canvas, expected.canvas)
+    assert over.orders_agreement == expected.orders_agreement is not None
+    unfiltered = prior(step_scale=2.0, orders_filter=False)
+    assert not unfiltered.orders_filter and unfiltered.orders_agreement is None
     expected = order_averaged_estimate(amps, pos, probe, 3, 2, batch_size=8, amplitude_step=0.5,
                                        step_scale=2.0, device="cpu")
-    assert torch.equal(over.estimate.canvas, expected.canvas)
+    assert torch.equal(unfiltered.estimate.canvas, expected.canvas)
+    assert not prior(step_scale=2.0, orders=1).orders_filter  # one order: nothing to filter
+    with pytest.raises(ValueError, match="orders filter must be True, False or None"):
+        prior(step_scale=2.0, orders_filter="yes")
     assert prior(step_scale=2.0, orders=1).orders == 1
     assert not torch.equal(prior(step_scale=2.0, orders=1).estimate.canvas, over.estimate.canvas)
     assert prior(step_scale=2.0, orders=3).orders == 3
@@ -179,7 +188,7 @@ def test_scan_prior_averages_two_orders_for_overrelaxed_whole_scan_passes(gaussi
     assert read.com_from_passes
     expected = order_averaged_estimate(amps, pos, probe, 3, 2, batch_size=8, amplitude_step=0.5,
                                        step_scale=2.0, com_correction=True,
-                                       com_from_passes=True, device="cpu")
+                                       com_from_passes=True, device="cpu", frc_filter=True)
     assert torch.equal(read.estimate.canvas, expected.canvas)
     assert not prior(step_scale=2.0, com_correction=True, frc_filter=True).com_from_passes
     assert not prior(com_correction=True).com_from_passes
@@ -221,3 +230,75 @@ def test_prior_orders_options_are_validated_and_reach_the_prior(gaussian_scan) -
     assert built(cfg).orders == 2
     assert built(cfg.model_copy(update={"prior_orders": 3})).orders == 3
     assert built(cfg.model_copy(update={"prior_orders": 3}), orders=1).orders == 1
+
+
+def test_orders_filter_option_reaches_the_prior_and_is_refused_without_the_scan_prior(
+        gaussian_scan) -> None:
+    """``model.prior_orders_filter`` (default on; bundles without it: on) and
+    ``InferenceConfig.prior_orders_filter`` (None: the model's) reach `ScanPrior`;
+    inference refuses it for a model without the scan prior."""
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.inference.reconstruct import check_prior_options
+
+    assert ModelConfig().prior_orders_filter is True
+    assert InferenceConfig().prior_orders_filter is None
+    with pytest.raises(ConfigError, match="prior_orders_filter=true needs a model with the scan"):
+        check_prior_options(ModelConfig(prior_scope="neighbourhood"),
+                            InferenceConfig(prior_orders_filter=True), "m")
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+    cfg = ModelConfig(N=32, prior_recipe="featureless", prior_frc_filter=False,
+                      prior_iterations=2, prior_settle_passes=0)
+
+    def built(model_cfg: ModelConfig, **kw) -> ScanPrior:  # noqa: ANN003
+        return ScanPrior.for_config(model_cfg, amps, pos, probe, prior_amplitude_scale=1.0,
+                                    train_input_scale=0.0, **kw)
+
+    assert built(cfg).orders_filter and built(cfg).orders_agreement is not None
+    off = cfg.model_copy(update={"prior_orders_filter": False})
+    assert not built(off).orders_filter
+    assert built(off, orders_filter=True).orders_filter  # inference's choice wins
+    assert not built(cfg, orders_filter=False).orders_filter
+
+
+def _two_orders(scan, iterations: int = 8):  # noqa: ANN001, ANN202
+    amps, probe = torch.from_numpy(scan.diffraction).float(), torch.from_numpy(scan.probe)
+    return _with_threads(1, lambda: [scan_error_reduction(
+        amps, scan.positions_px, probe, iterations, seed=k, **RECIPE) for k in (0, 1)])
+
+
+def test_filter_orders_keeps_agreeing_orders_and_the_phase(gaussian_scan) -> None:
+    """Orders that agree (the same estimate twice) have an FRC of 1 at every ring: the
+    filter keeps the amplitude (to float rounding) and reports full agreement; on orders
+    that differ it changes only the amplitude (the phase is the mean's) and reports less."""
+    from dataclasses import replace
+
+    from ptychopinn.physics.prior_orders import filter_orders
+
+    a, b = _two_orders(gaussian_scan)
+    same = filter_orders(a, [a, a])
+    np.testing.assert_allclose(same.canvas.abs().numpy(), a.canvas.abs().numpy(), atol=2e-4)
+    assert same.orders_agreement == pytest.approx(1.0, abs=1e-6)
+    mean = replace(a, canvas=(a.canvas + b.canvas) / 2)
+    got = filter_orders(mean, [a, b])
+    assert got.orders_agreement < 0.99
+    lit = mean.illumination.numpy() > 0.3 * float(mean.illumination.max())
+    assert not np.allclose(got.canvas.abs().numpy()[lit], mean.canvas.abs().numpy()[lit],
+                           atol=1e-3)
+    np.testing.assert_allclose(np.angle(got.canvas.numpy())[lit],
+                               np.angle(mean.canvas.numpy())[lit], atol=1e-5)
+    assert filter_orders(mean, [a]) is mean  # one order: nothing to compare
+
+
+def test_filtered_mean_of_orders_is_closer_to_the_truth_at_low_dose(gaussian_scan) -> None:
+    """Where over-relaxed passes carry the photon noise into the canvas, the orders' FRC
+    filter lowers the amplitude error of the mean of two orders inside the well-lit region
+    (the property the default rests on; at 1e5 photons under a Gaussian beam)."""
+    s = gaussian_scan
+    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
+
+    def error(frc_filter: bool) -> float:
+        return _amp_error(order_averaged_estimate(amps, pos, probe, 8, 2, frc_filter=frc_filter,
+                                                  **RECIPE), s)
+
+    assert error(True) < error(False)

@@ -234,6 +234,8 @@ def infer_config_from_args(args: argparse.Namespace):
         "prior_step_scale": args.prior_step_scale,
         "prior_settle_passes": args.prior_settle_passes,
         "prior_orders": args.prior_orders,
+        "prior_orders_filter": (None if args.prior_orders_filter is None
+                                else args.prior_orders_filter == "on"),
         "prior_com_correction": (None if args.prior_com_correction is None
                                  else args.prior_com_correction == "on"),
         "phase_sync": None if args.phase_sync is None else args.phase_sync != "off",
@@ -281,7 +283,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
         + ("" if recon.prior_frc_filter is not False or recon.prior_step_scale in (None, 1.0)
            else ", whole scan only (no FRC halves)")
         + ("" if (recon.prior_orders or 1) == 1
-           else f", mean of {recon.prior_orders} batch orders")
+           else f", mean of {recon.prior_orders} batch orders"
+           + ("" if not recon.prior_orders_filter else
+              " FRC-filtered" + ("" if recon.prior_orders_agreement is None
+                                 else f" (agreement {recon.prior_orders_agreement:.2f})")))
         + ("" if recon.stitch_weight != "uniform" else ", uniform stitching")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
     )

@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimate averages where it runs without the FRC filter's halves, "
                         "at once on the CPU (default: as the model was trained, "
                         "model.prior_orders: 2 for over-relaxed passes, else 1; 1-8).")
+    p.add_argument("--prior-orders-filter", choices=("on", "off"),
+                   help="Filter the amplitude of the physics prior's mean of mini-batch "
+                        "orders by the orders' Fourier ring correlation (default: as the "
+                        "model was trained, model.prior_orders_filter, on; only where 2 or "
+                        "more orders run).")
     p.add_argument("--prior-start", choices=("flat", "com", "auto"),
                    help="The phase the physics prior's passes start from (default: as the "
                         "model was trained, model.prior_start): flat; com, the object's "

@@ -190,6 +190,20 @@ class ModelConfig(_Section):
         "twenty-eighth session). Bundles without it: None (the default, so models trained "
         "before it average two orders at inference too).",
     )
+    prior_orders_filter: bool = Field(
+        True,
+        description="Where the physics prior's whole-scan estimate averages 2 or more "
+        "mini-batch orders (prior_orders), filter its amplitude per ring by 2F/(1+F) of the "
+        "Fourier ring correlation F of the even- and odd-numbered orders' estimates "
+        "(physics.prior_orders.filter_orders, the rule of the FRC filter's halves): the "
+        "orders share the photon noise and differ by what the over-relaxed passes wrote "
+        "into the canvas in their order, so the filter smooths the rings that noise fills. "
+        "Under the default Gaussian beam with steps of 12 px (the featureless recipe on the "
+        "whole scan) it raised the network's amplitude SSIM on 9 of 11 scans and held the "
+        "other two, most at low dose (0.698 -> 0.741 at 1e5 photons, 0.753 -> 0.792 at 3e5; "
+        "networks trained without it; docs/benchmarks.md, thirty-first session); the phase "
+        "is left as estimated. Bundles without it: on.",
+    )
     prior_coverage_passes: bool = Field(
         True,
         description="prior_scope 'scan', plain passes (prior_step_scale 1): run more of the "
@@ -731,6 +745,12 @@ class InferenceConfig(_Section):
         "as the model was trained, model.prior_orders; see there). More orders lower the "
         "prior's noise for more time: on 2 CPU cores two run in the time of one, four in "
         "twice that; models without a scan prior refuse values above 1.",
+    )
+    prior_orders_filter: bool | None = Field(
+        None,
+        description="Filter the amplitude of the physics prior's mean of mini-batch orders "
+        "by the orders' Fourier ring correlation at inference (None: as the model was "
+        "trained, model.prior_orders_filter; see there). Only where 2 or more orders run.",
     )
     prior_start: Literal["flat", "com", "auto"] | None = Field(
         None,

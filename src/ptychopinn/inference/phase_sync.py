@@ -34,6 +34,7 @@ rotations are then applied at full resolution.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
@@ -164,7 +165,8 @@ def leading_rotations(m: sp.csr_matrix) -> np.ndarray:
             continue
         sub = m[members][:, members]
         if len(members) <= DENSE_EIGEN_LIMIT:
-            v = np.linalg.eigh(sub.toarray())[1][:, -1]
+            # only the leading pair (LAPACK's MRRR driver): 2-4x faster than all of them
+            v = sla.eigh(sub.toarray(), subset_by_index=[len(members) - 1] * 2)[1][:, 0]
         else:
             v = _lanczos_leading(sub)
         mag = np.abs(v)

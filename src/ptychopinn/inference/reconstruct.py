@@ -87,6 +87,11 @@ class Reconstruction:
     # prior; 1 with the FRC filter's halves; InferenceConfig.prior_orders, else
     # model.prior_orders, else models.scan_prior.default_orders)
     prior_orders: int | None = None
+    # whether the mean of the orders had its amplitude filtered by their FRC, and their
+    # agreement (None: a model without a prior; InferenceConfig.prior_orders_filter, else
+    # model.prior_orders_filter; False where one order ran)
+    prior_orders_filter: bool | None = None
+    prior_orders_agreement: float | None = None
     # the heavy-ball momentum of the prior's passes (None: a model without a prior;
     # model.prior_object_momentum)
     prior_object_momentum: float | None = None
@@ -148,8 +153,8 @@ def settle_advice(mcfg, cfg: InferenceConfig, model_path) -> str | None:  # noqa
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
     """Reject inference prior options the model cannot take (`ConfigError`): the FRC
-    filter, the centre-of-mass start, an over-relaxation, settling passes and several
-    mini-batch orders need the scan prior (both backends)."""
+    filter, the centre-of-mass start, an over-relaxation, settling passes, several
+    mini-batch orders and their FRC filter need the scan prior (both backends)."""
     from ptychopinn.errors import ConfigError
 
     if not mcfg.prior_iterations or mcfg.prior_scope == "scan":
@@ -161,7 +166,8 @@ def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa
                            f"prior_step_scale={cfg.prior_step_scale}"),
                           (bool(cfg.prior_settle_passes),
                            f"prior_settle_passes={cfg.prior_settle_passes}"),
-                          ((cfg.prior_orders or 1) > 1, f"prior_orders={cfg.prior_orders}")):
+                          ((cfg.prior_orders or 1) > 1, f"prior_orders={cfg.prior_orders}"),
+                          (cfg.prior_orders_filter, "prior_orders_filter=true")):
         if asked:
             raise ConfigError(f"{option} needs a model with the scan prior; {model_path} has "
                               f"model.prior_scope {mcfg.prior_scope!r}.")
@@ -241,6 +247,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
                                     step_scale=cfg.prior_step_scale,
                                     settle_passes=cfg.prior_settle_passes,
                                     orders=cfg.prior_orders,
+                                    orders_filter=cfg.prior_orders_filter,
                                     amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
 
@@ -306,6 +313,8 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
         prior_orders=None if prior is None else prior.orders,
+        prior_orders_filter=None if prior is None else prior.orders_filter,
+        prior_orders_agreement=None if prior is None else prior.orders_agreement,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
         stitch_weight=stitch_weight,
@@ -395,6 +404,11 @@ def write_outputs(
         arrays["prior_settle_passes"] = np.asarray(recon.prior_settle_passes, dtype=np.int64)
     if recon.prior_orders is not None:
         arrays["prior_orders"] = np.asarray(recon.prior_orders, dtype=np.int64)
+    if recon.prior_orders_filter is not None:
+        arrays["prior_orders_filter"] = np.asarray(recon.prior_orders_filter)
+    if recon.prior_orders_agreement is not None:
+        arrays["prior_orders_agreement"] = np.asarray(recon.prior_orders_agreement,
+                                                      dtype=np.float64)
     if recon.prior_object_momentum is not None:
         arrays["prior_object_momentum"] = np.asarray(recon.prior_object_momentum,
                                                      dtype=np.float64)

@@ -320,6 +320,10 @@ class ScanPrior:
         ``model.prior_orders``: mini-batch orders whose estimates the whole scan's prior
         averages without ``frc_filter`` (`physics.prior_orders`; scope 'scan'; the FRC
         filter's halves ignore it); None: `default_orders` of ``step_scale``.
+    orders_filter
+        ``model.prior_orders_filter``: whether the mean of 2 or more orders has its
+        amplitude filtered by the orders' FRC (`physics.prior_orders.filter_orders`); None:
+        yes.
     """
 
     def __init__(
@@ -350,6 +354,7 @@ class ScanPrior:
         object_momentum: float = 0.0,
         agreement_threshold: float | None = None,
         orders: int | None = None,
+        orders_filter: bool | None = None,
     ) -> None:
         self.amplitudes = torch.as_tensor(amplitudes).detach()
         pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
@@ -395,6 +400,16 @@ class ScanPrior:
             default_orders(step_scale) if orders is None else orders)
         """Mini-batch orders the whole scan's estimate averaged (`physics.prior_orders`; 1
         with the FRC filter's halves and for the neighbourhood scope)."""
+        if orders_filter is not None and not isinstance(orders_filter, bool):
+            raise ValueError(f"prior orders filter must be True, False or None; found "
+                             f"{orders_filter!r}")
+        self.orders_filter = self.orders > 1 and orders_filter is not False
+        """Whether the mean of the orders had its amplitude filtered by their FRC
+        (`physics.prior_orders.filter_orders`; ``orders_filter`` None: wherever 2 or more
+        orders ran)."""
+        self.orders_agreement: float | None = None
+        """The orders' FRC `physics.prior_frc.agreement` where ``orders_filter`` ran (None
+        otherwise, or where their overlap was too small to read it)."""
         if isinstance(object_momentum, bool) or not 0 <= float(object_momentum) < 1:
             raise ValueError(f"prior object momentum must be in [0, 1); found "
                              f"{object_momentum!r}")
@@ -487,7 +502,8 @@ class ScanPrior:
             else:
                 self.estimate = order_averaged_estimate(
                     self.amplitudes, pos, scaled_probe, int(iterations), self.orders,
-                    com_from_passes=self.com_from_passes, **kw)
+                    frc_filter=self.orders_filter, com_from_passes=self.com_from_passes, **kw)
+                self.orders_agreement = self.estimate.orders_agreement
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
@@ -522,6 +538,7 @@ class ScanPrior:
         settle_passes: int | None = None,
         amplitude_units: str | None = None,
         orders: int | None = None,
+        orders_filter: bool | None = None,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -546,13 +563,16 @@ class ScanPrior:
         ``com_correction`` ``model_cfg.prior_com_correction`` and ``step_scale``
         ``model_cfg.prior_step_scale`` and ``settle_passes``
         ``model_cfg.prior_settle_passes`` and ``orders`` ``model_cfg.prior_orders``
-        (inference only; None in both: `default_orders`).
+        (inference only; None in both: `default_orders`) and ``orders_filter``
+        ``model_cfg.prior_orders_filter`` (inference only; bundles without it: on).
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
             return None
         if orders is None:  # inference's, else the model's; None: default_orders
             orders = getattr(model_cfg, "prior_orders", None)
+        if orders_filter is None:  # inference's, else the model's
+            orders_filter = bool(getattr(model_cfg, "prior_orders_filter", True))
         if iterations is not None:  # inference may run more (or fewer) passes than training
             if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
                 raise ValueError(f"prior iterations must be an integer >= 1; found {iterations!r}")
@@ -611,7 +631,7 @@ class ScanPrior:
                    settle_passes=int(model_cfg.prior_settle_passes
                                      if settle_passes is None else settle_passes),
                    object_momentum=float(getattr(model_cfg, "prior_object_momentum", 0.0)),
-                   orders=orders,
+                   orders=orders, orders_filter=orders_filter,
                    **kw)
 
     @classmethod

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ptychopinn.physics.at_once import at_once
+from ptychopinn.physics.prior_frc import agreement, filter_amplitude
 from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
 from ptychopinn.physics.prior_update import pass_terms
 
@@ -37,7 +38,7 @@ MAX_ORDERS = 8
 
 def order_averaged_estimate(amplitudes: Tensor, positions_px: Tensor | np.ndarray,
                             probe: Tensor, iterations: int, orders: int = 1,
-                            **kw) -> ScanEstimate:
+                            frc_filter: bool = False, **kw) -> ScanEstimate:
     """The mean canvas of `scan_error_reduction`'s estimates with seeds ``0 .. orders - 1``
     (``kw``: its other arguments but ``seed``, ``frame`` and ``terms``).
 
@@ -47,7 +48,11 @@ def order_averaged_estimate(amplitudes: Tensor, positions_px: Tensor | np.ndarra
     intra-op threads (the passes' float rounding, which the over-relaxation amplifies, can
     differ with the thread count: on a machine with more cores the third decimal of a score
     may move). The result has the frame and illumination of
-    each and ``passes`` = ``iterations``."""
+    each and ``passes`` = ``iterations``.
+
+    ``frc_filter`` (with 2 or more orders): the mean's amplitude is filtered per ring by
+    the FRC of the even- and odd-numbered orders' mean amplitudes (`filter_orders`); the
+    result's ``orders_agreement`` is their `physics.prior_frc.agreement`."""
     if isinstance(orders, bool) or int(orders) != orders or not 1 <= orders <= MAX_ORDERS:
         raise ValueError(f"orders must be an integer in [1, {MAX_ORDERS}]; found {orders!r}")
     for name in ("seed", "frame", "terms"):
@@ -63,7 +68,33 @@ def order_averaged_estimate(amplitudes: Tensor, positions_px: Tensor | np.ndarra
     ests = at_once(lambda seed: scan_error_reduction(
         amplitudes, pos, probe, iterations, seed=seed, frame=frame, terms=terms, **kw),
         list(range(int(orders))), device=device)
+    mean = replace(ests[0], canvas=_mean_canvas(ests), passes=int(iterations))
+    return filter_orders(mean, ests) if frc_filter else mean
+
+
+def _mean_canvas(ests: list[ScanEstimate]) -> Tensor:
     canvas = ests[0].canvas.clone()
     for e in ests[1:]:
         canvas.add_(e.canvas)
-    return replace(ests[0], canvas=canvas.div_(len(ests)), passes=int(iterations))
+    return canvas.div_(len(ests))
+
+
+def filter_orders(mean: ScanEstimate, ests: list[ScanEstimate]) -> ScanEstimate:
+    """``mean`` (the mean of the orders' estimates ``ests``, all on one canvas) with its
+    amplitude filtered per ring by ``2F / (1 + F)``, ``F`` the Fourier ring correlation of
+    the even- and odd-numbered orders' mean amplitudes where both light the object
+    (`physics.prior_frc.filter_amplitude`, the half-scan filter's rule); the phase is the
+    mean's. The orders share the photon noise; they differ by what the order wrote into
+    the canvas, so the rings where they disagree are those the over-relaxed passes filled
+    with noise of their own making, and the filter smooths the amplitude there (with an
+    odd number of orders the two sides are unequal and the weight is approximate). The
+    result's ``orders_agreement`` is the FRC's `physics.prior_frc.agreement` (None where
+    the sides overlap too little to read it, and then the mean is returned unfiltered)."""
+    if len(ests) < 2 or mean.illumination is None:
+        return mean
+    sides = [ScanEstimate(_mean_canvas(ests[k::2]), mean.origin_px, mean.illumination)
+             for k in (0, 1)]
+    out, frc = filter_amplitude(mean, sides)
+    if out is mean:  # too little overlap to read an FRC
+        return mean
+    return replace(mean, canvas=out.canvas, orders_agreement=agreement(frc))

@@ -115,6 +115,9 @@ class ScanEstimate:
     phase_momentum: float | None = None
     """The phase momentum an FRC-filtered estimate's passes ran with (0 where its halves
     did not agree), when recorded."""
+    orders_agreement: float | None = None
+    """A mean of mini-batch orders filtered by their FRC (`physics.prior_orders.filter_orders`):
+    the `physics.prior_frc.agreement` of the even- and odd-numbered orders; None otherwise."""
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""

@@ -118,6 +118,7 @@ def reconstruct_tensorflow(
                              step_scale=cfg.prior_step_scale,
                              settle_passes=cfg.prior_settle_passes,
                              orders=cfg.prior_orders,
+                             orders_filter=cfg.prior_orders_filter,
                              amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
@@ -167,6 +168,8 @@ def reconstruct_tensorflow(
         prior_step_scale=None if prior is None else prior.step_scale,
         prior_settle_passes=None if prior is None else prior.settle_passes,
         prior_orders=None if prior is None else prior.orders,
+        prior_orders_filter=None if prior is None else prior.orders_filter,
+        prior_orders_agreement=None if prior is None else prior.orders_agreement,
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
         stitch_weight=stitch_weight,

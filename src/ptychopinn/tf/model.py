@@ -166,14 +166,15 @@ class TFPtychoPINN(tf.Module):
                    start_phase: str | None = None,
                    com_correction: bool | None = None, step_scale: float | None = None,
                    settle_passes: int | None = None,
-                   amplitude_units: str | None = None, orders: int | None = None):
+                   amplitude_units: str | None = None, orders: int | None = None,
+                   orders_filter: bool | None = None):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
         as in `ScanPrior.for_model`; ``iterations`` and ``frc_filter`` override the
         model's passes and FRC filter, ``extra_iterations``, ``phase_momentum``,
         ``converge_passes`` and
         ``start_phase`` as in `ScanPrior`, ``com_correction``, ``step_scale``, ``settle_passes``,
-        ``amplitude_units`` and ``orders`` as in `ScanPrior.for_config`);
+        ``amplitude_units``, ``orders`` and ``orders_filter`` as in `ScanPrior.for_config`);
         None without prior."""
         import torch
 
@@ -189,6 +190,7 @@ class TFPtychoPINN(tf.Module):
             start_phase=start_phase,
             com_correction=com_correction, step_scale=step_scale,
             settle_passes=settle_passes, amplitude_units=amplitude_units, orders=orders,
+            orders_filter=orders_filter,
             valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
