@@ -288,6 +288,15 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
          "--no-figures", "--prior-orders", "1", cwd=tmp_path)
     one = np.load(tmp_path / "out_one" / "reconstruction.npz")
     assert int(one["prior_orders"]) == 1 and not np.array_equal(one["object"], saved["object"])
+    assert not bool(one["prior_orders_filter"]) and "prior_orders_agreement" not in one
+    # the two orders' mean is filtered by their FRC (model.prior_orders_filter, default on)
+    assert bool(saved["prior_orders_filter"]) and 0 < float(saved["prior_orders_agreement"]) <= 1
+    assert ", mean of 2 batch orders FRC-filtered (agreement " in proc.stdout
+    _cli("infer", "--model", "whole", "--data", "g.npz", "--output-dir", "out_nofilter",
+         "--no-figures", "--prior-orders-filter", "off", cwd=tmp_path)
+    plain = np.load(tmp_path / "out_nofilter" / "reconstruction.npz")
+    assert int(plain["prior_orders"]) == 2 and not bool(plain["prior_orders_filter"])
+    assert not np.array_equal(plain["object"], saved["object"])
     # there 'auto' stitches uniformly: the same object as asked for by hand, not as 'probe'
     assert str(saved["stitch_weight"]) == "uniform" and ", uniform stitching" in proc.stdout
     for w in ("uniform", "probe"):

@@ -198,10 +198,12 @@ class ModelConfig(_Section):
         "(physics.prior_orders.filter_orders, the rule of the FRC filter's halves): the "
         "orders share the photon noise and differ by what the over-relaxed passes wrote "
         "into the canvas in their order, so the filter smooths the rings that noise fills. "
-        "Under the default Gaussian beam with steps of 12 px (the featureless recipe on the "
-        "whole scan) it raised the network's amplitude SSIM on 9 of 11 scans and held the "
-        "other two, most at low dose (0.698 -> 0.741 at 1e5 photons, 0.753 -> 0.792 at 3e5; "
-        "networks trained without it; docs/benchmarks.md, thirty-first session); the phase "
+        "Where the featureless recipe ran on the whole scan (Gaussian beams, steps of 12 px "
+        "and wider beams) it raised the network's amplitude SSIM at inference alone by "
+        "0.009-0.043 on 8 of 11 scans and left 3 level (networks trained without it), and "
+        "with networks trained with it the 1e5-photon scan of seed 251 rose from 0.698 to "
+        "0.744 against pty-chi LSQML-100's 0.777, the 3e5 one from 0.753 to 0.794 against "
+        "0.764 (docs/benchmarks.md, thirty-first session, bench_orders_filter.py); the phase "
         "is left as estimated. Bundles without it: on.",
     )
     prior_coverage_passes: bool = Field(
