@@ -32,6 +32,18 @@ def gaussian_scan():
                                           probe_kind="gaussian", photons_per_pattern=1e5))
 
 
+WHOLE_SCAN_RECIPE = ModelConfig(N=32, prior_recipe="featureless", prior_frc_filter=False,
+                                prior_iterations=2, prior_settle_passes=0)
+"""A small featureless-recipe model config whose prior runs on the whole scan."""
+
+
+def _built(scan, model_cfg: ModelConfig, **kw) -> ScanPrior:  # noqa: ANN001, ANN003
+    """`ScanPrior.for_config` of ``model_cfg`` on ``scan`` (its probe, unit scales)."""
+    return ScanPrior.for_config(model_cfg, torch.from_numpy(scan.diffraction).float(),
+                                scan.positions_px, torch.from_numpy(scan.probe),
+                                prior_amplitude_scale=1.0, train_input_scale=0.0, **kw)
+
+
 def _with_threads(n: int, fn):  # noqa: ANN001, ANN202
     before = torch.get_num_threads()
     try:
@@ -218,14 +230,10 @@ def test_prior_orders_options_are_validated_and_reach_the_prior(gaussian_scan) -
         check_prior_options(neighbourhood, InferenceConfig(prior_orders=2), "m")
     check_prior_options(neighbourhood, InferenceConfig(prior_orders=1), "m")
 
-    s = gaussian_scan
-    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
-    cfg = ModelConfig(N=32, prior_recipe="featureless", prior_frc_filter=False,
-                      prior_iterations=2, prior_settle_passes=0)
+    cfg = WHOLE_SCAN_RECIPE
 
     def built(model_cfg: ModelConfig, **kw) -> ScanPrior:  # noqa: ANN003
-        return ScanPrior.for_config(model_cfg, amps, pos, probe, prior_amplitude_scale=1.0,
-                                    train_input_scale=0.0, **kw)
+        return _built(gaussian_scan, model_cfg, **kw)
 
     assert built(cfg).orders == 2
     assert built(cfg.model_copy(update={"prior_orders": 3})).orders == 3
@@ -245,14 +253,10 @@ def test_orders_filter_option_reaches_the_prior_and_is_refused_without_the_scan_
     with pytest.raises(ConfigError, match="prior_orders_filter=true needs a model with the scan"):
         check_prior_options(ModelConfig(prior_scope="neighbourhood"),
                             InferenceConfig(prior_orders_filter=True), "m")
-    s = gaussian_scan
-    amps, probe, pos = torch.from_numpy(s.diffraction).float(), torch.from_numpy(s.probe), s.positions_px
-    cfg = ModelConfig(N=32, prior_recipe="featureless", prior_frc_filter=False,
-                      prior_iterations=2, prior_settle_passes=0)
+    cfg = WHOLE_SCAN_RECIPE
 
     def built(model_cfg: ModelConfig, **kw) -> ScanPrior:  # noqa: ANN003
-        return ScanPrior.for_config(model_cfg, amps, pos, probe, prior_amplitude_scale=1.0,
-                                    train_input_scale=0.0, **kw)
+        return _built(gaussian_scan, model_cfg, **kw)
 
     assert built(cfg).orders_filter and built(cfg).orders_agreement is not None
     off = cfg.model_copy(update={"prior_orders_filter": False})

@@ -17,6 +17,12 @@ object 0.851 -> 0.895), and networks trained on one order's prior gained almost 
 (0.650 -> 0.703, 0.709 -> 0.751, 0.820 -> 0.842, 0.847 -> 0.893;
 `benchmarks/bench_prior_step_scale.py --orders`, docs/benchmarks.md, twenty-eighth
 session); four orders gained more again (0.727, 0.787, 0.859) in about twice the time.
+
+`filter_orders` then filters the mean's amplitude by the orders' own Fourier ring
+correlation (the half-scan filter's rule, `physics.prior_frc`): where the orders disagree,
+the passes wrote noise of their own making, and the amplitude is smoothed there. It raised
+the network on eight of eleven whole-scan scans and left three level (docs/benchmarks.md,
+thirty-first session; ``model.prior_orders_filter``, default on).
 """
 
 from __future__ import annotations
