@@ -306,3 +306,17 @@ def test_filtered_mean_of_orders_is_closer_to_the_truth_at_low_dose(gaussian_sca
                                                   **RECIPE), s)
 
     assert error(True) < error(False)
+
+
+def test_prior_records_no_filter_where_the_orders_frc_could_not_be_read(gaussian_scan,
+                                                                       monkeypatch) -> None:
+    """Where the orders light too little of the object together to read their FRC,
+    `filter_orders` returns the mean unfiltered (no agreement), and `ScanPrior` records
+    that the filter did not run rather than that it was asked for."""
+    import ptychopinn.models.scan_prior as scan_prior_mod
+
+    real = scan_prior_mod.order_averaged_estimate
+    monkeypatch.setattr(scan_prior_mod, "order_averaged_estimate",
+                        lambda *a, **kw: real(*a, **{**kw, "frc_filter": False}))
+    prior = _built(gaussian_scan, WHOLE_SCAN_RECIPE)
+    assert prior.orders == 2 and not prior.orders_filter and prior.orders_agreement is None

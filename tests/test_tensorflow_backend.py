@@ -272,6 +272,24 @@ def test_reconstruction_matches_pytorch_backend(tf, tmp_path, small_scan) -> Non
     assert recs["tensorflow"].prior_settle_passes == recs["pytorch"].prior_settle_passes == 2
     assert _rel(recs["pytorch"].object, recs["tensorflow"].object) < 1e-4
     assert _rel(recs["tensorflow"].object, objects[0.01, None]) > 1e-4
+    # and the whole scan's mean of two over-relaxed orders, filtered by their FRC or not
+    # (InferenceConfig.prior_orders_filter), the same in both and recorded by both
+    filtered = {}
+    for flag in (True, False):
+        icfg = InferenceConfig(figures=False, prior_frc_filter=False, prior_step_scale=2.0,
+                               prior_orders=2, prior_orders_filter=flag,
+                               execution={"precision": "32-true"})
+        recs = {name: get_backend(name).reconstruct(get_backend(name).load_bundle(tmp_path),
+                                                    small_scan, icfg)
+                for name in ("pytorch", "tensorflow")}
+        assert recs["tensorflow"].prior_orders == recs["pytorch"].prior_orders == 2
+        assert recs["tensorflow"].prior_orders_filter is recs["pytorch"].prior_orders_filter
+        assert recs["pytorch"].prior_orders_filter is flag
+        assert recs["tensorflow"].prior_orders_agreement == recs["pytorch"].prior_orders_agreement
+        assert (recs["pytorch"].prior_orders_agreement is None) is (not flag)
+        assert _rel(recs["pytorch"].object, recs["tensorflow"].object) < 1e-4
+        filtered[flag] = recs["pytorch"].object
+    assert _rel(filtered[True], filtered[False]) > 1e-4
 
 
 def test_both_backends_scale_the_prior_passes_by_the_scan_coverage(tf, tmp_path) -> None:

@@ -285,8 +285,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         + ("" if (recon.prior_orders or 1) == 1
            else f", mean of {recon.prior_orders} batch orders"
            + ("" if not recon.prior_orders_filter else
-              " FRC-filtered" + ("" if recon.prior_orders_agreement is None
-                                 else f" (agreement {recon.prior_orders_agreement:.2f})")))
+              f" FRC-filtered (agreement {recon.prior_orders_agreement:.2f})"))
         + ("" if recon.stitch_weight != "uniform" else ", uniform stitching")
         + f", phase sync {recon.phase_sync}); wrote {files['reconstruction']}"
     )

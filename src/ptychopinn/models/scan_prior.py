@@ -411,7 +411,7 @@ class ScanPrior:
         self.orders_filter = self.orders > 1 and orders_filter is not False
         """Whether the mean of the orders had its amplitude filtered by their FRC
         (`physics.prior_orders.filter_orders`; ``orders_filter`` None: wherever 2 or more
-        orders ran)."""
+        orders ran and lit enough of the object together to read it)."""
         self.orders_agreement: float | None = None
         """The orders' FRC `physics.prior_frc.agreement` where ``orders_filter`` ran (None
         otherwise, or where their overlap was too small to read it)."""
@@ -509,6 +509,8 @@ class ScanPrior:
                     self.amplitudes, pos, scaled_probe, int(iterations), self.orders,
                     frc_filter=self.orders_filter, com_from_passes=self.com_from_passes, **kw)
                 self.orders_agreement = self.estimate.orders_agreement
+                # too little overlap to read the orders' FRC: the mean ran unfiltered
+                self.orders_filter = self.orders_agreement is not None
             self.estimate = ScanEstimate(self.estimate.canvas.cpu(), self.estimate.origin_px)
             return
         self.table = torch.from_numpy(nearest_patterns(pos, int(neighbors)))
