@@ -11,7 +11,11 @@ the truth (the batch size must not change the object beyond float rounding).
 Usage::
 
     python benchmarks/bench_inference_stages.py --run models/seed11 models/scans/seed11.npz \\
-        [--device cuda] [--batch-sizes 16 64 256] [--repeats 5] [--record]
+        [--models models --seeds 5 7] [--device cuda] [--batch-sizes 16 64 256] \\
+        [--repeats 5] [--record]
+
+``--run RUN SCAN`` (repeatable) and ``--models`` / ``--seeds`` / ``--cases`` name the
+models and scans as in the other benchmarks (`train_models.model_runs`).
 
 On a GPU the stages are not synchronised one by one: each ends where its results reach
 the next, so the split is approximate; the total is exact (the reconstruction comes back
@@ -30,17 +34,16 @@ import torch
 STAGES = ("prior", "predict", "stitch", "total")
 
 
-def time_variants(model_path: str, scan_path: str, device: str, batch_sizes: list[int],
+def time_variants(model_path, scan, scan_path, device: str, batch_sizes: list[int],
                   repeats: int) -> list[dict]:
     """One row per batch size: median seconds of each of `STAGES` over ``repeats`` runs
-    after a warm-up, and the last run's amplitude / phase SSIM."""
+    after a warm-up, and the last run's amplitude / phase SSIM (``scan`` loaded from
+    ``scan_path``, which names it in errors)."""
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.config import InferenceConfig
-    from ptychopinn.data import load_npz
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
     from ptychopinn.metrics import evaluate
 
-    scan = load_npz(scan_path)
     if scan.object is None:
         raise SystemExit(f"bench_inference_stages: {scan_path}: no true object "
                          "(key 'objectGuess') to score against")
@@ -60,10 +63,12 @@ def time_variants(model_path: str, scan_path: str, device: str, batch_sizes: lis
 
 
 def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_models import add_run_argument, add_seed_model_arguments, model_runs
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", nargs=2, action="append", required=True,
-                    metavar=("MODEL", "SCAN"), help="a trained run (or bundle) and a scan "
-                    "with its true object; repeatable")
+    add_seed_model_arguments(ap, required=False)
+    add_run_argument(ap)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--repeats", type=int, default=5)
@@ -74,22 +79,20 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--repeats must be >= 1; found {args.repeats}")
     if any(b < 1 for b in args.batch_sizes):
         ap.error(f"--batch-sizes must be >= 1; found {args.batch_sizes}")
-    for model, scan in args.run:
-        for what, path in (("MODEL", model), ("SCAN", scan)):
-            if not Path(path).exists():
-                ap.error(f"--run {what} {path}: no such file or directory")
+    runs = model_runs(ap, args)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
 
     header = ["model", "scan", "batch", "prior s", "network s", "stitch s", "total s",
               "patterns/s", "amp / phase SSIM"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, scan in args.run:
-        for r in time_variants(model, scan, args.device, args.batch_sizes, args.repeats):
-            cells = [model, Path(scan).name, str(r["batch"]), f"{r['prior']:.3f}",
+    for _, model, load in runs:
+        scan, scan_path = load()
+        for r in time_variants(model, scan, scan_path, args.device, args.batch_sizes,
+                               args.repeats):
+            cells = [str(model), Path(scan_path).name, str(r["batch"]), f"{r['prior']:.3f}",
                      f"{r['predict']:.3f}", f"{r['stitch']:.3f}", f"{r['total']:.3f}",
                      f"{r['patterns'] / r['total']:.0f}", f"{r['amp']:.3f} / {r['phase']:.3f}"]
             lines.append("| " + " | ".join(cells) + " |")

@@ -4,6 +4,7 @@ the reconstruction's own timings, and the batch size does not change the object.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import bench_inference_stages  # noqa: E402
 
 from ptychopinn import api  # noqa: E402
 from ptychopinn.config import TrainingConfig  # noqa: E402
-from ptychopinn.data import save_npz  # noqa: E402
+from ptychopinn.data import load_npz, save_npz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def run_and_scan(tmp_path_factory, small_scan):
 
 def test_each_batch_size_gets_a_row_with_the_same_object(run_and_scan, one_torch_thread):
     model, scan = run_and_scan
-    rows = bench_inference_stages.time_variants(model, scan, "cpu", [4, 32], repeats=1)
+    rows = bench_inference_stages.time_variants(model, load_npz(scan), scan, "cpu", [4, 32],
+                                                repeats=1)
     assert [r["batch"] for r in rows] == [4, 32]
     for r in rows:
         assert r["total"] > 0 and r["prior"] >= 0 and r["predict"] > 0 and r["stitch"] > 0
@@ -53,4 +55,8 @@ def test_cli_prints_a_table_and_refuses_bad_options(run_and_scan, capsys, one_to
     assert "--repeats must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench_inference_stages.main(["--run", model, str(Path(scan).parent / "none.npz")])
-    assert "--run SCAN" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--run: SCAN" in err and "none.npz not found" in err
+    with pytest.raises(SystemExit, match="no true object"):
+        bench_inference_stages.time_variants(model, replace(load_npz(scan), object=None), scan,
+                                             "cpu", [4], repeats=1)
