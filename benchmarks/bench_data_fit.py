@@ -30,6 +30,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _record import markdown_table  # noqa: E402
+from train_models import add_case_argument, checked_cases  # noqa: E402
 
 
 def fit_row(label: str, model_path: str, scan_path: str, refine_epochs: int) -> list[str]:
@@ -62,22 +63,18 @@ def fit_row(label: str, model_path: str, scan_path: str, refine_epochs: int) -> 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--case", nargs=3, action="append", required=True,
-                   metavar=("LABEL", "MODEL", "SCAN"), help="a trained model and a scan file")
+    add_case_argument(p, "a label, a trained model and a scan file")
     p.add_argument("--refine-epochs", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
     if args.refine_epochs < 1:
         p.error(f"--refine-epochs must be >= 1; found {args.refine_epochs}")
-    for label, model, scan in args.case:
-        for path, what in ((model, "MODEL"), (scan, "SCAN")):
-            if not Path(path).exists():
-                p.error(f"--case {label!r}: {what} {path} does not exist")
+    cases = checked_cases(p, args)
     torch.set_num_threads(args.threads)
     from ptychopinn.inference.reconstruct import POOR_FIT_RATIO
 
-    rows = [fit_row(label, model, scan, args.refine_epochs) for label, model, scan in args.case]
+    rows = [fit_row(label, model, scan, args.refine_epochs) for label, model, scan in cases]
     r = args.refine_epochs
     table = markdown_table(
         ["scan", "network: deviance / noise floor", "warned", "amp SSIM", "s",
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
              f"data_consistency_patterns patterns), the network's object and the object after "
              f"{r} refinement epochs; 'warned': `poor_fit_warning` fires (deviance above "
              f"{POOR_FIT_RATIO:g} times the photon-noise floor); amp SSIM against the scan's "
-             "true object. Models: " + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case))
+             "true object. Models: " + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in cases))
     print(notes)
     print(table)
     if args.record:

@@ -30,6 +30,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import print_and_record  # noqa: E402
+from train_models import add_case_argument, checked_cases  # noqa: E402
+
 VARIANTS = (("off", False), ("on", True))
 
 
@@ -71,26 +75,18 @@ def _cell(r: dict, key: tuple) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", nargs=3, action="append", required=True,
-                    metavar=("LABEL", "MODEL", "SCAN"),
-                    help="a label, a trained run (or bundle) and a scan with its true object; "
-                         "repeatable")
+    add_case_argument(ap, "a label, a trained run (or bundle) and a scan with its true object")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args(argv)
-    for label, model, scan in args.case:
-        for what, path in (("MODEL", model), ("SCAN", scan)):
-            if not Path(path).exists():
-                ap.error(f"--case {label!r}: {what} {path}: no such file or directory")
+    cases = checked_cases(ap, args)
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _record import print_and_record
 
     header = ["scan", "trained with", "orders", "prior alone, off", "prior alone, on",
               "network, off", "network, on", "network amp change", "prior s off / on",
               "orders' agreement"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, model, scan in args.case:
+    for label, model, scan in cases:
         r = score_case(model, scan)
 
         agree = r["on", "network"][3]
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                  "-" if agree is None else f"{agree:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    notes = ("; ".join(f"{label}: {model} on {scan}" for label, model, scan in args.case)
+    notes = ("; ".join(f"{label}: {model} on {scan}" for label, model, scan in cases)
              + "; infer's defaults but InferenceConfig.prior_orders_filter off / on; cells "
              "amplitude / phase SSIM against each scan's true object; 'prior alone' bypasses "
              "the network (bench_prior.ModelVariant); 'trained with': the model's "

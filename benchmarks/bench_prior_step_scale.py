@@ -49,14 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import markdown_table, print_and_record  # noqa: E402
 from bench_prior import ModelVariant  # noqa: E402
 from bench_ptychi import score  # noqa: E402
+from train_models import add_case_argument, checked_cases  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--case", nargs=3, action="append", required=True,
-                   metavar=("LABEL", "MODEL", "SCAN"),
-                   help="a label, a trained model (bundle or run directory) and a scan NPZ "
-                        "with its true object")
+    add_case_argument(p, "a label, a trained model (bundle or run directory) and a scan NPZ "
+                         "with its true object")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     p.add_argument("--passes", type=int, nargs="+", default=[4])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
@@ -82,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     p.add_argument("--note", default="", help="added to the recorded heading")
     args = p.parse_args(argv)
+    cases = checked_cases(p, args)
     torch.set_num_threads(args.threads)
     from dataclasses import replace
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                "prior alone: amp / phase SSIM", "network: amp / phase SSIM", "prior s",
                "half-scan agreement"]
     rows = []
-    for label, model_path, scan_path in args.case:
+    for label, model_path, scan_path in cases:
         loaded = load_pinn(model_path)
         mcfg = loaded.config.model
         if not mcfg.prior_iterations or mcfg.prior_scope != "scan":
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
              "patterns per update; 'prior alone' bypasses the network; 'trained with' is the "
              "model's model.prior_step_scale (and its prior_settle_passes). Scores "
              "against each scan's true object. Cases: "
-             + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in args.case)
+             + "; ".join(f"{lab}: {m} on {s}" for lab, m, s in cases)
              + f" ({time.strftime('%Y-%m-%d')}).")
     print_and_record(heading, markdown_table(headers, rows), notes, args.record)
 

@@ -182,6 +182,24 @@ def model_runs(ap: argparse.ArgumentParser, args: argparse.Namespace
     return runs
 
 
+
+def add_case_argument(ap: argparse.ArgumentParser, help: str) -> None:
+    """``--case LABEL MODEL SCAN`` (repeatable, at least one): a label for the table, a
+    trained run or bundle and a scan NPZ; `checked_cases` reads them back."""
+    ap.add_argument("--case", nargs=3, action="append", required=True,
+                    metavar=("LABEL", "MODEL", "SCAN"), help=help + "; repeatable")
+
+
+def checked_cases(ap: argparse.ArgumentParser, args: argparse.Namespace
+                  ) -> list[tuple[str, str, str]]:
+    """``(label, model, scan)`` of each ``--case`` (`add_case_argument`); a MODEL or SCAN
+    that does not exist is an ``ap.error`` naming the case and the path."""
+    for label, model, scan in args.case:
+        for what, path in (("MODEL", model), ("SCAN", scan)):
+            if not Path(path).exists():
+                ap.error(f"--case {label!r}: {what} {path}: no such file or directory")
+    return [(label, model, scan) for label, model, scan in args.case]
+
 def commands(out: Path, names: list[str], max_minutes: float | None = None,
              settings: list[str] = ()) -> list[list[str]]:
     """The ``ptychopinn`` argument lists (without the program name) that make

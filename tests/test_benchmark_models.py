@@ -161,3 +161,28 @@ def test_seed_model_runs_name_what_is_missing_and_load_the_scans(tmp_path):
     case_scan, case_path = runs[0][2]()  # simulated with the seed, its folder removed
     assert case_scan.object is not None and case_scan.n_patterns == 625
     assert not case_path.parent.exists()
+
+
+def test_case_arguments_keep_their_order_and_name_a_missing_path(tmp_path, capsys):
+    """`add_case_argument` / `checked_cases`: the cases come back in the order given; a
+    MODEL or SCAN that does not exist is refused naming the case, the part and the path;
+    no case at all is refused by argparse."""
+    import argparse
+
+    model, scan = tmp_path / "run", tmp_path / "scan.npz"
+    model.mkdir()
+    scan.write_bytes(b"")
+    ap = argparse.ArgumentParser()
+    train_models.add_case_argument(ap, "a case")
+    args = ap.parse_args(["--case", "b", str(model), str(scan), "--case", "a", str(model),
+                          str(scan)])
+    assert train_models.checked_cases(ap, args) == [("b", str(model), str(scan)),
+                                                    ("a", str(model), str(scan))]
+    for bad, part in (([str(tmp_path / "gone"), str(scan)], "MODEL"),
+                      ([str(model), str(tmp_path / "gone.npz")], "SCAN")):
+        args = ap.parse_args(["--case", "x", *bad])
+        with pytest.raises(SystemExit):
+            train_models.checked_cases(ap, args)
+        assert f"--case 'x': {part} {tmp_path}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ap.parse_args([])
