@@ -356,3 +356,23 @@ def test_an_interrupted_training_resumes_from_its_last_epoch(tmp_path, small_sca
     res = api.train(_cfg(tmp_path, nepochs=4), small_scan, resume=True)
     assert [h["epoch"] for h in res.history] == [0, 1, 2, 3]
     assert api.load_bundle(tmp_path / "run").manifest["extra"]["epochs_done"] == 4
+
+
+def test_training_hides_only_lightnings_leafspec_warning(tmp_path, small_scan):
+    """torch's FutureWarning about `LeafSpec`, raised inside Lightning's fit loop, is not
+    shown to users (nothing they can act on); the filter ends with the fit, so the same
+    warning raised afterwards, and any other warning, still reaches them."""
+    import warnings
+
+    from ptychopinn.training import runner
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        api.train(_cfg(tmp_path, nepochs=1), small_scan)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+        with runner._without_lightning_pytree_warning():
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+            warnings.warn("something else", FutureWarning)
+    messages = [str(w.message) for w in seen]
+    assert sum("LeafSpec" in m for m in messages) == 1  # only the one raised outside the fit
+    assert "something else" in messages

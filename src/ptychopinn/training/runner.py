@@ -158,6 +158,23 @@ def _without_lightning_advert():
             logging.getLogger(name).removeFilter(flt)
 
 
+
+#: Recent torch deprecates `LeafSpec`, which Lightning's own pytree helper still builds on
+#: every batch; the FutureWarning names no user code and says nothing a user can act on.
+_LIGHTNING_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+@contextlib.contextmanager
+def _without_lightning_pytree_warning():
+    """While fitting, drop only torch's LeafSpec FutureWarning (raised inside Lightning);
+    every other warning passes as before."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LIGHTNING_LEAFSPEC_WARNING,
+                                category=FutureWarning)
+        yield
+
 def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_dl):  # noqa: ANN001, N803
     import datetime as dt
 
@@ -316,7 +333,9 @@ def train_pytorch(
         ckpt_path = str(last)
         log.info("resuming from %s", last)
     t_fit = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+    with _without_lightning_pytree_warning():
+        trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl,
+                    ckpt_path=ckpt_path)
     t_fit = time.perf_counter() - t_fit
     history = _merge_history(run_dir, hist_cb.history, resume)
     result = TrainResult(
