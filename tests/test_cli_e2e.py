@@ -72,6 +72,21 @@ def test_train_outputs(trained):
     assert "litlogger" not in (trained / "train_output.txt").read_text().lower()
 
 
+
+def test_train_prints_lightnings_lines_once(trained):
+    """Lightning gives its loggers console handlers of their own on import; the CLI routes
+    them through its own, so each line (the device) is printed once, and --quiet keeps
+    them out."""
+    out = (trained / "train_output.txt").read_text()
+    assert out.count("GPU available:") == 1, out
+    d = trained / "quiet"
+    d.mkdir()
+    proc = _cli("train", "--data", str(trained / "scan.npz"), "--output-dir", "run",
+                "--accelerator", "cpu", "--epochs", "1", "--no-progress", "--logger", "none",
+                "--set", "model.N=32", "--set", "model.n_filters_scale=0.25",
+                "--set", "save_reconstruction=false", "-q", cwd=d)
+    assert "GPU available:" not in proc.stdout + proc.stderr
+
 def test_infer_in_fresh_process_beats_untrained(trained):
     proc = _cli("infer", "--model", "run", "--data", "scan.npz", "--output-dir", "out", cwd=trained)
     out = trained / "out"

@@ -369,10 +369,12 @@ def test_training_hides_only_lightnings_leafspec_warning(tmp_path, small_scan):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         api.train(_cfg(tmp_path, nepochs=1), small_scan)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning,
+                      stacklevel=1)
         with runner._without_lightning_pytree_warning():
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
-            warnings.warn("something else", FutureWarning)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
+                          stacklevel=1)
+            warnings.warn("something else", FutureWarning, stacklevel=1)
     messages = [str(w.message) for w in seen]
     assert sum("LeafSpec" in m for m in messages) == 1  # only the one raised outside the fit
     assert "something else" in messages

@@ -224,6 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that train, and so import Lightning.
+TRAINING_COMMANDS = ("train", "pretrain", "demo")
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def route_lightning_logging() -> None:
+    """Import Lightning and let its lines through the root's handlers once, at the CLI's level.
+
+    On import Lightning sets its loggers to INFO and gives them console handlers of their
+    own, so after the CLI's `logging.basicConfig` each of its lines ("GPU available: ...")
+    was printed twice, and ``--quiet`` did not silence them. Here its loggers follow the
+    root's level (INFO; WARNING with ``--quiet``) through the root's handlers."""
+    import lightning  # noqa: F401  (its import configures the loggers undone here)
+
+    for name in LIGHTNING_LOGGERS:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+        lg.setLevel(logging.NOTSET)
+        lg.propagate = True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -233,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "quiet", False)
         else "%(message)s",
     )
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "matplotlib", "PIL"):
+    for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command in TRAINING_COMMANDS:
+        route_lightning_logging()
     from ptychopinn.cli import commands
     from ptychopinn.errors import PtychoPINNError
 
