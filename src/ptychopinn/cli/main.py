@@ -236,7 +236,10 @@ def route_lightning_logging() -> None:
     own, so after the CLI's `logging.basicConfig` each of its lines ("GPU available: ...")
     was printed twice, and ``--quiet`` did not silence them. Here its loggers follow the
     root's level (INFO; WARNING with ``--quiet``) through the root's handlers."""
-    import lightning  # noqa: F401  (its import configures the loggers undone here)
+    try:
+        import lightning  # noqa: F401  (its import configures the loggers undone here)
+    except ImportError:  # the command reports it where it needs Lightning
+        return
 
     for name in LIGHTNING_LOGGERS:
         lg = logging.getLogger(name)
