@@ -45,6 +45,7 @@ from bench_side_by_side import (  # noqa: E402
     add_subpixel_args,
     pinn_inference,
     prior_note,
+    refine_budget,
     refine_curve,
     refine_overrides,
     refine_target,
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
                 if note := prior_note(case, rec):
                     prior_notes.append(note)
                 pr = refine_curve(scan, rec.object, rec.positions_px, args.epochs, lsq_m,
-                                  overrides=overrides)
+                                  overrides=overrides,
+                                  budget_s=None if lsq_s is None else refine_budget(infer_s, lsq_s))
                 for ep, t, m in pr["rows"]:
                     if ep in (10, 20, 40, args.epochs):
                         rows.append([case, f"PINN + refine (infer defaults), {ep} ep",
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                                      f"{infer_s + t:.1f}", f"{m['amp_ssim']:.3f}",
                                      f"{m['phase_ssim']:.3f}"])
                     targets.append(f"{case}: "
-                                   + refine_target(hit, infer_s, lsq_s, args.epochs))
+                                   + refine_target(hit, infer_s, lsq_s, pr))
                     amp = score(rec.object, scan)["amp_ssim"]
                     ok = amp >= lsq_m["amp_ssim"] - 0.05 and infer_s * 10 <= lsq_s
                     targets.append(

@@ -42,6 +42,7 @@ from bench_side_by_side import (  # noqa: E402
     add_subpixel_args,
     pinn_inference,
     prior_note,
+    refine_budget,
     refine_curve,
     refine_overrides,
     refine_target,
@@ -149,15 +150,15 @@ def main(argv: list[str] | None = None) -> None:
                 if iters is None:
                     rec0, infer_s0 = rec, secs
             pr = refine_curve(scan, rec0.object, rec0.positions_px, args.refine_epochs, lsq_m,
-                              overrides=overrides)
-            ep, t, m = pr["rows"][-1]
+                              overrides=overrides, budget_s=refine_budget(infer_s0, lsq_s))
+            ep, t, m = pr["rows"][min(args.refine_epochs, len(pr["rows"])) - 1]
             add(name, f"pretrained + refine (infer defaults), {ep} ep", infer_s0 + t, m)
             hit = pr["hit"]
             if hit:
                 add(name, f"pretrained + refine: first epoch >= LSQML ({hit[0]})",
                     infer_s0 + hit[1], hit[2])
             targets.append(f"{name}: "
-                           + refine_target(hit, infer_s0, lsq_s, args.refine_epochs))
+                           + refine_target(hit, infer_s0, lsq_s, pr))
     headers = ["scan (real probe, 1e5 photons unless said)", "engine", "compute s", "vs LSQML",
                "amp SSIM", "phase SSIM"]
     table = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

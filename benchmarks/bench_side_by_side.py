@@ -16,7 +16,10 @@ Times are compute seconds inside the process (model loading, imports and
 pty-chi's start-up are reported separately); every refinement epoch is scored
 (scoring time excluded) so the table gives the first epoch at which our result
 reaches pty-chi LSQML's amplitude and phase SSIM and how long that took. The
-targets of issues 4 and 5 are evaluated at the end.
+network's refinement runs ``--refine-epochs`` and, where it has not reached LSQML by
+then, goes on while it is within half of LSQML's time (issue 5's target; `refine_curve`'s
+``budget_s``): the table's rows stop at ``--refine-epochs``, the first epoch at LSQML's
+SSIMs may lie beyond. The targets of issues 4 and 5 are evaluated at the end.
 
 Usage::
 
@@ -57,8 +60,13 @@ from bench_ptychi import (  # noqa: E402
 CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "textured_1e3": 1e3, "image": 1e6}
 
 
+#: With a time budget, `refine_curve` runs at most this many epochs.
+MAX_BUDGET_EPOCHS = 400
+
+
 def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
-                 device: str = "cpu", overrides: dict | None = None) -> dict:
+                 device: str = "cpu", overrides: dict | None = None,
+                 budget_s: float | None = None) -> dict:
     """Refine ``initial`` for ``epochs``, scoring every epoch: from a flat object
     (``initial`` None) with `refine`'s defaults, from a network's object with the
     options ``ptychopinn infer --refine-epochs`` uses.
@@ -67,6 +75,12 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     its compute time) at which both SSIMs reach ``target``'s. ``overrides`` are
     `InferenceConfig` fields (e.g. ``{"refine_subpixel": "probe_shift"}``); from a
     flat object only ``refine_subpixel`` is used.
+
+    ``budget_s``: after the ``epochs``, go on (up to `MAX_BUDGET_EPOCHS`) while
+    ``target`` is not reached and the compute time is within it, so a target "reached
+    within this time" is judged on the whole time and not on a fixed epoch count (the
+    refinement's step schedule follows its progress, not its epoch count, so the first
+    ``epochs`` are the same either way).
     """
     from ptychopinn.config import InferenceConfig
     from ptychopinn.refinement import refine
@@ -84,14 +98,17 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
                 and m["phase_ssim"] >= target["phase_ssim"]):
             state["hit"] = (epoch, state["t"], m)
         state["last"] = time.perf_counter()
+        return epoch >= epochs and (state["hit"] is not None or budget_s is None
+                                    or state["t"] > budget_s)
 
+    run = epochs if budget_s is None or target is None else max(epochs, MAX_BUDGET_EPOCHS)
     if initial is None:
-        kw = {"epochs": epochs, "device": device}
+        kw = {"epochs": run, "device": device}
         if overrides and "refine_subpixel" in overrides:
             kw["subpixel"] = overrides["refine_subpixel"]
     else:
         acc = "cuda" if device == "cuda" else "cpu"
-        icfg = InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc},
+        icfg = InferenceConfig(refine_epochs=run, execution={"accelerator": acc},
                                **(overrides or {}))
         kw = refine_options(icfg)
         kw |= {"initial_object": initial, "positions_px": positions}
@@ -114,13 +131,22 @@ def refine_overrides(args: argparse.Namespace) -> dict | None:
     return {"refine_subpixel": args.refine_subpixel} if args.refine_subpixel else None
 
 
-def refine_target(hit, infer_s: float, lsq_s: float, epochs: int) -> str:
-    """The issue-5 target line for a `refine_curve` hit after ``infer_s`` of inference."""
+def refine_budget(infer_s: float, lsq_s: float) -> float:
+    """The refinement time within issue 5's target: half of LSQML's time less the
+    inference's (`refine_curve`'s ``budget_s``)."""
+    return 0.5 * lsq_s - infer_s
+
+
+def refine_target(hit, infer_s: float, lsq_s: float, curve: dict) -> str:
+    """The issue-5 target line for a `refine_curve` result after ``infer_s`` of
+    inference (its hit, or how far it ran)."""
     ok = hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
+    last = curve["rows"][-1] if curve["rows"] else (0, 0.0, None)
     return ("PINN + refinement reaches LSQML-100's amp and phase SSIM in <= half its time: "
             f"{'MET' if ok else 'NOT MET'} ("
             + (f"epoch {hit[0]}, {infer_s + hit[1]:.1f} s vs LSQML {lsq_s:.1f} s)" if hit
-               else f"not reached in {epochs} epochs)"))
+               else f"not reached in {last[0]} epochs, {infer_s + last[1]:.1f} s; half of "
+                    f"LSQML's time: {0.5 * lsq_s:.1f} s)"))
 
 
 INFERENCE_REPEATS = 3
@@ -294,12 +320,12 @@ def main(argv: list[str] | None = None) -> None:
         notes.append(stages_note(name, rec))
         rows.append(table_row("PINN inference + stitch", name, photons, "-", infer_s, None, inf_m))
         overrides = refine_overrides(args)
+        lsq_s = lsq["reconstruction_s"]
         pr = refine_curve(scan, rec.object, rec.positions_px, args.refine_epochs, lsq_m,
-                          args.device, overrides)
+                          args.device, overrides, budget_s=refine_budget(infer_s, lsq_s))
         for ep_n, t, m in pr["rows"]:
             if ep_n in (2, 5, 10, args.refine_epochs):
                 rows.append(table_row("PINN + refine", name, photons, ep_n, infer_s + t, None, m))
-        lsq_s = lsq["reconstruction_s"]
         for what, res, extra in (("refine from flat", flat, 0.0), ("PINN + refine", pr, infer_s)):
             if res["hit"]:
                 e, t, m = res["hit"]
@@ -323,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"Issue 4, inference+stitch >= 10x faster than LSQML-100 at amp SSIM within "
                 f"0.05{on}: {'MET' if ok else 'NOT MET'} ({lsq_s / infer_s:.0f}x faster; amp SSIM "
                 f"{inf_m['amp_ssim']:.3f} vs {lsq_m['amp_ssim']:.3f})")
-            targets.append("Issue 5, " + refine_target(hit, infer_s, lsq_s, args.refine_epochs))
+            targets.append("Issue 5, " + refine_target(hit, infer_s, lsq_s, pr))
         if case == "image":
             ok = inf_m["amp_ssim"] >= lsq_m["amp_ssim"] - 0.1 and infer_s * 20 <= lsq_s
             targets.append(

@@ -99,3 +99,25 @@ def test_stages_note_reports_each_stage_of_the_reconstruction():
     assert note.startswith("scan.npz: ")
     for want in ("prior 0.123 s", "network 0.057 s", "stitching 0.009 s", "total 0.200 s"):
         assert want in note
+
+
+def test_refine_curve_runs_on_within_the_time_budget_until_the_target(small_scan, monkeypatch,
+                                                                      one_torch_thread):
+    """Issue 5's target ("LSQML's SSIMs within half its time") is judged on the whole time:
+    with a budget the curve goes on past its epochs while the target is not reached and
+    the time lasts, and stops at its epochs once the target is reached or the time is
+    spent; without a budget it runs its epochs."""
+    monkeypatch.setattr(bench_side_by_side, "MAX_BUDGET_EPOCHS", 6)
+    curve = bench_side_by_side.refine_curve
+    never = {"amp_ssim": 2.0, "phase_ssim": 2.0}
+    at_once = {"amp_ssim": -1.0, "phase_ssim": -1.0}
+    assert len(curve(small_scan, None, None, 2, never)["rows"]) == 2
+    long = curve(small_scan, None, None, 2, never, budget_s=1e9)
+    assert [r[0] for r in long["rows"]] == [1, 2, 3, 4, 5, 6] and long["hit"] is None
+    assert len(curve(small_scan, None, None, 2, never, budget_s=0.0)["rows"]) == 2
+    hit = curve(small_scan, None, None, 2, at_once, budget_s=1e9)
+    assert len(hit["rows"]) == 2 and hit["hit"][0] == 1
+    line = bench_side_by_side.refine_target(None, 1.0, 10.0, long)
+    assert "NOT MET (not reached in 6 epochs" in line and "half of LSQML's time: 5.0 s" in line
+    assert bench_side_by_side.refine_target(hit["hit"], 1.0, 10.0 + 2 * hit["hit"][1],
+                                            hit).split(": ")[1].startswith("MET")
