@@ -78,9 +78,10 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
 
     ``budget_s``: after the ``epochs``, go on (up to `MAX_BUDGET_EPOCHS`) while
     ``target`` is not reached and the compute time is within it, so a target "reached
-    within this time" is judged on the whole time and not on a fixed epoch count (the
-    refinement's step schedule follows its progress, not its epoch count, so the first
-    ``epochs`` are the same either way).
+    within this time" is judged on the whole time and not on a fixed epoch count. The
+    options are those of ``epochs`` epochs (the phase-first epochs among them) and the
+    step schedule follows the refinement's progress, not its epoch count, so the first
+    ``epochs`` are the same either way (tested).
     """
     from ptychopinn.config import InferenceConfig
     from ptychopinn.refinement import refine
@@ -108,9 +109,9 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
             kw["subpixel"] = overrides["refine_subpixel"]
     else:
         acc = "cuda" if device == "cuda" else "cpu"
-        icfg = InferenceConfig(refine_epochs=run, execution={"accelerator": acc},
+        icfg = InferenceConfig(refine_epochs=epochs, execution={"accelerator": acc},
                                **(overrides or {}))
-        kw = refine_options(icfg)
+        kw = refine_options(icfg) | {"epochs": run}  # the schedule of ``epochs`` epochs
         kw |= {"initial_object": initial, "positions_px": positions}
     kw["progress"] = False
     state["last"] = time.perf_counter()

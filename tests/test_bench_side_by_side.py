@@ -111,9 +111,19 @@ def test_refine_curve_runs_on_within_the_time_budget_until_the_target(small_scan
     curve = bench_side_by_side.refine_curve
     never = {"amp_ssim": 2.0, "phase_ssim": 2.0}
     at_once = {"amp_ssim": -1.0, "phase_ssim": -1.0}
-    assert len(curve(small_scan, None, None, 2, never)["rows"]) == 2
+    short = curve(small_scan, None, None, 2, never)
+    assert len(short["rows"]) == 2
     long = curve(small_scan, None, None, 2, never, budget_s=1e9)
     assert [r[0] for r in long["rows"]] == [1, 2, 3, 4, 5, 6] and long["hit"] is None
+    # the first epochs are those of the run without a budget, from flat and from an object
+    # (infer's options, phase first for half of 4 epochs)
+    assert [r[2] for r in long["rows"][:2]] == [r[2] for r in short["rows"]]
+    start = np.ones_like(small_scan.object)
+    pos = small_scan.positions_px
+    short = curve(small_scan, start, pos, 4, never)
+    long = curve(small_scan, start, pos, 4, never, budget_s=1e9)
+    assert len(long["rows"]) == 6
+    assert [r[2] for r in long["rows"][:4]] == [r[2] for r in short["rows"]]
     assert len(curve(small_scan, None, None, 2, never, budget_s=0.0)["rows"]) == 2
     hit = curve(small_scan, None, None, 2, at_once, budget_s=1e9)
     assert len(hit["rows"]) == 2 and hit["hit"][0] == 1
