@@ -158,7 +158,6 @@ def _without_lightning_advert():
             logging.getLogger(name).removeFilter(flt)
 
 
-
 #: Recent torch deprecates `LeafSpec`, which Lightning's own pytree helper still builds on
 #: every batch; the FutureWarning names no user code and says nothing a user can act on.
 _LIGHTNING_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
@@ -174,6 +173,7 @@ def _without_lightning_pytree_warning():
         warnings.filterwarnings("ignore", message=_LIGHTNING_LEAFSPEC_WARNING,
                                 category=FutureWarning)
         yield
+
 
 def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_dl):  # noqa: ANN001, N803
     import datetime as dt
