@@ -1,0 +1,122 @@
+"""Benchmark: how many phase-only epochs the refinement of a network's object should start
+with (`InferenceConfig.refine_phase_first`), judged by issue 5's target.
+
+For each ``--case LABEL MODEL SCAN`` the model reconstructs the scan (inference +
+stitching, infer's defaults), then the object is refined with the options of ``ptychopinn
+infer --refine-epochs 40`` (`bench_side_by_side.refine_curve`) once per ``--firsts``
+value of ``refine_phase_first``, every epoch scored against the scan's true object. Each
+run goes on past 40 epochs while it has not reached pty-chi LSQML-100's amplitude and
+phase SSIM and is within half of LSQML-100's time less the inference's (issue 5's target:
+network + refinement at LSQML-100's SSIMs in at most half its time). LSQML-100 is read
+from the scan's ``<stem>_ptychi_lsqml_100.npz`` beside it (what ``bench_side_by_side.py
+--scan`` leaves) or run (`bench_ptychi.run_ptychi`, which leaves that file).
+
+Each cell gives the verdict, the first epoch at LSQML's SSIMs and its time (inference
+included), and the amplitude / phase SSIM after 40 epochs.
+
+Usage::
+
+    python benchmarks/bench_refine_phase_first.py \\
+        --case "grf, disk" models/hidden/grf_disk_s32 models/hidden/grf_disk.npz \\
+        [--case ...] [--firsts 20 10 0] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import markdown_table, print_and_record  # noqa: E402
+from bench_ptychi import run_ptychi, score  # noqa: E402
+from bench_side_by_side import pinn_inference, refine_budget, refine_curve  # noqa: E402
+from train_models import add_case_argument, checked_cases  # noqa: E402
+
+#: The refinement's first epochs that the table reads (``refine_epochs`` of the runs).
+EPOCHS = 40
+
+
+def lsqml_100(scan_path: str) -> tuple[np.ndarray, float, str]:
+    """pty-chi LSQML-100's object and compute seconds on ``scan_path``, and where they came
+    from: its cached result beside the scan, else a new run (which leaves that file)."""
+    cached = Path(scan_path).with_name(f"{Path(scan_path).stem}_ptychi_lsqml_100.npz")
+    if cached.is_file():
+        with np.load(cached, allow_pickle=False) as z:
+            return z["object"], float(z["reconstruction_s"]), f"cached {cached.name}"
+    r = run_ptychi(scan_path)
+    return r["object"], float(r["reconstruction_s"]), "run here"
+
+
+def phase_first_cells(scan, rec, infer_s: float, lsq: dict, lsq_s: float,
+                      firsts: list[int]) -> list[str]:
+    """One cell per ``refine_phase_first`` value: the verdict of issue 5's target, the
+    first epoch at LSQML's SSIMs (time with the inference) or how far it ran, and the
+    SSIMs after `EPOCHS` epochs."""
+    cells = []
+    for first in firsts:
+        curve = refine_curve(scan, rec.object, rec.positions_px, EPOCHS, lsq,
+                             overrides={"refine_phase_first": first},
+                             budget_s=refine_budget(infer_s, lsq_s))
+        hit, rows = curve["hit"], curve["rows"]
+        at = rows[min(EPOCHS, len(rows)) - 1]
+        ok = hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
+        reach = (f"epoch {hit[0]}, {infer_s + hit[1]:.1f} s" if hit
+                 else f"not in {rows[-1][0]} epochs")
+        cells.append(f"{'MET' if ok else 'NOT MET'} ({reach}); {at[0]} ep "
+                     f"{at[2]['amp_ssim']:.3f} / {at[2]['phase_ssim']:.3f}")
+    return cells
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_case_argument(ap, "a label, a trained run (or bundle) and a scan NPZ with its true "
+                          "object")
+    ap.add_argument("--firsts", type=int, nargs="+", default=[20, 10, 0],
+                    help="refine_phase_first values to compare (default: 20 10 0; 20 is "
+                         "infer's default)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    cases = checked_cases(ap, args)
+    if any(f < 0 for f in args.firsts):
+        ap.error(f"--firsts must be >= 0; found {args.firsts}")
+    torch.set_num_threads(args.threads)
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.data.npz import load_npz
+
+    rows, sources = [], []
+    for label, model, scan_path in cases:
+        scan = load_npz(scan_path)
+        if scan.object is None:
+            raise SystemExit(f"{scan_path}: no true object (objectGuess) to score against.")
+        obj, lsq_s, source = lsqml_100(scan_path)
+        lsq = score(obj, scan)
+        rec, infer_s = pinn_inference(load_pinn(model), scan, "cpu", None, repeats=1)
+        net = score(rec.object, scan)
+        rows.append([label, f"{lsq['amp_ssim']:.3f} / {lsq['phase_ssim']:.3f} "
+                            f"({lsq_s:.1f} s; half {0.5 * lsq_s:.1f} s)",
+                     f"{net['amp_ssim']:.3f} / {net['phase_ssim']:.3f} ({infer_s:.1f} s)",
+                     *phase_first_cells(scan, rec, infer_s, lsq, lsq_s, args.firsts)])
+        sources.append(f"{label}: {model} on {scan_path}, LSQML-100 {source}")
+        print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    headers = ["scan", "LSQML-100 amp / phase SSIM (s)", "network amp / phase SSIM (s)",
+               *(f"refine_phase_first {f}" + (" (infer's default)" if f == 20 else "")
+                 for f in args.firsts)]
+    notes = ("Issue 5's target per refine_phase_first: network + refinement (infer's "
+             "options, the noise floor on) at LSQML-100's amplitude and phase SSIM within "
+             "half of LSQML-100's time (inference included); each run goes on past "
+             f"{EPOCHS} epochs while it has not reached them and the time lasts; "
+             f"'{EPOCHS} ep': the SSIMs after {EPOCHS} epochs. " + "; ".join(sources))
+    print_and_record("Refinement: phase-only epochs first (bench_refine_phase_first.py)",
+                     markdown_table(headers, rows), notes, args.record)
+
+
+if __name__ == "__main__":
+    main()

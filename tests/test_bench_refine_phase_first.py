@@ -1,0 +1,76 @@
+"""benchmarks/bench_refine_phase_first.py: issue 5's target per refine_phase_first, with
+LSQML-100 read from the cache bench_side_by_side leaves beside the scan."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_refine_phase_first  # noqa: E402
+
+from ptychopinn import api  # noqa: E402
+from ptychopinn.config import TrainingConfig  # noqa: E402
+from ptychopinn.data import save_npz  # noqa: E402
+from ptychopinn.simulation import SimulationConfig, simulate_scan  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_and_scan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("phase_first")
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=36, seed=7, photons_per_pattern=1e5))
+    cfg = TrainingConfig.model_validate({
+        "output_dir": str(tmp / "run"), "nepochs": 1, "batch_size": 16, "seed": 0,
+        "max_time_minutes": None, "model": {"N": 32, "n_filters_scale": 0.25},
+        "execution": {"logger": "none", "progress_bar": False}, "save_reconstruction": False})
+    res = api.train(cfg, scan)
+    path = save_npz(scan, tmp / "scan.npz")
+    return str(res.bundle_path), str(path), scan
+
+
+def _cache(scan_path: str, obj: np.ndarray, seconds: float) -> None:
+    np.savez(Path(scan_path).with_name(Path(scan_path).stem + "_ptychi_lsqml_100.npz"),
+             object=obj, reconstruction_s=np.float64(seconds))
+
+
+def test_verdicts_follow_the_reference_and_its_time(run_and_scan, capsys, one_torch_thread,
+                                                    monkeypatch):
+    """Against a reference at the truth no refinement reaches it (NOT MET, it ran on past
+    its epochs while the time lasted); against a reference of noise every variant meets it at
+    once; the cached LSQML result is read, not rerun."""
+    model, scan_path, scan = run_and_scan
+    monkeypatch.setattr(bench_refine_phase_first, "EPOCHS", 3)
+    monkeypatch.setattr("bench_side_by_side.MAX_BUDGET_EPOCHS", 5)
+
+    def no_ptychi(*a, **k):
+        raise AssertionError("pty-chi run although a cached result is beside the scan")
+
+    monkeypatch.setattr(bench_refine_phase_first, "run_ptychi", no_ptychi)
+    _cache(scan_path, scan.object, 1e6)  # the truth, and all the time in the world
+    bench_refine_phase_first.main(["--case", "truth", model, scan_path, "--firsts", "2", "0",
+                                   "--threads", "1"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| truth |"))
+    assert row.count("NOT MET (not in 5 epochs)") == 2
+    assert "cached scan_ptychi_lsqml_100.npz" in out
+    noise = np.random.default_rng(0).normal(1.0, 0.3, scan.object.shape)
+    _cache(scan_path, noise.astype(np.complex64), 1e6)  # noise: reached at once
+    bench_refine_phase_first.main(["--case", "noise", model, scan_path, "--firsts", "0"])
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| noise |"))
+    assert "MET (epoch 1," in row and "NOT MET" not in row
+
+
+def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
+    model, scan_path, _ = run_and_scan
+    with pytest.raises(SystemExit):
+        bench_refine_phase_first.main(["--case", "x", model, scan_path + ".gone"])
+    assert "--case 'x': SCAN" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_refine_phase_first.main(["--case", "x", model, scan_path, "--firsts", "-1"])
+    assert "--firsts must be >= 0" in capsys.readouterr().err
