@@ -78,6 +78,13 @@ def simulate_case(case: str, workdir: Path, *, image: str | None = None, seed: i
     return scan, Path(path)
 
 
+def result_path(scan_path: str | os.PathLike, algorithm: str = "lsqml", epochs: int = 100
+                ) -> Path:
+    """Where `run_ptychi` leaves its result by default: ``<stem>_ptychi_<algorithm>_<epochs>
+    .npz`` beside the scan."""
+    scan_path = Path(scan_path)
+    return scan_path.with_name(f"{scan_path.stem}_ptychi_{algorithm}_{epochs}.npz")
+
 def run_ptychi(
     scan_path: str | os.PathLike,
     algorithm: str = "lsqml",
@@ -120,8 +127,7 @@ def run_ptychi(
             f"(default {DEFAULT_PTYCHI_PYTHON})."
         )
     scan_path = Path(scan_path)
-    out = Path(out_path) if out_path else scan_path.with_name(
-        f"{scan_path.stem}_ptychi_{algorithm}_{epochs}.npz")
+    out = Path(out_path) if out_path else result_path(scan_path, algorithm, epochs)
     cmd = [str(exe), str(RUNNER), str(scan_path), str(out), "--algorithm", algorithm,
            "--epochs", str(epochs), "--threads", str(threads), "--device", device,
            "--warmup-epochs", str(warmup_epochs), *extra_args]

@@ -138,10 +138,16 @@ def refine_budget(infer_s: float, lsq_s: float) -> float:
     return 0.5 * lsq_s - infer_s
 
 
+def refine_met(hit, infer_s: float, lsq_s: float) -> bool:
+    """Issue 5's target for a `refine_curve` hit: LSQML-100's SSIMs reached, inference
+    included, within half of LSQML's ``lsq_s``."""
+    return hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
+
+
 def refine_target(hit, infer_s: float, lsq_s: float, curve: dict) -> str:
     """The issue-5 target line for a `refine_curve` result after ``infer_s`` of
     inference (its hit, or how far it ran)."""
-    ok = hit is not None and infer_s + hit[1] <= 0.5 * lsq_s
+    ok = refine_met(hit, infer_s, lsq_s)
     last = curve["rows"][-1] if curve["rows"] else (0, 0.0, None)
     return ("PINN + refinement reaches LSQML-100's amp and phase SSIM in <= half its time: "
             f"{'MET' if ok else 'NOT MET'} ("

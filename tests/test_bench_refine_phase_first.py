@@ -33,16 +33,17 @@ def run_and_scan(tmp_path_factory):
     return str(res.bundle_path), str(path), scan
 
 
-def _cache(scan_path: str, obj: np.ndarray, seconds: float) -> None:
-    np.savez(Path(scan_path).with_name(Path(scan_path).stem + "_ptychi_lsqml_100.npz"),
-             object=obj, reconstruction_s=np.float64(seconds))
+def _cache(scan_path: str, obj: np.ndarray, seconds: float) -> Path:
+    path = Path(scan_path).with_name(Path(scan_path).stem + "_ptychi_lsqml_100.npz")
+    np.savez(path, object=obj, reconstruction_s=np.float64(seconds))
+    return path
 
 
 def test_verdicts_follow_the_reference_and_its_time(run_and_scan, capsys, one_torch_thread,
                                                     monkeypatch):
     """Against a reference at the truth no refinement reaches it (NOT MET, it ran on past
     its epochs while the time lasted); against a reference of noise every variant meets it at
-    once; the cached LSQML result is read, not rerun."""
+    once; with --reuse-lsqml the earlier LSQML result is read, not rerun."""
     model, scan_path, scan = run_and_scan
     monkeypatch.setattr(bench_refine_phase_first, "EPOCHS", 3)
     monkeypatch.setattr("bench_side_by_side.MAX_BUDGET_EPOCHS", 5)
@@ -53,14 +54,15 @@ def test_verdicts_follow_the_reference_and_its_time(run_and_scan, capsys, one_to
     monkeypatch.setattr(bench_refine_phase_first, "run_ptychi", no_ptychi)
     _cache(scan_path, scan.object, 1e6)  # the truth, and all the time in the world
     bench_refine_phase_first.main(["--case", "truth", model, scan_path, "--firsts", "2", "0",
-                                   "--threads", "1"])
+                                   "--threads", "1", "--reuse-lsqml"])
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| truth |"))
     assert row.count("NOT MET (not in 5 epochs)") == 2
-    assert "cached scan_ptychi_lsqml_100.npz" in out
+    assert "reused scan_ptychi_lsqml_100.npz" in out
     noise = np.random.default_rng(0).normal(1.0, 0.3, scan.object.shape)
     _cache(scan_path, noise.astype(np.complex64), 1e6)  # noise: reached at once
-    bench_refine_phase_first.main(["--case", "noise", model, scan_path, "--firsts", "0"])
+    bench_refine_phase_first.main(["--case", "noise", model, scan_path, "--firsts", "0",
+                                   "--reuse-lsqml"])
     row = next(line for line in capsys.readouterr().out.splitlines()
                if line.startswith("| noise |"))
     assert "MET (epoch 1," in row and "NOT MET" not in row
@@ -74,3 +76,26 @@ def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
     with pytest.raises(SystemExit):
         bench_refine_phase_first.main(["--case", "x", model, scan_path, "--firsts", "-1"])
     assert "--firsts must be >= 0" in capsys.readouterr().err
+
+
+def test_lsqml_runs_unless_reused_and_a_stale_result_is_refused(run_and_scan, monkeypatch):
+    """By default LSQML-100 runs here (the side-by-side rule: one run, one machine); an
+    earlier result older than the scan is refused by name, not read."""
+    import os
+
+    _, scan_path, scan = run_and_scan
+    calls = []
+
+    def fake_run(path):
+        calls.append(path)
+        return {"object": scan.object, "reconstruction_s": 7.0}
+
+    monkeypatch.setattr(bench_refine_phase_first, "run_ptychi", fake_run)
+    cached = _cache(scan_path, scan.object, 99.0)
+    assert bench_refine_phase_first.lsqml_100(scan_path)[1:] == (7.0, "run here")
+    assert calls == [scan_path]
+    assert bench_refine_phase_first.lsqml_100(scan_path, reuse=True)[1] == 99.0
+    old = Path(scan_path).stat().st_mtime - 60
+    os.utime(cached, (old, old))
+    with pytest.raises(SystemExit, match="older than"):
+        bench_refine_phase_first.lsqml_100(scan_path, reuse=True)
