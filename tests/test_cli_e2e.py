@@ -328,3 +328,20 @@ def test_train_chooses_the_featureless_recipe_under_a_gaussian_beam(tmp_path):
     proc = _cli("infer", "--model", "whole", "--data", "g5.npz", "--output-dir", "out3",
                 "--no-figures", cwd=tmp_path)
     assert "photons per pattern, below 5e+05" in proc.stdout + proc.stderr
+
+
+def test_lightnings_logging_is_routed_only_where_training_uses_it(monkeypatch):
+    """`train` / `pretrain` / `demo` route Lightning's loggers (importing it), but not
+    `train --backend tensorflow` or commands that never train (its import costs seconds)."""
+    from ptychopinn.cli import commands, main
+
+    routed = []
+    monkeypatch.setattr(main, "route_lightning_logging", lambda: routed.append(True))
+    monkeypatch.setattr(commands, "cmd_train", lambda args: 0)
+    monkeypatch.setattr(commands, "cmd_config", lambda args: 0)
+    for argv, expected in ((["train", "--data", "x.npz"], 1),
+                           (["train", "--data", "x.npz", "--backend", "tensorflow"], 0),
+                           (["config", "train"], 0)):
+        routed.clear()
+        assert main.main(argv) == 0
+        assert len(routed) == expected, argv

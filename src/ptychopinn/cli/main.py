@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command in TRAINING_COMMANDS:
+    # (not for --backend tensorflow, which does not use Lightning: its import costs ~3 s)
+    if args.command in TRAINING_COMMANDS and getattr(args, "backend", None) != "tensorflow":
         route_lightning_logging()
     from ptychopinn.cli import commands
     from ptychopinn.errors import PtychoPINNError
