@@ -393,9 +393,12 @@ def test_noise_floor_holds_the_amplitude_once_reached() -> None:
     assert not np.allclose(np.abs(snaps[-1]), np.abs(snaps[0]), rtol=1e-4, atol=1e-6)
 
 
-def test_phase_only_epochs_are_checked(scan) -> None:
+def test_phase_only_and_floor_after_epochs_are_checked(scan) -> None:
     with pytest.raises(ConfigError, match="phase_only_epochs"):
         refine(scan, None, epochs=1, phase_only_epochs=-1, progress=False)
+    with pytest.raises(ConfigError, match="'floor_after_epochs' must be an integer >= 0; "
+                                          "found 1.5"):
+        refine(scan, None, epochs=1, floor_after_epochs=1.5, progress=False)
 
 
 def test_inference_refinement_options_follow_the_config() -> None:
@@ -412,6 +415,8 @@ def test_inference_refinement_options_follow_the_config() -> None:
     off = refine_options(InferenceConfig(refine_epochs=10, refine_phase_first=0,
                                          refine_noise_floor=False, refine_momentum=0.0))
     assert off["phase_only_epochs"] == 0 and not off["noise_floor"] and off["momentum"] == 0.0
+    assert opts["floor_after_epochs"] == 0
+    assert refine_options(InferenceConfig(refine_floor_after=7))["floor_after_epochs"] == 7
 
 
 def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
@@ -428,6 +433,25 @@ def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
                                atol=1e-5)
     free = refine(sc, sc.object, **kw)
     assert not np.allclose(np.abs(free.object), np.abs(sc.object) * scale, rtol=1e-4, atol=1e-5)
+
+
+def test_floor_after_gives_the_amplitude_its_own_epochs() -> None:
+    """With floor_after_epochs the floor cannot hold the amplitude in the phase-only
+    epochs, nor before the amplitude has been refined that many epochs: at the truth (at
+    the floor from the start) it is held from the first epoch after them, at that epoch's
+    amplitude, not the start's."""
+    sc = simulate_scan(SimulationConfig(N=N, n_positions=144, photons_per_pattern=1e6, seed=4,
+                                        subpixel="bilinear"))
+    snaps: list[np.ndarray] = []
+    kw = dict(positions_px=sc.positions_px, epochs=5, phase_only_epochs=2, progress=False,
+              subpixel="bilinear", noise_floor=True)
+    res = refine(sc, sc.object, floor_after_epochs=2,
+                 callback=lambda e, r, o: snaps.append(o.copy()), **kw)
+    assert [h["amplitude_held"] for h in res.history] == [False, False, False, True, True]
+    np.testing.assert_allclose(np.abs(snaps[-1]), np.abs(snaps[3]), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.abs(snaps[3]), np.abs(snaps[1]), rtol=1e-4, atol=1e-6)
+    at_once = refine(sc, sc.object, **kw)  # 0: checked from the first epoch
+    assert at_once.history[0]["amplitude_held"]
 
 
 def test_probe_shift_subpixel_model() -> None:

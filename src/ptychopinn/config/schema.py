@@ -838,6 +838,15 @@ class InferenceConfig(_Section):
         "NLL expected of the true object under counting noise): below it the refinement fits "
         "noise. The phase keeps refining.",
     )
+    refine_floor_after: int = Field(
+        0, ge=0,
+        description="With refine_noise_floor: the floor may hold the amplitude only after the "
+        "amplitude has been refined this many epochs (after the phase-only ones). 0: the floor "
+        "is checked from the first epoch (in the phase-only ones too: an amplitude already at "
+        "the floor is then never released). On 22 simulated scans 10 changed nothing that "
+        "issue 5's target measures and lowered the amplitude after 40 epochs on the 'cell' "
+        "picture and the real-probe scan (docs/benchmarks.md, thirty-third session).",
+    )
     refine_sparse_counts: bool = Field(
         True,
         description="Photon-sparse rule: when the scan's counts per photon (count-weighted mean "

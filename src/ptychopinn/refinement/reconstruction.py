@@ -93,6 +93,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "momentum_amplitude": config.refine_momentum_amplitude,
         "phase_only_epochs": min(config.refine_phase_first, config.refine_epochs // 2),
         "noise_floor": config.refine_noise_floor,
+        "floor_after_epochs": config.refine_floor_after,
         "subpixel": config.refine_subpixel,
         "sparse_counts": config.refine_sparse_counts,
         "refine_probe": config.refine_probe,

@@ -126,6 +126,7 @@ def refine(
     momentum_amplitude: bool = True,
     phase_only_epochs: int = 0,
     noise_floor: bool = False,
+    floor_after_epochs: int = 0,
     subpixel: Literal["bilinear", "probe_shift"] = "probe_shift",
     sparse_counts: bool = True,
 ) -> RefineResult:
@@ -228,6 +229,13 @@ def refine(
         Each epoch's record then has ``amplitude_held``, and until the
         amplitude is held ``noise_floor`` (the floor in use) and, in the epochs
         that re-estimate it, ``noise_floor_estimate`` (that epoch's estimate).
+    floor_after_epochs
+        With ``noise_floor``: the floor may hold the amplitude only once the amplitude
+        has been refined this many epochs (after the phase-only ones); 0 (default) checks
+        the floor from the first epoch. On 22 scans 10 changed no verdict of issue 5's
+        target and left the amplitude after 40 epochs lower on two (by 0.005-0.006):
+        where the network's amplitude is good, the floor holding it early keeps it
+        (docs/benchmarks.md, thirty-third session).
     subpixel
         Model of fractional positions: ``"probe_shift"`` (whole-pixel window,
         Fourier-shifted probe: the simulator's default physics) or
@@ -257,12 +265,10 @@ def refine(
         raise ConfigError(
             f"refine: 'subpixel' must be 'bilinear' or 'probe_shift'; found {subpixel!r}."
         )
-    if isinstance(phase_only_epochs, bool) or int(phase_only_epochs) != phase_only_epochs or (
-        phase_only_epochs < 0
-    ):
-        raise ConfigError(
-            f"refine: 'phase_only_epochs' must be an integer >= 0; found {phase_only_epochs!r}."
-        )
+    for name, value in (("phase_only_epochs", phase_only_epochs),
+                        ("floor_after_epochs", floor_after_epochs)):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ConfigError(f"refine: '{name}' must be an integer >= 0; found {value!r}.")
     obj_np, pos_np, offset = _initial_state(scan, initial_object, positions_px)
     probe_np = scan.probe if probe is None else probe
     obj_np, probe_np, pos_np = check_inputs(scan, obj_np, probe_np, pos_np)
@@ -409,7 +415,9 @@ def refine(
             record["noise_floor"] = floor_estimate
             # checked in the phase-only epochs too: a fit already at the floor
             # then never releases the amplitude
-            if record["loss"] <= record["noise_floor"]:
+            armed = (floor_after_epochs == 0
+                     or epoch + 1 >= phase_only_epochs + floor_after_epochs)
+            if armed and record["loss"] <= record["noise_floor"]:
                 floor_amp = obj.detach().abs().clone()
                 log.info("refine: noise floor reached at epoch %d; amplitude held", epoch + 1)
         if noise_floor:
