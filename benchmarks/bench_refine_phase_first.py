@@ -4,7 +4,9 @@ with (`InferenceConfig.refine_phase_first`), judged by issue 5's target.
 For each ``--case LABEL MODEL SCAN`` the model reconstructs the scan (inference +
 stitching, infer's defaults), then the object is refined with the options of ``ptychopinn
 infer --refine-epochs 40`` (`bench_side_by_side.refine_curve`) once per ``--firsts``
-value of ``refine_phase_first``, every epoch scored against the scan's true object. Each
+value of ``refine_phase_first`` and ``--floor-afters`` value of ``refine_floor_after``
+(the epochs the amplitude is refined before the noise floor may hold it; default 0,
+infer's), every epoch scored against the scan's true object. Each
 run goes on past 40 epochs while it has not reached pty-chi LSQML-100's amplitude and
 phase SSIM and is within half of LSQML-100's time less the inference's (issue 5's target:
 network + refinement at LSQML-100's SSIMs in at most half its time). LSQML-100 runs in the
@@ -20,7 +22,7 @@ Usage::
 
     python benchmarks/bench_refine_phase_first.py \\
         --case "grf, disk" models/hidden/grf_disk_s32 models/hidden/grf_disk.npz \\
-        [--case ...] [--firsts 20 10 0] [--reuse-lsqml] [--record]
+        [--case ...] [--firsts 20 10 0] [--floor-afters 0 10] [--reuse-lsqml] [--record]
 """
 
 from __future__ import annotations
@@ -66,16 +68,36 @@ def lsqml_100(scan_path: str, reuse: bool = False) -> tuple[np.ndarray, float, s
     return r["object"], float(r["reconstruction_s"]), "run here"
 
 
+def settings(firsts: list[int], floor_afters: list[int]) -> list[dict]:
+    """The `InferenceConfig` overrides compared: every ``refine_phase_first`` value with
+    every ``refine_floor_after`` value, in that order."""
+    return [{"refine_phase_first": f, "refine_floor_after": a}
+            for f in firsts for a in floor_afters]
+
+
+def setting_label(setting: dict) -> str:
+    """A column heading: ``refine_phase_first F`` (and ``, floor after A`` where A > 0),
+    marked where it is infer's default."""
+    from ptychopinn.config import InferenceConfig
+
+    default = InferenceConfig()
+    text = f"refine_phase_first {setting['refine_phase_first']}"
+    if setting["refine_floor_after"]:
+        text += f", refine_floor_after {setting['refine_floor_after']}"
+    if all(getattr(default, k) == v for k, v in setting.items()):
+        text += " (infer's default)"
+    return text
+
+
 def phase_first_cells(scan, rec, infer_s: float, lsq: dict, lsq_s: float,
-                      firsts: list[int]) -> list[str]:
-    """One cell per ``refine_phase_first`` value: the verdict of issue 5's target, the
-    first epoch at LSQML's SSIMs (time with the inference) or how far it ran, and the
-    SSIMs after `EPOCHS` epochs."""
+                      compared: list[dict]) -> list[str]:
+    """One cell per setting of `settings`: the verdict of issue 5's target, the first
+    epoch at LSQML's SSIMs (time with the inference) or how far it ran, and the SSIMs
+    after `EPOCHS` epochs."""
     cells = []
-    for first in firsts:
+    for setting in compared:
         curve = refine_curve(scan, rec.object, rec.positions_px, EPOCHS, lsq,
-                             overrides={"refine_phase_first": first},
-                             budget_s=refine_budget(infer_s, lsq_s))
+                             overrides=setting, budget_s=refine_budget(infer_s, lsq_s))
         hit, rows = curve["hit"], curve["rows"]
         at = rows[min(EPOCHS, len(rows)) - 1]
         reach = (f"epoch {hit[0]}, {infer_s + hit[1]:.1f} s" if hit
@@ -93,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--firsts", type=int, nargs="+", default=[20, 10, 0],
                     help="refine_phase_first values to compare (default: 20 10 0; 20 is "
                          "infer's default)")
+    ap.add_argument("--floor-afters", type=int, nargs="+", default=[0],
+                    help="refine_floor_after values, each with every --firsts value "
+                         "(default: 0, infer's default: the noise floor may hold the "
+                         "amplitude from the first epoch)")
     ap.add_argument("--reuse-lsqml", action="store_true",
                     help="read LSQML-100 from the <stem>_ptychi_lsqml_100.npz an earlier run "
                          "left beside each scan (refused where older than the scan) instead "
@@ -101,8 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args(argv)
     cases = checked_cases(ap, args)
-    if any(f < 0 for f in args.firsts):
-        ap.error(f"--firsts must be >= 0; found {args.firsts}")
+    for name in ("firsts", "floor_afters"):
+        if any(v < 0 for v in getattr(args, name)):
+            ap.error(f"--{name.replace('_', '-')} must be >= 0; found {getattr(args, name)}")
+    compared = settings(args.firsts, args.floor_afters)
     torch.set_num_threads(args.threads)
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.data.npz import load_npz
@@ -119,12 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([label, f"{lsq['amp_ssim']:.3f} / {lsq['phase_ssim']:.3f} "
                             f"({lsq_s:.1f} s; half {0.5 * lsq_s:.1f} s)",
                      f"{net['amp_ssim']:.3f} / {net['phase_ssim']:.3f} ({infer_s:.1f} s)",
-                     *phase_first_cells(scan, rec, infer_s, lsq, lsq_s, args.firsts)])
+                     *phase_first_cells(scan, rec, infer_s, lsq, lsq_s, compared)])
         sources.append(f"{label}: {model} on {scan_path}, LSQML-100 {source}")
         print("| " + " | ".join(rows[-1]) + " |", flush=True)
     headers = ["scan", "LSQML-100 amp / phase SSIM (s)", "network amp / phase SSIM (s)",
-               *(f"refine_phase_first {f}" + (" (infer's default)" if f == 20 else "")
-                 for f in args.firsts)]
+               *(setting_label(c) for c in compared)]
     notes = ("Issue 5's target per refine_phase_first: network + refinement (infer's "
              "options, the noise floor on) at LSQML-100's amplitude and phase SSIM within "
              "half of LSQML-100's time (inference included); each run goes on past "

@@ -76,6 +76,22 @@ def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
     with pytest.raises(SystemExit):
         bench_refine_phase_first.main(["--case", "x", model, scan_path, "--firsts", "-1"])
     assert "--firsts must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_refine_phase_first.main(["--case", "x", model, scan_path, "--floor-afters",
+                                       "-2"])
+    assert "--floor-afters must be >= 0; found [-2]" in capsys.readouterr().err
+
+
+def test_settings_cross_firsts_with_floor_afters_and_name_the_default():
+    compared = bench_refine_phase_first.settings([20, 0], [0, 10])
+    assert compared == [{"refine_phase_first": 20, "refine_floor_after": 0},
+                        {"refine_phase_first": 20, "refine_floor_after": 10},
+                        {"refine_phase_first": 0, "refine_floor_after": 0},
+                        {"refine_phase_first": 0, "refine_floor_after": 10}]
+    labels = [bench_refine_phase_first.setting_label(c) for c in compared]
+    assert labels == ["refine_phase_first 20 (infer's default)",
+                      "refine_phase_first 20, refine_floor_after 10",
+                      "refine_phase_first 0", "refine_phase_first 0, refine_floor_after 10"]
 
 
 def test_lsqml_runs_unless_reused_and_a_stale_result_is_refused(run_and_scan, monkeypatch):
