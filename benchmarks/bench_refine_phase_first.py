@@ -76,8 +76,8 @@ def settings(firsts: list[int], floor_afters: list[int]) -> list[dict]:
 
 
 def setting_label(setting: dict) -> str:
-    """A column heading: ``refine_phase_first F`` (and ``, floor after A`` where A > 0),
-    marked where it is infer's default."""
+    """A column heading: ``refine_phase_first F`` (and ``, refine_floor_after A`` where
+    A > 0), marked where it is infer's default."""
     from ptychopinn.config import InferenceConfig
 
     default = InferenceConfig()

@@ -399,6 +399,9 @@ def test_phase_only_and_floor_after_epochs_are_checked(scan) -> None:
     with pytest.raises(ConfigError, match="'floor_after_epochs' must be an integer >= 0; "
                                           "found 1.5"):
         refine(scan, None, epochs=1, floor_after_epochs=1.5, progress=False)
+    for bad in (None, "ten", True):
+        with pytest.raises(ConfigError, match="'floor_after_epochs' must be an integer"):
+            refine(scan, None, epochs=1, floor_after_epochs=bad, progress=False)
 
 
 def test_inference_refinement_options_follow_the_config() -> None:

@@ -267,7 +267,11 @@ def refine(
         )
     for name, value in (("phase_only_epochs", phase_only_epochs),
                         ("floor_after_epochs", floor_after_epochs)):
-        if isinstance(value, bool) or int(value) != value or value < 0:
+        try:
+            ok = not isinstance(value, bool) and int(value) == value and value >= 0
+        except (TypeError, ValueError):  # None, a string, ...
+            ok = False
+        if not ok:
             raise ConfigError(f"refine: '{name}' must be an integer >= 0; found {value!r}.")
     obj_np, pos_np, offset = _initial_state(scan, initial_object, positions_px)
     probe_np = scan.probe if probe is None else probe
