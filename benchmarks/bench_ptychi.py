@@ -85,6 +85,7 @@ def result_path(scan_path: str | os.PathLike, algorithm: str = "lsqml", epochs: 
     scan_path = Path(scan_path)
     return scan_path.with_name(f"{scan_path.stem}_ptychi_{algorithm}_{epochs}.npz")
 
+
 def run_ptychi(
     scan_path: str | os.PathLike,
     algorithm: str = "lsqml",
