@@ -4,9 +4,10 @@ with (`InferenceConfig.refine_phase_first`), judged by issue 5's target.
 For each ``--case LABEL MODEL SCAN`` the model reconstructs the scan (inference +
 stitching, infer's defaults), then the object is refined with the options of ``ptychopinn
 infer --refine-epochs 40`` (`bench_side_by_side.refine_curve`) once per ``--firsts``
-value of ``refine_phase_first`` and ``--floor-afters`` value of ``refine_floor_after``
+value of ``refine_phase_first``, ``--floor-afters`` value of ``refine_floor_after``
 (the epochs the amplitude is refined before the noise floor may hold it; default 0,
-infer's), every epoch scored against the scan's true object. Each
+infer's) and ``--preconditioners`` value of ``refine_preconditioner`` (default infer's),
+every epoch scored against the scan's true object. Each
 run goes on past 40 epochs while it has not reached pty-chi LSQML-100's amplitude and
 phase SSIM and is within half of LSQML-100's time less the inference's (issue 5's target:
 network + refinement at LSQML-100's SSIMs in at most half its time). LSQML-100 runs in the
@@ -22,7 +23,8 @@ Usage::
 
     python benchmarks/bench_refine_phase_first.py \\
         --case "grf, disk" models/hidden/grf_disk_s32 models/hidden/grf_disk.npz \\
-        [--case ...] [--firsts 20 10 0] [--floor-afters 0 10] [--reuse-lsqml] [--record]
+        [--case ...] [--firsts 20 10 0] [--floor-afters 0 10] [--preconditioners batch scan]
+        [--reuse-lsqml] [--record]
 """
 
 from __future__ import annotations
@@ -68,22 +70,29 @@ def lsqml_100(scan_path: str, reuse: bool = False) -> tuple[np.ndarray, float, s
     return r["object"], float(r["reconstruction_s"]), "run here"
 
 
-def settings(firsts: list[int], floor_afters: list[int]) -> list[dict]:
+def settings(firsts: list[int], floor_afters: list[int],
+             preconditioners: list[str] | None = None) -> list[dict]:
     """The `InferenceConfig` overrides compared: every ``refine_phase_first`` value with
-    every ``refine_floor_after`` value, in that order."""
-    return [{"refine_phase_first": f, "refine_floor_after": a}
-            for f in firsts for a in floor_afters]
+    every ``refine_floor_after`` value and every ``refine_preconditioner`` (default: infer's
+    only), in that order."""
+    from ptychopinn.config import InferenceConfig
+
+    if not preconditioners:
+        preconditioners = [InferenceConfig().refine_preconditioner]
+    return [{"refine_phase_first": f, "refine_floor_after": a, "refine_preconditioner": p}
+            for f in firsts for a in floor_afters for p in preconditioners]
 
 
 def setting_label(setting: dict) -> str:
-    """A column heading: ``refine_phase_first F`` (and ``, refine_floor_after A`` where
-    A > 0), marked where it is infer's default."""
+    """A column heading: ``refine_phase_first F`` and each other option where it is not
+    infer's default, marked where the whole setting is infer's default."""
     from ptychopinn.config import InferenceConfig
 
     default = InferenceConfig()
     text = f"refine_phase_first {setting['refine_phase_first']}"
-    if setting["refine_floor_after"]:
-        text += f", refine_floor_after {setting['refine_floor_after']}"
+    for key, value in setting.items():
+        if key != "refine_phase_first" and getattr(default, key) != value:
+            text += f", {key} {value}"
     if all(getattr(default, k) == v for k, v in setting.items()):
         text += " (infer's default)"
     return text
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="refine_floor_after values, each with every --firsts value "
                          "(default: 0, infer's default: the noise floor may hold the "
                          "amplitude from the first epoch)")
+    ap.add_argument("--preconditioners", nargs="+", choices=("batch", "scan"), default=None,
+                    help="refine_preconditioner values, each with every other setting "
+                         "(default: infer's)")
     ap.add_argument("--reuse-lsqml", action="store_true",
                     help="read LSQML-100 from the <stem>_ptychi_lsqml_100.npz an earlier run "
                          "left beside each scan (refused where older than the scan) instead "
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("firsts", "floor_afters"):
         if any(v < 0 for v in getattr(args, name)):
             ap.error(f"--{name.replace('_', '-')} must be >= 0; found {getattr(args, name)}")
-    compared = settings(args.firsts, args.floor_afters)
+    compared = settings(args.firsts, args.floor_afters, args.preconditioners)
     torch.set_num_threads(args.threads)
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.data.npz import load_npz

@@ -62,10 +62,10 @@ def test_verdicts_follow_the_reference_and_its_time(run_and_scan, capsys, one_to
     noise = np.random.default_rng(0).normal(1.0, 0.3, scan.object.shape)
     _cache(scan_path, noise.astype(np.complex64), 1e6)  # noise: reached at once
     bench_refine_phase_first.main(["--case", "noise", model, scan_path, "--firsts", "0",
-                                   "--reuse-lsqml"])
+                                   "--preconditioners", "batch", "scan", "--reuse-lsqml"])
     row = next(line for line in capsys.readouterr().out.splitlines()
                if line.startswith("| noise |"))
-    assert "MET (epoch 1," in row and "NOT MET" not in row
+    assert row.count("MET (epoch 1,") == 2 and "NOT MET" not in row
 
 
 def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
@@ -83,15 +83,35 @@ def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
 
 
 def test_settings_cross_firsts_with_floor_afters_and_name_the_default():
+    from ptychopinn.config import InferenceConfig
+
+    default = InferenceConfig().refine_preconditioner
     compared = bench_refine_phase_first.settings([20, 0], [0, 10])
-    assert compared == [{"refine_phase_first": 20, "refine_floor_after": 0},
-                        {"refine_phase_first": 20, "refine_floor_after": 10},
-                        {"refine_phase_first": 0, "refine_floor_after": 0},
-                        {"refine_phase_first": 0, "refine_floor_after": 10}]
+    assert compared == [{"refine_phase_first": 20, "refine_floor_after": 0,
+                         "refine_preconditioner": default},
+                        {"refine_phase_first": 20, "refine_floor_after": 10,
+                         "refine_preconditioner": default},
+                        {"refine_phase_first": 0, "refine_floor_after": 0,
+                         "refine_preconditioner": default},
+                        {"refine_phase_first": 0, "refine_floor_after": 10,
+                         "refine_preconditioner": default}]
     labels = [bench_refine_phase_first.setting_label(c) for c in compared]
     assert labels == ["refine_phase_first 20 (infer's default)",
                       "refine_phase_first 20, refine_floor_after 10",
                       "refine_phase_first 0", "refine_phase_first 0, refine_floor_after 10"]
+
+
+def test_settings_cross_the_preconditioners_and_label_the_non_default_one():
+    from ptychopinn.config import InferenceConfig
+
+    default = InferenceConfig().refine_preconditioner
+    other = "scan" if default == "batch" else "batch"
+    compared = bench_refine_phase_first.settings([20], [0], ["batch", "scan"])
+    assert [c["refine_preconditioner"] for c in compared] == ["batch", "scan"]
+    labels = {c["refine_preconditioner"]: bench_refine_phase_first.setting_label(c)
+              for c in compared}
+    assert labels[default] == "refine_phase_first 20 (infer's default)"
+    assert labels[other] == f"refine_phase_first 20, refine_preconditioner {other}"
 
 
 def test_lsqml_runs_unless_reused_and_a_stale_result_is_refused(run_and_scan, monkeypatch):

@@ -577,3 +577,87 @@ def test_noise_floor_margin_is_three_sigma_of_the_epoch_loss() -> None:
     margin = np.mean(floors) - np.mean(losses)
     sigma = np.std(losses, ddof=1)
     assert 1.5 * sigma < margin < 6.0 * sigma, (margin, sigma)
+
+
+def test_scan_illumination_is_every_positions_illumination_in_chunks(tiny_scan) -> None:
+    from ptychopinn.refinement import steps
+
+    probe = torch.from_numpy(tiny_scan.probe).reshape(-1, N, N)  # (modes, N, N)
+    pos = torch.from_numpy(tiny_scan.positions_px).float()
+    shape = tiny_scan.object.shape
+    whole = steps.object_illumination(probe, pos, shape)
+    chunked = steps.scan_illumination(probe, pos, shape, chunk=7)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-4)
+    # every position inside the object: the canvas holds each position's whole intensity
+    per_position = float((probe.abs() ** 2).sum())
+    assert float(chunked.sum()) == pytest.approx(pos.shape[0] * per_position, rel=1e-4)
+
+
+def test_scan_preconditioner_is_the_batch_one_for_one_whole_scan_batch(
+        tiny_scan, monkeypatch) -> None:
+    """With every position in one batch the scan's illumination times the batch's share
+    (1) is the batch's own: with the step's length fixed at 1 the same steps. The scan's
+    steps have their least-squares length (one per batch); with smaller batches the two
+    preconditioners differ."""
+    from ptychopinn.refinement import steps
+
+    n = tiny_scan.n_patterns
+    kw = dict(epochs=2, progress=False, adaptive_step=False)
+    lengths = []
+    real_step = steps.least_squares_step
+
+    def spy(grad, denom, weight):
+        lengths.append(real_step(grad, denom, weight))
+        return lengths[-1]
+
+    monkeypatch.setattr(steps, "least_squares_step", lambda *a: 1.0)
+    a = refine(tiny_scan, None, batch_size=n, preconditioner="batch", **kw)
+    b = refine(tiny_scan, None, batch_size=n, preconditioner="scan", **kw)
+    np.testing.assert_allclose(b.object, a.object, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(steps, "least_squares_step", spy)
+    c = refine(tiny_scan, None, batch_size=8, preconditioner="batch", **kw)
+    assert lengths == []
+    d = refine(tiny_scan, None, batch_size=8, preconditioner="scan", **kw)
+    assert len(lengths) == 2 * int(np.ceil(n / 8)) and all(0 < v < 2 for v in lengths)
+    assert np.abs(d.object - c.object).max() > 1e-3
+
+
+def test_least_squares_step_is_one_for_pie_and_shorter_for_less_illumination() -> None:
+    from ptychopinn.refinement.steps import least_squares_step
+
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(20, 20, dtype=torch.complex64, generator=gen)
+    own = torch.rand(20, 20, generator=gen) + 0.1
+    assert least_squares_step(grad, own, own) == pytest.approx(1.0, rel=1e-5)
+    assert least_squares_step(grad, 2.0 * own, own) == pytest.approx(2.0, rel=1e-5)
+    # divided by half the batch's own illumination the step is twice too long: halved
+    assert least_squares_step(grad, 0.5 * own, own) == pytest.approx(0.5, rel=1e-5)
+    # the exact minimiser of sum |G - a W D|^2 / W along D = G / denom (G = grad / 2)
+    denom = torch.rand(20, 20, generator=gen) + 0.1
+    d = grad / (2 * denom)
+    a = least_squares_step(grad, denom, own)
+    res = [float(((grad / 2 - t * own * d).abs().square() / own).sum()) for t in
+           (a * 0.9, a, a * 1.1)]
+    assert res[1] < res[0] and res[1] < res[2]
+    assert least_squares_step(torch.zeros(3, 3, dtype=torch.complex64), own[:3, :3],
+                              own[:3, :3]) == 1.0
+
+
+def test_scan_preconditioner_refines_from_flat(scan) -> None:
+    res = refine(scan, None, epochs=10, batch_size=32, preconditioner="scan", progress=False)
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < 0.3 * losses[0]
+    amp, phase = _ssim(res.object, scan)
+    assert amp > 0.88 and phase > 0.85
+
+
+def test_preconditioner_option_is_checked_and_follows_the_config(tiny_scan) -> None:
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.refinement.reconstruction import refine_options
+
+    with pytest.raises(ConfigError, match="'preconditioner' must be 'batch' or 'scan'; "
+                                          "found 'global'"):
+        refine(tiny_scan, None, epochs=1, preconditioner="global", progress=False)
+    assert refine_options(InferenceConfig(refine_preconditioner="scan"))["preconditioner"] == "scan"
+    with pytest.raises(ValueError, match="refine_preconditioner"):
+        InferenceConfig(refine_preconditioner="global")

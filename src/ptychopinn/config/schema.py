@@ -847,6 +847,13 @@ class InferenceConfig(_Section):
         "issue 5's target measures and lowered the amplitude after 40 epochs on the 'cell' "
         "picture and the real-probe scan (docs/benchmarks.md, thirty-third session).",
     )
+    refine_preconditioner: Literal["batch", "scan"] = Field(
+        "batch",
+        description="Illumination that divides the refinement's object step: 'batch', the "
+        "mini-batch's own positions' (rPIE); 'scan', the whole scan's times the batch's share "
+        "of the positions (the illumination a batch has on average: smooth, where a batch's "
+        "own has the gaps and pile-ups of a few random positions).",
+    )
     refine_sparse_counts: bool = Field(
         True,
         description="Photon-sparse rule: when the scan's counts per photon (count-weighted mean "

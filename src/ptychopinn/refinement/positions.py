@@ -184,6 +184,11 @@ class PositionCorrector:
         self.delta -= self.learning_rate * m_hat / (v_hat.sqrt() + 1e-12)
         self._grad.zero_()
 
+    def current(self) -> Tensor:
+        """The current corrected positions of the whole scan, ``(n, 2)`` (no grad)."""
+        with torch.no_grad():
+            return self._clamp(self.base + self.delta)
+
     def positions(self) -> np.ndarray:
         """The current corrected positions, float64 ``(n, 2)``."""
         with torch.no_grad():

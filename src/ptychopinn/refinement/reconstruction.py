@@ -96,6 +96,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "floor_after_epochs": config.refine_floor_after,
         "subpixel": config.refine_subpixel,
         "sparse_counts": config.refine_sparse_counts,
+        "preconditioner": config.refine_preconditioner,
         "refine_probe": config.refine_probe,
         "refine_positions": config.refine_positions,
         "position_keep_linear": config.position_keep_linear,

@@ -129,6 +129,7 @@ def refine(
     floor_after_epochs: int = 0,
     subpixel: Literal["bilinear", "probe_shift"] = "probe_shift",
     sparse_counts: bool = True,
+    preconditioner: Literal["batch", "scan"] = "batch",
 ) -> RefineResult:
     """Refine an object (and optionally probe and positions) against a scan.
 
@@ -252,6 +253,15 @@ def refine(
         0.297; at 1e4, 5.7 counts per photon, the full step and momentum are
         better: docs/benchmarks.md). No effect on data that are not integer
         counts, nor on the probe's step.
+    preconditioner
+        Illumination that divides the PIE object step (``method="pie"``):
+        ``"batch"`` (default), the batch's own positions' (`steps.object_illumination`);
+        ``"scan"``, the whole scan's at the epoch's probe and positions times the
+        batch's share of the positions (`steps.scan_illumination`), the illumination a
+        batch has on average, with the step's length solved by least squares
+        (`steps.least_squares_step`, as LSQML). The batch's own has the gaps and pile-ups
+        of a few random positions; the scan's is smooth, so a pixel's step does not
+        depend on which positions share its batch.
     """
     import torch
 
@@ -260,6 +270,10 @@ def refine(
     from ptychopinn.refinement.schedule import PlateauSchedule
 
     _check_options(epochs, batch_size, learning_rate, method, fit, alpha)
+    if preconditioner not in ("batch", "scan"):
+        raise ConfigError(
+            f"refine: 'preconditioner' must be 'batch' or 'scan'; found {preconditioner!r}."
+        )
     _check_momentum(momentum)
     if subpixel not in ("bilinear", "probe_shift"):
         raise ConfigError(
@@ -354,6 +368,10 @@ def refine(
         estimate_floor = noise_floor and floor_amp is None and (
             floor_estimate is None or epoch % _FLOOR_EVERY == 0
         )
+        scan_ill = None
+        if method == "pie" and preconditioner == "scan":  # at the epoch's probe and positions
+            with torch.no_grad():
+                scan_ill = steps.scan_illumination(pr.detach(), corr.current(), shape)
         for s in range(0, n_pat, batch_size):
             idx = order[s : s + batch_size]
             k = counts_of(idx)
@@ -377,10 +395,14 @@ def refine(
                     if probe_on:
                         probe_opt.step()
                 else:
-                    den = steps.rpie_denominator(
-                        steps.object_illumination(pr.detach(), pos.detach(), shape), alpha
-                    )
-                    steps.pie_step(obj, obj.grad, den, learning_rate * frac)
+                    own = steps.object_illumination(pr.detach(), pos.detach(), shape)
+                    obj_step = learning_rate * frac
+                    if scan_ill is None:
+                        den = steps.rpie_denominator(own, alpha)
+                    else:
+                        den = steps.rpie_denominator(scan_ill * (idx.numel() / n_pat), alpha)
+                        obj_step *= steps.least_squares_step(obj.grad, den, own)
+                    steps.pie_step(obj, obj.grad, den, obj_step)
                     if probe_on:
                         pden = steps.rpie_denominator(
                             steps.probe_illumination(patches.detach()), alpha

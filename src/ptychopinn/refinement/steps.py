@@ -11,7 +11,15 @@ whose far field has the measured modulus. Dividing by the illumination
 ``sum_j E_j^T |P|^2`` (regularised as in rPIE:
 ``(1 - alpha) illum + alpha max(illum)``) and taking half of it is the
 parallel (mini-batch) PIE update; ``step = 1`` is the full PIE step. The probe
-is updated the same way with the roles of object and probe swapped.
+is updated the same way with the roles of object and probe swapped. The
+illumination is the batch's own (``"batch"``) or the whole scan's times the
+batch's share of the positions (``"scan"``, `scan_illumination`): the
+illumination a batch has on average, smooth where the batch's own has the
+random gaps and pile-ups of a few random positions. Divided by the scan's, the
+batch's step is an unbiased estimate of the whole scan's preconditioned step
+(divided by its own, a ratio of two random sums, it is not), but it overshoots
+where the batch's positions pile up, so its length is solved by least squares
+(`least_squares_step`).
 """
 
 from __future__ import annotations
@@ -150,9 +158,36 @@ def object_illumination(probe: Tensor, positions: Tensor, shape: tuple[int, int]
     return place_patches(ill.expand(positions.shape[0], *ill.shape), positions, shape)
 
 
+def scan_illumination(probe: Tensor, positions: Tensor, shape: tuple[int, int],
+                      chunk: int = 1024) -> Tensor:
+    """`object_illumination` of every position of a scan, ``(H, W)`` real, summed over
+    chunks of ``chunk`` positions (bounded memory for large scans)."""
+    total = None
+    for s in range(0, positions.shape[0], chunk):
+        part = object_illumination(probe, positions[s : s + chunk], shape)
+        total = part if total is None else total + part
+    return total if total is not None else probe.real.new_zeros(shape)
+
+
 def probe_illumination(patches: Tensor) -> Tensor:
     """``sum_j |O_j|^2`` of a batch of object patches ``(B, N, N)``, ``(N, N)`` real."""
     return (patches.real.square() + patches.imag.square()).sum(0)
+
+
+def least_squares_step(grad: Tensor, denom: Tensor, weight: Tensor) -> float:
+    """Length of the step ``grad / (2 denom)`` that best fits the batch's exit-wave
+    targets to first order: ``sum(|g|^2 / denom) / sum(|g|^2 weight / denom^2)``, with
+    ``weight`` the batch's own illumination (as LSQML solves its step lengths).
+
+    The step changes each exit wave by the probe times the step; its least-squares
+    length against the targets ``psi'`` (whose residual the gradient is) is this ratio.
+    With ``denom = weight`` (the PIE step without regularisation) it is 1; where the
+    step is divided by less illumination than the batch's own it is shorter.
+    """
+    g2 = grad.real.square() + grad.imag.square()
+    num = (g2 / denom).sum()
+    den = (g2 * weight / denom.square()).sum()
+    return float(num / den) if float(den) > 0 else 1.0
 
 
 def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
