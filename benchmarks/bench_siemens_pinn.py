@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--phase-sync", choices=("global", "waves"), default=None,
                    help="InferenceConfig.phase_sync_method of the reconstruction (default: "
                         "infer's)")
+    p.add_argument("--refine-preconditioner", choices=("batch", "scan"), default="batch",
+                   help="the refinement's preconditioner (refine's default, batch, is what the "
+                        "recorded tables used; infer's default is scan)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     infer_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref_res = refine(scan, rec.object, positions_px=rec.positions_px, epochs=args.refine_epochs,
-                     refine_probe=True, refine_positions=True, progress=False)
+                     refine_probe=True, refine_positions=True, progress=False,
+                     preconditioner=args.refine_preconditioner)
     refine_s = time.perf_counter() - t0
     raw_m = _compare(rec.object, ref, given)
     fin_m = _compare(ref_res.object, ref, given)
@@ -281,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
              f"amplitude in the crop; curves in benchmarks/_work/siemens_spokes{fig_suffix}.png); "
              f"reference {ref_label} took {ref_s:.1f} s; figure benchmarks/_work/"
              f"siemens_side_by_side{fig_suffix}.png (gitignored); stitching's phase "
-             f"synchronisation {rec.phase_sync}")
+             f"synchronisation {rec.phase_sync}; the refinement's preconditioner "
+             f"{args.refine_preconditioner!r}")
     print(notes)
     print(table)
     if args.record:

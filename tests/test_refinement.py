@@ -420,6 +420,7 @@ def test_inference_refinement_options_follow_the_config() -> None:
     assert off["phase_only_epochs"] == 0 and not off["noise_floor"] and off["momentum"] == 0.0
     assert opts["floor_after_epochs"] == 0
     assert refine_options(InferenceConfig(refine_floor_after=7))["floor_after_epochs"] == 7
+    assert opts["preconditioner"] == "scan"  # infer's; refine()'s own default is 'batch'
 
 
 def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:

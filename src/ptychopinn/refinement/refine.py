@@ -255,7 +255,9 @@ def refine(
         counts, nor on the probe's step.
     preconditioner
         Illumination that divides the PIE object step (``method="pie"``):
-        ``"batch"`` (default), the batch's own positions' (`steps.object_illumination`);
+        ``"batch"`` (default here; `ptychopinn infer` passes
+        `InferenceConfig.refine_preconditioner`, 'scan'), the batch's own positions'
+        (`steps.object_illumination`);
         ``"scan"``, the whole scan's at the epoch's probe and positions times the
         batch's share of the positions (`steps.scan_illumination`), the illumination a
         batch has on average, with the step's length solved by least squares

@@ -159,7 +159,7 @@ def object_illumination(probe: Tensor, positions: Tensor, shape: tuple[int, int]
 
 
 def scan_illumination(probe: Tensor, positions: Tensor, shape: tuple[int, int],
-                      chunk: int = 1024) -> Tensor:
+                      chunk: int = 256) -> Tensor:
     """`object_illumination` of every position of a scan, ``(H, W)`` real, summed over
     chunks of ``chunk`` positions (bounded memory for large scans)."""
     total = None
