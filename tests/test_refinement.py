@@ -186,10 +186,13 @@ def test_joint_probe_and_position_refinement_keeps_the_grid_scale(scan):
     assert np.abs(_linear_fit(scan.positions_px, d)).max() > 1e-3
 
 
-def test_probe_refinement_reduces_loss_with_a_perturbed_probe(scan):
+@pytest.mark.parametrize("preconditioner", ["batch", "scan"])
+def test_probe_refinement_reduces_loss_with_a_perturbed_probe(scan, preconditioner):
+    """With 'scan' the whole scan's illumination follows the refined probe each epoch."""
     yy, xx = np.mgrid[:N, :N] - N / 2
     bad = (scan.probe * np.exp(0.01j * (yy**2 + xx**2))).astype(np.complex64)
-    kw = dict(epochs=12, batch_size=32, probe=bad, progress=False)
+    kw = dict(epochs=12, batch_size=32, probe=bad, progress=False,
+              preconditioner=preconditioner)
     fixed = refine(scan, None, **kw)
     free = refine(scan, None, refine_probe=True, **kw)
     assert free.history[-1]["loss"] < 0.7 * fixed.history[-1]["loss"]
@@ -662,3 +665,29 @@ def test_preconditioner_option_is_checked_and_follows_the_config(tiny_scan) -> N
     assert refine_options(InferenceConfig(refine_preconditioner="scan"))["preconditioner"] == "scan"
     with pytest.raises(ValueError, match="refine_preconditioner"):
         InferenceConfig(refine_preconditioner="global")
+
+
+def test_scan_illumination_is_recomputed_only_when_probe_or_positions_move(
+        tiny_scan, monkeypatch) -> None:
+    from ptychopinn.refinement import steps
+
+    calls = []
+    real = steps.scan_illumination
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(steps, "scan_illumination", spy)
+    kw = dict(epochs=3, batch_size=16, progress=False, preconditioner="scan")
+    refine(tiny_scan, None, **kw)
+    assert len(calls) == 1  # fixed probe and positions: once
+    calls.clear()
+    refine(tiny_scan, None, refine_probe=True, **kw)
+    assert len(calls) == 3
+    calls.clear()
+    refine(tiny_scan, None, refine_positions=True, **kw)
+    assert len(calls) == 3
+    calls.clear()
+    refine(tiny_scan, None, **(kw | {"preconditioner": "batch"}))
+    assert calls == []

@@ -361,6 +361,7 @@ def refine(
     paused = 0.0
     bar = _progress(epochs, progress)
     velocity = None
+    scan_ill = None  # preconditioner "scan": the whole scan's illumination
     for epoch in range(epochs):
         start_obj = obj.detach().clone() if momentum > 0 else None
         order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
@@ -370,9 +371,9 @@ def refine(
         estimate_floor = noise_floor and floor_amp is None and (
             floor_estimate is None or epoch % _FLOOR_EVERY == 0
         )
-        scan_ill = None
-        if method == "pie" and preconditioner == "scan":  # at the epoch's probe and positions
-            with torch.no_grad():
+        if method == "pie" and preconditioner == "scan" and (
+                scan_ill is None or refine_probe or refine_positions):
+            with torch.no_grad():  # at the epoch's probe and positions (fixed: computed once)
                 scan_ill = steps.scan_illumination(pr.detach(), corr.current(), shape)
         for s in range(0, n_pat, batch_size):
             idx = order[s : s + batch_size]
