@@ -187,7 +187,8 @@ def least_squares_step(grad: Tensor, denom: Tensor, weight: Tensor) -> float:
     g2 = grad.real.square() + grad.imag.square()
     num = (g2 / denom).sum()
     den = (g2 * weight / denom.square()).sum()
-    return float(num / den) if float(den) > 0 else 1.0
+    # one device sync; 1 where the gradient (or the illumination) is zero
+    return float(torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(den)))
 
 
 def pie_step(param: Tensor, grad: Tensor, denom: Tensor, step: float) -> None:
