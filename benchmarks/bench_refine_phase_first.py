@@ -17,7 +17,9 @@ the scan (what ``bench_side_by_side.py --scan`` left: its time then comes from t
 and the notes say so).
 
 Each cell gives the verdict, the first epoch at LSQML's SSIMs and its time (inference
-included), and the amplitude / phase SSIM after 40 epochs.
+included), the amplitude / phase SSIM after 40 epochs, and the object step of the first
+epoch that refines the amplitude as a fraction of the full step (the plateau schedule
+halves it while the loss stalls, also in the phase-only epochs).
 
 Usage::
 
@@ -113,8 +115,20 @@ def phase_first_cells(scan, rec, infer_s: float, lsq: dict, lsq_s: float,
                  else f"not in {rows[-1][0]} epochs")
         verdict = "MET" if refine_met(hit, infer_s, lsq_s) else "NOT MET"
         cells.append(f"{verdict} ({reach}); {at[0]} ep "
-                     f"{at[2]['amp_ssim']:.3f} / {at[2]['phase_ssim']:.3f}")
+                     f"{at[2]['amp_ssim']:.3f} / {at[2]['phase_ssim']:.3f}; "
+                     f"step at release x{release_step(setting, curve['steps']):.3g}")
     return cells
+
+
+def release_step(setting: dict, steps: list[float]) -> float:
+    """The object step of the first epoch that refines the amplitude (after infer's
+    phase-only epochs, min(refine_phase_first, `EPOCHS` // 2)), relative to infer's
+    learning rate: the plateau schedule's fraction then (NaN if the run ended first)."""
+    from ptychopinn.config import InferenceConfig
+
+    first = min(setting["refine_phase_first"], EPOCHS // 2)
+    lr = InferenceConfig().refine_learning_rate
+    return steps[first] / lr if first < len(steps) else float("nan")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
              "options, the noise floor on) at LSQML-100's amplitude and phase SSIM within "
              "half of LSQML-100's time (inference included); each run goes on past "
              f"{EPOCHS} epochs while it has not reached them and the time lasts; "
-             f"'{EPOCHS} ep': the SSIMs after {EPOCHS} epochs. " + "; ".join(sources))
+             f"'{EPOCHS} ep': the SSIMs after {EPOCHS} epochs; 'step at release': the "
+             "object step of the first epoch that refines the amplitude, as a fraction of "
+             "the full step. " + "; ".join(sources))
     print_and_record("Refinement: phase-only epochs first (bench_refine_phase_first.py)",
                      markdown_table(headers, rows), notes, args.record)
 

@@ -72,7 +72,8 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     options ``ptychopinn infer --refine-epochs`` uses.
 
     Returns the final metrics, the compute seconds, and the first epoch (and
-    its compute time) at which both SSIMs reach ``target``'s. ``overrides`` are
+    its compute time) at which both SSIMs reach ``target``'s; ``steps``: each epoch's
+    object step (the learning rate times the schedule's fraction). ``overrides`` are
     `InferenceConfig` fields (e.g. ``{"refine_subpixel": "probe_shift"}``); from a
     flat object only ``refine_subpixel`` is used.
 
@@ -87,13 +88,14 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     from ptychopinn.refinement import refine
     from ptychopinn.refinement.reconstruction import refine_options
 
-    state = {"t": 0.0, "last": time.perf_counter(), "hit": None, "rows": []}
+    state = {"t": 0.0, "last": time.perf_counter(), "hit": None, "rows": [], "steps": []}
 
     def cb(epoch: int, record: dict, obj) -> None:  # epoch: epochs done (1-based)
         now = time.perf_counter()
         state["t"] += now - state["last"]
         m = score(obj, scan)
         state["rows"].append((epoch, state["t"], m))
+        state["steps"].append(record["step"])
         if (target is not None and state["hit"] is None
                 and m["amp_ssim"] >= target["amp_ssim"]
                 and m["phase_ssim"] >= target["phase_ssim"]):
@@ -116,7 +118,7 @@ def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
     kw["progress"] = False
     state["last"] = time.perf_counter()
     refine(scan, callback=cb, **kw)
-    return {"rows": state["rows"], "hit": state["hit"]}
+    return {"rows": state["rows"], "hit": state["hit"], "steps": state["steps"]}
 
 
 def add_subpixel_args(p: argparse.ArgumentParser) -> None:

@@ -66,6 +66,7 @@ def test_verdicts_follow_the_reference_and_its_time(run_and_scan, capsys, one_to
     row = next(line for line in capsys.readouterr().out.splitlines()
                if line.startswith("| noise |"))
     assert row.count("MET (epoch 1,") == 2 and "NOT MET" not in row
+    assert row.count("; step at release x1 |") == 2  # no phase-only epochs: the full step
 
 
 def test_missing_files_and_bad_firsts_are_refused(run_and_scan, capsys):
@@ -135,3 +136,11 @@ def test_lsqml_runs_unless_reused_and_a_stale_result_is_refused(run_and_scan, mo
     os.utime(cached, (old, old))
     with pytest.raises(SystemExit, match="older than"):
         bench_refine_phase_first.lsqml_100(scan_path, reuse=True)
+
+
+def test_release_step_is_the_first_amplitude_epochs_step():
+    steps = [1.0, 1.0, 0.5, 0.25, 0.125]
+    s = bench_refine_phase_first.release_step
+    assert s({"refine_phase_first": 0}, steps) == 1.0
+    assert s({"refine_phase_first": 3}, steps) == 0.25  # epochs 1-3 phase only, 4th released
+    assert np.isnan(s({"refine_phase_first": 5}, steps))  # the run ended first
