@@ -856,7 +856,8 @@ class InferenceConfig(_Section):
         "LSQML does; 'batch', the batch's own positions' (rPIE, the default before "
         "2026-12-06). On 23 simulated scans 'scan' met issue 5's refinement target on 17 "
         "against 13, its amplitude SSIM after 40 epochs higher by more than 0.005 on 12 and "
-        "lower on one (by 0.007), its phase SSIM never lower (docs/benchmarks.md, "
+        "lower on one (by 0.007), its phase SSIM nowhere lower by more than 0.001 "
+        "(docs/benchmarks.md, "
         "thirty-fourth session).",
     )
     refine_sparse_counts: bool = Field(

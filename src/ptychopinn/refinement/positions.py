@@ -191,9 +191,7 @@ class PositionCorrector:
 
     def positions(self) -> np.ndarray:
         """The current corrected positions, float64 ``(n, 2)``."""
-        with torch.no_grad():
-            pos = self._clamp(self.base + self.delta)
-        return pos.cpu().numpy().astype(np.float64)
+        return self.current().cpu().numpy().astype(np.float64)
 
     def rms_shift_px(self) -> float:
         """RMS length of the corrections."""
