@@ -312,13 +312,10 @@ def test_moments_in_the_ffts_layout_give_the_centred_patterns_centres(n) -> None
         moment_weights(n, torch.ones(4, 4, dtype=torch.bool))
 
 
-def test_the_true_object_predicts_the_measured_centres() -> None:
-    """The correction's model of the centres (each pattern's probe on the canvas's
-    window, `prior_scan._predicted_centres`, in the FFT's layout) on the true object is
-    the measured patterns' centres (laid out centred): the correction then turns
-    nothing."""
-    from ptychopinn.physics import prior_scan, prior_update
-    from ptychopinn.physics.com_phase import moment_weights
+def _true_canvas_terms():
+    """A scan of a phase bump under a curved probe, whole-pixel positions, and
+    `prior_scan._far_fields`' leading arguments with the true object as the canvas."""
+    from ptychopinn.physics import prior_update
 
     shape = (90, 90)
     rng = np.random.default_rng(6)
@@ -327,18 +324,48 @@ def test_the_true_object_predicts_the_measured_centres() -> None:
     probe = _curved(0.05)
     amps = _patterns(obj, pos, probe)
     canvas = torch.from_numpy(obj.astype(np.complex64))  # the truth as the canvas
-    canvas_shape = shape
-    local = torch.from_numpy(pos)
-    frac, corner = prior_update.window_corners(local, N)
-    windows = canvas.as_strided((canvas_shape[0] - N + 1, canvas_shape[1] - N + 1, N, N),
-                                (canvas_shape[1], 1, canvas_shape[1], 1))
+    frac, corner = prior_update.window_corners(torch.from_numpy(pos), N)
+    win = ((shape[0] - N + 1, shape[1] - N + 1, N, N), (shape[1], 1, shape[1], 1))
     p_hat = torch.fft.fft2(probe[None])
-    model = prior_scan._predicted_centres(windows, corner, p_hat, frac, None, None,
-                                          moment_weights(N, centred=False, dtype=torch.float32),
-                                          len(pos))
+    far = (canvas.as_strided(*win), corner, p_hat, frac, None, None,
+           lambda rows: amps[rows], None)
+    return far, win, amps, canvas
+
+
+def test_the_true_object_predicts_the_measured_centres_and_patterns() -> None:
+    """The correction's model of the centres (each pattern's probe on the canvas's
+    window, `prior_scan._far_fields`, in the FFT's layout) on the true object is the
+    measured patterns' centres (laid out centred): the correction then turns nothing. Its
+    misfit there is the data's own (none, noiseless); any turn raises it, on every pattern
+    as on a checked subset, by what the turned canvas itself predicts."""
+    from ptychopinn.physics import prior_scan
+    from ptychopinn.physics.com_phase import moment_weights
+
+    far, win, amps, canvas = _true_canvas_terms()
+    shape = tuple(canvas.shape)
+    every = torch.arange(len(amps))
+    model, misfit = prior_scan._far_fields(
+        *far, every, weights=moment_weights(N, centred=False, dtype=torch.float32))
     measured = centre_of_mass_gradients(amps)
     assert float(measured.abs().max()) > 0.01
     np.testing.assert_allclose(model.numpy(), measured.numpy(), atol=2e-5)
+    total = float(amps.square().sum())
+    assert misfit < 1e-8 * total
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    turn = torch.polar(torch.ones(shape), torch.from_numpy(0.3 * np.sin(xx / 9.0)).float())
+    turned = prior_scan._far_fields(*far, every, turn_windows=turn.as_strided(*win))[1]
+    assert turned > 1e-3 * total
+    # the same as the turned canvas's own misfit
+    own = canvas * turn
+    direct = prior_scan._far_fields(own.as_strided(*win), *far[1:], every)[1]
+    assert turned == pytest.approx(direct, rel=1e-4)
+    # a checked subset: its own patterns' misfit, from either call
+    sub = every[::3]
+    mask = torch.zeros(len(amps), dtype=torch.bool).index_fill_(0, sub, True)
+    part = prior_scan._far_fields(*far, sub, turn_windows=turn.as_strided(*win))[1]
+    masked = prior_scan._far_fields(own.as_strided(*win), *far[1:], every, checked=mask)[1]
+    assert part == pytest.approx(masked, rel=1e-4)
+    assert 0.2 * turned < part < 0.5 * turned
 
 
 def test_auto_starts_from_the_centres_of_mass_only_under_a_flat_phased_probe(caplog) -> None:
@@ -401,11 +428,43 @@ def test_the_centre_of_mass_correction_converges_the_phase_under_a_curved_probe(
                                                         com_correction=True).canvas)
 
 
+def test_a_correction_is_applied_only_where_it_lowers_the_misfit() -> None:
+    """``com_check`` (the default): under a curved probe every correction lowers the
+    canvas's misfit to the patterns and is applied (the unchecked run bit for bit); under a
+    probe whose quadratic phase aliases on the grid (``exp(i 0.4 r^2)``: 12.8 rad per pixel
+    at the patch's edge) the predicted centres mislead, the unchecked corrections turn the
+    phase away from the truth (correlation below 0 here) and the checked run rejects each:
+    the plain estimate bit for bit."""
+    from scipy.ndimage import gaussian_filter
+
+    shape = (130, 130)
+    rng = np.random.default_rng(3)
+    phi = _bump(shape) + 4 * gaussian_filter(0.15 * rng.standard_normal(shape), 2.0)
+    amp = np.exp(3 * gaussian_filter(rng.standard_normal(shape), 3.0))
+    obj = amp * np.exp(1j * phi)
+    pos = _grid_positions(shape, 5)
+    for a, applied in ((0.15, True), (0.4, False)):
+        probe = _curved(a)
+        amps = _patterns(obj, pos, probe)
+        plain = scan_error_reduction(amps, pos, probe, 4)
+        checked = scan_error_reduction(amps, pos, probe, 4, com_correction=True)
+        unchecked = scan_error_reduction(amps, pos, probe, 4, com_correction=True,
+                                         com_check=False)
+        if applied:
+            assert torch.equal(checked.canvas, unchecked.canvas)
+            assert _phase_corr(checked, obj, pos, probe) > _phase_corr(plain, obj, pos,
+                                                                       probe) + 0.5
+        else:
+            assert torch.equal(checked.canvas, plain.canvas)
+            assert _phase_corr(unchecked, obj, pos, probe) < 0.0
+            assert _phase_corr(plain, obj, pos, probe) > 0.8
+
+
 def test_the_centres_read_off_the_passes_correct_the_phase_as_well(monkeypatch) -> None:
     """``com_from_passes``: the predicted centres of mass read off each pattern's own update
     in the pass before (stale by less than a pass) converge the low-frequency phase under a
-    curved probe as the fresh predictions do, without predicting the scan afresh (no
-    `_predicted_centres` in a run from the start; one, at its first correction, in a
+    curved probe as the fresh predictions do, without predicting the centres afresh (no
+    `_far_fields` with weights in a run from the start; one, at its first correction, in a
     continuation); without the correction the option changes nothing."""
     from scipy.ndimage import gaussian_filter
 
@@ -419,10 +478,10 @@ def test_the_centres_read_off_the_passes_correct_the_phase_as_well(monkeypatch) 
     pos = _grid_positions(shape, 5)
     probe = _curved(0.15)
     amps = _patterns(obj, pos, probe)
-    fresh_calls = []
-    fresh = prior_scan._predicted_centres
-    monkeypatch.setattr(prior_scan, "_predicted_centres",
-                        lambda *a, **k: fresh_calls.append(1) or fresh(*a, **k))
+    fresh_calls = []  # predictions of the centres (not the check's misfits)
+    fresh = prior_scan._far_fields
+    monkeypatch.setattr(prior_scan, "_far_fields", lambda *a, **k: (
+        fresh_calls.append(1) if k.get("weights") is not None else None) or fresh(*a, **k))
     flat = _phase_corr(scan_error_reduction(amps, pos, probe, 3), obj, pos, probe)
     est = {}
     for from_passes in (False, True):

@@ -304,6 +304,11 @@ class ScanPrior:
         ``model.prior_com_correction``: correct the phase's low spatial frequencies by the
         patterns' centres of mass between passes (scope 'scan';
         `physics.prior_scan.scan_error_reduction`).
+    com_check
+        With ``com_correction``: apply each correction only where it lowers the canvas's
+        misfit to the patterns (`physics.prior_scan.scan_error_reduction`'s; not a model
+        option: False only to compare with the unchecked correction of before the
+        thirty-fifth session, `benchmarks/bench_com_check.py`).
     step_scale
         ``model.prior_step_scale``: over-relaxation of every update of the passes (scope
         'scan'; `physics.prior_scan.scan_error_reduction`'s ``step_scale``).
@@ -357,6 +362,7 @@ class ScanPrior:
         step_scale: float = 1.0,
         settle_passes: int = 0,
         object_momentum: float = 0.0,
+        com_check: bool = True,
         agreement_threshold: float | None = None,
         orders: int | None = None,
         orders_filter: bool | None = None,
@@ -491,6 +497,7 @@ class ScanPrior:
             kw = dict(valid=valid, device=device, integer_grid=whole_pixel,
                       amplitude_step=float(amplitude_step), batch_size=int(batch_size),
                       start_phase=str(start_phase), com_correction=bool(com_correction),
+                      com_check=bool(com_check),
                       step_scale=float(step_scale), settle_passes=int(settle_passes),
                       object_momentum=float(object_momentum))
             scaled_probe = probe.detach() * float(amplitude_scale)

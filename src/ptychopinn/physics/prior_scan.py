@@ -35,11 +35,20 @@ by the probe-weighted mean gradient of the estimate's phase error, the probe's o
 phase and the amplitude's share cancelling as far as the estimate's amplitude is
 right. The differences are integrated over the scan (`com_phase.PhaseIntegrator`,
 factorised once per run) and the object turned by `COM_CORRECTION_STEP` times the
-result. Unlike the centre-of-mass start, this holds under curved (defocused) probes
+result, where that lowers the canvas's amplitude misfit to the measured patterns (checked
+on up to about `COM_CHECK_PATTERNS` of them, spread over the scan). The check matters at
+low dose under a curved probe, where the unchecked corrections wrecked the phase (a real
+X-ray-laser probe, 3e3 photons per pattern: the prior's phase SSIM 0.03 after 4 passes
+against 0.17 without corrections; the photon noise of the centres alone accounts for about
+0.1 rad of integrated phase there, so most of it is likely the estimate's noisy amplitude
+read as phase through the probe's curvature); at 1e5 photons the checked corrections gain
+as the unchecked did (docs/benchmarks.md, `benchmarks/bench_com_check.py`). Unlike the
+centre-of-mass start, the correction holds under curved (defocused) probes
 (docs/benchmarks.md, `bench_prior_start.py`). The predicted centres are either computed
 afresh before each correction (a forward FFT of every pattern) or, with ``com_from_passes``,
 read off the far field each pattern's own mini-batch update computed in the pass before:
-stale by less than a pass, for no FFT of their own.
+stale by less than a pass, for no FFT of their own (the check still predicts its patterns,
+before and after the turn).
 
 The start is the local measured brightness: each pattern's Parseval
 transmission ``t_j = sqrt(sum A_j^2 / sum |P|^2)`` spread over the canvas with
@@ -75,7 +84,6 @@ from ptychopinn.physics.prior_update import (
     turn_on,
     window_corners,
 )
-from ptychopinn.physics.propagation import subpixel_probes
 
 CANVAS_MARGIN_PX = 2
 START_PHASES = ("flat", "com")
@@ -86,6 +94,10 @@ simulated scans under the default disk, a zone plate and a real probe, at 625 an
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
+COM_CHECK_PATTERNS = 1024
+"""A centre-of-mass correction turns the canvas only when that lowers its amplitude misfit
+to the measured patterns, checked on every pattern of scans of up to twice this many and on
+every k-th in raster order (about this many to twice as many) on larger ones."""
 MAX_STEP_SCALE = 4.0
 """The largest ``step_scale`` (`scan_error_reduction`'s over-relaxation) accepted."""
 CLEAR_WHOLE_RATIO = 4
@@ -178,6 +190,7 @@ def scan_error_reduction(
     settle_passes: int = 0,
     object_momentum: float = 0.0,
     com_from_passes: bool = False,
+    com_check: bool = True,
 ) -> ScanEstimate:
     """Joint mini-batch PIE estimate of a whole scan's object.
 
@@ -274,6 +287,12 @@ def scan_error_reduction(
         FFT of the whole scan per pass, about 30 % of a 24-pass whole-scan prior); the first
         correction of a call with ``first_pass`` > 0 predicts afresh. The featureless
         recipe's whole-scan prior reads them so (`models.scan_prior.ScanPrior`).
+    com_check
+        With ``com_correction``: apply a correction only when it lowers the canvas's
+        amplitude misfit to the measured patterns (every pattern's, or about
+        `COM_CHECK_PATTERNS` spread over a larger scan; one forward FFT of those per
+        correction, two with ``com_from_passes``). False: always (the correction before
+        the thirty-fifth session; for comparisons).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0; found {iterations}")
@@ -450,6 +469,12 @@ def scan_error_reduction(
         # the predicted patterns' moments, read in the FFT's layout (the correction)
         moments = None if not correcting else moment_weights(
             n, mask, centred=False, dtype=torch.float32, device=dev)
+        far = (obj_windows, corner, p_hat, frac, cache, cache_rows, batch_amps, keep)
+        every = torch.arange(n_pat, device=dev)
+        # the patterns a turn's misfit is checked on: spread over the scan (raster order)
+        check_rows = raster[:: max(1, n_pat // COM_CHECK_PATTERNS)].sort().values
+        checked = None if len(check_rows) == n_pat else torch.zeros(
+            n_pat, dtype=torch.bool, device=dev).index_fill_(0, check_rows, True)
         # with com_from_passes: each pattern's predicted moment sums, from its last update
         pass_sums = torch.zeros(n_pat, 3, device=dev) if from_passes else None
         sums_read = False  # whether every pattern's are in pass_sums (after a whole pass)
@@ -467,13 +492,19 @@ def scan_error_reduction(
         for it in range(iterations + settle_passes):
             scale = step_scale if it < iterations else 1.0
             if correcting and first_pass + it > 0:
+                # the measured patterns' centres of mass against those the canvas
+                # predicts; the turn is applied only where it lowers the canvas's misfit to
+                # the checked patterns (`COM_CHECK_PATTERNS`)
                 if sums_read:
                     model = moment_gradients(pass_sums, n)
+                    misfit = _far_fields(*far, check_rows)[1] if com_check else 0.0
                 else:
-                    model = _predicted_centres(obj_windows, corner, p_hat, frac, cache,
-                                               cache_rows, moments, n_pat)
+                    model, misfit = _far_fields(*far, every, weights=moments, checked=checked)
                 turn = integrate(grads - model).to(dev)
-                obj.mul_(torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP)))
+                turn = torch.polar(torch.ones_like(turn), turn.mul_(COM_CORRECTION_STEP))
+                if not com_check or _far_fields(*far, check_rows, turn_windows=turn.as_strided(
+                        win_shape, win_strides))[1] < misfit:
+                    obj.mul_(turn)
             turning = momentum and it < iterations - 1  # never into the settling passes
             if turning:
                 torch.angle(flat, out=before)
@@ -530,23 +561,40 @@ def scan_error_reduction(
     return ScanEstimate(obj, origin, weight)
 
 
-def _predicted_centres(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor,
-                       cache, cache_rows: Tensor | None, weights: Tensor, n_pat: int) -> Tensor:
-    """``(n, 2)`` centre-of-mass gradients of the patterns the canvas predicts,
-    ``sum_m |fft2(P_m E_j(O))|^2`` with each pattern's sub-pixel-shifted probes, in the
-    FFT's layout, with ``weights`` (`com_phase.moment_weights(centred=False)`, float32,
-    on the measured patterns' detector mask)."""
-    out = torch.zeros(n_pat, 2, dtype=torch.float64)
-    for s in range(0, n_pat, 256):
-        rows = torch.arange(s, min(s + 256, n_pat), device=corner.device)
+def _far_fields(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor, cache,
+                cache_rows: Tensor | None, batch_amps, keep: Tensor | None,
+                patterns: Tensor, *, weights: Tensor | None = None,
+                checked: Tensor | None = None,
+                turn_windows: Tensor | None = None) -> tuple[Tensor | None, float]:
+    """What the canvas predicts for the ``patterns`` (sorted indices; all of them for
+    centres), ``sum_m |fft2(P_m E_j(O))|^2`` with each pattern's sub-pixel-shifted probes:
+    with ``weights`` (`com_phase.moment_weights(centred=False)`, float32, on the measured
+    patterns' detector mask) the ``(n, 2)`` centre-of-mass gradients of every pattern (else
+    None), and the amplitude misfit ``sum (|far field| - measured amplitude)^2`` over the
+    good pixels (what the passes lower) of those ``checked`` (a boolean mask over all the
+    patterns; None: every one). ``turn_windows`` (windows of a unit-modulus canvas, as
+    ``obj_windows``): the same for the canvas turned by it."""
+    centres = None if weights is None else torch.zeros(len(patterns), 2, dtype=torch.float64)
+    misfit = 0.0
+    for s in range(0, len(patterns), 256):
+        rows = patterns[s : s + 256]
         if cache is None:
-            probes = subpixel_probes(p_hat, frac[rows])
-        elif cache_rows is None:  # the patterns' own rows: a view, not a copy
-            probes = cache[0][s : s + rows.numel()]
+            probes, _, a_u = pattern_terms(p_hat, frac[rows], batch_amps(rows))
         else:
-            probes = cache[0].index_select(0, cache_rows[rows])
+            at = rows if cache_rows is None else cache_rows[rows]
+            probes, a_u = cache[0].index_select(0, at), cache[2].index_select(0, at)
         c0 = corner[rows]
-        field = torch.fft.fft2(probes * obj_windows[c0[:, 0], c0[:, 1]][:, None])
+        win = obj_windows[c0[:, 0], c0[:, 1]]  # a copy
+        if turn_windows is not None:
+            win.mul_(turn_windows[c0[:, 0], c0[:, 1]])
+        field = torch.fft.fft2(probes * win[:, None], norm="ortho")
         inten = (field.real.square() + field.imag.square()).sum(-3)
-        out[rows.cpu()] = intensity_centre_gradients(inten, weights)
-    return out
+        if centres is not None:
+            centres[s : s + rows.numel()] = intensity_centre_gradients(inten, weights)
+        r = inten.sqrt_().sub_(a_u).square_()
+        if keep is not None:
+            r.masked_fill_(keep, 0.0)
+        if checked is not None:
+            r = r[checked[rows]]
+        misfit += float(r.sum())
+    return centres, misfit
