@@ -64,6 +64,19 @@ CASE_PHOTONS = {"textured": 1e6, "textured_1e4": 1e4, "textured_1e3": 1e3, "imag
 MAX_BUDGET_EPOCHS = 400
 
 
+def refine_defaults_note() -> str:
+    """The tables' note on which defaults each kind of refinement row runs with."""
+    import inspect
+
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.refinement import refine
+
+    own = inspect.signature(refine).parameters["preconditioner"].default
+    return (f"'refine from flat' rows: refine()'s own defaults (preconditioner {own!r}); "
+            f"'PINN + refine' rows: infer's (preconditioner "
+            f"{InferenceConfig().refine_preconditioner!r})")
+
+
 def refine_curve(scan, initial, positions, epochs: int, target: dict | None,
                  device: str = "cpu", overrides: dict | None = None,
                  budget_s: float | None = None) -> dict:
@@ -278,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     load_s = time.perf_counter() - t0
     label = args.model_label or str(args.model)
     rows, targets, notes = [], [], [f"PINN model: {label} (loaded in {load_s:.2f} s); inference "
-                                    f"time: median of {INFERENCE_REPEATS} runs after a warm-up"]
+                                    f"time: median of {INFERENCE_REPEATS} runs after a warm-up",
+                                    refine_defaults_note()]
     if args.refine_subpixel is not None:
         notes.append(f"our refinement rows with subpixel={args.refine_subpixel}")
     if args.sim_subpixel is not None:

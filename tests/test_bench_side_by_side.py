@@ -131,3 +131,13 @@ def test_refine_curve_runs_on_within_the_time_budget_until_the_target(small_scan
     assert "NOT MET (not reached in 6 epochs" in line and "half of LSQML's time: 5.0 s" in line
     assert bench_side_by_side.refine_target(hit["hit"], 1.0, 10.0 + 2 * hit["hit"][1],
                                             hit).split(": ")[1].startswith("MET")
+
+
+def test_the_refine_rows_note_names_each_rows_preconditioner():
+    """The tables say which defaults each kind of refinement row ran with, read from the
+    code: refine()'s own and InferenceConfig's."""
+    from ptychopinn.config import InferenceConfig
+
+    note = bench_side_by_side.refine_defaults_note()
+    assert "'refine from flat' rows: refine()'s own defaults (preconditioner 'batch')" in note
+    assert f"(preconditioner {InferenceConfig().refine_preconditioner!r})" in note
