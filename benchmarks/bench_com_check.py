@@ -132,8 +132,8 @@ def main() -> None:
              "model's, more on scans that overlap less, or --iterations), the true probe "
              "scaled to the median counts; 'off': no centre-of-mass correction; 'unchecked': "
              "every correction applied (before the thirty-fifth session); 'checked': only "
-             f"those that lower the amplitude misfit (on up to about {COM_CHECK_PATTERNS} "
-             f"patterns); each turns by COM_CORRECTION_STEP = {COM_CORRECTION_STEP:g} of the "
+             f"those that lower the amplitude misfit (on every pattern below "
+             f"{2 * COM_CHECK_PATTERNS}, else on {COM_CHECK_PATTERNS} to twice as many); each turns by COM_CORRECTION_STEP = {COM_CORRECTION_STEP:g} of the "
              "integrated difference. Scores: ptychopinn.metrics.evaluate against the true "
              f"object; seconds: one run each. torch threads {torch.get_num_threads()}."
              + (f" Skipped: {'; '.join(skipped)}." if skipped else ""))

@@ -460,6 +460,38 @@ def test_a_correction_is_applied_only_where_it_lowers_the_misfit() -> None:
             assert _phase_corr(plain, obj, pos, probe) > 0.8
 
 
+def test_a_large_scan_checks_its_turns_on_a_spread_subset(monkeypatch) -> None:
+    """Scans of at least twice `COM_CHECK_PATTERNS` patterns check each turn on every k-th
+    pattern in raster order (``k = n // COM_CHECK_PATTERNS``), spread over the whole scan;
+    the corrections still converge the phase where they lower the misfit."""
+    from ptychopinn.physics import prior_scan
+
+    shape = (130, 130)
+    pos = _grid_positions(shape, 5)
+    n_pat = len(pos)
+    monkeypatch.setattr(prior_scan, "COM_CHECK_PATTERNS", 16)
+    k = n_pat // 16
+    assert k > 1
+    checked = []
+    real = prior_scan._far_fields
+    monkeypatch.setattr(prior_scan, "_far_fields", lambda *a, **kw: (
+        checked.append(a[8].clone()) if kw.get("turn_windows") is not None else None)
+        or real(*a, **kw))
+    obj = np.exp(1j * _bump(shape))
+    probe = _curved(0.1)
+    amps = _patterns(obj, pos, probe)
+    est = scan_error_reduction(amps, pos, probe, 3, com_correction=True)
+    assert len(checked) == 2  # before passes 1 and 2
+    raster = np.lexsort((pos[:, 1], pos[:, 0]))
+    want = np.sort(raster[::k])
+    for rows in checked:
+        np.testing.assert_array_equal(rows.numpy(), want)
+    ys = pos[want, 0]
+    assert ys.min() < shape[0] * 0.3 and ys.max() > shape[0] * 0.7  # spread over the scan
+    plain = scan_error_reduction(amps, pos, probe, 3)
+    assert _phase_corr(est, obj, pos, probe) > _phase_corr(plain, obj, pos, probe) + 0.1
+
+
 def test_the_centres_read_off_the_passes_correct_the_phase_as_well(monkeypatch) -> None:
     """``com_from_passes``: the predicted centres of mass read off each pattern's own update
     in the pass before (stale by less than a pass) converge the low-frequency phase under a

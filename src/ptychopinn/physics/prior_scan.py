@@ -36,7 +36,7 @@ phase and the amplitude's share cancelling as far as the estimate's amplitude is
 right. The differences are integrated over the scan (`com_phase.PhaseIntegrator`,
 factorised once per run) and the object turned by `COM_CORRECTION_STEP` times the
 result, where that lowers the canvas's amplitude misfit to the measured patterns (checked
-on up to about `COM_CHECK_PATTERNS` of them, spread over the scan). The check matters at
+on all of them, or on `COM_CHECK_PATTERNS` to twice as many spread over a larger scan). The check matters at
 low dose under a curved probe, where the unchecked corrections wrecked the phase (a real
 X-ray-laser probe, 3e3 photons per pattern: the prior's phase SSIM 0.03 after 4 passes
 against 0.17 without corrections; the photon noise of the centres alone accounts for about
@@ -94,10 +94,13 @@ simulated scans under the default disk, a zone plate and a real probe, at 625 an
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
-COM_CHECK_PATTERNS = 1024
+COM_CHECK_PATTERNS = 256
 """A centre-of-mass correction turns the canvas only when that lowers its amplitude misfit
-to the measured patterns, checked on every pattern of scans of up to twice this many and on
-every k-th in raster order (about this many to twice as many) on larger ones."""
+to the measured patterns, checked on every pattern of scans of fewer than twice this many
+and on every k-th in raster order (this many to twice as many) on larger ones. On 14
+simulated scans the prior's SSIMs with 256 were those with 1024 to within 0.02 but on one
+(phase 0.504 vs 0.542, 3e4 photons at 4 passes; docs/benchmarks.md, thirty-fifth session),
+for half the check's time on 600 patterns."""
 MAX_STEP_SCALE = 4.0
 """The largest ``step_scale`` (`scan_error_reduction`'s over-relaxation) accepted."""
 CLEAR_WHOLE_RATIO = 4
@@ -289,8 +292,8 @@ def scan_error_reduction(
         recipe's whole-scan prior reads them so (`models.scan_prior.ScanPrior`).
     com_check
         With ``com_correction``: apply a correction only when it lowers the canvas's
-        amplitude misfit to the measured patterns (every pattern's, or about
-        `COM_CHECK_PATTERNS` spread over a larger scan; one forward FFT of those per
+        amplitude misfit to the measured patterns (every pattern's, or `COM_CHECK_PATTERNS`
+        to twice as many spread over a larger scan; one forward FFT of those per
         correction, two with ``com_from_passes``). False: always (the correction before
         the thirty-fifth session; for comparisons).
     """
