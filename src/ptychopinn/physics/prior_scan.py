@@ -579,10 +579,14 @@ def _far_fields(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor
     ``obj_windows``): the same for the canvas turned by it."""
     centres = None if weights is None else torch.zeros(len(patterns), 2, dtype=torch.float64)
     misfit = 0.0
+    # every pattern, in order, of terms cached for exactly these patterns: views, not copies
+    whole = cache is not None and cache_rows is None and len(patterns) == len(cache[0])
     for s in range(0, len(patterns), 256):
         rows = patterns[s : s + 256]
         if cache is None:
             probes, _, a_u = pattern_terms(p_hat, frac[rows], batch_amps(rows))
+        elif whole:
+            probes, a_u = cache[0][s : s + rows.numel()], cache[2][s : s + rows.numel()]
         else:
             at = rows if cache_rows is None else cache_rows[rows]
             probes, a_u = cache[0].index_select(0, at), cache[2].index_select(0, at)
