@@ -40,8 +40,9 @@ MODES = (("off", False, True), ("unchecked", True, False), ("checked", True, Tru
 def prior_run(scan, correction: bool, check: bool, iterations: int | None) -> dict:
     """The default ModelConfig's scan prior of ``scan`` (``iterations`` passes instead of
     the model's when given), placed on the object's frame and scored; with its seconds."""
+    from bench_prior_start import estimate_scores
+
     from ptychopinn.config import ModelConfig
-    from ptychopinn.metrics import evaluate
     from ptychopinn.models.scan_prior import ScanPrior
 
     amps = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
@@ -54,16 +55,7 @@ def prior_run(scan, correction: bool, check: bool, iterations: int | None) -> di
                                  iterations=iterations, com_correction=correction,
                                  com_check=check)
     seconds = time.perf_counter() - t0
-    est = prior.estimate
-    canvas = est.canvas.numpy()
-    out = np.zeros(scan.object.shape, np.complex64)
-    o = np.round(np.asarray(est.origin_px)).astype(int)
-    h, w = canvas.shape
-    ys, xs = max(o[0], 0), max(o[1], 0)
-    ye, xe = min(o[0] + h, out.shape[0]), min(o[1] + w, out.shape[1])
-    out[ys:ye, xs:xe] = canvas[ys - o[0]:ye - o[0], xs - o[1]:xe - o[1]]
-    m = evaluate(out, scan.object, positions_px=scan.positions_px,
-                 patch_size=int(scan.diffraction.shape[-1]))
+    m = estimate_scores(prior.estimate, scan)
     return {"amp": m["amp_ssim"], "phase": m["phase_ssim"], "passes": prior.passes,
             "s": seconds}
 

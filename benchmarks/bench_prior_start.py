@@ -46,7 +46,6 @@ def prior_scores(scan, start: str, correction: bool = False) -> dict:
     """The default training-time scan prior of ``scan`` started from ``start`` (with the
     centre-of-mass ``correction``), scored."""
     from ptychopinn.config import ModelConfig
-    from ptychopinn.metrics import evaluate
     from ptychopinn.models.scan_prior import ScanPrior
 
     amps = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
@@ -57,7 +56,15 @@ def prior_scores(scan, start: str, correction: bool = False) -> dict:
     prior = ScanPrior.for_config(ModelConfig(), amps, scan.positions_px, probe,
                                  prior_amplitude_scale=scale, train_input_scale=0.0,
                                  start_phase=start, com_correction=correction)
-    est = prior.estimate
+    m = estimate_scores(prior.estimate, scan)
+    return {"amp": m["amp_ssim"], "phase": m["phase_ssim"], "passes": prior.passes}
+
+
+def estimate_scores(est, scan) -> dict:
+    """`ptychopinn.metrics.evaluate` of a scan prior's estimate (`ScanEstimate`) placed on
+    ``scan``'s object frame (whole pixels), against its true object."""
+    from ptychopinn.metrics import evaluate
+
     canvas = est.canvas.numpy()
     out = np.zeros(scan.object.shape, np.complex64)
     o = np.round(np.asarray(est.origin_px)).astype(int)
@@ -65,9 +72,8 @@ def prior_scores(scan, start: str, correction: bool = False) -> dict:
     ys, xs = max(o[0], 0), max(o[1], 0)
     ye, xe = min(o[0] + h, out.shape[0]), min(o[1] + w, out.shape[1])
     out[ys:ye, xs:xe] = canvas[ys - o[0]:ye - o[0], xs - o[1]:xe - o[1]]
-    m = evaluate(out, scan.object, positions_px=scan.positions_px,
-                 patch_size=int(scan.diffraction.shape[-1]))
-    return {"amp": m["amp_ssim"], "phase": m["phase_ssim"], "passes": prior.passes}
+    return evaluate(out, scan.object, positions_px=scan.positions_px,
+                    patch_size=int(scan.diffraction.shape[-1]))
 
 
 def main() -> None:

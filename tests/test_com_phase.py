@@ -400,18 +400,23 @@ def test_auto_starts_from_the_centres_of_mass_only_under_a_flat_phased_probe(cap
     assert infer_config_from_args(args).prior_start == "auto"
 
 
-def test_the_centre_of_mass_correction_converges_the_phase_under_a_curved_probe() -> None:
-    """Under a curved probe the com start reads the amplitude as phase; the correction
-    (measured minus predicted centres of mass, between passes) does not: with it the
-    low-frequency phase is there after 3 passes, without it not."""
+def _textured_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 130 x 130 object with a phase bump plus fine phase texture and a textured
+    amplitude (seed 3), and a grid of positions 5 px apart."""
     from scipy.ndimage import gaussian_filter
 
     shape = (130, 130)
     rng = np.random.default_rng(3)
     phi = _bump(shape) + 4 * gaussian_filter(0.15 * rng.standard_normal(shape), 2.0)
     amp = np.exp(3 * gaussian_filter(rng.standard_normal(shape), 3.0))  # amplitude texture
-    obj = amp * np.exp(1j * phi)
-    pos = _grid_positions(shape, 5)
+    return amp * np.exp(1j * phi), _grid_positions(shape, 5)
+
+
+def test_the_centre_of_mass_correction_converges_the_phase_under_a_curved_probe() -> None:
+    """Under a curved probe the com start reads the amplitude as phase; the correction
+    (measured minus predicted centres of mass, between passes) does not: with it the
+    low-frequency phase is there after 3 passes, without it not."""
+    obj, pos = _textured_scene()
     probe = _curved(0.15)  # C = 2.4 rad: the com start is misled
     amps = _patterns(obj, pos, probe)
     corr = {}
@@ -435,14 +440,7 @@ def test_a_correction_is_applied_only_where_it_lowers_the_misfit() -> None:
     at the patch's edge) the predicted centres mislead, the unchecked corrections turn the
     phase away from the truth (correlation below 0 here) and the checked run rejects each:
     the plain estimate bit for bit."""
-    from scipy.ndimage import gaussian_filter
-
-    shape = (130, 130)
-    rng = np.random.default_rng(3)
-    phi = _bump(shape) + 4 * gaussian_filter(0.15 * rng.standard_normal(shape), 2.0)
-    amp = np.exp(3 * gaussian_filter(rng.standard_normal(shape), 3.0))
-    obj = amp * np.exp(1j * phi)
-    pos = _grid_positions(shape, 5)
+    obj, pos = _textured_scene()
     for a, applied in ((0.15, True), (0.4, False)):
         probe = _curved(a)
         amps = _patterns(obj, pos, probe)
@@ -498,16 +496,9 @@ def test_the_centres_read_off_the_passes_correct_the_phase_as_well(monkeypatch) 
     curved probe as the fresh predictions do, without predicting the centres afresh (no
     `_far_fields` with weights in a run from the start; one, at its first correction, in a
     continuation); without the correction the option changes nothing."""
-    from scipy.ndimage import gaussian_filter
-
     from ptychopinn.physics import prior_scan
 
-    shape = (130, 130)
-    rng = np.random.default_rng(3)
-    phi = _bump(shape) + 4 * gaussian_filter(0.15 * rng.standard_normal(shape), 2.0)
-    amp = np.exp(3 * gaussian_filter(rng.standard_normal(shape), 3.0))
-    obj = amp * np.exp(1j * phi)
-    pos = _grid_positions(shape, 5)
+    obj, pos = _textured_scene()
     probe = _curved(0.15)
     amps = _patterns(obj, pos, probe)
     fresh_calls = []  # predictions of the centres (not the check's misfits)
