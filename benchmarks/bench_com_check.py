@@ -68,18 +68,20 @@ def scans(extra: list[str]) -> tuple[list[tuple[str, object]], list[str]]:
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
     out, skipped = [], []
+    given = []  # read first, so a scan without its truth is refused before any simulation
+    for item in extra:
+        label, path = item.split("=", 1)
+        scan = load_npz(path)
+        if scan.object is None:
+            raise SystemExit(f"--scan {item}: {path} has no true object to score against")
+        given.append((label, scan))
     if Path(REAL_PROBE).exists():
         for label, spec in {**cases(), **more_cases()}.items():
             out.append((f"real probe: {label}", simulate_scan(SimulationConfig(**spec))))
     else:
         skipped.append(f"the real-probe scans ({REAL_PROBE} not found)")
     out.append(("simulator default, seed 11", simulate_scan(SimulationConfig(seed=11))))
-    for item in extra:
-        label, path = item.split("=", 1)
-        scan = load_npz(path)
-        if scan.object is None:
-            raise SystemExit(f"--scan {item}: {path} has no true object to score against")
-        out.append((label, scan))
+    out += given
     return out, skipped
 
 

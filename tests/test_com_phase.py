@@ -473,6 +473,7 @@ def test_a_large_scan_checks_its_turns_on_a_spread_subset(monkeypatch) -> None:
     checked = []
     real = prior_scan._far_fields
     monkeypatch.setattr(prior_scan, "_far_fields", lambda *a, **kw: (
+        # a[8]: the patterns checked (after the eight canvas and scan terms)
         checked.append(a[8].clone()) if kw.get("turn_windows") is not None else None)
         or real(*a, **kw))
     obj = np.exp(1j * _bump(shape))

@@ -270,8 +270,9 @@ class ModelConfig(_Section):
         "move about a probe width per pass, at once, under any probe (unlike prior_start "
         "'com'); a turn is applied only where it lowers the estimate's misfit to the "
         "measured patterns (at low dose under a curved probe the unchecked turns wrecked the "
-        "phase: bench_com_check.py). Models trained with it scored higher phase SSIM on "
-        "every simulated scan measured, the real-probe scan included (amplitude -0.001 to +0.048), for 7-37 % more "
+        "phase: bench_com_check.py). Models trained with it (before the check) scored higher "
+        "phase SSIM on every simulated scan then measured (1e5-1e6 photons), the real-probe "
+        "scan included (amplitude -0.001 to +0.048), for 7-37 % more "
         "prior time on 625 to 10^4 N=64 patterns (docs/benchmarks.md, "
         "bench_com_correction.py, bench_prior_start.py, bench_large_scans.py). None: on with a "
         "scan prior, else off. Bundles without it: off.",
