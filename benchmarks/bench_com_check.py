@@ -18,6 +18,8 @@ probe is absent), the simulator's default scan (seed 11) and any ``--scan LABEL=
 Usage::
 
     python benchmarks/bench_com_check.py [--iterations 16] [--scan grf=models/hidden/grf_disk.npz] [--record]
+    python benchmarks/bench_com_check.py --check-patterns 256  # more checked patterns
+    python benchmarks/bench_com_check.py --timing 5 [--record]  # the prior's time, N=64 / 128
 """
 
 from __future__ import annotations
@@ -60,6 +62,28 @@ def prior_run(scan, correction: bool, check: bool, iterations: int | None) -> di
             "s": seconds}
 
 
+def timing_lines(repeats: int) -> list[str]:
+    """The prior's seconds on the throughput benchmark's scans (`bench_throughput`: 625
+    patterns of N=64 and N=128, seed 1) with the correction off, unchecked and checked:
+    medians of ``repeats`` runs, the three modes alternating."""
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    lines = ["| N | patterns | off s | unchecked s | checked s | the correction's share | "
+             "the check's share |", "|---|---|---|---|---|---|---|"]
+    for n in (64, 128):
+        scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
+        prior_run(scan, True, True, 1)  # warm-up
+        t = {m: [] for m, _, _ in MODES}
+        for _ in range(repeats):
+            for m, c, k in MODES:
+                t[m].append(prior_run(scan, c, k, None)["s"])
+        off, unchecked, checked = (float(np.median(t[m])) for m, _, _ in MODES)
+        lines.append(f"| {n} | {scan.n_patterns} | {off:.2f} | {unchecked:.2f} | {checked:.2f} "
+                     f"| {(unchecked - off) / checked:.0%} | {(checked - unchecked) / checked:.0%} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def scans(extra: list[str]) -> tuple[list[tuple[str, object]], list[str]]:
     """``[(label, scan)]`` and the reasons for what was skipped."""
     from bench_pretrained_scans import REAL_PROBE, cases, more_cases
@@ -93,6 +117,12 @@ def main() -> None:
     ap.add_argument("--scan", action="append", default=[], metavar="LABEL=PATH",
                     help="a further scan with its true object (NPZ)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check-patterns", type=int, default=None, metavar="K",
+                    help="check each turn on K to 2K patterns spread over the scan (every "
+                         "pattern below 2K) instead of physics.prior_scan.COM_CHECK_PATTERNS")
+    ap.add_argument("--timing", type=int, default=0, metavar="REPEATS",
+                    help="instead of the scores: the prior's time at N=64 and N=128 on 625 "
+                         "patterns, off / unchecked / checked, medians of REPEATS runs")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     for item in args.scan:
@@ -100,12 +130,35 @@ def main() -> None:
             ap.error(f"--scan expects LABEL=PATH of an existing file; found {item!r}")
     if any(i < 1 for i in args.iterations):
         ap.error(f"--iterations must be >= 1; found {args.iterations}")
+    if args.timing < 0:
+        ap.error(f"--timing must be >= 0; found {args.timing}")
+    if args.check_patterns is not None and args.check_patterns < 1:
+        ap.error(f"--check-patterns must be >= 1; found {args.check_patterns}")
     sys.path.insert(0, str(Path(__file__).parent))
     from _record import print_and_record
 
-    from ptychopinn.physics.prior_scan import COM_CHECK_PATTERNS, COM_CORRECTION_STEP
+    from ptychopinn.physics import prior_scan
 
+    if args.check_patterns is not None:  # read by scan_error_reduction at each call
+        prior_scan.COM_CHECK_PATTERNS = args.check_patterns
+    COM_CHECK_PATTERNS, COM_CORRECTION_STEP = (prior_scan.COM_CHECK_PATTERNS,
+                                               prior_scan.COM_CORRECTION_STEP)
     torch.set_num_threads(args.threads)
+    checked_on = (f"on every pattern below {2 * COM_CHECK_PATTERNS}, else on "
+                  f"{COM_CHECK_PATTERNS} to twice as many")
+    if args.timing:
+        lines = timing_lines(args.timing)
+        notes = ("The scan prior of the default ModelConfig (its passes, the FRC filter) on "
+                 "bench_throughput's simulated scans (625 patterns, seed 1), the true probe "
+                 "scaled to the median counts: seconds, medians of "
+                 f"{args.timing} runs with the three modes alternating (after a warm-up). "
+                 "'off': no centre-of-mass correction; 'unchecked': every correction applied; "
+                 f"'checked': the default, each turn checked ({checked_on}). The correction's "
+                 "share: (unchecked - off) / checked; the check's: (checked - unchecked) / "
+                 f"checked. torch threads {torch.get_num_threads()}.")
+        print_and_record("The centre-of-mass correction's and its check's time "
+                         "(bench_com_check.py --timing)", "\n".join(lines), notes, args.record)
+        return
     todo, skipped = scans(args.scan)
     header = ["scan", "passes"] + [f"{m}: amp / phase SSIM" for m, _, _ in MODES] + [
         "checked - unchecked phase", "checked - off phase"] + [f"{m} s" for m, _, _ in MODES]
@@ -126,8 +179,7 @@ def main() -> None:
              "model's, more on scans that overlap less, or --iterations), the true probe "
              "scaled to the median counts; 'off': no centre-of-mass correction; 'unchecked': "
              "every correction applied (before the thirty-fifth session); 'checked': only "
-             f"those that lower the amplitude misfit (on every pattern below "
-             f"{2 * COM_CHECK_PATTERNS}, else on {COM_CHECK_PATTERNS} to twice as many); each turns by COM_CORRECTION_STEP = {COM_CORRECTION_STEP:g} of the "
+             f"those that lower the amplitude misfit ({checked_on}); each turns by COM_CORRECTION_STEP = {COM_CORRECTION_STEP:g} of the "
              "integrated difference. Scores: ptychopinn.metrics.evaluate against the true "
              f"object; seconds: one run each. torch threads {torch.get_num_threads()}."
              + (f" Skipped: {'; '.join(skipped)}." if skipped else ""))

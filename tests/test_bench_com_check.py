@@ -22,6 +22,8 @@ from ptychopinn.simulation import SimulationConfig, simulate_scan  # noqa: E402
     (["--scan", "no-equals-sign"], "--scan expects LABEL=PATH"),
     (["--scan", "x=/nonexistent/scan.npz"], "--scan expects LABEL=PATH"),
     (["--iterations", "0"], "--iterations must be >= 1"),
+    (["--check-patterns", "0"], "--check-patterns must be >= 1"),
+    (["--timing", "-1"], "--timing must be >= 0"),
 ])
 def test_bad_arguments_are_refused_by_name(argv, message, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench_com_check.py", *argv])

@@ -94,13 +94,15 @@ simulated scans under the default disk, a zone plate and a real probe, at 625 an
 patterns and 4 or 8 passes, whole corrections converged the large scans' phase furthest
 but cost the real probe's 625-pattern scan at 8 passes (phase SSIM 0.733 against 0.765
 without); halves gained everywhere in phase (exploration, fourteenth session)."""
-COM_CHECK_PATTERNS = 256
+COM_CHECK_PATTERNS = 64
 """A centre-of-mass correction turns the canvas only when that lowers its amplitude misfit
 to the measured patterns, checked on every pattern of scans of fewer than twice this many
 and on every k-th in raster order (this many to twice as many) on larger ones. On 14
-simulated scans the prior's SSIMs with 256 were those with 1024 to within 0.02 but on one
-(phase 0.504 vs 0.542, 3e4 photons at 4 passes; docs/benchmarks.md, thirty-fifth session),
-for half the check's time on 600 patterns."""
+simulated scans at 4 and 16 passes the prior's amplitude SSIMs with 64 were those with 256
+to within 0.001, its phase SSIMs within 0.016 (higher on 7 rows by up to 0.038, lower on 2),
+for a fifth of the check's FFTs on 625 patterns: the prior of a 625-pattern scan in 15 %
+(N=64) to 22 % (N=128) less time (docs/benchmarks.md, thirty-sixth session; 256 and 1024
+in the thirty-fifth)."""
 MAX_STEP_SCALE = 4.0
 """The largest ``step_scale`` (`scan_error_reduction`'s over-relaxation) accepted."""
 CLEAR_WHOLE_RATIO = 4
@@ -600,10 +602,11 @@ def _far_fields(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor
         inten = (field.real.square() + field.imag.square()).sum(-3)
         if centres is not None:
             centres[s : s + rows.numel()] = intensity_centre_gradients(inten, weights)
+        if checked is not None:  # only the checked patterns' misfit
+            on = checked[rows]
+            inten, a_u = inten[on], a_u[on]
         r = inten.sqrt_().sub_(a_u).square_()
         if keep is not None:
             r.masked_fill_(keep, 0.0)
-        if checked is not None:
-            r = r[checked[rows]]
         misfit += float(r.sum())
     return centres, misfit
