@@ -370,3 +370,37 @@ def test_headless_batch_mode(scan, bundle, tmp_path):
                                   "precision": "32-true"}))
     covered = direct.weight > 0
     np.testing.assert_allclose(obj[covered], direct.object[covered], atol=1e-4)
+
+
+def test_inference_config_file_overrides_the_panel(library, tmp_path):
+    """``InferenceConfigFile`` reaches any inference option (here the refinement's
+    preconditioner, probe and positions), its keys over the panel's; what the plugin
+    fixes stays fixed; bad files are refused naming the file and the key."""
+    from ptychopinn.errors import ConfigError
+
+    s = library.settings
+    good = tmp_path / "infer.yaml"
+    good.write_text("refine_epochs: 6\nrefine_preconditioner: batch\nrefine_probe: true\n"
+                    "refine_positions: true\nposition_refine_epochs: 3\nfigures: true\n"
+                    "execution: {precision: 32-true, progress_bar: true}\n")
+    panel = s.inference_config()
+    assert (panel.refine_epochs, panel.refine_preconditioner) == (0, "scan")
+    s.inference_config_file.set_value(str(good))
+    try:
+        cfg = s.inference_config()
+        assert (cfg.refine_epochs, cfg.refine_preconditioner) == (6, "batch")
+        assert cfg.refine_probe and cfg.refine_positions and cfg.position_refine_epochs == 3
+        assert cfg.execution.precision == "32-true"
+        assert cfg.stitch_flat_above == pytest.approx(0.01)  # the panel's, not in the file
+        assert cfg.figures is False and cfg.execution.progress_bar is False  # fixed
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("refine_preconditioner: sideways\n")
+        s.inference_config_file.set_value(str(bad))
+        with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*refine_preconditioner.*sideways"):
+            s.inference_config()
+        s.inference_config_file.set_value(str(tmp_path / "missing.yaml"))
+        with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+            s.inference_config()
+    finally:
+        s.inference_config_file.set_value("")
+    assert s.inference_config().refine_epochs == 0

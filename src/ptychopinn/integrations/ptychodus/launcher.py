@@ -83,6 +83,7 @@ def _settings_panel(library: PtychoPINNReconstructorLibrary):
             b.add_spin_box(s.refine_epochs, "Refinement Epochs:", group=g)
             b.add_check_box(s.refine_sparse_counts,
                             "Refinement: smaller step when photon-sparse", group=g)
+            b.add_line_edit(s.inference_config_file, "Config File (YAML, overrides):", group=g)
             g = "Training"
             b.add_spin_box(s.epochs, "Epochs:", group=g)
             b.add_decimal_line_edit(s.max_time_minutes, "Time Limit (min, 0 = none):", group=g)

@@ -67,6 +67,7 @@ class PtychoPINNSettings:
             "StitchFlatAbove", 0.01, minimum=1e-6, maximum=1.0)
         self.refine_epochs = group.create_integer_parameter("RefineEpochs", 0, minimum=0)
         self.refine_sparse_counts = group.create_boolean_parameter("RefineSparseCounts", True)
+        self.inference_config_file = group.create_string_parameter("InferenceConfigFile", "")
         train = registry.create_group("PtychoPINNNextTraining")
         self.epochs = train.create_integer_parameter("Epochs", 60, minimum=1)
         self.max_time_minutes = train.create_real_parameter("MaxTimeMinutes", 8.0, minimum=0.0)
@@ -81,9 +82,14 @@ class PtychoPINNSettings:
         self.config_file = train.create_string_parameter("ConfigFile", "")
 
     def inference_config(self):
+        """An `InferenceConfig` from these settings; ``InferenceConfigFile`` (YAML/JSON, as for
+        ``ptychopinn infer --config``), if set, overrides them key by key (any inference
+        option: the refinement's probe, positions and preconditioner, the prior's passes),
+        except what the plugin fixes (no figures, no logger, no progress bar)."""
         from ptychopinn.config import InferenceConfig, build
+        from ptychopinn.config.io import merge, read_mapping
 
-        return build(InferenceConfig, {
+        data = {
             "batch_size": self.inference_batch_size.get_value(),
             "stitch_weight": self.stitch_weight.get_value(),
             "stitch_flat_above": self.stitch_flat_above.get_value(),
@@ -92,7 +98,14 @@ class PtychoPINNSettings:
             "figures": False,
             "execution": {"accelerator": self.accelerator.get_value(), "logger": "none",
                           "precision": self.precision.get_value(), "progress_bar": False},
-        }, where="Ptychodus settings [PtychoPINNNext]")
+        }
+        where = "Ptychodus settings [PtychoPINNNext]"
+        path = self.inference_config_file.get_value().strip()
+        if path:
+            fixed = {"figures": False, "execution": {"logger": "none", "progress_bar": False}}
+            data = merge(merge(data, read_mapping(path)), fixed)
+            where = f"{path} (InferenceConfigFile, over the other {where})"
+        return build(InferenceConfig, data, where=where)
 
     def training_config(self, model_type: str, n_pix: int, output_dir: Path):
         """A `TrainingConfig`: ``ConfigFile`` (YAML/JSON) if set, else these settings."""
