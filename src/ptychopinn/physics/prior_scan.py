@@ -100,9 +100,10 @@ to the measured patterns, checked on every pattern of scans of fewer than twice 
 and on every k-th in raster order (this many to twice as many) on larger ones. On 14
 simulated scans at 4 and 16 passes the prior's amplitude SSIMs with 64 were those with 256
 to within 0.001, its phase SSIMs within 0.016 (higher on 9 rows by up to 0.038, lower on 2),
-for a fifth of the check's FFTs on 625 patterns: the prior of a 625-pattern scan in 15 %
-(N=64) to 22 % (N=128) less time (docs/benchmarks.md, thirty-sixth session; 256 and 1024
-in the thirty-fifth)."""
+for a fifth of the check's FFTs on 625 patterns: the check is 4 % (N=64) and 8 % (N=128)
+of the default prior's time on 625 patterns (`benchmarks/bench_com_check.py --timing`; 20-23 %
+with 256 in an unrecorded run), docs/benchmarks.md, thirty-sixth session (256 and 1024 in
+the thirty-fifth)."""
 MAX_STEP_SCALE = 4.0
 """The largest ``step_scale`` (`scan_error_reduction`'s over-relaxation) accepted."""
 CLEAR_WHOLE_RATIO = 4
