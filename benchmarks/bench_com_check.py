@@ -62,7 +62,8 @@ def prior_run(scan, correction: bool, check: bool, iterations: int | None) -> di
             "s": seconds}
 
 
-def timing_lines(repeats: int) -> list[str]:
+def timing_lines(repeats: int, sizes: tuple[int, ...] = (64, 128),
+                 patterns: int = 625) -> list[str]:
     """The prior's seconds on the throughput benchmark's scans (`bench_throughput`: 625
     patterns of N=64 and N=128, seed 1) with the correction off, unchecked and checked:
     medians of ``repeats`` runs, the three modes alternating."""
@@ -70,18 +71,24 @@ def timing_lines(repeats: int) -> list[str]:
 
     lines = ["| N | patterns | off s | unchecked s | checked s | the correction's share | "
              "the check's share |", "|---|---|---|---|---|---|---|"]
-    for n in (64, 128):
-        scan = simulate_scan(SimulationConfig(N=n, n_positions=625, seed=1))
+    for n in sizes:
+        scan = simulate_scan(SimulationConfig(N=n, n_positions=patterns, seed=1))
         prior_run(scan, True, True, 1)  # warm-up
         t = {m: [] for m, _, _ in MODES}
         for _ in range(repeats):
             for m, c, k in MODES:
                 t[m].append(prior_run(scan, c, k, None)["s"])
-        off, unchecked, checked = (float(np.median(t[m])) for m, _, _ in MODES)
-        lines.append(f"| {n} | {scan.n_patterns} | {off:.2f} | {unchecked:.2f} | {checked:.2f} "
-                     f"| {(unchecked - off) / checked:.0%} | {(checked - unchecked) / checked:.0%} |")
+        lines.append(timing_row(n, scan.n_patterns,
+                                *(float(np.median(t[m])) for m, _, _ in MODES)))
         print(lines[-1], flush=True)
     return lines
+
+
+def timing_row(n: int, patterns: int, off: float, unchecked: float, checked: float) -> str:
+    """A --timing row: the seconds and the correction's and the check's shares of the
+    checked prior's time."""
+    return (f"| {n} | {patterns} | {off:.2f} | {unchecked:.2f} | {checked:.2f} "
+            f"| {(unchecked - off) / checked:.0%} | {(checked - unchecked) / checked:.0%} |")
 
 
 def scans(extra: list[str]) -> tuple[list[tuple[str, object]], list[str]]:

@@ -49,3 +49,16 @@ def test_each_mode_runs_its_own_prior():
     assert all(v["passes"] == 4 and v["s"] > 0 for v in r.values())
     assert r["unchecked"]["phase"] != r["off"]["phase"]
     assert r["checked"]["phase"] == pytest.approx(r["unchecked"]["phase"], abs=1e-6)
+
+
+def test_timing_rows_time_the_three_modes():
+    """--timing's table: one row per size with the three modes' seconds; the shares
+    are the correction's (unchecked - off) and the check's (checked - unchecked) of the
+    checked prior's time."""
+    assert bench_com_check.timing_row(64, 625, 0.5, 0.8, 1.0) == (
+        "| 64 | 625 | 0.50 | 0.80 | 1.00 | 30% | 20% |")
+    lines = bench_com_check.timing_lines(1, sizes=(32,), patterns=49)
+    assert lines[0].startswith("| N | patterns | off s") and len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:2] == ["32", "49"] and len(cells) == 7
+    assert min(float(c) for c in cells[2:5]) >= 0  # seconds (rounded to 0.01)
