@@ -398,6 +398,11 @@ def test_inference_config_file_overrides_the_panel(library, tmp_path):
         s.inference_config_file.set_value(str(bad))
         with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*refine_preconditioner.*sideways"):
             s.inference_config()
+        ours = tmp_path / "ours.yaml"  # what Ptychodus decides cannot be set in the file
+        ours.write_text("model_path: other.safetensors\noutput_dir: /tmp/x\nrefine_epochs: 2\n")
+        s.inference_config_file.set_value(str(ours))
+        with pytest.raises(ConfigError, match=r"ours\.yaml.*model_path, output_dir cannot be set"):
+            s.inference_config()
         s.inference_config_file.set_value(str(tmp_path / "missing.yaml"))
         with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
             s.inference_config()

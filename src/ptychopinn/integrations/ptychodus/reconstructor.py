@@ -44,6 +44,9 @@ MODEL_FILE_EXTENSION = ".ptychopinn.safetensors"
 MODEL_FILE_FILTER = "ptychopinn Model Bundles (*.safetensors)"
 TRAINING_DATA_FILE_FILTER = "ptychopinn NPZ Scans (*.npz)"
 PROGRESS_GOAL = 100
+PTYCHODUS_SETS = frozenset({"model_path", "data_file", "output_dir", "backend"})
+"""InferenceConfig keys that Ptychodus decides (the loaded model and its backend, the
+product); an InferenceConfigFile that sets them is refused."""
 
 
 def algorithm_key(reconstructor: str = "PINN") -> str:
@@ -102,8 +105,15 @@ class PtychoPINNSettings:
         where = "Ptychodus settings [PtychoPINNNext]"
         path = self.inference_config_file.get_value().strip()
         if path:
+            given = read_mapping(path)
+            ptychodus_sets = sorted(set(given) & PTYCHODUS_SETS)
+            if ptychodus_sets:
+                raise ConfigError(
+                    f"{path} (InferenceConfigFile): {', '.join(ptychodus_sets)} cannot be set "
+                    "here: inside Ptychodus the model is the one loaded ('Load Model...'), the "
+                    "scan is the product and the object goes back to it; remove those keys")
             fixed = {"figures": False, "execution": {"logger": "none", "progress_bar": False}}
-            data = merge(merge(data, read_mapping(path)), fixed)
+            data = merge(merge(data, given), fixed)
             where = f"{path} (InferenceConfigFile, over the other {where})"
         return build(InferenceConfig, data, where=where)
 
