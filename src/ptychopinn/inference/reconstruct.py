@@ -148,7 +148,7 @@ def settle_advice(mcfg, cfg: InferenceConfig, model_path) -> str | None:  # noqa
             "(model.prior_settle_passes 0: a bundle from before 2026-12-05, or set by hand); "
             "--prior-settle-passes 4 (InferenceConfig.prior_settle_passes) raised such models' "
             "amplitude SSIM by 0.01-0.08 on Gaussian-probe scans, and retraining with train's "
-            "defaults keeps them (README, 'Featureless probes'; docs/benchmarks.md).")
+            "defaults keeps them (docs/usage.md, 'Featureless probes'; docs/benchmarks.md).")
 
 
 def check_prior_options(mcfg, cfg: InferenceConfig, model_path) -> None:  # noqa: ANN001
@@ -351,8 +351,8 @@ def poor_fit_warning(fits: dict) -> str | None:
               "refine it against the counts (--refine-epochs 40; InferenceConfig.refine_epochs), "
               "which fixes this where the network's input, the scan prior, did not converge "
               "(e.g. under a smooth probe without rings or structure; for such a probe a model "
-              "trained with --set model.prior_recipe=featureless converges its prior further, README "
-              "'featureless probes')")
+              "trained with --set model.prior_recipe=featureless converges its prior further, "
+              "docs/usage.md, 'Featureless probes')")
     return (f"the {'refined ' if which == 'refined' else ''}object explains the measured counts "
             f"poorly: Poisson deviance {ratio:.1f} times its photon-noise floor (above "
             f"{POOR_FIT_RATIO:g}; well-reconstructed simulated scans give 1.0-1.4, measured data "

@@ -194,7 +194,7 @@ def featureless_probe_advice(model_cfg, probe: Tensor, *, asked=None) -> str | N
 
     Under such probes the plain prior converges slowly and the network trained on it
     fails (docs/benchmarks.md, sixteenth and eighteenth sessions); the over-relaxed recipe
-    of README's "featureless probes" narrows that on well-exposed scans. ``asked``: the
+    of docs/usage.md's "Featureless probes" narrows that on well-exposed scans. ``asked``: the
     model section as given, before `resolve_prior_recipe`; where it was 'auto' at the
     defaults, 'plain' was the overshoot check's verdict (logged) and no advice is given."""
     from ptychopinn.physics.probe import FEATURELESS_TAIL, TAIL_RADIUS_PX, far_field_tail
@@ -214,5 +214,5 @@ def featureless_probe_advice(model_cfg, probe: Tensor, *, asked=None) -> str | N
             f"Train with --set model.prior_recipe=featureless ({_recipe_words()}; 'auto', the "
             "default, chooses it unless the prior's step scale, batch size, passes, plain "
             "passes or object momentum are set by hand, or the recipe overshoots on the scan; "
-            "README, "
-            "'featureless probes').")
+            "docs/usage.md, "
+            "'Featureless probes').")

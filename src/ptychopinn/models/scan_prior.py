@@ -168,7 +168,7 @@ def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str 
             "the orders' FRC filter, model.prior_orders_filter: within 0.05 in all five runs, "
             "but by only 0.017-0.030 at 1e5; without it short in 4 of 9 runs at 1e5 and 1 of "
             "6 at 3e5). Check the result against an iterative engine, or scan with more "
-            "overlap or dose (README, 'Featureless probes at low coverage').")
+            "overlap or dose (docs/usage.md, 'Featureless probes at low coverage').")
 
 
 COVERAGE_REFERENCE = 3.0
@@ -228,7 +228,7 @@ def overrelaxed_coverage_warning(coverage: float, frc_filter: bool = True) -> st
             "physics prior is over-relaxed (model.prior_step_scale > 1, as the featureless "
             "recipe sets it) with the FRC filter's half-scan estimates, each covering the "
             "object half as often: on such scans it converges less and the network's "
-            "amplitude can fall short of an iterative engine's (README, 'Featureless probes "
+            "amplitude can fall short of an iterative engine's (docs/usage.md, 'Featureless probes "
             "at low coverage'; below model.prior_frc_min_coverage, 2 for models trained since "
             "the option, the halves are left out); infer --refine-epochs 40 refines the result")
 
