@@ -38,7 +38,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ptychopinn.config import InferenceConfig, TrainingConfig
-from ptychopinn.inference.precision import INFERENCE_PRECISIONS, network_autocast, network_dtype
+from ptychopinn.inference.precision import (
+    INFERENCE_PRECISIONS,
+    network_autocast,
+    network_batch_size,
+    network_dtype,
+)
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.physics.losses import poisson_nll
 
@@ -144,7 +149,8 @@ def infer_rates(model: PtychoPINN, n: int, gridsize: int, arch: str, seconds: fl
     c = gridsize * gridsize
     dev = model.probe.device
     model.eval()
-    batch = batch or InferenceConfig().batch_size
+    batch = network_batch_size(batch or InferenceConfig().batch_size, n,
+                               network_dtype(precision, dev), dev)
     x = torch.rand(batch, c, n, n, device=dev)
     prior = _prior(model, x)
     # the generator in the precision `reconstruct` gives it (execution.precision)
@@ -222,6 +228,12 @@ def main() -> None:
         ap.error(f"--infer-batch must be >= 1; found {args.infer_batch}")
     infer_batch = args.infer_batch or InferenceConfig().batch_size
     device = torch.device(args.device)
+    if infer_batch == "auto":
+        dt = network_dtype(args.precision, device)
+        batch_words = ("'auto' (" + ", ".join(f"{network_batch_size('auto', n, dt, device)} at "
+                                               f"N={n}" for n in (64, 128)) + ")")
+    else:
+        batch_words = str(infer_batch)
     size = 8192 if device.type == "cuda" else 1024
     peak = matmul_flops(n=size, device=device)
     net_dtype = network_dtype(args.precision, device) or torch.float32
@@ -287,7 +299,7 @@ def main() -> None:
         f"inference precision {args.precision} (the network in {dname}), "
         f"measured dense matmul {peak / 1e9:.1f} GFLOP/s (float32, {size}^3{prec}). Training FLOPs "
         "are taken as 3x the forward FLOPs of the generator. 'infer patterns/s (fwd)' is the "
-        f"generator given each pattern's physics prior (batches of {infer_batch} groups, also "
+        f"generator given each pattern's physics prior (batches of {batch_words} groups, also "
         "`reconstruct`'s InferenceConfig.batch_size; the prior is "
         "computed once per scan, its time is the 'prior s' column). 'infer+stitch' "
         "counts the scan's 625 patterns per second of `reconstruct` with the default "

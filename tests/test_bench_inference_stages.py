@@ -60,3 +60,22 @@ def test_cli_prints_a_table_and_refuses_bad_options(run_and_scan, capsys, one_to
     with pytest.raises(SystemExit, match="no true object"):
         bench_inference_stages.time_variants(model, replace(load_npz(scan), object=None), scan,
                                              "cpu", [4], repeats=1)
+
+
+def test_auto_is_shown_resolved_and_untrained_cases_parse(run_and_scan, one_torch_thread):
+    """'auto' rows name the number it resolved to; --untrained N:G and --batch-sizes refuse
+    malformed values by name."""
+    import argparse
+
+    model, scan = run_and_scan
+    rows = bench_inference_stages.time_variants(model, load_npz(scan), scan, "cpu",
+                                                [4, "auto"], repeats=1)
+    assert [r["batch"] for r in rows] == [4, "auto (64)"]  # N=32: 64 groups on any CPU
+    assert [r["used"] for r in rows] == [4, 64]
+    assert bench_inference_stages.untrained_arg("128:2") == (128, 2)
+    for bad in ("128", "a:b", "8:1", "64:0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="N"):
+            bench_inference_stages.untrained_arg(bad)
+    assert bench_inference_stages.batch_size_arg("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError, match="'auto'"):
+        bench_inference_stages.batch_size_arg("0")

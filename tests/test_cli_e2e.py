@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ptychopinn.physics.prior_frc import EXTRA_PASS_AGREEMENT
 
@@ -122,8 +123,16 @@ def test_infer_in_fresh_process_beats_untrained(trained):
     said = " with phase momentum 0.7" if momentum else ""
     # the phase synchronisation: the default, global, said and recorded
     assert str(rec["phase_sync"]) == "global"
-    assert (f"(pytorch, network in {dtype}, {passes} prior passes{said}, half-scan agreement "
-            f"{agree:.2f}, phase sync global)") in proc.stdout
+    # the groups per forward pass: 'auto' resolved (64 in bfloat16; for a float32 network
+    # on a CPU by N), said and recorded
+    from ptychopinn.inference.precision import network_batch_size
+
+    n = int(truth["diffraction"].shape[-1])
+    net = None if dtype == "float32" else torch.bfloat16
+    groups = network_batch_size("auto", n, net, "cpu")
+    assert int(rec["network_batch_size"]) == groups
+    assert (f"(pytorch, network in {dtype} on {groups} groups at a time, {passes} prior "
+            f"passes{said}, half-scan agreement {agree:.2f}, phase sync global)") in proc.stdout
     assert str(rec["network_dtype"]) == dtype
     assert float(rec["prior_step_scale"]) == 1.0  # plain PIE unless asked (and not said)
     # the fit to the measured counts, written and printed by default (no truth needed)

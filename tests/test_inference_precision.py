@@ -109,3 +109,66 @@ def test_infer_precision_flag() -> None:
     assert flag("--precision", "bf16-mixed") == "bf16-mixed"
     with pytest.raises(SystemExit):
         flag("--precision", "64-true")
+
+
+def test_network_batch_size_auto_follows_the_device_dtype_and_size() -> None:
+    """'auto': 64 groups on GPUs and in reduced precision; a float32 network on a CPU gets
+    32 at N=64, inversely proportional to N (a power of two, 4 to 64); numbers pass."""
+    from ptychopinn.inference.precision import network_batch_size
+
+    cpu = {n: network_batch_size("auto", n, None, "cpu") for n in (16, 32, 64, 96, 128, 256, 4096)}
+    assert cpu == {16: 64, 32: 64, 64: 32, 96: 16, 128: 16, 256: 8, 4096: 4}
+    assert network_batch_size("auto", 64, torch.bfloat16, "cpu") == 64
+    assert network_batch_size("auto", 128, None, "cuda") == 64
+    assert network_batch_size(7, 64, None, "cpu") == 7
+    for bad in (0, -2, "big", True, 2.5):
+        with pytest.raises(ConfigError, match="batch_size: expected a whole number >= 1 or 'auto'"):
+            network_batch_size(bad, 64, None, "cpu")
+
+
+def test_batch_size_changes_neither_the_object_nor_the_refusals(tmp_path, small_scan) -> None:
+    """The groups per forward pass change how the network is called, not the object (the
+    normalisation is per sample); the resolved number is recorded and written; the config
+    refuses anything but a whole number >= 1 or 'auto', naming batch_size."""
+    from ptychopinn.config import build
+
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 2})
+    probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), 4.0)
+    torch.manual_seed(0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+    recs = {}
+    for bs in (3, "auto"):
+        icfg = InferenceConfig(batch_size=bs, execution={"num_threads": 1, "precision": "32-true"})
+        recs[bs] = api.reconstruct(tmp_path / "model", small_scan, icfg)
+    assert recs[3].network_batch_size == 3
+    assert recs["auto"].network_batch_size == 64  # N=32, float32 on the CPU
+    assert recs[3].timings_s["n_groups"] > 3  # several forward passes at 3
+    np.testing.assert_allclose(recs[3].object, recs["auto"].object, rtol=0, atol=2e-5)
+    write_outputs(recs[3], tmp_path / "out", figures=False)
+    assert int(np.load(tmp_path / "out" / "reconstruction.npz")["network_batch_size"]) == 3
+    assert InferenceConfig().batch_size == "auto"
+    for bad in (0, "big"):
+        with pytest.raises(ConfigError, match="batch_size"):
+            build(InferenceConfig, {"batch_size": bad}, where="infer.yaml")
+
+
+def test_batch_size_flag() -> None:
+    """--batch-size takes a number or 'auto' (infer's default); training refuses 'auto'
+    naming batch_size."""
+    from ptychopinn.cli.commands import infer_config_from_args, train_config_from_args
+    from ptychopinn.cli.main import build_parser
+
+    def args(cmd, *extra):
+        return build_parser().parse_args([cmd, "--data", "s.npz", *extra])
+
+    assert infer_config_from_args(args("infer", "--model", "m")).batch_size == "auto"
+    assert infer_config_from_args(args("infer", "--model", "m", "--batch-size", "auto")
+                                  ).batch_size == "auto"
+    assert infer_config_from_args(args("infer", "--model", "m", "--batch-size", "16")
+                                  ).batch_size == 16
+    for bad in ("0", "x", "2.5"):
+        with pytest.raises(SystemExit):
+            args("infer", "--batch-size", bad)
+    assert train_config_from_args(args("train", "--batch-size", "8")).batch_size == 8
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_config_from_args(args("train", "--batch-size", "auto"))

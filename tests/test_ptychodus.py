@@ -255,6 +255,12 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library, request):
         library.settings.stitch_flat_above.set_value(0.01)
         library.settings.refine_sparse_counts.set_value(True)
     assert library.settings.inference_config().refine_sparse_counts is True
+    assert library.settings.inference_config().batch_size == "auto"  # InferenceBatchSize 0
+    library.settings.inference_batch_size.set_value(8)
+    try:
+        assert library.settings.inference_config().batch_size == 8
+    finally:
+        library.settings.inference_batch_size.set_value(0)
     cfg = library.settings.inference_config()
     assert cfg.stitch_flat_above == pytest.approx(0.01)
     assert cfg.execution.precision == "32-true"  # the setting reaches the config

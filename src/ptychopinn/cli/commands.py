@@ -269,6 +269,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     print(
         f"reconstructed {scan.n_patterns} patterns in {dt:.2f} s "
         f"({recon.backend}, network in {recon.network_dtype}"
+        + ("" if recon.network_batch_size is None
+           else f" on {recon.network_batch_size} groups at a time")
         + ("" if recon.prior_passes is None else f", {recon.prior_passes} prior passes")
         + ("" if not recon.prior_phase_momentum
            else f" with phase momentum {recon.prior_phase_momentum:g}")

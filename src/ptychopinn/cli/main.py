@@ -20,6 +20,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ptychopinn import __version__  # noqa: E402
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number >= 1, or 'auto' (infer only; training refuses it
+    naming batch_size)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto'; found {text!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML/JSON config file (flags override it).")
     p.add_argument(
@@ -32,7 +46,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=None, help="'pytorch' (default) or 'tensorflow'.")
     p.add_argument("--accelerator", help="cpu | gpu | auto.")
     p.add_argument("--devices", help="Number of devices (or 'auto').")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_batch_size, metavar="N",
+                   help="Groups per step: training's (a number); infer's forward passes "
+                        "(a number or 'auto', the default).")
     p.add_argument("--seed", type=int)
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
 

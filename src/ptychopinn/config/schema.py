@@ -7,7 +7,7 @@ explicitly into the functions that need them and are saved in every bundle.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -626,11 +626,12 @@ class InferenceConfig(_Section):
     neighbor_count: int = Field(
         6, ge=1, le=64, description="K nearest neighbours groups are drawn from."
     )
-    batch_size: int = Field(
-        64, ge=1, description="Groups per forward pass (more on GPUs). 64 was the fastest on "
-        "the Intel CPUs with AMX it was chosen on; on a 2-core AMD EPYC without AMX 16-32 "
-        "ran the network ~1.3x faster at gridsize 2, with the same objects in float32 "
-        "(docs/benchmarks.md)."
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Groups per forward pass of the network (the objects do not depend "
+        "on it). 'auto': 64 on GPUs and where the network runs in bfloat16 on a CPU with AMX "
+        "(where 64 was chosen); where it runs in float32 on a CPU, 32 at N=64, 16 at N=128 "
+        "(inversely proportional to N), which ran the network 1.1-1.5x as fast as 64 on a "
+        "2-core AMD EPYC (inference.precision.network_batch_size; docs/benchmarks.md)."
     )
     seed: int = Field(0, ge=0, description="Seed of group sampling.")
     stitch_weight: Literal["auto", "probe", "uniform"] = Field(

@@ -1,4 +1,5 @@
-"""The numerical precision of the network at inference (`ExecutionConfig.precision`).
+"""How the network runs at inference: its numerical precision (`ExecutionConfig.precision`)
+and the groups per forward pass (`InferenceConfig.batch_size`).
 
 Only the generator's convolutions and matrix products change precision (PyTorch
 autocast); the physics prior, the residual correction of the prior, stitching
@@ -13,6 +14,11 @@ cast back to float32 (`models.pinn.PtychoPINN.predict_amp_phase`).
   generator 1.7-1.9x as fast with the scores of the benchmark models
   unchanged to the third decimal (docs/benchmarks.md), and ``"32-true"`` everywhere else
   (CPUs without AMX, where bfloat16 is emulated and slower, and GPUs).
+
+The batch size ``"auto"`` (`network_batch_size`) is 64 groups per forward pass on GPUs and
+where the network runs in reduced precision on a CPU (the AMX machines 64 was chosen on),
+and fewer where it runs in float32 on a CPU: there a forward pass over 64 groups' feature
+maps ran slower per group than over 16-32 (docs/benchmarks.md, `bench_inference_stages.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ from pathlib import Path
 import torch
 
 INFERENCE_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+DEFAULT_BATCH = 64
+"""Groups per forward pass of ``batch_size='auto'`` on GPUs and in reduced precision."""
+CPU_FLOAT32_BATCH_AT_64 = 32
+"""Groups per forward pass of ``batch_size='auto'`` for a float32 network on a CPU at N=64;
+inversely proportional to N at other sizes (a power of two, 4 to `DEFAULT_BATCH`). On a 2-core
+AMD EPYC (float32) the generator's forward time per scan was lowest at 32 groups for N=64 and
+16 for N=128 (8 for N=128 and gridsize 2 as fast as 16), and 64 groups took 1.1-1.5x as long
+(`benchmarks/bench_inference_stages.py`, docs/benchmarks.md, thirty-seventh session)."""
 
 
 def cpu_has_amx_bf16() -> bool:
@@ -70,3 +84,25 @@ def network_autocast(dtype: torch.dtype | None, device: torch.device | str):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def network_batch_size(batch_size: int | str, n: int, dtype: torch.dtype | None,
+                       device: torch.device | str) -> int:
+    """Groups per forward pass of the generator: ``batch_size`` itself when a number, else
+    (``'auto'``) `DEFAULT_BATCH` on a GPU or with the network in reduced precision
+    (``dtype``, `network_dtype`'s), and on a CPU in float32 `CPU_FLOAT32_BATCH_AT_64` scaled
+    by 64 / ``n`` (the largest power of two not above it, at least 4, at most `DEFAULT_BATCH`).
+
+    Raises `ConfigError` naming ``batch_size`` for anything else (a config built without
+    validation)."""
+    from ptychopinn.errors import ConfigError
+
+    if batch_size == "auto":
+        if torch.device(device).type != "cpu" or dtype is not None:
+            return DEFAULT_BATCH
+        target = max(1, CPU_FLOAT32_BATCH_AT_64 * 64 // max(int(n), 1))
+        return int(min(DEFAULT_BATCH, max(4, 1 << (target.bit_length() - 1))))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected a whole number >= 1 or 'auto'; found "
+                          f"{batch_size!r}")
+    return batch_size

@@ -12,7 +12,7 @@ import torch
 
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
-from ptychopinn.inference.precision import network_autocast, network_dtype
+from ptychopinn.inference.precision import network_autocast, network_batch_size, network_dtype
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Reconstruction:
     metrics: dict | None = None
     # the generator's compute dtype (execution.precision): float32, bfloat16 or float16
     network_dtype: str = "float32"
+    # groups per forward pass of the network (InferenceConfig.batch_size, 'auto' resolved)
+    network_batch_size: int | None = None
     # passes the physics prior ran (None: a model without a prior); more than the model's
     # when InferenceConfig.prior_extra_iterations or prior_converge_passes ran
     prior_passes: int | None = None
@@ -208,6 +210,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     t0 = time.perf_counter()
     device = _device(cfg)
     net_dtype = network_dtype(cfg.execution.precision, device)  # refused before any work
+    bs = network_batch_size(cfg.batch_size, mcfg.N, net_dtype, device)
     model = model.to(device).eval()
     framed, offset, shape = canvas_for(scan)
     groups = inference_groups(framed.positions_px, mcfg.gridsize, cfg)
@@ -225,7 +228,6 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
     n_groups = idx.shape[0]
     scale = input_scale_of(framed.diffraction)
     n = mcfg.N
-    bs = cfg.batch_size
 
     # the physics prior is a per-pattern function (of the pattern and its scan
     # neighbours): compute it once per pattern (a pattern sits in ~C groups)
@@ -304,6 +306,7 @@ def reconstruct_pytorch(loaded, scan: Scan, cfg: InferenceConfig | None = None) 
             "n_groups": int(n_groups),
         },
         network_dtype=str(net_dtype or torch.float32).removeprefix("torch."),
+        network_batch_size=bs,
         prior_passes=None if prior is None else int(prior.passes),
         prior_agreement=None if prior is None else prior.agreement,
         prior_frc_filter=None if prior is None else prior.frc_filter,
@@ -384,6 +387,8 @@ def write_outputs(
         "backend": np.asarray(recon.backend),
         "network_dtype": np.asarray(recon.network_dtype),
     }
+    if recon.network_batch_size is not None:
+        arrays["network_batch_size"] = np.asarray(recon.network_batch_size, dtype=np.int64)
     if recon.prior_passes is not None:
         arrays["prior_passes"] = np.asarray(recon.prior_passes, dtype=np.int64)
     if recon.prior_agreement is not None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
+from ptychopinn.inference.precision import DEFAULT_BATCH
 from ptychopinn.inference.reconstruct import (
     Reconstruction,
     canvas_for,
@@ -122,7 +123,9 @@ def reconstruct_tensorflow(
                              amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
-    n_groups, bs = idx.shape[0], cfg.batch_size
+    # 'auto': 64 (the PyTorch backend's rule for float32 CPUs was measured on its network only)
+    n_groups = idx.shape[0]
+    bs = DEFAULT_BATCH if cfg.batch_size == "auto" else int(cfg.batch_size)
     cache_ok = n_groups * mcfg.n_channels * mcfg.N**2 * 8 <= CACHE_LIMIT_BYTES
     t_pred = time.perf_counter()
     cache = [predict(idx[s : s + bs]) for s in range(0, n_groups, bs)] if cache_ok else []

@@ -61,8 +61,9 @@ class PtychoPINNSettings:
         group = registry.create_group("PtychoPINNNext")
         self.accelerator = group.create_string_parameter("Accelerator", "auto")
         self.precision = group.create_string_parameter("Precision", "auto")
+        # 0: 'auto' (InferenceConfig.batch_size: 64 on GPUs, fewer for a float32 CPU network)
         self.inference_batch_size = group.create_integer_parameter(
-            "InferenceBatchSize", 256, minimum=1)
+            "InferenceBatchSize", 0, minimum=0)
         self.patterns_per_chunk = group.create_integer_parameter(
             "PatternsPerChunk", 4096, minimum=1)
         self.stitch_weight = group.create_string_parameter("StitchWeight", "auto")
@@ -93,7 +94,7 @@ class PtychoPINNSettings:
         from ptychopinn.config.io import merge, read_mapping
 
         data = {
-            "batch_size": self.inference_batch_size.get_value(),
+            "batch_size": self.inference_batch_size.get_value() or "auto",
             "stitch_weight": self.stitch_weight.get_value(),
             "stitch_flat_above": self.stitch_flat_above.get_value(),
             "refine_epochs": self.refine_epochs.get_value(),
