@@ -97,15 +97,12 @@ def time_variants(model_path, scan, scan_path, device: str, batch_sizes: list,
 
 def batch_size_arg(text: str) -> int | str:
     """``--batch-sizes``' items: a whole number >= 1 or 'auto'."""
-    if text == "auto":
-        return text
+    from ptychopinn.inference.precision import batch_size_from_text
+
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto'; found {text!r}")
-    return value
+        return batch_size_from_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def untrained_arg(text: str) -> tuple[int, int]:

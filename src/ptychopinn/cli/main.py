@@ -23,15 +23,12 @@ from ptychopinn import __version__  # noqa: E402
 def _batch_size(text: str) -> int | str:
     """``--batch-size``: a whole number >= 1, or 'auto' (infer only; training refuses it
     naming batch_size)."""
-    if text == "auto":
-        return text
+    from ptychopinn.inference.precision import batch_size_from_text
+
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto'; found {text!r}")
-    return value
+        return batch_size_from_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:

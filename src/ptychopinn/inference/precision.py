@@ -106,3 +106,17 @@ def network_batch_size(batch_size: int | str, n: int, dtype: torch.dtype | None,
         raise ConfigError(f"batch_size: expected a whole number >= 1 or 'auto'; found "
                           f"{batch_size!r}")
     return batch_size
+
+
+def batch_size_from_text(text: str) -> int | str:
+    """A batch size as written on a command line: a whole number >= 1, or 'auto'; else a
+    ValueError saying what was expected and found."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1 or 'auto'; found {text!r}")
+    return value
