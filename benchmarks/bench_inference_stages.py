@@ -16,7 +16,7 @@ with the number it resolved to (`ptychopinn.inference.precision.network_batch_si
 Usage::
 
     python benchmarks/bench_inference_stages.py --run models/seed11 models/scans/seed11.npz \\
-        [--models models --seeds 5 7] [--device cuda] [--batch-sizes 16 64 256 auto] \\
+        [--models models --seeds 5 7] [--device cuda] [--batch-sizes 16 32 64 auto] \\
         [--untrained 128:2] [--repeats 5] [--record]
 
 ``--untrained N:G`` (repeatable) adds an untrained default model of patch size N and
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     add_seed_model_arguments(ap, required=False)
     add_run_argument(ap)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--batch-sizes", type=batch_size_arg, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--batch-sizes", type=batch_size_arg, nargs="+", default=[16, 32, 64, "auto"])
     ap.add_argument("--untrained", type=untrained_arg, action="append", default=[],
                     metavar="N:G", help="an untrained model of patch size N, gridsize G, on a "
                     "simulated 625-pattern scan (repeatable)")
