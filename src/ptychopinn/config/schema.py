@@ -630,7 +630,7 @@ class InferenceConfig(_Section):
         "auto", description="Groups per forward pass of the network (the objects do not depend "
         "on it). 'auto': 64 on GPUs and where the network runs in bfloat16 on a CPU with AMX "
         "(where 64 was chosen); where it runs in float32 on a CPU, 32 at N=64, 16 at N=128 "
-        "(inversely proportional to N), which ran the network 1.1-1.5x as fast as 64 on a "
+        "(inversely proportional to N), which ran the network 1.04-1.6x as fast as 64 on a "
         "2-core AMD EPYC (inference.precision.network_batch_size; docs/benchmarks.md)."
     )
     seed: int = Field(0, ge=0, description="Seed of group sampling.")
