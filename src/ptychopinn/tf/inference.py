@@ -123,7 +123,8 @@ def reconstruct_tensorflow(
                              amplitude_units=framed.amplitude_units)
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
-    # 'auto': 64 (the PyTorch backend's rule for float32 CPUs was measured on its network only)
+    # 'auto': 64; the PyTorch backend's smaller CPU batches did not pay here: on the default
+    # scan's model TensorFlow's network took 1.35 s at 64 groups, 1.51 at 32 (docs/benchmarks.md)
     n_groups = idx.shape[0]
     bs = DEFAULT_BATCH if cfg.batch_size == "auto" else int(cfg.batch_size)
     cache_ok = n_groups * mcfg.n_channels * mcfg.N**2 * 8 <= CACHE_LIMIT_BYTES
