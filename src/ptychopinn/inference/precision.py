@@ -35,7 +35,8 @@ CPU_FLOAT32_BATCH_AT_64 = 32
 """Groups per forward pass of ``batch_size='auto'`` for a float32 network on a CPU at N=64;
 inversely proportional to N at other sizes (a power of two, 4 to `DEFAULT_BATCH`). On a 2-core
 AMD EPYC (float32) the generator's forward time per scan was lowest at 32 groups for N=64 and
-16 for N=128 (8 for N=128 and gridsize 2 as fast as 16), and 64 groups took 1.04-1.6x as long
+16 for N=128 (8 for N=128 and gridsize 2 as fast as 16), and 64 groups took 1.04-1.6x as long;
+at N=256 (8 groups) 64 took 1.9x as long, and 4 groups were about as fast as 8
 (`benchmarks/bench_inference_stages.py`, docs/benchmarks.md, thirty-seventh session)."""
 
 
