@@ -483,12 +483,14 @@ def test_load_in_fresh_call_and_reconstruct(tf_run, tmp_path) -> None:
     assert all(np.array_equal(np.asarray(state[k]).ravel(), saved[k].ravel()) for k in saved)
     recon = api.reconstruct(loaded, scan, InferenceConfig(backend="tensorflow", figures=False))
     assert recon.backend == "tensorflow"
+    assert recon.network_batch_size == 64  # 'auto' on this backend, said and written below
     assert recon.object.shape == recon.weight.shape and np.isfinite(recon.object).all()
     covered = recon.weight > 0.05 * recon.weight.max()
     assert covered.mean() > 0.1 and np.abs(recon.object[covered]).mean() > 0.1
     files = write_outputs(recon, tmp_path, scan=scan, figures=False)
     with np.load(files["reconstruction"], allow_pickle=False) as npz:
         assert str(npz["backend"]) == "tensorflow"
+        assert int(npz["network_batch_size"]) == 64
         # the probe the network assumed, for `ptychopinn evaluate --scan`
         np.testing.assert_allclose(npz["probe"], loaded.model.probe_numpy())
 

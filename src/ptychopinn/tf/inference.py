@@ -124,7 +124,8 @@ def reconstruct_tensorflow(
     t_prior = time.perf_counter() - t_prior
     predict = patch_predictor(model, amps, scale, prior)
     # 'auto': 64; the PyTorch backend's smaller CPU batches did not pay here: on the default
-    # scan's model TensorFlow's network took 1.35 s at 64 groups, 1.51 at 32 (docs/benchmarks.md)
+    # scan's model TensorFlow's network took 1.35 s at 64 groups, 1.51 at 32 (an exploration
+    # in docs/benchmarks.md, thirty-seventh session, not a recorded table)
     n_groups = idx.shape[0]
     bs = DEFAULT_BATCH if cfg.batch_size == "auto" else int(cfg.batch_size)
     cache_ok = n_groups * mcfg.n_channels * mcfg.N**2 * 8 <= CACHE_LIMIT_BYTES
@@ -177,4 +178,5 @@ def reconstruct_tensorflow(
         prior_object_momentum=None if prior is None else prior.object_momentum,
         phase_sync=sync,
         stitch_weight=stitch_weight,
+        network_batch_size=bs,
     )
