@@ -51,6 +51,43 @@ def test_bad_range_and_choice_are_named():
     assert "model.architecture" in str(ei.value) and "unet" in str(ei.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"batch_size": 0}, "  - batch_size: expected an integer (greater than or equal to 1) "
+                            "or 'auto'; found 0"),
+        ({"batch_size": "many"}, "  - batch_size: expected an integer or 'auto'; found 'many'"),
+        ({"batch_size": 2.5}, "  - batch_size: expected an integer or 'auto'; found 2.5"),
+        ({"execution": {"devices": "x"}},
+         "  - execution.devices: expected an integer or 'auto'; found 'x'"),
+    ],
+)
+def test_union_value_is_one_line_naming_every_form(data, line):
+    """A value matching no member of ``int | 'auto'`` is one line naming both forms and the
+    value found, not pydantic's line per member (``batch_size.literal['auto']: ...``)."""
+    with pytest.raises(ConfigError) as ei:
+        build(InferenceConfig, data, where="--set")
+    lines = str(ei.value).splitlines()
+    assert lines == ["--set: invalid configuration:", line]
+
+
+def test_validator_message_does_not_repeat_what_it_found():
+    with pytest.raises(ConfigError) as ei:
+        build(InferenceConfig, {"execution": {"devices": 0}})
+    msg = str(ei.value)
+    assert "execution.devices" in msg and msg.count("found 0") == 1
+
+
+def test_union_lines_beside_other_problems():
+    with pytest.raises(ConfigError) as ei:
+        build(InferenceConfig, {"batch_size": 0, "bogus": 1, "execution": {"devices": "x"}})
+    lines = str(ei.value).splitlines()[1:]
+    assert len(lines) == 3
+    assert any(ln.startswith("  - batch_size: expected an integer") for ln in lines)
+    assert any(ln.startswith("  - execution.devices: expected an integer") for ln in lines)
+    assert any(ln.startswith("  - bogus: unknown key") for ln in lines)
+
+
 def test_frozen():
     cfg = TrainingConfig()
     with pytest.raises(ValidationError):

@@ -16,19 +16,71 @@ from ptychopinn.errors import ConfigError
 T = TypeVar("T", bound=BaseModel)
 
 
+_PLAIN_MISMATCH = {"int_parsing", "int_type", "int_from_float", "float_parsing", "float_type",
+                   "string_type", "bool_parsing", "bool_type", "literal_error"}
+"""Error types that only say the value is not of a union member's type (the member's
+description says that already)."""
+
+
+def _union_member(tag: Any) -> str | None:
+    """What a pydantic union-member tag (the last part of an error's location) accepts, in
+    words; None where ``tag`` is a field name or list index, not such a tag."""
+    if not isinstance(tag, str):
+        return None
+    if tag.startswith("literal[") and tag.endswith("]"):
+        return " or ".join(v.strip() for v in tag[len("literal["):-1].split(","))
+    words = {"int": "an integer", "constrained-int": "an integer", "float": "a number",
+             "constrained-float": "a number", "str": "a string", "constrained-str": "a string",
+             "bool": "true or false"}
+    return words.get(tag)
+
+
+def _found(err: dict[str, Any]) -> str:
+    found = err.get("input")
+    if err.get("type") == "missing" or isinstance(found, dict):
+        return ""
+    return f"; found {found!r}"
+
+
 def format_validation_error(exc: ValidationError, where: str) -> str:
-    """One line per problem: the field path, what was expected and what was found."""
+    """One line per problem: the field path, what was expected and what was found.
+
+    A value that matches no member of a union (``batch_size: int | 'auto'``) is one line
+    naming every accepted form (``expected an integer (greater than or equal to 1) or
+    'auto'``), not one line per member.
+    """
     lines = [f"{where}: invalid configuration:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    errors = exc.errors()
+    unions: dict[tuple, list[dict[str, Any]]] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if len(loc) > 1 and _union_member(loc[-1]) is not None:
+            unions.setdefault(loc[:-1], []).append(err)
+    done: set[tuple] = set()
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if len(loc) > 1 and loc[:-1] in unions and len(unions[loc[:-1]]) > 1:
+            if loc[:-1] in done:
+                continue
+            done.add(loc[:-1])
+            forms = []
+            for member in unions[loc[:-1]]:
+                form = _union_member(member["loc"][-1])
+                if member.get("type") not in _PLAIN_MISMATCH:
+                    reason = str(member.get("msg", "")).removeprefix("Input should be ")
+                    form += f" ({reason})"
+                forms.append(form)
+            path = ".".join(str(p) for p in loc[:-1])
+            lines.append(f"  - {path}: expected {' or '.join(forms)}{_found(err)}")
+            continue
+        path = ".".join(str(p) for p in loc) or "<root>"
         msg = err.get("msg", "")
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling; see `ptychopinn config train`)"
-        found = err.get("input")
-        found_s = "" if err.get("type") == "missing" else f"; found {found!r}"
-        if isinstance(found, dict):
-            found_s = ""
-        lines.append(f"  - {loc}: {msg}{found_s}")
+        found_s = _found(err)
+        if found_s and found_s.removeprefix("; ") in str(msg):
+            found_s = ""  # a validator's own message already says what it found
+        lines.append(f"  - {path}: {msg}{found_s}")
     return "\n".join(lines)
 
 
