@@ -178,7 +178,8 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
     given; `inference_pass_options` resolves the defaults by step scale. The agreement
     threshold is patched to 0 so the halves count as agreeing on this small scan.
     Converge passes (`InferenceConfig.prior_converge_passes`) are the over-relaxed prior's
-    instead: kept while the halves agree more (the agreement patched to rise or fall)."""
+    instead: kept while the halves agree more (the agreement patched to rise or fall); plain
+    priors try them only where their halves did not agree (tests/test_prior_converge.py)."""
     import pytest
     from pydantic import ValidationError
 
@@ -189,12 +190,13 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
         INFERENCE_CONVERGE_PASSES,
         INFERENCE_EXTRA_PASSES,
         INFERENCE_PHASE_MOMENTUM,
+        INFERENCE_PLAIN_CONVERGE_PASSES,
         inference_pass_options,
     )
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
-    assert inference_pass_options(1.0, None, None, None) == (INFERENCE_EXTRA_PASSES,
-                                                             INFERENCE_PHASE_MOMENTUM, 0)
+    assert inference_pass_options(1.0, None, None, None) == (
+        INFERENCE_EXTRA_PASSES, INFERENCE_PHASE_MOMENTUM, INFERENCE_PLAIN_CONVERGE_PASSES)
     assert inference_pass_options(3.0, None, None, None) == (0, 0.0, INFERENCE_CONVERGE_PASSES)
     assert inference_pass_options(3.0, 1, 0.5, 2) == (1, 0.5, 2)
     assert inference_pass_options(1.0, 0, 0.0, 4) == (0, 0.0, 4)
@@ -224,7 +226,7 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
 
     # converge passes: on by default for over-relaxed passes, kept while the halves agree
     # more with each block (an agreement that rises every time: all of them), none asked
-    # with 0; plain models run none unless asked
+    # with 0 (plain priors try them only where their halves disagree: test_prior_converge)
     calls = iter(np.linspace(0.1, 0.9, 20))
     monkeypatch.setattr(prior_frc, "agreement", lambda frc: float(next(calls)))
     rising = run()

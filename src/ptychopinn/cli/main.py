@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
                         "each raises the agreement of its two half-scan estimates (default 4 "
-                        "for an over-relaxed prior such as the featureless recipe's, 0 for "
-                        "plain ones; 0: none).")
+                        "for an over-relaxed prior such as the featureless recipe's; 12 for "
+                        "plain ones, tried only where the halves disagree, e.g. objects with "
+                        "a strong phase; 0: none).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "
                         "estimates agree (default 0.7, or 0 for an over-relaxed prior; 0: off; "

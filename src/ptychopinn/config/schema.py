@@ -708,8 +708,11 @@ class InferenceConfig(_Section):
         "prior step scale other than 1, the featureless recipe, whose 12 passes are far from "
         "converged on some scans under Gaussian beams and diverge with more on others; ~0.5 s "
         "per block of 4 on 625 patterns of 64x64 on 2 CPU cores, paid also where the block is "
-        "dropped), 0 for plain ones (models.scan_prior.inference_pass_options; "
-        "docs/benchmarks.md, twenty-second session). 0: none (with prior_extra_iterations 0 too, exactly the "
+        "dropped), 12 for plain ones, tried only where their halves did not agree and kept "
+        "where a block raised the agreement by more than 0.025 (objects with a strong phase "
+        "converge slowly under the default disk; models.scan_prior.inference_pass_options; "
+        "docs/benchmarks.md, twenty-second and thirty-eighth sessions). 0: none (with "
+        "prior_extra_iterations 0 too, exactly the "
         "model's passes). Models "
         "without the FRC filter ignore it.",
     )

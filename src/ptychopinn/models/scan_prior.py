@@ -51,6 +51,10 @@ agreeing more (a Fermat spiral 0.788 -> 0.804, a lines object 0.911 -> 0.919) bu
 inference of 625 patterns of 64x64 to 3.7-4.5 s on 2 CPU cores, 8-10x faster than
 pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchmarks.md)."""
 
+INFERENCE_PLAIN_CONVERGE_PASSES = 12
+"""`InferenceConfig.prior_converge_passes` when not given, for plain passes: tried only where
+the FRC filter's halves did not agree (`physics.prior_frc.PLAIN_CONVERGE_RISE`)."""
+
 
 def inference_pass_options(step_scale: float, extra_iterations: int | None,
                            phase_momentum: float | None, converge_passes: int | None = 0,
@@ -81,7 +85,7 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
     if phase_momentum is None:
         phase_momentum = INFERENCE_PHASE_MOMENTUM if plain else 0.0
     if converge_passes is None:
-        converge_passes = 0 if plain else INFERENCE_CONVERGE_PASSES
+        converge_passes = INFERENCE_PLAIN_CONVERGE_PASSES if plain else INFERENCE_CONVERGE_PASSES
     return extra_iterations, phase_momentum, converge_passes
 
 
