@@ -178,16 +178,18 @@ of the machine: a 3.2 s run of a 2.1 s inference was recorded once)."""
 
 def pinn_inference(model, scan, device: str = "cpu", prior_iterations: int | None = None,
                    repeats: int = INFERENCE_REPEATS, precision: str = "auto",
-                   stitch_weight: str | None = None):
+                   stitch_weight: str | None = None, converge_passes: int | None = None):
     """``(reconstruction, seconds)``: inference + stitching of ``scan`` after a warm-up on
     64 patterns; the median wall time of ``repeats`` runs (the result is deterministic);
     ``precision`` is the network's (`execution.precision`); ``stitch_weight``
-    `InferenceConfig.stitch_weight` (None: its default)."""
+    `InferenceConfig.stitch_weight` and ``converge_passes``
+    `InferenceConfig.prior_converge_passes` (None: their defaults)."""
     from ptychopinn.config import InferenceConfig
     from ptychopinn.inference.reconstruct import reconstruct_pytorch
 
     cfg = InferenceConfig(execution={"accelerator": device, "precision": precision},
                           prior_iterations=prior_iterations,
+                          prior_converge_passes=converge_passes,
                           **({"stitch_weight": stitch_weight} if stitch_weight else {}))
     reconstruct_pytorch(model, scan.subset(list(range(min(64, scan.n_patterns)))), cfg)  # warm-up
     times = []
@@ -274,8 +276,14 @@ def main(argv: list[str] | None = None) -> None:
                         "infer`: bfloat16 on a CPU with AMX-BF16, else float32)")
     p.add_argument("--stitch-weight", choices=("probe", "uniform"), default=None,
                    help="the network's stitching weight at inference (default: infer's)")
+    p.add_argument("--prior-converge-passes", type=int, default=None,
+                   help="the prior's converge passes at inference (InferenceConfig."
+                        "prior_converge_passes; default: infer's; 0: none, the default for "
+                        "plain priors before the thirty-eighth session)")
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)
+    if args.prior_converge_passes is not None and args.prior_converge_passes < 0:
+        p.error(f"--prior-converge-passes must be >= 0; found {args.prior_converge_passes}")
     given = [load_truth_scan(f) for f in args.scan] if args.scan else None
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -301,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
         notes.append(f"inference with execution.precision={args.precision}")
     if args.stitch_weight is not None:
         notes.append(f"inference with --set stitch_weight={args.stitch_weight}")
+    if args.prior_converge_passes is not None:
+        notes.append(f"inference with --set prior_converge_passes={args.prior_converge_passes}")
     if args.prior_iterations is not None:
         notes.append(f"inference with --set prior_iterations={args.prior_iterations} (the model "
                      f"was trained with {model.config.model.prior_iterations})")
@@ -336,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
             if ep_n in (5, 10, args.refine_epochs):
                 rows.append(table_row("refine from flat", name, photons, ep_n, t, None, m))
         rec, infer_s = pinn_inference(model, scan, args.device, args.prior_iterations,
-                                      precision=args.precision, stitch_weight=args.stitch_weight)
+                                      precision=args.precision, stitch_weight=args.stitch_weight,
+                                      converge_passes=args.prior_converge_passes)
         inf_m = score(rec.object, scan)
         if note := prior_note(name, rec):  # the model's passes, or more where the halves agreed
             notes.append(note)

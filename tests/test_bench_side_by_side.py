@@ -141,3 +141,10 @@ def test_the_refine_rows_note_names_each_rows_preconditioner():
     note = bench_side_by_side.refine_defaults_note()
     assert "'refine from flat' rows: refine()'s own defaults (preconditioner 'batch')" in note
     assert f"(preconditioner {InferenceConfig().refine_preconditioner!r})" in note
+
+
+def test_negative_converge_passes_are_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench_side_by_side.main(["--model", str(tmp_path / "no_model"),
+                                 "--prior-converge-passes", "-1"])
+    assert "--prior-converge-passes must be >= 0; found -1" in capsys.readouterr().err
