@@ -73,7 +73,8 @@ PLAIN_CONVERGE_RISE = 0.025
 halves did not agree (`EXTRA_PASS_AGREEMENT`; where they did, the extra passes ran). Measured
 after 4 passes at 1e6 photons under the default disk (exploration, thirty-eighth session):
 on objects with a strong phase (-1.5..1.5 and -2.5..2.5 rad) blocks raised the agreement by
-0.031-0.113 each and the prior alone's amplitude SSIM from 0.73-0.80 to 0.93; at 1e4 photons
+0.031-0.113 each and the prior alone's amplitude SSIM from 0.73-0.80 to about 0.93 (12-16
+passes); at 1e4 photons
 the first block raised it by 0.012 (more passes lowered the amplitude), on the measured
 Siemens star with its retrieved probe by 0.004 or less."""
 
@@ -234,7 +235,7 @@ def frc_filtered_estimate(
     strong phase converge slowly under the default disk, and their halves disagree after
     4 passes for want of passes (blocks raised the agreement by 0.03-0.11 there), while at
     low dose and on the measured Siemens star the halves disagree for noise (the first
-    block raised it by 0.004-0.016; docs/benchmarks.md, thirty-eighth session).
+    block raised it by 0.004-0.012; docs/benchmarks.md, thirty-eighth session).
 
     ``agreement_threshold``: the agreement the halves must reach for the extra passes and
     the momentum above (None: `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
@@ -255,6 +256,8 @@ def frc_filtered_estimate(
         raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
+    if converge_rise is not None and not 0 <= converge_rise < 1:
+        raise ValueError(f"converge_rise must be in [0, 1); found {converge_rise}")
     if agreement_threshold is not None and not 0 <= agreement_threshold <= 1:
         raise ValueError(f"agreement_threshold must be in [0, 1]; found {agreement_threshold}")
     threshold = EXTRA_PASS_AGREEMENT if agreement_threshold is None else float(agreement_threshold)
