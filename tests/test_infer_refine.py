@@ -244,3 +244,27 @@ def test_over_relaxed_priors_add_no_passes_or_momentum_unless_asked(monkeypatch,
         return infer_config_from_args(args).prior_converge_passes
 
     assert converge() is None and converge("--prior-converge-passes", "4") == 4
+
+
+def test_plain_prior_adds_converge_passes_on_a_strong_phase_object_by_default(tmp_path):
+    """Through `reconstruct` with infer's defaults: on a strong-phase scan (-2.5..2.5 rad,
+    whose plain halves disagree after the model's 4 passes) the prior adds converge blocks
+    (`InferenceConfig.prior_converge_passes` None: 12 for plain priors) and records them;
+    0 gives the model's passes."""
+    from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+    scan = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
+                                          phase_range_rad=(-2.5, 2.5)))
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25, "prior_iterations": 4,
+                                "prior_coverage_passes": False})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), 4.0)
+    save_pinn(tmp_path / "model", PtychoPINN(cfg.model, probe), cfg)
+
+    def run(**kw):
+        return api.reconstruct(tmp_path / "model", scan,
+                               InferenceConfig(execution={"num_threads": 1}, **kw))
+
+    default, none = run(), run(prior_converge_passes=0)
+    assert none.prior_passes == 4 and none.prior_agreement < 0.45
+    assert default.prior_passes > 4 and default.prior_agreement > none.prior_agreement
+    assert np.abs(default.object - none.object).max() > 1e-3
