@@ -76,6 +76,13 @@ def test_validator_message_does_not_repeat_what_it_found():
         build(InferenceConfig, {"execution": {"devices": 0}})
     msg = str(ei.value)
     assert "execution.devices" in msg and msg.count("found 0") == 1
+    # the validator sees a tuple where the input was a list: still said once
+    from ptychopinn.simulation import SimulationConfig
+
+    with pytest.raises(ConfigError) as ei:
+        build(SimulationConfig, {"phase_range_rad": [-4.0, 4.0]})
+    msg = str(ei.value)
+    assert "phase_range_rad" in msg and "2 pi" in msg and msg.count("found") == 1, msg
 
 
 def test_union_lines_beside_other_problems():

@@ -78,8 +78,8 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling; see `ptychopinn config train`)"
         found_s = _found(err)
-        if found_s and found_s.removeprefix("; ") in str(msg):
-            found_s = ""  # a validator's own message already says what it found
+        if err.get("type") == "value_error" and "found" in str(msg):
+            found_s = ""  # our validator's own message already says what it found
         lines.append(f"  - {path}: {msg}{found_s}")
     return "\n".join(lines)
 
