@@ -122,13 +122,6 @@ def test_plain_passes_try_blocks_only_where_the_halves_did_not_agree(monkeypatch
     est, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=12, **PLAIN)
     assert next(readings, None) is None
     assert est.passes == 2 + CONVERGE_BLOCK and est.agreement == low + 2 * rise
-    # an explicit rise overrides the default: 0 keeps the second block too
-    readings = iter([low, low + 2 * rise, low + 2.5 * rise, low + 2.5 * rise])
-    est, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=12,
-                                   converge_rise=0.0, **PLAIN)
-    assert est.passes == 2 + 2 * CONVERGE_BLOCK
-    with pytest.raises(ValueError, match="converge_rise must be in"):
-        frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=4, converge_rise=-0.1)
 
 
 def test_plain_converge_blocks_help_a_strong_phase_object():

@@ -178,7 +178,6 @@ def frc_filtered_estimate(
     settle_passes: int = 0,
     converge_passes: int = 0,
     agreement_threshold: float | None = None,
-    converge_rise: float | None = None,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -230,8 +229,8 @@ def frc_filtered_estimate(
     momentum or ``extra_iterations`` the halves after ``k`` added passes are those of
     ``iterations + k`` passes, bit for bit. Plain passes (step scale 1) try blocks only
     where the halves did not agree (where they did, ``extra_iterations`` ran) and keep one
-    where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (``converge_rise``
-    overrides the rise; None: `CONVERGE_RISE` for over-relaxed passes): objects with a
+    where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (over-relaxed passes:
+    `CONVERGE_RISE`): objects with a
     strong phase converge slowly under the default disk, and their halves disagree after
     4 passes for want of passes (blocks raised the agreement by 0.03-0.11 there), while at
     low dose and on the measured Siemens star the halves disagree for noise (the first
@@ -256,8 +255,6 @@ def frc_filtered_estimate(
         raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
-    if converge_rise is not None and not 0 <= converge_rise < 1:
-        raise ValueError(f"converge_rise must be in [0, 1); found {converge_rise}")
     if agreement_threshold is not None and not 0 <= agreement_threshold <= 1:
         raise ValueError(f"agreement_threshold must be in [0, 1]; found {agreement_threshold}")
     threshold = EXTRA_PASS_AGREEMENT if agreement_threshold is None else float(agreement_threshold)
@@ -348,8 +345,7 @@ def frc_filtered_estimate(
         first = None  # the halves moved on: filter by their FRC now
     done = iterations
     plain = float(kw.get("step_scale", 1.0)) == 1.0
-    rise = (PLAIN_CONVERGE_RISE if plain else CONVERGE_RISE) if converge_rise is None else float(
-        converge_rise)
+    rise = PLAIN_CONVERGE_RISE if plain else CONVERGE_RISE
     while (agree is not None and not (plain and agreed)
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
