@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "each raises the agreement of its two half-scan estimates (default 4 "
                         "for an over-relaxed prior such as the featureless recipe's; 12 for "
                         "plain ones, tried only where the halves disagree, e.g. objects with "
-                        "a strong phase; 0: none).")
+                        "a strong phase, in updates of 4 patterns; 0: none).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "
                         "estimates agree (default 0.7, or 0 for an over-relaxed prior; 0: off; "

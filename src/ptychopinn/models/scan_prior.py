@@ -53,7 +53,8 @@ pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchma
 
 INFERENCE_PLAIN_CONVERGE_PASSES = 12
 """`InferenceConfig.prior_converge_passes` when not given, for plain passes: tried only where
-the FRC filter's halves did not agree (`physics.prior_frc.PLAIN_CONVERGE_RISE`)."""
+the FRC filter's halves did not agree (`physics.prior_frc.PLAIN_CONVERGE_RISE`), in updates
+of `physics.prior_frc.PLAIN_CONVERGE_BATCH` patterns."""
 
 
 def inference_pass_options(step_scale: float, extra_iterations: int | None,

@@ -77,6 +77,23 @@ on objects with a strong phase (-1.5..1.5 and -2.5..2.5 rad) blocks raised the a
 passes); at 1e4 photons
 the first block raised it by 0.012 (more passes lowered the amplitude), on the measured
 Siemens star with its retrieved probe by 0.004 or less."""
+PLAIN_CONVERGE_BATCH = 4
+"""Patterns per update in the converge blocks of plain passes (`frc_filtered_estimate`'s
+``converge_batch_size`` default there; the passes before them keep the model's batch, so the
+network's input is unchanged wherever no block is kept). Smaller batches update the canvas
+more often per pass: near-sequential PIE, which converges further per pass where the data
+are consistent and fits each batch's noise where they are not, so a block's rise in
+agreement separates the two more widely. Measured after 4 passes at 1e6 photons under the
+default disk (exploration, thirty-ninth session), the first block at 4 against 64: on
+objects with a strong phase (-1.5..1.5 to -3..3 rad) a rise of 0.11-0.21 against
+0.06-0.12, and the prior alone's amplitude error after 16 passes 5-23 % lower; at 1e4
+photons (two seeds, and a real probe on a Fermat spiral) a fall of 0.05-0.08 against a rise
+of 0.013 or less; on the measured Siemens star a fall of 0.08 (block dropped either way); a
+grf object under a zone plate a rise of 0.020 against 0.014 (dropped either way). The
+blocks cost more per pass: inference of 625 patterns of 64x64 took 0.4-0.55 s longer with
+three blocks kept on 2 CPU cores (2.7-2.9 s against 2.3), 0.1-0.2 s where one is dropped
+(the per-batch work, most of it Python's and not the FFTs', which the two halves' threads
+share under the GIL)."""
 
 
 def half_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +194,7 @@ def frc_filtered_estimate(
     phase_momentum: float = 0.0,
     settle_passes: int = 0,
     converge_passes: int = 0,
+    converge_batch_size: int | None = None,
     agreement_threshold: float | None = None,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
@@ -226,15 +244,19 @@ def frc_filtered_estimate(
     raster and Fermat-spiral scans at 1e6 photons and lowered both on narrow (14-16 px)
     beams (docs/benchmarks.md, twenty-second session). Each block continues the halves' run
     (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
-    momentum or ``extra_iterations`` the halves after ``k`` added passes are those of
-    ``iterations + k`` passes, bit for bit. Plain passes (step scale 1) try blocks only
-    where the halves did not agree (where they did, ``extra_iterations`` ran) and keep one
+    momentum or ``extra_iterations``, and at the passes' own batch size, the halves after
+    ``k`` added passes are those of ``iterations + k`` passes, bit for bit. Plain passes
+    (step scale 1) try blocks only where the halves did not agree (where they did, ``extra_iterations`` ran) and keep one
     where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (over-relaxed passes:
     `CONVERGE_RISE`): objects with a
     strong phase converge slowly under the default disk, and their halves disagree after
     4 passes for want of passes (blocks raised the agreement by 0.03-0.11 there), while at
     low dose and on the measured Siemens star the halves disagree for noise (the first
     block raised it by 0.004-0.012; docs/benchmarks.md, thirty-eighth session).
+
+    ``converge_batch_size``: patterns per update in the converge blocks (None: the smaller
+    of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
+    own for over-relaxed ones). The whole scan's passes after the halves keep ``batch_size``.
 
     ``agreement_threshold``: the agreement the halves must reach for the extra passes and
     the momentum above (None: `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
@@ -255,6 +277,11 @@ def frc_filtered_estimate(
         raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
+    if converge_batch_size is not None and (
+            isinstance(converge_batch_size, bool) or int(converge_batch_size) != converge_batch_size
+            or converge_batch_size < 1):
+        raise ValueError("converge_batch_size must be an integer >= 1 or None; found "
+                         f"{converge_batch_size!r}")
     if agreement_threshold is not None and not 0 <= agreement_threshold <= 1:
         raise ValueError(f"agreement_threshold must be in [0, 1]; found {agreement_threshold}")
     threshold = EXTRA_PASS_AGREEMENT if agreement_threshold is None else float(agreement_threshold)
@@ -332,11 +359,12 @@ def frc_filtered_estimate(
     momentum = phase_momentum if agreed else 0.0
 
     def continued(halves: list[ScanEstimate], passes: int, first_pass: int = 0,
-                  ) -> list[ScanEstimate]:
+                  batch_size: int | None = None) -> list[ScanEstimate]:
+        args = kw if batch_size is None else {**kw, "batch_size": batch_size}
         return at_once(lambda h, rows: ScanEstimate(scan_error_reduction(
             amplitudes, pos, probe, passes, frame=frame, start=h.canvas, subset=rows,
             illumination=h.illumination, terms=terms, first_pass=first_pass,
-            phase_momentum=momentum, **kw).canvas, h.origin_px, h.illumination),
+            phase_momentum=momentum, **args).canvas, h.origin_px, h.illumination),
             halves, subsets, device=device)
 
     if extra_iterations and agreed:
@@ -346,10 +374,12 @@ def frc_filtered_estimate(
     done = iterations
     plain = float(kw.get("step_scale", 1.0)) == 1.0
     rise = PLAIN_CONVERGE_RISE if plain else CONVERGE_RISE
+    if converge_batch_size is None and plain:
+        converge_batch_size = min(PLAIN_CONVERGE_BATCH, int(kw.get("batch_size", 64)))
     while (agree is not None and not (plain and agreed)
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
-        moved = continued(halves, block, first_pass=done)
+        moved = continued(halves, block, first_pass=done, batch_size=converge_batch_size)
         moved_first, moved_agree, _ = read(moved)
         if moved_agree is None or moved_agree <= agree + rise:
             break
