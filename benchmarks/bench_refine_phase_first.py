@@ -6,7 +6,8 @@ stitching, infer's defaults), then the object is refined with the options of ``p
 infer --refine-epochs 40`` (`bench_side_by_side.refine_curve`) once per ``--firsts``
 value of ``refine_phase_first``, ``--floor-afters`` value of ``refine_floor_after``
 (the epochs the amplitude is refined before the noise floor may hold it; default 0,
-infer's) and ``--preconditioners`` value of ``refine_preconditioner`` (default infer's),
+infer's), ``--preconditioners`` value of ``refine_preconditioner`` (default infer's) and
+``--release-restarts`` value of ``refine_release_restart`` (default infer's),
 every epoch scored against the scan's true object. Each
 run goes on past 40 epochs while it has not reached pty-chi LSQML-100's amplitude and
 phase SSIM and is within half of LSQML-100's time less the inference's (issue 5's target:
@@ -26,7 +27,7 @@ Usage::
     python benchmarks/bench_refine_phase_first.py \\
         --case "grf, disk" models/hidden/grf_disk_s32 models/hidden/grf_disk.npz \\
         [--case ...] [--firsts 20 10 0] [--floor-afters 0 10] [--preconditioners batch scan]
-        [--reuse-lsqml] [--record]
+        [--release-restarts on off] [--reuse-lsqml] [--record]
 """
 
 from __future__ import annotations
@@ -73,16 +74,20 @@ def lsqml_100(scan_path: str, reuse: bool = False) -> tuple[np.ndarray, float, s
 
 
 def settings(firsts: list[int], floor_afters: list[int],
-             preconditioners: list[str] | None = None) -> list[dict]:
+             preconditioners: list[str] | None = None,
+             restarts: list[bool] | None = None) -> list[dict]:
     """The `InferenceConfig` overrides compared: every ``refine_phase_first`` value with
-    every ``refine_floor_after`` value and every ``refine_preconditioner`` (default: infer's
-    only), in that order."""
+    every ``refine_floor_after`` value, every ``refine_preconditioner`` and every
+    ``refine_release_restart`` (the last two default to infer's only), in that order."""
     from ptychopinn.config import InferenceConfig
 
     if not preconditioners:
         preconditioners = [InferenceConfig().refine_preconditioner]
-    return [{"refine_phase_first": f, "refine_floor_after": a, "refine_preconditioner": p}
-            for f in firsts for a in floor_afters for p in preconditioners]
+    if not restarts:
+        restarts = [InferenceConfig().refine_release_restart]
+    return [{"refine_phase_first": f, "refine_floor_after": a, "refine_preconditioner": p,
+             "refine_release_restart": r}
+            for f in firsts for a in floor_afters for p in preconditioners for r in restarts]
 
 
 def setting_label(setting: dict) -> str:
@@ -145,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preconditioners", nargs="+", choices=("batch", "scan"), default=None,
                     help="refine_preconditioner values, each with every other setting "
                          "(default: infer's)")
+    ap.add_argument("--release-restarts", nargs="+", choices=("on", "off"), default=None,
+                    help="refine_release_restart values (on: the step schedule starts again "
+                         "from the full step when the amplitude is released; off: it carries "
+                         "on, the behaviour before 2026-12-07), each with every other setting "
+                         "(default: infer's)")
     ap.add_argument("--reuse-lsqml", action="store_true",
                     help="read LSQML-100 from the <stem>_ptychi_lsqml_100.npz an earlier run "
                          "left beside each scan (refused where older than the scan) instead "
@@ -156,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("firsts", "floor_afters"):
         if any(v < 0 for v in getattr(args, name)):
             ap.error(f"--{name.replace('_', '-')} must be >= 0; found {getattr(args, name)}")
-    compared = settings(args.firsts, args.floor_afters, args.preconditioners)
+    restarts = None if args.release_restarts is None else [
+        v == "on" for v in args.release_restarts]
+    compared = settings(args.firsts, args.floor_afters, args.preconditioners, restarts)
     torch.set_num_threads(args.threads)
     from ptychopinn.bundle.pytorch import load_pinn
     from ptychopinn.data.npz import load_npz

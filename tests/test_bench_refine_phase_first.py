@@ -87,15 +87,13 @@ def test_settings_cross_firsts_with_floor_afters_and_name_the_default():
     from ptychopinn.config import InferenceConfig
 
     default = InferenceConfig().refine_preconditioner
+    restart = InferenceConfig().refine_release_restart
     compared = bench_refine_phase_first.settings([20, 0], [0, 10])
-    assert compared == [{"refine_phase_first": 20, "refine_floor_after": 0,
-                         "refine_preconditioner": default},
-                        {"refine_phase_first": 20, "refine_floor_after": 10,
-                         "refine_preconditioner": default},
-                        {"refine_phase_first": 0, "refine_floor_after": 0,
-                         "refine_preconditioner": default},
-                        {"refine_phase_first": 0, "refine_floor_after": 10,
-                         "refine_preconditioner": default}]
+    common = {"refine_preconditioner": default, "refine_release_restart": restart}
+    assert compared == [{"refine_phase_first": 20, "refine_floor_after": 0, **common},
+                        {"refine_phase_first": 20, "refine_floor_after": 10, **common},
+                        {"refine_phase_first": 0, "refine_floor_after": 0, **common},
+                        {"refine_phase_first": 0, "refine_floor_after": 10, **common}]
     labels = [bench_refine_phase_first.setting_label(c) for c in compared]
     assert labels == ["refine_phase_first 20 (infer's default)",
                       "refine_phase_first 20, refine_floor_after 10",
@@ -113,6 +111,17 @@ def test_settings_cross_the_preconditioners_and_label_the_non_default_one():
               for c in compared}
     assert labels[default] == "refine_phase_first 20 (infer's default)"
     assert labels[other] == f"refine_phase_first 20, refine_preconditioner {other}"
+
+
+def test_settings_cross_the_release_restarts_and_label_the_old_behaviour():
+    from ptychopinn.config import InferenceConfig
+
+    assert InferenceConfig().refine_release_restart is True
+    compared = bench_refine_phase_first.settings([20], [0], None, [True, False])
+    assert [c["refine_release_restart"] for c in compared] == [True, False]
+    labels = [bench_refine_phase_first.setting_label(c) for c in compared]
+    assert labels == ["refine_phase_first 20 (infer's default)",
+                      "refine_phase_first 20, refine_release_restart False"]
 
 
 def test_lsqml_runs_unless_reused_and_a_stale_result_is_refused(run_and_scan, monkeypatch):

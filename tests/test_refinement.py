@@ -373,6 +373,24 @@ def test_phase_only_epochs_hold_the_start_amplitude(scan) -> None:
     assert not np.allclose(np.abs(free.object), np.abs(start) * scale, rtol=1e-3)
 
 
+def test_the_step_schedule_restarts_when_the_amplitude_is_released(scan) -> None:
+    """The plateau schedule cuts the step while the phase-only epochs stall; at the first
+    epoch that refines the amplitude it starts again from the full step (by default), or
+    carries its cut on (``restart_at_release=False``, the behaviour before)."""
+    start = scan.object  # the phase at the truth: its loss stalls from the first epoch
+    kw = dict(positions_px=scan.positions_px, epochs=8, phase_only_epochs=6, progress=False)
+    on = refine(scan, start, **kw)
+    off = refine(scan, start, restart_at_release=False, **kw)
+    steps_on = [h["step"] for h in on.history]
+    steps_off = [h["step"] for h in off.history]
+    assert steps_on[:6] == steps_off[:6] and steps_on[5] < 1.0  # cut in the phase-only ones
+    assert steps_on[6] == 1.0 and steps_off[6] <= steps_off[5] < 1.0
+    # no phase-only epochs: nothing to restart, the same run either way
+    plain = dict(positions_px=scan.positions_px, epochs=3, progress=False)
+    np.testing.assert_array_equal(refine(scan, start, **plain).object,
+                                  refine(scan, start, restart_at_release=False, **plain).object)
+
+
 def test_noise_floor_holds_the_amplitude_once_reached() -> None:
     """Started at the truth (1e6 photons), the fit is at the noise floor after the
     first epoch: from then on the amplitude is held and only the phase moves."""
@@ -424,6 +442,9 @@ def test_inference_refinement_options_follow_the_config() -> None:
     assert opts["floor_after_epochs"] == 0
     assert refine_options(InferenceConfig(refine_floor_after=7))["floor_after_epochs"] == 7
     assert opts["preconditioner"] == "scan"  # infer's; refine()'s own default is 'batch'
+    assert opts["restart_at_release"] is True
+    assert refine_options(InferenceConfig(refine_release_restart=False)
+                          )["restart_at_release"] is False
 
 
 def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:

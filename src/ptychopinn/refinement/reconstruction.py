@@ -92,6 +92,7 @@ def refine_options(config: InferenceConfig) -> dict:
         "momentum": config.refine_momentum,
         "momentum_amplitude": config.refine_momentum_amplitude,
         "phase_only_epochs": min(config.refine_phase_first, config.refine_epochs // 2),
+        "restart_at_release": config.refine_release_restart,
         "noise_floor": config.refine_noise_floor,
         "floor_after_epochs": config.refine_floor_after,
         "subpixel": config.refine_subpixel,
