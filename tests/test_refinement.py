@@ -461,6 +461,11 @@ def test_floor_reached_in_phase_only_epochs_keeps_the_start_amplitude() -> None:
                                atol=1e-5)
     free = refine(sc, sc.object, **kw)
     assert not np.allclose(np.abs(free.object), np.abs(sc.object) * scale, rtol=1e-4, atol=1e-5)
+    # nothing released, nothing restarted: the same run as with the schedule carried on
+    carried = refine(sc, sc.object, noise_floor=True, restart_at_release=False, **kw)
+    np.testing.assert_array_equal(held.object, carried.object)
+    assert [h["step"] for h in held.history] == [h["step"] for h in carried.history]
+    assert [h["step"] for h in free.history][-1] > [h["step"] for h in held.history][-1]
 
 
 def test_floor_after_gives_the_amplitude_its_own_epochs() -> None:

@@ -215,7 +215,8 @@ def refine(
         is still wrong absorb phase errors. 0: off (right for a flat start).
     restart_at_release
         With ``phase_only_epochs``: the step schedule (``adaptive_step``) starts again
-        from the full step at the first epoch that refines the amplitude. Its cuts in
+        from the full step at the first epoch that refines the amplitude (none where the
+        noise floor held the amplitude in the phase-only epochs). Its cuts in
         the phase-only epochs answered the phase's stall, and by their end they had cut
         the step to 1/16-1/2 of the full step on every scan measured (16), so the amplitude
         then moved slowly. On 13 simulated scans with infer's options (thirty-ninth
@@ -381,8 +382,9 @@ def refine(
         order = torch.from_numpy(rng.permutation(n_pat)).to(dev)
         probe_on = refine_probe and epoch >= probe_start_epoch
         held_amp = start_amp if epoch < phase_only_epochs else floor_amp
-        if restart_at_release and 0 < phase_only_epochs == epoch:
-            # the amplitude is released: the schedule's cuts so far were the phase's
+        if restart_at_release and 0 < phase_only_epochs == epoch and floor_amp is None:
+            # the amplitude is released (not held at the noise floor reached in the
+            # phase-only epochs): the schedule's cuts so far were the phase's
             schedule = PlateauSchedule(enabled=adaptive_step)
             frac = 1.0
         nll_sum = floor_sum = floor_var = 0.0
