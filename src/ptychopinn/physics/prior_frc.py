@@ -217,12 +217,12 @@ def frc_filtered_estimate(
     the same estimate unless the momentum alone would have lifted the agreement over the
     threshold: the recipe's models of the nineteenth session scored the same to the
     digit, their prior in 1.6 s instead of 2.6, 625 patterns of 64x64 on 2 CPU cores,
-    `bench_prior_step_scale.py`, docs/benchmarks.md). The halves'
-    agreement that decided is the one recorded (after converge passes, the last kept one's). The halves' first pass, the same either way, runs
-    once when the scan's `pass_terms` fit in memory. Each continuation (the extra passes,
-    the whole scan's passes) is a run of its own: its phase velocity starts from zero, its
-    batch orders are those of a first pass again and no centre-of-mass correction precedes
-    its first pass. (Continuing the halves' extra passes as one run with their first
+    `bench_prior_step_scale.py`, docs/benchmarks.md). The halves' agreement that decided
+    is the one recorded (after converge passes, the last kept one's). The halves' first
+    pass, the same either way, runs once when the scan's `pass_terms` fit in memory. Each
+    continuation (the extra passes, the whole scan's passes) is a run of its own: its phase
+    velocity starts from zero, its batch orders are those of a first pass again and no
+    centre-of-mass correction precedes its first pass. (Continuing the halves' extra passes as one run with their first
     passes, ``first_pass``, scored the same amplitude SSIM to within 0.001 on seeds 7, 29,
     41, 43 and the real probe, and the real probe's phase 0.008 lower: exploration,
     docs/benchmarks.md, sixteenth session.)
@@ -246,13 +246,13 @@ def frc_filtered_estimate(
     (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
     momentum or ``extra_iterations``, and at the passes' own batch size, the halves after
     ``k`` added passes are those of ``iterations + k`` passes, bit for bit. Plain passes
-    (step scale 1) try blocks only where the halves did not agree (where they did, ``extra_iterations`` ran) and keep one
+    (step scale 1) try blocks only where the halves did not agree (where they did,
+    ``extra_iterations`` ran), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one
     where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (over-relaxed passes:
-    `CONVERGE_RISE`): objects with a
-    strong phase converge slowly under the default disk, and their halves disagree after
-    4 passes for want of passes (blocks raised the agreement by 0.03-0.11 there), while at
-    low dose and on the measured Siemens star the halves disagree for noise (the first
-    block raised it by 0.004-0.012; docs/benchmarks.md, thirty-eighth session).
+    `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
+    and their halves disagree after 4 passes for want of passes, while at low dose and on
+    the measured Siemens star the halves disagree for noise (docs/benchmarks.md,
+    thirty-eighth and thirty-ninth sessions).
 
     ``converge_batch_size``: patterns per update in the converge blocks (None: the smaller
     of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
