@@ -222,10 +222,10 @@ def frc_filtered_estimate(
     pass, the same either way, runs once when the scan's `pass_terms` fit in memory. Each
     continuation (the extra passes, the whole scan's passes) is a run of its own: its phase
     velocity starts from zero, its batch orders are those of a first pass again and no
-    centre-of-mass correction precedes its first pass. (Continuing the halves' extra passes as one run with their first
-    passes, ``first_pass``, scored the same amplitude SSIM to within 0.001 on seeds 7, 29,
-    41, 43 and the real probe, and the real probe's phase 0.008 lower: exploration,
-    docs/benchmarks.md, sixteenth session.)
+    centre-of-mass correction precedes its first pass. (Continuing the halves' extra
+    passes as one run with their first passes, ``first_pass``, scored the same amplitude
+    SSIM to within 0.001 on seeds 7, 29, 41, 43 and the real probe, and the real probe's
+    phase 0.008 lower: exploration, docs/benchmarks.md, sixteenth session.)
 
     The halves come first (``iterations`` passes each, on the whole scan's canvas); the
     whole scan then starts from their illumination-weighted mean and runs
