@@ -194,7 +194,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     ``model.prior_coverage_passes`` ran the model's passes on any scan (off), and those
     before ``model.prior_object_momentum`` ran the prior's passes without it (0; a
     'featureless' bundle would otherwise take the recipe's), and those before
-    ``model.prior_frc_min_coverage`` ran the FRC filter's halves on any scan (0).
+    ``model.prior_frc_min_coverage`` ran the FRC filter's halves on any scan (0), and
+    those before ``model.prior_train_converge`` trained without converge passes (off).
     """
     import copy
 
@@ -236,6 +237,8 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
         model["prior_coverage_passes"] = False
     if isinstance(model, dict) and "prior_frc_min_coverage" not in model:
         model["prior_frc_min_coverage"] = 0.0
+    if isinstance(model, dict) and "prior_train_converge" not in model:
+        model["prior_train_converge"] = False
     try:
         return TrainingConfig.model_validate(raw)
     except Exception as exc:  # pydantic ValidationError

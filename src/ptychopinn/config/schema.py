@@ -221,6 +221,21 @@ class ModelConfig(_Section):
         "16 0.904, pty-chi LSQML-100 0.830: docs/benchmarks.md). An explicit infer "
         "--prior-iterations is not scaled. Bundles without it: off.",
     )
+    prior_train_converge: bool = Field(
+        True,
+        description="prior_scope 'scan', plain passes (prior_step_scale 1) with the FRC "
+        "filter: the prior the network trains on adds the converge blocks inference adds "
+        "(infer's prior_converge_passes: up to 12 passes, 4 at a time, each kept where it "
+        "raised the half-scan agreement by more than 0.025) on the scans where inference "
+        "adds them: where the halves run with inference's phase momentum (0.7) do not agree "
+        "(the training passes run without it; models.scan_prior.ScanPrior.for_config, "
+        "physics.prior_frc.frc_filtered_estimate's gate_momentum). Where they agree, or "
+        "where every block is dropped, the prior is the same as without it. On objects "
+        "with a strong phase, whose priors inference converges further, a network trained "
+        "on 4-pass priors lowered the amplitude of its 12-pass input (amplitude SSIM 0.740 "
+        "from a prior alone of 0.769 on a -2.5..2.5 rad scan, 0.790 trained with it; "
+        "docs/benchmarks.md, fortieth session). Bundles without it: off.",
+    )
     prior_frc_min_coverage: float = Field(
         2.0,
         ge=0,

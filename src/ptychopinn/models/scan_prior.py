@@ -328,9 +328,14 @@ class ScanPrior:
         passes run with, where the halves agree (`physics.prior_frc.frc_filtered_estimate`);
         ignored without the filter.
     converge_passes
-        Inference only, with ``frc_filter``: at most this many passes added a few at a time
-        while the halves agree more with each (`physics.prior_frc.frc_filtered_estimate`);
-        ignored without the filter.
+        With ``frc_filter``: at most this many passes added a few at a time while the halves
+        agree more with each (`physics.prior_frc.frc_filtered_estimate`); ignored without
+        the filter. Inference's, and training's with ``model.prior_train_converge``
+        (`for_config`).
+    gate_momentum
+        Training only, with ``frc_filter`` and plain passes: the phase momentum whose halves
+        decide whether the halves agree, while the passes run without it
+        (`physics.prior_frc.frc_filtered_estimate`; `for_config`).
     orders
         ``model.prior_orders``: mini-batch orders whose estimates the whole scan's prior
         averages without ``frc_filter`` (`physics.prior_orders`; scope 'scan'; the FRC
@@ -362,6 +367,7 @@ class ScanPrior:
         extra_iterations: int = 0,
         phase_momentum: float = 0.0,
         converge_passes: int = 0,
+        gate_momentum: float = 0.0,
         start_phase: str = "flat",
         com_correction: bool = False,
         step_scale: float = 1.0,
@@ -453,6 +459,8 @@ class ScanPrior:
                 converge_passes < 0):
             raise ValueError(f"prior converge passes must be an integer >= 0; found "
                              f"{converge_passes!r}")
+        if isinstance(gate_momentum, bool) or not 0 <= float(gate_momentum) < 1:
+            raise ValueError(f"prior gate momentum must be in [0, 1); found {gate_momentum!r}")
         self.passes = int(iterations)
         """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
         self.frc_filter = bool(frc_filter)
@@ -512,6 +520,7 @@ class ScanPrior:
                     extra_iterations=int(extra_iterations),
                     phase_momentum=float(phase_momentum),
                     converge_passes=int(converge_passes),
+                    gate_momentum=float(gate_momentum),
                     agreement_threshold=agreement_threshold, **kw)
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
@@ -558,6 +567,7 @@ class ScanPrior:
         amplitude_units: str | None = None,
         orders: int | None = None,
         orders_filter: bool | None = None,
+        training: bool = False,
         **kw,
     ) -> ScanPrior | None:
         """The prior a model with ``model_cfg`` (a `ModelConfig`) takes for one scan;
@@ -584,6 +594,13 @@ class ScanPrior:
         ``model_cfg.prior_settle_passes`` and ``orders`` ``model_cfg.prior_orders``
         (inference only; None in both: `default_orders`) and ``orders_filter``
         ``model_cfg.prior_orders_filter`` (inference only; bundles without it: on).
+
+        ``training``: the prior a model trains on. With ``model_cfg.prior_train_converge``,
+        plain passes with the FRC filter then add inference's converge blocks
+        (`INFERENCE_PLAIN_CONVERGE_PASSES`), where inference's would run: the halves'
+        agreement is read with inference's phase momentum (`INFERENCE_PHASE_MOMENTUM`, the
+        ``gate_momentum``), the passes run without it. Training passes none of
+        ``extra_iterations``, ``phase_momentum`` and ``converge_passes``.
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:
@@ -630,6 +647,14 @@ class ScanPrior:
                 warning = overrelaxed_coverage_warning(coverage, frc)
                 if warning:
                     log.warning(warning)
+        if training:
+            if any(k in kw for k in ("extra_iterations", "phase_momentum", "converge_passes")):
+                raise ValueError("a training prior takes no extra_iterations, phase_momentum "
+                                 "or converge_passes (model.prior_train_converge sets its own)")
+            if (frc and step == 1.0 and model_cfg.prior_scope == "scan"
+                    and getattr(model_cfg, "prior_train_converge", False)):
+                kw["converge_passes"] = INFERENCE_PLAIN_CONVERGE_PASSES
+                kw["gate_momentum"] = INFERENCE_PHASE_MOMENTUM
         # training passes neither (0); inference passes None for the step scale's default
         kw["extra_iterations"], kw["phase_momentum"], kw["converge_passes"] = (
             inference_pass_options(step, kw.get("extra_iterations", 0),

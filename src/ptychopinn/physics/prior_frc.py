@@ -196,6 +196,7 @@ def frc_filtered_estimate(
     converge_passes: int = 0,
     converge_batch_size: int | None = None,
     agreement_threshold: float | None = None,
+    gate_momentum: float = 0.0,
     **kw,
 ) -> tuple[ScanEstimate, np.ndarray]:
     """The whole scan's estimate with its amplitude filtered by the FRC of two half-scan
@@ -258,6 +259,16 @@ def frc_filtered_estimate(
     of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
     own for over-relaxed ones). The whole scan's passes after the halves keep ``batch_size``.
 
+    ``gate_momentum``: plain passes without ``phase_momentum`` (training's prior): whether
+    the halves agree is read from halves run with this momentum, as inference's prior reads
+    it with its ``phase_momentum``, while the estimate's passes run without it; the plain
+    converge blocks then run on the same scans as inference's, from the same halves and
+    against the same agreement (where inference's halves disagree it continues from the
+    plain halves too), so a network trained with them corrects a prior converged as far as
+    the one it corrects at inference. Where they agree nothing else changes: the estimate
+    is the one without the gate, only the agreement recorded is the gate's. Costs one
+    more estimate of the halves (0: no gate; over-relaxed passes ignore it).
+
     ``agreement_threshold``: the agreement the halves must reach for the extra passes and
     the momentum above (None: `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
     scans whose patterns overlap less, whose halves, each covered half as often, agree less
@@ -277,6 +288,8 @@ def frc_filtered_estimate(
         raise ValueError(f"converge_passes must be an integer >= 0; found {converge_passes!r}")
     if not 0 <= phase_momentum < 1:
         raise ValueError(f"phase_momentum must be in [0, 1); found {phase_momentum}")
+    if not 0 <= gate_momentum < 1:
+        raise ValueError(f"gate_momentum must be in [0, 1); found {gate_momentum}")
     if converge_batch_size is not None and (
             isinstance(converge_batch_size, bool) or int(converge_batch_size) != converge_batch_size
             or converge_batch_size < 1):
@@ -351,9 +364,13 @@ def frc_filtered_estimate(
             if agreed:
                 halves, first = moved, moved_first
     else:
-        halves = halves_with(phase_momentum)
+        # the momentum's halves decide (inference's, or training's gate)
+        decide = phase_momentum or (gate_momentum if float(kw.get("step_scale", 1.0)) == 1.0
+                                    else 0.0)
+        halves = halves_with(decide)
         first, agree, agreed = read(halves)
-        if phase_momentum and not agreed:  # the data do not support it: the plain halves
+        if decide and not (agreed and phase_momentum):
+            # the data do not support the momentum, or it only decided: the plain halves
             halves = halves_with(0.0)
             first = halves_frc(halves)
     momentum = phase_momentum if agreed else 0.0

@@ -167,15 +167,16 @@ class TFPtychoPINN(tf.Module):
                    com_correction: bool | None = None, step_scale: float | None = None,
                    settle_passes: int | None = None,
                    amplitude_units: str | None = None, orders: int | None = None,
-                   orders_filter: bool | None = None):
+                   orders_filter: bool | None = None, training: bool = False):
         """The per-pattern physics prior of a scan (`models.scan_prior.ScanPrior`, computed
         by the shared torch physics with this model's probe and scale, dose-normalised
         as in `ScanPrior.for_model`; ``iterations`` and ``frc_filter`` override the
         model's passes and FRC filter, ``extra_iterations``, ``phase_momentum``,
         ``converge_passes`` and
         ``start_phase`` as in `ScanPrior`, ``com_correction``, ``step_scale``, ``settle_passes``,
-        ``amplitude_units``, ``orders`` and ``orders_filter`` as in `ScanPrior.for_config`);
-        None without prior."""
+        ``amplitude_units``, ``orders``, ``orders_filter`` and ``training`` as in
+        `ScanPrior.for_config`; training takes none of the extra, momentum and converge
+        passes); None without prior."""
         import torch
 
         from ptychopinn.models.scan_prior import ScanPrior
@@ -185,13 +186,14 @@ class TFPtychoPINN(tf.Module):
             torch.from_numpy(self.physics_probe.numpy()),
             prior_amplitude_scale=float(self.prior_amplitude_scale.numpy()),
             train_input_scale=float(self.train_input_scale.numpy()), iterations=iterations,
-            frc_filter=frc_filter, extra_iterations=extra_iterations,
-            phase_momentum=phase_momentum, converge_passes=converge_passes,
-            start_phase=start_phase,
+            frc_filter=frc_filter, start_phase=start_phase,
             com_correction=com_correction, step_scale=step_scale,
             settle_passes=settle_passes, amplitude_units=amplitude_units, orders=orders,
-            orders_filter=orders_filter,
-            valid=None if valid is None else torch.from_numpy(np.asarray(valid)))
+            orders_filter=orders_filter, training=training,
+            valid=None if valid is None else torch.from_numpy(np.asarray(valid)),
+            **({} if training else dict(extra_iterations=extra_iterations,
+                                        phase_momentum=phase_momentum,
+                                        converge_passes=converge_passes)))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
                           prior=None):

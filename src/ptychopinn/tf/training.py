@@ -274,7 +274,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         log.warning("%s: %s", scan.source, advice)
     data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),
                                      None if prep.valid is None else prep.valid.numpy(),
-                                     amplitude_units=units)
+                                     amplitude_units=units, training=True)
     steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
     writer = None
     if cfg.execution.logger == "tensorboard":

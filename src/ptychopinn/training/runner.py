@@ -276,7 +276,7 @@ def train_pytorch(
     if advice:
         log.warning("%s: %s", scan.source, advice)
     prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid,
-                                amplitude_units=units)
+                                amplitude_units=units, training=True)
     train_dl = DataLoader(
         GroupDataset(data, train_ids, with_truth, prior),
         batch_size=cfg.batch_size,

@@ -1,0 +1,145 @@
+"""The training prior's converge blocks (``model.prior_train_converge``): plain passes add
+inference's converge blocks where inference's would run, so the network trains on a prior
+converged as far as the one it corrects (physics.prior_frc's ``gate_momentum``,
+models.scan_prior.ScanPrior.for_config's ``training``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ptychopinn.physics.prior_frc as pf
+from ptychopinn.bundle.format import manifest_config
+from ptychopinn.config.schema import ModelConfig, TrainingConfig
+from ptychopinn.models.scan_prior import (
+    INFERENCE_PHASE_MOMENTUM,
+    INFERENCE_PLAIN_CONVERGE_PASSES,
+    ScanPrior,
+)
+from ptychopinn.physics.prior_frc import frc_filtered_estimate
+from ptychopinn.simulation import SimulationConfig, simulate_scan
+
+# plain passes as the scan prior runs them
+PASSES = {"batch_size": 64, "com_correction": True}
+
+
+@pytest.fixture(scope="module")
+def strong_scan():
+    """The simulator's strongest phase (-3..3 rad): its plain halves disagree after 4
+    passes and the converge blocks are kept (tests/test_prior_converge.py)."""
+    return simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
+                                          phase_range_rad=(-3.0, 3.0)))
+
+
+def _args(scan, iterations):
+    return (torch.from_numpy(scan.diffraction), scan.positions_px,
+            torch.from_numpy(scan.probe), iterations)
+
+
+def test_the_gate_runs_inferences_blocks_where_its_halves_disagree(strong_scan):
+    """Where the halves disagree, training's prior (no momentum, the gate's) is bit for bit
+    inference's (momentum and extra passes asked, neither run there): the same blocks
+    from the same plain halves against the same agreement; without the gate the blocks
+    run against the plain halves' own agreement, and with no converge passes the prior is
+    training's prior of before (4 passes)."""
+    gated, gated_frc = frc_filtered_estimate(
+        *_args(strong_scan, 4), gate_momentum=INFERENCE_PHASE_MOMENTUM,
+        converge_passes=INFERENCE_PLAIN_CONVERGE_PASSES, **PASSES)
+    infer, infer_frc = frc_filtered_estimate(
+        *_args(strong_scan, 4), phase_momentum=INFERENCE_PHASE_MOMENTUM, extra_iterations=2,
+        converge_passes=INFERENCE_PLAIN_CONVERGE_PASSES, **PASSES)
+    assert gated.passes == infer.passes == 4 + INFERENCE_PLAIN_CONVERGE_PASSES
+    assert gated.agreement == infer.agreement and gated.phase_momentum == 0.0
+    assert torch.equal(gated.canvas, infer.canvas)
+    assert (gated_frc == infer_frc).all()
+    before, _ = frc_filtered_estimate(*_args(strong_scan, 4), **PASSES)
+    assert before.passes == 4 and not torch.equal(before.canvas, gated.canvas)
+
+
+def test_where_the_gates_halves_agree_the_prior_is_the_one_without_it(monkeypatch, strong_scan):
+    """Halves that agree (patched): no block runs, the passes run without the momentum, the
+    estimate is bit for bit the plain one; only the recorded agreement is the gate's."""
+    monkeypatch.setattr(pf, "agreement", lambda frc: pf.EXTRA_PASS_AGREEMENT + 0.1)
+    gated, _ = frc_filtered_estimate(*_args(strong_scan, 4), gate_momentum=0.7,
+                                     converge_passes=12, **PASSES)
+    plain, _ = frc_filtered_estimate(*_args(strong_scan, 4), **PASSES)
+    assert gated.passes == plain.passes == 4 and gated.phase_momentum == 0.0
+    assert torch.equal(gated.canvas, plain.canvas)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="gate_momentum must be in"):
+            frc_filtered_estimate(*_args(strong_scan, 4), gate_momentum=bad)
+
+
+def _training_prior(cfg: ModelConfig, scan, **kw):
+    return ScanPrior.for_config(cfg, torch.from_numpy(scan.diffraction), scan.positions_px,
+                                torch.from_numpy(scan.probe), prior_amplitude_scale=1.0,
+                                train_input_scale=0.0, **kw)
+
+
+def test_for_config_adds_the_blocks_to_the_training_prior_with_the_option(strong_scan):
+    """``training=True`` with ``prior_train_converge`` (the default): the training prior
+    keeps inference's blocks on the strong-phase scan; off, or not training, the model's
+    passes; a training prior refuses inference's pass options by name; over-relaxed
+    passes (the featureless recipe) are left as they were."""
+    cfg = TrainingConfig.model_validate(
+        {"model": {"N": 32, "prior_iterations": 4, "prior_coverage_passes": False}}).model
+    assert cfg.prior_train_converge and cfg.prior_frc_filter and cfg.prior_step_scale == 1.0
+    on = _training_prior(cfg, strong_scan, training=True)
+    off = _training_prior(cfg.model_copy(update={"prior_train_converge": False}), strong_scan,
+                          training=True)
+    as_before = _training_prior(cfg, strong_scan)  # not training, no inference options
+    assert 4 < on.passes <= 4 + INFERENCE_PLAIN_CONVERGE_PASSES  # blocks kept
+    assert off.passes == as_before.passes == 4
+    ids = torch.arange(strong_scan.n_patterns)
+    assert torch.equal(off(ids), as_before(ids)) and not torch.equal(on(ids), off(ids))
+    with pytest.raises(ValueError, match="training prior takes no extra_iterations"):
+        _training_prior(cfg, strong_scan, training=True, converge_passes=4)
+
+    relaxed = cfg.model_copy(update={"prior_step_scale": 2.0, "prior_batch_size": 16})
+    r_on = _training_prior(relaxed, strong_scan, training=True)
+    r_off = _training_prior(relaxed.model_copy(update={"prior_train_converge": False}),
+                            strong_scan, training=True)
+    assert r_on.passes == r_off.passes == 4 and torch.equal(r_on(ids), r_off(ids))
+
+
+def test_bundles_without_the_option_trained_without_blocks():
+    manifest = {"config": {"model": {"N": 32}}}
+    assert manifest_config(manifest, "old.safetensors").model.prior_train_converge is False
+    assert ModelConfig().prior_train_converge is True
+
+
+def test_both_backends_train_on_a_training_prior(monkeypatch, tmp_path, small_scan):
+    """`ptychopinn train` (PyTorch) asks for the training prior, so the option applies
+    there; TensorFlow's training does likewise (its model's ``scan_prior``)."""
+    from ptychopinn import api
+
+    seen = {}
+
+    def spy(cls, *args, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop after the prior's options")
+
+    monkeypatch.setattr(ScanPrior, "for_config", classmethod(spy))
+    cfg = TrainingConfig.model_validate(
+        {"output_dir": str(tmp_path / "run"), "nepochs": 1, "max_time_minutes": None,
+         "model": {"N": 32, "n_filters_scale": 0.25},
+         "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
+    with pytest.raises(RuntimeError, match="stop after"):
+        api.train(cfg, small_scan)
+    assert seen.get("training") is True and "converge_passes" not in seen
+
+    pytest.importorskip("tensorflow")
+    from ptychopinn.backends import get_backend
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    probe, _ = normalise_probe(torch.from_numpy(small_scan.probe), cfg.model.probe_scale)
+    save_pinn(tmp_path / "bundle", PtychoPINN(cfg.model, probe, log_intensity_scale=1.0), cfg)
+    loaded = get_backend("tensorflow").load_bundle(tmp_path / "bundle")
+    for training in (True, False):
+        seen.clear()
+        with pytest.raises(RuntimeError, match="stop after"):
+            loaded.model.scan_prior(small_scan.diffraction, small_scan.positions_px,
+                                    training=training)
+        assert seen["training"] is training
+        assert ("converge_passes" in seen) is not training  # inference passes its options
