@@ -15,6 +15,7 @@ from ptychopinn.models.scan_prior import (
     INFERENCE_PHASE_MOMENTUM,
     INFERENCE_PLAIN_CONVERGE_PASSES,
     ScanPrior,
+    training_prior_note,
 )
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.simulation import SimulationConfig, simulate_scan
@@ -90,6 +91,10 @@ def test_for_config_adds_the_blocks_to_the_training_prior_with_the_option(strong
     as_before = _training_prior(cfg, strong_scan)  # not training, no inference options
     assert 4 < on.passes <= 4 + INFERENCE_PLAIN_CONVERGE_PASSES  # blocks kept
     assert off.passes == as_before.passes == 4
+    assert on.iterations == off.iterations == 4
+    note = training_prior_note(on)  # what train logs
+    assert f"ran {on.passes} passes, {on.passes - 4} of them in converge blocks" in note
+    assert training_prior_note(off) is None and training_prior_note(None) is None
     ids = torch.arange(strong_scan.n_patterns)
     assert torch.equal(off(ids), as_before(ids)) and not torch.equal(on(ids), off(ids))
     with pytest.raises(ValueError, match="training prior takes no extra_iterations"):
@@ -143,3 +148,19 @@ def test_both_backends_train_on_a_training_prior(monkeypatch, tmp_path, small_sc
                                     training=training)
         assert seen["training"] is training
         assert ("converge_passes" in seen) is not training  # inference passes its options
+
+
+def test_train_says_where_its_prior_ran_converge_blocks(tmp_path, strong_scan, caplog):
+    """A short training on the strong-phase scan logs the blocks its prior ran."""
+    import logging
+
+    from ptychopinn import api
+
+    cfg = TrainingConfig.model_validate(
+        {"output_dir": str(tmp_path / "run"), "nepochs": 1, "max_time_minutes": None,
+         "batch_size": 16, "save_reconstruction": False,
+         "model": {"N": 32, "n_filters_scale": 0.25, "prior_coverage_passes": False},
+         "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
+    with caplog.at_level(logging.INFO, logger="ptychopinn"):
+        api.train(cfg, strong_scan)
+    assert any("of them in converge blocks" in r.getMessage() for r in caplog.records)

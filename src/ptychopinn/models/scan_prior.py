@@ -158,6 +158,18 @@ def measured_photons(amplitudes, amplitude_units: str | None) -> float | None:  
     return input_scale_of(amplitudes) ** 2 * amplitudes.shape[-2] * amplitudes.shape[-1]
 
 
+def training_prior_note(prior) -> str | None:  # noqa: ANN001 (a ScanPrior or None)
+    """What `train` logs about its prior where converge blocks ran (training runs no extra
+    passes, so passes beyond those asked for are blocks; `ScanPrior.for_config`'s
+    ``training``); None elsewhere."""
+    if prior is None or prior.passes <= prior.iterations:
+        return None
+    agreement = "" if prior.agreement is None else f", agreement {prior.agreement:.2f}"
+    return (f"the training prior ran {prior.passes} passes, {prior.passes - prior.iterations} "
+            f"of them in converge blocks after {prior.iterations} (its half-scan estimates "
+            f"did not agree{agreement}; model.prior_train_converge, as inference adds them)")
+
+
 def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str | None:
     """Training's and inference's warning for an over-relaxed prior that runs on the whole
     scan (its coverage below ``model.prior_frc_min_coverage``) of fewer than
@@ -461,8 +473,11 @@ class ScanPrior:
                              f"{converge_passes!r}")
         if isinstance(gate_momentum, bool) or not 0 <= float(gate_momentum) < 1:
             raise ValueError(f"prior gate momentum must be in [0, 1); found {gate_momentum!r}")
+        self.iterations = int(iterations)
+        """The passes asked for (the model's, or inference's, after `coverage_passes`)."""
         self.passes = int(iterations)
-        """Passes the prior ran (more than ``iterations`` when the extra passes ran)."""
+        """Passes the prior ran (more than ``iterations`` where extra or converge passes
+        ran)."""
         self.frc_filter = bool(frc_filter)
         """Whether the estimate's amplitude was filtered by its halves' FRC (`physics.prior_frc`)."""
         self.agreement: float | None = None

@@ -267,6 +267,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
     from ptychopinn.models.prior_recipe import featureless_probe_advice
+    from ptychopinn.models.scan_prior import training_prior_note
 
     advice = featureless_probe_advice(cfg.model, torch.from_numpy(model.physics_probe.numpy()),
                                       asked=asked)
@@ -275,6 +276,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     data["prior"] = model.scan_prior(data["amps"], prep.positions_px.numpy(),
                                      None if prep.valid is None else prep.valid.numpy(),
                                      amplitude_units=units, training=True)
+    note = training_prior_note(data["prior"])
+    if note:
+        log.info("%s: %s", scan.source, note)
     steps = _Steps(model, cfg, opt, None if prep.valid is None else prep.valid.numpy())
     writer = None
     if cfg.execution.logger == "tensorboard":

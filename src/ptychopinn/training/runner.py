@@ -236,7 +236,7 @@ def train_pytorch(
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
     from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.models.prior_recipe import featureless_probe_advice
-    from ptychopinn.models.scan_prior import ScanPrior
+    from ptychopinn.models.scan_prior import ScanPrior, training_prior_note
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
     from ptychopinn.training.module import PINNModule
 
@@ -277,6 +277,9 @@ def train_pytorch(
         log.warning("%s: %s", scan.source, advice)
     prior = ScanPrior.for_model(module.model, data.amplitudes, data.positions_px, valid=data.valid,
                                 amplitude_units=units, training=True)
+    note = training_prior_note(prior)
+    if note:
+        log.info("%s: %s", scan.source, note)
     train_dl = DataLoader(
         GroupDataset(data, train_ids, with_truth, prior),
         batch_size=cfg.batch_size,
