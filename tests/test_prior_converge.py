@@ -169,14 +169,17 @@ def test_plain_converge_blocks_run_small_batches_that_converge_where_the_data_ag
     """Plain passes' blocks update by `PLAIN_CONVERGE_BATCH` patterns: on the simulator's
     strongest phase (-3..3 rad) the first block at the passes' own batch of 64 barely moves
     the halves (dropped: 4 passes), while the small batches raise their agreement past the
-    gate, keep every block and more than halve the amplitude error; at 1e4 photons the
-    small-batch block is dropped, the estimate bit for bit the one without blocks."""
+    gate, keep every block and more than halve the amplitude error (blocks without the
+    phase momentum, as with ``--prior-phase-momentum 0``); at 1e4 photons the small-batch
+    block (with the momentum, the default) is dropped, the estimate bit for bit the one
+    without blocks."""
     assert pf.PLAIN_CONVERGE_BATCH < PLAIN["batch_size"]
     strong = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
                                             phase_range_rad=(-3.0, 3.0)))
-    small, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **PLAIN)
+    unturned = {**PLAIN, "phase_momentum": 0.0}
+    small, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **unturned)
     large, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12,
-                                     converge_batch_size=PLAIN["batch_size"], **PLAIN)
+                                     converge_batch_size=PLAIN["batch_size"], **unturned)
     assert large.passes == 4 and small.passes == 4 + 12
     assert small.agreement > pf.EXTRA_PASS_AGREEMENT > large.agreement
     assert _amp_error(small, strong) < 0.5 * _amp_error(large, strong)
@@ -190,3 +193,21 @@ def test_plain_converge_blocks_run_small_batches_that_converge_where_the_data_ag
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="converge_batch_size must be an integer >= 1"):
             frc_filtered_estimate(*_args(dim, 4), converge_batch_size=bad)
+
+
+def test_plain_blocks_continue_the_momentum_halves_where_they_disagree():
+    """With the phase momentum (inference's default) the halves that decided are continued
+    by the blocks with the momentum, and the whole scan's passes turn the phase too where a
+    block is kept: on the -3..3 rad scan every block is kept, the halves agree more than
+    blocks without the momentum leave them, and the amplitude error is more than halved."""
+    strong = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
+                                            phase_range_rad=(-3.0, 3.0)))
+    base, _ = frc_filtered_estimate(*_args(strong, 4), **PLAIN)
+    turned, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **PLAIN)
+    unturned, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12,
+                                        **{**PLAIN, "phase_momentum": 0.0})
+    assert base.phase_momentum == 0.0 and base.passes == 4  # the halves disagreed
+    assert turned.passes == 4 + 12 and turned.phase_momentum == PLAIN["phase_momentum"]
+    assert unturned.phase_momentum == 0.0
+    assert turned.agreement > unturned.agreement > pf.EXTRA_PASS_AGREEMENT
+    assert _amp_error(turned, strong) < 0.5 * _amp_error(base, strong)

@@ -39,10 +39,9 @@ def _args(scan, iterations):
 
 def test_the_gate_runs_inferences_blocks_where_its_halves_disagree(strong_scan):
     """Where the halves disagree, training's prior (no momentum, the gate's) is bit for bit
-    inference's (momentum and extra passes asked, neither run there): the same blocks
-    from the same plain halves against the same agreement; without the gate the blocks
-    run against the plain halves' own agreement, and with no converge passes the prior is
-    training's prior of before (4 passes)."""
+    inference's (momentum and extra passes asked, no extra pass run there): the same
+    blocks from the same halves, run with the momentum, against the same agreement; with
+    no converge passes the prior is training's prior of before (4 passes)."""
     gated, gated_frc = frc_filtered_estimate(
         *_args(strong_scan, 4), gate_momentum=INFERENCE_PHASE_MOMENTUM,
         converge_passes=INFERENCE_PLAIN_CONVERGE_PASSES, **PASSES)
@@ -50,7 +49,9 @@ def test_the_gate_runs_inferences_blocks_where_its_halves_disagree(strong_scan):
         *_args(strong_scan, 4), phase_momentum=INFERENCE_PHASE_MOMENTUM, extra_iterations=2,
         converge_passes=INFERENCE_PLAIN_CONVERGE_PASSES, **PASSES)
     assert gated.passes == infer.passes == 4 + INFERENCE_PLAIN_CONVERGE_PASSES
-    assert gated.agreement == infer.agreement and gated.phase_momentum == 0.0
+    assert gated.agreement == infer.agreement
+    # the blocks continue the momentum's halves with it, at training as at inference
+    assert gated.phase_momentum == infer.phase_momentum == INFERENCE_PHASE_MOMENTUM
     assert torch.equal(gated.canvas, infer.canvas)
     assert (gated_frc == infer_frc).all()
     before, _ = frc_filtered_estimate(*_args(strong_scan, 4), **PASSES)

@@ -54,7 +54,8 @@ pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchma
 INFERENCE_PLAIN_CONVERGE_PASSES = 12
 """`InferenceConfig.prior_converge_passes` when not given, for plain passes: tried only where
 the FRC filter's halves did not agree (`physics.prior_frc.PLAIN_CONVERGE_RISE`), in updates
-of `physics.prior_frc.PLAIN_CONVERGE_BATCH` patterns."""
+of `physics.prior_frc.PLAIN_CONVERGE_BATCH` patterns, continuing the momentum's halves with
+the momentum (`physics.prior_frc.frc_filtered_estimate`)."""
 
 
 def inference_pass_options(step_scale: float, extra_iterations: int | None,
@@ -486,7 +487,7 @@ class ScanPrior:
         last kept block's); None without the filter."""
         self.phase_momentum = 0.0
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
-        did not agree, and without the filter)."""
+        did not agree and no plain converge block was kept, and without the filter)."""
         self.agreement_threshold = float(prior_frc.EXTRA_PASS_AGREEMENT
                                          if agreement_threshold is None else agreement_threshold)
         """The agreement its extra passes and phase momentum needed (`coverage_agreement`)."""
@@ -614,8 +615,9 @@ class ScanPrior:
         plain passes with the FRC filter then add inference's converge blocks
         (`INFERENCE_PLAIN_CONVERGE_PASSES`), where inference's would run: the halves'
         agreement is read with inference's phase momentum (`INFERENCE_PHASE_MOMENTUM`, the
-        ``gate_momentum``), the passes run without it. Training passes none of
-        ``extra_iterations``, ``phase_momentum`` and ``converge_passes``.
+        ``gate_momentum``), and the blocks run as inference's (with it); where the halves
+        agree, or no block is kept, the passes run without it, as before. Training passes
+        none of ``extra_iterations``, ``phase_momentum`` and ``converge_passes``.
         """
         iters = int(model_cfg.prior_iterations or 0)
         if iters == 0:

@@ -211,7 +211,8 @@ def frc_filtered_estimate(
     their `agreement` reaches `EXTRA_PASS_AGREEMENT` the rest of the passes run with it
     too, else the halves are estimated again without it and nothing runs with it (the
     momentum carries on whatever the passes move, noise too: on the measured Siemens star,
-    whose halves disagree, it resolved the spokes 0.5 px less far). Over-relaxed passes
+    whose halves disagree, it resolved the spokes 0.5 px less far), except where plain
+    converge blocks keep the momentum's halves (``converge_passes`` below). Over-relaxed passes
     (``step_scale`` other than 1, the featureless recipe) reverse the order: their halves,
     0.16-0.37 in agreement on every scan measured, are estimated without the momentum
     first and with it only where they agree (one estimate of the halves instead of two;
@@ -253,7 +254,14 @@ def frc_filtered_estimate(
     `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
     and their halves disagree after 4 passes for want of passes, while at low dose and on
     the measured Siemens star the halves disagree for noise (docs/benchmarks.md,
-    thirty-eighth and thirty-ninth sessions).
+    thirty-eighth and thirty-ninth sessions). Where the halves that decided ran with a
+    phase momentum (``phase_momentum``, or ``gate_momentum``), the plain blocks continue
+    those halves with it, and where a block is kept the whole scan's passes run with it
+    too; where none is kept the halves are estimated again without it, as where no block
+    runs (the rise rule drops the blocks that fit noise, with or without the momentum: on
+    five strong-phase scans the momentum's blocks raised the network's amplitude SSIM by
+    0.001-0.071, and left the decision, and so the estimate, unchanged on seven low-dose,
+    grf, real-probe and textured kinds; docs/benchmarks.md, fortieth session).
 
     ``converge_batch_size``: patterns per update in the converge blocks (None: the smaller
     of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
@@ -261,13 +269,14 @@ def frc_filtered_estimate(
 
     ``gate_momentum``: plain passes without ``phase_momentum`` (training's prior): whether
     the halves agree is read from halves run with this momentum, as inference's prior reads
-    it with its ``phase_momentum``, while the estimate's passes run without it; the plain
-    converge blocks then run on the same scans as inference's, from the same halves and
-    against the same agreement (where inference's halves disagree it continues from the
-    plain halves too), so a network trained with them corrects a prior converged as far as
-    the one it corrects at inference. Where they agree nothing else changes: the estimate
-    is the one without the gate, only the agreement recorded is the gate's. Costs one
-    more estimate of the halves (0: no gate; over-relaxed passes ignore it).
+    it with its ``phase_momentum``; where they disagree the plain converge blocks then run
+    as inference's do, from the same halves, with the same momentum and against the same
+    agreement (the estimate is inference's bit for bit), so a network trained with them
+    corrects a prior converged as far as the one it corrects at inference. Where they
+    agree, or no block is kept, nothing else changes: the estimate's passes run without the
+    momentum, the estimate is the one without the gate, only the agreement recorded is the
+    gate's. Costs one more estimate of the halves where they agree (0: no gate;
+    over-relaxed passes ignore it).
 
     ``agreement_threshold``: the agreement the halves must reach for the extra passes and
     the momentum above (None: `EXTRA_PASS_AGREEMENT`; `models.scan_prior` lowers it on
@@ -353,6 +362,7 @@ def frc_filtered_estimate(
         agree = None if frc[1] is None else agreement(frc[0])
         return frc, agree, agree is not None and agree >= threshold
 
+    decide, momentum_blocks = 0.0, False  # plain converge blocks from the momentum's halves
     if phase_momentum and float(kw.get("step_scale", 1.0)) != 1.0:
         # over-relaxed passes (featureless probes) have not agreed on any scan measured
         # (0.16-0.37): their plain halves come first, the momentum's only where they agree
@@ -369,19 +379,26 @@ def frc_filtered_estimate(
                                     else 0.0)
         halves = halves_with(decide)
         first, agree, agreed = read(halves)
-        if decide and not (agreed and phase_momentum):
+        # where they disagree and converge passes may run, the blocks continue these halves
+        # with the momentum (below), and the plain halves are estimated only where no
+        # block is kept
+        momentum_blocks = bool(decide) and not agreed and agree is not None and (
+            converge_passes > 0)
+        if decide and not (agreed and phase_momentum) and not momentum_blocks:
             # the data do not support the momentum, or it only decided: the plain halves
             halves = halves_with(0.0)
             first = halves_frc(halves)
     momentum = phase_momentum if agreed else 0.0
 
     def continued(halves: list[ScanEstimate], passes: int, first_pass: int = 0,
-                  batch_size: int | None = None) -> list[ScanEstimate]:
+                  batch_size: int | None = None,
+                  with_momentum: float | None = None) -> list[ScanEstimate]:
         args = kw if batch_size is None else {**kw, "batch_size": batch_size}
+        turn = momentum if with_momentum is None else with_momentum
         return at_once(lambda h, rows: ScanEstimate(scan_error_reduction(
             amplitudes, pos, probe, passes, frame=frame, start=h.canvas, subset=rows,
             illumination=h.illumination, terms=terms, first_pass=first_pass,
-            phase_momentum=momentum, **args).canvas, h.origin_px, h.illumination),
+            phase_momentum=turn, **args).canvas, h.origin_px, h.illumination),
             halves, subsets, device=device)
 
     if extra_iterations and agreed:
@@ -393,14 +410,22 @@ def frc_filtered_estimate(
     rise = PLAIN_CONVERGE_RISE if plain else CONVERGE_RISE
     if converge_batch_size is None and plain:
         converge_batch_size = min(PLAIN_CONVERGE_BATCH, int(kw.get("batch_size", 64)))
+    block_momentum = decide if momentum_blocks else momentum
     while (agree is not None and not (plain and agreed)
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
-        moved = continued(halves, block, first_pass=done, batch_size=converge_batch_size)
+        moved = continued(halves, block, first_pass=done, batch_size=converge_batch_size,
+                          with_momentum=block_momentum)
         moved_first, moved_agree, _ = read(moved)
         if moved_agree is None or moved_agree <= agree + rise:
             break
         halves, first, agree, done = moved, moved_first, moved_agree, done + block
+    if momentum_blocks:
+        if done > iterations:  # blocks kept: the whole scan's passes turn the phase too
+            momentum = block_momentum
+        else:  # none kept: the plain halves, as where no block runs
+            halves = halves_with(0.0)
+            first = halves_frc(halves)
     iterations = done
     w0, w1 = (h.illumination for h in halves)
     both = w0 + w1
