@@ -235,8 +235,8 @@ class ModelConfig(_Section):
         "On objects with a strong phase, whose priors inference converges further, a "
         "network trained on 4-pass priors lowered the amplitude of its 12-pass input "
         "(amplitude SSIM 0.740 from a prior alone of 0.769 on a -2.5..2.5 rad scan, 0.790 "
-        "trained with plain blocks; docs/benchmarks.md, fortieth session). Bundles without "
-        "it: off.",
+        "trained with plain blocks, 0.864 with the momentum's; docs/benchmarks.md, fortieth "
+        "session). Bundles without it: off.",
     )
     prior_frc_min_coverage: float = Field(
         2.0,
