@@ -38,8 +38,9 @@ def _args(scan, iterations):
 
 
 def test_the_gate_runs_inferences_blocks_where_its_halves_disagree(strong_scan):
-    """Where the halves disagree, training's prior (no momentum, the gate's) is bit for bit
-    inference's (momentum and extra passes asked, no extra pass run there): the same
+    """Where the halves disagree, training's prior (asked for no momentum, the gate's
+    instead) is bit for bit inference's (momentum and extra passes asked, no extra pass run
+    there): the same
     blocks from the same halves, run with the momentum, against the same agreement; with
     no converge passes the prior is training's prior of before (4 passes)."""
     gated, gated_frc = frc_filtered_estimate(
