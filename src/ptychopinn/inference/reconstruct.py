@@ -65,7 +65,8 @@ class Reconstruction:
     # a prior; off where model.prior_frc_min_coverage left the halves out)
     prior_frc_filter: bool | None = None
     # the phase momentum the prior's passes ran with (InferenceConfig.prior_phase_momentum
-    # where the halves agreed, else 0; None: a model without a prior)
+    # where the halves agreed or a plain converge block was kept, else 0; None: a model
+    # without a prior)
     prior_phase_momentum: float | None = None
     # the phase synchronisation the stitching ran: 'global', 'waves' (asked for, or a scan
     # too large for 'global') or 'off' (InferenceConfig.phase_sync_method)
