@@ -150,6 +150,9 @@ def test_both_backends_train_on_a_training_prior(monkeypatch, tmp_path, small_sc
                                     training=training)
         assert seen["training"] is training
         assert ("converge_passes" in seen) is not training  # inference passes its options
+    with pytest.raises(ValueError, match="training prior takes no extra_iterations"):
+        loaded.model.scan_prior(small_scan.diffraction, small_scan.positions_px,
+                                training=True, converge_passes=4)
 
 
 def test_train_says_where_its_prior_ran_converge_blocks(tmp_path, strong_scan, caplog):

@@ -155,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "each raises the agreement of its two half-scan estimates (default 4 "
                         "for an over-relaxed prior such as the featureless recipe's; 12 for "
                         "plain ones, tried only where the halves disagree, e.g. objects with "
-                        "a strong phase, in updates of 4 patterns; 0: none).")
+                        "a strong phase, in updates of 4 patterns, continuing the halves run "
+                        "with the phase momentum with it; 0: none). Training adds the plain "
+                        "ones too (--set model.prior_train_converge=false: not).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "
-                        "estimates agree (default 0.7, or 0 for an over-relaxed prior; 0: off; "
-                        "below 1).")
+                        "estimates agree, or where a plain converge block is kept (default 0.7, "
+                        "or 0 for an over-relaxed prior; 0: off; below 1).")
     p.add_argument("--prior-frc-filter", choices=("on", "off"),
                    help="The physics prior's half-scan FRC filter of its amplitude (default: as "
                         "the model was trained; needs the scan prior).")

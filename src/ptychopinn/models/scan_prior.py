@@ -347,7 +347,8 @@ class ScanPrior:
         (`for_config`).
     gate_momentum
         Training only, with ``frc_filter`` and plain passes: the phase momentum whose halves
-        decide whether the halves agree, while the passes run without it
+        decide whether the halves agree; where they do not, the converge blocks continue them
+        with it, as inference's, else the passes run without it
         (`physics.prior_frc.frc_filtered_estimate`; `for_config`).
     orders
         ``model.prior_orders``: mini-batch orders whose estimates the whole scan's prior

@@ -181,6 +181,10 @@ class TFPtychoPINN(tf.Module):
 
         from ptychopinn.models.scan_prior import ScanPrior
 
+        if training and (extra_iterations or phase_momentum or converge_passes):
+            raise ValueError("a training prior takes no extra_iterations, phase_momentum or "
+                             "converge_passes (model.prior_train_converge sets its own)")
+
         return ScanPrior.for_config(
             self.cfg, torch.from_numpy(np.asarray(amplitudes, np.float32)), positions_px,
             torch.from_numpy(self.physics_probe.numpy()),
