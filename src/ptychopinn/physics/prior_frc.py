@@ -260,9 +260,9 @@ def frc_filtered_estimate(
     too; where none is kept the halves are estimated again without it, as where no block
     runs (the rise rule drops the blocks that fit noise, with or without the momentum: on
     five strong-phase scans the momentum's blocks raised the network's amplitude SSIM by
-    0.002-0.074, retrained and recorded, and left the decision, and so the estimate,
-    unchanged on seven low-dose, grf, real-probe and textured kinds and on the measured
-    Siemens star, in exploration; docs/benchmarks.md, fortieth session).
+    0.002-0.074, retrained and recorded, docs/benchmarks.md, fortieth session; at 1e4
+    photons, on the real probe and on the measured Siemens star no block is kept, on two grf
+    scans of three one is: `benchmarks/bench_prior_converge.py`, forty-first session).
 
     ``converge_batch_size``: patterns per update in the converge blocks (None: the smaller
     of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
