@@ -73,6 +73,55 @@ def test_where_the_gates_halves_agree_the_prior_is_the_one_without_it(monkeypatc
             frc_filtered_estimate(*_args(strong_scan, 4), gate_momentum=bad)
 
 
+def _decision_agreement(scan) -> float:
+    """The agreement inference's halves (run with the momentum) decide by."""
+    est, _ = frc_filtered_estimate(*_args(scan, 4), phase_momentum=INFERENCE_PHASE_MOMENTUM,
+                                   **PASSES)
+    return est.agreement
+
+
+def test_halves_that_agree_marginally_run_the_blocks_first(monkeypatch, strong_scan):
+    """Halves that agree by less than `MARGINAL_AGREEMENT` above the agreement needed run
+    the converge blocks as where they disagree (with the momentum; training's gate the same,
+    bit for bit); by more, the extra passes alone, as before; marginal halves whose blocks
+    are all dropped take the extra passes (inference) or the plain passes (training), the
+    estimates of before bit for bit."""
+    a = _decision_agreement(strong_scan)
+    infer_kw = {"phase_momentum": INFERENCE_PHASE_MOMENTUM, "extra_iterations": 2, **PASSES}
+    train_kw = {"gate_momentum": INFERENCE_PHASE_MOMENTUM, **PASSES}
+    blocks = INFERENCE_PLAIN_CONVERGE_PASSES
+    marginal = a - pf.MARGINAL_AGREEMENT / 2  # the threshold the halves just pass
+    infer, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
+                                     agreement_threshold=marginal, **infer_kw)
+    train, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
+                                     agreement_threshold=marginal, **train_kw)
+    assert infer.passes > 4 and (infer.passes - 4) % pf.CONVERGE_BLOCK == 0  # blocks, no extras
+    assert infer.agreement > a and infer.phase_momentum == INFERENCE_PHASE_MOMENTUM
+    assert train.passes == infer.passes and torch.equal(train.canvas, infer.canvas)
+
+    clear = a - 1.5 * pf.MARGINAL_AGREEMENT  # agreed by more than the band: extras only
+    extra, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
+                                     agreement_threshold=clear, **infer_kw)
+    no_blocks, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=0,
+                                         agreement_threshold=clear, **infer_kw)
+    assert extra.passes == 6 and torch.equal(extra.canvas, no_blocks.canvas)
+
+    monkeypatch.setattr(pf, "PLAIN_CONVERGE_RISE", 1.0)  # every block is dropped
+    dropped, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
+                                       agreement_threshold=marginal, **infer_kw)
+    before, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=0,
+                                      agreement_threshold=marginal, **infer_kw)
+    assert dropped.passes == before.passes == 6
+    assert dropped.phase_momentum == INFERENCE_PHASE_MOMENTUM
+    assert torch.equal(dropped.canvas, before.canvas)
+    t_dropped, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
+                                         agreement_threshold=marginal, **train_kw)
+    t_before, _ = frc_filtered_estimate(*_args(strong_scan, 4), agreement_threshold=marginal,
+                                        **PASSES)
+    assert t_dropped.passes == 4 and t_dropped.phase_momentum == 0.0
+    assert torch.equal(t_dropped.canvas, t_before.canvas)
+
+
 def _training_prior(cfg: ModelConfig, scan, **kw):
     return ScanPrior.for_config(cfg, torch.from_numpy(scan.diffraction), scan.positions_px,
                                 torch.from_numpy(scan.probe), prior_amplitude_scale=1.0,

@@ -165,10 +165,12 @@ def training_prior_note(prior) -> str | None:  # noqa: ANN001 (a ScanPrior or No
     ``training``); None elsewhere."""
     if prior is None or prior.passes <= prior.iterations:
         return None
-    agreement = "" if prior.agreement is None else f", agreement {prior.agreement:.2f}"
+    agreement = ("" if prior.agreement is None
+                 else f"; their agreement after the blocks {prior.agreement:.2f}")
     return (f"the training prior ran {prior.passes} passes, {prior.passes - prior.iterations} "
             f"of them in converge blocks after {prior.iterations} (its half-scan estimates "
-            f"did not agree{agreement}; model.prior_train_converge, as inference adds them)")
+            f"had not agreed, or only marginally{agreement}; model.prior_train_converge, as "
+            "inference adds them)")
 
 
 def low_dose_warning(photons_per_pattern: float | None, coverage: float) -> str | None:

@@ -57,6 +57,15 @@ on, when the halves' `agreement` is at least this. Measured after 4 passes
 more passes and the momentum raise the amplitude SSIM; 0.17-0.31 at 1e4 and 1e3 photons,
 on an unseen picture and on the measured Siemens star, where they lower the amplitude or
 the spokes' resolution or barely help (the passes fit noise there)."""
+MARGINAL_AGREEMENT = 0.10
+"""Plain halves (step scale 1) that agree, but by less than this above the agreement needed
+(`EXTRA_PASS_AGREEMENT`, or the scan's lower one), agree only marginally: the converge
+blocks run there as where the halves disagree (from the momentum's halves, with the
+momentum), and the extra passes only where no block is kept (`frc_filtered_estimate`). The
+agreement of the halves that agreed after 4 passes, over the scans recorded to the
+fortieth session (docs/benchmarks.md): 0.46-0.53 on five (objects of -2..2 and -3..3 rad,
+a zone plate at 1e5 photons, a 36 px disk, 3e4 photons), then 0.58 and up on the other
+textured scans, with none between."""
 CONVERGE_BLOCK = 4
 """`frc_filtered_estimate`'s ``converge_passes`` are added this many at a time."""
 CONVERGE_RISE = 0.0
@@ -380,10 +389,11 @@ def frc_filtered_estimate(
                                     else 0.0)
         halves = halves_with(decide)
         first, agree, agreed = read(halves)
-        # where they disagree and converge passes may run, the blocks continue these halves
-        # with the momentum (below), and the plain halves are estimated only where no
-        # block is kept
-        momentum_blocks = bool(decide) and not agreed and agree is not None and (
+        # where they disagree, or agree only marginally, and converge passes may run, the
+        # blocks continue these halves with the momentum (below), and the plain halves are
+        # estimated only where no block is kept (the extra passes, where they agreed)
+        marginal = agreed and agree < threshold + MARGINAL_AGREEMENT
+        momentum_blocks = bool(decide) and (not agreed or marginal) and agree is not None and (
             converge_passes > 0)
         if decide and not (agreed and phase_momentum) and not momentum_blocks:
             # the data do not support the momentum, or it only decided: the plain halves
@@ -402,7 +412,7 @@ def frc_filtered_estimate(
             phase_momentum=turn, **args).canvas, h.origin_px, h.illumination),
             halves, subsets, device=device)
 
-    if extra_iterations and agreed:
+    if extra_iterations and agreed and not momentum_blocks:
         halves = continued(halves, extra_iterations)
         iterations += extra_iterations
         first = None  # the halves moved on: filter by their FRC now
@@ -412,7 +422,7 @@ def frc_filtered_estimate(
     if converge_batch_size is None and plain:
         converge_batch_size = min(PLAIN_CONVERGE_BATCH, int(kw.get("batch_size", 64)))
     block_momentum = decide if momentum_blocks else momentum
-    while (agree is not None and not (plain and agreed)
+    while (agree is not None and not (plain and agreed and not momentum_blocks)
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
         moved = continued(halves, block, first_pass=done, batch_size=converge_batch_size,
@@ -424,6 +434,12 @@ def frc_filtered_estimate(
     if momentum_blocks:
         if done > iterations:  # blocks kept: the whole scan's passes turn the phase too
             momentum = block_momentum
+        elif agreed and phase_momentum:  # marginal, none kept: as where the halves agree
+            if extra_iterations:
+                halves = continued(halves, extra_iterations)
+                iterations += extra_iterations
+                done = iterations
+                first = None
         else:  # none kept: the plain halves, as where no block runs
             halves = halves_with(0.0)
             first = halves_frc(halves)
