@@ -147,14 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "value given is not scaled; more is slower and better, e.g. 16).")
     p.add_argument("--prior-extra-iterations", type=int,
                    help="Passes the physics prior adds where its two half-scan estimates agree "
-                        "(well-exposed, consistent data; default 2, or 0 for an over-relaxed "
+                        "(well-exposed, consistent data; where they agree only marginally, "
+                        "only if no converge block is kept; default 2, or 0 for an over-relaxed "
                         "prior such as the featureless recipe's; 0: none, and with "
                         "--prior-converge-passes 0 the model's passes exactly).")
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
                         "each raises the agreement of its two half-scan estimates (default 4 "
                         "for an over-relaxed prior such as the featureless recipe's; 12 for "
-                        "plain ones, tried only where the halves disagree, e.g. objects with "
+                        "plain ones, tried only where the halves disagree or agree only "
+                        "marginally (within 0.10 of the agreement needed), e.g. objects with "
                         "a strong phase, in updates of 4 patterns, continuing the halves run "
                         "with the phase momentum with it; 0: none). Training adds the plain "
                         "ones too (--set model.prior_train_converge=false: not).")

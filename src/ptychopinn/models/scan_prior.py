@@ -53,7 +53,8 @@ pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchma
 
 INFERENCE_PLAIN_CONVERGE_PASSES = 12
 """`InferenceConfig.prior_converge_passes` when not given, for plain passes: tried only where
-the FRC filter's halves did not agree (`physics.prior_frc.PLAIN_CONVERGE_RISE`), in updates
+the FRC filter's halves did not agree, or agreed only marginally
+(`physics.prior_frc.MARGINAL_AGREEMENT`, `physics.prior_frc.PLAIN_CONVERGE_RISE`), in updates
 of `physics.prior_frc.PLAIN_CONVERGE_BATCH` patterns, continuing the momentum's halves with
 the momentum (`physics.prior_frc.frc_filtered_estimate`)."""
 
@@ -73,7 +74,9 @@ def inference_pass_options(step_scale: float, extra_iterations: int | None,
     (`physics.prior_frc.frc_filtered_estimate`; docs/benchmarks.md, twenty-second
     session). Plain passes run their extra passes where the halves agree instead.
 
-    Both run only where the FRC filter's halves agree. Over-relaxed passes (the
+    Both run only where the FRC filter's halves agree (the extra passes, for plain passes,
+    only where they agree by more than `physics.prior_frc.MARGINAL_AGREEMENT` above the
+    agreement needed, or no converge block is kept). Over-relaxed passes (the
     featureless recipe) end with their own plain passes, which take that role: where
     their halves agreed (wide disks defocused to Fresnel number 1, twenty-first session)
     the momentum halves and 2 extra passes took inference from 2.5-2.6 s to 4.2-4.4 s on

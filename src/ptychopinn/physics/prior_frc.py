@@ -79,7 +79,8 @@ held, and lowered it by 0.008-0.070 on the four whose network lost (beams of 14-
 grf object, 1e4 photons); any rise counts."""
 PLAIN_CONVERGE_RISE = 0.025
 """`CONVERGE_RISE` for plain passes (step scale 1), whose converge blocks run only where the
-halves did not agree (`EXTRA_PASS_AGREEMENT`; where they did, the extra passes ran). Measured
+halves did not agree (`EXTRA_PASS_AGREEMENT`), or agreed only marginally
+(`MARGINAL_AGREEMENT`; where they agreed, the extra passes ran). Measured
 after 4 passes at 1e6 photons under the default disk (exploration, thirty-eighth session):
 on objects with a strong phase (-1.5..1.5 and -2.5..2.5 rad) blocks raised the agreement by
 0.031-0.113 each and the prior alone's amplitude SSIM from 0.73-0.80 to about 0.93 (12-16
@@ -257,8 +258,13 @@ def frc_filtered_estimate(
     (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
     momentum or ``extra_iterations``, and at the passes' own batch size, the halves after
     ``k`` added passes are those of ``iterations + k`` passes, bit for bit. Plain passes
-    (step scale 1) try blocks only where the halves did not agree (where they did,
-    ``extra_iterations`` ran), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one
+    (step scale 1) try blocks only where the halves did not agree, or agreed by less than
+    `MARGINAL_AGREEMENT` above the agreement needed (where they agreed by more,
+    ``extra_iterations`` ran; where they agreed marginally the extra passes run only where
+    no block is kept; on two such hidden scans, of -2..2 and -3..3 rad, the blocks were
+    kept and the retrained network's amplitude SSIM rose from 0.910 to 0.954 and from
+    0.751 to 0.813; on three textured ones the block was dropped: docs/benchmarks.md,
+    forty-first session), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one
     where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (over-relaxed passes:
     `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
     and their halves disagree after 4 passes for want of passes, while at low dose and on
