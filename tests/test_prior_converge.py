@@ -211,3 +211,39 @@ def test_plain_blocks_continue_the_momentum_halves_where_they_disagree():
     assert unturned.phase_momentum == 0.0
     assert turned.agreement > unturned.agreement > pf.EXTRA_PASS_AGREEMENT
     assert _amp_error(turned, strong) < 0.5 * _amp_error(base, strong)
+
+
+def test_plain_blocks_run_without_the_com_correction(monkeypatch):
+    """`PLAIN_CONVERGE_COM` (False): the plain blocks' passes run without the centre-of-mass
+    correction; the halves' first passes and the whole scan's passes after the blocks keep
+    it, and so does every pass where the switch is on; over-relaxed blocks keep it."""
+    strong = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
+                                            phase_range_rad=(-3.0, 3.0)))
+    calls = []
+    real = pf.scan_error_reduction
+
+    def spy(*args, **kw):
+        calls.append((args[3], kw.get("batch_size"), kw.get("com_correction"),
+                      kw.get("start") is not None and kw.get("subset") is None))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pf, "scan_error_reduction", spy)
+    off, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=8, **PLAIN)
+    assert off.passes == 4 + 8  # both blocks kept
+    blocks = [c for c in calls if c[1] == pf.PLAIN_CONVERGE_BATCH]
+    whole = [c for c in calls if c[3]]
+    halves = [c for c in calls if c[1] == PLAIN["batch_size"] and not c[3] and c[0] > 0]
+    assert blocks and all(c[2] is False for c in blocks)
+    assert len(whole) == 1 and whole[0][2] is True
+    assert halves and all(c[2] is True for c in halves)
+
+    calls.clear()
+    monkeypatch.setattr(pf, "PLAIN_CONVERGE_COM", True)
+    on, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=8, **PLAIN)
+    assert all(c[2] is True for c in calls if c[0] > 0)
+    assert not torch.equal(on.canvas, off.canvas)
+
+    calls.clear()
+    monkeypatch.setattr(pf, "PLAIN_CONVERGE_COM", False)
+    frc_filtered_estimate(*_args(strong, 4), converge_passes=4, **RECIPE)
+    assert all(c[2] is True for c in calls if c[0] > 0)  # over-relaxed: the correction stays

@@ -154,11 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
                         "each raises the agreement of its two half-scan estimates (default 4 "
-                        "for an over-relaxed prior such as the featureless recipe's; 12 for "
+                        "for an over-relaxed prior such as the featureless recipe's; 16 for "
                         "plain ones, tried only where the halves disagree or agree only "
                         "marginally (within 0.10 of the agreement needed), e.g. objects with "
-                        "a strong phase, in updates of 4 patterns, continuing the halves run "
-                        "with the phase momentum with it; 0: none). Training adds the plain "
+                        "a strong phase, in updates of 4 patterns without the centre-of-mass "
+                        "correction, continuing the halves run with the phase momentum with "
+                        "it; 0: none). Training adds the plain "
                         "ones too (--set model.prior_train_converge=false: not).")
     p.add_argument("--prior-phase-momentum", type=float,
                    help="Phase momentum of the physics prior's passes where its two half-scan "

@@ -51,7 +51,7 @@ agreeing more (a Fermat spiral 0.788 -> 0.804, a lines object 0.911 -> 0.919) bu
 inference of 625 patterns of 64x64 to 3.7-4.5 s on 2 CPU cores, 8-10x faster than
 pty-chi's LSQML-100 where the target is 10x (twenty-second session, docs/benchmarks.md)."""
 
-INFERENCE_PLAIN_CONVERGE_PASSES = 12
+INFERENCE_PLAIN_CONVERGE_PASSES = 16
 """`InferenceConfig.prior_converge_passes` when not given, for plain passes: tried only where
 the FRC filter's halves did not agree, or agreed only marginally
 (`physics.prior_frc.MARGINAL_AGREEMENT`, `physics.prior_frc.PLAIN_CONVERGE_RISE`), in updates

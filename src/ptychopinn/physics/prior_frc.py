@@ -68,6 +68,17 @@ a zone plate at 1e5 photons, a 36 px disk, 3e4 photons), then 0.58 and up on the
 textured scans, with none between."""
 CONVERGE_BLOCK = 4
 """`frc_filtered_estimate`'s ``converge_passes`` are added this many at a time."""
+PLAIN_CONVERGE_COM = False
+"""Whether the converge blocks of plain passes run the passes' centre-of-mass phase
+correction (``com_correction``, `physics.prior_scan.scan_error_reduction`; over-relaxed
+passes' blocks, and the whole scan's passes after any block, keep it). It corrects the
+phase's low spatial frequencies, which the passes before the blocks have settled: without
+it the prior alone scored the same to within 0.002 in amplitude SSIM on seven of eight
+strong-phase scans (0.006 lower on one), the blocks about 0.1-0.2 s cheaper each on 625
+patterns of 64x64 on 2 CPU cores, which pays for most of a fourth block
+(`models.scan_prior.INFERENCE_PLAIN_CONVERGE_PASSES`, 16). Without it in the whole scan's
+passes after the blocks too, the grf object's phase SSIM under the zone plate fell from
+0.989 to 0.932 (exploration, forty-first session)."""
 CONVERGE_RISE = 0.0
 """A block of ``converge_passes`` is kept, and another tried, when it raised the halves'
 `agreement` by more than this (`frc_filtered_estimate`). Measured under Gaussian beams
@@ -257,7 +268,9 @@ def frc_filtered_estimate(
     beams (docs/benchmarks.md, twenty-second session). Each block continues the halves' run
     (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
     momentum or ``extra_iterations``, and at the passes' own batch size, the halves after
-    ``k`` added passes are those of ``iterations + k`` passes, bit for bit. Plain passes
+    ``k`` added passes are those of ``iterations + k`` passes, bit for bit (over-relaxed
+    passes; plain passes' blocks run without the centre-of-mass correction,
+    `PLAIN_CONVERGE_COM`). Plain passes
     (step scale 1) try blocks only where the halves did not agree, or agreed by less than
     `MARGINAL_AGREEMENT` above the agreement needed (where they agreed by more,
     ``extra_iterations`` ran; where they agreed marginally the extra passes run only where
@@ -408,9 +421,11 @@ def frc_filtered_estimate(
     momentum = phase_momentum if agreed else 0.0
 
     def continued(halves: list[ScanEstimate], passes: int, first_pass: int = 0,
-                  batch_size: int | None = None,
-                  with_momentum: float | None = None) -> list[ScanEstimate]:
+                  batch_size: int | None = None, with_momentum: float | None = None,
+                  com_correction: bool | None = None) -> list[ScanEstimate]:
         args = kw if batch_size is None else {**kw, "batch_size": batch_size}
+        if com_correction is not None:
+            args = {**args, "com_correction": com_correction}
         turn = momentum if with_momentum is None else with_momentum
         return at_once(lambda h, rows: ScanEstimate(scan_error_reduction(
             amplitudes, pos, probe, passes, frame=frame, start=h.canvas, subset=rows,
@@ -432,7 +447,8 @@ def frc_filtered_estimate(
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
         moved = continued(halves, block, first_pass=done, batch_size=converge_batch_size,
-                          with_momentum=block_momentum)
+                          with_momentum=block_momentum,
+                          com_correction=None if not plain or PLAIN_CONVERGE_COM else False)
         moved_first, moved_agree, _ = read(moved)
         if moved_agree is None or moved_agree <= agree + rise:
             break
