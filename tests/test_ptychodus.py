@@ -286,13 +286,16 @@ def test_reconstruct_through_ptychodus_api(scan, bundle, library, request):
     c_obj = _object(chunked[-1].product)
     same = evaluate(c_obj, got, positions_px=scan.positions_px, patch_size=N, register=False)
     # each chunk's scan prior sees only its ~27 patterns, the whole scan's all 81: the
-    # chunked object is close to the whole one (amp SSIM 0.85 between them; 0.75 with
-    # model.prior_batch_size 16, whose whole-scan object scores 0.84 against the truth
-    # instead of 0.68) and no better than it against the truth
+    # chunked object is close to the whole one (amp SSIM 0.95 between them) and as good
+    # against the truth. (Since the forty-first session a chunk's halves, which agree only
+    # marginally, run the prior's converge blocks, and the whole scan's, which agree more,
+    # its extra passes: the chunked object scores 0.853 against the whole one's 0.819 here,
+    # 0.725 without the blocks.)
     assert same["amp_ssim"] > 0.8 and same["complex_nrmse"] < 0.5
     whole_t, chunked_t = (evaluate(o, scan.object, positions_px=scan.positions_px,
                                    patch_size=N) for o in (got, c_obj))
-    assert whole_t["amp_ssim"] > chunked_t["amp_ssim"] > 0.5
+    assert whole_t["amp_ssim"] > 0.5 and chunked_t["amp_ssim"] > 0.5
+    assert abs(whole_t["amp_ssim"] - chunked_t["amp_ssim"]) < 0.1
     assert abs(same["phase_offset_rad"]) < 0.3  # chunks share the global phase
 
 
