@@ -63,9 +63,9 @@ MARGINAL_AGREEMENT = 0.10
 blocks run there as where the halves disagree (from the momentum's halves, with the
 momentum), and the extra passes only where no block is kept (`frc_filtered_estimate`). The
 agreement of the halves that agreed after 4 passes, over the scans recorded to the
-fortieth session (docs/benchmarks.md): 0.46-0.53 on five (objects of -2..2 and -3..3 rad,
-a zone plate at 1e5 photons, a 36 px disk, 3e4 photons), then 0.58 and up on the other
-textured scans, with none between."""
+fortieth session (docs/benchmarks.md): 0.46-0.53 on four (objects of -2..2 and -3..3 rad,
+a zone plate at 1e5 photons, a 36 px disk), then 0.58 and up on the other textured scans,
+with none between (0.52 at 3e4 photons, `benchmarks/bench_prior_converge.py`)."""
 CONVERGE_BLOCK = 4
 """`frc_filtered_estimate`'s ``converge_passes`` are added this many at a time."""
 PLAIN_CONVERGE_COM = False
