@@ -115,10 +115,9 @@ def prior(scan, training: bool, options: dict):
     """The scan prior ``ptychopinn train`` (``training``) or ``ptychopinn infer`` builds
     for ``scan`` with train's default configuration, and its compute seconds."""
     from ptychopinn.config import TrainingConfig
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.models.scan_prior import ScanPrior
     from ptychopinn.training.data import prepare
-    from ptychopinn.training.runner import settle_prior_recipe
+    from ptychopinn.training.runner import initial_physics, settle_prior_recipe
 
     # infer passes its pass options as None (`inference_pass_options`' defaults); train none
     options = ({} if training else dict.fromkeys(
@@ -128,15 +127,14 @@ def prior(scan, training: bool, options: dict):
         model["prior_train_converge"] = options.pop("prior_train_converge")
     cfg = TrainingConfig.model_validate({"model": model})
     data = prepare(scan, cfg)
-    probe, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
-    log_s = initial_log_scale(data.counts_per_pattern, probe, scan.amplitude_units, factor)
+    probe, units, log_s = initial_physics(cfg, scan, data)
     cfg = settle_prior_recipe(cfg, scan, probe, data, float(np.exp(log_s)))
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = ScanPrior.for_config(
             cfg.model, data.amplitudes, data.positions_px, probe,
             prior_amplitude_scale=float(np.exp(log_s)), train_input_scale=data.input_scale,
-            valid=data.valid, amplitude_units=scan.amplitude_units, training=training,
+            valid=data.valid, amplitude_units=units, training=training,
             **options)
     return out, time.perf_counter() - t0
 

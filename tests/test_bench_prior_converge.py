@@ -92,3 +92,29 @@ def test_a_scan_file_gets_its_rows(strong_scan, tmp_path, capsys):
     assert (cells[1][1], cells[1][3]) == ("inference, 4 converge passes", "4 + 4")
     coverage = scan_coverage(strong_scan.positions_px, torch.from_numpy(strong_scan.probe))
     assert cells[0][2] == cells[1][2] == f"{coverage:.2f}"
+
+
+def test_the_training_prior_is_the_one_train_builds(strong_scan, tmp_path, monkeypatch):
+    """The script's training prior is bit for bit the one `ptychopinn train` builds for the
+    scan with train's defaults (the same probe, scale, recipe and options)."""
+    from ptychopinn import api
+    from ptychopinn.config import TrainingConfig
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    built = []
+    real = ScanPrior.for_config.__func__
+
+    def spy(cls, *args, **kw):
+        built.append(real(cls, *args, **kw))
+        raise RuntimeError("stop after the prior")
+
+    monkeypatch.setattr(ScanPrior, "for_config", classmethod(spy))
+    cfg = TrainingConfig.model_validate(
+        {"output_dir": str(tmp_path / "run"), "model": {"N": 32},
+         "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
+    with pytest.raises(RuntimeError, match="stop after the prior"):
+        api.train(cfg, strong_scan)
+    monkeypatch.undo()
+    ours, _ = bench.prior(strong_scan, *bench.PRIORS["training"])
+    assert len(built) == 1 and built[0].passes == ours.passes > 4
+    assert torch.equal(built[0].estimate.canvas, ours.estimate.canvas)

@@ -149,7 +149,7 @@ def test_for_config_adds_the_blocks_to_the_training_prior_with_the_option(strong
     assert training_prior_note(off) is None and training_prior_note(None) is None
     ids = torch.arange(strong_scan.n_patterns)
     assert torch.equal(off(ids), as_before(ids)) and not torch.equal(on(ids), off(ids))
-    with pytest.raises(ValueError, match="training prior takes no extra_iterations"):
+    with pytest.raises(ValueError, match="training prior takes no converge_passes"):
         _training_prior(cfg, strong_scan, training=True, converge_passes=4)
 
     relaxed = cfg.model_copy(update={"prior_step_scale": 2.0, "prior_batch_size": 16})
@@ -200,7 +200,7 @@ def test_both_backends_train_on_a_training_prior(monkeypatch, tmp_path, small_sc
                                     training=training)
         assert seen["training"] is training
         assert ("converge_passes" in seen) is not training  # inference passes its options
-    with pytest.raises(ValueError, match="training prior takes no extra_iterations"):
+    with pytest.raises(ValueError, match="training prior takes no converge_passes"):
         loaded.model.scan_prior(small_scan.diffraction, small_scan.positions_px,
                                 training=True, converge_passes=4)
 

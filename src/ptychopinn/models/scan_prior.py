@@ -162,6 +162,19 @@ def measured_photons(amplitudes, amplitude_units: str | None) -> float | None:  
     return input_scale_of(amplitudes) ** 2 * amplitudes.shape[-2] * amplitudes.shape[-1]
 
 
+TRAINING_REFUSES = ("extra_iterations", "phase_momentum", "converge_passes")
+"""Inference's pass options, which a training prior refuses (`refuse_training_options`)."""
+
+
+def refuse_training_options(given) -> None:  # noqa: ANN001 (names of the options given)
+    """Raise where a training prior is given any of inference's pass options, by name:
+    ``model.prior_train_converge`` sets its own (`ScanPrior.for_config`'s ``training``)."""
+    named = [k for k in TRAINING_REFUSES if k in given]
+    if named:
+        raise ValueError(f"a training prior takes no {', '.join(named)} (inference's pass "
+                         "options; model.prior_train_converge sets its own)")
+
+
 def training_prior_note(prior) -> str | None:  # noqa: ANN001 (a ScanPrior or None)
     """What `train` logs about its prior where converge blocks ran (training runs no extra
     passes, so passes beyond those asked for are blocks; `ScanPrior.for_config`'s
@@ -671,9 +684,7 @@ class ScanPrior:
                 if warning:
                     log.warning(warning)
         if training:
-            if any(k in kw for k in ("extra_iterations", "phase_momentum", "converge_passes")):
-                raise ValueError("a training prior takes no extra_iterations, phase_momentum "
-                                 "or converge_passes (model.prior_train_converge sets its own)")
+            refuse_training_options(kw)
             if (frc and step == 1.0 and model_cfg.prior_scope == "scan"
                     and getattr(model_cfg, "prior_train_converge", False)):
                 kw["converge_passes"] = INFERENCE_PLAIN_CONVERGE_PASSES

@@ -179,11 +179,12 @@ class TFPtychoPINN(tf.Module):
         passes); None without prior."""
         import torch
 
-        from ptychopinn.models.scan_prior import ScanPrior
+        from ptychopinn.models.scan_prior import ScanPrior, refuse_training_options
 
-        if training and (extra_iterations or phase_momentum or converge_passes):
-            raise ValueError("a training prior takes no extra_iterations, phase_momentum or "
-                             "converge_passes (model.prior_train_converge sets its own)")
+        passes = {"extra_iterations": extra_iterations, "phase_momentum": phase_momentum,
+                  "converge_passes": converge_passes}
+        if training:  # the defaults (0) are training's own
+            refuse_training_options([k for k, v in passes.items() if v])
 
         return ScanPrior.for_config(
             self.cfg, torch.from_numpy(np.asarray(amplitudes, np.float32)), positions_px,
@@ -195,9 +196,7 @@ class TFPtychoPINN(tf.Module):
             settle_passes=settle_passes, amplitude_units=amplitude_units, orders=orders,
             orders_filter=orders_filter, training=training,
             valid=None if valid is None else torch.from_numpy(np.asarray(valid)),
-            **({} if training else dict(extra_iterations=extra_iterations,
-                                        phase_momentum=phase_momentum,
-                                        converge_passes=converge_passes)))
+            **({} if training else passes))
 
     def predict_amp_phase(self, amplitudes: tf.Tensor, input_scale, training: bool = False,
                           prior=None):

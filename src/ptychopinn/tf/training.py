@@ -38,6 +38,7 @@ from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
 from ptychopinn.training.runner import (
     TrainResult,
     check_training_inputs,
+    initial_physics,
     load_training_scan,
     merge_history,
     post_training,
@@ -209,7 +210,6 @@ def _write_csv(path: Path, history: list[dict]) -> None:
 def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
                      resume: bool = False) -> TrainResult:
     """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`."""
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.tf.bundle import load_tf, save_tf
     from ptychopinn.training.data import prepare, split_groups
 
@@ -229,9 +229,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
             "true": prep.true_patches.numpy() if with_truth else None,
             "frac": None if prep.frac_px is None else prep.frac_px.numpy()}
     train_ids, val_ids = split_groups(data["indices"].shape[0], cfg.val_fraction, cfg.seed)
-    probe_n, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
-    units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
-    log_s = initial_log_scale(prep.counts_per_pattern, probe_n, units, factor)
+    probe_n, units, log_s = initial_physics(cfg, scan, prep)
     init = load_tf(cfg.init_from) if cfg.init_from and not resume else None
     asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
     cfg = settle_prior_recipe(cfg, scan, probe_n, prep, math.exp(log_s),

@@ -198,6 +198,20 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
     )
 
 
+def initial_physics(cfg: TrainingConfig, scan: Scan,
+                    data) -> tuple[torch.Tensor, str, float]:  # noqa: ANN001
+    """``(probe, units, log_scale)`` a model of ``cfg`` starts from on ``scan`` (both
+    backends): the probe normalised to ``model.probe_scale`` (`models.pinn.normalise_probe`),
+    the amplitudes' units ('arbitrary' where ``nphotons`` rescales the data) and the initial
+    log amplitude scale (`models.pinn.initial_log_scale`); ``data``: the
+    `training.data.PreparedData`."""
+    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
+
+    probe, factor = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
+    return probe, units, initial_log_scale(data.counts_per_pattern, probe, units, factor)
+
+
 def settle_prior_recipe(cfg: TrainingConfig, scan: Scan, probe: torch.Tensor, data,  # noqa: ANN001
                         amplitude_scale: float, init_model=None) -> TrainingConfig:  # noqa: ANN001
     """``cfg`` with ``model.prior_recipe='auto'`` resolved for this scan
@@ -234,7 +248,6 @@ def train_pytorch(
     from torch.utils.data import DataLoader
 
     from ptychopinn.bundle.pytorch import load_pinn, save_pinn
-    from ptychopinn.models.pinn import initial_log_scale, normalise_probe
     from ptychopinn.models.prior_recipe import featureless_probe_advice
     from ptychopinn.models.scan_prior import ScanPrior, training_prior_note
     from ptychopinn.training.data import GroupDataset, collate_batch, prepare, split_groups
@@ -254,10 +267,7 @@ def train_pytorch(
     train_ids, val_ids = split_groups(data.indices.shape[0], cfg.val_fraction, cfg.seed)
     with_truth = cfg.realspace_weight > 0
 
-    probe_t = torch.from_numpy(scan.probe)
-    probe_n, factor = normalise_probe(probe_t, cfg.model.probe_scale)
-    units = "arbitrary" if cfg.nphotons is not None else scan.amplitude_units
-    log_s = initial_log_scale(data.counts_per_pattern, probe_n, units, factor)
+    probe_n, units, log_s = initial_physics(cfg, scan, data)
     init = load_pinn(cfg.init_from) if cfg.init_from and not resume else None
     asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
     cfg = settle_prior_recipe(cfg, scan, probe_n, data, math.exp(log_s),
