@@ -53,6 +53,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _record import markdown_table, print_and_record  # noqa: E402
 
+from ptychopinn.models.scan_prior import INFERENCE_PLAIN_CONVERGE_PASSES  # noqa: E402
+
 REAL_PROBE = ROOT.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
 SIEMENS = ROOT.parent / "shared" / "data" / "siemens_star" / "siemens-star-small.npz.bz2"
 
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                    metavar="PRIOR", help=f"the priors to run (default: all of {list(PRIORS)})")
     p.add_argument("--converge-passes", type=int, nargs="+", default=[], metavar="K",
                    help="also inference priors with at most K converge passes (infer's "
-                        "--prior-converge-passes; its default: 12 for plain passes)")
+                        "--prior-converge-passes; its default for plain passes: "
+                        f"{INFERENCE_PLAIN_CONVERGE_PASSES})")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = p.parse_args(argv)

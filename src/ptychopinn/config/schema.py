@@ -225,7 +225,7 @@ class ModelConfig(_Section):
         True,
         description="prior_scope 'scan', plain passes (prior_step_scale 1) with the FRC "
         "filter: the prior the network trains on adds the converge blocks inference adds "
-        "(infer's prior_converge_passes: up to 12 passes, 4 at a time, each kept where it "
+        "(infer's prior_converge_passes: up to 16 passes, 4 at a time, each kept where it "
         "raised the half-scan agreement by more than 0.025) on the scans where inference "
         "adds them: where the halves run with inference's phase momentum (0.7) do not agree; "
         "the blocks continue those halves with it, as inference's "
