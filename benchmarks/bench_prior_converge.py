@@ -3,8 +3,8 @@
 The FRC-filtered scan prior (`physics.prior_frc.frc_filtered_estimate`) decides on every
 scan from the agreement of two half-scan estimates: extra passes and the phase momentum
 where the halves agree, plain converge blocks (4 passes at a time, kept while each raises
-the agreement, continued with the phase momentum) where they disagree, else the plain
-passes alone. This script runs the priors the network gets, as ``ptychopinn train`` and
+the agreement or lowers the halves' held-out misfit enough, continued with the phase
+momentum) where they disagree or agree only marginally, else the plain passes alone. This script runs the priors the network gets, as ``ptychopinn train`` and
 ``ptychopinn infer`` build them for the scan (train's default configuration with
 ``model.N`` the scan's, the model's normalised probe and initial amplitude scale,
 `ScanPrior.for_config`; the true probe, no network), and prints for each:
@@ -12,6 +12,10 @@ passes alone. This script runs the priors the network gets, as ``ptychopinn trai
 - the scan's coverage, the passes run (those asked for + those added: 2 extra passes where
   the halves agreed, converge blocks otherwise), the halves' agreement (after the last
   kept block) against the one needed, and the phase momentum the passes ran with;
+- the converge blocks it tried: each one's rise in the halves' agreement and, where that
+  was too little to keep it, the change of their held-out amplitude misfit (each half's
+  estimate against the other half's patterns: kept where it fell by more than
+  `physics.prior_frc.PLAIN_CONVERGE_MISFIT_FALL`);
 - the prior's amplitude and phase SSIM against the true object (scanned region, after
   registration; ``-`` on the measured Siemens star, whose object is unknown) and its
   compute seconds (one run each, after a warm-up).
@@ -141,6 +145,17 @@ def prior(scan, training: bool, options: dict):
     return out, time.perf_counter() - t0
 
 
+def blocks_read(blocks) -> str:
+    """The converge blocks a prior tried (`ScanPrior.converge_blocks`): each one's passes,
+    agreement rise, held-out misfit change where read, kept or dropped."""
+    if not blocks:
+        return "-"
+    return "; ".join(
+        f"{b.passes}: {b.rise:+.3f}"
+        + ("" if b.misfit_fall is None else f", misfit {-100 * b.misfit_fall:+.1f} %")
+        + (" kept" if b.kept else " dropped") for b in blocks)
+
+
 def scores(est, scan) -> tuple[float, float]:
     from bench_prior_start import estimate_scores
 
@@ -188,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     from ptychopinn.physics.coverage import scan_coverage
 
     headers = ["scan", "prior", "coverage", "passes", "halves' agreement (needed)",
-               "momentum", "amp / phase SSIM", "s"]
+               "momentum", "blocks tried", "amp / phase SSIM", "s"]
     rows = []
     warmed = False
     for name in names:
@@ -211,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([Path(name).name if name.endswith(".npz") else name, which,
                          f"{coverage:.2f}", f"{est.iterations} + {added}",
                          f"{agree} ({est.agreement_threshold:.3f})",
-                         f"{est.phase_momentum:g}", ssim, f"{dt:.2f}"])
+                         f"{est.phase_momentum:g}", blocks_read(est.converge_blocks), ssim,
+                         f"{dt:.2f}"])
             print(" | ".join(rows[-1]), flush=True)
     notes = (
         "The priors `ptychopinn train` and `ptychopinn infer` build for each scan (train's "
@@ -219,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         "`benchmarks/bench_prior_converge.py`). passes: asked for + added (2 extra passes "
         "where the halves agreed, else the converge blocks kept); agreement: the halves' FRC "
         "agreement after the last kept block, against the one the extra passes and momentum "
-        "need; SSIM: the prior alone against the true object (scanned region, registered; "
+        "need; blocks tried: each converge block's passes after it, the halves' agreement's "
+        "rise over it and, where that was too little to keep it, the change of their held-out "
+        "amplitude misfit (each half against the other half's patterns), then kept or "
+        "dropped; SSIM: the prior alone against the true object (scanned region, registered; "
         "'-' where the object is unknown); s: the prior's compute seconds, one run each.")
     print_and_record("Scan prior decisions (bench_prior_converge)",
                      markdown_table(headers, rows), notes, args.record)

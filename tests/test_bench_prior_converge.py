@@ -92,6 +92,12 @@ def test_a_scan_file_gets_its_rows(strong_scan, tmp_path, capsys):
     assert (cells[1][1], cells[1][3]) == ("inference, 4 converge passes", "4 + 4")
     coverage = scan_coverage(strong_scan.positions_px, torch.from_numpy(strong_scan.probe))
     assert cells[0][2] == cells[1][2] == f"{coverage:.2f}"
+    # the blocks tried: each kept one's passes, then the first dropped one, if any
+    blocks = infer.converge_blocks
+    assert blocks and cells[0][6] == bench.blocks_read(blocks)
+    assert cells[0][6].split("; ")[0].startswith(f"{4 + 4}: {blocks[0].rise:+.3f}")
+    assert [b.kept for b in blocks] == [True] * (len(blocks) - 1) + [blocks[-1].kept]
+    assert cells[0][6].count(" kept") == infer.passes // 4 - 1
 
 
 def test_the_training_prior_is_the_one_train_builds(strong_scan, tmp_path, monkeypatch):

@@ -101,7 +101,9 @@ def test_plain_passes_try_blocks_only_where_the_halves_did_not_agree(monkeypatch
     """Plain passes whose halves agree run their extra passes and no converge block (one
     agreement read, the estimate bit for bit the one without converge passes); where they
     disagree, blocks are kept while each raises the agreement by more than
-    `PLAIN_CONVERGE_RISE` (a rise of less drops the block)."""
+    `PLAIN_CONVERGE_RISE` (a rise of less drops the block, the held-out misfit patched not
+    to fall)."""
+    monkeypatch.setattr(pf, "pass_misfit", lambda *a, **k: 1.0)
     reads = []
 
     def agreeing(frc):
@@ -172,14 +174,18 @@ def test_plain_converge_blocks_run_small_batches_that_converge_where_the_data_ag
     gate, keep every block and more than halve the amplitude error (blocks without the
     phase momentum, as with ``--prior-phase-momentum 0``); at 1e4 photons the small-batch
     block (with the momentum, the default) is dropped, the estimate bit for bit the one
-    without blocks."""
+    without blocks. By the agreement alone (`PLAIN_CONVERGE_MISFIT_FALL` off): the held-out
+    misfit keeps the large batches' blocks too (`test_blocks_are_kept_where_the_held_out_
+    misfit_falls`)."""
     assert pf.PLAIN_CONVERGE_BATCH < PLAIN["batch_size"]
     strong = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
                                             phase_range_rad=(-3.0, 3.0)))
     unturned = {**PLAIN, "phase_momentum": 0.0}
-    small, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **unturned)
-    large, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12,
-                                     converge_batch_size=PLAIN["batch_size"], **unturned)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pf, "PLAIN_CONVERGE_MISFIT_FALL", None)
+        small, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **unturned)
+        large, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12,
+                                         converge_batch_size=PLAIN["batch_size"], **unturned)
     assert large.passes == 4 and small.passes == 4 + 12
     assert small.agreement > pf.EXTRA_PASS_AGREEMENT > large.agreement
     assert _amp_error(small, strong) < 0.5 * _amp_error(large, strong)
@@ -247,3 +253,61 @@ def test_plain_blocks_run_without_the_com_correction(monkeypatch):
     monkeypatch.setattr(pf, "PLAIN_CONVERGE_COM", False)
     frc_filtered_estimate(*_args(strong, 4), converge_passes=4, **RECIPE)
     assert all(c[2] is True for c in calls if c[0] > 0)  # over-relaxed: the correction stays
+
+
+def test_blocks_are_kept_where_the_held_out_misfit_falls(monkeypatch, gaussian_scan):
+    """A plain block whose agreement rose by `PLAIN_CONVERGE_RISE` or less is kept where the
+    halves' held-out misfit (`physics.prior_scan.pass_misfit` of each half's estimate on
+    the other half's patterns) fell by more than `PLAIN_CONVERGE_MISFIT_FALL`, and dropped
+    where it fell by less (patched): the block so kept is bit for bit the one the agreement
+    keeps; over-relaxed passes read no misfit."""
+    fall = pf.PLAIN_CONVERGE_MISFIT_FALL
+    low = 0.2
+    monkeypatch.setattr(pf, "agreement", lambda frc: low)
+    # each reading is the mean of two halves': before the first block, after it, after the
+    # second (which fell by less)
+    held = [1.0, 1.0 - 1.5 * fall, (1.0 - 1.5 * fall) * (1.0 - 0.5 * fall)]
+    misfits = iter([v for v in held for _ in range(2)])
+    monkeypatch.setattr(pf, "pass_misfit", lambda *a, **k: next(misfits))
+    by_misfit, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=12, **PLAIN)
+    assert next(misfits, None) is None
+    assert by_misfit.passes == 2 + CONVERGE_BLOCK
+    assert by_misfit.phase_momentum == PLAIN["phase_momentum"]  # a block kept: with it
+    first, second = by_misfit.converge_blocks  # what each block read, as recorded
+    assert (first.passes, first.rise, first.kept) == (2 + CONVERGE_BLOCK, 0.0, True)
+    assert first.misfit_fall == pytest.approx(1.5 * fall)
+    assert (second.kept, second.misfit_fall) == (False, pytest.approx(0.5 * fall))
+
+    monkeypatch.setattr(pf, "pass_misfit", lambda *a, **k: 1.0)  # never falls
+    readings = iter([low, low + 2 * pf.PLAIN_CONVERGE_RISE, low + 2 * pf.PLAIN_CONVERGE_RISE])
+    monkeypatch.setattr(pf, "agreement", lambda frc: next(readings))
+    by_agreement, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=12,
+                                            **PLAIN)
+    assert next(readings, None) is None and by_agreement.passes == by_misfit.passes
+    assert by_agreement.converge_blocks[0].misfit_fall is None  # not read: the agreement rose
+    assert torch.equal(by_agreement.canvas, by_misfit.canvas)
+
+    def refused(*a, **k):
+        raise AssertionError("over-relaxed passes read no held-out misfit")
+
+    monkeypatch.setattr(pf, "pass_misfit", refused)
+    monkeypatch.setattr(pf, "agreement", lambda frc: low)
+    recipe, _ = frc_filtered_estimate(*_args(gaussian_scan, 2), converge_passes=8, **RECIPE)
+    assert recipe.passes == 2
+
+
+def test_the_held_out_misfit_keeps_blocks_that_converge_slowly():
+    """Unpatched, the -3..3 rad scan's blocks at the passes' own batch of 64 raise the
+    halves' agreement too little to be kept by it (4 passes), but lower their held-out
+    misfit by more than `PLAIN_CONVERGE_MISFIT_FALL` each: with the misfit every block is
+    kept and the amplitude error falls by more than a third (the hidden -3..3 rad scan of
+    seed 421 in `benchmarks/bench_prior_converge.py`, forty-second session)."""
+    strong = simulate_scan(SimulationConfig(N=32, n_positions=100, seed=5,
+                                            phase_range_rad=(-3.0, 3.0)))
+    kw = {**PLAIN, "phase_momentum": 0.0, "converge_batch_size": PLAIN["batch_size"]}
+    with_misfit, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **kw)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pf, "PLAIN_CONVERGE_MISFIT_FALL", None)
+        agreement_only, _ = frc_filtered_estimate(*_args(strong, 4), converge_passes=12, **kw)
+    assert agreement_only.passes == 4 and with_misfit.passes == 4 + 12
+    assert _amp_error(with_misfit, strong) < 0.65 * _amp_error(agreement_only, strong)

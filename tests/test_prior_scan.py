@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from ptychopinn.config import TrainingConfig
 from ptychopinn.models.pinn import PtychoPINN, normalise_probe
 from ptychopinn.models.scan_prior import ScanPrior
 from ptychopinn.physics.geometry import extract_patches
-from ptychopinn.physics.prior_scan import canvas_frame, scan_error_reduction
+from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
 from ptychopinn.physics.propagation import far_field
 
 
@@ -403,3 +405,50 @@ def test_a_continuation_from_a_first_pass_is_the_whole_run(scan64) -> None:
         momentum_turn(first.canvas, flat.canvas, 1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         momentum_turn(first.canvas, flat.canvas[1:], 0.5)
+
+
+def test_pass_misfit_is_the_relative_modulus_misfit_and_falls_on_held_out_patterns(
+        scan64) -> None:
+    """`pass_misfit`: the passes' relative modulus misfit (the patches' sub-pixel model
+    aside, `_residual`'s), the same with the pass terms given; it falls with passes on the
+    patterns an estimate fitted and on those it did not (a half's estimate against the other
+    half's patterns, higher there); masked detector pixels do not count; bad rows are
+    refused by name."""
+    from ptychopinn.physics.prior_frc import half_split
+    from ptychopinn.physics.prior_scan import pass_misfit
+    from ptychopinn.physics.prior_update import pass_terms
+
+    amps, probe = _inputs(scan64)
+    pos = scan64.positions_px
+    every = np.arange(len(pos))
+    est = scan_error_reduction(amps, pos, probe, 6)
+    m = pass_misfit(amps, pos, probe, est, every)
+    # on whole-pixel windows the two sub-pixel models are the same: `_residual`'s exactly
+    whole = ScanEstimate(est.canvas, np.round(est.origin_px), est.illumination)
+    on_grid = replace(scan64, positions_px=np.round(pos))
+    assert pass_misfit(amps, on_grid.positions_px, probe, whole, every) == pytest.approx(
+        _residual(whole, on_grid), rel=1e-4)
+    terms = pass_terms(amps, pos, probe, (est.origin_px, tuple(est.canvas.shape)))
+    assert pass_misfit(amps, pos, probe, est, every, terms=terms) == pytest.approx(m, rel=1e-5)
+
+    own, other = half_split(len(pos))
+    origin, shape = canvas_frame(np.asarray(pos), 64)
+    halves = [scan_error_reduction(amps, pos, probe, k, frame=(origin, shape), subset=own)
+              for k in (1, 3, 6)]
+    fitted = [pass_misfit(amps, pos, probe, h, own) for h in halves]
+    held_out = [pass_misfit(amps, pos, probe, h, other) for h in halves]
+    assert fitted[0] > fitted[1] > fitted[2] and held_out[0] > held_out[1] > held_out[2]
+    assert all(h > f for h, f in zip(held_out, fitted, strict=True))
+
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[30:34, 40:44] = False
+    hot = amps.clone()
+    hot[:, 30:34, 40:44] = 1e3 * amps.max()
+    assert pass_misfit(hot, pos, probe, est, every, valid=valid) == pytest.approx(
+        pass_misfit(amps, pos, probe, est, every, valid=valid), rel=1e-5)
+    assert pass_misfit(hot, pos, probe, est, every) > 100 * m
+
+    with pytest.raises(ValueError, match="at least one pattern"):
+        pass_misfit(amps, pos, probe, est, np.array([], dtype=int))
+    with pytest.raises(ValueError, match="rows must index the 64 patterns"):
+        pass_misfit(amps, pos, probe, est, np.array([0, 64]))

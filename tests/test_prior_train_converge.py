@@ -5,6 +5,8 @@ models.scan_prior.ScanPrior.for_config's ``training``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -108,6 +110,7 @@ def test_halves_that_agree_marginally_run_the_blocks_first(monkeypatch, strong_s
     assert extra.passes == 6 and torch.equal(extra.canvas, no_blocks.canvas)
 
     monkeypatch.setattr(pf, "PLAIN_CONVERGE_RISE", 1.0)  # every block is dropped
+    monkeypatch.setattr(pf, "PLAIN_CONVERGE_MISFIT_FALL", None)
     dropped, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=blocks,
                                        agreement_threshold=marginal, **infer_kw)
     before, _ = frc_filtered_estimate(*_args(strong_scan, 4), converge_passes=0,
@@ -147,6 +150,14 @@ def test_for_config_adds_the_blocks_to_the_training_prior_with_the_option(strong
     note = training_prior_note(on)  # what train logs
     assert f"ran {on.passes} passes, {on.passes - 4} of them in converge blocks" in note
     assert training_prior_note(off) is None and training_prior_note(None) is None
+    by_misfit = sum(1 for b in on.converge_blocks if b.kept and b.misfit_fall is not None)
+    assert (f"{by_misfit} of the blocks kept for the fall of their held-out misfit" in note
+            ) == (by_misfit > 0)
+    # one block kept for its held-out misfit, the others for their agreement: named
+    kept = replace(on.converge_blocks[0], rise=0.0, misfit_fall=0.5, kept=True)
+    on.converge_blocks = (kept, *(replace(b, misfit_fall=None) for b in on.converge_blocks[1:]))
+    assert ", 1 of the blocks kept for the fall of their held-out misfit" in (
+        training_prior_note(on))
     ids = torch.arange(strong_scan.n_patterns)
     assert torch.equal(off(ids), as_before(ids)) and not torch.equal(on(ids), off(ids))
     with pytest.raises(ValueError, match="training prior takes no converge_passes"):

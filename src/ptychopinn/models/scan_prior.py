@@ -29,7 +29,7 @@ from ptychopinn.physics.geometry import whole_pixel_windows
 from ptychopinn.physics.prior import neighbourhood_error_reduction
 from ptychopinn.physics.prior_frc import frc_filtered_estimate
 from ptychopinn.physics.prior_orders import MAX_ORDERS, order_averaged_estimate
-from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ScanEstimate
+from ptychopinn.physics.prior_scan import MAX_STEP_SCALE, ConvergeBlock, ScanEstimate
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,10 @@ def training_prior_note(prior) -> str | None:  # noqa: ANN001 (a ScanPrior or No
         return None
     agreement = ("" if prior.agreement is None
                  else f"; their agreement after the blocks {prior.agreement:.2f}")
+    by_misfit = sum(1 for b in prior.converge_blocks if b.kept and b.misfit_fall is not None)
+    if by_misfit:
+        agreement += (f", {by_misfit} of the blocks kept for the fall of their held-out "
+                      "misfit where the agreement rose too little")
     return (f"the training prior ran {prior.passes} passes, {prior.passes - prior.iterations} "
             f"of them in converge blocks after {prior.iterations} (its half-scan estimates "
             f"had not agreed, or only marginally{agreement}; model.prior_train_converge, as "
@@ -507,6 +511,9 @@ class ScanPrior:
         self.phase_momentum = 0.0
         """The phase momentum the FRC-filtered prior's passes ran with (0 where its halves
         did not agree and no plain converge block was kept, and without the filter)."""
+        self.converge_blocks: tuple[ConvergeBlock, ...] = ()
+        """The FRC-filtered prior's converge blocks, as tried (`physics.prior_scan.ConvergeBlock`:
+        what each read and whether it was kept); empty where none ran."""
         self.agreement_threshold = float(prior_frc.EXTRA_PASS_AGREEMENT
                                          if agreement_threshold is None else agreement_threshold)
         """The agreement its extra passes and phase momentum needed (`coverage_agreement`)."""
@@ -560,6 +567,7 @@ class ScanPrior:
                 self.passes = int(self.estimate.passes or iterations)
                 self.agreement = self.estimate.agreement
                 self.phase_momentum = float(self.estimate.phase_momentum or 0.0)
+                self.converge_blocks = self.estimate.converge_blocks
             else:
                 self.estimate = order_averaged_estimate(
                     self.amplitudes, pos, scaled_probe, int(iterations), self.orders,

@@ -40,7 +40,13 @@ from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
 from ptychopinn.physics.at_once import at_once
-from ptychopinn.physics.prior_scan import ScanEstimate, canvas_frame, scan_error_reduction
+from ptychopinn.physics.prior_scan import (
+    ConvergeBlock,
+    ScanEstimate,
+    canvas_frame,
+    pass_misfit,
+    scan_error_reduction,
+)
 from ptychopinn.physics.prior_update import momentum_turn, pass_terms
 
 FRC_RINGS = 24
@@ -98,6 +104,28 @@ on objects with a strong phase (-1.5..1.5 and -2.5..2.5 rad) blocks raised the a
 passes); at 1e4 photons
 the first block raised it by 0.012 (more passes lowered the amplitude), on the measured
 Siemens star with its retrieved probe by 0.004 or less."""
+PLAIN_CONVERGE_MISFIT_FALL: float | None = 0.10
+"""A converge block of plain passes whose halves' agreement rose by `PLAIN_CONVERGE_RISE`
+or less is kept all the same where it lowered their held-out misfit by more than this
+fraction (None: never): each half's estimate against the other half's measured
+amplitudes (`physics.prior_scan.pass_misfit`), an error on data the half did not
+fit, which falls while the passes converge towards the object both halves measure and
+rises where they fit their own half's noise. The agreement reads the halves' amplitude
+only, ring by ring, and stalls on objects whose phase converges slowly: on the hidden
+-3..3 rad scan of seed 421 it rose by 0.015, fell by 0.005 and rose by 0.027 over the
+second to fourth blocks while the held-out misfit fell by 40 %, 24 % and 14 % and the
+prior alone's amplitude SSIM rose from 0.829 (one block) to 0.922 (four). Every block
+forced, 4 to 28 passes (exploration, forty-second session, the priors of
+`benchmarks/bench_prior_converge.py`): at 1e4 photons (three scans) and on the measured
+Siemens star the misfit rose with every block (by up to 13 %); at 3e4 photons and under a
+zone plate at 1e5 photons it fell by 3.8 and 2.5 % over the first block and then held
+within 1 %; on the strong-phase objects and the grf objects under the disk or a zone plate
+it fell by 33-79 % over the first block and by less over each later one (the grf objects'
+below 10 % after one to three blocks) while the prior's amplitude SSIM rose. Nearest the
+threshold: -2..2 rad (seed 405) 9.5 % over its fourth block and -1.5..1.5 rad (seed 403)
+8.0 % over its third, both dropped as before (their agreement rose by 0.020 and 0.014).
+The blocks kept and the priors are recorded by `bench_prior_converge.py`
+(docs/benchmarks.md, forty-second session)."""
 PLAIN_CONVERGE_BATCH = 4
 """Patterns per update in the converge blocks of plain passes (`frc_filtered_estimate`'s
 ``converge_batch_size`` default there; the passes before them keep the model's batch, so the
@@ -278,8 +306,10 @@ def frc_filtered_estimate(
     kept and the retrained network's amplitude SSIM rose from 0.910 to 0.954 and from
     0.751 to 0.813; on three textured ones the block was dropped: docs/benchmarks.md,
     forty-first session), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one
-    where it raised the agreement by more than `PLAIN_CONVERGE_RISE` (over-relaxed passes:
-    `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
+    where it raised the agreement by more than `PLAIN_CONVERGE_RISE`, or else lowered the
+    halves' held-out misfit (each half's estimate against the other half's patterns) by
+    more than `PLAIN_CONVERGE_MISFIT_FALL` (over-relaxed passes: where it raised the
+    agreement by more than `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
     and their halves disagree after 4 passes for want of passes, while at low dose and on
     the measured Siemens star the halves disagree for noise (docs/benchmarks.md,
     thirty-eighth and thirty-ninth sessions). Where the halves that decided ran with a
@@ -316,6 +346,9 @@ def frc_filtered_estimate(
     (`scan_error_reduction`'s); the halves run without them, so the filter and the
     agreement read the over-relaxed passes (settling the halves instead scored lower:
     exploration, docs/benchmarks.md, twentieth session).
+
+    The estimate records the blocks tried (``converge_blocks``, `ConvergeBlock`: what each
+    read and whether it was kept).
 
     Returns ``(estimate, frc_of_the_halves)`` (per ring, see `ring_index`).
     """
@@ -443,6 +476,15 @@ def frc_filtered_estimate(
     if converge_batch_size is None and plain:
         converge_batch_size = min(PLAIN_CONVERGE_BATCH, int(kw.get("batch_size", 64)))
     block_momentum = decide if momentum_blocks else momentum
+
+    def held_out(halves: list[ScanEstimate]) -> float:
+        # each half's estimate against the other half's patterns
+        return 0.5 * sum(pass_misfit(amplitudes, pos, probe, h, rows, terms=terms,
+                                          valid=kw.get("valid"))
+                         for h, rows in zip(halves, subsets[::-1], strict=True))
+
+    held = None  # the kept halves' held-out misfit, where it was read
+    blocks: list[ConvergeBlock] = []
     while (agree is not None and not (plain and agreed and not momentum_blocks)
            and done < iterations + int(converge_passes)):
         block = min(CONVERGE_BLOCK, iterations + int(converge_passes) - done)
@@ -450,9 +492,20 @@ def frc_filtered_estimate(
                           with_momentum=block_momentum,
                           com_correction=None if not plain or PLAIN_CONVERGE_COM else False)
         moved_first, moved_agree, _ = read(moved)
-        if moved_agree is None or moved_agree <= agree + rise:
+        if moved_agree is None:
+            break
+        kept, moved_held, fell = moved_agree > agree + rise, None, None
+        if not kept and plain and PLAIN_CONVERGE_MISFIT_FALL is not None:
+            # the agreement rose too little: kept where the held-out misfit fell enough
+            held = held_out(halves) if held is None else held
+            moved_held = held_out(moved)
+            fell = 1.0 - moved_held / max(held, 1e-30)
+            kept = fell > PLAIN_CONVERGE_MISFIT_FALL
+        blocks.append(ConvergeBlock(done + block, moved_agree, moved_agree - agree, fell, kept))
+        if not kept:
             break
         halves, first, agree, done = moved, moved_first, moved_agree, done + block
+        held = moved_held
     if momentum_blocks:
         if done > iterations:  # blocks kept: the whole scan's passes turn the phase too
             momentum = block_momentum
@@ -474,7 +527,8 @@ def frc_filtered_estimate(
                                 frame=frame, start=start, illumination=both, terms=terms,
                                 phase_momentum=momentum, settle_passes=settle_passes, **kw)
     est, frc = filter_amplitude(full, halves, known_frc=first)
-    return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum), frc
+    return replace(est, passes=int(iterations), agreement=agree, phase_momentum=momentum,
+                   converge_blocks=tuple(blocks)), frc
 
 
 def halves_frc(halves: list[ScanEstimate]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -4,7 +4,10 @@
 the scan and every (valid) detector pixel ``k``: the quantity the prior's PIE passes
 descend. `models.prior_recipe` compares it between plain and over-relaxed passes to
 catch the over-relaxation overshooting; ``benchmarks/bench_probe_features.py`` divides it
-by the photon-noise floor.
+by the photon-noise floor. `physics.prior_scan.pass_misfit` is the same misfit under the
+passes' own model of sub-pixel positions (whole-pixel windows, shifted probes), relative to
+the measured intensity, on chosen patterns: the FRC filter's held-out misfit
+(`physics.prior_frc.PLAIN_CONVERGE_MISFIT_FALL`).
 """
 
 from __future__ import annotations

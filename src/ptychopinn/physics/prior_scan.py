@@ -116,6 +116,23 @@ the windows' pixels (indexed ops, about 3x the cost per pixel)."""
 
 
 @dataclass(frozen=True)
+class ConvergeBlock:
+    """One converge block of an FRC-filtered estimate's halves
+    (`physics.prior_frc.frc_filtered_estimate`)."""
+
+    passes: int
+    """The halves' passes after the block."""
+    agreement: float
+    """Their `physics.prior_frc.agreement` after it."""
+    rise: float
+    """The agreement's rise over the block (negative: a fall)."""
+    misfit_fall: float | None
+    """The fraction by which it lowered the halves' held-out `pass_misfit` (negative:
+    a rise), where that was read (plain passes whose agreement rose too little); else None."""
+    kept: bool
+
+
+@dataclass(frozen=True)
 class ScanEstimate:
     """A scan's joint estimate: ``canvas (H, W)`` complex64 whose pixel
     ``[0, 0]`` is at ``origin_px`` in the positions' frame; ``illumination (H, W)``
@@ -136,6 +153,9 @@ class ScanEstimate:
     orders_agreement: float | None = None
     """A mean of mini-batch orders filtered by their FRC (`physics.prior_orders.filter_orders`):
     the `physics.prior_frc.agreement` of the even- and odd-numbered orders; None otherwise."""
+    converge_blocks: tuple[ConvergeBlock, ...] = ()
+    """An FRC-filtered estimate's converge blocks, each tried in turn until one is dropped
+    (`physics.prior_frc.frc_filtered_estimate`): what each read and whether it was kept."""
 
     def patches(self, positions_px: Tensor | np.ndarray, n: int) -> Tensor:
         """``(..., N, N)`` patches at ``positions_px (..., 2)`` (the scan's frame)."""
@@ -567,6 +587,66 @@ def scan_error_reduction(
             if pushing:
                 push_on(flat, start_of_pass, push, object_momentum)
     return ScanEstimate(obj, origin, weight)
+
+
+def pass_misfit(
+    amplitudes: Tensor,
+    positions_px: Tensor | np.ndarray,
+    probe: Tensor,
+    estimate: ScanEstimate,
+    rows: np.ndarray,
+    *,
+    valid: Tensor | None = None,
+    terms: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> float:
+    """The relative amplitude misfit of ``estimate`` to the patterns ``rows`` (indices into
+    ``amplitudes`` and ``positions_px``, all of a scan's patterns) as the passes model
+    them: ``sum (|far field| - measured amplitude)^2 / sum measured amplitude^2`` over
+    their good pixels (``valid``, the passes' detector mask), each far field
+    ``sum_m |fft2(P_m E_j(O))|^2`` of the whole-pixel window ``E_j(O)`` under the pattern's
+    sub-pixel-shifted probes (`physics.prior_misfit.amplitude_misfit` is the absolute
+    misfit of bilinearly interpolated patches instead, over every pattern). ``terms``: `pass_terms`
+    of all the patterns on the estimate's frame (else made a batch at a time). On patterns
+    an estimate did not use (the other half of a scan's, `physics.prior_frc`) it is a
+    held-out error: it falls while the passes converge towards the object both halves
+    measure and rises where they fit the noise of their own half."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size == 0:
+        raise ValueError("pass_misfit needs at least one pattern")
+    if amplitudes.ndim != 3:
+        raise ValueError(f"expected amplitudes (n, N, N); found {tuple(amplitudes.shape)}")
+    n = int(amplitudes.shape[-1])
+    obj = estimate.canvas.contiguous()
+    dev = obj.device
+    pos = np.asarray(torch.as_tensor(positions_px).cpu().numpy(), dtype=np.float64)
+    if len(pos) != amplitudes.shape[0] or rows.min() < 0 or rows.max() >= len(pos):
+        raise ValueError(f"rows must index the {amplitudes.shape[0]} patterns and positions "
+                         f"({len(pos)} positions, rows {rows.min()}..{rows.max()})")
+    p = probe_modes(probe, dev, n)
+    frac, corner = window_corners(torch.from_numpy(pos - estimate.origin_px).to(dev), n)
+    shape, width = tuple(obj.shape), int(obj.shape[1])
+    if (corner < 0).any() or (corner[:, 0] > shape[0] - n).any() or (
+            corner[:, 1] > shape[1] - n).any():
+        raise ValueError(f"the estimate's canvas {shape} does not hold every {n}x{n} window")
+    windows = obj.as_strided((shape[0] - n + 1, shape[1] - n + 1, n, n), (width, 1, width, 1))
+    keep = None if valid is None else ~torch.fft.ifftshift(valid.to(dev).bool(), dim=(-2, -1))
+    amps = amplitudes.detach()
+
+    def batch_amps(at: Tensor) -> Tensor:
+        return amps[at.to(amps.device)].to(dev, torch.float32)
+
+    picked = torch.from_numpy(np.unique(rows)).to(dev)
+    cache = None if terms is None else tuple(t.to(dev) for t in terms)
+    with torch.no_grad():
+        _, misfit = _far_fields(windows, corner, torch.fft.fft2(p), frac, cache, None,
+                                batch_amps, keep, picked)
+        measured = 0.0
+        for s in range(0, picked.numel(), 256):
+            a2 = batch_amps(picked[s : s + 256]).square()
+            if valid is not None:
+                a2 = a2 * valid.to(dev, torch.float32)
+            measured += float(a2.sum(dtype=torch.float64))
+    return misfit / max(measured, 1e-30)
 
 
 def _far_fields(obj_windows: Tensor, corner: Tensor, p_hat: Tensor, frac: Tensor, cache,
