@@ -123,7 +123,7 @@ within 1 %; on the strong-phase objects and the grf objects under the disk or a 
 it fell by 33-79 % over the first block and by less over each later one (the grf objects'
 below 10 % after one to three blocks) while the prior's amplitude SSIM rose. Nearest the
 threshold: -2..2 rad (seed 405) 9.5 % over its fourth block and -1.5..1.5 rad (seed 403)
-8.0 % over its third, both dropped as before (their agreement rose by 0.020 and 0.014).
+7.9 % over its third, both dropped as before (their agreement rose by 0.020 and 0.014).
 The blocks kept and the priors are recorded by `bench_prior_converge.py`
 (docs/benchmarks.md, forty-second session)."""
 PLAIN_CONVERGE_BATCH = 4
@@ -309,8 +309,8 @@ def frc_filtered_estimate(
     where it raised the agreement by more than `PLAIN_CONVERGE_RISE`, or else lowered the
     halves' held-out misfit (each half's estimate against the other half's patterns) by
     more than `PLAIN_CONVERGE_MISFIT_FALL` (over-relaxed passes: where it raised the
-    agreement by more than `CONVERGE_RISE`): objects with a strong phase converge slowly under the default disk,
-    and their halves disagree after 4 passes for want of passes, while at low dose and on
+    agreement by more than `CONVERGE_RISE`): objects with a strong phase converge slowly
+    under the default disk, and their halves disagree after 4 passes for want of passes, while at low dose and on
     the measured Siemens star the halves disagree for noise (docs/benchmarks.md,
     thirty-eighth and thirty-ninth sessions). Where the halves that decided ran with a
     phase momentum (``phase_momentum``, or ``gate_momentum``), the plain blocks continue
@@ -480,7 +480,7 @@ def frc_filtered_estimate(
     def held_out(halves: list[ScanEstimate]) -> float:
         # each half's estimate against the other half's patterns
         return 0.5 * sum(pass_misfit(amplitudes, pos, probe, h, rows, terms=terms,
-                                          valid=kw.get("valid"))
+                                     valid=kw.get("valid"))
                          for h, rows in zip(halves, subsets[::-1], strict=True))
 
     held = None  # the kept halves' held-out misfit, where it was read
