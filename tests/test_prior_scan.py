@@ -452,3 +452,6 @@ def test_pass_misfit_is_the_relative_modulus_misfit_and_falls_on_held_out_patter
         pass_misfit(amps, pos, probe, est, np.array([], dtype=int))
     with pytest.raises(ValueError, match="rows must index the 64 patterns"):
         pass_misfit(amps, pos, probe, est, np.array([0, 64]))
+    small = ScanEstimate(est.canvas[:70, :70].contiguous(), est.origin_px)
+    with pytest.raises(ValueError, match=r"canvas \(70, 70\) does not hold every 64x64"):
+        pass_misfit(amps, pos, probe, small, every)

@@ -625,9 +625,12 @@ def pass_misfit(
     p = probe_modes(probe, dev, n)
     frac, corner = window_corners(torch.from_numpy(pos - estimate.origin_px).to(dev), n)
     shape, width = tuple(obj.shape), int(obj.shape[1])
-    if (corner < 0).any() or (corner[:, 0] > shape[0] - n).any() or (
-            corner[:, 1] > shape[1] - n).any():
-        raise ValueError(f"the estimate's canvas {shape} does not hold every {n}x{n} window")
+    picked = torch.from_numpy(np.unique(rows)).to(dev)
+    used = corner[picked]
+    if (used < 0).any() or (used[:, 0] > shape[0] - n).any() or (
+            used[:, 1] > shape[1] - n).any():
+        raise ValueError(f"the estimate's canvas {shape} does not hold every {n}x{n} window "
+                         "of the patterns asked for")
     windows = obj.as_strided((shape[0] - n + 1, shape[1] - n + 1, n, n), (width, 1, width, 1))
     keep = None if valid is None else ~torch.fft.ifftshift(valid.to(dev).bool(), dim=(-2, -1))
     amps = amplitudes.detach()
@@ -635,7 +638,6 @@ def pass_misfit(
     def batch_amps(at: Tensor) -> Tensor:
         return amps[at.to(amps.device)].to(dev, torch.float32)
 
-    picked = torch.from_numpy(np.unique(rows)).to(dev)
     cache = None if terms is None else tuple(t.to(dev) for t in terms)
     with torch.no_grad():
         _, misfit = _far_fields(windows, corner, torch.fft.fft2(p), frac, cache, None,
