@@ -154,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-converge-passes", type=int,
                    help="At most this many passes the physics prior adds, 4 at a time, while "
                         "each raises the agreement of its two half-scan estimates (plain "
-                        "passes: by more than 0.025, or else lowers their held-out misfit, "
-                        "each half against the other's patterns, by more than 10 %%; default 4 "
+                        "passes: by more than 0.025, or, after a block so kept, lowers their "
+                        "held-out misfit, each half against the other's patterns, by more "
+                        "than 10 %%; default 4 "
                         "for an over-relaxed prior such as the featureless recipe's; 16 for "
                         "plain ones, tried only where the halves disagree or agree only "
                         "marginally (within 0.10 of the agreement needed), e.g. objects with "

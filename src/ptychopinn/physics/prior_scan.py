@@ -128,7 +128,8 @@ class ConvergeBlock:
     """The agreement's rise over the block (negative: a fall)."""
     misfit_fall: float | None
     """The fraction by which it lowered the halves' held-out `pass_misfit` (negative:
-    a rise), where that was read (plain passes whose agreement rose too little); else None."""
+    a rise), where that was read (plain passes whose agreement rose too little after a
+    block it kept); else None."""
     kept: bool
 
 
