@@ -124,3 +124,35 @@ def test_the_training_prior_is_the_one_train_builds(strong_scan, tmp_path, monke
     ours, _ = bench.prior(strong_scan, *bench.PRIORS["training"])
     assert len(built) == 1 and built[0].passes == ours.passes > 4
     assert torch.equal(built[0].estimate.canvas, ours.estimate.canvas)
+
+
+def test_the_inference_prior_is_the_one_infer_builds(strong_scan, tmp_path, monkeypatch):
+    """The script's inference prior is bit for bit the one `ptychopinn infer` builds with
+    its defaults for a model trained with train's defaults on the scan (one epoch: the
+    prior reads the model's probe and its initial scale, which training leaves)."""
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+    from ptychopinn.inference.reconstruct import reconstruct_pytorch
+    from ptychopinn.models.scan_prior import ScanPrior
+
+    run = tmp_path / "run"
+    cfg = TrainingConfig.model_validate(
+        {"output_dir": str(run), "model": {"N": 32}, "nepochs": 1,
+         "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"}})
+    api.train(cfg, strong_scan)
+    built = []
+    real = ScanPrior.for_config.__func__
+
+    def spy(cls, *args, **kw):
+        built.append(real(cls, *args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(ScanPrior, "for_config", classmethod(spy))
+    rec = reconstruct_pytorch(load_pinn(run), strong_scan,
+                              InferenceConfig(execution={"accelerator": "cpu"}))
+    monkeypatch.undo()
+    ours, _ = bench.prior(strong_scan, *bench.PRIORS["inference"])
+    assert len(built) == 1 and built[0].passes == ours.passes == rec.prior_passes > 4
+    assert built[0].converge_blocks == ours.converge_blocks
+    assert torch.equal(built[0].estimate.canvas, ours.estimate.canvas)
