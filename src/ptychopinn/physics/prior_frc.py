@@ -122,7 +122,7 @@ scored 0.921 against LSQML-100's 0.941 (0.813 with one block). Every block force
 Siemens star the misfit rose with every block (by up to 13 %); at 3e4 photons and under a
 zone plate at 1e5 photons it fell by 3.8 and 2.5 % over the first block and then held
 within 1 %; on the strong-phase objects and the grf objects under the disk or a zone plate
-it fell by 33-79 % over the first block and by less over each later one. Only after a
+it fell by 33-79 % over the first block and by less over later ones. Only after a
 block the agreement kept: grf objects and a cell picture, whose halves disagree
 (0.24-0.29) for detail the passes do not reach, lowered the misfit by 33-49 % over a first
 block whose agreement barely moved; kept, their retrained networks met the CPU target at
