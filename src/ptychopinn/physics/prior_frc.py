@@ -124,7 +124,7 @@ zone plate at 1e5 photons it fell by 3.8 and 2.5 % over the first block and then
 within 1 %; on the strong-phase objects and the grf objects under the disk or a zone plate
 it fell by 33-79 % over the first block and by less over later ones. Only after a
 block the agreement kept: grf objects and a cell picture, whose halves disagree
-(0.24-0.29) for detail the passes do not reach, lowered the misfit by 33-49 % over a first
+(0.24-0.29) for detail the passes do not reach, lowered the misfit by 33-40 % over a first
 block whose agreement barely moved; kept, their retrained networks met the CPU target at
 11-14x (15-24x in their last records) at amplitude SSIMs 0.005-0.036 above those records
 (some made with older code), and the cell picture through a model trained on
