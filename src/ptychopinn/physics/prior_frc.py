@@ -130,7 +130,7 @@ block whose agreement barely moved; kept, their retrained networks met the CPU t
 (some made with older code), and the cell picture through a model trained on
 another scan (issue 5's generalisation case) fell below the 20x its target needs (12x
 recorded; its inference 2.7 s against 1.8-2.0 s without those blocks in an interleaved
-run; forty-second session). Nearest the
+run, exploration; forty-second session). Nearest the
 threshold at the defaults: -2..2 rad (seed 405) 9.5 % over its fourth block and -1.5..1.5
 rad (seed 403) 7.9 % over its third, both dropped as before (their agreement rose by 0.020
 and 0.014). The blocks kept and the priors are recorded by `bench_prior_converge.py`
@@ -295,41 +295,40 @@ def frc_filtered_estimate(
     exploration recorded in docs/benchmarks.md).
 
     ``converge_passes``: at most this many passes the halves add, `CONVERGE_BLOCK` at a
-    time, for as long as each block raises their `agreement` by more than `CONVERGE_RISE`
-    (a block that does not is dropped, and the halves stay as they were before it); the
-    whole scan then runs `whole_pass_count` of the halves' passes. The halves of two
-    independent halves of the data agree more as the passes converge towards the object
-    both halves measure, and less where the passes fit noise or overshoot: under Gaussian
-    beams, more over-relaxed passes raised the agreement and the network's amplitude SSIM on
-    raster and Fermat-spiral scans at 1e6 photons and lowered both on narrow (14-16 px)
-    beams (docs/benchmarks.md, twenty-second session). Each block continues the halves' run
-    (its batch orders and centre-of-mass corrections, ``first_pass``): without phase
-    momentum or ``extra_iterations``, and at the passes' own batch size, the halves after
-    ``k`` added passes are those of ``iterations + k`` passes, bit for bit (over-relaxed
-    passes; plain passes' blocks run without the centre-of-mass correction,
-    `PLAIN_CONVERGE_COM`). Plain passes
-    (step scale 1) try blocks only where the halves did not agree, or agreed by less than
-    `MARGINAL_AGREEMENT` above the agreement needed (where they agreed by more,
+    time, for as long as each block raises their `agreement` by more than `CONVERGE_RISE` (a
+    block that does not is dropped, and the halves stay as they were before it); the whole
+    scan then runs `whole_pass_count` of the halves' passes. The halves of two independent
+    halves of the data agree more as the passes converge towards the object both halves
+    measure, and less where the passes fit noise or overshoot: under Gaussian beams, more
+    over-relaxed passes raised the agreement and the network's amplitude SSIM on raster and
+    Fermat-spiral scans at 1e6 photons and lowered both on narrow (14-16 px) beams
+    (docs/benchmarks.md, twenty-second session). Each block continues the halves' run (its
+    batch orders and centre-of-mass corrections, ``first_pass``): without phase momentum or
+    ``extra_iterations``, and at the passes' own batch size, the halves after ``k`` added
+    passes are those of ``iterations + k`` passes, bit for bit (over-relaxed passes; plain
+    passes' blocks run without the centre-of-mass correction, `PLAIN_CONVERGE_COM`). Plain
+    passes (step scale 1) try blocks only where the halves did not agree, or agreed by less
+    than `MARGINAL_AGREEMENT` above the agreement needed (where they agreed by more,
     ``extra_iterations`` ran; where they agreed marginally the extra passes run only where
-    no block is kept; on two such hidden scans, of -2..2 and -3..3 rad, the blocks were
-    kept and the retrained network's amplitude SSIM rose from 0.910 to 0.954 and from
-    0.751 to 0.813; on three textured ones the block was dropped: docs/benchmarks.md,
-    forty-first session), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one
-    where it raised the agreement by more than `PLAIN_CONVERGE_RISE`, or, after a block so
-    kept, lowered the halves' held-out misfit (each half's estimate against the other
-    half's patterns) by more than `PLAIN_CONVERGE_MISFIT_FALL` (over-relaxed passes: where
-    it raised the agreement by more than `CONVERGE_RISE`): objects with a strong phase
-    converge slowly under the default disk, and their halves disagree after 4 passes for
-    want of passes, while at low dose and on the measured Siemens star the halves disagree
-    for noise (docs/benchmarks.md, thirty-eighth and thirty-ninth sessions). Where the halves that decided ran with a
-    phase momentum (``phase_momentum``, or ``gate_momentum``), the plain blocks continue
-    those halves with it, and where a block is kept the whole scan's passes run with it
-    too; where none is kept the halves are estimated again without it, as where no block
-    runs (the rise rule drops the blocks that fit noise, with or without the momentum: on
-    five strong-phase scans the momentum's blocks raised the network's amplitude SSIM by
-    0.002-0.074, retrained and recorded, docs/benchmarks.md, fortieth session; at 1e4
-    photons, on the real probe and on the measured Siemens star no block is kept, on two grf
-    scans of three one is: `benchmarks/bench_prior_converge.py`, forty-first session).
+    no block is kept; on two such hidden scans, of -2..2 and -3..3 rad, the blocks were kept
+    and the retrained network's amplitude SSIM rose from 0.910 to 0.954 and from 0.751 to
+    0.813; on three textured ones the block was dropped: docs/benchmarks.md, forty-first
+    session), in updates of `PLAIN_CONVERGE_BATCH` patterns, and keep one where it raised
+    the agreement by more than `PLAIN_CONVERGE_RISE`, or, after a block so kept, lowered the
+    halves' held-out misfit (each half's estimate against the other half's patterns) by more
+    than `PLAIN_CONVERGE_MISFIT_FALL` (over-relaxed passes: where it raised the agreement by
+    more than `CONVERGE_RISE`): objects with a strong phase converge slowly under the
+    default disk, and their halves disagree after 4 passes for want of passes, while at low
+    dose and on the measured Siemens star the halves disagree for noise (docs/benchmarks.md,
+    thirty-eighth and thirty-ninth sessions). Where the halves that decided ran with a phase
+    momentum (``phase_momentum``, or ``gate_momentum``), the plain blocks continue those
+    halves with it, and where a block is kept the whole scan's passes run with it too; where
+    none is kept the halves are estimated again without it, as where no block runs (the rise
+    rule drops the blocks that fit noise, with or without the momentum: on five strong-phase
+    scans the momentum's blocks raised the network's amplitude SSIM by 0.002-0.074,
+    retrained and recorded, docs/benchmarks.md, fortieth session; at 1e4 photons, on the
+    real probe and on the measured Siemens star no block is kept, on two grf scans of three
+    one is: `benchmarks/bench_prior_converge.py`, forty-first session).
 
     ``converge_batch_size``: patterns per update in the converge blocks (None: the smaller
     of `PLAIN_CONVERGE_BATCH` and the passes' ``batch_size`` for plain passes, the passes'
