@@ -216,6 +216,36 @@ def test_pass_cache_and_scratch_clearing_do_not_change_the_estimate(
     assert not torch.equal(fast.canvas, other.canvas)  # the comparison can fail
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_gathering_a_pass_in_chunks_does_not_change_the_estimate(
+    scan64, monkeypatch, cached
+) -> None:
+    """A pass gathers its batches' indices and terms a chunk of batches at a time
+    (`PASS_CHUNK_BYTES`): one batch per chunk (a gather per batch), three, or the whole
+    pass give the same estimate, to the bit, on half a scan whose batches do not divide it
+    (the last of a chunk short), with and without the pass cache, read off the passes'
+    centres of mass too."""
+    import ptychopinn.physics.prior_scan as ps
+    import ptychopinn.physics.prior_update as pu
+
+    amps, probe = _inputs(scan64)
+    n = scan64.patch_size
+    monkeypatch.setattr(ps, "UPDATE_WHOLE_RATIO", 0)  # the gathered windows' update
+    if not cached:
+        monkeypatch.setattr(pu, "PASS_CACHE_LIMIT_BYTES", 0)
+    half = np.arange(1, 64, 2)  # 32 patterns in batches of 5: the last has 2
+    kw = {"batch_size": 5, "amplitude_step": 0.5, "subset": half, "com_correction": True,
+          "com_from_passes": True}
+    per_pattern = n * n * (8 + (16 if cached else 0))
+    canvases = []
+    for batches in (1, 3, 100):
+        monkeypatch.setattr(ps, "PASS_CHUNK_BYTES", batches * 5 * per_pattern)
+        canvases.append(scan_error_reduction(amps, scan64.positions_px, probe, 3, **kw).canvas)
+    assert torch.equal(canvases[0], canvases[1]) and torch.equal(canvases[0], canvases[2])
+    moved = scan_error_reduction(amps, scan64.positions_px, probe, 3, **{**kw, "seed": 1})
+    assert not torch.equal(canvases[0], moved.canvas)  # the comparison can fail
+
+
 def test_damped_amplitude_step_scales_only_the_part_along_the_object() -> None:
     """A step along O (a change of |O|) is scaled by beta, a step across it (a
     change of arg O) is kept; any step splits into the two; beta 1 is the identity."""
