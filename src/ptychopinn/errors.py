@@ -26,3 +26,8 @@ class BundleError(PtychoPINNError, ValueError):
 
 class BackendUnavailableError(PtychoPINNError, RuntimeError):
     """The framework of the chosen backend is not installed."""
+
+
+class OutputPathError(PtychoPINNError, OSError):
+    """An output path cannot be used: a folder where a file is to be written, or a file
+    where a folder is needed."""

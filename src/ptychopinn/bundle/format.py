@@ -125,6 +125,25 @@ def resolve_bundle_path(path: str | os.PathLike) -> Path:
     return p
 
 
+_A_MODEL = (f"a model is the run folder written by `ptychopinn train` (it holds "
+            f"{BUNDLE_FILENAME}) or that bundle file.")
+
+
+def _what_file(p: Path, raw: bytes) -> str:
+    """What a file that is not a bundle seems to be, in words (from its first bytes)."""
+    if raw.startswith(b"PK"):
+        if p.suffix.lower() in (".ckpt", ".pt", ".pth"):
+            return "a PyTorch/Lightning checkpoint, which `ptychopinn train --resume` uses"
+        if p.suffix.lower() == ".npz":
+            return "an NPZ archive"
+        return "a zip archive"
+    if raw.startswith(b"\x80"):
+        return "a pickle file"
+    if raw.startswith(b"\x89HDF"):
+        return "an HDF5 file"
+    return f"not a safetensors file: it starts with {raw[:8]!r}"
+
+
 def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and verify a bundle; returns ``(manifest, state)`` with numpy arrays.
 
@@ -137,6 +156,8 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     raw = p.read_bytes()
     if len(raw) < 8:
         raise BundleError(f"{p}: truncated bundle ({len(raw)} bytes); re-save or re-train.")
+    if raw[8:9] != b"{":  # a safetensors file: an 8-byte length, then its JSON header
+        raise BundleError(f"{p}: not a ptychopinn bundle ({_what_file(p, raw)}); {_A_MODEL}")
     header_len = int.from_bytes(raw[:8], "little")
     if header_len <= 0 or 8 + header_len > len(raw):
         raise BundleError(

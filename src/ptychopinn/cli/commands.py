@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ptychopinn.atomic import check_output_dir, check_output_file
+
 log = logging.getLogger("ptychopinn")
 
 
@@ -50,10 +52,50 @@ def _devices(v: str | None):
         raise ConfigError(f"--devices must be an integer or 'auto'; found {v!r}.") from None
 
 
+def section_keys() -> dict[str, set[str]]:
+    """The top-level keys of each ``ptychopinn config SECTION`` (train, infer, simulate)."""
+    from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+    from ptychopinn.simulation import SimulationConfig
+
+    return {name: set(cls.model_fields) for name, cls in
+            (("train", TrainingConfig), ("infer", InferenceConfig),
+             ("simulate", SimulationConfig))}
+
+
+def check_config_section(data: dict, where: str, command: str) -> None:
+    """ConfigError in one line when the ``--config`` file ``where`` (read as ``data``) is
+    another command's config (``ptychopinn config train`` given to infer), instead of one
+    line per key the command does not know. ``pretrain`` takes train's keys and its
+    ``pretrain`` recipe."""
+    from ptychopinn.config.io import section_mismatch
+    from ptychopinn.errors import ConfigError
+
+    sections = section_keys()
+    takes = None
+    if command == "pretrain":
+        own = sections.pop("train") | {"pretrain"}
+        takes = ("the keys of `ptychopinn config train` and, under `pretrain:`, those of "
+                 "`ptychopinn config pretrain`")
+    else:
+        own = sections.pop(command)
+    msg = section_mismatch(data, where, command, own, sections, takes)
+    if msg:
+        raise ConfigError(msg)
+
+
 def _resolve(cls, args, flag_map: dict[str, Any]):
-    from ptychopinn.config.io import build, merge_overrides, parse_set, read_mapping
+    from ptychopinn.config.io import (
+        CONFIG_SECTIONS,
+        build,
+        merge_overrides,
+        parse_set,
+        read_mapping,
+    )
 
     data: dict = read_mapping(args.config) if getattr(args, "config", None) else {}
+    command = CONFIG_SECTIONS.get(cls.__name__)
+    if data and command is not None:
+        check_config_section(data, args.config, command)
     flags: dict = {}
     for key, value in flag_map.items():
         _put(flags, key, value)
@@ -90,9 +132,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     }
     cfg = _resolve(SimulationConfig, args, flags)
-    t0 = time.perf_counter()
-    scan = simulate_to_file(cfg, args.output)
-    log.info("wrote %s in %.1f s", args.output, time.perf_counter() - t0)
+    check_output_file(args.output, "simulate OUTPUT", example="scan.npz")
+    scan = simulate_to_file(cfg, args.output)  # it logs "wrote OUTPUT"
     if not args.quiet:
         print(format_summary(summarize(scan)))
     return 0
@@ -103,7 +144,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ptychopinn.data.inspect import format_summary, summarize
     from ptychopinn.data.readers import load_scan
 
-    scan = load_scan(args.file, fmt=args.fmt)
+    scan = load_scan(args.file, fmt=args.fmt, check_centring=False)  # in the summary
     summary = summarize(scan)
     print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
     return 0
@@ -113,11 +154,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from ptychopinn.data.convert import convert
 
     kw = {"probe": args.probe} if args.probe else {}
-    scan = convert(args.source, args.destination, fmt=args.fmt, **kw)
-    print(
-        f"wrote {args.destination}: {scan.n_patterns} patterns of "
-        f"{scan.patch_size}x{scan.patch_size}"
-    )
+    check_output_file(args.destination, "convert DESTINATION", example="scan.npz")
+    convert(args.source, args.destination, fmt=args.fmt, **kw)  # it logs what it wrote
     return 0
 
 
@@ -190,11 +228,52 @@ def early_stop_note(epochs_done: int, cfg) -> str | None:  # noqa: ANN001 (Train
     return f"note: training ended after {epochs_done} of {cfg.nepochs} epochs, by {reason}."
 
 
+def _check_resume(cfg) -> None:  # noqa: ANN001 (TrainingConfig)
+    """``--resume`` needs the run folder's last checkpoint (checked before anything is written
+    there: the run would otherwise overwrite its config.yaml first)."""
+    from ptychopinn.errors import ConfigError
+
+    ckpts = Path(cfg.output_dir) / "checkpoints"
+    if cfg.backend == "tensorflow":
+        if not (ckpts / "checkpoint").is_file():
+            raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpts}; "
+                              "start without --resume.")
+    elif not (ckpts / "last.ckpt").is_file():
+        raise ConfigError(f"--resume: no checkpoint at {ckpts / 'last.ckpt'}; "
+                          "start without --resume.")
+
+
+def _remove_new_run_dir(run_dir: Path) -> None:
+    """Remove the run folder this command created if the training stopped on a user error
+    before saving a checkpoint or a bundle (it then holds nothing to resume or keep)."""
+    import shutil
+
+    if not run_dir.is_dir():
+        return
+    if any(run_dir.glob("checkpoints/*")) or any(run_dir.glob("*.safetensors")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ptychopinn.api import train
+    from ptychopinn.errors import PtychoPINNError
+    from ptychopinn.training.runner import check_training_inputs, load_training_scan
 
     cfg = train_config_from_args(args)
-    result = train(cfg, resume=args.resume)
+    # every check a user's input can fail comes before the run folder is made
+    run_dir = check_output_dir(cfg.output_dir, "--output-dir (the run folder)")
+    if args.resume:
+        _check_resume(cfg)
+    scan = load_training_scan(cfg.train_data_file)
+    check_training_inputs(cfg, scan)
+    existed = run_dir.exists()
+    try:
+        result = train(cfg, scan, resume=args.resume)
+    except (PtychoPINNError, ValueError):
+        if not existed:
+            _remove_new_run_dir(run_dir)
+        raise
     print(f"bundle: {result.bundle_path}")
     if result.history:
         last = result.history[-1]
@@ -260,6 +339,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     cfg = infer_config_from_args(args)
     if cfg.data_file is None:
         raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
+    check_output_dir(cfg.output_dir, "--output-dir")
     scan = load_scan(cfg.data_file)
     t0 = time.perf_counter()
     recon = reconstruct(None if cfg.model_path is None else cfg.model_path, scan, cfg)
@@ -306,7 +386,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ptychopinn.errors import ConfigError
-    from ptychopinn.metrics import data_consistency_files, evaluate_files, write_metrics_json
+    from ptychopinn.metrics import (
+        data_consistency_files,
+        evaluate_reconstruction_files,
+        write_metrics_json,
+    )
 
     siemens = getattr(args, "siemens_star", False)
     if not args.truth and not args.scan and not siemens:
@@ -315,9 +399,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "objectGuess), --scan SCAN (the measured scan, for data consistency) and/or "
             "--siemens-star (the spokes' resolution); found none of them."
         )
+    if args.output_dir:  # a file in the way: an error before any work
+        check_output_dir(args.output_dir, "--output-dir")
     metrics: dict = {}
+    aligned: dict = {}  # name -> (recon crop, truth crop) for the comparison figures
     if args.truth:
-        metrics = evaluate_files(args.reconstruction, args.truth, remove_ramp=not args.no_ramp)
+        # the network's object and, when the file has one, the refined object: the layout
+        # of infer's metrics.json ("reconstruction", "refined")
+        scored = evaluate_reconstruction_files(
+            args.reconstruction, args.truth, remove_ramp=not args.no_ramp,
+            return_aligned=bool(args.output_dir),
+        )
+        for name, got in scored.items():
+            if isinstance(got, tuple):
+                metrics[name], rc, tc = got
+                aligned[name] = (rc, tc)
+            else:
+                metrics[name] = got
     if args.scan:
         metrics["data_consistency"] = data_consistency_files(args.reconstruction, args.scan)
     spokes: dict = {}
@@ -329,14 +427,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.output_dir)
         path = write_metrics_json(metrics, out / "metrics.json")
         print(f"wrote {path}")
+        if aligned:
+            from ptychopinn.figures import plot_comparison
+
+            for name, (rc, tc) in aligned.items():  # (save_figure logs "wrote PATH")
+                fig = "comparison.png" if name == "reconstruction" else f"{name}_comparison.png"
+                plot_comparison(tc, rc, metrics[name], out / fig)
         if spokes:
             from ptychopinn.figures import plot_spoke_modulation
 
-            print(f"wrote {plot_spoke_modulation(spokes, out / 'siemens_star.png')}")
+            plot_spoke_modulation(spokes, out / "siemens_star.png")
     else:
-        print(json.dumps({k: v for k, v in metrics.items() if k != "frc"}, indent=1))
+        def brief(d: dict) -> dict:  # the FRC curves are long: in metrics.json only
+            return {k: brief(v) if isinstance(v, dict) else v for k, v in d.items() if k != "frc"}
+
+        print(json.dumps(brief(metrics), indent=1))
+        if args.truth or spokes:
+            print("(no files written: --output-dir DIR writes metrics.json and the figures)")
     if args.truth:
-        _print_metrics("reconstruction vs truth", metrics)
+        _print_metrics("reconstruction vs truth", metrics["reconstruction"])
+        if "refined" in metrics:
+            _print_metrics("refined vs truth", metrics["refined"])
     _print_data_consistency(metrics)
     for name, r in spokes.items():
         print(f"Siemens star ({name}): spokes resolved to a radius of {r.resolved_radius_px:.1f} "
@@ -351,6 +462,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 
+    if args.section == "pretrain":
+        from ptychopinn.pretraining.dataset import PretrainConfig
+
+        print("# The data recipe of `ptychopinn pretrain` (--set pretrain.KEY=VALUE, or this\n"
+              "# mapping in its --config file); its training keys are `ptychopinn config train`'s.\n"
+              "# pretrain.pattern (not listed: a value given overrides the choice by --scan):\n"
+              "# 'mixed' by default, 'scan' (windows of the scan's own positions) with --scan.")
+        recipe = PretrainConfig().model_dump(mode="json")
+        recipe.pop("pattern")
+        print(yaml.safe_dump({"pretrain": recipe}, sort_keys=False), end="")
+        return 0
     if args.section == "simulate":
         from ptychopinn.simulation import SimulationConfig
 
@@ -371,6 +493,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ptychopinn.config.io import read_mapping
     from ptychopinn.pretraining.cli import run_pretrain
 
+    if args.config:
+        check_config_section(read_mapping(args.config), args.config, "pretrain")
+    check_output_dir(args.output_dir, "--output-dir (the run folder)")
     return run_pretrain(args)

@@ -6,42 +6,48 @@ import json
 import time
 from pathlib import Path
 
-from ptychopinn.atomic import atomic_write_text
+from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
 
 
 def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -> int:
     """Simulate -> train (self-supervised) -> reconstruct in a fresh load -> figures/metrics."""
     from ptychopinn.api import load_bundle, reconstruct, simulate, train
+    from ptychopinn.config.io import build
     from ptychopinn.config.schema import InferenceConfig, TrainingConfig
     from ptychopinn.data.npz import save_npz
     from ptychopinn.figures import plot_positions, plot_probe
     from ptychopinn.inference.reconstruct import write_outputs
     from ptychopinn.simulation import SimulationConfig
 
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    print("1/4 simulating the default scan (textured object, 625 positions, 1e6 photons)")
-    scan = simulate(SimulationConfig(seed=seed))
-    data_path = save_npz(scan, out / "scan.npz")
-    plot_probe(scan.probe, out / "probe.png")
-    plot_positions(scan.positions_px, out / "positions.png", object_shape=scan.object.shape)
-    print("2/4 training the PINN (self-supervised, Poisson likelihood)")
+    # the options are checked before anything is simulated or written
+    check_output_dir(out, "--output-dir")
+    data_path = out / "scan.npz"
     overrides = {
         "output_dir": str(out / "run"),
         "train_data_file": str(data_path),
         "seed": seed,
         "save_reconstruction": False,
+        "execution": {"accelerator": accelerator},
     }
-    overrides["execution"] = {"accelerator": accelerator}
     if minutes is not None:
         overrides["max_time_minutes"] = minutes
-    cfg = TrainingConfig.model_validate(overrides)
+    cfg = build(TrainingConfig, overrides, where="demo options")
+    icfg = build(InferenceConfig, {"output_dir": str(out / "reconstruction"),
+                                   "execution": {"accelerator": accelerator}},
+                 where="demo options")
+    sim = build(SimulationConfig, {"seed": seed}, where="demo options")
+
+    ensure_dir(out, "--output-dir")
+    t0 = time.perf_counter()
+    print("1/4 simulating the default scan (textured object, 625 positions, 1e6 photons)")
+    scan = simulate(sim)
+    save_npz(scan, data_path)
+    plot_probe(scan.probe, out / "probe.png")
+    plot_positions(scan.positions_px, out / "positions.png", object_shape=scan.object.shape)
+    print("2/4 training the PINN (self-supervised, Poisson likelihood)")
     result = train(cfg, scan)
     print("3/4 reconstructing from the saved bundle")
     model = load_bundle(result.bundle_path)
-    icfg = InferenceConfig(
-        output_dir=str(out / "reconstruction"), execution={"accelerator": accelerator}
-    )
     recon = reconstruct(model, scan, icfg)
     print("4/4 writing figures and metrics")
     files = write_outputs(recon, out / "reconstruction", scan=scan,

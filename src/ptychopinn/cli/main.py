@@ -21,8 +21,7 @@ from ptychopinn import __version__  # noqa: E402
 
 
 def _batch_size(text: str) -> int | str:
-    """``--batch-size``: a whole number >= 1, or 'auto' (infer only; training refuses it
-    naming batch_size)."""
+    """infer's ``--batch-size``: a whole number >= 1, or 'auto'."""
     from ptychopinn.inference.precision import batch_size_from_text
 
     try:
@@ -31,7 +30,36 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _train_batch_size(text: str) -> int:
+    """train's ``--batch-size``: a whole number >= 1 (training has no 'auto')."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        also = " ('auto' is infer's only)" if text == "auto" else ""
+        raise argparse.ArgumentTypeError(
+            f"train takes a whole number >= 1 of groups per step{also}; found {text!r}"
+        )
+    return value
+
+
+def _positive_minutes(text: str) -> float:
+    """A time budget in minutes: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of minutes > 0; found {text!r}")
+    return value
+
+
+#: ``execution.accelerator``'s choices (`ptychopinn.config.schema.ExecutionConfig`).
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+def _common(p: argparse.ArgumentParser, *, train: bool) -> None:
     p.add_argument("--config", help="YAML/JSON config file (flags override it).")
     p.add_argument(
         "--set",
@@ -43,9 +71,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=None, help="'pytorch' (default) or 'tensorflow'.")
     p.add_argument("--accelerator", help="cpu | gpu | auto.")
     p.add_argument("--devices", help="Number of devices (or 'auto').")
-    p.add_argument("--batch-size", type=_batch_size, metavar="N",
-                   help="Groups per step: training's (a number); infer's forward passes "
-                        "(a number or 'auto', the default).")
+    if train:
+        p.add_argument("--batch-size", type=_train_batch_size, metavar="N",
+                       help="Groups per optimisation step (a whole number; default 16, "
+                            "batch_size).")
+    else:
+        p.add_argument("--batch-size", type=_batch_size, metavar="N",
+                       help="Groups per forward pass of the network: a whole number, or "
+                            "'auto' (the default).")
     p.add_argument("--seed", type=int)
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
 
@@ -64,10 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="End to end on a built-in simulated scan: simulate -> train "
         "-> reconstruct -> figures and metrics.",
     )
-    p.add_argument("--output-dir", default="demo_run")
-    p.add_argument("--minutes", type=float, default=None, help="Training time budget.")
-    p.add_argument("--accelerator", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="demo_run",
+                   help="Folder it writes (default: %(default)s).")
+    p.add_argument("--minutes", type=_positive_minutes, default=None,
+                   help="Training time budget in minutes (default: 8, the training "
+                        "config's max_time_minutes).")
+    p.add_argument("--accelerator", default="cpu", choices=ACCELERATORS,
+                   help="Device (default: %(default)s).")
+    p.add_argument("--seed", type=int, default=0,
+                   help="Seed of the simulated scan and the training (default: %(default)s).")
     p.add_argument("-q", "--quiet", action="store_true")
 
     p = sub.add_parser("simulate", help="Simulate a scan with a known object (NPZ contract).")
@@ -110,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Train a model on a scan.")
     p.add_argument("--data", help="Training scan (NPZ contract).")
     p.add_argument("--test-data", help="Held-out scan reconstructed and scored after training.")
-    p.add_argument("--output-dir", help="Run directory.")
+    p.add_argument("--output-dir", help="Run directory (default: ptychopinn_run).")
     p.add_argument("--model-type", choices=None, help="pinn | supervised")
     p.add_argument("--architecture", help="unet | cnn")
     p.add_argument("--epochs", type=int)
@@ -133,12 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "miscalibrated step size); default: removed.")
     p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-    _common(p)
+    _common(p, train=True)
 
     p = sub.add_parser("infer", help="Reconstruct a scan with a trained model.")
-    p.add_argument("--model", help="Run directory or bundle file.")
+    p.add_argument("--model", help="The run directory written by `ptychopinn train`, or its "
+                                    "bundle file (model.ptychopinn.safetensors).")
     p.add_argument("--data", help="Scan to reconstruct.")
-    p.add_argument("--output-dir", help="Output directory.")
+    p.add_argument("--output-dir", help="Output directory (default: ptychopinn_recon).")
     p.add_argument("--n-groups", type=int)
     p.add_argument("--refine-epochs", type=int, help="Physics refinement epochs (0: off).")
     p.add_argument("--prior-iterations", type=int,
@@ -214,14 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="The network's precision (default auto: bf16-mixed on a CPU with AMX-BF16 "
                         "units, else 32-true; the physics stays float32).")
     p.add_argument("--no-figures", action="store_true")
-    _common(p)
+    _common(p, train=False)
 
     p = sub.add_parser(
         "evaluate",
         help="Score a reconstruction against a ground-truth object and/or the measured data.",
     )
     p.add_argument("--reconstruction", required=True, help="reconstruction.npz from infer.")
-    p.add_argument("--truth", help="Scan NPZ with objectGuess (the true object).")
+    p.add_argument(
+        "--truth",
+        help="The scan NPZ the reconstruction was made from, with objectGuess (the true "
+        "object): scores the object and, when the file has one, the refined object. Refused "
+        "when its positions (xcoords/ycoords) are not the reconstruction's or its object does "
+        "not cover the scanned region.",
+    )
     p.add_argument(
         "--scan",
         help="The measured scan the reconstruction came from (any readable format): reports "
@@ -233,12 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="The object is a Siemens star: report how close to its centre the spokes are "
         "resolved (radius and half-period in pixels; no truth needed).",
     )
-    p.add_argument("--output-dir", help="Where to write metrics.json and the figures.")
+    p.add_argument(
+        "--output-dir",
+        help="Where to write metrics.json and the figures (with --truth comparison.png, and "
+        "refined_comparison.png for a refined object; with --siemens-star siemens_star.png). "
+        "Without it the scores are printed and nothing is written.",
+    )
     p.add_argument("--no-ramp", action="store_true", help="Keep the phase ramp (no plane removal).")
     p.add_argument("-q", "--quiet", action="store_true")
 
     p = sub.add_parser("config", help="Print the default configuration as YAML.")
-    p.add_argument("section", nargs="?", default="train", choices=("train", "infer", "simulate"))
+    p.add_argument("section", nargs="?", default="train",
+                   choices=("train", "infer", "simulate", "pretrain"),
+                   help="Whose config: train (default), infer, simulate, or pretrain's data "
+                        "recipe (its pretrain: mapping).")
 
     from ptychopinn.cli.commands import add_extra_parsers
 

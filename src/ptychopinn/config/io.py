@@ -42,6 +42,46 @@ def _found(err: dict[str, Any]) -> str:
     return f"; found {found!r}"
 
 
+#: The ``ptychopinn config SECTION`` that prints the keys of each config class.
+CONFIG_SECTIONS = {"TrainingConfig": "train", "InferenceConfig": "infer",
+                   "SimulationConfig": "simulate", "PretrainConfig": "pretrain"}
+
+
+def _unknown_key_hint(title: str) -> str:
+    """What an unknown key's line advises, for the config class named ``title``."""
+    section = CONFIG_SECTIONS.get(title)
+    if section is None:
+        return "unknown key (check the spelling)"
+    return f"unknown key (check the spelling; see `ptychopinn config {section}`)"
+
+
+def section_mismatch(
+    data: dict[str, Any], where: str, command: str, keys: set[str], others: dict[str, set[str]],
+    takes: str | None = None,
+) -> str | None:
+    """A one-line message when the mapping ``data`` (read from ``where``) looks like the
+    config of another command: most of its keys unknown to ``command`` (whose keys are
+    ``keys``) but known to one of ``others`` (section name -> its keys); else None.
+    ``takes``: what the message says ``command`` takes (default: the keys of
+    ``ptychopinn config COMMAND``)."""
+    unknown = [k for k in data if k not in keys]
+    best, matched = None, []
+    for name, their in others.items():
+        hits = [k for k in unknown if k in their]
+        if len(hits) > len(matched):
+            best, matched = name, hits
+    if best is None or len(matched) < max(2, len(data) / 2):
+        return None
+    some = ", ".join(matched[:3]) + (", ..." if len(matched) > 3 else "")
+    default = (f"the keys of `ptychopinn config {command}` (write a file of them with "
+               f"`ptychopinn config {command} > {command}.yaml`)")
+    return (
+        f"{where} looks like a `ptychopinn config {best}` file: {len(matched)} of its "
+        f"{len(data)} keys ({some}) are {best} keys that {command} does not take; "
+        f"{command} takes {takes or default}."
+    )
+
+
 def format_validation_error(exc: ValidationError, where: str) -> str:
     """One line per problem: the field path, what was expected and what was found.
 
@@ -76,7 +116,7 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
         path = ".".join(str(p) for p in loc) or "<root>"
         msg = err.get("msg", "")
         if err.get("type") == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `ptychopinn config train`)"
+            msg = _unknown_key_hint(exc.title)
         found_s = _found(err)
         if err.get("type") == "value_error" and "found" in str(msg):
             found_s = ""  # our validator's own message already says what it found

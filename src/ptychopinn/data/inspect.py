@@ -1,5 +1,9 @@
 """Summaries of a `Scan` for ``ptychopinn inspect``: sizes, counts, scan geometry.
 
+The diffraction centre (periodic centre of mass of the mean pattern, and a
+warning for patterns whose zero order is not at the array centre) comes from
+`ptychopinn.data.centring`.
+
 Overlap estimate (linear): ``1 - step / D`` clipped to [0, 1], where ``step``
 is the mean nearest-neighbour distance between probe positions and ``D`` the
 probe diameter, taken as the diameter of the disk with the same area as the
@@ -8,9 +12,18 @@ region where the (mode-summed) probe intensity exceeds ``max / e**2``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ptychopinn.data.centring import (
+    Centring,
+    centring_warning,
+    describe_centring,
+    scan_centring,
+    wrap_warning,
+)
 from ptychopinn.data.scan import Scan
 from ptychopinn.physics.coverage import scan_coverage
 
@@ -46,6 +59,7 @@ def summarize(scan: Scan) -> dict:
     step = mean_step_px(pos)
     diameter = probe_diameter_px(scan.probe)
     overlap = None if step is None or diameter == 0 else float(np.clip(1 - step / diameter, 0, 1))
+    centring = scan_centring(scan)
     out: dict = {
         "source": scan.source,
         "n_patterns": scan.n_patterns,
@@ -58,6 +72,11 @@ def summarize(scan: Scan) -> dict:
             "max": float(counts.max()),
         },
         "max_pixel_count": float(scan.counts.max()),
+        "diffraction_centre": {
+            **dataclasses.asdict(centring),
+            "com_px": list(centring.com_px),
+            "warning": centring_warning(centring, scan.source),
+        },
         "probe_power": float(np.sum(np.abs(scan.probe) ** 2)),
         "position_min_px": [float(v) for v in lo],
         "position_max_px": [float(v) for v in hi],
@@ -86,6 +105,12 @@ def _num(v: float | None, unit: str = "") -> str:
     return f"{v:.4g}{unit}"
 
 
+def _centring_text(dc: dict) -> str:
+    fields = {f.name for f in dataclasses.fields(Centring)}
+    c = Centring(**{k: v for k, v in dc.items() if k in fields})
+    return describe_centring(dataclasses.replace(c, com_px=tuple(c.com_px)))
+
+
 def format_summary(d: dict) -> str:
     """Human-readable text of a `summarize` dict."""
     c = d["counts_per_pattern"]
@@ -98,6 +123,7 @@ def format_summary(d: dict) -> str:
         f"diameter ~{_num(d['probe_diameter_px'])} px at 1/e^2)",
         f"counts/pattern:    mean {_num(c['mean'])}, min {_num(c['min'])}, max {_num(c['max'])}; "
         f"brightest pixel {_num(d['max_pixel_count'])}",
+        f"diffraction:       {_centring_text(d['diffraction_centre'])}",
         f"positions [y, x]:  from ({_num(d['position_min_px'][0])}, "
         f"{_num(d['position_min_px'][1])}) to ({_num(d['position_max_px'][0])}, "
         f"{_num(d['position_max_px'][1])}) px; extent {_num(ext[0])} x {_num(ext[1])} px",
@@ -120,4 +146,6 @@ def format_summary(d: dict) -> str:
     for k, v in sorted(d["metadata"].items()):
         text = repr(v)
         lines.append(f"  {k}: {text if len(text) <= 90 else text[:87] + '...'}")
+    if d["diffraction_centre"]["warning"]:
+        lines.append(wrap_warning(d["diffraction_centre"]["warning"]))
     return "\n".join(lines)

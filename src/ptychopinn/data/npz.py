@@ -4,6 +4,8 @@ Accepts files in the original PtychoPINN layout: ``diffraction`` (legacy key
 ``diff3d``) amplitudes, ``probeGuess``, ``xcoords``/``ycoords``, optional
 ``objectGuess``, ``scan_index``, ``xcoords_start``/``ycoords_start``. Photon
 counts may be given instead under ``intensity`` (never guessed from values).
+Patterns whose zero order is not at the array centre are loaded with a logged
+warning (`ptychopinn.data.centring`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ptychopinn.atomic import atomic_open
+from ptychopinn.data.centring import centring_warning, scan_centring
 from ptychopinn.data.scan import AMPLITUDE_UNITS, Scan
 from ptychopinn.errors import DataError
 
@@ -77,7 +80,8 @@ def _diffraction_stack(arr: np.ndarray, key: str, path: str, n_pos: int | None) 
     return arr
 
 
-def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None) -> Scan:
+def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None,
+             check_centring: bool = True) -> Scan:
     """Load a scan from an NPZ file following the data contract.
 
     Parameters
@@ -86,6 +90,9 @@ def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None) -> 
         The NPZ file.
     amplitude_units
         Override the file's ``amplitude_units`` ("sqrt_counts" or "arbitrary").
+    check_centring
+        Log `ptychopinn.data.centring`'s warning when the patterns are not centred
+        (`ptychopinn.data.readers.load_scan` checks every format itself).
     """
     p = Path(path)
     data = _open_npz(p)
@@ -160,7 +167,7 @@ def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None) -> 
         if k in data:
             meta[k] = np.asarray(data[k]).astype(np.float64).reshape(-1).tolist()
     mask = data.get("bad_pixel_mask")
-    return Scan(
+    scan = Scan(
         diffraction=diffraction,
         positions_px=np.stack([y, x], axis=1).astype(np.float64),
         probe=probe,
@@ -174,6 +181,9 @@ def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None) -> 
         source=src,
         metadata=meta,
     )
+    if check_centring and (warning := centring_warning(scan_centring(scan), src)):
+        log.warning("%s", warning)
+    return scan
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptychopinn.atomic import ensure_dir
 from ptychopinn.config.schema import InferenceConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.inference.precision import network_autocast, network_batch_size, network_dtype
@@ -376,8 +377,7 @@ def write_outputs(
     ``data_consistency_patterns`` patterns when that is > 0)."""
     from ptychopinn.data.npz import atomic_savez
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "output folder")
     arrays = {
         "object": recon.object.astype(np.complex64),
         "amplitude": recon.amplitude,

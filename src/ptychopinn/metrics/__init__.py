@@ -20,7 +20,12 @@ from ptychopinn.metrics.align import (
     shift_image,
 )
 from ptychopinn.metrics.consistency import data_consistency, data_consistency_files
-from ptychopinn.metrics.evaluate import evaluate, evaluate_files, write_metrics_json
+from ptychopinn.metrics.evaluate import (
+    evaluate,
+    evaluate_files,
+    evaluate_reconstruction_files,
+    write_metrics_json,
+)
 from ptychopinn.metrics.frc import (
     fourier_ring_correlation,
     half_bit_threshold,
@@ -37,6 +42,7 @@ __all__ = [
     "data_consistency_files",
     "evaluate",
     "evaluate_files",
+    "evaluate_reconstruction_files",
     "fourier_ring_correlation",
     "half_bit_threshold",
     "illuminated_region",

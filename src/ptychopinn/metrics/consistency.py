@@ -168,6 +168,15 @@ def data_consistency_files(reconstruction_npz, scan_path) -> dict:  # noqa: ANN0
                 f"{path}: missing key {key!r} (a reconstruction.npz of ptychopinn infer holds "
                 f"object and positions_px); keys found: {sorted(rec)}."
             )
+    # a reconstruction of another scan: say so, naming both files, before any detail
+    n_rec = int(np.shape(rec["probe"])[-1]) if "probe" in rec else None
+    if n_rec is not None and n_rec != scan.patch_size:
+        raise DataError(
+            f"{path} and {scan_path} do not belong together: the reconstruction was made from "
+            f"{n_rec}x{n_rec} patterns (N={n_rec}, its probe) but the scan's diffraction "
+            f"patterns are {scan.patch_size}x{scan.patch_size} (N={scan.patch_size}). Give "
+            "--scan the scan the reconstruction was made from."
+        )
     out = {}
     jobs = [("reconstruction", "object", "probe", "positions_px")]
     if "refined_object" in rec:

@@ -132,6 +132,22 @@ def _noise_band(n_spokes: int) -> np.ndarray:
     return k[np.abs(k - n_spokes) > 2]
 
 
+#: The fewest spoke periods with noise frequencies beside them (`_noise_band` is empty below).
+MIN_SPOKES = 6
+
+
+def _check_estimated_count(n_spokes: int) -> None:
+    """Refuse an estimated spoke count with no noise band (a non-star image): checked
+    before any modulation is computed, whose noise mean would be of an empty band."""
+    if n_spokes < MIN_SPOKES:
+        raise DataError(
+            f"siemens_star_resolution: no spoke modulation: the strongest angular frequency "
+            f"of the outer circles is {n_spokes} periods, too few for a Siemens star (at least "
+            f"{MIN_SPOKES} are needed to tell spokes from noise). Is the image a Siemens star, "
+            "and max_radius inside it?"
+        )
+
+
 def _spoke_power(img, center, radii, n_spokes) -> tuple[np.ndarray, np.ndarray]:
     """Power of the spoke frequency on every circle, and the mean power of the
     neighbouring non-spoke frequencies (noise, aliasing, other structure)."""
@@ -219,7 +235,8 @@ def siemens_star_resolution(
     center : (row, col) of the star's centre in pixels. None: found, starting from
         `radial_center` and searching ``search_px`` around it; a given centre
         is searched around the same way unless ``search_px=0``, which keeps it.
-    n_spokes : spoke periods around a circle (bright + dark pairs); estimated when None.
+    n_spokes : spoke periods around a circle (bright + dark pairs, at least 6); estimated
+        when None.
     max_radius : outer radius analysed (default: the largest circle inside the
         image around the starting centre, less ``search_px``). Keep it inside the
         region the reconstruction covers.
@@ -244,8 +261,9 @@ def siemens_star_resolution(
         raise DataError(f"siemens_star_resolution: threshold must lie in (0, 1); got {threshold}.")
     if not min_snr >= 0:
         raise DataError(f"siemens_star_resolution: min_snr must be >= 0; got {min_snr}.")
-    if n_spokes is not None and n_spokes < 3:
-        raise DataError(f"siemens_star_resolution: n_spokes must be >= 3; got {n_spokes}.")
+    if n_spokes is not None and n_spokes < MIN_SPOKES:
+        raise DataError(f"siemens_star_resolution: n_spokes must be >= {MIN_SPOKES} (the noise is "
+                        f"measured at the frequencies beside it); got {n_spokes}.")
     img = _part(image, part)
     h, w = img.shape
     searching = center is None or search_px > 0
@@ -277,12 +295,14 @@ def siemens_star_resolution(
     estimated = n_spokes is None
     if estimated:
         n_spokes = estimate_spoke_count(img, c, radii[outer])
+        _check_estimated_count(n_spokes)
     if searching:
         c = np.array(find_star_center(img, n_spokes, c0, radii, search_px))
         if estimated:  # the count again, now from the centre found
             n_est = estimate_spoke_count(img, c, radii[outer])
             if n_est != n_spokes:
                 n_spokes = n_est
+                _check_estimated_count(n_spokes)
                 c = np.array(find_star_center(img, n_spokes, c, radii, min(search_px, 2.0)))
 
     power, noise = _spoke_power(img, c, radii, n_spokes)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ptychopinn.atomic import atomic_write_text
+from ptychopinn.atomic import atomic_write_text, ensure_dir
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.pretraining.dataset import (
@@ -294,7 +294,7 @@ def pretrain(
         neighbor_count=max(cfg.neighbor_count, cfg.model.n_channels, cfg.model.prior_neighbors),
     )
     t_sim = time.perf_counter() - t_sim
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "output_dir (the run folder)")
     atomic_savez(out / PROBE_FILE, {"probeGuess": big.probe})
     meta = dict(big.metadata["pretraining"])
     meta.update(

@@ -234,6 +234,15 @@ def load_complex_2d(path: str | Path, key: str, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: {what} file not found.")
+    with open(p, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith((b"PK", b"\x93NUMPY")):  # the zip / .npy magic bytes
+        kind = ".npy array" if p.suffix.lower() == ".npy" else "NPZ archive"
+        found = "it is empty" if not head else f"it starts with {head!r}"
+        raise DataError(
+            f"{p}: not a readable {kind} ({found}); expected an NPZ with "
+            f"'{key}' (complex {what}) or a .npy complex array."
+        )
     try:
         if p.suffix.lower() == ".npy":
             arr = np.load(p, allow_pickle=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptychopinn.atomic import atomic_open
+from ptychopinn.atomic import atomic_open, ensure_dir
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -215,8 +215,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
 
     t_start = time.perf_counter()
     _check_execution(cfg)
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
     test = check_training_inputs(cfg, scan)

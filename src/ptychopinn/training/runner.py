@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ptychopinn.atomic import atomic_write_text
+from ptychopinn.atomic import atomic_write_text, ensure_dir
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -254,8 +254,7 @@ def train_pytorch(
     from ptychopinn.training.module import PINNModule
 
     t_start = time.perf_counter()
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
     test = check_training_inputs(cfg, scan)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptychopinn.data.centring import centring_warning, scan_centring
 from ptychopinn.data.readers.cxi import load_cxi, load_probe
 from ptychopinn.data.readers.tike import TIKE_KEYS, load_tike_npz, read_npz_bytes
 from ptychopinn.data.scan import AMPLITUDE_UNITS, Scan
@@ -43,10 +44,19 @@ def _npz_keys(path: Path, raw: io.BytesIO | None) -> list[str]:
         ) from exc
 
 
+def _not_a_folder(p: Path) -> None:
+    if p.is_dir():
+        raise DataError(
+            f"{p}: is a folder; expected a data file ({', '.join(SUPPORTED_FORMATS)}: .npz, "
+            ".npz.bz2, .cxi, .h5, .hdf5)."
+        )
+
+
 def _detect(p: Path) -> tuple[str, io.BytesIO | None]:
     """The format and, for NPZ archives, their (decompressed) bytes."""
     if not p.exists():
         raise DataError(f"{p}: file not found.")
+    _not_a_folder(p)
     with open(p, "rb") as fh:
         head = fh.read(8)
     suffix = p.suffix.lower()
@@ -75,13 +85,13 @@ def _load_contract(path: Path, amplitude_units: str | None, raw: io.BytesIO | No
     with open(path, "rb") as fh:
         compressed = fh.read(3) == b"BZh"
     if not compressed:
-        return load_npz(path, amplitude_units=amplitude_units)
+        return load_npz(path, amplitude_units=amplitude_units, check_centring=False)
     raw = read_npz_bytes(path) if raw is None else raw
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / (path.stem if path.suffix.lower() == ".bz2" else path.name)
         plain.write_bytes(raw.getvalue())
         try:
-            scan = load_npz(plain, amplitude_units=amplitude_units)
+            scan = load_npz(plain, amplitude_units=amplitude_units, check_centring=False)
         except DataError as exc:
             raise DataError(str(exc).replace(str(plain), str(path))) from exc
     return scan.replace(source=str(path))
@@ -94,6 +104,7 @@ def load_scan(
     amplitude_units: str | None = None,
     probe: np.ndarray | str | None = None,
     patch_size: int | None = None,
+    check_centring: bool = True,
 ) -> Scan:
     """Load a scan from any supported file.
 
@@ -110,8 +121,12 @@ def load_scan(
         (or the estimated one, for CXI).
     patch_size
         CXI: centre-crop frames to this size. Other formats: must equal N.
+    check_centring
+        Log `ptychopinn.data.centring`'s warning when the patterns (as read, in any
+        format) are not centred; ``ptychopinn inspect`` prints it in its summary instead.
     """
     p = Path(path)
+    _not_a_folder(p)
     raw = None
     if fmt is None:
         fmt, raw = _detect(p)
@@ -141,6 +156,8 @@ def load_scan(
             log.info("%s: probe replaced by the one given.", p)
     if amplitude_units is not None and scan.amplitude_units != amplitude_units:
         scan = scan.replace(amplitude_units=amplitude_units)
-    log.info("%s: loaded %d patterns of %dx%d (%s).", p, scan.n_patterns, scan.patch_size,
-             scan.patch_size, fmt)
+    log.info("%s: loaded %d pattern%s of %dx%d (%s).", p, scan.n_patterns,
+             "" if scan.n_patterns == 1 else "s", scan.patch_size, scan.patch_size, fmt)
+    if check_centring and (warning := centring_warning(scan_centring(scan), str(p))):
+        log.warning("%s", warning)
     return scan
