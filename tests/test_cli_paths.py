@@ -231,8 +231,8 @@ def test_resume_without_a_checkpoint_writes_nothing(scan_path, tmp_path, capsys)
 
 def test_a_run_folder_made_for_a_failed_training_is_removed(scan_path, tmp_path,
                                                             capsys) -> None:
-    """An error the runner finds itself (here the --init bundle, read after the run folder
-    was made) leaves no new empty run folder; an existing one stays."""
+    """A bad --init bundle (checked before the run folder is made) leaves no new run
+    folder; an existing one stays."""
     bad = tmp_path / "bad_init.safetensors"
     bad.write_text("not a bundle")
     for run, existed in ((tmp_path / "t7", False), (tmp_path / "t8", True)):
@@ -244,6 +244,32 @@ def test_a_run_folder_made_for_a_failed_training_is_removed(scan_path, tmp_path,
         err = _error(capsys)
         assert rc == 2 and f"{bad}: not a ptychopinn bundle" in err
         assert run.exists() == existed
+
+
+def test_a_run_folder_the_runner_made_for_a_failed_training_is_removed(
+        scan_path, tmp_path, capsys, monkeypatch) -> None:
+    """An error the runner finds only after making the run folder, before any checkpoint,
+    leaves no new run folder; a folder that existed, or one holding a checkpoint, stays."""
+    import ptychopinn.api
+    from ptychopinn.errors import DataError
+
+    def failing(cfg, scan=None, **kw):  # noqa: ANN001, ANN202
+        run = tmp_path / cfg.output_dir
+        (run / "logs").mkdir(parents=True, exist_ok=True)
+        if run.name == "t11":
+            (run / "checkpoints").mkdir(exist_ok=True)
+            (run / "checkpoints" / "last.ckpt").write_bytes(b"PK")
+        raise DataError("found by the runner")
+
+    monkeypatch.setattr(ptychopinn.api, "train", failing)
+    monkeypatch.chdir(tmp_path)
+    for name, existed, kept in (("t9", False, False), ("t10", True, True), ("t11", False, True)):
+        if existed:
+            (tmp_path / name).mkdir()
+        rc = main(["train", "--data", str(scan_path), "--output-dir", name, "--set",
+                   "model.N=32", "--accelerator", "cpu", "-q"])
+        assert rc == 2 and "found by the runner" in _error(capsys)
+        assert (tmp_path / name).exists() == kept, name
 
 
 # ------------------------------------------------------------------ batch size

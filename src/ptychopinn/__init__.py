@@ -1,6 +1,7 @@
 """ptychopinn: physics-informed neural-network ptychography.
 
-The public API is listed in ``__all__``; heavy modules (torch, Lightning,
+The public API is listed in ``__all__`` (with the sub-packages used as
+``pp.metrics.<function>`` and the like); heavy modules (torch, Lightning,
 matplotlib) load on first use so that ``import ptychopinn`` and the CLI's
 ``--help`` stay fast.
 """
@@ -39,12 +40,25 @@ _LAZY = {
     "PtychoPINNError": "ptychopinn.errors",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+# sub-packages the documentation uses as ``pp.<name>.<function>``, imported on first use
+_SUBPACKAGES = (
+    "config",
+    "data",
+    "integrations",
+    "metrics",
+    "pretraining",
+    "refinement",
+    "simulation",
+)
+
+__all__ = ["__version__", *sorted(_LAZY), *_SUBPACKAGES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"ptychopinn.{name}")
     raise AttributeError(f"module 'ptychopinn' has no attribute {name!r}")
 
 

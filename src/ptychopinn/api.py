@@ -9,21 +9,99 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ptychopinn.backends import get_backend, validate_backend
-from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+from ptychopinn.config.schema import BACKENDS, InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
+from ptychopinn.errors import ConfigError
 from ptychopinn.logging_once import each_message_once
 
 PRIOR_LOGGER = "ptychopinn.models.scan_prior"
 """The logger of the physics prior's decisions, which `train` says once per run (the
 training data's prior and the training scan's reconstruction after training decide alike)."""
 
+_SCAN_TYPES = "a Scan or a scan file path (str or os.PathLike)"
+_SWAPPED = " (are the arguments swapped?)"
+
+
+def _found(value: object) -> str:
+    """How a wrong argument is named in a TypeError: its type, and what says most about it."""
+    kind = type(value).__name__
+    if isinstance(value, (str, os.PathLike)):
+        return f"{kind} {os.fspath(value)!r}"
+    shape = getattr(value, "shape", None)
+    return f"{kind} of shape {tuple(shape)}" if isinstance(shape, tuple) else kind
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _is_loaded_model(value: object) -> bool:
+    """A `LoadedModel` of either backend (duck-typed: no framework import needed)."""
+    return all(hasattr(value, a) for a in ("model", "config", "manifest", "backend"))
+
+
+def _scan_hint(value: object) -> str:
+    if hasattr(value, "shape"):
+        return (" (wrap arrays in pp.Scan(diffraction=..., positions_px=..., probe=...), "
+                "or read a file with pp.load_scan(path))")
+    return ""
+
+
+def _check_train_args(config: object, scan: object) -> None:
+    who = "train(config, scan)"
+    if not isinstance(config, TrainingConfig):
+        if isinstance(scan, TrainingConfig):
+            hint = _SWAPPED
+        elif isinstance(config, InferenceConfig):
+            hint = " (an InferenceConfig is for reconstruct)"
+        elif _is_path(config):
+            hint = " (read a YAML/JSON file with pp.load_config(pp.TrainingConfig, path))"
+        elif isinstance(config, Scan):
+            hint = " (the config comes first: train(config, scan))"
+        else:
+            hint = ""
+        raise TypeError(f"{who}: config must be a TrainingConfig; found {_found(config)}{hint}.")
+    if scan is not None and not isinstance(scan, Scan) and not _is_path(scan):
+        raise TypeError(f"{who}: scan must be {_SCAN_TYPES}, or None to read "
+                        f"config.train_data_file; found {_found(scan)}{_scan_hint(scan)}.")
+
+
+def _check_reconstruct_args(model: object, scan: object, config: object) -> None:
+    who = "reconstruct(model, scan, config)"
+    if model is not None and not _is_path(model) and not _is_loaded_model(model):
+        if isinstance(model, Scan) and (_is_path(scan) or _is_loaded_model(scan)):
+            hint = _SWAPPED
+        elif isinstance(model, Scan):
+            hint = " (the model comes first: reconstruct(model, scan, config))"
+        elif hasattr(model, "bundle_path"):
+            hint = " (pass the training result's bundle_path, or pp.load_bundle(it))"
+        else:
+            hint = ""
+        raise TypeError(
+            f"{who}: model must be a loaded model (pp.load_bundle), a bundle file or run "
+            f"directory (str or os.PathLike), or None with config.model_path set; found "
+            f"{_found(model)}{hint}."
+        )
+    if scan is not None and not isinstance(scan, Scan) and not _is_path(scan):
+        if isinstance(scan, InferenceConfig) and config is None:
+            hint = (" (the scan is missing: reconstruct(model, scan, config), or "
+                    "reconstruct(model, config=config) with config.data_file set)")
+        else:
+            hint = _scan_hint(scan)
+        raise TypeError(f"{who}: scan must be {_SCAN_TYPES}, or None to read config.data_file; "
+                        f"found {_found(scan)}{hint}.")
+    if config is not None and not isinstance(config, InferenceConfig):
+        hint = (" (a TrainingConfig is for train)" if isinstance(config, TrainingConfig)
+                else "")
+        raise TypeError(f"{who}: config must be an InferenceConfig or None; found "
+                        f"{_found(config)}{hint}.")
+
 
 def train(
     config: TrainingConfig,
-    scan: Scan | None = None,
+    scan: Scan | str | os.PathLike | None = None,
     *,
     resume: bool = False,
     callbacks: list | None = None,
@@ -34,9 +112,15 @@ def train(
     With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
     (`ptychopinn.refinement.retrieve_probe`) and the model trains with it (and at
     corrected positions with ``config.probe_refine_positions``).
+    ``scan`` may also be a file, read as `reconstruct` reads it (`ptychopinn.load_scan`).
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
+    _check_train_args(config, scan)
     backend = get_backend(config.backend)
+    if _is_path(scan):
+        from ptychopinn.data.readers import load_scan
+
+        scan = load_scan(scan)
     if config.probe_refine_epochs > 0:
         from ptychopinn.refinement import retrieve_probe
         from ptychopinn.refinement.reconstruction import device_name
@@ -65,10 +149,20 @@ def _manifest_backend(path: str | os.PathLike) -> str:
 def load_bundle(path: str | os.PathLike, backend: str | None = None):
     """Rebuild a trained model from a bundle file or run directory.
 
-    ``backend`` None takes the bundle's own; a different one is an error.
+    ``backend`` None takes the bundle's own; another one converts a PyTorch bundle
+    to TensorFlow and refuses the reverse (`BundleError`). An unknown backend is a
+    `ConfigError` (a ValueError).
     """
+    if not _is_path(path):
+        hint = " (it is already loaded)" if _is_loaded_model(path) else ""
+        raise TypeError("load_bundle(path, backend): path must be a bundle file or run "
+                        f"directory (str or os.PathLike); found {_found(path)}{hint}.")
     if backend is not None:
-        validate_backend(backend)
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"load_bundle: backend must be one of {', '.join(repr(b) for b in BACKENDS)} "
+                f"(or None: the bundle's own); found {backend!r}."
+            )
         return get_backend(backend).load_bundle(path)
     return get_backend(_manifest_backend(path)).load_bundle(path)
 
@@ -81,18 +175,24 @@ def reconstruct(
     ``config.data_file``. Returns a ``Reconstruction`` (``.backend`` set).
     With ``config.position_refine_epochs > 0`` the scan's positions are first
     corrected (`ptychopinn.refinement.correct_positions`) and the network
-    predicts and stitches at them."""
+    predicts and stitches at them.
+    A bundle path is loaded with the bundle's own backend unless ``config.backend``
+    was set explicitly (then a PyTorch bundle is converted to TensorFlow, and a
+    TensorFlow bundle is refused by 'pytorch')."""
     from ptychopinn.data.readers import load_scan
-    from ptychopinn.errors import ConfigError
 
+    _check_reconstruct_args(model, scan, config)
     config = config or InferenceConfig()
     validate_backend(config.backend)
+    chosen = "backend" in config.model_fields_set
     if model is None:
         if config.model_path is None:
             raise ConfigError("no model given: pass a bundle path or set model_path (--model).")
         model = config.model_path
-    if isinstance(model, (str, Path, os.PathLike)):
-        model = load_bundle(model, backend=config.backend)
+    if _is_path(model):
+        model = load_bundle(model, backend=config.backend if chosen else None)
+    if not chosen and config.backend != model.backend:
+        config = config.model_copy(update={"backend": model.backend})
     if scan is None:
         if config.data_file is None:
             raise ConfigError("no scan given: pass a Scan or set data_file (--data).")
@@ -119,6 +219,14 @@ def simulate(config=None, path: str | os.PathLike | None = None) -> Scan:
     from ptychopinn.data.npz import save_npz
     from ptychopinn.simulation import SimulationConfig, simulate_scan
 
+    if config is not None and not isinstance(config, SimulationConfig):
+        hint = (" (to save the scan, pass the file as path: simulate(config, path))"
+                if _is_path(config) else "")
+        raise TypeError("simulate(config, path): config must be a SimulationConfig or None; "
+                        f"found {_found(config)}{hint}.")
+    if path is not None and not _is_path(path):
+        raise TypeError("simulate(config, path): path must be a file path (str or "
+                        f"os.PathLike) or None; found {_found(path)}.")
     scan = simulate_scan(config or SimulationConfig())
     if path is not None:
         save_npz(scan, path)

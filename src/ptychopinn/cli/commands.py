@@ -19,12 +19,18 @@ def add_extra_parsers(sub) -> None:
     p = sub.add_parser("pretrain", help="Pretrain a model for a probe on simulated objects.")
     p.add_argument("--probe", help="Probe file (NPZ with probeGuess, or .npy).")
     p.add_argument("--scan", help="Scan whose probe and geometry to use.")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True,
+                   help="The run folder: new, or one without a model bundle (a folder that "
+                        "holds one is refused, not overwritten).")
     p.add_argument("--n-objects", type=int, default=None, help="Simulated objects.")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--supervised", action="store_true", help="Train on the known objects.")
     p.add_argument("--config", help="YAML/JSON training config.")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a training field, e.g. --set model.n_filters_scale=0.5 (the "
+                        "keys: `ptychopinn config train`), or, under pretrain., the data "
+                        "recipe, e.g. --set pretrain.photons=1e5 (`ptychopinn config "
+                        "pretrain`); repeatable.")
     p.add_argument("--accelerator")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
@@ -266,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume(cfg)
     scan = load_training_scan(cfg.train_data_file)
-    check_training_inputs(cfg, scan)
+    check_training_inputs(cfg, scan, resume=args.resume)
     existed = run_dir.exists()
     try:
         result = train(cfg, scan, resume=args.resume)
@@ -326,8 +332,31 @@ def infer_config_from_args(args: argparse.Namespace):
         "execution.accelerator": args.accelerator,
         "execution.devices": _devices(args.devices),
         "execution.precision": args.precision,
+        # -q: only warnings and errors, so no refinement progress bar either
+        "execution.progress_bar": False if args.quiet else None,
     }
     return _resolve(InferenceConfig, args, flags)
+
+
+def check_refine_options(cfg) -> None:  # noqa: ANN001 (InferenceConfig)
+    """ConfigError when ``refine_probe`` / ``refine_positions`` are on but the refinement
+    they belong to is off (``refine_epochs`` 0, after ``--config`` and ``--set``): they
+    would otherwise be ignored without a word."""
+    from ptychopinn.errors import ConfigError
+
+    given = [flag for flag, on in (("--refine-probe (refine_probe)", cfg.refine_probe),
+                                   ("--refine-positions (refine_positions)",
+                                    cfg.refine_positions)) if on]
+    if not given or cfg.refine_epochs > 0:
+        return
+    msg = (f"{' and '.join(given)} act during the physics refinement after inference, which "
+           f"is off: expected --refine-epochs K with K > 0 (e.g. --refine-epochs 40); found "
+           f"refine_epochs {cfg.refine_epochs}. Add --refine-epochs, or drop "
+           f"{'it' if len(given) == 1 else 'them'}.")
+    if cfg.refine_positions:
+        msg += (" To correct the positions before the network predicts instead, use "
+                "--position-refine-epochs K (K >= 3).")
+    raise ConfigError(msg)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -337,6 +366,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from ptychopinn.inference.reconstruct import write_outputs
 
     cfg = infer_config_from_args(args)
+    check_refine_options(cfg)
     if cfg.data_file is None:
         raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
     check_output_dir(cfg.output_dir, "--output-dir")

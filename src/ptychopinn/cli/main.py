@@ -59,14 +59,29 @@ def _positive_minutes(text: str) -> float:
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
+#: An example of ``--set`` that each command takes (its keys: ``ptychopinn config SECTION``).
+SET_EXAMPLES = {
+    "train": "model.N=128",
+    "infer": "refine_momentum=0",
+    "simulate": "poisson_noise=false",
+}
+
+
+def _set_help(command: str) -> str:
+    """``--set``'s help for ``command``, with an example of a key that command takes."""
+    return (f"Override a config field, e.g. --set {SET_EXAMPLES[command]} (repeatable; the "
+            f"keys: `ptychopinn config {command}`).")
+
+
 def _common(p: argparse.ArgumentParser, *, train: bool) -> None:
+    command = "train" if train else "infer"
     p.add_argument("--config", help="YAML/JSON config file (flags override it).")
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Override any config field, e.g. --set model.N=128 (repeatable).",
+        help=_set_help(command),
     )
     p.add_argument("--backend", choices=None, help="'pytorch' (default) or 'tensorflow'.")
     p.add_argument("--accelerator", help="cpu | gpu | auto.")
@@ -111,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="Simulate a scan with a known object (NPZ contract).")
     p.add_argument("output", help="Output NPZ file.")
     p.add_argument("--config", help="YAML/JSON simulation config.")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=_set_help("simulate"))
     p.add_argument("--N", type=int, dest="N")
     p.add_argument("--object", dest="object_kind", help="textured | lines | grf | image | file")
     p.add_argument("--object-image", help="scikit-image test image name (with --object image).")
@@ -244,15 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-refine-epochs", type=int,
                    help="Correct the scan positions by K epochs of physics refinement before "
                         "the network (measured scans with position errors; K >= 3).")
-    p.add_argument("--refine-probe", action="store_true")
-    p.add_argument("--refine-positions", action="store_true")
+    p.add_argument("--refine-probe", action="store_true",
+                   help="With --refine-epochs K: also refine the probe (written as "
+                        "refined_probe in reconstruction.npz, in the scan's units).")
+    p.add_argument("--refine-positions", action="store_true",
+                   help="With --refine-epochs K: also correct the scan positions during the "
+                        "refinement (refined_positions_px); to correct them before the network "
+                        "predicts, use --position-refine-epochs.")
     p.add_argument("--position-keep-linear", action="store_true",
                    help="Keep a global scale/rotation/shear of the position corrections (a "
                         "miscalibrated step size); default: removed.")
     p.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"),
                    help="The network's precision (default auto: bf16-mixed on a CPU with AMX-BF16 "
                         "units, else 32-true; the physics stays float32).")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-figures", action="store_true",
+                   help="Write no PNG figures (reconstruction.npz and metrics.json only).")
     _common(p, train=False)
 
     p = sub.add_parser(

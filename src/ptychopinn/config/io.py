@@ -232,7 +232,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.N=128.")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY "
+                              "(`ptychopinn config train|infer|simulate|pretrain` lists each "
+                              "command's keys).")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else None
         node = out

@@ -42,9 +42,12 @@ class Reconstruction:
     backend: str
     frame_offset_px: np.ndarray = field(default_factory=lambda: np.zeros(2))
     timings_s: dict = field(default_factory=dict)
-    # the probe the prediction assumed (the model's; its scale is the model's, not the scan's)
+    # the probe the prediction assumed (the model's; its scale is the model's, not the scan's:
+    # peak amplitude model.probe_scale / 4, 1.0 by default, when training started)
     probe: np.ndarray | None = None
     refined_object: np.ndarray | None = None
+    # with refine_probe: the refined probe in the scan's units (like its probeGuess, which
+    # the refinement starts from), the probe refined_object explains the counts with
     refined_probe: np.ndarray | None = None
     refined_positions_px: np.ndarray | None = None
     refinement_history: list = field(default_factory=list)
@@ -418,7 +421,7 @@ def write_outputs(
     if recon.prior_object_momentum is not None:
         arrays["prior_object_momentum"] = np.asarray(recon.prior_object_momentum,
                                                      dtype=np.float64)
-    if recon.probe is not None:
+    if recon.probe is not None:  # the model's normalised probe (see `Reconstruction.probe`)
         arrays["probe"] = np.asarray(recon.probe).astype(np.complex64)
     if recon.refined_object is not None:
         arrays["refined_object"] = recon.refined_object.astype(np.complex64)
@@ -429,7 +432,7 @@ def write_outputs(
         )
         for key, value in recon.refinement_info.items():
             arrays[f"refinement_{key}"] = np.float64(value)
-    if recon.refined_probe is not None:
+    if recon.refined_probe is not None:  # in the scan's units, unlike "probe"
         arrays["refined_probe"] = np.asarray(recon.refined_probe).astype(np.complex64)
     if recon.refined_positions_px is not None:
         arrays["refined_positions_px"] = np.asarray(recon.refined_positions_px, dtype=np.float64)

@@ -48,14 +48,45 @@ def _complex2d(arr: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.complex128)
 
 
-def _check_crop(crop: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+MIN_SIDE_PX = 8
+"""The smallest region (per side, in pixels) that `evaluate` scores."""
+
+
+def _check_shapes(recon_shape: tuple[int, ...], truth_shape: tuple[int, ...]) -> None:
+    """The objects' common region must hold at least ``MIN_SIDE_PX`` pixels a side."""
+    if min(recon_shape[0], truth_shape[0], recon_shape[1], truth_shape[1]) >= MIN_SIDE_PX:
+        return
+    common = (min(recon_shape[0], truth_shape[0]), min(recon_shape[1], truth_shape[1]))
+    if recon_shape != truth_shape:
+        found = (f"the reconstruction's shape {recon_shape} and the truth's shape "
+                 f"{truth_shape} differ, and their common region {common} is smaller")
+    else:
+        found = f"the reconstruction and the truth are {recon_shape}, smaller"
+    raise DataError(
+        f"evaluate: {found} than the {MIN_SIDE_PX}x{MIN_SIDE_PX} pixels that are scored. "
+        "Pass the reconstructed object and the true object of the same scan, in one pixel frame."
+    )
+
+
+def _check_crop(
+    crop: tuple[slice, slice], shape: tuple[int, int], given: bool = True
+) -> tuple[slice, slice]:
+    """Normalise ``crop`` within ``shape``; ``given`` False: it came from the positions."""
     out = []
     for k, s in enumerate(crop):
         a, b, step = s.indices(shape[k])
-        if step != 1 or b - a < 8:
+        if step != 1 or b - a < MIN_SIDE_PX:
+            if not given:
+                raise DataError(
+                    f"evaluate: the illuminated region of 'positions_px' (with 'patch_size') "
+                    f"inside the common region {shape} is rows {crop[0].start}:{crop[0].stop}, "
+                    f"columns {crop[1].start}:{crop[1].stop}; it must be at least "
+                    f"{MIN_SIDE_PX} pixels a side. Are the positions in the objects' pixel "
+                    "frame?"
+                )
             raise DataError(
-                f"'crop' must be two contiguous slices of at least 8 pixels inside the common "
-                f"region {shape}; found {crop}."
+                f"'crop' must be two contiguous slices of at least {MIN_SIDE_PX} pixels inside "
+                f"the common region {shape}; found {crop}."
             )
         out.append(slice(a, b))
     return out[0], out[1]
@@ -155,17 +186,19 @@ def evaluate(
     """
     r_in = _complex2d(recon, "recon")
     t_in = _complex2d(truth, "truth")
+    _check_shapes(r_in.shape, t_in.shape)
     H, W = min(r_in.shape[0], t_in.shape[0]), min(r_in.shape[1], t_in.shape[1])
     if (H, W) != r_in.shape or (H, W) != t_in.shape:
         log.info("recon %s and truth %s differ; comparing the common region (%d, %d).",
                  r_in.shape, t_in.shape, H, W)
     work = r_in[:H, :W]
     t = t_in[:H, :W]
+    given = crop is not None
     if crop is None and positions_px is not None:
         if patch_size is None:
             raise DataError("evaluate: 'patch_size' (N) is needed with 'positions_px'.")
         crop = align.illuminated_region((H, W), positions_px, int(patch_size))
-    crop = _check_crop(crop if crop is not None else (slice(None), slice(None)), (H, W))
+    crop = _check_crop(crop if crop is not None else (slice(None), slice(None)), (H, W), given)
 
     shift = np.zeros(2)
     rejected = None

@@ -83,10 +83,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def finetune_command(run_dir) -> str:
     """The ``ptychopinn train --init`` line whose model section matches the run's."""
-    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.bundle.format import manifest_config, read_bundle
     from ptychopinn.config.schema import ModelConfig
 
-    model = load_pinn(run_dir).config.model
+    # the manifest's config alone: rebuilding the model logged "built generator" again
+    model = manifest_config(read_bundle(run_dir)[0], run_dir).model
     default = ModelConfig().model_dump(mode="json")
     sets = [
         f"--set model.{k}={v}"

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ptychopinn.atomic import atomic_write_text, ensure_dir
+from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
+from ptychopinn.bundle.format import BUNDLE_FILENAME
 from ptychopinn.data.scan import Scan
-from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.errors import ConfigError, DataError, OutputPathError
 from ptychopinn.pretraining.dataset import (
     DEFAULT_PHOTONS,
     PretrainConfig,
@@ -191,6 +192,22 @@ def resolve_source(
     return src
 
 
+def check_run_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a `Path`; OutputPathError when it already holds a model bundle (a
+    finished pretraining or training), which a pretraining would overwrite. A folder
+    without one (new, or a pretraining interrupted before its bundle) is fine."""
+    out = check_output_dir(out_dir, "--output-dir (the run folder)")
+    bundle = out / BUNDLE_FILENAME
+    if bundle.exists():
+        what = ("a pretrained model" if (out / RECIPE_FILE).is_file() else "a trained model")
+        raise OutputPathError(
+            f"--output-dir (the run folder) {out}: already holds {what} ({bundle}); expected a "
+            "new folder or one without a model bundle. pretrain does not overwrite a model: "
+            "choose another --output-dir, or remove that folder first to pretrain again."
+        )
+    return out
+
+
 def _training_config(
     out_dir: Path, N: int, supervised: bool, max_minutes: float | None, seed: int,
     overrides: dict[str, Any] | None,
@@ -245,7 +262,8 @@ def pretrain(
     probe
         Probe array or file; None takes ``scan``'s probe.
     out_dir
-        The run directory (bundle, ``pretraining.json``, ``pretraining_probe.npz``).
+        The run directory (bundle, ``pretraining.json``, ``pretraining_probe.npz``): new,
+        or one without a model bundle (`check_run_dir`; a bundle is never overwritten).
     scan
         A `Scan` or file whose N, probe, step, pattern and dose are used.
     n_objects, step_px, photons
@@ -272,6 +290,7 @@ def pretrain(
     from ptychopinn.training.runner import train_pytorch
 
     t0 = time.perf_counter()
+    out = check_run_dir(out_dir)
     rec = recipe if isinstance(recipe, PretrainConfig) else build(
         PretrainConfig, dict(recipe or {}), where="pretrain recipe"
     )
@@ -281,7 +300,6 @@ def pretrain(
     if src.template_px is not None and "pattern" not in rec.model_fields_set:
         upd["pattern"] = "scan"
     rec = build(PretrainConfig, rec.model_dump(mode="json") | upd, where="pretrain recipe")
-    out = Path(out_dir)
     cfg = _training_config(out, src.N, supervised, max_minutes, seed, overrides)
     step = rec.step_px or src.step_px or src.N / 8
     dose = rec.photons or src.photons or DEFAULT_PHOTONS

@@ -25,7 +25,7 @@ import torch
 
 from ptychopinn.atomic import atomic_write_text, ensure_dir
 from ptychopinn.config.io import save_config
-from ptychopinn.config.schema import InferenceConfig, TrainingConfig
+from ptychopinn.config.schema import InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError, DataError
 
@@ -257,7 +257,7 @@ def train_pytorch(
     run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan)
+    test = check_training_inputs(cfg, scan, resume=resume)
     if cfg.execution.num_threads:
         torch.set_num_threads(cfg.execution.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -306,10 +306,7 @@ def train_pytorch(
         )
     if init is not None:
         if init.config.model != cfg.model:
-            raise ConfigError(
-                f"init_from {cfg.init_from}: its model section differs from this run's; "
-                "use the same model settings to fine-tune."
-            )
+            raise ConfigError(init_model_mismatch(cfg.init_from, init.config.model, cfg.model))
         module.model.generator.load_state_dict(init.model.generator.state_dict())
         log.info("initialised the generator from %s", init.path)
 
@@ -397,10 +394,53 @@ def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan,
                   backend="pytorch")
 
 
-def check_training_inputs(cfg: TrainingConfig, scan: Scan) -> Scan | None:
+def _set_value(value) -> str:  # noqa: ANN001 (a JSON value)
+    """``value`` as ``--set KEY=VALUE`` writes it (strings bare, the rest as JSON)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def init_model_mismatch(init_from: str, init_model: ModelConfig, model: ModelConfig) -> str:
+    """The error of a fine-tuning whose model section (``model``) is not that of the
+    ``init_from`` bundle (``init_model``): each key that differs with both values, and the
+    ``--set`` options that make them the same."""
+    a, b = init_model.model_dump(mode="json"), model.model_dump(mode="json")
+    keys = [k for k in b if a.get(k) != b.get(k)]
+    if not keys:
+        return (f"init_from {init_from}: its model section differs from this run's; use the "
+                "same model settings to fine-tune.")
+    diffs = "; ".join(f"model.{k}: {_set_value(a.get(k))} in {init_from}, "
+                      f"{_set_value(b.get(k))} here" for k in keys)
+    sets = " ".join(f"--set model.{k}={_set_value(a.get(k))}" for k in keys)
+    return (f"init_from {init_from}: its model section differs from this run's ({diffs}); "
+            f"fine-tuning needs the same model settings: pass {sets} (or drop the options "
+            "that changed them).")
+
+
+def check_init_from(cfg: TrainingConfig) -> None:
+    """ConfigError when the model section of ``cfg`` cannot fine-tune the ``init_from``
+    bundle (read from its manifest alone, before any model is built or data prepared);
+    BundleError when that is not a readable bundle. ``model.prior_recipe`` 'auto' is
+    resolved as the training will: a fine-tuning takes its bundle's recipe."""
+    from ptychopinn.bundle.format import manifest_config, read_bundle
+    from ptychopinn.models.prior_recipe import resolve_prior_recipe
+
+    manifest, _ = read_bundle(cfg.init_from)
+    init_model = manifest_config(manifest, cfg.init_from).model
+    # with a bundle to be like (``like``), the recipe is settled without reading the probe
+    model, _ = resolve_prior_recipe(cfg.model, None, like=init_model)
+    if init_model != model:
+        raise ConfigError(init_model_mismatch(cfg.init_from, init_model, model))
+
+
+def check_training_inputs(cfg: TrainingConfig, scan: Scan, *,
+                          resume: bool = False) -> Scan | None:
     """What either backend checks before it trains, so that a bad input never costs
-    a training: the options that need a ground truth, and the test scan
-    (``test_data_file``), loaded now and returned (None when not set)."""
+    a training: the options that need a ground truth, the ``init_from`` bundle's model
+    section (`check_init_from`; not where ``resume`` continues a run, which does not read
+    it), and the test scan (``test_data_file``), loaded now and returned (None when not
+    set)."""
+    if cfg.init_from and not resume:
+        check_init_from(cfg)
     if cfg.model.model_type == "supervised" and scan.object is None:
         raise ConfigError(
             f"model_type 'supervised' needs a ground-truth object, but {scan.source} has no "

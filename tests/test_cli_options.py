@@ -1,0 +1,221 @@
+"""The CLI's options as a new user meets them: each command's ``--set`` example works for
+that command, infer's refinement flags are refused where no refinement runs, ``train
+--init`` names the model keys that differ before any model is built, ``pretrain`` does not
+overwrite a model, and what ``-q`` and the logs say (exit status 2, no traceback)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from ptychopinn.cli.main import build_parser, main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--set", "model.N=32", "--set", "model.n_filters_scale=0.125",
+        "--set", "execution.logger=none", "--set", "save_reconstruction=false",
+        "--accelerator", "cpu", "--no-progress"]
+"""A training of seconds on the tiny scan (the model settings a fine-tuning must repeat)."""
+
+
+@pytest.fixture(scope="module")
+def scan_path(tmp_path_factory):
+    """A tiny simulated scan file (N=32, 16 positions)."""
+    path = tmp_path_factory.mktemp("scan") / "scan.npz"
+    assert main(["simulate", str(path), "--N", "32", "--n-positions", "16", "-q"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(scan_path, tmp_path_factory):
+    """A run folder trained for one epoch on the tiny scan (gridsize 2, the default)."""
+    run = tmp_path_factory.mktemp("train") / "run"
+    assert main(["train", "--data", str(scan_path), "--output-dir", str(run), "--epochs", "1",
+                 *TINY, "-q"]) == 0
+    return run
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def _help(args, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*args, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------- 1: --set examples
+def _resolve(command: str, item: str) -> None:
+    """Resolve ``command``'s config with ``--set item`` as the command does (no work)."""
+    from ptychopinn.cli import commands
+
+    args = build_parser().parse_args([command, *(["x.npz"] if command == "simulate" else []),
+                                      *(["--output-dir", "o"] if command == "pretrain" else []),
+                                      "--set", item])
+    if command == "train":
+        commands.train_config_from_args(args)
+    elif command == "infer":
+        commands.infer_config_from_args(args)
+    elif command == "simulate":
+        from ptychopinn.simulation import SimulationConfig
+
+        commands._resolve(SimulationConfig, args, {})
+    else:
+        from ptychopinn.config.io import build
+        from ptychopinn.config.schema import TrainingConfig
+        from ptychopinn.pretraining.cli import split_options
+        from ptychopinn.pretraining.dataset import PretrainConfig
+
+        recipe, overrides = split_options(args)
+        build(PretrainConfig, recipe, where="pretrain recipe")
+        build(TrainingConfig, overrides, where="pretrain options")
+
+
+@pytest.mark.parametrize("command", ["train", "infer", "simulate", "pretrain"])
+def test_each_commands_set_example_is_a_key_it_takes(command, capsys) -> None:
+    text = _help([command], capsys)
+    # the --set option's own help: up to the next option that is not --set
+    own = re.search(r" --set KEY=VALUE (.*?)(?= --(?!set\b)[a-z])", text)
+    assert own, text
+    examples = re.findall(r"--set ([\w.]+=[^\s,;)]+)", own.group(1))
+    assert examples, own.group(1)
+    for item in examples:
+        _resolve(command, item)  # ConfigError ("unknown key") if the example is another's
+    if command in ("infer", "simulate"):
+        assert "model.N" not in own.group(1)
+
+
+# ------------------------------------------------- 2: refinement flags without refinement
+@pytest.mark.parametrize(
+    "extra",
+    [["--refine-probe"], ["--refine-positions"],
+     ["--refine-probe", "--refine-positions", "--refine-epochs", "0"]],
+)
+def test_infer_refuses_refine_flags_without_refinement(extra, run_dir, scan_path, tmp_path,
+                                                       capsys) -> None:
+    out = tmp_path / "out"
+    rc = main(["infer", "--model", str(run_dir), "--data", str(scan_path), "--output-dir",
+               str(out), *extra, "-q"])
+    err = _error(capsys)
+    assert rc == 2
+    for flag in ("--refine-probe", "--refine-positions"):
+        assert (flag in err) == (flag in extra), err
+    assert "--refine-epochs" in err and "found refine_epochs 0" in err
+    if "--refine-positions" in extra:
+        assert "--position-refine-epochs" in err
+    assert not out.exists()
+
+
+def test_infer_refine_flag_checks_the_resolved_config(run_dir, scan_path, tmp_path,
+                                                      capsys) -> None:
+    from ptychopinn.cli.commands import check_refine_options, infer_config_from_args
+
+    cfg_file = tmp_path / "infer.yaml"
+    cfg_file.write_text(yaml.safe_dump({"refine_probe": True}))
+    rc = main(["infer", "--model", str(run_dir), "--data", str(scan_path), "--output-dir",
+               str(tmp_path / "out"), "--config", str(cfg_file), "-q"])
+    assert rc == 2 and "--refine-probe (refine_probe)" in _error(capsys)
+    # refine epochs from the config file or --set are refinement enough
+    cfg_file.write_text(yaml.safe_dump({"refine_epochs": 5}))
+    parse = build_parser().parse_args
+    for argv in (["--config", str(cfg_file)], ["--set", "refine_epochs=5"]):
+        cfg = infer_config_from_args(parse(["infer", "--refine-positions", *argv]))
+        assert cfg.refine_positions and cfg.refine_epochs == 5
+        check_refine_options(cfg)
+
+
+def test_infer_flags_have_help(capsys) -> None:
+    text = _help(["infer"], capsys)
+    assert "--refine-probe With --refine-epochs K: also refine the probe" in text
+    assert "--refine-positions With --refine-epochs K: also correct the scan positions" in text
+    assert "--no-figures Write no PNG figures" in text
+
+
+# ------------------------------------------------------- 2 and 6: refinement under -q
+def test_infer_refines_the_probe_with_epochs_from_set_and_is_quiet(run_dir, scan_path,
+                                                                   tmp_path, capsys) -> None:
+    from ptychopinn.cli.commands import infer_config_from_args
+
+    parse = build_parser().parse_args
+    assert infer_config_from_args(parse(["infer", "-q"])).execution.progress_bar is False
+    assert infer_config_from_args(parse(["infer"])).execution.progress_bar is True
+    out = tmp_path / "out"
+    rc = main(["infer", "--model", str(run_dir), "--data", str(scan_path), "--output-dir",
+               str(out), "--refine-probe", "--set", "refine_epochs=2", "--accelerator", "cpu",
+               "--no-figures", "-q"])
+    err = _error(capsys)
+    assert rc == 0, err
+    assert "refine" not in err and "epoch/s" not in err, err  # no progress bar under -q
+    with np.load(out / "reconstruction.npz") as r:
+        assert "refined_probe" in r.files and "refined_object" in r.files
+    assert not list(out.glob("*.png"))
+
+
+# ------------------------------------------------ 3: --init with another model section
+def test_init_with_another_model_names_the_keys_before_building(run_dir, scan_path, tmp_path,
+                                                                capsys, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    ft = tmp_path / "ft"
+    rc = main(["train", "--init", str(run_dir), "--data", str(scan_path), "--output-dir",
+               str(ft), "--epochs", "1", *TINY, "--set", "model.gridsize=1", "-q"])
+    err = _error(capsys)
+    assert rc == 2
+    assert f"init_from {run_dir}: its model section differs" in err
+    assert f"model.gridsize: 2 in {run_dir}, 1 here" in err
+    assert "--set model.gridsize=2" in err
+    assert "n_filters_scale" not in err  # only the keys that differ
+    assert "built generator" not in caplog.text  # checked before any model is built
+    assert not ft.exists()
+
+
+def test_init_mismatch_message_writes_values_as_set_takes_them() -> None:
+    from ptychopinn.config.schema import ModelConfig
+    from ptychopinn.training.runner import init_model_mismatch
+
+    a = ModelConfig(N=32)
+    b = ModelConfig(N=64, architecture="cnn")
+    msg = init_model_mismatch("pre", a, b)
+    assert "model.N: 32 in pre, 64 here" in msg and "model.architecture: unet in pre, cnn here" in msg
+    assert "--set model.N=32 --set model.architecture=unet" in msg
+
+
+# ---------------------------------------------- 4 and 6: pretrain into a model's folder
+def test_pretrain_does_not_overwrite_a_model_and_logs_the_generator_once(
+        run_dir, scan_path, tmp_path, capsys, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    pre = tmp_path / "pre"
+    args = ["pretrain", "--scan", str(scan_path), "--output-dir", str(pre), "--n-objects", "1",
+            "--set", "nepochs=1", *TINY]
+    assert main(args) == 0, _error(capsys)
+    assert caplog.text.count("built generator") == 1, caplog.text
+    capsys.readouterr()
+    bundle = pre / "model.ptychopinn.safetensors"
+    before = bundle.read_bytes()
+    for folder, what in ((pre, "a pretrained model"), (run_dir, "a trained model")):
+        rc = main([*args[:3], "--output-dir", str(folder), *args[5:]])
+        err = _error(capsys)
+        assert rc == 2
+        assert f"--output-dir (the run folder) {folder}: already holds {what}" in err, err
+        assert "another --output-dir" in err
+    assert bundle.read_bytes() == before
+
+
+def test_pretrain_may_start_again_where_no_bundle_was_saved(tmp_path) -> None:
+    from ptychopinn.errors import OutputPathError
+    from ptychopinn.pretraining.pretrain import RECIPE_FILE, check_run_dir
+
+    run = tmp_path / "interrupted"
+    run.mkdir()
+    (run / RECIPE_FILE).write_text('{"status": "training"}')
+    assert check_run_dir(run) == run
+    assert check_run_dir(tmp_path / "new") == tmp_path / "new"
+    (run / "model.ptychopinn.safetensors").write_bytes(b"x")
+    with pytest.raises(OutputPathError, match="already holds a pretrained model"):
+        check_run_dir(run)
