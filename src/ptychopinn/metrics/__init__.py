@@ -20,12 +20,8 @@ from ptychopinn.metrics.align import (
     shift_image,
 )
 from ptychopinn.metrics.consistency import data_consistency, data_consistency_files
-from ptychopinn.metrics.evaluate import (
-    evaluate,
-    evaluate_files,
-    evaluate_reconstruction_files,
-    write_metrics_json,
-)
+from ptychopinn.metrics.evaluate import evaluate, write_metrics_json
+from ptychopinn.metrics.evaluate_files import evaluate_files, evaluate_reconstruction_files
 from ptychopinn.metrics.frc import (
     fourier_ring_correlation,
     half_bit_threshold,
