@@ -389,3 +389,21 @@ def test_python_api_output_folder_that_is_a_file(scan_path, tmp_path) -> None:
         api.train(cfg, load_scan(scan_path))
     with pytest.raises(OutputPathError, match="taken: is an existing file"):
         write_outputs(None, blocker)
+
+
+def test_the_infer_template_leaves_the_backend_to_the_bundle(scan_path, tmp_path,
+                                                              capsys) -> None:
+    """`ptychopinn config infer` lists every key but the backend (a backend written in a
+    --config file is a choice; left out, reconstruct follows the bundle's), and the
+    template is read back whole."""
+    from ptychopinn.cli.commands import infer_config_from_args
+    from ptychopinn.config.schema import InferenceConfig
+
+    cfg_file = _dump("infer", tmp_path / "infer.yaml", capsys)
+    data = yaml.safe_load(cfg_file.read_text())
+    assert "backend" not in data and set(data) == set(InferenceConfig.model_fields) - {"backend"}
+    args = build_parser().parse_args(["infer", "--model", "m", "--data", str(scan_path),
+                                      "--config", str(cfg_file)])
+    cfg = infer_config_from_args(args)
+    assert "backend" not in cfg.model_fields_set and cfg == InferenceConfig(
+        **{**data, "model_path": "m", "data_file": str(scan_path)})

@@ -507,8 +507,15 @@ def cmd_config(args: argparse.Namespace) -> int:
         from ptychopinn.simulation import SimulationConfig
 
         cfg = SimulationConfig()
+    elif args.section == "infer":
+        # a backend written in the file is a choice: left out, reconstruct follows the bundle's
+        data = InferenceConfig().model_dump(mode="json")
+        data.pop("backend")
+        print("# backend (not listed): the bundle's own unless given (pytorch | tensorflow).")
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+        return 0
     else:
-        cfg = TrainingConfig() if args.section == "train" else InferenceConfig()
+        cfg = TrainingConfig()
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 

@@ -27,6 +27,10 @@ AmplitudeUnits = Literal["sqrt_counts", "arbitrary"]
 AMPLITUDE_UNITS: tuple[str, ...] = ("sqrt_counts", "arbitrary")
 
 
+XY = " (xcoords/ycoords in an NPZ file)"
+"""What the positions are called in a file, beside the field's name."""
+
+
 def _fail(source: str, key: str, expected: str, found: str) -> DataError:
     return DataError(f"{source}: '{key}' must be {expected}; found {found}.")
 
@@ -93,10 +97,10 @@ class Scan:
         if p.ndim != 2 or p.shape[1] != 2:
             raise _fail(src, "positions_px", "an (n, 2) array of [y, x]", _describe(p))
         if p.shape[0] != n:
-            raise _fail(src, "positions", f"{n} positions (one per pattern)", f"{p.shape[0]}")
+            raise _fail(src, "positions_px" + XY, f"{n} positions (one per pattern)", f"{p.shape[0]}")
         p = p.astype(np.float64, copy=False)
         if not np.all(np.isfinite(p)):
-            raise _fail(src, "positions", "finite values", "NaN/Inf")
+            raise _fail(src, "positions_px" + XY, "finite values", "NaN/Inf")
 
         pr = np.asarray(self.probe)
         if not np.iscomplexobj(pr):
@@ -124,7 +128,7 @@ class Scan:
             if lo.min() < 0 or hi[0] > obj.shape[0] or hi[1] > obj.shape[1]:
                 raise _fail(
                     src,
-                    "positions",
+                    "positions_px" + XY,
                     f"patches inside the object {obj.shape} (rows and columns "
                     f"[pos - N/2, pos + N/2) with N={npix})",
                     f"patches spanning rows [{lo[0]:.1f}, {hi[0]:.1f}) and "
