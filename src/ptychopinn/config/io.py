@@ -82,8 +82,9 @@ def section_mismatch(
     )
 
 
-def format_validation_error(exc: ValidationError, where: str) -> str:
-    """One line per problem: the field path, what was expected and what was found.
+def format_validation_error(exc: ValidationError, where: str, prefix: str = "") -> str:
+    """One line per problem: the field path (after ``prefix``, e.g. ``"pretrain."`` for a
+    mapping the user writes under that key), what was expected and what was found.
 
     A value that matches no member of a union (``batch_size: int | 'auto'``) is one line
     naming every accepted form (``expected an integer (greater than or equal to 1) or
@@ -110,10 +111,10 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
                     reason = str(member.get("msg", "")).removeprefix("Input should be ")
                     form += f" ({reason})"
                 forms.append(form)
-            path = ".".join(str(p) for p in loc[:-1])
+            path = prefix + ".".join(str(p) for p in loc[:-1])
             lines.append(f"  - {path}: expected {' or '.join(forms)}{_found(err)}")
             continue
-        path = ".".join(str(p) for p in loc) or "<root>"
+        path = prefix + ".".join(str(p) for p in loc) or "<root>"
         msg = err.get("msg", "")
         if err.get("type") == "extra_forbidden":
             msg = _unknown_key_hint(exc.title)
@@ -124,12 +125,13 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-def build(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Validate ``data`` into ``cls``, raising `ConfigError` with a readable message."""
+def build(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:
+    """Validate ``data`` into ``cls``, raising `ConfigError` with a readable message (its
+    keys named after ``prefix``, see `format_validation_error`)."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+        raise ConfigError(format_validation_error(exc, where, prefix)) from None
 
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:

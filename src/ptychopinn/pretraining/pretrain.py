@@ -292,14 +292,15 @@ def pretrain(
     t0 = time.perf_counter()
     out = check_run_dir(out_dir)
     rec = recipe if isinstance(recipe, PretrainConfig) else build(
-        PretrainConfig, dict(recipe or {}), where="pretrain recipe"
+        PretrainConfig, dict(recipe or {}), where="pretrain recipe", prefix="pretrain."
     )
     upd = {k: v for k, v in (("n_objects", n_objects), ("step_px", step_px),
                              ("photons", photons)) if v is not None}
     src = resolve_source(probe, scan, N or (overrides or {}).get("model", {}).get("N"))
     if src.template_px is not None and "pattern" not in rec.model_fields_set:
         upd["pattern"] = "scan"
-    rec = build(PretrainConfig, rec.model_dump(mode="json") | upd, where="pretrain recipe")
+    rec = build(PretrainConfig, rec.model_dump(mode="json") | upd, where="pretrain recipe",
+                prefix="pretrain.")
     cfg = _training_config(out, src.N, supervised, max_minutes, seed, overrides)
     step = rec.step_px or src.step_px or src.N / 8
     dose = rec.photons or src.photons or DEFAULT_PHOTONS
