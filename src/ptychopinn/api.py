@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ptychopinn.atomic import check_output_dir
 from ptychopinn.backends import get_backend, validate_backend
 from ptychopinn.config.schema import BACKENDS, InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -116,6 +117,7 @@ def train(
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
     _check_train_args(config, scan)
+    check_output_dir(config.output_dir, "output_dir (the run folder)")  # before any work
     backend = get_backend(config.backend)
     if _is_path(scan):
         from ptychopinn.data.readers import load_scan

@@ -234,21 +234,6 @@ def early_stop_note(epochs_done: int, cfg) -> str | None:  # noqa: ANN001 (Train
     return f"note: training ended after {epochs_done} of {cfg.nepochs} epochs, by {reason}."
 
 
-def _check_resume(cfg) -> None:  # noqa: ANN001 (TrainingConfig)
-    """``--resume`` needs the run folder's last checkpoint (checked before anything is written
-    there: the run would otherwise overwrite its config.yaml first)."""
-    from ptychopinn.errors import ConfigError
-
-    ckpts = Path(cfg.output_dir) / "checkpoints"
-    if cfg.backend == "tensorflow":
-        if not (ckpts / "checkpoint").is_file():
-            raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpts}; "
-                              "start without --resume.")
-    elif not (ckpts / "last.ckpt").is_file():
-        raise ConfigError(f"--resume: no checkpoint at {ckpts / 'last.ckpt'}; "
-                          "start without --resume.")
-
-
 def _remove_new_run_dir(run_dir: Path) -> None:
     """Remove the run folder this command created if the training stopped on a user error
     before saving a checkpoint or a bundle (it then holds nothing to resume or keep)."""
@@ -264,18 +249,14 @@ def _remove_new_run_dir(run_dir: Path) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ptychopinn.api import train
     from ptychopinn.errors import PtychoPINNError
-    from ptychopinn.training.runner import check_training_inputs, load_training_scan
 
     cfg = train_config_from_args(args)
-    # every check a user's input can fail comes before the run folder is made
+    # the runner checks the data, options, --resume checkpoint and --init bundle before it
+    # makes the run folder; a folder it made for a run that failed later is removed
     run_dir = check_output_dir(cfg.output_dir, "--output-dir (the run folder)")
-    if args.resume:
-        _check_resume(cfg)
-    scan = load_training_scan(cfg.train_data_file)
-    check_training_inputs(cfg, scan, resume=args.resume)
     existed = run_dir.exists()
     try:
-        result = train(cfg, scan, resume=args.resume)
+        result = train(cfg, resume=args.resume)
     except (PtychoPINNError, ValueError):
         if not existed:
             _remove_new_run_dir(run_dir)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptychopinn.atomic import atomic_open, ensure_dir
+from ptychopinn.atomic import atomic_open, check_output_dir, ensure_dir
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -215,10 +215,12 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
 
     t_start = time.perf_counter()
     _check_execution(cfg)
-    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
+    # every check a user's input can fail comes before the run folder is made
+    check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan)
+    test = check_training_inputs(cfg, scan, resume=resume)
+    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     tf.random.set_seed(cfg.seed)
 
     prep = prepare(scan, cfg)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ptychopinn.atomic import atomic_write_text, ensure_dir
+from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
@@ -254,10 +254,12 @@ def train_pytorch(
     from ptychopinn.training.module import PINNModule
 
     t_start = time.perf_counter()
-    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
+    # every check a user's input can fail comes before the run folder is made
+    check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
     test = check_training_inputs(cfg, scan, resume=resume)
+    run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if cfg.execution.num_threads:
         torch.set_num_threads(cfg.execution.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -336,9 +338,7 @@ def train_pytorch(
         trainer = _make_trainer(L, cfg, run_dir, callbacks, train_dl)
     ckpt_path = None
     last = ckpt_dir / "last.ckpt"
-    if resume:
-        if not last.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {last}; start without --resume.")
+    if resume:  # its existence checked before the run (`check_resume`)
         ckpt_path = str(last)
         log.info("resuming from %s", last)
     t_fit = time.perf_counter()
@@ -432,14 +432,30 @@ def check_init_from(cfg: TrainingConfig) -> None:
         raise ConfigError(init_model_mismatch(cfg.init_from, init_model, model))
 
 
+def check_resume(cfg: TrainingConfig) -> None:
+    """ConfigError when ``resume`` has no checkpoint of the run's backend to continue from
+    (checked before anything is written to the run folder: the run would otherwise
+    overwrite its config.yaml first)."""
+    ckpts = Path(cfg.output_dir) / "checkpoints"
+    if cfg.backend == "tensorflow":
+        if not (ckpts / "checkpoint").is_file():
+            raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpts}; "
+                              "start without --resume.")
+    elif not (ckpts / "last.ckpt").is_file():
+        raise ConfigError(f"--resume: no checkpoint at {ckpts / 'last.ckpt'}; "
+                          "start without --resume.")
+
+
 def check_training_inputs(cfg: TrainingConfig, scan: Scan, *,
                           resume: bool = False) -> Scan | None:
     """What either backend checks before it trains, so that a bad input never costs
     a training: the options that need a ground truth, the ``init_from`` bundle's model
     section (`check_init_from`; not where ``resume`` continues a run, which does not read
     it), and the test scan (``test_data_file``), loaded now and returned (None when not
-    set)."""
-    if cfg.init_from and not resume:
+    set); with ``resume``, that its checkpoint exists (`check_resume`)."""
+    if resume:
+        check_resume(cfg)
+    elif cfg.init_from:
         check_init_from(cfg)
     if cfg.model.model_type == "supervised" and scan.object is None:
         raise ConfigError(
