@@ -82,12 +82,21 @@ def _rms_error(positions: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt((e ** 2).sum(axis=1).mean()))
 
 
-def test_position_correction_moves_wrong_positions_towards_the_truth(small_scan) -> None:
+def test_position_correction_moves_wrong_positions_towards_the_truth(small_scan,
+                                                                    caplog) -> None:
+    import logging
+
     from ptychopinn.refinement import correct_positions
 
     bad = _perturbed(small_scan)
     before = _rms_error(bad.positions_px, small_scan.positions_px)
-    fixed = correct_positions(bad, 12)
+    with caplog.at_level(logging.INFO, logger="ptychopinn.refinement.probe_retrieval"):
+        fixed = correct_positions(bad, 12)
+    # inference's correction is logged as what it is, not as training's probe retrieval
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "position correction (position_refine_epochs" in said and "probe retrieval" not in said
+    with pytest.raises(ConfigError, match="position_refine_epochs: expected an integer >= 3"):
+        correct_positions(bad, 2)
     after = _rms_error(fixed.positions_px, small_scan.positions_px)
     assert after < 0.4 * before, (before, after)
     assert np.array_equal(fixed.probe, bad.probe)  # only the positions change

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: int = 0,
-                   device: str = "cpu", keep_linear: bool = False) -> Scan:
+                   device: str = "cpu", keep_linear: bool = False,
+                   option: str = "probe_refine_epochs") -> Scan:
     """The scan with its probe refined against its own counts.
 
     Parameters
@@ -51,22 +52,31 @@ def retrieve_probe(scan: Scan, epochs: int, *, positions: bool = False, seed: in
     keep_linear
         Keep a global scale / rotation / shear of the position corrections
         (``refine``'s ``position_keep_linear``; default: removed).
+    option
+        The setting that asked for this run, named in errors and in the log
+        (``probe_refine_epochs`` for training, ``position_refine_epochs`` for
+        inference's position correction).
     """
     from ptychopinn.refinement.refine import refine
 
     if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 3:
         raise ConfigError(
-            f"probe_refine_epochs: expected an integer >= 3 (the probe is refined from the "
+            f"{option}: expected an integer >= 3 (the probe is refined from the "
             f"third epoch); found {epochs!r}."
         )
     res = refine(scan, None, epochs=int(epochs), refine_probe=True, refine_positions=positions,
                  progress=False, seed=seed, device=device, position_keep_linear=keep_linear)
     probe = np.asarray(res.probe, dtype=np.complex64)
     if not np.all(np.isfinite(probe)) or not np.any(probe):
-        raise ConfigError(f"{scan.source}: probe retrieval diverged; train with the probe as "
-                          "given (probe_refine_epochs=0) or check the scan.")
+        what = "probe retrieval" if option == "probe_refine_epochs" else "position correction"
+        raise ConfigError(f"{scan.source}: {what} diverged; run with {option}=0 (the probe "
+                          "and positions as given) or check the scan.")
     first, last = res.history[0]["loss"], res.history[-1]["loss"]
-    log.info("probe retrieval: %d epochs, Poisson NLL %.4g -> %.4g", epochs, first, last)
+    if option == "probe_refine_epochs":
+        log.info("probe retrieval: %d epochs, Poisson NLL %.4g -> %.4g", epochs, first, last)
+    else:
+        log.info("position correction (%s, probe and positions refined jointly): %d epochs, "
+                 "Poisson NLL %.4g -> %.4g", option, epochs, first, last)
     out = scan.replace(probe=probe)
     if positions:
         corrected = np.asarray(res.positions_px + res.frame_offset_px, dtype=np.float64)
@@ -86,5 +96,5 @@ def correct_positions(scan: Scan, epochs: int, *, seed: int = 0, device: str = "
     positions refined jointly with an object from a flat start (`retrieve_probe`
     with ``positions=True``); only the positions are kept."""
     fixed = retrieve_probe(scan, epochs, positions=True, seed=seed, device=device,
-                           keep_linear=keep_linear)
+                           keep_linear=keep_linear, option="position_refine_epochs")
     return scan.replace(positions_px=fixed.positions_px)
