@@ -76,6 +76,30 @@ def test_tike_conventions_match_our_physics(tmp_path, compress):
                                np.abs(probe) / np.abs(probe).max(), atol=1e-5)
 
 
+def test_tike_archive_with_centred_patterns_is_read_as_centred(tmp_path, caplog):
+    """tike writes the zero order at the corner; an archive whose patterns are already
+    centred (written by another tool) is not shifted to the corners, and the reader says so."""
+    import logging
+
+    path, _, _, corners, data = _tike_fixture(tmp_path, compress=False)
+    with caplog.at_level(logging.WARNING):
+        as_tike = load_tike_npz(path, normalize_probe=False)
+    assert as_tike.metadata["zero_frequency_as_stored"] == "corner" and not caplog.records
+    centred = np.fft.fftshift(data, axes=(-2, -1))
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["data"] = centred[None]
+    other = tmp_path / "centred.npz"
+    np.savez(other, **arrays)
+    with caplog.at_level(logging.WARNING):
+        scan = load_scan(other)  # no second warning from the centring check either
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "centred.npz" in said[0] and "read as centred" in said[0]
+    assert scan.metadata["zero_frequency_as_stored"] == "centre"
+    np.testing.assert_allclose(scan.counts, as_tike.counts, rtol=1e-5)
+    np.testing.assert_array_equal(scan.positions_px, as_tike.positions_px)
+
+
 def test_tike_missing_key_and_bad_counts(tmp_path):
     path = tmp_path / "t.npz"
     np.savez(path, data=np.ones((3, 8, 8), np.float32), scan=np.zeros((3, 2)))

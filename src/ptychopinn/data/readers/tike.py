@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptychopinn.data.centring import FAR_FRACTION, mean_counts, measure_centring
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import DataError
 
@@ -100,6 +101,16 @@ def _squeeze_leading(arr: np.ndarray, keep: int, key: str, src: str, what: str) 
     return arr.reshape(arr.shape[arr.ndim - keep :])
 
 
+def _zero_order_at_centre(data: np.ndarray) -> bool:
+    """True when tike ``data`` (corner-centred by tike's convention) clearly holds its
+    zero order at the array centre instead: fftshifted as tike's, it would sit at the
+    corners (`ptychopinn.data.centring`)."""
+    mean = mean_counts(data.reshape(-1, *data.shape[-2:]), amplitudes=False)
+    shifted = measure_centring(np.fft.fftshift(mean))
+    far = FAR_FRACTION * shifted.n
+    return shifted.looks_shifted and min(abs(d) for d in shifted.com_px) > far
+
+
 def load_tike_npz(
     path: str | os.PathLike,
     *,
@@ -157,13 +168,23 @@ def load_tike_npz(
             f"{src}: 'data' must be non-negative photon counts; found minimum {data.min():.4g}."
         )
     n_pix = data.shape[-1]
-    # tike: zero frequency at [0, 0]; ours: at [N//2, N//2].
-    amplitudes = np.sqrt(np.fft.fftshift(data, axes=(-2, -1)))
+    # tike: zero frequency at [0, 0]; ours: at [N//2, N//2]. A file whose patterns are
+    # already centred (written by another tool) is read as it is, and said so.
+    stored_centred = _zero_order_at_centre(data)
+    if stored_centred:
+        log.warning(
+            "%s: 'data' holds its zero order at the array centre, not at the corner [0, 0] "
+            "where tike writes it; read as centred (not fftshifted). If the file really is "
+            "tike's, check what wrote it.", src)
+        amplitudes = np.sqrt(data)
+    else:
+        amplitudes = np.sqrt(np.fft.fftshift(data, axes=(-2, -1)))
     # tike: minimum corner of the patch; ours: probe centre.
     positions = scan.astype(np.float64) + n_pix / 2.0
 
     meta: dict = {
         "reader": "tike",
+        "zero_frequency_as_stored": "centre" if stored_centred else "corner",
         "position_convention": "positions_px = tike scan (patch minimum corner [row, col])"
         " + N/2 + position_shift_px",
     }
