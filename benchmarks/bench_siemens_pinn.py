@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.model:
         trained = f"reused model {run}"
     else:
-        res = train_pytorch(cfg, scan)
+        res = train_pytorch(cfg, scan, overwrite=True)  # this benchmark's own run folder
         trained = (f"trained {(time.perf_counter() - t0) / 60:.1f} min ({len(res.history)} "
                    "epochs, defaults, N=128)")
     model = load_pinn(run)

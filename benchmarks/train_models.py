@@ -34,7 +34,9 @@ machine of the same kind needed 8.3 s per epoch and stopped at 58. So the
 machine then trains the same 60 seeded epochs (``history.json`` in the run
 directory lists them). ``pretrain`` keeps its time budget (10 minutes; its
 epoch count depends on the machine, as in the recorded runs). ``models.json``
-in ``--out`` records each command, its wall time and its exit status.
+in ``--out`` records each command, its wall time and its exit status. A rerun
+into the same ``--out`` keeps every model whose bundle exists (``--overwrite``
+trains them again) and trains an interrupted one from the start.
 
 Usage::
 
@@ -48,12 +50,15 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from ptychopinn.bundle.format import BUNDLE_FILENAME
 
 HERE = Path(__file__).resolve().parent
 REAL_PROBE = HERE.parent.parent / "shared" / "data" / "run1084" / "run1084_recon.npz"
@@ -216,8 +221,10 @@ def commands(out: Path, names: list[str], max_minutes: float | None = None,
         data = str(out / "scans" / f"{scan}.npz")
         run = str(out / name)
         if verb == "train":
+            # --overwrite: an interrupted run of this script's own folder starts again
+            # (a finished model is kept by `main` unless it is given --overwrite itself)
             cmd = ["train", "--data", data, "--output-dir", run, "--accelerator", "cpu",
-                   "--no-progress", "--max-minutes", str(TRAIN_MINUTES), *extra]
+                   "--no-progress", "--overwrite", "--max-minutes", str(TRAIN_MINUTES), *extra]
         else:
             cmd = ["pretrain", "--scan", data, "--output-dir", run, "--accelerator", "cpu",
                    "--no-progress", *extra]
@@ -243,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to every train / pretrain command (repeatable), e.g. "
                    "model.prior_batch_size=16; use another --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again a model whose run folder already holds its bundle "
+                   "(default: such a model is kept and its command skipped)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
 
@@ -257,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     exe = [sys.executable, "-m", "ptychopinn.cli.main"]
     log = []
     for cmd in cmds:
+        run = None if cmd[0] == "simulate" else Path(cmd[cmd.index("--output-dir") + 1])
+        if run is not None and (run / BUNDLE_FILENAME).is_file():
+            if not args.overwrite:
+                print(f"kept {run} (it holds a model; --overwrite trains it again)", flush=True)
+                continue
+            if cmd[0] == "pretrain" and not args.dry_run:  # pretrain never overwrites
+                shutil.rmtree(run)
         print("ptychopinn " + shlex.join(cmd), flush=True)
         if args.dry_run:
             continue

@@ -210,6 +210,31 @@ def test_reconstruct_follows_the_bundles_backend_unless_one_is_chosen(tf_bundle,
     assert "backend" in infer_config_from_args(args).model_fields_set
 
 
+def test_options_the_backend_cannot_honour_are_refused_before_it_loads(
+        tf_bundle, scan, tmp_path, monkeypatch) -> None:
+    """Half precision, mps, DDP or mlflow with backend 'tensorflow' are refused before
+    TensorFlow loads (seconds) and before any probe retrieval or position correction
+    (minutes): `get_backend` is never reached, for training and for inference, and for
+    a bundle whose own backend is TensorFlow as well as for an explicit choice."""
+    def not_reached(name):
+        raise AssertionError(f"get_backend({name!r}) was reached")
+
+    monkeypatch.setattr(api, "get_backend", not_reached)
+    slow = {"probe_refine_epochs": 3}
+    for execution in ({"precision": "16-mixed"}, {"accelerator": "mps"},
+                      {"strategy": "ddp"}, {"logger": "mlflow"}):
+        cfg = pp.TrainingConfig(backend="tensorflow", output_dir=str(tmp_path / "run"),
+                                model={"N": 32}, execution=execution, **slow)
+        with pytest.raises(ConfigError, match="tensorflow backend"):
+            pp.train(cfg, scan)
+    assert not (tmp_path / "run").exists()
+    bf16 = {"execution": {"precision": "bf16-mixed"}, "position_refine_epochs": 3}
+    for cfg in (pp.InferenceConfig(**bf16),  # the bundle's own backend
+                pp.InferenceConfig(backend="tensorflow", **bf16)):
+        with pytest.raises(ConfigError, match="precision='bf16-mixed'.*tensorflow backend"):
+            pp.reconstruct(tf_bundle, scan, cfg)
+
+
 # ------------------------------------------------------------------- bad values
 def test_unknown_backend_of_load_bundle_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError) as ei:

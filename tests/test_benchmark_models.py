@@ -87,6 +87,24 @@ def test_any_seed_is_a_model_of_its_own_scan(tmp_path):
     assert parser.parse_args(train).data.endswith("seed99.npz")
 
 
+def test_a_rerun_keeps_finished_models_unless_told_to_overwrite(tmp_path, capsys):
+    """A second run into the same --out skips models whose bundle exists (an interrupted
+    one trains again: its command carries --overwrite); --overwrite trains them all."""
+    (tmp_path / "seed11").mkdir()
+    (tmp_path / "seed11" / "model.ptychopinn.safetensors").write_bytes(b"x")
+    (tmp_path / "seed5").mkdir()  # interrupted: no bundle
+    assert train_models.main(["--out", str(tmp_path), "--only", "seed11", "seed5",
+                              "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"kept {tmp_path / 'seed11'}" in out
+    assert "--output-dir " + str(tmp_path / "seed11") not in out
+    assert "--output-dir " + str(tmp_path / "seed5") + " " in out and "--overwrite" in out
+    assert train_models.main(["--out", str(tmp_path), "--only", "seed11", "--overwrite",
+                              "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "kept" not in out and "--output-dir " + str(tmp_path / "seed11") in out
+
+
 def test_cli_refuses_an_unknown_model_by_name(capsys):
     with pytest.raises(SystemExit):
         train_models.main(["--only", "seed11", "sead5", "--dry-run"])

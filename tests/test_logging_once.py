@@ -63,7 +63,8 @@ def test_train_says_the_priors_warning_once(monkeypatch, caplog, tmp_path) -> No
         assert _said(caplog, WARNING) == 1
         api.train(cfg, scan=None, callbacks=["cb"])
         assert _said(caplog, WARNING) == 2
-    assert Backend.calls == [{}, {"extra_callbacks": ["cb"]}]
+    assert Backend.calls == [{"overwrite": False},
+                             {"overwrite": False, "extra_callbacks": ["cb"]}]
     assert logging.getLogger(api.PRIOR_LOGGER).filters == []
 
 

@@ -531,7 +531,8 @@ def test_fine_tuning_starts_from_the_given_bundle(tf_run, tmp_path) -> None:
     tuned = api.load_bundle(api.train(tune, scan).run_dir).model.state()
     assert start and all(np.allclose(tuned[k], v, atol=1e-6) for k, v in start.items())
     with pytest.raises(ConfigError, match="init_from .*model section differs"):
-        api.train(tune.model_copy(update={"model": cfg.model.model_copy(
+        api.train(tune.model_copy(update={"output_dir": str(tmp_path / "other"),
+                                          "model": cfg.model.model_copy(
             update={"n_filters_scale": 0.5})}), scan)
 
 

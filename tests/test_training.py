@@ -78,6 +78,39 @@ def test_resume_continues_epochs(tmp_path, small_scan):
     assert manifest["extra"]["epochs_done"] == 3
 
 
+def test_a_second_training_into_a_trained_folder_needs_resume_or_overwrite(tmp_path,
+                                                                          small_scan):
+    """A trained model is never silently replaced: train into its folder again is refused
+    (before any work) unless --resume continues it or --overwrite replaces it; the
+    replacement starts from epoch 0 and leaves none of the old run's checkpoints."""
+    from ptychopinn.cli.main import main
+    from ptychopinn.errors import OutputPathError
+
+    api.train(_cfg(tmp_path, nepochs=2), small_scan)
+    run = tmp_path / "run"
+    bundle = run / "model.ptychopinn.safetensors"
+    before = bundle.read_bytes()
+    with pytest.raises(OutputPathError, match=r"already holds a training .*--resume.*--overwrite"):
+        api.train(_cfg(tmp_path, nepochs=1), small_scan)
+    assert bundle.read_bytes() == before
+    with pytest.raises(ConfigError, match="--resume and --overwrite"):
+        api.train(_cfg(tmp_path, nepochs=1), small_scan, resume=True, overwrite=True)
+    # the CLI says so in one line, and keeps the folder
+    data = tmp_path / "scan.npz"
+    from ptychopinn.data.npz import save_npz
+
+    save_npz(small_scan, data)
+    assert main(["train", "--data", str(data), "--output-dir", str(run), "-q"]) == 2
+    assert bundle.read_bytes() == before and (run / "checkpoints" / "last.ckpt").is_file()
+    # a stale checkpoint of the old run must not survive the replacement
+    (run / "checkpoints" / "old-epoch.ckpt").write_bytes(b"x")
+    res = api.train(_cfg(tmp_path, nepochs=1), small_scan, overwrite=True)
+    assert [h["epoch"] for h in res.history] == [0]
+    assert bundle.read_bytes() != before
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert api.load_bundle(run).manifest["extra"]["epochs_done"] == 1
+
+
 def test_resume_without_checkpoint_is_clear(tmp_path, small_scan):
     with pytest.raises(ConfigError, match="last.ckpt"):
         api.train(_cfg(tmp_path), small_scan, resume=True)
@@ -180,10 +213,11 @@ def test_fine_tuning_starts_from_the_given_bundle(tmp_path, small_scan):
     assert not all(torch.allclose(fresh[k].float(), first[k].float(), atol=1e-3)
                    for k in first if first[k].is_floating_point())
     with pytest.raises(ConfigError, match="init_from .*model section differs"):
-        api.train(_cfg(tmp_path, init_from=str(tmp_path / "a"),
+        api.train(_cfg(tmp_path, init_from=str(tmp_path / "a"), output_dir=str(tmp_path / "b"),
                        model={"n_filters_scale": 0.5}), small_scan)
     with pytest.raises(BundleError, match="missing"):
-        api.train(_cfg(tmp_path, init_from=str(tmp_path / "missing")), small_scan)
+        api.train(_cfg(tmp_path, init_from=str(tmp_path / "missing"),
+                       output_dir=str(tmp_path / "b")), small_scan)
 
 
 def test_subsampling_draws_by_its_own_seed(tmp_path, small_scan):

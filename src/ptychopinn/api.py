@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ptychopinn.atomic import check_output_dir
-from ptychopinn.backends import get_backend, validate_backend
+from ptychopinn.backends import check_execution_options, get_backend, validate_backend
 from ptychopinn.config.schema import BACKENDS, InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError
@@ -105,9 +105,14 @@ def train(
     scan: Scan | str | os.PathLike | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: list | None = None,
 ):
     """Train a model; ``scan`` defaults to ``config.train_data_file``.
+
+    ``config.output_dir`` holding a model or a checkpoint is refused
+    (`OutputPathError`) unless ``resume`` continues that training from its
+    checkpoint or ``overwrite`` replaces it.
 
     ``callbacks`` are framework callbacks (Lightning callbacks for 'pytorch').
     With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
@@ -118,6 +123,10 @@ def train(
     """
     _check_train_args(config, scan)
     check_output_dir(config.output_dir, "output_dir (the run folder)")  # before any work
+    check_execution_options(config.backend, config.execution, training=True)
+    from ptychopinn.training.runner import check_run_folder
+
+    check_run_folder(config, resume=resume, overwrite=overwrite)
     backend = get_backend(config.backend)
     if _is_path(scan):
         from ptychopinn.data.readers import load_scan
@@ -131,14 +140,14 @@ def train(
         if scan is None:
             scan = load_training_scan(config.train_data_file)
         # a bad test scan or option is reported before the retrieval's minutes too
-        check_training_inputs(config, scan)
+        check_training_inputs(config, scan, resume=resume, overwrite=overwrite)
         scan = retrieve_probe(scan, config.probe_refine_epochs,
                               positions=config.probe_refine_positions, seed=config.seed,
                               device=device_name(config),
                               keep_linear=config.position_keep_linear)
     kw = {"extra_callbacks": callbacks} if callbacks else {}
     with each_message_once(PRIOR_LOGGER):
-        return backend.train(config, scan, resume=resume, **kw)
+        return backend.train(config, scan, resume=resume, overwrite=overwrite, **kw)
 
 
 def _manifest_backend(path: str | os.PathLike) -> str:
@@ -192,7 +201,12 @@ def reconstruct(
             raise ConfigError("no model given: pass a bundle path or set model_path (--model).")
         model = config.model_path
     if _is_path(model):
-        model = load_bundle(model, backend=config.backend if chosen else None)
+        # options the backend cannot honour are refused before its framework loads
+        backend = config.backend if chosen else _manifest_backend(model)
+        check_execution_options(backend, config.execution)
+        model = get_backend(backend).load_bundle(model)
+    else:
+        check_execution_options(config.backend if chosen else model.backend, config.execution)
     if not chosen and config.backend != model.backend:
         config = config.model_copy(update={"backend": model.backend})
     if scan is None:

@@ -1,6 +1,6 @@
 """Backend dispatch: 'pytorch' (default) or 'tensorflow', validated first.
 
-Each backend module provides ``train(cfg, scan, resume) -> TrainResult``,
+Each backend module provides ``train(cfg, scan, *, resume, overwrite) -> TrainResult``,
 ``load_bundle(path) -> LoadedModel`` and ``reconstruct(loaded, scan, cfg) ->
 Reconstruction``. A backend whose framework is missing raises
 `BackendUnavailableError` naming the install command; there is no silent
@@ -41,6 +41,39 @@ def require_framework(backend: str) -> None:
             f"backend {backend!r} needs the '{pkg}' package, which is not installed. "
             f"Install it with: {_INSTALL[backend]}"
         )
+
+
+def check_execution_options(backend: str, execution, *, training: bool = False) -> None:  # noqa: ANN001
+    """Refuse execution options ``backend`` cannot honour (`ConfigError`), before its
+    framework loads or any work starts (TensorFlow's import alone takes seconds).
+
+    ``execution`` is an `ExecutionConfig`; ``training`` adds the options only training
+    reads (strategy, devices, nodes, logger). Whether a GPU is visible is the
+    backend's own check, once its framework is loaded.
+    """
+    from ptychopinn.errors import ConfigError
+
+    if validate_backend(backend) != "tensorflow":
+        return
+    ex = execution
+    if ex.accelerator == "mps":
+        raise ConfigError("execution.accelerator='mps' is not supported by the tensorflow "
+                          "backend; use 'cpu', 'gpu' or 'auto' (or backend 'pytorch').")
+    if ex.precision not in ("auto", "32-true"):
+        raise ConfigError(f"execution.precision={ex.precision!r} is not supported by the "
+                          "tensorflow backend; use '32-true' or 'auto' (float32 there), or "
+                          "backend 'pytorch'.")
+    if not training:
+        return
+    if ex.strategy != "auto" or ex.num_nodes != 1 or ex.devices not in (1, "auto"):
+        raise ConfigError(
+            "the tensorflow backend trains on one device: execution.strategy must be 'auto', "
+            f"devices 1 and num_nodes 1; found strategy={ex.strategy!r}, devices={ex.devices!r}, "
+            f"num_nodes={ex.num_nodes} (use backend 'pytorch' for distributed training)."
+        )
+    if ex.logger == "mlflow":
+        raise ConfigError("execution.logger='mlflow' is not supported by the tensorflow backend; "
+                          "use 'csv', 'tensorboard' or 'none'.")
 
 
 def get_backend(name: object) -> ModuleType:

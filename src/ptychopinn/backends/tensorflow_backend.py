@@ -1,7 +1,7 @@
 """The TensorFlow/Keras backend (``backend='tensorflow'``); TensorFlow loads on import.
 
 Same contract as `ptychopinn.backends.pytorch_backend`: ``train(cfg, scan=None,
-*, resume=False) -> TrainResult``, ``load_bundle(path) -> LoadedModel`` (reads
+*, resume=False, overwrite=False) -> TrainResult``, ``load_bundle(path) -> LoadedModel`` (reads
 tensorflow bundles and converts pytorch ones) and ``reconstruct(loaded, scan,
 cfg) -> Reconstruction``. The implementation lives in `ptychopinn.tf`.
 """

@@ -256,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = check_output_dir(cfg.output_dir, "--output-dir (the run folder)")
     existed = run_dir.exists()
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except (PtychoPINNError, ValueError):
         if not existed:
             _remove_new_run_dir(run_dir)

@@ -45,7 +45,7 @@ def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -
     plot_probe(scan.probe, out / "probe.png")
     plot_positions(scan.positions_px, out / "positions.png", object_shape=scan.object.shape)
     print("2/4 training the PINN (self-supervised, Poisson likelihood)")
-    result = train(cfg, scan)
+    result = train(cfg, scan, overwrite=True)  # the demo's own run folder: a rerun replaces it
     print("3/4 reconstructing from the saved bundle")
     model = load_bundle(result.bundle_path)
     recon = reconstruct(model, scan, icfg)

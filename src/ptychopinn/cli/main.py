@@ -185,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-keep-linear", action="store_true",
                    help="Keep a global scale/rotation/shear of the position corrections (a "
                         "miscalibrated step size); default: removed.")
-    p.add_argument("--resume", action="store_true", help="Continue from checkpoints/last.ckpt.")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the training in --output-dir from its checkpoint.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace the model and checkpoints a training left in --output-dir "
+                        "(without --resume or --overwrite, such a folder is refused).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     _common(p, train=True)
 

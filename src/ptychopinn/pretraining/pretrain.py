@@ -323,7 +323,8 @@ def pretrain(
     _write_json(out / RECIPE_FILE, meta)
     if cfg.model.model_type != "supervised" and cfg.realspace_weight == 0:
         big = big.replace(object=None)  # PINN training never reads it: save n*N*N*8 bytes
-    result = train_pytorch(cfg, big, extra_callbacks=callbacks)
+    # check_run_dir refused a finished model; an interrupted pretraining's checkpoints go
+    result = train_pytorch(cfg, big, overwrite=True, extra_callbacks=callbacks)
     meta.update(
         status="done",
         epochs_done=len(result.history),

@@ -27,21 +27,18 @@ from ptychopinn.tf import tf
 log = logging.getLogger(__name__)
 
 
-def check_execution(execution) -> None:  # noqa: ANN001 (ExecutionConfig)
-    """Reject execution options the tensorflow backend cannot honour (`ConfigError`)."""
+def check_execution(execution, *, training: bool = False) -> None:  # noqa: ANN001
+    """Reject execution options the tensorflow backend cannot honour (`ConfigError`):
+    those `ptychopinn.backends.check_execution_options` refuses, and a GPU asked for
+    that TensorFlow does not see."""
+    from ptychopinn.backends import check_execution_options
     from ptychopinn.errors import ConfigError
 
+    check_execution_options("tensorflow", execution, training=training)
     acc = execution.accelerator
-    if acc == "mps":
-        raise ConfigError("execution.accelerator='mps' is not supported by the tensorflow "
-                          "backend; use 'cpu', 'gpu' or 'auto' (or backend 'pytorch').")
     if acc in ("gpu", "cuda") and not tf.config.list_physical_devices("GPU"):
         raise ConfigError(f"execution.accelerator is {acc!r} but TensorFlow sees no GPU "
                           "(tensorflow-cpu is installed by ptychopinn[tensorflow]).")
-    if execution.precision not in ("auto", "32-true"):
-        raise ConfigError(f"execution.precision={execution.precision!r} is not supported by the "
-                          "tensorflow backend; use '32-true' or 'auto' (float32 there), or "
-                          "backend 'pytorch'.")
 
 
 CACHE_LIMIT_BYTES = 1 << 30

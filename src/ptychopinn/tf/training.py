@@ -38,6 +38,7 @@ from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
 from ptychopinn.training.runner import (
     TrainResult,
     check_training_inputs,
+    clear_run_folder,
     initial_physics,
     load_training_scan,
     merge_history,
@@ -54,16 +55,7 @@ def _check_execution(cfg: TrainingConfig) -> None:
     from ptychopinn.tf.inference import check_execution
 
     ex = cfg.execution
-    check_execution(ex)
-    if ex.strategy != "auto" or ex.num_nodes != 1 or ex.devices not in (1, "auto"):
-        raise ConfigError(
-            "the tensorflow backend trains on one device: execution.strategy must be 'auto', "
-            f"devices 1 and num_nodes 1; found strategy={ex.strategy!r}, devices={ex.devices!r}, "
-            f"num_nodes={ex.num_nodes} (use backend 'pytorch' for distributed training)."
-        )
-    if ex.logger == "mlflow":
-        raise ConfigError("execution.logger='mlflow' is not supported by the tensorflow backend; "
-                          "use 'csv', 'tensorboard' or 'none'.")
+    check_execution(ex, training=True)
     if ex.num_threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(ex.num_threads)
@@ -208,8 +200,10 @@ def _write_csv(path: Path, history: list[dict]) -> None:
 
 
 def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
-                     resume: bool = False) -> TrainResult:
-    """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`."""
+                     resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`.
+
+    ``resume`` and ``overwrite`` as `ptychopinn.training.runner.train_pytorch`'s."""
     from ptychopinn.tf.bundle import load_tf, save_tf
     from ptychopinn.training.data import prepare, split_groups
 
@@ -219,8 +213,10 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan, resume=resume)
+    test = check_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
     run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
+    if overwrite:
+        clear_run_folder(run_dir)
     tf.random.set_seed(cfg.seed)
 
     prep = prepare(scan, cfg)

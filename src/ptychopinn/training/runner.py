@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
+from ptychopinn.bundle.format import BUNDLE_FILENAME
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
-from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.errors import ConfigError, DataError, OutputPathError
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +235,15 @@ def train_pytorch(
     scan: Scan | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     extra_callbacks: list | None = None,
 ) -> TrainResult:
     """Train a PINN (or supervised) model with Lightning; returns a `TrainResult`.
 
-    ``extra_callbacks`` are Lightning callbacks added to the Trainer (e.g. a
-    benchmark's periodic evaluation).
+    ``resume`` continues the training in ``cfg.output_dir`` from its checkpoint;
+    ``overwrite`` replaces a training there (without either, a folder holding a model
+    or a checkpoint is refused: `check_run_folder`). ``extra_callbacks`` are Lightning
+    callbacks added to the Trainer (e.g. a benchmark's periodic evaluation).
     """
     import time
 
@@ -258,8 +262,10 @@ def train_pytorch(
     check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan, resume=resume)
+    test = check_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
     run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
+    if overwrite:
+        clear_run_folder(run_dir)
     if cfg.execution.num_threads:
         torch.set_num_threads(cfg.execution.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -446,13 +452,60 @@ def check_resume(cfg: TrainingConfig) -> None:
                           "start without --resume.")
 
 
-def check_training_inputs(cfg: TrainingConfig, scan: Scan, *,
-                          resume: bool = False) -> Scan | None:
+def trained_run_files(run_dir: str | os.PathLike) -> list[Path]:
+    """What a training left in ``run_dir`` that a new training would replace: its model
+    bundle and its checkpoints (either backend's)."""
+    run = Path(run_dir)
+    found = [run / BUNDLE_FILENAME] if (run / BUNDLE_FILENAME).is_file() else []
+    ckpts = run / "checkpoints"
+    if ckpts.is_dir() and any(ckpts.iterdir()):
+        found.append(ckpts)
+    return found
+
+
+def check_run_folder(cfg: TrainingConfig, *, resume: bool = False,
+                     overwrite: bool = False) -> None:
+    """`OutputPathError` when ``output_dir`` holds a trained model or a checkpoint and the
+    run neither continues it (``resume``) nor replaces it (``overwrite``): a second
+    ``train`` into the same folder never silently replaces a model. ConfigError for both."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
+                          "the run in the folder, --overwrite starts it again.")
+    if resume or overwrite:
+        return
+    found = trained_run_files(cfg.output_dir)
+    if found:
+        raise OutputPathError(
+            f"output_dir (the run folder) {cfg.output_dir}: already holds a training "
+            f"({', '.join(str(f) for f in found)}); expected a new folder or one without a "
+            "model. Continue that training with --resume (resume=True), replace it with "
+            "--overwrite (overwrite=True), or give another --output-dir."
+        )
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Remove a previous training's bundle and checkpoints (``overwrite``), so that the new
+    run cannot resume, or be mistaken for, the old one."""
+    import shutil
+
+    for f in trained_run_files(run_dir):
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
+        log.info("overwrite: removed %s", f)
+
+
+def check_training_inputs(cfg: TrainingConfig, scan: Scan, *, resume: bool = False,
+                          overwrite: bool = False) -> Scan | None:
     """What either backend checks before it trains, so that a bad input never costs
-    a training: the options that need a ground truth, the ``init_from`` bundle's model
-    section (`check_init_from`; not where ``resume`` continues a run, which does not read
-    it), and the test scan (``test_data_file``), loaded now and returned (None when not
-    set); with ``resume``, that its checkpoint exists (`check_resume`)."""
+    a training: the run folder (`check_run_folder`: a trained model there is continued
+    with ``resume``, replaced with ``overwrite``, else refused), the options that need a
+    ground truth, the ``init_from`` bundle's model section (`check_init_from`; not where
+    ``resume`` continues a run, which does not read it), and the test scan
+    (``test_data_file``), loaded now and returned (None when not set); with ``resume``,
+    that its checkpoint exists (`check_resume`)."""
+    check_run_folder(cfg, resume=resume, overwrite=overwrite)
     if resume:
         check_resume(cfg)
     elif cfg.init_from:

@@ -299,7 +299,8 @@ class PtychoPINNReconstructor(TrainableReconstructor):
                 "(e.g. an earlier iterative reconstruction); it has none that covers the scan."
             )
         cfg = self._settings.training_config(self.model_type, scan.patch_size, Path(output_path))
-        result = train(cfg, scan)
+        # the output folder was chosen in Ptychodus's training dialog: train there again
+        result = train(cfg, scan, overwrite=True)
         self.load_model_from_file(Path(result.bundle_path))
         history = result.history or []
         n = max(1, len(history))
