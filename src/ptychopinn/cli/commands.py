@@ -150,7 +150,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ptychopinn.data.inspect import format_summary, summarize
     from ptychopinn.data.readers import load_scan
 
-    scan = load_scan(args.file, fmt=args.fmt, check_centring=False)  # in the summary
+    scan = load_scan(args.file, fmt=args.fmt, patch_size=getattr(args, "patch_size", None),
+                     check_centring=False)  # in the summary
     summary = summarize(scan)
     print(json.dumps(summary, indent=1, default=str) if args.json else format_summary(summary))
     return 0
@@ -159,7 +160,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from ptychopinn.data.convert import convert
 
-    kw = {"probe": args.probe} if args.probe else {}
+    kw: dict = {"probe": args.probe} if args.probe else {}
+    if getattr(args, "patch_size", None) is not None:
+        kw["patch_size"] = args.patch_size
     check_output_file(args.destination, "convert DESTINATION", example="scan.npz")
     convert(args.source, args.destination, fmt=args.fmt, **kw)  # it logs what it wrote
     return 0

@@ -55,6 +55,27 @@ def _positive_minutes(text: str) -> float:
     return value
 
 
+def _patch_size(text: str) -> int:
+    """``--patch-size``: a whole number of pixels >= 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels >= 2 (the model takes 32, 64, 128 or 256); "
+            f"found {text!r}"
+        )
+    return value
+
+
+PATCH_SIZE_HELP = (
+    "Centre-crop CXI frames to N x N (the model takes N = 32, 64, 128 or 256; e.g. the "
+    "100 x 100 frames of a CXI file -> --patch-size 64). Other formats: must equal "
+    "their N."
+)
+
+
 #: ``execution.accelerator``'s choices (`ptychopinn.config.schema.ExecutionConfig`).
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
@@ -151,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file")
     p.add_argument("--format", dest="fmt", help="npz | tike | cxi (default: detect).")
+    p.add_argument("--patch-size", type=_patch_size, metavar="N", help=PATCH_SIZE_HELP)
     p.add_argument("--json", action="store_true", help="Print JSON.")
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -159,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--format", dest="fmt", help="npz | tike | cxi (default: detect).")
     p.add_argument("--probe", help="Probe file (NPZ with probeGuess, or .npy) for CXI input.")
+    p.add_argument("--patch-size", type=_patch_size, metavar="N", help=PATCH_SIZE_HELP)
     p.add_argument("-q", "--quiet", action="store_true")
 
     p = sub.add_parser("train", help="Train a model on a scan.")

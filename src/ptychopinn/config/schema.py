@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Backend = Literal["pytorch", "tensorflow"]
 BACKENDS: tuple[str, ...] = ("pytorch", "tensorflow")
+ALLOWED_N: tuple[int, ...] = (32, 64, 128, 256)
+"""The pattern sizes ``model.N`` takes (powers of two)."""
 PriorScope = Literal["scan", "neighbourhood"]
 PriorRecipe = Literal["auto", "plain", "featureless"]
 FEATURELESS_RECIPE: dict[str, float | int] = {
@@ -434,7 +436,7 @@ class ModelConfig(_Section):
     @field_validator("N")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
-        allowed = (32, 64, 128, 256)
+        allowed = ALLOWED_N
         if v not in allowed:
             raise ValueError(
                 f"N must be one of {allowed} (a power of two from 32 to 256); found {v}"

@@ -51,6 +51,23 @@ def _coverage(positions_px: np.ndarray, probe: np.ndarray) -> float | None:
         return None
 
 
+def object_canvas(scan: Scan) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The object frame's canvas ``(H, W)`` and the whole-pixel shift ``(dy, dx)`` added
+    to the positions to reach it: the object's shape when the scan has one; else the
+    canvas `Scan.object_shape` gives when every patch starts at row/column >= 0 (the
+    contract's frame), and otherwise the one of `Scan.in_object_frame` (positions below
+    zero are shifted by an integer, as `ptychopinn.inference.reconstruct.canvas_for`
+    and the readers do), so it is never negative nor smaller than a patch."""
+    if scan.object is not None:
+        return tuple(scan.object.shape), (0, 0)  # type: ignore[return-value]
+    lo = scan.positions_px.min(axis=0) - scan.patch_size / 2
+    if np.all(lo >= 0):
+        return scan.object_shape(), (0, 0)
+    framed = scan.in_object_frame()
+    shift = np.rint(framed.positions_px[0] - scan.positions_px[0]).astype(int)
+    return framed.object_shape(), (int(shift[0]), int(shift[1]))
+
+
 def summarize(scan: Scan) -> dict:
     """A JSON-friendly summary of ``scan`` (numbers as Python floats/ints)."""
     counts = scan.counts.sum(axis=(1, 2), dtype=np.float64)
@@ -60,6 +77,7 @@ def summarize(scan: Scan) -> dict:
     diameter = probe_diameter_px(scan.probe)
     overlap = None if step is None or diameter == 0 else float(np.clip(1 - step / diameter, 0, 1))
     centring = scan_centring(scan)
+    canvas, canvas_shift = object_canvas(scan)
     out: dict = {
         "source": scan.source,
         "n_patterns": scan.n_patterns,
@@ -85,7 +103,8 @@ def summarize(scan: Scan) -> dict:
         "probe_diameter_px": diameter,
         "overlap": overlap,
         "coverage": _coverage(pos, scan.probe),
-        "object_shape": [int(v) for v in scan.object_shape()],
+        "object_shape": [int(v) for v in canvas],
+        "canvas_shift_px": list(canvas_shift),
         "has_object": scan.object is not None,
         "bad_pixels": None if scan.bad_pixel_mask is None else int(scan.bad_pixel_mask.sum()),
         "pixel_size_m": scan.pixel_size_m,
@@ -109,6 +128,13 @@ def _centring_text(dc: dict) -> str:
     fields = {f.name for f in dataclasses.fields(Centring)}
     c = Centring(**{k: v for k, v in dc.items() if k in fields})
     return describe_centring(dataclasses.replace(c, com_px=tuple(c.com_px)))
+
+
+def _shift_text(d: dict) -> str:
+    dy, dx = d.get("canvas_shift_px") or (0, 0)
+    if dy == 0 and dx == 0:
+        return ""
+    return f"; positions shifted by [{dy:+d}, {dx:+d}] px so every patch starts at >= 0"
 
 
 def format_summary(d: dict) -> str:
@@ -138,7 +164,7 @@ def format_summary(d: dict) -> str:
         f"overlap ~{overlap}; coverage {_num(d['coverage'])} (probe footprints per lit pixel; "
         "below 3 the plain prior runs more passes)",
         f"object canvas:     {d['object_shape'][0]} x {d['object_shape'][1]} px "
-        f"({'given' if d['has_object'] else 'from positions'})",
+        f"({'given' if d['has_object'] else 'from positions'}{_shift_text(d)})",
         f"photon energy:     {_num(d['photon_energy_ev'], ' eV')}; "
         f"detector distance {_num(d['detector_distance_m'], ' m')}",
         f"bad pixels:        {'none marked' if d['bad_pixels'] is None else d['bad_pixels']}",

@@ -153,15 +153,12 @@ def data_consistency_files(reconstruction_npz, scan_path) -> dict:  # noqa: ANN0
     """
     from pathlib import Path
 
-    from ptychopinn.data.readers import load_scan
+    from ptychopinn.data.readers import load_scan, read_npz_arrays
     from ptychopinn.errors import DataError
 
     path = Path(reconstruction_npz)
-    if not path.is_file():
-        raise DataError(f"{path}: reconstruction file not found.")
+    rec = read_npz_arrays(path, what="reconstruction")  # a DataError naming the file
     scan = load_scan(scan_path)
-    with np.load(path, allow_pickle=False) as f:
-        rec = {k: f[k] for k in f.files}
     for key in ("object", "positions_px"):
         if key not in rec:
             raise DataError(

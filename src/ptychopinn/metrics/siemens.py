@@ -384,11 +384,10 @@ def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
     """
     from pathlib import Path
 
+    from ptychopinn.data.readers import read_npz_arrays
+
     path = Path(reconstruction_npz)
-    if not path.is_file():
-        raise DataError(f"{path}: reconstruction file not found.")
-    with np.load(path, allow_pickle=False) as f:
-        rec = {k: f[k] for k in f.files}
+    rec = read_npz_arrays(path, what="reconstruction")  # a DataError naming the file
     if "object" not in rec:
         raise DataError(f"{path}: missing key 'object' (a reconstruction.npz of ptychopinn infer "
                         f"holds it); keys found: {sorted(rec)}.")

@@ -22,6 +22,7 @@ import numpy as np
 
 from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
 from ptychopinn.bundle.format import BUNDLE_FILENAME
+from ptychopinn.config.schema import ALLOWED_N
 from ptychopinn.data.scan import Scan
 from ptychopinn.errors import ConfigError, DataError, OutputPathError
 from ptychopinn.pretraining.dataset import (
@@ -33,7 +34,6 @@ from ptychopinn.pretraining.dataset import (
 
 log = logging.getLogger(__name__)
 
-ALLOWED_N: tuple[int, ...] = (32, 64, 128, 256)
 PROBE_FILE = "pretraining_probe.npz"
 RECIPE_FILE = "pretraining.json"
 
@@ -144,6 +144,10 @@ def resolve_source(
 
             scan = load_scan(scan)
         n_scan = scan.patch_size
+        if n_scan not in ALLOWED_N:
+            from ptychopinn.training.data import n_mismatch_message
+
+            raise ConfigError(f"--scan: {n_mismatch_message(scan, N or 64)}")
         if N is not None and N != n_scan:
             raise ConfigError(
                 f"--scan {scan.source} holds {n_scan}x{n_scan} patterns but model.N={N}; drop "

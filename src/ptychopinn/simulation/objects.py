@@ -14,6 +14,7 @@ its two pictures from `TEXTURE_POOL`; the other bundled images
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,11 @@ def make_object(
 def load_complex_2d(path: str | Path, key: str, what: str) -> np.ndarray:
     """A complex 2-D array from an NPZ (under ``key``) or a .npy file (DataError if not)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(
+            f"{p}: is a folder; expected the {what} file (an NPZ with '{key}' or a .npy complex "
+            "array)."
+        )
     if not p.is_file():
         raise DataError(f"{p}: {what} file not found.")
     with open(p, "rb") as fh:
@@ -254,8 +260,19 @@ def load_complex_2d(path: str | Path, key: str, what: str) -> np.ndarray:
                         f"keys found: {sorted(npz.files)}."
                     )
                 arr = npz[key]
-    except (ValueError, OSError, EOFError) as exc:
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(
+                f"{p}: holds object (pickled) arrays, which are never loaded for safety; "
+                f"expected a complex {what} array."
+            ) from exc
         raise DataError(f"{p}: cannot read the {what} as NPZ or .npy ({exc}).") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{p}: cannot read the {what}: truncated or corrupt NPZ / .npy ({exc})."
+        ) from exc
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]

@@ -50,16 +50,39 @@ def input_scale_of(amplitudes: np.ndarray | torch.Tensor) -> float:
     return max(math.sqrt(total / a.numel()), 1e-12)
 
 
+def n_mismatch_message(scan: Scan, model_n: int) -> str:
+    """What to do when ``scan``'s patterns are not ``model_n`` pixels square: set
+    ``model.N`` to theirs when the model takes it, else crop the data to a size it takes
+    (``ptychopinn convert --patch-size`` for CXI frames)."""
+    from ptychopinn.config.schema import ALLOWED_N as allowed
+    n, src = scan.patch_size, scan.source
+    found = f"model.N is {model_n} but {src} holds {n}x{n} patterns"
+    if n in allowed:
+        return f"{found}; set --set model.N={n}."
+    fit = max((a for a in allowed if a <= n), default=None)
+    if fit is None:
+        return (f"{found}, and model.N must be one of {allowed}: patterns smaller than "
+                f"{allowed[0]}x{allowed[0]} cannot be used.")
+    suffix = src.lower().rsplit(".", 1)[-1]
+    if scan.metadata.get("reader") == "cxi" or suffix in ("cxi", "h5", "hdf5"):
+        return (
+            f"{found}, and model.N must be one of {allowed}. Crop the CXI frames to an "
+            f"allowed N once (a centre crop) and train on the NPZ it writes: "
+            f"`ptychopinn convert {src} scan.npz --patch-size {fit}`."
+        )
+    return (
+        f"{found}, and model.N must be one of {allowed}: the patterns (and the probe with "
+        f"them) must be cropped or binned to an allowed N first, e.g. centre-cropped to "
+        f"{fit}x{fit}."
+    )
+
+
 def prepare(scan: Scan, cfg: TrainingConfig) -> PreparedData:
     """Subsample, rescale, group and precompute the tensors of a scan."""
     if scan.patch_size != cfg.model.N:
         from ptychopinn.errors import ConfigError
 
-        raise ConfigError(
-            f"model.N is {cfg.model.N} but {scan.source} holds {scan.patch_size}x"
-            f"{scan.patch_size} patterns; set --set model.N={scan.patch_size} "
-            "(or resample the data)."
-        )
+        raise ConfigError(n_mismatch_message(scan, cfg.model.N))
     if cfg.n_subsample is not None and cfg.n_subsample < scan.n_patterns:
         rng = np.random.default_rng(
             cfg.subsample_seed if cfg.subsample_seed is not None else cfg.seed

@@ -3,7 +3,9 @@
 Formats: ``npz`` (our contract, `ptychopinn.data.npz.load_npz`; also ``.npz.bz2``),
 ``tike`` (``.npz``/``.npz.bz2`` holding ``data``/``scan``/``probe``) and ``cxi``
 (``.cxi``/``.h5``/``.hdf5``). With ``fmt=None`` the format is detected from the
-extension and the content (magic bytes; NPZ keys decide contract vs tike).
+content (magic bytes: HDF5 -> cxi; zip or bz2 -> NPZ, whatever the suffix, with a
+log line where the suffix says otherwise), then the extension; the NPZ keys decide
+contract vs tike (``data`` + ``scan`` without ``diffraction``/``diff3d``/``intensity``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ptychopinn.data.centring import centring_warning, scan_centring
-from ptychopinn.data.readers.cxi import load_cxi, load_probe
-from ptychopinn.data.readers.tike import TIKE_KEYS, load_tike_npz, read_npz_bytes
+from ptychopinn.data.readers.cxi import check_patch_size, load_cxi, load_probe
+from ptychopinn.data.readers.tike import load_tike_npz, read_npz_arrays, read_npz_bytes
 from ptychopinn.data.scan import AMPLITUDE_UNITS, Scan
 from ptychopinn.errors import DataError
 
@@ -28,8 +30,19 @@ log = logging.getLogger(__name__)
 SUPPORTED_FORMATS: tuple[str, ...] = ("npz", "tike", "cxi")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CONTRACT_KEYS = ("diffraction", "diff3d", "intensity")
+_TIKE_SIGNATURE = ("data", "scan")
+"""Keys that make an NPZ a tike archive (with none of `_CONTRACT_KEYS`); a missing
+``probe`` is then reported by the tike reader."""
+_HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5")
 
-__all__ = ["SUPPORTED_FORMATS", "detect_format", "load_cxi", "load_scan", "load_tike_npz"]
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "detect_format",
+    "load_cxi",
+    "load_scan",
+    "load_tike_npz",
+    "read_npz_arrays",
+]
 
 
 def _npz_keys(path: Path, raw: io.BytesIO | None) -> list[str]:
@@ -60,12 +73,18 @@ def _detect(p: Path) -> tuple[str, io.BytesIO | None]:
     with open(p, "rb") as fh:
         head = fh.read(8)
     suffix = p.suffix.lower()
-    if head.startswith(_HDF5_MAGIC) or suffix in (".cxi", ".h5", ".hdf5"):
+    is_hdf5, is_npz = head.startswith(_HDF5_MAGIC), head.startswith((b"BZh", b"PK"))
+    if is_hdf5 and suffix in (".npz", ".bz2"):
+        log.info("%s: an HDF5 file despite its suffix %r; read as CXI.", p, suffix)
+    if is_npz and suffix in _HDF5_SUFFIXES:
+        log.info("%s: a %s archive despite its suffix %r; read as NPZ.", p,
+                 "bz2-compressed (.npz.bz2)" if head.startswith(b"BZh") else "zip (NPZ)", suffix)
+    if is_hdf5 or (not is_npz and suffix in _HDF5_SUFFIXES):
         return "cxi", None
-    if head.startswith((b"BZh", b"PK")) or suffix in (".bz2", ".npz"):
+    if is_npz or suffix in (".bz2", ".npz"):
         raw = read_npz_bytes(p) if head.startswith(b"BZh") else None
         keys = _npz_keys(p, raw)
-        if all(k in keys for k in TIKE_KEYS) and not any(k in keys for k in _CONTRACT_KEYS):
+        if all(k in keys for k in _TIKE_SIGNATURE) and not any(k in keys for k in _CONTRACT_KEYS):
             return "tike", raw
         return "npz", raw
     raise DataError(
@@ -90,11 +109,11 @@ def _load_contract(path: Path, amplitude_units: str | None, raw: io.BytesIO | No
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / (path.stem if path.suffix.lower() == ".bz2" else path.name)
         plain.write_bytes(raw.getvalue())
-        try:
-            scan = load_npz(plain, amplitude_units=amplitude_units, check_centring=False)
+        try:  # messages and warnings name the file given, not the temporary copy
+            return load_npz(plain, amplitude_units=amplitude_units, check_centring=False,
+                            source=str(path))
         except DataError as exc:
             raise DataError(str(exc).replace(str(plain), str(path))) from exc
-    return scan.replace(source=str(path))
 
 
 def load_scan(
@@ -125,8 +144,19 @@ def load_scan(
         Log `ptychopinn.data.centring`'s warning when the patterns (as read, in any
         format) are not centred; ``ptychopinn inspect`` prints it in its summary instead.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"load_scan(path): path must be a file name (str or os.PathLike); found "
+            f"{type(path).__name__}."
+        )
     p = Path(path)
     _not_a_folder(p)
+    if fmt is not None and not isinstance(fmt, str):
+        raise DataError(
+            f"{p}: fmt must be one of {', '.join(SUPPORTED_FORMATS)} (a string) or None to "
+            f"detect the format; found {fmt!r} ({type(fmt).__name__})."
+        )
+    patch_size = check_patch_size(patch_size, str(p))
     raw = None
     if fmt is None:
         fmt, raw = _detect(p)

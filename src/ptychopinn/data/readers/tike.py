@@ -46,10 +46,16 @@ log = logging.getLogger(__name__)
 TIKE_KEYS: tuple[str, ...] = ("data", "scan", "probe")
 
 
-def read_npz_bytes(path: Path) -> io.BytesIO:
-    """The bytes of an ``.npz`` (decompressed when it is bz2), in memory."""
+def read_npz_bytes(path: Path, what: str | None = None) -> io.BytesIO:
+    """The bytes of an ``.npz`` (decompressed when it is bz2), in memory.
+
+    ``what`` (e.g. ``"reconstruction"``) is named in the errors beside the file.
+    """
+    name = f"{path} ({what})" if what else str(path)
     if not path.exists():
-        raise DataError(f"{path}: file not found.")
+        raise DataError(f"{name}: file not found.")
+    if path.is_dir():
+        raise DataError(f"{name}: is a folder; expected an NPZ file.")
     try:
         with open(path, "rb") as fh:
             compressed = fh.read(3) == b"BZh"
@@ -58,18 +64,26 @@ def read_npz_bytes(path: Path) -> io.BytesIO:
                 return io.BytesIO(fh.read())
         return io.BytesIO(path.read_bytes())
     except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read or decompressed ({exc}).") from exc
+        raise DataError(f"{name}: cannot be read or decompressed ({exc}).") from exc
 
 
-def read_npz_arrays(path: Path, raw: io.BytesIO | None = None) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` or bz2-compressed ``.npz.bz2`` (no pickles).
+def read_npz_arrays(path: str | os.PathLike, raw: io.BytesIO | None = None,
+                    what: str | None = None) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` or bz2-compressed ``.npz.bz2``: a `DataError` naming the
+    file (and ``what`` it should be) when it is missing, a folder, not an NPZ, truncated
+    or corrupt, or holds pickled object arrays (never loaded).
 
     ``raw`` (from `read_npz_bytes`) avoids decompressing the file twice.
     """
-    raw = read_npz_bytes(path) if raw is None else raw
+    path = Path(path)
+    name = f"{path} ({what})" if what else str(path)
+    raw = read_npz_bytes(path, what) if raw is None else raw
     raw.seek(0)
     if not zipfile.is_zipfile(raw):
-        raise DataError(f"{path}: not an NPZ archive (expected a zip written by numpy.savez).")
+        raise DataError(
+            f"{name}: not an NPZ archive (expected a zip written by numpy.savez); truncated, "
+            "corrupt or another format."
+        )
     raw.seek(0)
     try:
         with np.load(raw, allow_pickle=False) as npz:
@@ -77,11 +91,11 @@ def read_npz_arrays(path: Path, raw: io.BytesIO | None = None) -> dict[str, np.n
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise DataError(
-                f"{path}: holds object (pickled) arrays, which are never loaded for safety."
+                f"{name}: holds object (pickled) arrays, which are never loaded for safety."
             ) from exc
-        raise DataError(f"{path}: unreadable NPZ ({exc}).") from exc
+        raise DataError(f"{name}: unreadable NPZ ({exc}).") from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: truncated or corrupt NPZ ({exc}).") from exc
+        raise DataError(f"{name}: truncated or corrupt NPZ ({exc}).") from exc
 
 
 def _squeeze_leading(arr: np.ndarray, keep: int, key: str, src: str, what: str) -> np.ndarray:
@@ -147,7 +161,17 @@ def load_tike_npz(
         )
     data = _squeeze_leading(np.asarray(arrays["data"]), 3, "data", src, "(n, N, N) intensities")
     scan = _squeeze_leading(np.asarray(arrays["scan"]), 2, "scan", src, "(n, 2) positions")
+    if scan.dtype.kind not in "iuf":
+        raise DataError(
+            f"{src}: 'scan' must be real numbers (patch corners [row, col] in pixels); found "
+            f"dtype {scan.dtype}."
+        )
     probe = np.asarray(arrays["probe"])
+    if not np.iscomplexobj(probe):
+        raise DataError(
+            f"{src}: 'probe' must be a complex array (tike's probe: complex (..., M, N, N)); "
+            f"found real shape {probe.shape} dtype {probe.dtype}."
+        )
     probe = _squeeze_leading(probe[None] if probe.ndim == 2 else probe, 3, "probe", src,
                              "(M, N, N) modes")
     if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
@@ -206,6 +230,7 @@ def load_tike_npz(
         amplitude_units="sqrt_counts",
         source=src,
         metadata=meta,
+        positions_key="scan",
     )
     return shift_into_canvas(scan_obj, margin_px)
 
