@@ -88,13 +88,18 @@ def test_tampered_weights(tmp_path, model_and_cfg):
 
 
 def _rewrite_manifest(path, change):
+    """The bundle with its manifest changed as another writer would (re-sealed, so the
+    check under test is reached, not the manifest digest's)."""
     from safetensors.numpy import load, save
+
+    from ptychopinn.bundle.format import seal_manifest
 
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
     manifest = json.loads(header["__metadata__"]["ptychopinn_manifest"])
     change(manifest)
+    manifest = seal_manifest(manifest)
     path.write_bytes(save(load(raw), metadata={"ptychopinn_manifest": json.dumps(manifest)}))
 
 

@@ -151,10 +151,13 @@ def train(
 
 
 def _manifest_backend(path: str | os.PathLike) -> str:
+    """The backend a bundle was written by; `BundleError` naming the file and what its
+    manifest holds when that is missing or unknown."""
     from ptychopinn.bundle.format import read_bundle
+    from ptychopinn.bundle.validate import manifest_backend
 
     manifest, _ = read_bundle(path)
-    return str(manifest.get("backend"))
+    return manifest_backend(manifest, path)
 
 
 def load_bundle(path: str | os.PathLike, backend: str | None = None):

@@ -1,11 +1,21 @@
 """The model bundle: one safetensors file with a JSON manifest in its header.
 
-* tensors: the model's state dict (complex tensors stored as their real view
-  under ``<name>::complex``), weights only, no pickle;
-* header metadata ``ptychopinn_manifest``: JSON with the format version, the
-  backend, the package version, the creation time, the full config, the
-  intensity and input scales, the training history, and a SHA-256 of all
-  tensor bytes (names, dtypes, shapes and data) that loading verifies.
+* tensors: the model's state dict (complex tensors stored as their float32 real
+  view under ``<name>::complex``), weights only, no pickle; float32 throughout
+  (int64 only for BatchNorm's ``num_batches_tracked``), every value finite;
+* header metadata ``ptychopinn_manifest``: a JSON object with the format
+  version, the backend, the package version, the creation time, the full
+  config, the intensity and input scales, the training history, a SHA-256 of
+  all tensor bytes (names, dtypes, shapes and data: ``tensors_sha256``) and a
+  SHA-256 of the manifest itself (``manifest_sha256``, see `manifest_digest`),
+  which covers ``tensors_sha256`` and so ties the manifest to these weights.
+
+Loading verifies both digests and the types of every field and tensor it uses
+(`ptychopinn.bundle.validate`); anything wrong is a `BundleError` naming the
+file. Bundles written before ``manifest_sha256`` existed (same format version)
+load without that check; readers of those versions ignore the extra key. The
+digests detect damage and edits by tools that do not know them; they are not a
+signature (anyone can recompute them).
 
 Written atomically (temporary file + rename).
 """
@@ -22,15 +32,22 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.atomic import atomic_write_bytes
+from ptychopinn.bundle.validate import (
+    COMPLEX_SUFFIX,
+    check_manifest_fields,
+    check_stored_tensors,
+)
 from ptychopinn.errors import BundleError
 
 FORMAT_NAME = "ptychopinn-bundle"
 FORMAT_VERSION = 1
 BUNDLE_FILENAME = "model.ptychopinn.safetensors"
 _MANIFEST_KEY = "ptychopinn_manifest"
+#: the manifest's own digest (absent from bundles of earlier versions)
+DIGEST_KEY = "manifest_sha256"
 #: ``model.prior_batch_size`` of bundles saved before the key existed
 LEGACY_PRIOR_BATCH_SIZE = 64
-_COMPLEX = "::complex"
+_COMPLEX = COMPLEX_SUFFIX
 
 
 def _package_version() -> str:
@@ -77,6 +94,22 @@ def checksum(tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest without its ``manifest_sha256`` field, as canonical JSON
+    (sorted keys, no spaces; the manifest holds ``tensors_sha256``, so this covers the
+    weights too)."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict) -> dict:
+    """The manifest as a reader will see it (JSON types), with its ``manifest_sha256``."""
+    sealed = json.loads(json.dumps({k: v for k, v in manifest.items() if k != DIGEST_KEY}))
+    sealed[DIGEST_KEY] = manifest_digest(sealed)
+    return sealed
+
+
 def save_bundle(
     path: str | os.PathLike,
     state_dict: dict[str, Any],
@@ -105,7 +138,7 @@ def save_bundle(
         "extra": extra or {},
         "tensors_sha256": checksum(tensors),
     }
-    payload = save(tensors, metadata={_MANIFEST_KEY: json.dumps(manifest)})
+    payload = save(tensors, metadata={_MANIFEST_KEY: json.dumps(seal_manifest(manifest))})
     return atomic_write_bytes(p, payload)
 
 
@@ -153,7 +186,10 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     from safetensors.numpy import load
 
     p = resolve_bundle_path(path)
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{p}: cannot read the bundle ({exc.strerror or exc}).") from None
     if len(raw) < 8:
         raise BundleError(f"{p}: truncated bundle ({len(raw)} bytes); re-save or re-train.")
     if raw[8:9] != b"{":  # a safetensors file: an 8-byte length, then its JSON header
@@ -169,28 +205,50 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         tensors = load(raw)
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{p}: corrupt or truncated bundle ({exc}).") from None
-    meta = header.get("__metadata__") or {}
-    if _MANIFEST_KEY not in meta:
+    meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+    if not isinstance(meta, dict) or _MANIFEST_KEY not in meta:
         raise BundleError(f"{p}: a safetensors file without a ptychopinn manifest; not a bundle.")
     try:
         manifest = json.loads(meta[_MANIFEST_KEY])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, TypeError) as exc:
         raise BundleError(f"{p}: manifest is not valid JSON ({exc}).") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{p}: the manifest must be a JSON object; found a "
+                          f"{type(manifest).__name__}. Not a ptychopinn bundle.")
     if manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{p}: format {manifest.get('format')!r}, expected {FORMAT_NAME!r}.")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if (not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION
+            or version < 1):
         raise BundleError(
             f"{p}: bundle format version {version!r} is not supported by this ptychopinn "
             f"(reads versions 1..{FORMAT_VERSION}); upgrade ptychopinn."
         )
+    check_manifest_fields(p, manifest)
     digest = checksum(tensors)
-    if digest != manifest.get("tensors_sha256"):
+    if digest != manifest["tensors_sha256"]:
         raise BundleError(
             f"{p}: checksum mismatch (weights were modified or damaged after saving); "
             "refusing to load."
         )
+    _verify_manifest_digest(p, manifest)
+    check_stored_tensors(p, tensors)
     return manifest, _from_storable(tensors)
+
+
+def _verify_manifest_digest(p: Path, manifest: dict) -> None:
+    """Refuse a manifest edited after saving; one without a digest (written by an earlier
+    version) passes."""
+    if DIGEST_KEY not in manifest:
+        return
+    stored, actual = manifest[DIGEST_KEY], manifest_digest(manifest)
+    if stored != actual:
+        raise BundleError(
+            f"{p}: the manifest was modified after saving (its {DIGEST_KEY} is {stored!r}, its "
+            f"content hashes to {actual!r}; it names backend {manifest.get('backend')!r}, "
+            f"ptychopinn {manifest.get('package_version')!r}); refusing to load. Use the "
+            "bundle as `ptychopinn train` wrote it, or re-train."
+        )
 
 
 def manifest_config(manifest: dict, path: str | os.PathLike):
@@ -226,6 +284,11 @@ def manifest_config(manifest: dict, path: str | os.PathLike):
     if not isinstance(raw, dict):
         raise BundleError(f"{path}: the manifest has no config mapping.")
     model = raw.get("model")
+    if not isinstance(model, dict):
+        found = "none" if model is None else f"a {type(model).__name__}"
+        raise BundleError(f"{path}: the manifest's config has no 'model' section (an object "
+                          f"with the architecture: N, n_filters_scale, ...; found {found}), so "
+                          "the network its weights belong to is unknown; refusing to load.")
     if isinstance(model, dict) and "prior_iterations" not in model:
         model["prior_iterations"] = 0
     if isinstance(model, dict) and "prior_neighbors" not in model:

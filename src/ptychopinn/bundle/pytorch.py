@@ -10,6 +10,12 @@ import numpy as np
 import torch
 
 from ptychopinn.bundle.format import manifest_config, read_bundle, save_bundle
+from ptychopinn.bundle.validate import (
+    architecture_summary,
+    check_weights,
+    manifest_backend,
+    probe_shape,
+)
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.errors import BundleError
 
@@ -56,37 +62,58 @@ def save_pinn(
 
 
 def load_pinn(path: str | os.PathLike) -> LoadedModel:
-    """Rebuild a `PtychoPINN` from a bundle; no other input is needed."""
-    from ptychopinn.models.pinn import PtychoPINN
+    """Rebuild a `PtychoPINN` from a bundle; no other input is needed.
+
+    Every stored tensor's name, dtype and shape is checked against the model the
+    manifest's config describes before any is loaded (`BundleError` naming them).
+    """
+    from ptychopinn.bundle.format import resolve_bundle_path
 
     manifest, state = read_bundle(path)
-    backend = manifest.get("backend")
+    backend = manifest_backend(manifest, path)
     if backend != "pytorch":
         raise BundleError(
             f"{path}: bundle was written by the {backend!r} backend; load it with "
             f"backend='{backend}' (--backend {backend})."
         )
     cfg = manifest_config(manifest, path)
-    shape = manifest.get("extra", {}).get("probe_shape")
-    if not shape:
-        raise BundleError(f"{path}: manifest lacks extra.probe_shape.")
-    model = PtychoPINN(
-        cfg.model,
-        torch.zeros(*shape, dtype=torch.complex64),
-        probe_trainable=cfg.probe_trainable,
-        intensity_scale_trainable=cfg.intensity_scale_trainable,
-    )
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
-    if "prior_amplitude_scale" not in tensors and "log_intensity_scale" in tensors:
-        # bundles older than the physics prior (prior_iterations 0: the value is unused)
-        tensors["prior_amplitude_scale"] = tensors["log_intensity_scale"].reshape(()).exp()
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise BundleError(
-            f"{path}: weights do not match the architecture in its config "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})."
-        )
+    model, tensors = _checked_model(path, manifest, cfg, state)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:  # all was checked above; kept so nothing escapes raw
+        raise BundleError(f"{path}: weights do not fit the architecture in its config "
+                          f"({exc}).") from None
     model.eval()
-    from ptychopinn.bundle.format import resolve_bundle_path
-
     return LoadedModel(model=model, config=cfg, manifest=manifest, path=resolve_bundle_path(path))
+
+
+def _checked_model(path: str | os.PathLike, manifest: dict, cfg: TrainingConfig,
+                   state: dict[str, np.ndarray]) -> tuple[torch.nn.Module, dict]:
+    """The (unloaded) `PtychoPINN` the manifest describes and the bundle's tensors as torch
+    tensors, checked against it (`validate.check_weights`)."""
+    from ptychopinn.models.pinn import PtychoPINN
+
+    shape = probe_shape(manifest, path, cfg.model.N)
+    try:
+        model = PtychoPINN(
+            cfg.model,
+            torch.zeros(*shape, dtype=torch.complex64),
+            probe_trainable=cfg.probe_trainable,
+            intensity_scale_trainable=cfg.intensity_scale_trainable,
+        )
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise BundleError(f"{path}: cannot build the model its manifest's config "
+                          f"describes ({exc}).") from exc
+    expected = {k: (_dtype(v), tuple(v.shape)) for k, v in model.state_dict().items()}
+    # bundles older than the physics prior lack its scale (filled in below)
+    check_weights(path, expected, state, architecture_summary(cfg),
+                  optional=frozenset({"prior_amplitude_scale"}))
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    if "prior_amplitude_scale" not in tensors:
+        # prior_iterations was 0 for them: the value is unused
+        tensors["prior_amplitude_scale"] = tensors["log_intensity_scale"].reshape(()).exp()
+    return model, tensors
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")

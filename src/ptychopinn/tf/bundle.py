@@ -24,6 +24,12 @@ from ptychopinn.bundle.format import (
     save_bundle,
 )
 from ptychopinn.bundle.pytorch import LoadedModel
+from ptychopinn.bundle.validate import (
+    architecture_summary,
+    check_weights,
+    manifest_backend,
+    probe_shape,
+)
 from ptychopinn.config.schema import TrainingConfig
 from ptychopinn.errors import BundleError
 from ptychopinn.tf import keras, tf
@@ -31,7 +37,6 @@ from ptychopinn.tf.model import TFPtychoPINN
 
 log = logging.getLogger(__name__)
 BACKEND = "tensorflow"
-_READABLE = ("tensorflow", "pytorch")
 
 
 def save_tf(path: str | os.PathLike, model: TFPtychoPINN, config: TrainingConfig, *,
@@ -56,21 +61,47 @@ def load_tf(path: str | os.PathLike) -> LoadedModel:
     Returns a `LoadedModel` with ``backend == 'tensorflow'``.
     """
     manifest, state = read_bundle(path)
-    source = manifest.get("backend")
-    if source not in _READABLE:
-        raise BundleError(f"{path}: bundle backend {source!r} is unknown; expected one of "
-                          f"{_READABLE}.")
+    source = manifest_backend(manifest, path)
     cfg = manifest_config(manifest, path)
-    shape = manifest.get("extra", {}).get("probe_shape")
-    if not shape:
-        raise BundleError(f"{path}: manifest lacks extra.probe_shape.")
-    model = TFPtychoPINN(
-        cfg.model, np.zeros(shape, dtype=np.complex64),
-        probe_trainable=cfg.probe_trainable,
-        intensity_scale_trainable=cfg.intensity_scale_trainable,
-    )
-    model.load_state(state, from_torch=source == "pytorch", where=str(path))
+    shape = probe_shape(manifest, path, cfg.model.N)
+    try:
+        model = TFPtychoPINN(
+            cfg.model, np.zeros(shape, dtype=np.complex64),
+            probe_trainable=cfg.probe_trainable,
+            intensity_scale_trainable=cfg.intensity_scale_trainable,
+        )
+    except BundleError:
+        raise
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise BundleError(f"{path}: cannot build the model its manifest's config "
+                          f"describes ({exc}).") from exc
+    check_weights(path, _expected(model, from_torch=source == "pytorch"), state,
+                  architecture_summary(cfg), optional=frozenset({"prior_amplitude_scale"}),
+                  ignored_suffix="num_batches_tracked" if source == "pytorch" else None)
+    try:
+        model.load_state(state, from_torch=source == "pytorch", where=str(path))
+    except BundleError:
+        raise
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+        # all was checked above; kept so nothing escapes raw
+        raise BundleError(f"{path}: the weights do not match the architecture its manifest's "
+                          f"config describes ({type(exc).__name__}: {exc}).") from None
     if source == "pytorch":
         log.info("converted the pytorch bundle %s to the tensorflow backend", path)
     return LoadedModel(model=model, config=cfg, manifest=manifest,
                        path=resolve_bundle_path(path), backend=BACKEND)
+
+
+def _expected(model: TFPtychoPINN, *, from_torch: bool) -> dict[str, tuple[str, tuple]]:
+    """``{name: (dtype, shape)}`` of the tensors a bundle for ``model`` holds: Keras layout,
+    or ``from_torch`` the PyTorch names and layout of the mirrored generator (BatchNorm's
+    ``num_batches_tracked`` aside, which the conversion does not use)."""
+    from ptychopinn.tf.layers import keras_to_torch
+    from ptychopinn.tf.model import GEN_PREFIX
+
+    if from_torch:
+        state = keras_to_torch(model.generator, GEN_PREFIX)
+        state.update({k: v for k, v in model.state().items() if not k.startswith(GEN_PREFIX)})
+    else:
+        state = model.state()
+    return {k: (str(np.asarray(v).dtype), tuple(np.shape(v))) for k, v in state.items()}
