@@ -177,7 +177,7 @@ def test_init_with_another_model_names_the_keys_before_building(run_dir, scan_pa
 
 def test_init_mismatch_message_writes_values_as_set_takes_them() -> None:
     from ptychopinn.config.schema import ModelConfig
-    from ptychopinn.training.runner import init_model_mismatch
+    from ptychopinn.training.checks import init_model_mismatch
 
     a = ModelConfig(N=32)
     b = ModelConfig(N=64, architecture="cnn")

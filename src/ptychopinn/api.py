@@ -124,7 +124,7 @@ def train(
     _check_train_args(config, scan)
     check_output_dir(config.output_dir, "output_dir (the run folder)")  # before any work
     check_execution_options(config.backend, config.execution, training=True)
-    from ptychopinn.training.runner import check_run_folder
+    from ptychopinn.training.checks import check_run_folder
 
     check_run_folder(config, resume=resume, overwrite=overwrite)
     backend = get_backend(config.backend)
@@ -135,7 +135,7 @@ def train(
     if config.probe_refine_epochs > 0:
         from ptychopinn.refinement import retrieve_probe
         from ptychopinn.refinement.reconstruction import device_name
-        from ptychopinn.training.runner import check_training_inputs, load_training_scan
+        from ptychopinn.training.checks import check_training_inputs, load_training_scan
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)

@@ -384,24 +384,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # (not for --backend tensorflow, which does not use Lightning: its import costs ~3 s)
-    if args.command in TRAINING_COMMANDS and getattr(args, "backend", None) != "tensorflow":
-        route_lightning_logging()
-    from ptychopinn.cli import commands
-    from ptychopinn.errors import PtychoPINNError
-
-    handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
     try:
-        return int(handler(args) or 0)
-    except PtychoPINNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # pydantic ValidationError and literal checks
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; a training can be continued with --resume.", file=sys.stderr)
-        return 130
+        # (not for --backend tensorflow, which does not use Lightning: its import costs ~3 s)
+        if args.command in TRAINING_COMMANDS and getattr(args, "backend", None) != "tensorflow":
+            route_lightning_logging()
+        from ptychopinn.cli import commands
+        from ptychopinn.errors import PtychoPINNError
+
+        handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+        try:
+            return int(handler(args) or 0)
+        except PtychoPINNError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:  # pydantic ValidationError and literal checks
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C; training.interrupt.TrainingInterrupted (SIGINT/TERM)
+        detail = str(exc)
+        if detail:
+            print(f"interrupted: {detail}", file=sys.stderr)
+        elif args.command == "train":
+            print("interrupted; the training can be continued with --resume.", file=sys.stderr)
+        else:
+            print("interrupted.", file=sys.stderr)
+        return int(getattr(exc, "exit_status", 130))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ TensorFlow's format)::
 
     RUN/config.yaml                     resolved configuration
     RUN/checkpoints/last-<k>.*          tf.train.Checkpoint (for --resume)
+    RUN/checkpoints/resume.json         what it was trained with (config, scan
+                                        fingerprint, epochs, time), for --resume
     RUN/model.ptychopinn.safetensors    the bundle (backend 'tensorflow')
     RUN/history.json, RUN/logs/history.csv   per-epoch losses
     RUN/loss_curve.png, RUN/reconstruction/  figures, stitched training scan
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -35,12 +38,21 @@ from ptychopinn.tf import physics as tfp
 from ptychopinn.tf import tf
 from ptychopinn.tf.model import GEN_PREFIX, TFPtychoPINN, polar
 from ptychopinn.tf.optim import Schedule, coupled_weight_decay, make_optimizer
+from ptychopinn.training.checks import (
+    checked_training_inputs,
+    clear_run_folder,
+    load_training_scan,
+    resumed_config,
+    write_resume_state,
+)
+from ptychopinn.training.interrupt import (
+    TrainingInterrupted,
+    interrupted_message,
+    sigterm_interrupts,
+)
 from ptychopinn.training.runner import (
     TrainResult,
-    check_training_inputs,
-    clear_run_folder,
     initial_physics,
-    load_training_scan,
     merge_history,
     post_training,
     settle_prior_recipe,
@@ -189,6 +201,23 @@ def _run_batches(fn, data: dict, groups: np.ndarray, bs: int, before=None, stop=
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def _restore(ckpt, manager, ckpt_dir: Path) -> None:  # noqa: ANN001
+    """Restore the latest checkpoint of ``manager`` into ``ckpt``; a missing or damaged
+    one is a ConfigError naming it."""
+    if manager.latest_checkpoint is None:
+        raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpt_dir}; "
+                          "start without --resume.")
+    try:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"--resume: tensorflow checkpoint {manager.latest_checkpoint} cannot be restored "
+            f"({type(exc).__name__}: {first}); expected one `ptychopinn train` wrote with "
+            "these options. It cannot be continued: start the training again with "
+            "--overwrite or in another --output-dir.") from None
+
+
 def _write_csv(path: Path, history: list[dict]) -> None:
     keys: list[str] = []
     for row in history:
@@ -203,7 +232,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
                      resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train a PINN (or supervised) model with TensorFlow; returns a `TrainResult`.
 
-    ``resume`` and ``overwrite`` as `ptychopinn.training.runner.train_pytorch`'s."""
+    ``resume`` and ``overwrite`` as `ptychopinn.training.runner.train_pytorch`'s; so is
+    `TrainingInterrupted` for a loop stopped by SIGINT or SIGTERM. The time limit
+    (``max_time_minutes``) counts from the run's start, across resumes."""
     from ptychopinn.tf.bundle import load_tf, save_tf
     from ptychopinn.training.data import prepare, split_groups
 
@@ -213,7 +244,7 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
+    test, point = checked_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
     run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if overwrite:
         clear_run_folder(run_dir)
@@ -229,9 +260,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     probe_n, units, log_s = initial_physics(cfg, scan, prep)
     init = load_tf(cfg.init_from) if cfg.init_from and not resume else None
     asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
+    cfg = resumed_config(cfg, point)
     cfg = settle_prior_recipe(cfg, scan, probe_n, prep, math.exp(log_s),
                               None if init is None else init.config.model)
-    save_config(cfg, run_dir / "config.yaml")
     model = TFPtychoPINN(cfg.model, probe_n.numpy(), probe_trainable=cfg.probe_trainable,
                          intensity_scale_trainable=cfg.intensity_scale_trainable,
                          log_intensity_scale=log_s, input_scale=prep.input_scale)
@@ -253,14 +284,15 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt,
                                epoch=epoch_var, step=step_var, **schedule.trackables())
-    manager = tf.train.CheckpointManager(ckpt, str(run_dir / "checkpoints"), max_to_keep=1,
+    ckpt_dir = run_dir / "checkpoints"
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1,
                                          checkpoint_name="last")
+    epochs_saved = None  # finished epochs in the checkpoint (None: none yet)
     if resume:
-        if manager.latest_checkpoint is None:
-            raise ConfigError(f"--resume: no tensorflow checkpoint in {run_dir / 'checkpoints'}; "
-                              "start without --resume.")
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, int(epoch_var) + 1)
+        _restore(ckpt, manager, ckpt_dir)
+        epochs_saved = int(epoch_var.numpy()) + 1
+        log.info("resuming from %s (epoch %d)", manager.latest_checkpoint, epochs_saved)
+    save_config(cfg, run_dir / "config.yaml")  # once the checkpoint is known to continue
     from ptychopinn.models.prior_recipe import featureless_probe_advice
     from ptychopinn.models.scan_prior import training_prior_note
 
@@ -284,9 +316,14 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         step_var.assign_add(1)
 
     new_history: list[dict] = []
+    fit_before = 0.0 if point is None else point.fit_seconds  # of the sessions before
+    schedule.t0 = time.monotonic() - fit_before  # the time limit counts from the run's start
     t_fit = time.perf_counter()
     n_seen = 0
-    for epoch in range(int(epoch_var.numpy()) + 1, cfg.nepochs):
+
+    def one_epoch(epoch: int) -> bool:
+        """Train and validate ``epoch``, checkpoint and log it; True: stop after it."""
+        nonlocal n_seen, epochs_saved
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_ids)
         if drop_last:
             perm = perm[: steps_per_epoch * bs]
@@ -304,6 +341,9 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         schedule.end_epoch(monitored)
         stop = schedule.should_stop(row.get("val/loss"))
         manager.save()
+        epochs_saved = epoch + 1
+        write_resume_state(ckpt_dir, cfg, scan, epochs_done=epochs_saved,
+                           fit_seconds=fit_before + time.perf_counter() - t_fit)
         history = merge_history(run_dir, new_history, resume)
         write_json(run_dir / "history.json", history)
         if cfg.execution.logger == "csv":
@@ -318,7 +358,18 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
         if stop or schedule.out_of_time():
             log.info("stopping after epoch %d (%s)", epoch,
                      "early stopping" if stop else "max_time_minutes reached")
-            break
+            return True
+        return False
+
+    try:
+        with sigterm_interrupts():
+            for epoch in range(int(epoch_var.numpy()) + 1, cfg.nepochs):
+                if one_epoch(epoch):
+                    break
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`sigterm_interrupts`)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise TrainingInterrupted(signum, interrupted_message(
+            signum, Path(manager.latest_checkpoint or ckpt_dir), epochs_saved)) from None
     t_fit = time.perf_counter() - t_fit
     history = merge_history(run_dir, new_history, resume)
     result = TrainResult(run_dir=run_dir, bundle_path=run_dir, history=history,
@@ -328,7 +379,8 @@ def train_tensorflow(cfg: TrainingConfig, scan: Scan | None = None, *,
     result.bundle_path = save_tf(
         run_dir, model, cfg, history=history,
         extra={"data_scale": prep.data_scale, "epochs_done": int(epoch_var.numpy()) + 1,
-               "fit_seconds": t_fit, "n_train_patterns": scan.n_patterns})
+               # from the run's start: the sessions before a resume, and this one's loop
+               "fit_seconds": fit_before + t_fit, "n_train_patterns": scan.n_patterns})
     write_json(run_dir / "history.json", history)
     _post_training(result, cfg, scan, test)
     result.timings_s["total"] = time.perf_counter() - t_start

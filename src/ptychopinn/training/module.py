@@ -1,20 +1,30 @@
-"""The Lightning module: losses, optimisers and schedules around `PtychoPINN`.
+"""The Lightning module: losses, optimisers and schedules around `PtychoPINN`, and how
+its checkpoints are written and read.
 
-Its ``hyper_parameters`` are plain data (the config as JSON-compatible dict and
-the probe's shape), so ``PINNModule.load_from_checkpoint(path)`` rebuilds it
-with no other argument; the probe, scales and weights come from the state dict.
+Its ``hyper_parameters`` are plain data (the config as JSON-compatible dict, the
+probe's shape and the training scan's fingerprint), so
+``PINNModule.load_from_checkpoint(path)`` rebuilds it with no other argument; the
+probe, scales and weights come from the state dict. Checkpoints go through
+`SafeCheckpointIO`: written atomically beside their target, read as plain data only
+(`read_checkpoint`), never unpickled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
+from ptychopinn.atomic import atomic_open
 from ptychopinn.config.schema import TrainingConfig
+from ptychopinn.errors import ConfigError
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.physics.losses import amplitude_mae, poisson_nll, realspace_mae
 
@@ -33,6 +43,9 @@ class PINNModule(L.LightningModule):
         The probe tensor for a new run (not a hyper-parameter).
     log_intensity_scale, input_scale
         Initial scales for a new run.
+    scan_fingerprint
+        The training scan's `ptychopinn.training.checks.scan_fingerprint` (kept in the
+        checkpoint, so that ``--resume`` can refuse another scan); None: not recorded.
     """
 
     def __init__(
@@ -42,6 +55,7 @@ class PINNModule(L.LightningModule):
         probe: Tensor | None = None,
         log_intensity_scale: float = 0.0,
         input_scale: float = 1.0,
+        scan_fingerprint: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["probe"])
@@ -164,15 +178,27 @@ class PINNModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _progress(self) -> float:
-        """Fraction of the budget used: max of epochs and wall-clock fractions."""
+        """Fraction of the budget used: max of epochs and wall-clock fractions (both
+        counted from the run's start, across resumes, as the time limit is)."""
         trainer = self._trainer
         if trainer is None:
             return 0.0
         total = max(1, trainer.num_training_batches) * self.cfg.nepochs
         frac = trainer.global_step / total if math.isfinite(total) else 0.0
-        if self.cfg.max_time_minutes is not None and self._t0 is not None:
-            frac = max(frac, (time.monotonic() - self._t0) / (60.0 * self.cfg.max_time_minutes))
+        elapsed = self._elapsed_s(trainer)
+        if self.cfg.max_time_minutes is not None and elapsed is not None:
+            frac = max(frac, elapsed / (60.0 * self.cfg.max_time_minutes))
         return min(frac, 1.0)
+
+    def _elapsed_s(self, trainer) -> float | None:  # noqa: ANN001
+        """Training seconds so far: the Trainer's `Timer` (restored on resume, so counted
+        from the run's start) where ``max_time`` made one, else this session's."""
+        from lightning.pytorch.callbacks import Timer
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer):
+                return float(cb.time_elapsed("train"))
+        return None if self._t0 is None else time.monotonic() - self._t0
 
     def _cosine_factor(self, step: int) -> float:
         warm = 50
@@ -182,3 +208,70 @@ class PINNModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._t0 = time.monotonic()
+
+
+# ------------------------------------------------------------------ checkpoints
+_RESTART = ("start the training again with --overwrite (it replaces this run's checkpoint "
+            "and model) or in another --output-dir")
+
+
+def _unreadable(path: str | os.PathLike, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed with ``exc``, in one short line."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("it holds Python objects other than tensors and plain data (not loaded: "
+                "unpickling them could run code)")
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) == 0:
+            return "it is empty (0 bytes)"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if "mmap can only be used" in first:  # torch's words for a file not in its zip format
+        return "it is not in the zip format torch.save writes (truncated, or another file)"
+    return f"it is truncated or damaged ({type(exc).__name__}: {first.split('. ')[0][:160]})"
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
+                    mmap: bool = False) -> dict:
+    """The checkpoint at ``path`` as plain data: ``torch.load(..., weights_only=True)``
+    whatever the environment says (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` only changes
+    loads that leave ``weights_only`` unset), so a crafted file never runs code.
+    ``mmap``: map the tensors instead of reading them (to read the metadata of a large
+    checkpoint). A missing, unreadable or foreign file is a `ConfigError` naming it."""
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: no checkpoint at {path}; start without --resume.") from None
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ConfigError(f"--resume: checkpoint {path} cannot be read: {_unreadable(path, exc)}; "
+                          f"expected a checkpoint written by `ptychopinn train`. It cannot be "
+                          f"continued: {_RESTART}.") from None
+    if not isinstance(raw, dict) or "state_dict" not in raw:
+        raise ConfigError(f"--resume: {path} is not a training checkpoint (expected a "
+                          f"dictionary with a 'state_dict'; found {type(raw).__name__}"
+                          f"{' without one' if isinstance(raw, dict) else ''}). {_RESTART}.")
+    return raw
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O for the run folder's ``checkpoints/``.
+
+    ``save_checkpoint`` writes with `torch.save` through `ptychopinn.atomic.atomic_open`
+    (a temporary file in the checkpoint's own folder, renamed over it), so an interrupted
+    write leaves the previous checkpoint intact; Lightning's own writer stages the file
+    elsewhere and, across file systems, ends in a truncating copy. ``load_checkpoint``
+    reads plain data only (`read_checkpoint`), whatever ``weights_only`` it is asked for.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO.save_checkpoint takes no storage_options; "
+                            f"found {storage_options!r}")
+        with atomic_open(path, "wb") as fh:
+            torch.save(checkpoint, fh)
+
+    def load_checkpoint(self, path: str | os.PathLike,
+                        map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+        return read_checkpoint(path, map_location)

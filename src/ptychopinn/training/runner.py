@@ -3,7 +3,9 @@
 Run directory layout::
 
     RUN/config.yaml                     resolved configuration
-    RUN/checkpoints/last.ckpt           Lightning checkpoint (for --resume)
+    RUN/checkpoints/last.ckpt           Lightning checkpoint (for --resume): written
+                                        atomically after every epoch; holds the
+                                        config and the scan's fingerprint
     RUN/model.ptychopinn.safetensors    the bundle (weights + manifest)
     RUN/history.json                    per-epoch losses
     RUN/logs/                           CSV / TensorBoard / MLflow logs
@@ -17,6 +19,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +27,24 @@ from pathlib import Path
 import torch
 
 from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
-from ptychopinn.bundle.format import BUNDLE_FILENAME
 from ptychopinn.config.io import save_config
-from ptychopinn.config.schema import InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.config.schema import InferenceConfig, TrainingConfig
 from ptychopinn.data.scan import Scan
-from ptychopinn.errors import ConfigError, DataError, OutputPathError
+from ptychopinn.errors import ConfigError
+from ptychopinn.training.checks import (
+    _checkpoint_epochs,
+    checked_training_inputs,
+    clear_run_folder,
+    init_model_mismatch,
+    load_training_scan,
+    resumed_config,
+    scan_fingerprint,
+)
+from ptychopinn.training.interrupt import (
+    TrainingInterrupted,
+    _stopping_signal,
+    interrupted_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +64,8 @@ class TrainResult:
 
 
 class _HistoryCallback:
-    """Collects the epoch-level metrics Lightning logged (and keeps them in checkpoints)."""
+    """Collects the epoch-level metrics Lightning logged and the training time, and keeps
+    both in checkpoints (so a resumed run reports every epoch and its whole fit time)."""
 
     def __new__(cls):
         import lightning as L
@@ -56,6 +73,22 @@ class _HistoryCallback:
         class _CB(L.Callback):
             def __init__(self) -> None:
                 self.history: list[dict] = []
+                self.fit_seconds_before = 0.0  # of the sessions before a resume
+                self._t0: float | None = None
+                self._t1: float | None = None
+
+            def on_train_start(self, trainer, pl_module) -> None:
+                self._t0, self._t1 = time.perf_counter(), None
+
+            def on_train_end(self, trainer, pl_module) -> None:
+                self._t1 = time.perf_counter()
+
+            def fit_seconds(self) -> float:
+                """Training seconds from the run's start, across resumes (as the time
+                limit's Timer counts them: from the start to the end of training)."""
+                if self._t0 is None:
+                    return self.fit_seconds_before
+                return self.fit_seconds_before + (self._t1 or time.perf_counter()) - self._t0
 
             def on_train_epoch_end(self, trainer, pl_module) -> None:
                 row = {"epoch": int(trainer.current_epoch)}
@@ -68,10 +101,12 @@ class _HistoryCallback:
             # kept in every checkpoint (plain data), so a run resumed after a crash, which
             # wrote no history.json, still reports its earlier epochs
             def state_dict(self) -> dict:
-                return {"history": [dict(r) for r in self.history]}
+                return {"history": [dict(r) for r in self.history],
+                        "fit_seconds": self.fit_seconds()}
 
             def load_state_dict(self, state_dict: dict) -> None:
                 self.history = [dict(r) for r in state_dict.get("history", [])]
+                self.fit_seconds_before = float(state_dict.get("fit_seconds", 0.0))
 
         return _CB()
 
@@ -128,16 +163,6 @@ def _accelerator(cfg: TrainingConfig) -> str:
     return "gpu" if acc == "cuda" else acc
 
 
-def load_training_scan(path: str, *, what: str = "train_data_file") -> Scan:
-    from ptychopinn.data.readers import load_scan
-
-    if path is None:
-        raise ConfigError(
-            f"{what} is not set; pass --data FILE (an NPZ following the data contract)."
-        )
-    return load_scan(path)
-
-
 class _DropAdvert(logging.Filter):
     """Drops Lightning's start-up advertisement for its cloud logger (noise in every run)."""
 
@@ -176,8 +201,26 @@ def _without_lightning_pytree_warning():
         yield
 
 
+@contextlib.contextmanager
+def _without_resume_warning(resume: bool):
+    """On ``resume``, drop ModelCheckpoint's warnings that the checkpoint folder is not
+    empty (it holds the checkpoint the run continues from, as it should) and, for a run
+    folder moved or copied since, that its "best model" records are not reloaded (it
+    keeps only last.ckpt, ranked by nothing)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        if resume:
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is "
+                                    "not empty")
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        yield
+
+
 def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_dl):  # noqa: ANN001, N803
     import datetime as dt
+
+    from ptychopinn.training.module import SafeCheckpointIO
 
     return L.Trainer(
         accelerator=_accelerator(cfg),
@@ -196,6 +239,7 @@ def _make_trainer(L, cfg: TrainingConfig, run_dir: Path, callbacks: list, train_
         default_root_dir=str(run_dir),
         log_every_n_steps=max(1, min(50, len(train_dl))),
         num_sanity_val_steps=0,
+        plugins=[SafeCheckpointIO()],  # atomic writes; plain-data reads only
     )
 
 
@@ -240,13 +284,13 @@ def train_pytorch(
 ) -> TrainResult:
     """Train a PINN (or supervised) model with Lightning; returns a `TrainResult`.
 
-    ``resume`` continues the training in ``cfg.output_dir`` from its checkpoint;
-    ``overwrite`` replaces a training there (without either, a folder holding a model
-    or a checkpoint is refused: `check_run_folder`). ``extra_callbacks`` are Lightning
-    callbacks added to the Trainer (e.g. a benchmark's periodic evaluation).
+    ``resume`` continues the training in ``cfg.output_dir`` from its checkpoint (with
+    the options and the scan it was trained with: `check_resume`); ``overwrite``
+    replaces a training there (without either, a folder holding a model or a checkpoint
+    is refused: `check_run_folder`). ``extra_callbacks`` are Lightning callbacks added
+    to the Trainer (e.g. a benchmark's periodic evaluation). A fit stopped by SIGINT or
+    SIGTERM raises `TrainingInterrupted` and writes no bundle.
     """
-    import time
-
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader
@@ -262,7 +306,7 @@ def train_pytorch(
     check_output_dir(cfg.output_dir, "output_dir (the run folder)")
     if scan is None:
         scan = load_training_scan(cfg.train_data_file)
-    test = check_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
+    test, point = checked_training_inputs(cfg, scan, resume=resume, overwrite=overwrite)
     run_dir = ensure_dir(cfg.output_dir, "output_dir (the run folder)")
     if overwrite:
         clear_run_folder(run_dir)
@@ -277,6 +321,7 @@ def train_pytorch(
     probe_n, units, log_s = initial_physics(cfg, scan, data)
     init = load_pinn(cfg.init_from) if cfg.init_from and not resume else None
     asked = cfg.model if init is None else None  # a fine-tuning takes its bundle's recipe
+    cfg = resumed_config(cfg, point)
     cfg = settle_prior_recipe(cfg, scan, probe_n, data, math.exp(log_s),
                               None if init is None else init.config.model)
     save_config(cfg, run_dir / "config.yaml")
@@ -286,6 +331,7 @@ def train_pytorch(
         probe=probe_n,
         log_intensity_scale=log_s,
         input_scale=data.input_scale,
+        scan_fingerprint=scan_fingerprint(scan),
     )
     if data.valid is not None:
         module.valid_mask.copy_(data.valid)
@@ -348,9 +394,16 @@ def train_pytorch(
         ckpt_path = str(last)
         log.info("resuming from %s", last)
     t_fit = time.perf_counter()
-    with _without_lightning_pytree_warning():
-        trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl,
-                    ckpt_path=ckpt_path)
+    try:
+        with _without_lightning_pytree_warning(), _without_resume_warning(resume):
+            trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl,
+                        ckpt_path=ckpt_path)
+    except SystemExit as exc:
+        signum = _stopping_signal(exc)
+        if signum is None:
+            raise
+        raise TrainingInterrupted(signum, interrupted_message(
+            signum, last, _checkpoint_epochs(last))) from None
     t_fit = time.perf_counter() - t_fit
     history = _merge_history(run_dir, hist_cb.history, resume)
     result = TrainResult(
@@ -367,7 +420,8 @@ def train_pytorch(
         extra={
             "data_scale": data.data_scale,
             "epochs_done": int(trainer.current_epoch),
-            "fit_seconds": t_fit,
+            # from the run's start: the sessions before a resume, and this one's
+            "fit_seconds": hist_cb.fit_seconds(),
             "n_train_patterns": scan.n_patterns,
         },
     )
@@ -398,138 +452,6 @@ def _post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan,
 
     post_training(result, cfg, scan, test, load=load_pinn, reconstruct=reconstruct_pytorch,
                   backend="pytorch")
-
-
-def _set_value(value) -> str:  # noqa: ANN001 (a JSON value)
-    """``value`` as ``--set KEY=VALUE`` writes it (strings bare, the rest as JSON)."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def init_model_mismatch(init_from: str, init_model: ModelConfig, model: ModelConfig) -> str:
-    """The error of a fine-tuning whose model section (``model``) is not that of the
-    ``init_from`` bundle (``init_model``): each key that differs with both values, and the
-    ``--set`` options that make them the same."""
-    a, b = init_model.model_dump(mode="json"), model.model_dump(mode="json")
-    keys = [k for k in b if a.get(k) != b.get(k)]
-    if not keys:
-        return (f"init_from {init_from}: its model section differs from this run's; use the "
-                "same model settings to fine-tune.")
-    diffs = "; ".join(f"model.{k}: {_set_value(a.get(k))} in {init_from}, "
-                      f"{_set_value(b.get(k))} here" for k in keys)
-    sets = " ".join(f"--set model.{k}={_set_value(a.get(k))}" for k in keys)
-    return (f"init_from {init_from}: its model section differs from this run's ({diffs}); "
-            f"fine-tuning needs the same model settings: pass {sets} (or drop the options "
-            "that changed them).")
-
-
-def check_init_from(cfg: TrainingConfig) -> None:
-    """ConfigError when the model section of ``cfg`` cannot fine-tune the ``init_from``
-    bundle (read from its manifest alone, before any model is built or data prepared);
-    BundleError when that is not a readable bundle. ``model.prior_recipe`` 'auto' is
-    resolved as the training will: a fine-tuning takes its bundle's recipe."""
-    from ptychopinn.bundle.format import manifest_config, read_bundle
-    from ptychopinn.models.prior_recipe import resolve_prior_recipe
-
-    manifest, _ = read_bundle(cfg.init_from)
-    init_model = manifest_config(manifest, cfg.init_from).model
-    # with a bundle to be like (``like``), the recipe is settled without reading the probe
-    model, _ = resolve_prior_recipe(cfg.model, None, like=init_model)
-    if init_model != model:
-        raise ConfigError(init_model_mismatch(cfg.init_from, init_model, model))
-
-
-def check_resume(cfg: TrainingConfig) -> None:
-    """ConfigError when ``resume`` has no checkpoint of the run's backend to continue from
-    (checked before anything is written to the run folder: the run would otherwise
-    overwrite its config.yaml first)."""
-    ckpts = Path(cfg.output_dir) / "checkpoints"
-    if cfg.backend == "tensorflow":
-        if not (ckpts / "checkpoint").is_file():
-            raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpts}; "
-                              "start without --resume.")
-    elif not (ckpts / "last.ckpt").is_file():
-        raise ConfigError(f"--resume: no checkpoint at {ckpts / 'last.ckpt'}; "
-                          "start without --resume.")
-
-
-def trained_run_files(run_dir: str | os.PathLike) -> list[Path]:
-    """What a training left in ``run_dir`` that a new training would replace: its model
-    bundle and its checkpoints (either backend's)."""
-    run = Path(run_dir)
-    found = [run / BUNDLE_FILENAME] if (run / BUNDLE_FILENAME).is_file() else []
-    ckpts = run / "checkpoints"
-    if ckpts.is_dir() and any(ckpts.iterdir()):
-        found.append(ckpts)
-    return found
-
-
-def check_run_folder(cfg: TrainingConfig, *, resume: bool = False,
-                     overwrite: bool = False) -> None:
-    """`OutputPathError` when ``output_dir`` holds a trained model or a checkpoint and the
-    run neither continues it (``resume``) nor replaces it (``overwrite``): a second
-    ``train`` into the same folder never silently replaces a model. ConfigError for both."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
-                          "the run in the folder, --overwrite starts it again.")
-    if resume or overwrite:
-        return
-    found = trained_run_files(cfg.output_dir)
-    if found:
-        raise OutputPathError(
-            f"output_dir (the run folder) {cfg.output_dir}: already holds a training "
-            f"({', '.join(str(f) for f in found)}); expected a new folder or one without a "
-            "model. Continue that training with --resume (resume=True), replace it with "
-            "--overwrite (overwrite=True), or give another --output-dir."
-        )
-
-
-def clear_run_folder(run_dir: Path) -> None:
-    """Remove a previous training's bundle and checkpoints (``overwrite``), so that the new
-    run cannot resume, or be mistaken for, the old one."""
-    import shutil
-
-    for f in trained_run_files(run_dir):
-        if f.is_dir():
-            shutil.rmtree(f)
-        else:
-            f.unlink()
-        log.info("overwrite: removed %s", f)
-
-
-def check_training_inputs(cfg: TrainingConfig, scan: Scan, *, resume: bool = False,
-                          overwrite: bool = False) -> Scan | None:
-    """What either backend checks before it trains, so that a bad input never costs
-    a training: the run folder (`check_run_folder`: a trained model there is continued
-    with ``resume``, replaced with ``overwrite``, else refused), the options that need a
-    ground truth, the ``init_from`` bundle's model section (`check_init_from`; not where
-    ``resume`` continues a run, which does not read it), and the test scan
-    (``test_data_file``), loaded now and returned (None when not set); with ``resume``,
-    that its checkpoint exists (`check_resume`)."""
-    check_run_folder(cfg, resume=resume, overwrite=overwrite)
-    if resume:
-        check_resume(cfg)
-    elif cfg.init_from:
-        check_init_from(cfg)
-    if cfg.model.model_type == "supervised" and scan.object is None:
-        raise ConfigError(
-            f"model_type 'supervised' needs a ground-truth object, but {scan.source} has no "
-            "'objectGuess'; use model_type 'pinn' (self-supervised)."
-        )
-    if cfg.realspace_weight > 0 and scan.object is None:
-        raise ConfigError(f"realspace_weight > 0 needs 'objectGuess' in {scan.source}.")
-    if cfg.test_data_file is None:
-        return None
-    try:
-        test = load_training_scan(cfg.test_data_file, what="test_data_file")
-    except DataError as exc:
-        raise DataError(f"test_data_file: {exc}") from exc
-    if test.patch_size != scan.patch_size:
-        raise DataError(
-            f"test_data_file {test.source}: expected {scan.patch_size}x{scan.patch_size} "
-            f"patterns like the training scan {scan.source}; found "
-            f"{test.patch_size}x{test.patch_size}."
-        )
-    return test
 
 
 def post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan, test: Scan | None, *,
