@@ -14,6 +14,10 @@ Conventions checked against the installed Ptychodus 1.7.0 source:
   Ours starts at ``p - N / 2``, so ``p = c + 1/2`` (`PIXEL_CENTRE_OFFSET_PX`).
   Object arrays share their pixel indices, so objects need no resampling.
 * The probe is ``ProbeSequence.get_probe_no_opr()``: ``(modes, H, W)``.
+* A product always holds an object; one that is uniform over the scan (all ones
+  where we wrote a scan without an object, or Ptychodus's default initial
+  object) is an initial guess, not a truth, and is not carried as
+  ``Scan.object`` (`is_placeholder_object`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ PIXEL_CENTRE_OFFSET_PX = 0.5
 DEFAULT_PHOTON_ENERGY_EV = 10_000.0
 DEFAULT_DETECTOR_DISTANCE_M = 2.0
 DEFAULT_DETECTOR_PIXEL_M = 75e-6
+UNIFORM_OBJECT_RTOL = 1e-6
+"""An object whose values over the scan differ by at most this (relative to its largest
+magnitude) is uniform: an initial guess, not a truth (`is_placeholder_object`)."""
 
 
 # ---------------------------------------------------------------- Ptychodus -> Scan
@@ -43,6 +50,27 @@ def _object_array(obj, source: str) -> np.ndarray:
                     source, obj.num_layers)
         return np.asarray(obj.get_layers_flattened())
     return np.asarray(obj.get_layer(0))
+
+
+def is_placeholder_object(obj: np.ndarray, positions_px: np.ndarray, n_pix: int) -> bool:
+    """Whether ``obj`` is uniform over the patches at ``positions_px`` (ours, ``[y, x]``).
+
+    Such an object carries no information about the sample: it is the all-ones
+    placeholder `scan_to_product` writes for a scan without an object, or
+    Ptychodus's default initial object (ones, zero-padded outside the scan). It
+    is not a truth to score against or to train on. Only the scan's footprint
+    (the bounding box of its patches) is looked at, so padding around it does not
+    count.
+    """
+    lo = np.floor(positions_px.min(axis=0) - n_pix / 2).astype(int)
+    hi = np.ceil(positions_px.max(axis=0) + n_pix / 2).astype(int)
+    lo = np.maximum(lo, 0)
+    region = np.asarray(obj)[lo[0]:max(lo[0], hi[0]), lo[1]:max(lo[1], hi[1])]
+    if region.size == 0:
+        return True
+    first = region.flat[0]
+    scale = max(float(np.abs(region).max()), np.finfo(np.float32).tiny)
+    return bool(np.abs(region - first).max() <= UNIFORM_OBJECT_RTOL * scale)
 
 
 def _counts(patterns: np.ndarray, bad: np.ndarray, source: str) -> np.ndarray:
@@ -114,8 +142,10 @@ def input_to_scan(parameters, *, source: str = "ptychodus", with_object: bool = 
         Name used in error messages and as ``Scan.source``.
     with_object
         Carry the product's object as ``Scan.object`` (the frame of the
-        positions; the truth for supervised training). Dropped with a warning
-        when some patch lies outside it.
+        positions; the truth for supervised training and for scoring). Dropped
+        with a warning when some patch lies outside it, and dropped (logged) when
+        it is uniform over the scan: that is an initial guess or our placeholder,
+        not a truth (`is_placeholder_object`).
     """
     patterns = np.asarray(parameters.diffraction_patterns)
     product = parameters.product
@@ -147,6 +177,11 @@ def input_to_scan(parameters, *, source: str = "ptychodus", with_object: bool = 
         if lo.min() < 0 or hi[0] > obj.shape[0] or hi[1] > obj.shape[1]:
             log.warning("%s: some patches lie outside the %s object; not carrying it.",
                         source, obj.shape)
+            obj = None
+        elif is_placeholder_object(obj, positions, n_pix):
+            log.info("%s: the product's object is uniform over the scan (an initial guess or "
+                     "ptychopinn's placeholder for a scan without an object), not a truth; "
+                     "the scan has no object.", source)
             obj = None
     meta = product.metadata
     return Scan(
@@ -206,7 +241,9 @@ def scan_to_product(scan: Scan, *, name: str = "ptychopinn", margin_px: int = 0,
     """A Ptychodus ``Product`` holding the scan's probe, positions (metres) and object.
 
     Without ``scan.object`` a unit object covering every patch (plus
-    ``margin_px``) is made. The object is centred at (0, 0) m.
+    ``margin_px``) is made: a placeholder (a product must hold an object) that
+    `input_to_scan` reads back as no object (`is_placeholder_object`). The
+    object is centred at (0, 0) m.
     """
     from ptychodus.api.geometry import PixelGeometry
     from ptychodus.api.object import Object, ObjectCenter, ObjectPosition
@@ -296,13 +333,33 @@ def recon_on_grid(recon, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
     return num, den
 
 
-def product_with_object(product, weighted: np.ndarray, weight: np.ndarray):
+def product_with_object(product, weighted: np.ndarray, weight: np.ndarray, *,
+                        probe: np.ndarray | None = None,
+                        positions_px: np.ndarray | None = None):
     """A copy of ``product`` whose object is ``weighted / weight`` where covered.
 
     Pixels with zero weight keep the input object's values; the grid, pixel
     geometry and centre are the input's.
+
+    Parameters
+    ----------
+    product
+        The input Ptychodus ``Product``.
+    weighted, weight
+        `recon_on_grid` of the reconstruction(s), on the input object's grid.
+    probe
+        ``(modes, N, N)``: replaces the product's probe (the probe the object was
+        refined with, ``refine_probe``); None keeps it.
+    positions_px
+        Our ``[y, x]`` positions in the input object's pixels, one per product
+        position in its order (positions the object was reconstructed at:
+        ``position_refine_epochs``, ``refine_positions``); None keeps them. Each
+        product position moves by its change in pixels times the pixel size; its
+        scan index and photon count are kept.
     """
     from ptychodus.api.object import Object
+    from ptychodus.api.probe import ProbeSequence
+    from ptychodus.api.probe_positions import ProbePosition, ProbePositionSequence
     from ptychodus.api.product import Product
 
     obj_in = product.object_
@@ -313,8 +370,22 @@ def product_with_object(product, weighted: np.ndarray, weight: np.ndarray):
     new_obj = Object(array=out.astype(base.dtype)[np.newaxis],
                      pixel_geometry=obj_in.get_pixel_geometry().copy(),
                      center=obj_in.get_center().copy())
-    return Product(metadata=product.metadata, probe_positions=product.probe_positions,
-                   probes=product.probes, object_=new_obj, losses=list(product.losses))
+    probes = product.probes
+    if probe is not None:
+        probes = ProbeSequence(array=np.asarray(probe, dtype=np.complex64), opr_weights=None,
+                               pixel_geometry=product.probes.get_pixel_geometry().copy())
+    points = product.probe_positions
+    if positions_px is not None:
+        moved = np.asarray(positions_px, dtype=np.float64) - product_positions_px(product)
+        pixel = obj_in.get_pixel_geometry()
+        points = ProbePositionSequence([
+            ProbePosition(index=p.index, x_m=p.x_m + float(dx) * pixel.width_m,
+                          y_m=p.y_m + float(dy) * pixel.height_m,
+                          probe_photon_count=p.probe_photon_count)
+            for p, (dy, dx) in zip(product.probe_positions, moved, strict=True)
+        ])
+    return Product(metadata=product.metadata, probe_positions=points,
+                   probes=probes, object_=new_obj, losses=list(product.losses))
 
 
 def reconstruction_to_product(recon, product):

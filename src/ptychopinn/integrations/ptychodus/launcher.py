@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_SERIES = "1.7."
 ACCELERATORS = ("auto", "cpu", "gpu", "mps")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 ARCHITECTURES = ("unet", "cnn")
 STITCH_WEIGHTS = ("auto", "probe", "uniform")
 
@@ -75,6 +76,7 @@ def _settings_panel(library: PtychoPINNReconstructorLibrary):
             b = ParameterViewBuilder()
             g = "Inference"
             b.add_combo_box(s.accelerator, ACCELERATORS, "Accelerator:", group=g)
+            b.add_combo_box(s.precision, PRECISIONS, "Precision (network):", group=g)
             b.add_spin_box(s.inference_batch_size, "Batch Size:", group=g)
             b.add_spin_box(s.patterns_per_chunk, "Patterns per Chunk:", group=g)
             b.add_combo_box(s.stitch_weight, STITCH_WEIGHTS, "Stitch Weight:", group=g)

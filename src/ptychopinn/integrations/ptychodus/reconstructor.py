@@ -6,7 +6,10 @@ Two `TrainableReconstructor` s, ``PINN`` (self-supervised) and ``Supervised``
 * models are our one-file bundles (``*.safetensors``); ``ptychodus -b``
   looks for ``model.ptychopinn.safetensors`` in the input directory;
 * ``reconstruct`` stitches the patterns chunk by chunk (``PatternsPerChunk``,
-  spatial stripes) and yields the product after every chunk;
+  spatial stripes) and yields the product after every chunk; a probe or
+  positions refined with the object (``refine_probe``, ``refine_positions``,
+  ``position_refine_epochs``) go into the product with it, which needs one
+  chunk (one probe, one frame for the positions);
 * ``train(input_path, output_path)`` reads ``product.h5`` + ``diffraction.h5``
   (batch layout) or an NPZ exported by ``export_training_data`` from
   ``input_path`` and writes a run directory (bundle included) to
@@ -20,7 +23,7 @@ Settings live in the INI groups ``PtychoPINNNext`` and
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from ptychodus.api.reconstruct import (
     TrainOutput,
 )
 
-from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.errors import BundleError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,23 @@ PROGRESS_GOAL = 100
 PTYCHODUS_SETS = frozenset({"model_path", "data_file", "output_dir", "backend"})
 """InferenceConfig keys that Ptychodus decides (the loaded model and its backend, the
 product); an InferenceConfigFile that sets them is refused."""
+COPY_CHUNK_BYTES = 1 << 24
+
+
+def route_lightning_logging() -> None:
+    """Let Lightning's log lines through the host's (Ptychodus's) root handlers, once.
+
+    On import Lightning gives its ``lightning`` logger a console handler of its own
+    (and, when the root logger had no handler yet, its subpackages too), so under
+    Ptychodus, which configures the root logger, each line ("GPU available: ...") was
+    printed twice, and Ptychodus's ``--log-level`` did not apply to them. When the root
+    logger has handlers, Lightning's are removed and its loggers follow the root's level;
+    otherwise (no host logging) nothing changes.
+    """
+    from ptychopinn.cli.main import route_lightning_logging as through_root
+
+    if logging.getLogger().handlers:
+        through_root()
 
 
 def algorithm_key(reconstructor: str = "PINN") -> str:
@@ -118,6 +138,34 @@ class PtychoPINNSettings:
             where = f"{path} (InferenceConfigFile, over the other {where})"
         return build(InferenceConfig, data, where=where)
 
+    def check_refinement(self, cfg, n_chunks: int, n_patterns: int) -> None:
+        """`ConfigError` for refinement options the product cannot take as asked.
+
+        ``refine_probe`` / ``refine_positions`` without ``refine_epochs`` would be ignored
+        without a word. A refined probe, or refined positions, go into the output product
+        with the object; with several chunks each would refine its own probe and correct
+        its positions in its own frame, which no one product holds consistently.
+        """
+        where = self.inference_config_file.get_value().strip() or "Ptychodus settings"
+        idle = [k for k in ("refine_probe", "refine_positions") if getattr(cfg, k)]
+        if idle and cfg.refine_epochs == 0:
+            raise ConfigError(
+                f"{where}: {' and '.join(idle)} act during the physics refinement after "
+                "inference, which is off (refine_epochs 0): set refine_epochs (e.g. 40, or "
+                "RefineEpochs in the panel), or drop them.")
+        refined = [k for k, on in (("refine_probe", cfg.refine_probe),
+                                   ("refine_positions", cfg.refine_positions),
+                                   ("position_refine_epochs", cfg.position_refine_epochs > 0))
+                   if on]
+        if refined and n_chunks > 1:
+            raise ConfigError(
+                f"{where}: {', '.join(refined)} would run on each of the {n_chunks} chunks of "
+                f"PatternsPerChunk={self.patterns_per_chunk.get_value()} patterns separately, "
+                "each refining its own probe or correcting its positions in its own frame, "
+                "which one product cannot hold consistently with its object. Set "
+                f"PatternsPerChunk to at least {n_patterns} (the scan's patterns) or use "
+                "'ptychopinn infer' for refinement.")
+
     def training_config(self, model_type: str, n_pix: int, output_dir: Path):
         """A `TrainingConfig`: ``ConfigFile`` (YAML/JSON) if set, else these settings."""
         from ptychopinn.config import TrainingConfig, build
@@ -161,6 +209,24 @@ def _align_phase(num_acc: np.ndarray, num: np.ndarray, den_acc: np.ndarray,
         return num
     c = np.vdot(num_acc[overlap], num[overlap])
     return num * np.exp(-1j * np.angle(c)) if abs(c) > 0 else num
+
+
+def _refined_probe_and_positions(recon, scan, idx: np.ndarray, cfg):
+    """``(probe, positions_px)`` to write into the product with the object, each None
+    where the reconstruction kept the input's. ``positions_px`` holds all of the scan's
+    positions (in its, the input object's, frame) with the chunk ``idx`` replaced by
+    those the object was reconstructed at (`PtychoPINNSettings.check_refinement` allows
+    refined ones only when ``idx`` is the whole scan)."""
+    probe = recon.refined_probe if cfg.refine_probe else None
+    if cfg.refine_positions and recon.refined_positions_px is not None:
+        at = recon.refined_positions_px
+    elif cfg.position_refine_epochs > 0:
+        at = recon.positions_px
+    else:
+        return probe, None
+    positions = np.array(scan.positions_px, dtype=np.float64)
+    positions[idx] = np.asarray(at, dtype=np.float64) + np.asarray(recon.frame_offset_px)
+    return probe, positions
 
 
 def load_training_scan(input_path: Path):
@@ -225,6 +291,7 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         from ptychopinn.api import load_bundle
         from ptychopinn.bundle.format import resolve_bundle_path
 
+        route_lightning_logging()
         path = resolve_bundle_path(file_path)
         model = load_bundle(path)
         trained = model.config.model.model_type
@@ -235,10 +302,28 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         log.info("loaded %s (N=%d)", path, model.config.model.N)
 
     def save_model(self, file_path: Path) -> None:
+        """Copy the loaded bundle to ``file_path`` atomically (an existing file there is
+        replaced only once the copy is complete). A folder gets the bundle under its
+        standard name inside it, as a run folder holds it (and as loading accepts)."""
+        from ptychopinn.atomic import atomic_open, check_output_file
+        from ptychopinn.bundle.format import BUNDLE_FILENAME
+
         if self._model_path is None:
             raise RuntimeError(f"{LIBRARY_NAME} {self._name}: no model loaded or trained to save.")
-        if Path(file_path).resolve() != self._model_path.resolve():
-            shutil.copyfile(self._model_path, file_path)
+        target = Path(file_path)
+        if target.is_dir():
+            target = target / BUNDLE_FILENAME
+        target = check_output_file(target, f"{LIBRARY_NAME} model file",
+                                   example=BUNDLE_FILENAME)
+        if not self._model_path.is_file():
+            raise BundleError(f"{self._model_path}: the loaded model's bundle file is no longer "
+                              f"there to copy to {target}; load or train the model again.")
+        if target.exists() and os.path.samefile(target, self._model_path):
+            return
+        with open(self._model_path, "rb") as src, atomic_open(target, "wb") as dst:
+            while block := src.read(COPY_CHUNK_BYTES):
+                dst.write(block)
+        log.info("saved %s to %s", self._model_path, target)
 
     # ------------------------------------------------------------- reconstruct
     def reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
@@ -264,11 +349,12 @@ class PtychoPINNReconstructor(TrainableReconstructor):
                 f"{n_model} x {n_model} in Ptychodus or train a model for this size."
             )
         cfg = self._settings.inference_config()
+        chunks = _chunks(scan.positions_px, self._settings.patterns_per_chunk.get_value())
+        self._settings.check_refinement(cfg, len(chunks), scan.n_patterns)
         product = parameters.product
         shape = (product.object_.height_px, product.object_.width_px)
         num = np.zeros(shape, np.complex128)
         den = np.zeros(shape, np.float64)
-        chunks = _chunks(scan.positions_px, self._settings.patterns_per_chunk.get_value())
         for k, idx in enumerate(chunks):
             recon = reconstruct(self._model, scan.subset(idx), cfg)
             n_k, d_k = recon_on_grid(recon, shape)
@@ -276,8 +362,11 @@ class PtychoPINNReconstructor(TrainableReconstructor):
             den += d_k
             progress = int(round(PROGRESS_GOAL * (k + 1) / len(chunks)))
             log.info("%s: chunk %d/%d (%d patterns)", self._name, k + 1, len(chunks), idx.size)
-            yield ReconstructOutput(product=product_with_object(product, num, den),
-                                    progress=progress, status=0)
+            probe, positions = _refined_probe_and_positions(recon, scan, idx, cfg)
+            yield ReconstructOutput(
+                product=product_with_object(product, num, den, probe=probe,
+                                            positions_px=positions),
+                progress=progress, status=0)
 
     # ------------------------------------------------------------- training
     def get_training_data_file_filter(self) -> str:
@@ -292,11 +381,14 @@ class PtychoPINNReconstructor(TrainableReconstructor):
     def train(self, input_path: Path, output_path: Path) -> Iterator[TrainOutput]:
         from ptychopinn.api import train
 
+        route_lightning_logging()
         scan = load_training_scan(Path(input_path))
         if self.model_type == "supervised" and scan.object is None:
             raise ConfigError(
                 f"{scan.source}: Supervised training needs the product's object as the truth "
-                "(e.g. an earlier iterative reconstruction); it has none that covers the scan."
+                "(e.g. an earlier iterative reconstruction); it has none that covers the scan "
+                "(an object uniform over the scan is an initial guess or a placeholder, not a "
+                "truth)."
             )
         cfg = self._settings.training_config(self.model_type, scan.patch_size, Path(output_path))
         # the output folder was chosen in Ptychodus's training dialog: train there again
