@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -139,3 +140,19 @@ def test_atomic_write_leaves_no_temp(tmp_path, model_and_cfg):
         backend="pytorch",
     )
     assert [p.name for p in tmp_path.iterdir()] == ["b.safetensors"]
+
+
+def test_non_finite_weights_are_not_saved(tmp_path, model_and_cfg):
+    """A diverged training's NaN weights would make a bundle every load refuses: saving
+    one is refused instead, naming the tensor, and no file is written."""
+    import copy
+
+    model, cfg = model_and_cfg
+    broken = copy.deepcopy(model)
+    name, weight = next((k, v) for k, v in broken.state_dict().items()
+                        if v.is_floating_point() and v.numel() > 1)
+    with torch.no_grad():
+        weight[(0,) * weight.dim()] = float("nan")
+    with pytest.raises(BundleError, match=rf"not written: '{re.escape(name)}' holds non-finite"):
+        save_pinn(tmp_path, broken, cfg)
+    assert not list(tmp_path.iterdir())

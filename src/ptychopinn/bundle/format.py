@@ -119,7 +119,9 @@ def save_bundle(
     extra: dict | None = None,
     history: list[dict] | None = None,
 ) -> Path:
-    """Write a bundle atomically; returns its path."""
+    """Write a bundle atomically; returns its path. Weights holding NaN or Inf are a
+    `BundleError` (nothing written): a diverged training leaves no bundle that would
+    only be refused when loaded."""
     from safetensors.numpy import save
 
     p = Path(path)
@@ -127,6 +129,13 @@ def save_bundle(
         p = p / BUNDLE_FILENAME
     p.parent.mkdir(parents=True, exist_ok=True)
     tensors = _to_storable(state_dict)
+    for name, arr in tensors.items():  # such a bundle could never be loaded (validate.py)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise BundleError(
+                f"{p}: not written: {name!r} holds non-finite values (NaN or Inf), as the "
+                "weights of a training that diverged do; train again with a lower "
+                "learning_rate (or check the data)."
+            )
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
