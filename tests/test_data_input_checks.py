@@ -396,3 +396,16 @@ def test_load_npz_names_the_source_it_is_given(tmp_path, caplog):
         scan = load_npz(counts, source="measured.npz.bz2")
     assert scan.source == "measured.npz.bz2"
     assert [s.split(":")[0] for s in _warnings(caplog)] == ["measured.npz.bz2"]
+
+
+def test_amplitudes_whose_squares_overflow_are_refused():
+    """Amplitudes of 1e30 square to Inf counts in float32: refused at load (they gave NaN
+    in inspect's JSON and a NaN object after a training)."""
+    d = np.ones((4, 16, 16), np.float32)
+    d[1, 3, 3] = 1e30
+    with pytest.raises(DataError, match=r"huge\.npz.*'diffraction'.*maximum 1e\+30"):
+        Scan(diffraction=d, positions_px=np.array([[8.0, 8], [8, 12], [12, 8], [12, 12]]),
+             probe=np.ones((16, 16), np.complex64), source="huge.npz")
+    d[1, 3, 3] = 1e9  # large but representable: fine
+    Scan(diffraction=d, positions_px=np.array([[8.0, 8], [8, 12], [12, 8], [12, 12]]),
+         probe=np.ones((16, 16), np.complex64))

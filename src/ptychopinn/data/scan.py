@@ -46,6 +46,10 @@ thousands of pixels; positions in metres times 1e7, or in nanometres with a
 micrometre pixel, span far more and would otherwise fail deep in the physics with
 an impossible allocation."""
 
+MAX_AMPLITUDE = 1e18
+"""Largest amplitude a scan may hold: its square (1e36 counts) still fits float32
+(3.4e38), where the physics computes the counts; a real pixel counts far below 1e12."""
+
 MIN_MEAN_STEP_PX = 0.1
 """Below this mean distance (px) from a position to its nearest distinct neighbour,
 the positions are probably not in pixels: a warning is logged."""
@@ -182,6 +186,11 @@ class Scan:
         if total == 0:  # non-negative values summing to 0
             raise _fail(src, "diffraction", "non-zero amplitudes (measured patterns)",
                         f"only zeros in all {d.shape[0]} patterns")
+        if total > MAX_AMPLITUDE and d.max() > MAX_AMPLITUDE:  # the sum bounds the max
+            raise _fail(src, "diffraction",
+                        f"amplitudes (square roots of counts) at most {MAX_AMPLITUDE:.0e}, "
+                        "whose squares (the counts) float32 holds",
+                        f"maximum {d.max():.4g}")
         n, npix = d.shape[0], d.shape[1]
 
         p = _array(self.positions_px, src, "positions_px")
