@@ -409,3 +409,23 @@ def test_amplitudes_whose_squares_overflow_are_refused():
     d[1, 3, 3] = 1e9  # large but representable: fine
     Scan(diffraction=d, positions_px=np.array([[8.0, 8], [8, 12], [12, 8], [12, 12]]),
          probe=np.ones((16, 16), np.complex64))
+
+
+def test_physical_scalars_in_a_wrong_unit_are_warned(caplog):
+    """An energy in joules, a distance in millimetres or a pixel in nanometres is legal
+    (nothing in the reconstruction reads them) but asked about, once."""
+    kw = dict(diffraction=np.ones((4, 16, 16), np.float32),
+              positions_px=np.array([[8.0, 8], [8, 12], [12, 8], [12, 12]]),
+              probe=np.ones((16, 16), np.complex64), source="units.npz")
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.data.scan"):
+        Scan(**kw, photon_energy_ev=8000.0, detector_distance_m=2.0, pixel_size_m=1e-8)
+        assert not caplog.records
+        scan = Scan(**kw, photon_energy_ev=1.28e-15, detector_distance_m=2000.0,
+                    pixel_size_m=10.0)
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "photon_energy_ev = 1.28e-15" in said and "not joules" in said
+        assert "detector_distance_m = 2000" in said and "not millimetres" in said
+        assert "pixel_size_m = 10" in said
+        caplog.clear()
+        scan.replace(source="other.npz")  # not said again for unchanged fields
+        assert not caplog.records

@@ -50,6 +50,15 @@ MAX_AMPLITUDE = 1e18
 """Largest amplitude a scan may hold: its square (1e36 counts) still fits float32
 (3.4e38), where the physics computes the counts; a real pixel counts far below 1e12."""
 
+_PLAUSIBLE = {
+    "pixel_size_m": (1e-12, 1e-3, "is it in metres (not nanometres or micrometres)?"),
+    "photon_energy_ev": (1.0, 1e7, "is it in electronvolts (not joules or keV)?"),
+    "detector_distance_m": (1e-3, 100.0, "is it in metres (not millimetres)?"),
+}
+"""Generous ranges of the physical scalars; outside, a warning asks about the unit (they
+do not enter the reconstruction, only scale bars, reports and Ptychodus's geometry, so
+nothing is refused)."""
+
 MIN_MEAN_STEP_PX = 0.1
 """Below this mean distance (px) from a position to its nearest distinct neighbour,
 the positions are probably not in pixels: a warning is logged."""
@@ -289,7 +298,12 @@ class Scan:
         for name in ("pixel_size_m", "photon_energy_ev", "detector_distance_m"):
             v = getattr(self, name)
             if v is not None:
-                object.__setattr__(self, name, _positive_scalar(v, src, name))
+                v = _positive_scalar(v, src, name)
+                object.__setattr__(self, name, v)
+                low, high, unit = _PLAUSIBLE[name]
+                if not low <= v <= high and (recheck is None or name in recheck):
+                    log.warning("%s: %s = %.4g lies outside %.0e..%.0e; %s", src, name, v,
+                                low, high, unit)
         if not isinstance(self.metadata, dict):
             raise _fail(src, "metadata", "a dict", type(self.metadata).__name__)
 
