@@ -156,3 +156,20 @@ def test_non_finite_weights_are_not_saved(tmp_path, model_and_cfg):
     with pytest.raises(BundleError, match=rf"not written: '{re.escape(name)}' holds non-finite"):
         save_pinn(tmp_path, broken, cfg)
     assert not list(tmp_path.iterdir())
+
+
+def test_read_manifest_reads_the_header_only(tmp_path, model_and_cfg, monkeypatch):
+    """The dispatcher's manifest comes from the header (no tensor read or verified);
+    a file that is no bundle still gets read_bundle's message."""
+    from ptychopinn.bundle import format as fmt
+
+    model, cfg = model_and_cfg
+    path = save_pinn(tmp_path, model, cfg)
+    monkeypatch.setattr(fmt, "read_bundle", lambda p: pytest.fail("read the whole bundle"))
+    assert fmt.read_manifest(tmp_path)["backend"] == "pytorch"
+    monkeypatch.undo()
+    other = tmp_path / "other.safetensors"
+    other.write_text("not a bundle")
+    with pytest.raises(BundleError, match="not a ptychopinn bundle"):
+        fmt.read_manifest(other)
+    assert path.is_file()

@@ -1,4 +1,4 @@
-"""The Ptychodus integration's contracts: no fake truth from a placeholder object, refined
+"""The Ptychodus integration's contracts: no fake truth from a stand-in object, refined
 probe and positions kept with the object, atomic writes, the settings panel, logging once."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_a_scan_without_object_comes_back_without_one(scan, tmp_path):
     bare = scan.replace(object=None)
     prod_p, diff_p = scan_to_ptychodus(bare, tmp_path / "product.h5", tmp_path / "diffraction.h5")
     written = np.asarray(load_product(prod_p).object_.get_layer(0))
-    assert np.all(written == 1)  # the placeholder a product must hold
+    assert np.all(written == 1)  # the stand-in a product must hold
     back = ptychodus_to_scan(prod_p, diff_p)
     assert back.object is None  # ... is not a truth
     np.testing.assert_allclose(back.diffraction, scan.diffraction, rtol=1e-6, atol=1e-6)
@@ -105,7 +105,7 @@ def test_ptychodus_default_initial_object_is_not_a_truth(scan):
     assert with_object(textured).object is not None
 
 
-def test_supervised_training_refuses_a_placeholder_object(scan, library, tmp_path):
+def test_supervised_training_refuses_a_stand_in_object(scan, library, tmp_path):
     from ptychopinn.errors import ConfigError
     from ptychopinn.integrations.ptychodus import scan_to_ptychodus
 

@@ -363,3 +363,26 @@ def test_tensorflow_resume_checks_interrupts_and_time(tmp_path, small_scan, monk
     res = api.train(cfg(nepochs=2), small_scan, resume=True)
     assert calls and [h["epoch"] for h in res.history] == [0, 1]
     assert api.load_bundle(run).manifest["extra"]["fit_seconds"] >= first
+
+
+def test_cli_exit_status_and_words_of_an_interruption(monkeypatch, capsys):
+    """The CLI returns the signal's status (143 for a scheduler's SIGTERM) with the
+    runner's words; Ctrl-C in a command that is not a training does not suggest --resume."""
+    import signal
+
+    from ptychopinn.cli import commands
+    from ptychopinn.cli.main import main
+
+    def stopped(args):
+        raise TrainingInterrupted(signal.SIGTERM, "training interrupted (SIGTERM): continue")
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "cmd_train", stopped)
+    assert main(["train", "--data", "s.npz", "--output-dir", "run", "-q"]) == 143
+    assert "interrupted: training interrupted (SIGTERM)" in capsys.readouterr().err
+    monkeypatch.setattr(commands, "cmd_infer", ctrl_c)
+    assert main(["infer", "--model", "m", "--data", "s.npz", "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted." in err and "--resume" not in err

@@ -153,11 +153,11 @@ def train(
 def _manifest_backend(path: str | os.PathLike) -> str:
     """The backend a bundle was written by; `BundleError` naming the file and what its
     manifest holds when that is missing or unknown."""
-    from ptychopinn.bundle.format import read_bundle
+    from ptychopinn.bundle.format import read_manifest
     from ptychopinn.bundle.validate import manifest_backend
 
-    manifest, _ = read_bundle(path)
-    return manifest_backend(manifest, path)
+    # the header only: the backend's loader reads and verifies the whole bundle next
+    return manifest_backend(read_manifest(path), path)
 
 
 def load_bundle(path: str | os.PathLike, backend: str | None = None):

@@ -167,6 +167,22 @@ def resolve_bundle_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The bundle's manifest from its header alone (the weights are not read): what a
+    dispatcher needs, e.g. the backend. Nothing is verified here; the loader that follows
+    verifies everything (`read_bundle`). A file whose header cannot be parsed is handed to
+    `read_bundle`, which says what is wrong with it."""
+    p = resolve_bundle_path(path)
+    try:
+        with open(p, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 0 < n <= p.stat().st_size - 8 else None
+        manifest = json.loads(header["__metadata__"][_MANIFEST_KEY])
+    except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        manifest = None
+    return manifest if isinstance(manifest, dict) else read_bundle(p)[0]
+
+
 _A_MODEL = (f"a model is the run folder written by `ptychopinn train` (it holds "
             f"{BUNDLE_FILENAME}) or that bundle file.")
 

@@ -168,7 +168,8 @@ def _whole_numbers(arr: np.ndarray) -> bool:
 def _warn_if_counts(arr: np.ndarray, key: str, path: str) -> None:
     """Warn when amplitudes under ``key`` look like photon counts (never converted)."""
     integer = arr.dtype.kind in "iu"
-    if not integer and not (np.isfinite(np.max(arr)) and np.max(arr) > 1 and _whole_numbers(arr)):
+    top = float(np.max(arr))
+    if not integer and not (np.isfinite(top) and top > 1 and _whole_numbers(arr)):
         return
     what = f"integer dtype {arr.dtype}" if integer else "only whole numbers"
     log.warning(
@@ -176,7 +177,7 @@ def _warn_if_counts(arr: np.ndarray, key: str, path: str) -> None:
         "expects amplitudes, the square root of the counts. It is read as amplitudes as it is; "
         "if it holds counts, store np.sqrt(counts) under '%s', or store the counts under "
         "'intensity' instead (read as sqrt(intensity), amplitude_units 'sqrt_counts').",
-        path, key, what, float(np.max(arr)), key,
+        path, key, what, top, key,
     )
 
 

@@ -17,7 +17,7 @@ Conventions checked against the installed Ptychodus 1.7.0 source:
 * A product always holds an object; one that is uniform over the scan (all ones
   where we wrote a scan without an object, or Ptychodus's default initial
   object) is an initial guess, not a truth, and is not carried as
-  ``Scan.object`` (`is_placeholder_object`).
+  ``Scan.object`` (`is_uniform_object`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ DEFAULT_DETECTOR_DISTANCE_M = 2.0
 DEFAULT_DETECTOR_PIXEL_M = 75e-6
 UNIFORM_OBJECT_RTOL = 1e-6
 """An object whose values over the scan differ by at most this (relative to its largest
-magnitude) is uniform: an initial guess, not a truth (`is_placeholder_object`)."""
+magnitude) is uniform: an initial guess, not a truth (`is_uniform_object`)."""
 
 
 # ---------------------------------------------------------------- Ptychodus -> Scan
@@ -52,11 +52,11 @@ def _object_array(obj, source: str) -> np.ndarray:
     return np.asarray(obj.get_layer(0))
 
 
-def is_placeholder_object(obj: np.ndarray, positions_px: np.ndarray, n_pix: int) -> bool:
+def is_uniform_object(obj: np.ndarray, positions_px: np.ndarray, n_pix: int) -> bool:
     """Whether ``obj`` is uniform over the patches at ``positions_px`` (ours, ``[y, x]``).
 
     Such an object carries no information about the sample: it is the all-ones
-    placeholder `scan_to_product` writes for a scan without an object, or
+    stand-in `scan_to_product` writes for a scan without an object, or
     Ptychodus's default initial object (ones, zero-padded outside the scan). It
     is not a truth to score against or to train on. Only the scan's footprint
     (the bounding box of its patches) is looked at, so padding around it does not
@@ -144,8 +144,8 @@ def input_to_scan(parameters, *, source: str = "ptychodus", with_object: bool = 
         Carry the product's object as ``Scan.object`` (the frame of the
         positions; the truth for supervised training and for scoring). Dropped
         with a warning when some patch lies outside it, and dropped (logged) when
-        it is uniform over the scan: that is an initial guess or our placeholder,
-        not a truth (`is_placeholder_object`).
+        it is uniform over the scan: that is an initial guess or our stand-in,
+        not a truth (`is_uniform_object`).
     """
     patterns = np.asarray(parameters.diffraction_patterns)
     product = parameters.product
@@ -178,9 +178,9 @@ def input_to_scan(parameters, *, source: str = "ptychodus", with_object: bool = 
             log.warning("%s: some patches lie outside the %s object; not carrying it.",
                         source, obj.shape)
             obj = None
-        elif is_placeholder_object(obj, positions, n_pix):
+        elif is_uniform_object(obj, positions, n_pix):
             log.info("%s: the product's object is uniform over the scan (an initial guess or "
-                     "ptychopinn's placeholder for a scan without an object), not a truth; "
+                     "ptychopinn's stand-in for a scan without an object), not a truth; "
                      "the scan has no object.", source)
             obj = None
     meta = product.metadata
@@ -241,8 +241,8 @@ def scan_to_product(scan: Scan, *, name: str = "ptychopinn", margin_px: int = 0,
     """A Ptychodus ``Product`` holding the scan's probe, positions (metres) and object.
 
     Without ``scan.object`` a unit object covering every patch (plus
-    ``margin_px``) is made: a placeholder (a product must hold an object) that
-    `input_to_scan` reads back as no object (`is_placeholder_object`). The
+    ``margin_px``) is made: a stand-in (a product must hold an object) that
+    `input_to_scan` reads back as no object (`is_uniform_object`). The
     object is centred at (0, 0) m.
     """
     from ptychodus.api.geometry import PixelGeometry

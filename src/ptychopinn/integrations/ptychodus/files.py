@@ -95,7 +95,7 @@ def ptychodus_to_scan(product_path: str | os.PathLike,
 
     The product's object is carried as ``Scan.object`` when every patch lies
     inside it and it is not uniform over the scan (a uniform object, such as the
-    placeholder `scan_to_ptychodus` writes for a scan without an object, is an
+    stand-in `scan_to_ptychodus` writes for a scan without an object, is an
     initial guess, not a truth; see `convert.input_to_scan`).
     """
     from ptychodus.api.io import load_diffraction_data, load_product

@@ -387,7 +387,7 @@ class PtychoPINNReconstructor(TrainableReconstructor):
             raise ConfigError(
                 f"{scan.source}: Supervised training needs the product's object as the truth "
                 "(e.g. an earlier iterative reconstruction); it has none that covers the scan "
-                "(an object uniform over the scan is an initial guess or a placeholder, not a "
+                "(an object uniform over the scan is an initial guess or a stand-in, not a "
                 "truth)."
             )
         cfg = self._settings.training_config(self.model_type, scan.patch_size, Path(output_path))
