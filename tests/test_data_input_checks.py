@@ -429,3 +429,29 @@ def test_physical_scalars_in_a_wrong_unit_are_warned(caplog):
         caplog.clear()
         scan.replace(source="other.npz")  # not said again for unchanged fields
         assert not caplog.records
+
+
+# ------------------------------------------------------------ Scan.subset
+@pytest.mark.parametrize(("index", "words"), [
+    ([], "selects no pattern"),
+    (np.zeros(9, bool), "selects no pattern"),
+    ([True, False], "one entry per pattern (9); found 2"),
+    ([9], "position 9 is out of range for a scan of 9"),
+    ([-10], "position -10 is out of range"),
+    ([0.5], "found dtype float64"),
+    (np.zeros((2, 2), int), "1-D index"),
+])
+def test_subset_refuses_a_bad_index_naming_it(index, words):
+    with pytest.raises(DataError) as info:
+        _scan().subset(index)
+    assert str(info.value).startswith(f"{SRC}: Scan.subset") and words in str(info.value)
+
+
+def test_subset_takes_positions_and_masks():
+    scan = _scan()
+    mask = np.zeros(9, bool)
+    mask[[1, 4]] = True
+    by_mask, by_position = scan.subset(mask), scan.subset([1, 4])
+    np.testing.assert_array_equal(by_mask.diffraction, scan.diffraction[[1, 4]])
+    np.testing.assert_array_equal(by_position.positions_px, scan.positions_px[[1, 4]])
+    np.testing.assert_array_equal(scan.subset([-1]).diffraction, scan.diffraction[-1:])

@@ -19,10 +19,9 @@ masked, positions that look like they are not in pixels).
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -66,13 +65,6 @@ the positions are probably not in pixels: a warning is logged."""
 _STEP_SAMPLE = 20_000
 """At most this many positions (an even stride through the scan) are used to estimate
 the mean nearest-neighbour step; a sparser sample can only raise it."""
-
-_RECHECK: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
-    "scan_recheck", default=None
-)
-"""Inside `Scan.replace`: the fields whose warnings are said again (the changed ones),
-so that a scan's warnings are logged once, not at every copy."""
-
 
 def _fail(source: str, key: str, expected: str, found: str) -> DataError:
     return DataError(f"{source}: '{key}' must be {expected}; found {found}.")
@@ -121,6 +113,31 @@ def _mean_nearest_step(p: np.ndarray) -> float | None:
     return float(np.mean(d[:, 1]))
 
 
+def _pattern_index(index: object, n_patterns: int, source: str) -> np.ndarray:
+    """``index`` as an integer array of pattern positions, or a `DataError` saying
+    what was expected and what was found."""
+    arr = np.asarray(index)
+    where = f"{source}: Scan.subset"
+    if arr.ndim != 1:
+        raise DataError(f"{where} takes a 1-D index of patterns; found shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.size != n_patterns:
+            raise DataError(f"{where}: a boolean mask must have one entry per pattern "
+                            f"({n_patterns}); found {arr.size}")
+        arr = np.flatnonzero(arr)
+    elif arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{where} takes integer pattern positions or a boolean mask; "
+                        f"found dtype {arr.dtype}")
+    if arr.size == 0:
+        raise DataError(f"{where}: the index selects no pattern (the scan has {n_patterns})")
+    arr = arr.astype(np.int64, copy=False)
+    bad = arr[(arr >= n_patterns) | (arr < -n_patterns)]
+    if bad.size:
+        raise DataError(f"{where}: pattern position {int(bad[0])} is out of range for a scan "
+                        f"of {n_patterns} patterns")
+    return arr
+
+
 @dataclass(frozen=True, eq=False)
 class Scan:
     """A validated ptychographic scan.
@@ -166,10 +183,14 @@ class Scan:
     source: str = "<memory>"
     metadata: dict = field(default_factory=dict)
     positions_key: str | None = None
+    _warn_about: InitVar[frozenset[str] | None] = None
+    """Private (`Scan.replace` / `subset`): the fields whose warnings are said again (the
+    changed ones), so that a scan's warnings are logged once, not at every copy; None
+    (a new scan): all of them."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _warn_about: frozenset[str] | None) -> None:
         src = self.source
-        recheck = _RECHECK.get()
+        recheck = _warn_about
         if self.positions_key is not None and not isinstance(self.positions_key, str):
             raise _fail(src, "positions_key", "a string or None", repr(self.positions_key))
         pos_name = "positions_px" + (
@@ -404,8 +425,10 @@ class Scan:
         return self._copy(frozenset(changes), **changes)
 
     def subset(self, index: np.ndarray) -> Scan:
-        """The scan restricted to the patterns at ``index``."""
-        index = np.asarray(index)
+        """The scan restricted to the patterns at ``index``: integer positions in
+        ``[-n_patterns, n_patterns)`` (numpy's meaning) or a boolean mask of length
+        ``n_patterns``; at least one pattern must be selected."""
+        index = _pattern_index(index, self.n_patterns, self.source)
         return self._copy(
             frozenset(),
             diffraction=self.diffraction[index],
@@ -415,8 +438,4 @@ class Scan:
 
     def _copy(self, recheck: frozenset[str], **changes: object) -> Scan:
         """`dataclasses.replace`, saying again only the warnings about ``recheck``."""
-        token = _RECHECK.set(recheck)
-        try:
-            return dataclasses.replace(self, **changes)
-        finally:
-            _RECHECK.reset(token)
+        return dataclasses.replace(self, _warn_about=recheck, **changes)
