@@ -59,6 +59,64 @@ def test_training_uses_the_retrieved_probe(tmp_path, small_scan) -> None:
     assert _probe_error(model_probe, small_scan.probe) < 0.6 * _probe_error(guess, small_scan.probe)
 
 
+def _same_up_to_scale(a: np.ndarray, b: np.ndarray) -> bool:
+    """The model keeps its probe normalised: the same probe up to a real factor."""
+    return abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)) > 1 - 1e-6
+
+
+def test_resume_continues_with_the_probe_retrieved_before(tmp_path, small_scan, monkeypatch,
+                                                           caplog) -> None:
+    """The retrieval is kept in the run folder (it alone does not make the folder a
+    training), ``resume`` uses it instead of retrieving again, ``overwrite`` retrieves
+    anew, and a damaged file is said and retrieved again."""
+    import logging
+
+    import ptychopinn.refinement as refinement
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import load_pinn
+    from ptychopinn.training.retrieved_probe import retrieved_probe_path
+
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(args[1])
+        return retrieve_probe(*args, **kw)
+
+    monkeypatch.setattr(refinement, "retrieve_probe", counted)
+    scan = small_scan.replace(probe=_rough_guess(small_scan.probe))
+    run = tmp_path / "run"
+
+    def cfg(nepochs: int) -> TrainingConfig:
+        return TrainingConfig(
+            output_dir=str(run), model={"N": 32, "n_filters_scale": 0.25}, nepochs=nepochs,
+            probe_refine_epochs=4, save_reconstruction=False, max_time_minutes=None,
+            execution={"accelerator": "cpu", "logger": "none", "progress_bar": False},
+        )
+
+    kept = retrieved_probe_path(run)
+    api.train(cfg(1), scan)
+    assert calls == [4] and kept.is_file()
+    with np.load(kept, allow_pickle=False) as f:
+        retrieved = f["probe"]
+    assert _probe_error(retrieved, scan.probe) > 0  # a new probe, not the guess
+    assert _same_up_to_scale(load_pinn(run).model.physics.probe.numpy(), retrieved)
+
+    with caplog.at_level(logging.INFO, logger="ptychopinn.training.retrieved_probe"):
+        api.train(cfg(2), scan, resume=True)
+    assert calls == [4], "resume retrieved the probe again"
+    assert "not retrieved again" in caplog.text
+    assert _same_up_to_scale(load_pinn(run).model.physics.probe.numpy(), retrieved)
+
+    kept.write_bytes(b"not an npz")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.training.retrieved_probe"):
+        api.train(cfg(3), scan, resume=True)
+    assert calls == [4, 4] and "cannot be read" in caplog.text and str(kept) in caplog.text
+
+    api.train(cfg(1), scan, overwrite=True)
+    assert calls == [4, 4, 4] and kept.is_file()
+
+
 def test_cli_flag_sets_probe_refine_epochs() -> None:
     from ptychopinn.cli.commands import train_config_from_args
     from ptychopinn.cli.main import build_parser

@@ -117,7 +117,8 @@ def train(
     ``callbacks`` are framework callbacks (Lightning callbacks for 'pytorch').
     With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
     (`ptychopinn.refinement.retrieve_probe`) and the model trains with it (and at
-    corrected positions with ``config.probe_refine_positions``).
+    corrected positions with ``config.probe_refine_positions``); the retrieval is kept
+    in the run folder, and ``resume`` continues with it instead of retrieving again.
     ``scan`` may also be a file, read as `reconstruct` reads it (`ptychopinn.load_scan`).
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
@@ -133,18 +134,16 @@ def train(
 
         scan = load_scan(scan)
     if config.probe_refine_epochs > 0:
-        from ptychopinn.refinement import retrieve_probe
         from ptychopinn.refinement.reconstruction import device_name
         from ptychopinn.training.checks import check_training_inputs, load_training_scan
+        from ptychopinn.training.retrieved_probe import retrieved_scan
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)
         # a bad test scan or option is reported before the retrieval's minutes too
         check_training_inputs(config, scan, resume=resume, overwrite=overwrite)
-        scan = retrieve_probe(scan, config.probe_refine_epochs,
-                              positions=config.probe_refine_positions, seed=config.seed,
-                              device=device_name(config),
-                              keep_linear=config.position_keep_linear)
+        # kept in the run folder: a resumed run continues with the same probe
+        scan = retrieved_scan(config, scan, resume=resume, device=device_name(config))
     kw = {"extra_callbacks": callbacks} if callbacks else {}
     with each_message_once(PRIOR_LOGGER):
         return backend.train(config, scan, resume=resume, overwrite=overwrite, **kw)
