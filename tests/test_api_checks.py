@@ -235,6 +235,124 @@ def test_options_the_backend_cannot_honour_are_refused_before_it_loads(
             pp.reconstruct(tf_bundle, scan, cfg)
 
 
+def test_a_loaded_model_runs_on_its_own_backend_and_another_choice_is_refused(
+        tf_bundle, scan, monkeypatch) -> None:
+    """A loaded model cannot switch backends: an explicit other ``config.backend`` is a
+    ConfigError naming both, before the position correction's minutes (it was silently
+    ignored, and the options checked against the backend that did not run)."""
+    import ptychopinn.refinement as refinement
+
+    def not_reached(*a, **k):
+        raise AssertionError("correct_positions ran before the refusal")
+
+    monkeypatch.setattr(refinement, "correct_positions", not_reached)
+    loaded_tf = pp.load_bundle(tf_bundle)
+    with pytest.raises(ConfigError, match=r"'pytorch' but the model given is a loaded "
+                                          r"'tensorflow' model"):
+        pp.reconstruct(loaded_tf, scan, pp.InferenceConfig(backend="pytorch",
+                                                           position_refine_epochs=3))
+
+
+def test_a_loaded_pytorch_model_refuses_backend_tensorflow(scan, tmp_path) -> None:
+    import torch
+
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    cfg = pp.TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
+    loaded = pp.load_bundle(tmp_path)
+    with pytest.raises(ConfigError, match=r"load_bundle\(path, backend='tensorflow'\)"):
+        pp.reconstruct(loaded, scan, pp.InferenceConfig(backend="tensorflow"))
+    assert pp.reconstruct(loaded, scan, pp.InferenceConfig(backend="pytorch",
+                                                           figures=False)).backend == "pytorch"
+
+
+def test_callbacks_with_backend_tensorflow_are_refused_before_any_work(scan, tmp_path,
+                                                                       monkeypatch) -> None:
+    def not_reached(name):
+        raise AssertionError(f"get_backend({name!r}) was reached")
+
+    monkeypatch.setattr(api, "get_backend", not_reached)
+    cfg = pp.TrainingConfig(backend="tensorflow", output_dir=str(tmp_path / "run"),
+                            model={"N": 32})
+    with pytest.raises(ConfigError, match=r"callbacks are Lightning callbacks.*'tensorflow'"):
+        pp.train(cfg, scan, callbacks=[object()])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("execution", [{"devices": 2}, {"strategy": "ddp"}, {"num_nodes": 2}])
+def test_inference_on_several_devices_is_refused_not_ignored(tmp_path, scan, execution,
+                                                            monkeypatch) -> None:
+    """Inference runs on one device: several devices, DDP or nodes were silently ignored;
+    now a ConfigError naming them, before the bundle's backend loads; `infer` has no
+    --devices flag."""
+    from ptychopinn.cli.main import build_parser
+
+    def not_reached(name):
+        raise AssertionError(f"get_backend({name!r}) was reached")
+
+    import torch
+
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    cfg = pp.TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    save_pinn(tmp_path, PtychoPINN(cfg.model, probe).eval(), cfg)
+    monkeypatch.setattr(api, "get_backend", not_reached)
+    with pytest.raises(ConfigError, match=r"inference runs on one device.*" +
+                       next(iter(execution))):
+        pp.reconstruct(tmp_path, scan, pp.InferenceConfig(execution=execution))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["infer", "--model", "m", "--data", "s", "--devices", "2"])
+
+
+@pytest.mark.parametrize(("backend", "planted", "other"), [
+    ("tensorflow", "last.ckpt", "pytorch"), ("pytorch", "checkpoint", "tensorflow")])
+def test_resume_of_the_other_backends_run_says_which_backend_before_loading(
+        scan, tmp_path, monkeypatch, backend, planted, other) -> None:
+    """--resume on a folder holding the other backend's checkpoint named that backend
+    only by omission ('start without --resume', which is then refused); now it says
+    which backend trained there, before either framework loads."""
+    def not_reached(name):
+        raise AssertionError(f"get_backend({name!r}) was reached")
+
+    monkeypatch.setattr(api, "get_backend", not_reached)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / planted).write_bytes(b"x")
+    cfg = pp.TrainingConfig(backend=backend, output_dir=str(tmp_path / "run"), model={"N": 32})
+    with pytest.raises(ConfigError, match=rf"holds a '{other}' training: resume it with "
+                                          rf"--backend {other}, or start again with "
+                                          "--overwrite"):
+        pp.train(cfg, scan, resume=True)
+
+
+def test_init_from_a_tensorflow_bundle_into_a_pytorch_training_is_refused_first(
+        tf_bundle, scan, tmp_path) -> None:
+    from ptychopinn.training.checks import check_init_from
+
+    cfg = pp.TrainingConfig(output_dir=str(tmp_path / "run"), init_from=str(tf_bundle),
+                            model={"N": 32, "n_filters_scale": 0.25})
+    with pytest.raises(ConfigError, match=r"init_from \(--init\) .*'tensorflow' bundle "
+                                          r"cannot start a 'pytorch' training"):
+        check_init_from(cfg)
+
+
+def test_training_on_a_gpu_torch_does_not_see_is_refused_before_the_run(scan, tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: 'gpu' is honoured here")
+    cfg = pp.TrainingConfig(output_dir=str(tmp_path / "run"), execution={"accelerator": "gpu"},
+                            model={"N": 32, "n_filters_scale": 0.25}, nepochs=1)
+    with pytest.raises(ConfigError, match=r"accelerator \(--accelerator\) is 'gpu' but torch "
+                                          "sees no CUDA device"):
+        pp.train(cfg, scan)
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------- bad values
 def test_unknown_backend_of_load_bundle_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError) as ei:

@@ -219,3 +219,14 @@ def test_pretrain_may_start_again_where_no_bundle_was_saved(tmp_path) -> None:
     (run / "model.ptychopinn.safetensors").write_bytes(b"x")
     with pytest.raises(OutputPathError, match="already holds a pretrained model"):
         check_run_dir(run)
+
+
+def test_backend_flag_takes_the_configs_backends_and_names_itself(capsys) -> None:
+    from ptychopinn.cli.main import CLI_BACKENDS, build_parser
+    from ptychopinn.config.schema import BACKENDS
+
+    assert CLI_BACKENDS == BACKENDS
+    for command in ("train", "infer"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--backend", "keras"])
+        assert "argument --backend: invalid choice: 'keras'" in capsys.readouterr().err

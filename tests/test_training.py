@@ -102,12 +102,21 @@ def test_a_second_training_into_a_trained_folder_needs_resume_or_overwrite(tmp_p
     save_npz(small_scan, data)
     assert main(["train", "--data", str(data), "--output-dir", str(run), "-q"]) == 2
     assert bundle.read_bytes() == before and (run / "checkpoints" / "last.ckpt").is_file()
-    # a stale checkpoint of the old run must not survive the replacement
+    # a stale checkpoint, the old run's scores and logs must not survive the replacement;
+    # the user's own files in the folder do
     (run / "checkpoints" / "old-epoch.ckpt").write_bytes(b"x")
+    stale = [run / "reconstruction" / "metrics.json", run / "test_reconstruction" / "a.png",
+             run / "logs" / "csv" / "version_0" / "metrics.csv", run / "retrieved_probe.npz"]
+    for f in stale + [run / "notes.txt"]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"old")
     res = api.train(_cfg(tmp_path, nepochs=1), small_scan, overwrite=True)
     assert [h["epoch"] for h in res.history] == [0]
     assert bundle.read_bytes() != before
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert [f for f in stale if f.exists()] == []
+    assert not (run / "reconstruction").exists() and not (run / "logs").exists()
+    assert (run / "notes.txt").read_bytes() == b"old"
     assert api.load_bundle(run).manifest["extra"]["epochs_done"] == 1
 
 

@@ -114,7 +114,7 @@ def train(
     (`OutputPathError`) unless ``resume`` continues that training from its
     checkpoint or ``overwrite`` replaces it.
 
-    ``callbacks`` are framework callbacks (Lightning callbacks for 'pytorch').
+    ``callbacks`` are Lightning callbacks ('pytorch' only; refused for 'tensorflow').
     With ``config.probe_refine_epochs > 0`` the scan's probe is first refined
     (`ptychopinn.refinement.retrieve_probe`) and the model trains with it (and at
     corrected positions with ``config.probe_refine_positions``); the retrieval is kept
@@ -123,11 +123,19 @@ def train(
     Returns a ``TrainResult`` whose ``backend`` names the framework used.
     """
     _check_train_args(config, scan)
+    if callbacks and config.backend != "pytorch":
+        raise ConfigError(
+            f"train: callbacks are Lightning callbacks, run by the 'pytorch' backend only; "
+            f"config.backend is {config.backend!r} (found {len(callbacks)} callback(s)). "
+            "Pass callbacks=None, or train with backend 'pytorch'."
+        )
     check_output_dir(config.output_dir, "output_dir (the run folder)")  # before any work
     check_execution_options(config.backend, config.execution, training=True)
-    from ptychopinn.training.checks import check_run_folder
+    from ptychopinn.training.checks import check_run_folder, resume_checkpoint
 
     check_run_folder(config, resume=resume, overwrite=overwrite)
+    if resume:  # a checkpoint of this backend, before its framework loads
+        resume_checkpoint(config)
     backend = get_backend(config.backend)
     if _is_path(scan):
         from ptychopinn.data.readers import load_scan
@@ -135,13 +143,20 @@ def train(
         scan = load_scan(scan)
     if config.probe_refine_epochs > 0:
         from ptychopinn.refinement.reconstruction import device_name
-        from ptychopinn.training.checks import check_training_inputs, load_training_scan
+        from ptychopinn.training.checks import (
+            check_training_inputs,
+            clear_run_folder,
+            load_training_scan,
+        )
         from ptychopinn.training.retrieved_probe import retrieved_scan
 
         if scan is None:
             scan = load_training_scan(config.train_data_file)
         # a bad test scan or option is reported before the retrieval's minutes too
         check_training_inputs(config, scan, resume=resume, overwrite=overwrite)
+        if overwrite:  # the old run goes first: the new retrieval is kept in the folder
+            clear_run_folder(config.output_dir)
+            overwrite = False
         # kept in the run folder: a resumed run continues with the same probe
         scan = retrieved_scan(config, scan, resume=resume, device=device_name(config))
     kw = {"extra_callbacks": callbacks} if callbacks else {}
@@ -191,7 +206,8 @@ def reconstruct(
     predicts and stitches at them.
     A bundle path is loaded with the bundle's own backend unless ``config.backend``
     was set explicitly (then a PyTorch bundle is converted to TensorFlow, and a
-    TensorFlow bundle is refused by 'pytorch')."""
+    TensorFlow bundle is refused by 'pytorch'); a loaded model runs on its own backend,
+    and an explicit ``config.backend`` naming another one is refused (`ConfigError`)."""
     from ptychopinn.data.readers import load_scan
 
     _check_reconstruct_args(model, scan, config)
@@ -208,7 +224,16 @@ def reconstruct(
         check_execution_options(backend, config.execution)
         model = get_backend(backend).load_bundle(model)
     else:
-        check_execution_options(config.backend if chosen else model.backend, config.execution)
+        if chosen and config.backend != model.backend:
+            convert = (" (a PyTorch bundle converts to TensorFlow when loaded: "
+                       "load_bundle(path, backend='tensorflow'))" if model.backend == "pytorch"
+                       else "")
+            raise ConfigError(
+                f"reconstruct: config.backend is {config.backend!r} but the model given is a "
+                f"loaded {model.backend!r} model; leave backend unset (the model's own) or "
+                f"set it to {model.backend!r}{convert}."
+            )
+        check_execution_options(model.backend, config.execution)
     if not chosen and config.backend != model.backend:
         config = config.model_copy(update={"backend": model.backend})
     if scan is None:

@@ -48,14 +48,23 @@ def check_execution_options(backend: str, execution, *, training: bool = False) 
     framework loads or any work starts (TensorFlow's import alone takes seconds).
 
     ``execution`` is an `ExecutionConfig`; ``training`` adds the options only training
-    reads (strategy, devices, nodes, logger). Whether a GPU is visible is the
-    backend's own check, once its framework is loaded.
+    reads (strategy, devices, nodes, logger); inference (either backend) runs on one
+    device and refuses several. Whether a GPU is visible is the backend's own check,
+    once its framework is loaded.
     """
     from ptychopinn.errors import ConfigError
 
+    ex = execution
+    if not training and (ex.strategy != "auto" or ex.num_nodes != 1
+                         or ex.devices not in (1, "auto")):
+        raise ConfigError(
+            "inference runs on one device (the first GPU, or the CPU): execution.strategy "
+            f"must be 'auto', devices 1 and num_nodes 1; found strategy={ex.strategy!r}, "
+            f"devices={ex.devices!r}, num_nodes={ex.num_nodes} (several devices are for "
+            "training; run one infer per scan on each device instead)."
+        )
     if validate_backend(backend) != "tensorflow":
         return
-    ex = execution
     if ex.accelerator == "mps":
         raise ConfigError("execution.accelerator='mps' is not supported by the tensorflow "
                           "backend; use 'cpu', 'gpu' or 'auto' (or backend 'pytorch').")

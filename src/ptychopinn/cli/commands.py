@@ -314,7 +314,6 @@ def infer_config_from_args(args: argparse.Namespace):
         "position_keep_linear": True if args.position_keep_linear else None,
         "figures": False if args.no_figures else None,
         "execution.accelerator": args.accelerator,
-        "execution.devices": _devices(args.devices),
         "execution.precision": args.precision,
         # -q: only warnings and errors, so no refinement progress bar either
         "execution.progress_bar": False if args.quiet else None,

@@ -19,6 +19,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ptychopinn import __version__  # noqa: E402
 
+CLI_BACKENDS = ("pytorch", "tensorflow")
+"""``--backend``'s choices: `ptychopinn.config.schema.BACKENDS` (kept here so that the
+parser is built without importing the configuration's dependencies; a test compares)."""
+
 
 def _batch_size(text: str) -> int | str:
     """infer's ``--batch-size``: a whole number >= 1, or 'auto'."""
@@ -104,10 +108,12 @@ def _common(p: argparse.ArgumentParser, *, train: bool) -> None:
         metavar="KEY=VALUE",
         help=_set_help(command),
     )
-    p.add_argument("--backend", choices=None, help="'pytorch' (default) or 'tensorflow'.")
+    p.add_argument("--backend", choices=CLI_BACKENDS,
+                   help="'pytorch' (default) or 'tensorflow'.")
     p.add_argument("--accelerator", help="cpu | gpu | auto.")
-    p.add_argument("--devices", help="Number of devices (or 'auto').")
     if train:
+        p.add_argument("--devices", help="Number of devices (or 'auto'); several train "
+                                         "with DDP (inference runs on one).")
         p.add_argument("--batch-size", type=_train_batch_size, metavar="N",
                        help="Groups per optimisation step (a whole number; default 16, "
                             "batch_size).")

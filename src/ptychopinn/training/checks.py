@@ -64,9 +64,16 @@ def check_init_from(cfg: TrainingConfig) -> None:
     BundleError when that is not a readable bundle. ``model.prior_recipe`` 'auto' is
     resolved as the training will: a fine-tuning takes its bundle's recipe."""
     from ptychopinn.bundle.format import manifest_config, read_bundle
+    from ptychopinn.bundle.validate import manifest_backend
     from ptychopinn.models.prior_recipe import resolve_prior_recipe
 
     manifest, _ = read_bundle(cfg.init_from)
+    if cfg.backend == "pytorch" and manifest_backend(manifest, cfg.init_from) == "tensorflow":
+        raise ConfigError(
+            f"init_from (--init) {cfg.init_from}: a 'tensorflow' bundle cannot start a "
+            "'pytorch' training (TensorFlow bundles are not converted to PyTorch); train "
+            "with --backend tensorflow, or give --init a PyTorch bundle."
+        )
     init_model = manifest_config(manifest, cfg.init_from).model
     # with a bundle to be like (``like``), the recipe is settled without reading the probe
     model, _ = resolve_prior_recipe(cfg.model, None, like=init_model)
@@ -292,6 +299,14 @@ def write_resume_state(ckpt_dir: Path, cfg: TrainingConfig, scan: Scan, *,
         "epochs_done": int(epochs_done), "fit_seconds": float(fit_seconds)}, indent=1))
 
 
+def _start_again(other_found: bool, other: str) -> str:
+    """What to do when ``--resume`` finds no checkpoint of the run's backend."""
+    if other_found:
+        return (f"the folder holds a {other!r} training: resume it with --backend {other}, "
+                "or start again with --overwrite.")
+    return "start without --resume."
+
+
 def check_resume(cfg: TrainingConfig, scan: Scan | None = None) -> ResumePoint:
     """ConfigError when ``resume`` cannot continue the training in ``cfg.output_dir``: no
     checkpoint of the run's backend, one that cannot be read (plain data only: never
@@ -300,16 +315,27 @@ def check_resume(cfg: TrainingConfig, scan: Scan | None = None) -> ResumePoint:
     (with ``scan``) another training scan than its own (`scan_fingerprint`). Checked
     before anything is written to the run folder (the run would otherwise overwrite its
     config.yaml first). Returns what it continues."""
-    ckpts = Path(cfg.output_dir) / "checkpoints"
+    where = resume_checkpoint(cfg)
     if cfg.backend == "tensorflow":
-        if not (ckpts / "checkpoint").is_file():
+        return _compare_resume(cfg, scan, where, read_resume_state(where / RESUME_STATE_FILE))
+    return _compare_resume(cfg, scan, where, _pytorch_saved(where))
+
+
+def resume_checkpoint(cfg: TrainingConfig) -> Path:
+    """The checkpoint ``--resume`` continues (PyTorch's ``last.ckpt``, TensorFlow's
+    checkpoint folder); ConfigError when the run folder holds none of the run's backend
+    (saying so where it holds the other backend's). Cheap: nothing is read."""
+    ckpts = Path(cfg.output_dir) / "checkpoints"
+    tf_found, pt_found = (ckpts / "checkpoint").is_file(), (ckpts / "last.ckpt").is_file()
+    if cfg.backend == "tensorflow":
+        if not tf_found:
             raise ConfigError(f"--resume: no tensorflow checkpoint in {ckpts}; "
-                              "start without --resume.")
-        return _compare_resume(cfg, scan, ckpts, read_resume_state(ckpts / RESUME_STATE_FILE))
-    last = ckpts / "last.ckpt"
-    if not last.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {last}; start without --resume.")
-    return _compare_resume(cfg, scan, last, _pytorch_saved(last))
+                              + _start_again(pt_found, "pytorch"))
+        return ckpts
+    if not pt_found:
+        raise ConfigError(f"--resume: no checkpoint at {ckpts / 'last.ckpt'}; "
+                          + _start_again(tf_found, "tensorflow"))
+    return ckpts / "last.ckpt"
 
 
 def resumed_config(cfg: TrainingConfig, point: ResumePoint | None) -> TrainingConfig:
@@ -329,6 +355,19 @@ def trained_run_files(run_dir: str | os.PathLike) -> list[Path]:
     if ckpts.is_dir() and any(ckpts.iterdir()):
         found.append(ckpts)
     return found
+
+
+def check_torch_accelerator(accelerator: str) -> None:
+    """ConfigError when ``execution.accelerator`` asks for a device torch does not see
+    (Lightning's MisconfigurationException traceback otherwise, once the run started)."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"execution.accelerator (--accelerator) is {accelerator!r} but torch "
+                          "sees no CUDA device; use 'cpu' or 'auto'.")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("execution.accelerator (--accelerator) is 'mps' but torch sees no "
+                          "Apple GPU (MPS); use 'cpu' or 'auto'.")
 
 
 def check_run_folder(cfg: TrainingConfig, *, resume: bool = False,
@@ -351,13 +390,24 @@ def check_run_folder(cfg: TrainingConfig, *, resume: bool = False,
         )
 
 
+RUN_OUTPUTS = ("reconstruction", "test_reconstruction", "logs", "loss_curve.png",
+               "history.json", "retrieved_probe.npz")
+"""What a training writes into its run folder besides the bundle and the checkpoints
+(`trained_run_files`); ``overwrite`` removes them too. Anything else in the folder is
+the user's and is left alone (``config.yaml`` is written again by the new run)."""
+
+
 def clear_run_folder(run_dir: Path) -> None:
-    """Remove a previous training's bundle and checkpoints (``overwrite``), so that the new
-    run cannot resume, or be mistaken for, the old one."""
+    """Remove a previous training's bundle, checkpoints and outputs (`RUN_OUTPUTS`:
+    reconstructions, logs, history, loss curve, retrieved probe) for ``overwrite``, so
+    that the new run cannot resume, or be mistaken for, the old one, and no old score
+    or log is left beside the new model."""
     import shutil
 
-    for f in trained_run_files(run_dir):
-        if f.is_dir():
+    run = Path(run_dir)
+    outputs = [run / name for name in RUN_OUTPUTS if (run / name).exists()]
+    for f in trained_run_files(run) + outputs:
+        if f.is_dir() and not f.is_symlink():
             shutil.rmtree(f)
         else:
             f.unlink()
@@ -381,6 +431,8 @@ def checked_training_inputs(cfg: TrainingConfig, scan: Scan, *, resume: bool = F
     """`check_training_inputs`, and what ``resume`` continues (`check_resume`; None for a
     new run)."""
     check_run_folder(cfg, resume=resume, overwrite=overwrite)
+    if cfg.backend == "pytorch":
+        check_torch_accelerator(cfg.execution.accelerator)
     point = None
     if resume:
         point = check_resume(cfg, scan)

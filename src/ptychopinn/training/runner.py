@@ -472,8 +472,9 @@ def post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan, test: Sc
     if not cfg.save_reconstruction and test is None:
         return
     loaded = load(result.bundle_path)
-    icfg = InferenceConfig(backend=backend,
-                           execution=cfg.execution.model_copy(update={"logger": "none"}))
+    # inference runs on one device, whatever the training ran on
+    one = {"logger": "none", "devices": 1, "strategy": "auto", "num_nodes": 1}
+    icfg = InferenceConfig(backend=backend, execution=cfg.execution.model_copy(update=one))
     if cfg.save_reconstruction:
         recon = reconstruct(loaded, scan, icfg)
         write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
