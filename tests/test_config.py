@@ -166,3 +166,15 @@ def test_early_stop_note_names_the_time_limit() -> None:
     both = TrainingConfig(early_stopping_patience=3)
     assert "early stopping (patience 3)" in early_stop_note(10, both)
     assert "interruption" in early_stop_note(10, TrainingConfig(max_time_minutes=None))
+
+
+@pytest.mark.parametrize("minutes", [float("inf"), float("-inf"), float("nan"), "inf", 1e13,
+                                     525_601])
+def test_max_time_minutes_must_be_finite_and_at_most_a_year(minutes):
+    with pytest.raises(ConfigError, match="max_time_minutes"):
+        build(TrainingConfig, {"max_time_minutes": minutes})
+
+
+@pytest.mark.parametrize("minutes", [None, 0.5, 525_600])
+def test_max_time_minutes_accepts_none_and_a_year(minutes):
+    assert build(TrainingConfig, {"max_time_minutes": minutes}).max_time_minutes == minutes

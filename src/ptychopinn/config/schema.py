@@ -495,6 +495,11 @@ class ExecutionConfig(_Section):
         return v
 
 
+MAX_TIME_MINUTES = 365 * 24 * 60.0
+"""Largest ``max_time_minutes`` (one year): a larger or infinite budget overflows the
+trainer's `datetime.timedelta`; None is "no limit"."""
+
+
 class TrainingConfig(_Section):
     """A training run: data, model, optimisation and outputs."""
 
@@ -511,7 +516,8 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, ge=1, le=65536, description="Groups per optimisation step.")
     nepochs: int = Field(60, ge=1, le=100000, description="Maximum epochs.")
     max_time_minutes: float | None = Field(
-        8.0, gt=0, description="Stop training after this many minutes (None: no limit)."
+        8.0, gt=0, le=MAX_TIME_MINUTES, allow_inf_nan=False,
+        description="Stop training after this many minutes, at most one year (None: no limit).",
     )
     nll_weight: float = Field(
         1.0, ge=0, description="Weight of the Poisson negative log-likelihood."

@@ -46,8 +46,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     recipe, overrides = split_options(args)
     from_config = overrides.pop("max_time_minutes", DEFAULT_MAX_MINUTES)
     max_minutes = args.max_minutes if args.max_minutes is not None else from_config
-    seed_config = int(overrides.pop("seed", 0) or 0)
-    seed = args.seed if args.seed is not None else seed_config
+    # not converted here: the training config validates it and names the key on an error
+    seed = args.seed if args.seed is not None else overrides.pop("seed", None)
     result = pretrain(
         args.probe,
         scan=args.scan,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from scipy.spatial import cKDTree
 
 from ptychopinn.data.scan import Scan
@@ -44,6 +44,14 @@ Pattern = Literal["mixed", "raster", "fermat", "random", "scan"]
 CONTRASTS: tuple[str, ...] = ("mixed", "phase", "weak", "amplitude")
 CONTRAST_WEIGHTS: tuple[float, ...] = (0.5, 0.2, 0.15, 0.15)
 DEFAULT_PHOTONS = 1e6
+MIN_POSITIONS = 16
+"""Fewest scan positions per object (`PretrainConfig.positions_per_object`)."""
+MAX_PATTERNS = 1_000_000
+"""Most patterns (``n_objects x positions_per_object``) of one pretraining scan."""
+MAX_MEMORY_GB = 16.0
+"""Most memory the simulated scan may need (object canvas, patterns, one tile's object)."""
+MIN_STEP_PX = 0.5
+"""Smallest scan step: below half a pixel, neighbouring patterns nearly coincide."""
 
 
 class PretrainConfig(BaseModel):
@@ -53,10 +61,11 @@ class PretrainConfig(BaseModel):
 
     n_objects: int = Field(24, ge=1, le=100_000, description="Simulated objects (tiles).")
     positions_per_object: int = Field(
-        196, ge=16, le=100_000, description="Scan positions per object."
+        196, ge=MIN_POSITIONS, le=100_000, description="Scan positions per object."
     )
     step_px: float | None = Field(
-        None, gt=0, description="Scan step in pixels; None: the scan's, else N / 8."
+        None, gt=0, description="Scan step in pixels, from 0.5 to below N; None: the scan's, "
+        "else N / 8."
     )
     pattern: Pattern = Field(
         "mixed",
@@ -87,11 +96,25 @@ class PretrainConfig(BaseModel):
             raise ValueError(f"dose_range must satisfy 0 < min <= max; found {v}")
         return v
 
-    @model_validator(mode="after")
-    def _kinds(self) -> PretrainConfig:
-        if not self.object_kinds:
-            raise ValueError("object_kinds must name at least one generator")
-        return self
+    @field_validator("positions_per_object")
+    @classmethod
+    def _total(cls, v: int, info: ValidationInfo) -> int:
+        n = info.data.get("n_objects")
+        if n is not None and n * v > MAX_PATTERNS:
+            raise ValueError(
+                f"n_objects x positions_per_object must be at most {MAX_PATTERNS:,} patterns; "
+                f"found {n} x {v} = {n * v:,}"
+            )
+        return v
+
+    @field_validator("object_kinds")
+    @classmethod
+    def _kinds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(
+                f"expected at least one of {', '.join(ObjectKind.__args__)}; found an empty list"
+            )
+        return v
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,62 @@ def expected_counts(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray
     return total
 
 
+def _check_step(step_px: float, N: int) -> None:
+    """ConfigError when the step makes neighbouring positions coincide or leaves their
+    N x N windows without overlap."""
+    if not MIN_STEP_PX <= step_px < N:
+        raise ConfigError(
+            f"pretrain.step_px: expected a scan step from {MIN_STEP_PX:g} px (closer positions "
+            f"nearly coincide) to below N = {N} px (neighbouring {N}x{N} patterns would not "
+            f"overlap); found {step_px:.3g} px (pretrain.step_px, else the --scan's step, "
+            "else N / 8)."
+        )
+
+
+def _check_template(
+    template_px: np.ndarray | None, per_object: int, neighbor_count: int
+) -> None:
+    """ConfigError when the --scan template has too few positions for one object's
+    window; a warning when it has fewer than ``per_object`` (each object gets them all)."""
+    if template_px is None:
+        raise ConfigError("pretrain.pattern='scan' needs a template scan (--scan SCAN).")
+    n = int(template_px.shape[0])
+    need = max(MIN_POSITIONS, neighbor_count)
+    if n < need:
+        raise ConfigError(
+            f"--scan: each simulated object is scanned by a window of the scan's positions "
+            f"and needs at least {need} (pretrain.positions_per_object, and the grouping "
+            f"neighbourhood {neighbor_count}); the scan has {n}. Use a scan with more "
+            "positions, or set pretrain.pattern to raster, fermat, random or mixed."
+        )
+    if n < per_object:
+        log.warning(
+            "--scan has %d positions, fewer than pretrain.positions_per_object=%d: each "
+            "simulated object is scanned at all %d (set pretrain.positions_per_object=%d to "
+            "silence this).", n, per_object, n, n,
+        )
+
+
+def _check_memory(canvas_shape: tuple[int, int], n_patterns: int, N: int,
+                  largest_tile_px: int) -> None:
+    """ConfigError when the simulated scan would need more than `MAX_MEMORY_GB`: the
+    complex64 canvas, the float32 patterns and one tile's object with its generator's
+    float64 intermediates (about 4 copies)."""
+    canvas = math.prod(canvas_shape) * 8 / 1e9
+    patterns = n_patterns * N * N * 4 / 1e9
+    tile = largest_tile_px * 8 * 4 / 1e9
+    need = canvas + patterns + tile
+    if need > MAX_MEMORY_GB:
+        raise ConfigError(
+            f"pretrain recipe: the simulated scan would need about {need:.3g} GB of memory "
+            f"(object canvas {canvas_shape[0]} x {canvas_shape[1]}: {canvas:.3g} GB; the "
+            f"largest object while it is drawn: {tile:.3g} GB; {n_patterns:,} patterns of "
+            f"{N}x{N}: {patterns:.3g} GB); expected at most "
+            f"{MAX_MEMORY_GB:g} GB. Lower pretrain.n_objects or pretrain.positions_per_object "
+            "(fewer patterns), or pretrain.step_px or pretrain.margin_px (smaller objects)."
+        )
+
+
 def build_pretraining_scan(
     probe: np.ndarray,
     recipe: PretrainConfig,
@@ -264,6 +343,10 @@ def build_pretraining_scan(
             f"pretrain.positions_per_object must be at least the grouping neighbourhood "
             f"({neighbor_count}); found {recipe.positions_per_object}."
         )
+    if recipe.pattern == "scan":
+        _check_template(template_px, recipe.positions_per_object, neighbor_count)
+    else:
+        _check_step(step_px, N)
     seeds = np.random.SeedSequence(seed).spawn(recipe.n_objects)
     layouts = []
     for t, ss in enumerate(seeds):
@@ -279,9 +362,11 @@ def build_pretraining_scan(
     cell = np.max([lay[3] for lay in layouts], axis=0) + spacing
     cols = int(math.ceil(math.sqrt(recipe.n_objects)))
     rows = int(math.ceil(recipe.n_objects / cols))
+    n_total = sum(lay[2].shape[0] for lay in layouts)
+    _check_memory((rows * int(cell[0]), cols * int(cell[1])), n_total, N,
+                  max(math.prod(lay[3]) for lay in layouts))
     canvas = np.ones((rows * cell[0], cols * cell[1]), dtype=np.complex64)
 
-    n_total = sum(lay[2].shape[0] for lay in layouts)
     counts = np.empty((n_total, N, N), dtype=np.float32)
     positions = np.empty((n_total, 2), dtype=np.float64)
     tile_id = np.empty(n_total, dtype=np.int64)

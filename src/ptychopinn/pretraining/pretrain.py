@@ -80,7 +80,10 @@ def load_probe(
         elif name.endswith((".npz", ".npz.bz2", ".bz2")):
             from ptychopinn.data.readers.tike import read_npz_arrays
 
-            arrays = read_npz_arrays(p)
+            try:
+                arrays = read_npz_arrays(p)
+            except DataError as exc:
+                raise DataError(f"{option} {exc}") from exc
             key = next((k for k in ("probeGuess", "probe") if k in arrays), None)
             if key is None:
                 raise DataError(
@@ -136,6 +139,10 @@ def resolve_source(
         raise ConfigError(
             "pretrain needs the probe to pretrain for: pass --probe FILE (NPZ with 'probeGuess' "
             "or .npy) or --scan SCAN (its probe and geometry are used)."
+        )
+    if N is not None and N not in ALLOWED_N:
+        raise ConfigError(
+            f"model.N (--set model.N): expected one of {ALLOWED_N}; found {N}."
         )
     src: ProbeSource | None = None
     if scan is not None:
@@ -213,7 +220,7 @@ def check_run_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _training_config(
-    out_dir: Path, N: int, supervised: bool, max_minutes: float | None, seed: int,
+    out_dir: Path, N: int, supervised: bool, max_minutes: float | None, seed: int | None,
     overrides: dict[str, Any] | None,
 ):
     from ptychopinn.config.io import build, merge
@@ -228,7 +235,8 @@ def _training_config(
         "save_reconstruction": False,
     }
     data = merge(base, overrides or {})
-    data["max_time_minutes"], data["seed"] = max_minutes, seed  # the explicit arguments win
+    data["max_time_minutes"] = max_minutes  # the explicit arguments win
+    data["seed"] = 0 if seed is None else seed
     if supervised:
         data["model"]["model_type"] = "supervised"
     for key in ("train_data_file", "init_from"):
@@ -243,6 +251,43 @@ def _training_config(
     return build(TrainingConfig, data, where="pretrain options")
 
 
+def check_accelerator(name: str) -> None:
+    """ConfigError when the accelerator ``name`` asks for a device torch does not see
+    (Lightning would fail only after the simulation)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if (name == "cuda" and not cuda) or (name == "gpu" and not (cuda or mps)):
+        what = "CUDA GPU"
+    elif name == "mps" and not mps:
+        what = "Apple MPS device"
+    else:
+        return
+    raise ConfigError(
+        f"--accelerator {name} (execution.accelerator): expected a device this machine has; "
+        f"torch finds no {what}. Use --accelerator cpu, or auto to take what there is."
+    )
+
+
+def check_test_data(path: str | None, N: int) -> None:
+    """DataError when the ``test_data_file`` scored after pretraining cannot be read or
+    holds patterns of another size than the probe's N (checked before the simulation)."""
+    if path is None:
+        return
+    from ptychopinn.data.readers import load_scan
+
+    try:
+        test = load_scan(path)
+    except DataError as exc:
+        raise DataError(f"test_data_file: {exc}") from exc
+    if test.patch_size != N:
+        raise DataError(
+            f"test_data_file {test.source}: expected {N}x{N} patterns like the probe "
+            f"pretrained for; found {test.patch_size}x{test.patch_size}."
+        )
+
+
 def pretrain(
     probe: np.ndarray | str | os.PathLike | None,
     *,
@@ -254,7 +299,7 @@ def pretrain(
     photons: float | None = None,
     max_minutes: float | None = 20.0,
     supervised: bool = False,
-    seed: int = 0,
+    seed: int | None = 0,
     recipe: PretrainConfig | dict | None = None,
     overrides: dict[str, Any] | None = None,
     callbacks: list | None = None,
@@ -276,7 +321,7 @@ def pretrain(
         Patch size (default: the probe's or scan's).
     max_minutes, supervised, seed
         Training budget, supervised (true objects) vs PINN, the seed of
-        everything.
+        everything (None: 0).
     recipe
         `PretrainConfig` (or dict) for the rest of the data recipe.
     overrides
@@ -306,6 +351,9 @@ def pretrain(
     rec = build(PretrainConfig, rec.model_dump(mode="json") | upd, where="pretrain recipe",
                 prefix="pretrain.")
     cfg = _training_config(out, src.N, supervised, max_minutes, seed, overrides)
+    seed = cfg.seed
+    check_accelerator(cfg.execution.accelerator)
+    check_test_data(cfg.test_data_file, src.N)
     step = rec.step_px or src.step_px or src.N / 8
     dose = rec.photons or src.photons or DEFAULT_PHOTONS
     for note in src.notes:
@@ -327,8 +375,13 @@ def pretrain(
     _write_json(out / RECIPE_FILE, meta)
     if cfg.model.model_type != "supervised" and cfg.realspace_weight == 0:
         big = big.replace(object=None)  # PINN training never reads it: save n*N*N*8 bytes
-    # check_run_dir refused a finished model; an interrupted pretraining's checkpoints go
-    result = train_pytorch(cfg, big, overwrite=True, extra_callbacks=callbacks)
+    try:
+        # check_run_dir refused a finished model; an interrupted pretraining's checkpoints go
+        result = train_pytorch(cfg, big, overwrite=True, extra_callbacks=callbacks)
+    except BaseException as exc:  # Ctrl-C too: never leave "status": "training" behind
+        meta.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        _write_json(out / RECIPE_FILE, meta)
+        raise
     meta.update(
         status="done",
         epochs_done=len(result.history),
