@@ -386,3 +386,8 @@ def test_cli_exit_status_and_words_of_an_interruption(monkeypatch, capsys):
     assert main(["infer", "--model", "m", "--data", "s.npz", "-q"]) == 130
     err = capsys.readouterr().err
     assert "interrupted." in err and "--resume" not in err
+    # pretrain has no --resume: its interruption says to run it again, with the status
+    monkeypatch.setattr(commands, "cmd_pretrain", stopped)
+    assert main(["pretrain", "--probe", "p.npz", "--output-dir", "pre", "-q"]) == 143
+    err = capsys.readouterr().err
+    assert "run pretrain into the same folder again" in err and "continue" not in err

@@ -408,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     except KeyboardInterrupt as exc:  # Ctrl-C; training.interrupt.TrainingInterrupted (SIGINT/TERM)
         detail = str(exc)
-        if detail:
+        if args.command == "pretrain":  # its training's words would say --resume
+            print("interrupted: the pretraining stopped before its model was saved (no "
+                  "bundle written; pretraining.json says 'failed'); run pretrain into the "
+                  "same folder again (pretrain has no --resume).", file=sys.stderr)
+        elif detail:
             print(f"interrupted: {detail}", file=sys.stderr)
         elif args.command == "train":
             print("interrupted; the training can be continued with --resume.", file=sys.stderr)
