@@ -20,7 +20,12 @@ from scipy import ndimage
 
 from ptychopinn.cli.main import main
 from ptychopinn.errors import DataError
-from ptychopinn.metrics import evaluate_files, evaluate_reconstruction_files
+from ptychopinn.metrics import (
+    data_consistency,
+    data_consistency_files,
+    evaluate_files,
+    evaluate_reconstruction_files,
+)
 from ptychopinn.metrics.siemens import siemens_star_resolution
 
 SHAPE = (101, 93)  # odd, unequal sides: an axis mix-up shows
@@ -217,3 +222,227 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, scan_
     captured = capsys.readouterr()
     assert "--output-dir" in captured.err and "is an existing file" in captured.err
     assert "vs truth" not in captured.out
+
+
+# ------------------------------------ 6. inputs refused or warned about (the audit's list)
+
+
+def canvas_reconstruction(path, truth_obj, truth_pos, n=N):
+    """An infer canvas without positions_px or frame_offset_px: the truth's object in a
+    frame OFFSET from the truth's, zero outside the region the probe lit."""
+    oy, ox = OFFSET.astype(int)
+    obj = truth_obj[oy:, ox:].copy()
+    lit = np.zeros(obj.shape, bool)
+    for y, x in np.round(truth_pos - OFFSET).astype(int):
+        lit[y - n // 2: y + n // 2, x - n // 2: x + n // 2] = True
+    obj[~lit] = 0
+    np.savez(path, object=obj.astype(np.complex64))
+    return path
+
+
+def test_registration_ignores_the_unlit_canvas_and_is_warned_about(
+        tmp_path, scan_positions, caplog):
+    # a weak object (contrast 0.1 on a mean of 0.8): centred on its mean over the whole
+    # canvas, the unlit zeros became a step at the lit region's edge that outweighed it
+    s = smooth_object()
+    obj = (0.8 + 0.1 * (np.abs(s) - 0.6) / 0.3) * np.exp(0.1j * np.angle(s))
+    truth = write_truth(tmp_path / "truth.npz", obj, scan_positions)
+    rec = canvas_reconstruction(tmp_path / "canvas.npz", obj, scan_positions)
+    with caplog.at_level(logging.WARNING, logger="ptychopinn.metrics.evaluate_files"):
+        m = evaluate_files(rec, truth)
+    assert m["frame_offset_source"] == "registration"
+    assert m["frame_offset_px"] == pytest.approx(OFFSET.tolist())
+    assert m["amp_ssim"] > 0.95 and m["phase_ssim"] > 0.95
+    assert len(m["warnings"]) == 1
+    assert "canvas.npz (object): the frame offset [4.0, 5.0] px" in m["warnings"][0]
+    assert "registering the two objects alone" in caplog.text
+
+
+def _with(path, src, **changes):
+    arrays = dict(np.load(src))
+    arrays.update(changes)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("nan_positions", r"bad\.npz: 'positions_px' must hold finite positions; found NaN/Inf at "
+                      r"1 of its 49 positions \(the first: position 3\)"),
+    ("real_object", r"bad\.npz: 'object' must be a complex object .* found real dtype float32"),
+    ("zero_object", r"bad\.npz: 'object' is all zero: the object is empty"),
+    ("small_object", r"bad\.npz: 'object' \(20, 20\) does not cover the region its scan lit: "
+                     r"the probe centres expanded by N/4 = 6 px span rows"),
+    ("small_refined", r"bad\.npz: 'refined_object' \(30, 30\) does not cover"),
+])
+def test_a_bad_reconstruction_file_is_named(tmp_path, scan_positions, bad, match):
+    obj = smooth_object()
+    truth = write_truth(tmp_path / "truth.npz", obj, scan_positions)
+    rec = write_reconstruction(tmp_path / "rec.npz", obj, scan_positions, refined=True)
+    d = np.load(rec)
+    pos = d["positions_px"].copy()
+    pos[3, 0] = np.nan
+    change = {"nan_positions": {"positions_px": pos},
+              "real_object": {"object": np.abs(d["object"])},
+              "zero_object": {"object": np.zeros_like(d["object"])},
+              "small_object": {"object": d["object"][:20, :20]},
+              "small_refined": {"refined_object": d["refined_object"][:30, :30]}}[bad]
+    path = _with(tmp_path / "bad.npz", rec, **change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scikit-image warning leaks first
+        with pytest.raises(DataError, match=match):
+            evaluate_reconstruction_files(path, truth)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("short_x", r"truth\.npz: 'xcoords' and 'ycoords' must hold one value per scan position, "
+                r"as many of each; found 10 xcoords and 49 ycoords"),
+    ("nan_x", r"truth\.npz: 'xcoords' must hold finite scan positions; found NaN/Inf at 1 of "
+              r"its 49 positions"),
+    ("zero_truth", r"truth\.npz: 'objectGuess' is all zero"),
+])
+def test_a_bad_truth_file_is_named(tmp_path, scan_positions, bad, match):
+    obj = smooth_object()
+    rec = write_reconstruction(tmp_path / "rec.npz", obj, scan_positions)
+    x = scan_positions[:, 1].copy()
+    x[5] = np.nan
+    change = {"short_x": {"xcoords": scan_positions[:10, 1]}, "nan_x": {"xcoords": x},
+              "zero_truth": {"objectGuess": np.zeros(SHAPE, np.complex64)}}[bad]
+    truth = _with(tmp_path / "truth.npz", write_truth(tmp_path / "t0.npz", obj, scan_positions),
+                  **change)
+    with pytest.raises(DataError, match=match):
+        evaluate_files(rec, truth)
+
+
+def test_bz2_files_are_read_as_truth_and_reconstruction(tmp_path, scan_positions, capsys):
+    import bz2
+
+    obj = smooth_object()
+    files = [write_truth(tmp_path / "truth.npz", obj, scan_positions),
+             write_reconstruction(tmp_path / "rec.npz", obj, scan_positions)]
+    for f in files:
+        f.with_suffix(".npz.bz2").write_bytes(bz2.compress(f.read_bytes()))
+    truth, rec = (f.with_suffix(".npz.bz2") for f in files)
+    assert evaluate_files(rec, truth) == evaluate_files(*files[::-1])
+    assert main(["evaluate", "--reconstruction", str(rec), "--truth", str(truth)]) == 0
+    assert "reconstruction vs truth: amp_ssim=" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- 7. --scan's inputs
+
+
+def _scan_and_reconstruction(tmp_path, small_scan, **arrays):
+    from ptychopinn.data import save_npz
+
+    scan_path = save_npz(small_scan, tmp_path / "scan.npz")
+    rec = {"object": small_scan.object.astype(np.complex64),
+           "positions_px": small_scan.positions_px, "probe": small_scan.probe}
+    rec.update(arrays)
+    np.savez(tmp_path / "rec.npz", **rec)
+    return tmp_path / "rec.npz", scan_path
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("real", r"rec\.npz: 'object' must be a complex object .* found real dtype"),
+    ("3d", r"rec\.npz: 'object' must be a 2-D complex object \(H, W\); found shape \(1, "),
+    ("zero", r"rec\.npz: 'object' is all zero: the object is empty"),
+    ("zero_refined", r"rec\.npz: 'refined_object' is all zero"),
+])
+def test_scan_refuses_an_object_that_is_not_one(tmp_path, small_scan, capsys, bad, match):
+    obj = small_scan.object.astype(np.complex64)
+    change = {"real": {"object": np.abs(obj)}, "3d": {"object": obj[None]},
+              "zero": {"object": np.zeros_like(obj)},
+              "zero_refined": {"refined_object": np.zeros_like(obj)}}[bad]
+    rec, scan = _scan_and_reconstruction(tmp_path, small_scan, **change)
+    with pytest.raises(DataError, match=match):
+        data_consistency_files(rec, scan)
+    assert main(["evaluate", "--reconstruction", str(rec), "--scan", str(scan)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "nan" not in captured.out
+
+
+def test_data_consistency_refuses_an_object_that_predicts_no_counts(small_scan):
+    obj = np.zeros(small_scan.object.shape, np.complex64)
+    obj[0, 0] = 1  # not lit by any position
+    with pytest.raises(DataError, match=r"data_consistency .*: the object predicts no counts"):
+        data_consistency(small_scan, obj, small_scan.positions_px)
+
+
+def test_scan_refuses_another_scan_of_the_same_size(tmp_path, small_scan, capsys):
+    from dataclasses import replace
+
+    from ptychopinn.data import save_npz
+
+    off = np.array([-3.0, -2.0])  # the scan's frame = the reconstruction's + off
+    padded = np.pad(small_scan.object, ((3, 0), (2, 0))).astype(np.complex64)
+    rec, scan = _scan_and_reconstruction(tmp_path, small_scan, object=padded,
+                                         positions_px=small_scan.positions_px - off,
+                                         frame_offset_px=off)
+    assert data_consistency_files(rec, scan)["reconstruction"]["deviance_ratio"] < 1.1
+    jitter = np.random.default_rng(5).uniform(-1, 1, small_scan.positions_px.shape)
+    other = tmp_path / "other.npz"
+    save_npz(replace(small_scan, positions_px=small_scan.positions_px + jitter), other)
+    with pytest.raises(DataError, match=r"other\.npz does not belong to .*rec\.npz: their scan "
+                                        r"positions differ by up to [\d.]+ px .* in the scan and "
+                                        r".* in the reconstruction \(positions_px plus the frame "
+                                        r"offset \[-3\.0, -2\.0\] from frame_offset_px\)"):
+        data_consistency_files(rec, other)
+    assert main(["evaluate", "--reconstruction", str(rec), "--scan", str(other)]) == 2
+    assert "Give --scan the scan the reconstruction was made from" in capsys.readouterr().err
+
+
+def test_a_position_corrected_reconstruction_is_recognised_by_its_measured_positions(
+        tmp_path, small_scan):
+    """infer's position correction moves positions_px off the scan's; the reconstruction
+    keeps the scan's measured positions (measured_positions_px), by which evaluate --scan
+    and --truth recognise their scan (both refused the file before)."""
+    import torch
+
+    from ptychopinn import api
+    from ptychopinn.bundle.pytorch import save_pinn
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+    from ptychopinn.data import save_npz
+    from ptychopinn.inference.reconstruct import write_outputs
+    from ptychopinn.models.pinn import PtychoPINN, normalise_probe
+
+    rng = np.random.default_rng(3)
+    scan = small_scan.replace(positions_px=small_scan.positions_px
+                              + rng.uniform(-1.5, 1.5, small_scan.positions_px.shape))
+    cfg = TrainingConfig(model={"N": 32, "n_filters_scale": 0.25})
+    probe, _ = normalise_probe(torch.from_numpy(scan.probe), cfg.model.probe_scale)
+    torch.manual_seed(0)
+    save_pinn(tmp_path / "run", PtychoPINN(cfg.model, probe).eval(), cfg)
+    recon = api.reconstruct(tmp_path / "run", scan,
+                            InferenceConfig(position_refine_epochs=4, figures=False))
+    moved = np.abs(recon.positions_px - recon.measured_positions_px).max()
+    assert moved > 0.05  # the correction moved them beyond the same-scan tolerance
+    np.testing.assert_allclose(recon.measured_positions_px + recon.frame_offset_px,
+                               scan.positions_px)
+    write_outputs(recon, tmp_path / "out", figures=False)
+    scan_path = save_npz(scan, tmp_path / "scan.npz")
+    rec_path = tmp_path / "out" / "reconstruction.npz"
+    assert np.isfinite(data_consistency_files(rec_path, scan_path)["reconstruction"]
+                       ["deviance_ratio"])
+    assert np.isfinite(evaluate_files(rec_path, scan_path)["amp_ssim"])
+    # without the measured positions the file is taken for another scan's
+    with np.load(rec_path) as f:
+        arrays = {k: f[k] for k in f.files if k != "measured_positions_px"}
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(DataError, match="does not belong"):
+        data_consistency_files(tmp_path / "old.npz", scan_path)
+
+
+# ------------------------------------------------------------- 8. --siemens-star's words
+
+
+def test_siemens_star_errors_speak_to_the_cli_and_name_an_empty_object(tmp_path):
+    from ptychopinn.metrics.siemens import siemens_star_files
+
+    with pytest.raises(DataError, match="no spoke modulation") as err:
+        siemens_star_resolution(smooth_object((67, 71)))
+    assert "scanned region" in str(err.value) and "max_radius inside it" not in str(err.value)
+    p = tmp_path / "zero.npz"
+    np.savez(p, object=np.zeros((60, 60), np.complex64))
+    with pytest.raises(DataError, match=r"zero\.npz: 'object' is all zero: the object is empty"):
+        siemens_star_files(p)
+    with pytest.raises(DataError, match="the image is all zero"):
+        siemens_star_resolution(np.zeros((60, 60)))

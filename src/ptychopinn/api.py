@@ -242,14 +242,18 @@ def reconstruct(
         scan = config.data_file
     if not isinstance(scan, Scan):
         scan = load_scan(scan)
+    measured = None
     if config.position_refine_epochs > 0:
         from ptychopinn.refinement import correct_positions
         from ptychopinn.refinement.reconstruction import device_name
 
+        measured = scan.positions_px
         scan = correct_positions(scan, config.position_refine_epochs, seed=config.seed,
                                  device=device_name(config),
                                  keep_linear=config.position_keep_linear)
     recon = get_backend(model.backend).reconstruct(model, scan, config)
+    if measured is not None:  # in the object's frame, as positions_px
+        recon.measured_positions_px = measured - recon.frame_offset_px
     if config.refine_epochs > 0:
         from ptychopinn.refinement import refine_reconstruction
 

@@ -50,6 +50,10 @@ class Reconstruction:
     # the refinement starts from), the probe refined_object explains the counts with
     refined_probe: np.ndarray | None = None
     refined_positions_px: np.ndarray | None = None
+    # with infer's position correction (position_refine_epochs): the scan's positions
+    # before it, in the frame of ``object`` (``positions_px`` are the corrected ones); what
+    # `evaluate` recognises the scan by
+    measured_positions_px: np.ndarray | None = None
     refinement_history: list = field(default_factory=list)
     # the refinement's scan-level numbers: intensity_scale, counts_per_photon, step_scale
     refinement_info: dict = field(default_factory=dict)
@@ -391,6 +395,8 @@ def write_outputs(
         "backend": np.asarray(recon.backend),
         "network_dtype": np.asarray(recon.network_dtype),
     }
+    if recon.measured_positions_px is not None:
+        arrays["measured_positions_px"] = recon.measured_positions_px.astype(np.float64)
     if recon.network_batch_size is not None:
         arrays["network_batch_size"] = np.asarray(recon.network_batch_size, dtype=np.int64)
     if recon.prior_passes is not None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ptychopinn.data.scan import Scan
+from ptychopinn.errors import DataError
 
 CACHE_LIMIT_BYTES = 256 << 20
 """Keep the expected counts between the two passes up to this size."""
@@ -115,7 +116,15 @@ def data_consistency(
             lam_sum += float(lam.sum(dtype=torch.float64))
             k_sum += float(k.sum())
             integers = integers and looks_like_counts(k)
-        c = k_sum / lam_sum if lam_sum > 0 else 1.0
+        if not lam_sum > 0:
+            raise DataError(
+                f"data_consistency ({scan.source}): the object predicts no counts: it is zero "
+                "wherever the probe lights it (at positions_px); expected a reconstructed object."
+            )
+        if not k_sum > 0:
+            raise DataError(f"data_consistency ({scan.source}): the scan's diffraction patterns "
+                            "hold no counts (all zero); expected measured data.")
+        c = k_sum / lam_sum
         sq = dev = edev = 0.0
         for i, sl in enumerate(chunks):  # pass 2: the misfits at that scale
             lam = (cache[i] if keep else expected(sl)).to(torch.float64) * c
@@ -129,11 +138,17 @@ def data_consistency(
             edev += float(terms[2].sum())
     n_valid = int(valid.sum()) if valid is not None else scan.patch_size**2
     pixels = scan.n_patterns * n_valid
+    scores = {"amplitude_r_factor": sq / k_sum, "poisson_deviance": dev / pixels,
+              "expected_deviance": edev / pixels,
+              "deviance_ratio": dev / edev if edev > 0 else float("nan")}
+    bad = {k: v for k, v in scores.items() if not np.isfinite(v)}
+    if bad:  # never a NaN or inf as a score
+        raise DataError(
+            f"data_consistency ({scan.source}): the misfit cannot be scored: {bad} (expected "
+            f"finite numbers; the counts sum to {k_sum:.4g}, the model's to {lam_sum:.4g})."
+        )
     return {
-        "amplitude_r_factor": sq / k_sum if k_sum > 0 else float("nan"),
-        "poisson_deviance": dev / pixels,
-        "expected_deviance": edev / pixels,
-        "deviance_ratio": dev / edev if edev > 0 else float("nan"),
+        **scores,
         "intensity_scale": c,
         "counts_are_integers": integers,
         "n_patterns": scan.n_patterns,
@@ -150,11 +165,22 @@ def data_consistency_files(reconstruction_npz, scan_path) -> dict:  # noqa: ANN0
     ``refined_object`` with ``refined_probe`` / ``refined_positions_px`` (the
     scan's probe / ``positions_px`` when absent). Returns ``{"reconstruction":
     {...}}`` plus ``"refined"`` when the file holds a refined object.
+
+    Refuses (`DataError`, naming the file and key) an object that is not complex,
+    2-D, finite and non-zero, non-finite positions, and a scan whose positions are
+    not the file's ``positions_px`` moved by its ``frame_offset_px`` (by their median
+    difference when it has none; within ``SAME_SCAN_TOL_PX`` of
+    `ptychopinn.metrics.evaluate_files`): the reconstruction of another scan.
     """
     from pathlib import Path
 
     from ptychopinn.data.readers import load_scan, read_npz_arrays
-    from ptychopinn.errors import DataError
+    from ptychopinn.metrics.evaluate_files import (
+        _check_same_scan,
+        _file_object,
+        _file_offset,
+        _finite_positions,
+    )
 
     path = Path(reconstruction_npz)
     rec = read_npz_arrays(path, what="reconstruction")  # a DataError naming the file
@@ -174,14 +200,29 @@ def data_consistency_files(reconstruction_npz, scan_path) -> dict:  # noqa: ANN0
             f"patterns are {scan.patch_size}x{scan.patch_size} (N={scan.patch_size}). Give "
             "--scan the scan the reconstruction was made from."
         )
+    # the same scan: its positions are the file's positions_px moved by frame_offset_px
+    # (by their median difference without one), as evaluate --truth checks them
+    # (recognised by its measured positions where infer corrected them)
+    pos = _finite_positions(rec["positions_px"], path)
+    id_pos = (_finite_positions(rec["measured_positions_px"], path, "measured_positions_px")
+              if "measured_positions_px" in rec else pos)
+    if id_pos.shape == scan.positions_px.shape:
+        off = _file_offset(rec, path)
+        source = "frame_offset_px"
+        if off is None:
+            off = np.median(scan.positions_px - id_pos, axis=0)
+            source = "the median difference of the positions"
+        _check_same_scan(str(path), str(scan_path), id_pos, scan.positions_px, off, source,
+                         role="scan")
     out = {}
     jobs = [("reconstruction", "object", "probe", "positions_px")]
     if "refined_object" in rec:
         jobs.append(("refined", "refined_object", "refined_probe", "refined_positions_px"))
     for name, obj_key, probe_key, pos_key in jobs:
-        pos = rec.get(pos_key, rec["positions_px"])
+        obj = _file_object(rec[obj_key], path, obj_key)
+        pos = _finite_positions(rec[pos_key], path, pos_key) if pos_key in rec else pos
         try:
-            out[name] = data_consistency(scan, rec[obj_key], pos, rec.get(probe_key))
+            out[name] = data_consistency(scan, obj, pos, rec.get(probe_key))
         except DataError as err:
             raise DataError(f"{path} ({obj_key}) against {scan_path}: {err}") from None
     return out

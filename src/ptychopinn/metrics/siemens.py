@@ -134,6 +134,9 @@ def _noise_band(n_spokes: int) -> np.ndarray:
 
 #: The fewest spoke periods with noise frequencies beside them (`_noise_band` is empty below).
 MIN_SPOKES = 6
+#: What to check when no star is found (worded for the CLI too, which has no max_radius).
+_STAR_HINT = ("Is the image a Siemens star, filling the disc analysed (a reconstruction's "
+              "scanned region; max_radius when given)?")
 
 
 def _check_estimated_count(n_spokes: int) -> None:
@@ -143,8 +146,7 @@ def _check_estimated_count(n_spokes: int) -> None:
         raise DataError(
             f"siemens_star_resolution: no spoke modulation: the strongest angular frequency "
             f"of the outer circles is {n_spokes} periods, too few for a Siemens star (at least "
-            f"{MIN_SPOKES} are needed to tell spokes from noise). Is the image a Siemens star, "
-            "and max_radius inside it?"
+            f"{MIN_SPOKES} are needed to tell spokes from noise). {_STAR_HINT}"
         )
 
 
@@ -257,6 +259,9 @@ def siemens_star_resolution(
                         f"pixels; got shape {image.shape}.")
     if not np.all(np.isfinite(image)):
         raise DataError("siemens_star_resolution: the image holds NaN or infinite values.")
+    if not np.any(image):
+        raise DataError("siemens_star_resolution: the image is all zero (an empty object): there "
+                        "is no Siemens star to measure.")
     if not 0 < threshold < 1:
         raise DataError(f"siemens_star_resolution: threshold must lie in (0, 1); got {threshold}.")
     if not min_snr >= 0:
@@ -287,7 +292,9 @@ def siemens_star_resolution(
         r_max = float(max_radius)
     if r_max < min_radius + 4 * radial_step:
         raise DataError(f"siemens_star_resolution: the radial range {min_radius}..{r_max:.1f} px "
-                        "is too short; lower min_radius or give a larger image / max_radius.")
+                        "is too short: the image (a reconstruction's scanned region) is too small "
+                        "around the star's centre; give a larger one, or a smaller min_radius or "
+                        "a larger max_radius.")
     radii = np.arange(min_radius, r_max + 1e-9, radial_step)
     outer = radii >= radii[-1] - OUTER_FRACTION * (radii[-1] - radii[0])
 
@@ -312,7 +319,7 @@ def siemens_star_resolution(
     ref = float(np.median(mod[outer]))
     if not ref > 0:
         raise DataError("siemens_star_resolution: no spoke modulation in the outer part of the "
-                        "star (is the image a Siemens star, and max_radius inside it?).")
+                        f"star. {_STAR_HINT}")
     rel = mod / ref
     resolved_ring = (rel >= threshold) & (snr >= min_snr)
     # walk in from the outer edge: the resolved radius is the last circle before the
@@ -391,6 +398,10 @@ def siemens_star_files(reconstruction_npz, *, search_px: float = 5.0,
     if "object" not in rec:
         raise DataError(f"{path}: missing key 'object' (a reconstruction.npz of ptychopinn infer "
                         f"holds it); keys found: {sorted(rec)}.")
+    for key in ("object", "refined_object"):
+        if key in rec and not np.any(rec[key]):
+            raise DataError(f"{path}: '{key}' is all zero: the object is empty; expected a "
+                            "reconstructed Siemens star.")
     jobs = [(name, key, rec.get(pos_key, rec.get("positions_px")))
             for name, key, pos_key in (("reconstruction", "object", "positions_px"),
                                        ("refined", "refined_object", "refined_positions_px"))
