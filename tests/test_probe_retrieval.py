@@ -268,3 +268,29 @@ def test_training_at_corrected_positions(tmp_path, small_scan) -> None:
     assert _rms_error(frame, small_scan.positions_px - small_scan.positions_px.mean(axis=0)) < (
         0.4 * _rms_error(bad.positions_px, small_scan.positions_px))
     assert res.bundle_path is not None
+
+
+def test_a_run_trained_at_corrected_positions_is_recognised_by_evaluate(tmp_path,
+                                                                        small_scan) -> None:
+    """Training at corrected positions (--probe-refine-positions) writes a reconstruction
+    whose positions_px are the corrected ones; it keeps the scan's measured positions
+    (measured_positions_px), so `evaluate --scan` recognises the measured scan."""
+    from ptychopinn import api
+    from ptychopinn.data import save_npz
+    from ptychopinn.metrics import data_consistency_files
+
+    scan = _perturbed(small_scan, amplitude_px=1.5)
+    cfg = TrainingConfig(
+        output_dir=str(tmp_path / "run"), model={"N": 32, "n_filters_scale": 0.25}, nepochs=1,
+        probe_refine_epochs=4, probe_refine_positions=True, max_time_minutes=None,
+        execution={"accelerator": "cpu", "logger": "none", "progress_bar": False},
+    )
+    api.train(cfg, scan)
+    rec_path = tmp_path / "run" / "reconstruction" / "reconstruction.npz"
+    with np.load(rec_path) as f:
+        measured, corrected, off = f["measured_positions_px"], f["positions_px"], f["frame_offset_px"]
+    np.testing.assert_allclose(measured + off, scan.positions_px)
+    assert np.abs(corrected - measured).max() > 0.05  # the retrieval moved them
+    scan_path = save_npz(scan, tmp_path / "scan.npz")
+    assert np.isfinite(data_consistency_files(rec_path, scan_path)["reconstruction"]
+                       ["deviance_ratio"])

@@ -22,7 +22,7 @@ import numpy as np
 
 from ptychopinn.atomic import atomic_open
 from ptychopinn.data.centring import centring_warning, scan_centring
-from ptychopinn.data.scan import AMPLITUDE_UNITS, Scan
+from ptychopinn.data.scan import AMPLITUDE_UNITS, MEASURED_POSITIONS_KEY, Scan
 from ptychopinn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,8 @@ def save_npz(scan: Scan, path: str | os.PathLike) -> Path:
         v = getattr(scan, k)
         if v is not None:
             arrays[k] = np.asarray(v, dtype=np.float64)
-    meta = {k: v for k, v in scan.metadata.items() if k not in ("xcoords_start", "ycoords_start")}
+    meta = {k: v for k, v in scan.metadata.items()
+            if k not in ("xcoords_start", "ycoords_start", MEASURED_POSITIONS_KEY)}
     for k in ("xcoords_start", "ycoords_start"):
         if k in scan.metadata:
             arrays[k] = np.asarray(scan.metadata[k], dtype=np.float64)

@@ -66,6 +66,13 @@ _STEP_SAMPLE = 20_000
 """At most this many positions (an even stride through the scan) are used to estimate
 the mean nearest-neighbour step; a sparser sample can only raise it."""
 
+MEASURED_POSITIONS_KEY = "measured_positions_px"
+"""`Scan.metadata` key of a scan whose positions were corrected (a probe retrieval with
+positions): its positions before the correction, ``(n, 2)`` in its frame. In memory only
+(not saved by `save_npz`); a reconstruction of the scan keeps them
+(``measured_positions_px``) so that `evaluate` recognises the measured scan."""
+
+
 def _fail(source: str, key: str, expected: str, found: str) -> DataError:
     return DataError(f"{source}: '{key}' must be {expected}; found {found}.")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ptychopinn.config import TrainingConfig
-from ptychopinn.data.scan import Scan
+from ptychopinn.data.scan import MEASURED_POSITIONS_KEY, Scan
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ def retrieved_scan(cfg: TrainingConfig, scan: Scan, *, resume: bool, device: str
         if why is None:
             log.info("resume: the probe%s retrieved before (%s) is used, not retrieved again",
                      " and positions" if cfg.probe_refine_positions else "", path)
-            return scan.replace(probe=arrays["probe"].astype(scan.probe.dtype),
-                                positions_px=arrays["positions_px"])
+            return _with_measured(scan, scan.replace(
+                probe=arrays["probe"].astype(scan.probe.dtype),
+                positions_px=arrays["positions_px"]))
         log.warning("resume: the probe is retrieved again (%s epochs): %s",
                     cfg.probe_refine_epochs, why)
     from ptychopinn.refinement import retrieve_probe
@@ -97,4 +98,13 @@ def retrieved_scan(cfg: TrainingConfig, scan: Scan, *, resume: bool, device: str
     out = retrieve_probe(scan, cfg.probe_refine_epochs, positions=cfg.probe_refine_positions,
                          seed=cfg.seed, device=device, keep_linear=cfg.position_keep_linear)
     save_retrieved(cfg, scan, out)
-    return out
+    return _with_measured(scan, out)
+
+
+def _with_measured(scan: Scan, retrieved: Scan) -> Scan:
+    """``retrieved``, remembering ``scan``'s positions where the retrieval moved them
+    (`MEASURED_POSITIONS_KEY`: the training's reconstruction keeps them)."""
+    if np.array_equal(retrieved.positions_px, scan.positions_px):
+        return retrieved
+    meta = {**retrieved.metadata, MEASURED_POSITIONS_KEY: np.array(scan.positions_px)}
+    return retrieved.replace(metadata=meta)

@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
 from ptychopinn.config.io import save_config
 from ptychopinn.config.schema import InferenceConfig, TrainingConfig
-from ptychopinn.data.scan import Scan
+from ptychopinn.data.scan import MEASURED_POSITIONS_KEY, Scan
 from ptychopinn.errors import ConfigError
 from ptychopinn.training.checks import (
     _checkpoint_epochs,
@@ -477,6 +478,9 @@ def post_training(result: TrainResult, cfg: TrainingConfig, scan: Scan, test: Sc
     icfg = InferenceConfig(backend=backend, execution=cfg.execution.model_copy(update=one))
     if cfg.save_reconstruction:
         recon = reconstruct(loaded, scan, icfg)
+        measured = scan.metadata.get(MEASURED_POSITIONS_KEY)  # trained at corrected positions
+        if measured is not None and np.shape(measured) == scan.positions_px.shape:
+            recon.measured_positions_px = np.asarray(measured) - recon.frame_offset_px
         write_outputs(recon, result.run_dir / "reconstruction", scan=scan)
         result.reconstruction = recon
         result.metrics = recon.metrics
