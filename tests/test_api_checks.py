@@ -343,12 +343,13 @@ def test_init_from_a_tensorflow_bundle_into_a_pytorch_training_is_refused_first(
 def test_training_on_a_gpu_torch_does_not_see_is_refused_before_the_run(scan, tmp_path) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: 'gpu' is honoured here")
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("a GPU is present: 'gpu' is honoured here")
     cfg = pp.TrainingConfig(output_dir=str(tmp_path / "run"), execution={"accelerator": "gpu"},
                             model={"N": 32, "n_filters_scale": 0.25}, nepochs=1)
-    with pytest.raises(ConfigError, match=r"accelerator \(--accelerator\) is 'gpu' but torch "
-                                          "sees no CUDA device"):
+    with pytest.raises(ConfigError, match=r"--accelerator gpu \(execution.accelerator\): "
+                                          "expected a device this machine has; torch finds no "
+                                          "CUDA GPU"):
         pp.train(cfg, scan)
     assert not (tmp_path / "run").exists()
 

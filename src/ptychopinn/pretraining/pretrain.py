@@ -251,25 +251,6 @@ def _training_config(
     return build(TrainingConfig, data, where="pretrain options")
 
 
-def check_accelerator(name: str) -> None:
-    """ConfigError when the accelerator ``name`` asks for a device torch does not see
-    (Lightning would fail only after the simulation)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    mps = torch.backends.mps.is_available()
-    if (name == "cuda" and not cuda) or (name == "gpu" and not (cuda or mps)):
-        what = "CUDA GPU"
-    elif name == "mps" and not mps:
-        what = "Apple MPS device"
-    else:
-        return
-    raise ConfigError(
-        f"--accelerator {name} (execution.accelerator): expected a device this machine has; "
-        f"torch finds no {what}. Use --accelerator cpu, or auto to take what there is."
-    )
-
-
 def check_test_data(path: str | None, N: int) -> None:
     """DataError when the ``test_data_file`` scored after pretraining cannot be read or
     holds patterns of another size than the probe's N (checked before the simulation)."""
@@ -352,7 +333,9 @@ def pretrain(
                 prefix="pretrain.")
     cfg = _training_config(out, src.N, supervised, max_minutes, seed, overrides)
     seed = cfg.seed
-    check_accelerator(cfg.execution.accelerator)
+    from ptychopinn.training.checks import check_torch_accelerator
+
+    check_torch_accelerator(cfg.execution.accelerator)
     check_test_data(cfg.test_data_file, src.N)
     step = rec.step_px or src.step_px or src.N / 8
     dose = rec.photons or src.photons or DEFAULT_PHOTONS

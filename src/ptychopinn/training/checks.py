@@ -357,17 +357,24 @@ def trained_run_files(run_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
-def check_torch_accelerator(accelerator: str) -> None:
+def check_torch_accelerator(name: str) -> None:
     """ConfigError when ``execution.accelerator`` asks for a device torch does not see
-    (Lightning's MisconfigurationException traceback otherwise, once the run started)."""
+    (Lightning fails with a MisconfigurationException traceback otherwise, once the run
+    started). 'gpu' is Lightning's: a CUDA GPU or an Apple MPS device."""
     import torch
 
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"execution.accelerator (--accelerator) is {accelerator!r} but torch "
-                          "sees no CUDA device; use 'cpu' or 'auto'.")
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("execution.accelerator (--accelerator) is 'mps' but torch sees no "
-                          "Apple GPU (MPS); use 'cpu' or 'auto'.")
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if (name == "cuda" and not cuda) or (name == "gpu" and not (cuda or mps)):
+        what = "CUDA GPU"
+    elif name == "mps" and not mps:
+        what = "Apple MPS device"
+    else:
+        return
+    raise ConfigError(
+        f"--accelerator {name} (execution.accelerator): expected a device this machine has; "
+        f"torch finds no {what}. Use --accelerator cpu, or auto to take what there is."
+    )
 
 
 def check_run_folder(cfg: TrainingConfig, *, resume: bool = False,
