@@ -446,3 +446,18 @@ def test_siemens_star_errors_speak_to_the_cli_and_name_an_empty_object(tmp_path)
         siemens_star_files(p)
     with pytest.raises(DataError, match="the image is all zero"):
         siemens_star_resolution(np.zeros((60, 60)))
+
+
+def test_scan_warns_of_a_poor_fit_as_infer_does(tmp_path, small_scan, caplog):
+    """`evaluate --scan` says, as infer does, when the object explains the counts poorly
+    (a flat object here); the scores are still written."""
+    flat = np.ones_like(small_scan.object, dtype=np.complex64)
+    rec, scan = _scan_and_reconstruction(tmp_path, small_scan, object=flat)
+    with caplog.at_level(logging.WARNING, logger="ptychopinn"):
+        assert main(["evaluate", "--reconstruction", str(rec), "--scan", str(scan)]) == 0
+    assert "explains the measured counts poorly" in caplog.text and str(rec) in caplog.text
+    caplog.clear()
+    good, scan = _scan_and_reconstruction(tmp_path, small_scan)
+    with caplog.at_level(logging.WARNING, logger="ptychopinn"):
+        assert main(["evaluate", "--reconstruction", str(good), "--scan", str(scan)]) == 0
+    assert "poorly" not in caplog.text

@@ -430,7 +430,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             else:
                 metrics[name] = got
     if args.scan:
+        from ptychopinn.inference.reconstruct import poor_fit_warning
+
         metrics["data_consistency"] = data_consistency_files(args.reconstruction, args.scan)
+        if warning := poor_fit_warning(metrics["data_consistency"]):  # as infer says it
+            log.warning("%s: %s", args.reconstruction, warning)
     spokes: dict = {}
     if siemens:
         from ptychopinn.metrics.siemens import siemens_star_files
