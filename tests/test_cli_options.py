@@ -230,3 +230,56 @@ def test_backend_flag_takes_the_configs_backends_and_names_itself(capsys) -> Non
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "--backend", "keras"])
         assert "argument --backend: invalid choice: 'keras'" in capsys.readouterr().err
+
+
+# ------------------------------------------------- infer's audit: inputs kept, bounds, coverage
+def test_infer_refuses_to_write_over_its_input_scan(run_dir, scan_path, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    data = folder / "reconstruction.npz"
+    shutil.copy(scan_path, data)
+    before = data.read_bytes()
+    rc = main(["infer", "--model", str(run_dir), "--data", str(data), "--output-dir",
+               str(folder), "-q"])
+    assert rc == 2 and "would replace it" in _error(capsys)
+    assert data.read_bytes() == before
+
+
+def test_infer_bounds_n_groups_and_warns_when_groups_leave_patterns_out(
+        run_dir, scan_path, tmp_path, capsys, caplog):
+    out = tmp_path / "o"
+    rc = main(["infer", "--model", str(run_dir), "--data", str(scan_path), "--output-dir",
+               str(out), "--n-groups", "100000", "-q"])
+    assert rc == 2 and "n_groups (--n-groups) is 100000, but the scan has 16 patterns" in \
+        _error(capsys)
+    with caplog.at_level(logging.WARNING):
+        assert main(["infer", "--model", str(run_dir), "--data", str(scan_path),
+                     "--output-dir", str(out), "--n-groups", "1", "--no-figures", "-q"]) == 0
+    assert "n_groups=1 predicts 4 of the scan's 16 patterns" in caplog.text
+
+
+@pytest.mark.parametrize("setting", ["prior_iterations=100000000", "refine_epochs=1000000000",
+                                     "refine_phase_first=10000000", "n_groups=100000000"])
+def test_infer_counts_that_would_run_for_ever_are_refused(setting) -> None:
+    from ptychopinn.cli.commands import infer_config_from_args
+
+    with pytest.raises(ValueError, match=setting.split("=")[0]):
+        infer_config_from_args(build_parser().parse_args(["infer", "--set", setting]))
+
+
+def test_a_scan_at_one_position_is_refused_by_infer_and_train(run_dir, scan_path, tmp_path,
+                                                              capsys):
+    with np.load(scan_path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["xcoords"][:] = arrays["xcoords"][0]
+    arrays["ycoords"][:] = arrays["ycoords"][0]
+    same = tmp_path / "same.npz"
+    np.savez(same, **arrays)
+    for argv in (["infer", "--model", str(run_dir), "--data", str(same), "--output-dir",
+                  str(tmp_path / "o")],
+                 ["train", "--data", str(same), "--output-dir", str(tmp_path / "r"), *TINY]):
+        assert main([*argv, "-q"]) == 2
+        assert "all 16 positions are the same point" in _error(capsys)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ import os
 from ptychopinn.atomic import check_output_dir
 from ptychopinn.backends import check_execution_options, get_backend, validate_backend
 from ptychopinn.config.schema import BACKENDS, InferenceConfig, TrainingConfig
-from ptychopinn.data.scan import Scan
+from ptychopinn.data.scan import Scan, check_distinct_positions
 from ptychopinn.errors import ConfigError
 from ptychopinn.logging_once import each_message_once
 
@@ -242,6 +242,7 @@ def reconstruct(
         scan = config.data_file
     if not isinstance(scan, Scan):
         scan = load_scan(scan)
+    check_distinct_positions(scan)
     measured = None
     if config.position_refine_epochs > 0:
         from ptychopinn.refinement import correct_positions

@@ -346,13 +346,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from ptychopinn.api import reconstruct
     from ptychopinn.data.readers import load_scan
     from ptychopinn.errors import ConfigError
-    from ptychopinn.inference.reconstruct import write_outputs
+    from ptychopinn.inference.reconstruct import check_outputs_spare, write_outputs
 
     cfg = infer_config_from_args(args)
     check_refine_options(cfg)
     if cfg.data_file is None:
         raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
     check_output_dir(cfg.output_dir, "--output-dir")
+    check_outputs_spare(cfg.output_dir, cfg.data_file)  # before any work
     scan = load_scan(cfg.data_file)
     t0 = time.perf_counter()
     recon = reconstruct(None if cfg.model_path is None else cfg.model_path, scan, cfg)

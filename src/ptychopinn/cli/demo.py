@@ -7,6 +7,39 @@ import time
 from pathlib import Path
 
 from ptychopinn.atomic import atomic_write_text, check_output_dir, ensure_dir
+from ptychopinn.errors import OutputPathError
+
+DEMO_MARKER = ".ptychopinn-demo"
+"""The file by which the demo knows its own output folder (written before anything
+else); a folder with it, or with an earlier demo's summary.json, is replaced on a rerun."""
+
+
+def _written_by_demo(out: Path) -> bool:
+    if (out / DEMO_MARKER).is_file():
+        return True
+    try:  # the folder of a demo run before the marker existed
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"scan", "bundle", "amp_ssim"} <= summary.keys()
+
+
+def check_demo_folder(out: Path) -> None:
+    """`OutputPathError` when ``out`` holds a scan.npz, a trained model (run/) or a
+    reconstruction/ that an earlier demo did not write: the demo would replace them."""
+    from ptychopinn.training.checks import trained_run_files
+
+    if not out.is_dir() or _written_by_demo(out):
+        return
+    found = [out / n for n in ("scan.npz", "reconstruction") if (out / n).exists()]
+    found += trained_run_files(out / "run")
+    if found:
+        raise OutputPathError(
+            f"--output-dir {out}: already holds {', '.join(str(f) for f in found)}, which "
+            f"an earlier demo did not write (no {DEMO_MARKER} or demo summary.json); expected "
+            "a new folder or an earlier demo's folder, since the demo replaces these. Give "
+            "another --output-dir."
+        )
 
 
 def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -> int:
@@ -36,8 +69,15 @@ def run_demo(out: Path, *, minutes: float | None, accelerator: str, seed: int) -
                                    "execution": {"accelerator": accelerator}},
                  where="demo options")
     sim = build(SimulationConfig, {"seed": seed}, where="demo options")
+    if cfg.backend == "pytorch":
+        from ptychopinn.training.checks import check_torch_accelerator
+
+        check_torch_accelerator(cfg.execution.accelerator)
+    check_demo_folder(out)
 
     ensure_dir(out, "--output-dir")
+    atomic_write_text(out / DEMO_MARKER, "written by `ptychopinn demo`; a rerun replaces "
+                      "scan.npz, run/ and reconstruction/ in this folder\n")
     t0 = time.perf_counter()
     print("1/4 simulating the default scan (textured object, 625 positions, 1e6 photons)")
     scan = simulate(sim)

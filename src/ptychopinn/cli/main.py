@@ -122,7 +122,9 @@ def _common(p: argparse.ArgumentParser, *, train: bool) -> None:
                        help="Groups per forward pass of the network: a whole number, or "
                             "'auto' (the default).")
     p.add_argument("--seed", type=int)
-    p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="Only warnings, errors and the few lines of the result (no info "
+                        "logs, no progress bar).")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -137,9 +137,17 @@ def build(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML or JSON file holding one mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; expected a YAML or JSON config file.")
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found.")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{p}: not a YAML/JSON text file (binary content); expected a config written "
+            "like `ptychopinn config SECTION` prints it."
+        ) from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)

@@ -495,6 +495,11 @@ class ExecutionConfig(_Section):
         return v
 
 
+MAX_GROUPS_PER_PATTERN = 8
+"""Most groups per scan pattern ``InferenceConfig.n_groups`` may ask for (each group
+holds gridsize^2 patterns: beyond this, every pattern is predicted dozens of times)."""
+
+
 MAX_TIME_MINUTES = 365 * 24 * 60.0
 """Largest ``max_time_minutes`` (one year): a larger or infinite budget overflows the
 trainer's `datetime.timedelta`; None is "no limit"."""
@@ -641,7 +646,9 @@ class InferenceConfig(_Section):
         default_factory=ExecutionConfig, description="Execution section."
     )
     n_groups: int | None = Field(
-        None, ge=1, description="Groups to predict, seeded at random (None: see group_cover)."
+        None, ge=1, le=10_000_000,
+        description="Groups to predict, seeded at random (None: see group_cover); at most "
+        f"{MAX_GROUPS_PER_PATTERN} per pattern of the scan.",
     )
     group_cover: bool = Field(
         True,
@@ -702,7 +709,7 @@ class InferenceConfig(_Section):
         "rotations). None: 1 after 'waves', 0 after 'global'.",
     )
     prior_iterations: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=1000,
         description="Passes of the physics prior at inference (None: the model's "
         "model.prior_iterations, as trained, scaled by the scan's coverage where "
         "model.prior_coverage_passes is on; a value given is not scaled). More passes give the network a better "
@@ -838,7 +845,7 @@ class InferenceConfig(_Section):
                                   "refined together, the probe from the third epoch")
 
     refine_epochs: int = Field(
-        0, ge=0, description="Physics refinement epochs after inference (0: off)."
+        0, ge=0, le=100_000, description="Physics refinement epochs after inference (0: off)."
     )
     refine_probe: bool = Field(False, description="Also refine the probe during refinement.")
     refine_positions: bool = Field(
@@ -864,7 +871,7 @@ class InferenceConfig(_Section):
         "seventeenth session).",
     )
     refine_phase_first: int = Field(
-        20, ge=0,
+        20, ge=0, le=100_000,
         description="The first min(this, refine_epochs // 2) refinement epochs update only the "
         "phase and hold the network's amplitude (its low-frequency phase is what the "
         "network gets least right; amplitude updates made before the phase is right absorb "
@@ -894,7 +901,7 @@ class InferenceConfig(_Section):
         "noise. The phase keeps refining.",
     )
     refine_floor_after: int = Field(
-        0, ge=0,
+        0, ge=0, le=100_000,
         description="With refine_noise_floor: the floor may hold the amplitude only after the "
         "amplitude has been refined this many epochs (after the phase-only ones). 0: the floor "
         "is checked from the first epoch (in the phase-only ones too: an amplitude already at "

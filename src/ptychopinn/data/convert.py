@@ -14,6 +14,17 @@ from ptychopinn.errors import DataError
 log = logging.getLogger(__name__)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path (``b`` need not exist
+    yet: ``nodir/../in.npz`` is ``in.npz``), or a hard or symbolic link to it."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def convert(
     src_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -39,8 +50,11 @@ def convert(
     The scan that was written.
     """
     src, dst = Path(src_path), Path(dst_path)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise DataError(f"{dst}: the output must differ from the input file {src}.")
+    if _same_file(src, dst):
+        raise DataError(
+            f"{dst}: the output must differ from the input; found the input file {src} "
+            f"itself ({src.resolve()}). Give another output path."
+        )
     scan = load_scan(src, fmt=fmt, **reader_kw)  # type: ignore[arg-type]
     save_npz(scan, dst)
     log.info("%s -> %s: %d patterns of %dx%d written.", src, dst, scan.n_patterns,

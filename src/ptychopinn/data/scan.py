@@ -73,6 +73,19 @@ positions): its positions before the correction, ``(n, 2)`` in its frame. In mem
 (``measured_positions_px``) so that `evaluate` recognises the measured scan."""
 
 
+def check_distinct_positions(scan: Scan) -> None:
+    """`DataError` for a scan of several patterns all at one position (legal to hold and
+    inspect, with a warning, but nothing to train on or reconstruct: no overlap)."""
+    p = scan.positions_px
+    if len(p) > 1 and np.all(p == p[0]):
+        key = scan.positions_key or "positions_px (xcoords/ycoords in an NPZ file)"
+        raise DataError(
+            f"{scan.source}: '{key}': all {len(p)} positions are the same point [y, x] = "
+            f"[{p[0, 0]:.6g}, {p[0, 1]:.6g}]; expected overlapping but distinct positions to "
+            "train on or reconstruct."
+        )
+
+
 def _fail(source: str, key: str, expected: str, found: str) -> DataError:
     return DataError(f"{source}: '{key}' must be {expected}; found {found}.")
 

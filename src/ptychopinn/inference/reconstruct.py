@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,15 +127,31 @@ def canvas_for(scan: Scan) -> tuple[Scan, np.ndarray, tuple[int, int]]:
 
 def inference_groups(positions_px: np.ndarray, gridsize: int, cfg: InferenceConfig):
     """The groups a model predicts for a scan (`InferenceConfig` n_groups, group_cover)."""
+    from ptychopinn.config.schema import MAX_GROUPS_PER_PATTERN
     from ptychopinn.grouping import cover_groups, group_neighbors
 
+    n = len(positions_px)
     k = max(cfg.neighbor_count, gridsize * gridsize)
     if cfg.n_groups is None and cfg.group_cover:
         return cover_groups(positions_px, gridsize, neighbor_count=k)
-    return group_neighbors(
+    if cfg.n_groups is not None and cfg.n_groups > MAX_GROUPS_PER_PATTERN * n:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError(
+            f"n_groups (--n-groups) is {cfg.n_groups}, but the scan has {n} patterns; expected "
+            f"at most {MAX_GROUPS_PER_PATTERN} groups per pattern ({MAX_GROUPS_PER_PATTERN * n})"
+            f": more only predict each pattern again (leave it unset to cover the scan once)."
+        )
+    groups = group_neighbors(
         positions_px, gridsize, neighbor_count=k, n_groups=cfg.n_groups, seed=cfg.seed,
-        oversample=cfg.n_groups is not None and cfg.n_groups > len(positions_px),
+        oversample=cfg.n_groups is not None and cfg.n_groups > n,
     )
+    covered = np.unique(groups.indices).size
+    if covered < n:
+        log.warning("n_groups=%d predicts %d of the scan's %d patterns (groups of %d): the "
+                    "others leave their part of the object empty; leave n_groups unset to "
+                    "cover the scan.", cfg.n_groups, covered, n, gridsize * gridsize)
+    return groups
 
 
 def _device(cfg: InferenceConfig) -> torch.device:
@@ -371,6 +388,27 @@ def poor_fit_warning(fits: dict) -> str | None:
             f"with unmodelled effects 2-3.5); {advice}.")
 
 
+OUTPUT_FILES = ("reconstruction.npz", "metrics.json")
+"""What `write_outputs` writes besides its figures (``*.png``)."""
+
+
+def check_outputs_spare(out_dir: str | Path, path: str | os.PathLike | None,
+                        what: str = "--data") -> None:
+    """`OutputPathError` when writing the outputs into ``out_dir`` would replace the input
+    file ``path`` (a scan named reconstruction.npz in the output folder was overwritten)."""
+    if path is None:
+        return
+    p, out = Path(path).resolve(), Path(out_dir).resolve()
+    if p.parent == out and (p.name in OUTPUT_FILES or p.suffix == ".png"):
+        from ptychopinn.errors import OutputPathError
+
+        raise OutputPathError(
+            f"{what} {path}: the outputs written into {out_dir} would replace it "
+            f"({p.name}); expected an input outside the output folder's own file names "
+            f"({', '.join(OUTPUT_FILES)}, *.png). Give another --output-dir or rename the input."
+        )
+
+
 def write_outputs(
     recon: Reconstruction,
     out_dir: str | Path,
@@ -384,6 +422,8 @@ def write_outputs(
     ``data_consistency_patterns`` patterns when that is > 0)."""
     from ptychopinn.data.npz import atomic_savez
 
+    if scan is not None and not scan.source.startswith("<"):
+        check_outputs_spare(out_dir, scan.source, "the scan")
     out = ensure_dir(out_dir, "output folder")
     arrays = {
         "object": recon.object.astype(np.complex64),

@@ -8,6 +8,8 @@ neighbour distance for all of them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ptychopinn.errors import ConfigError
@@ -35,6 +37,20 @@ def uniform_random(n: int, step_px: float, rng: np.random.Generator) -> np.ndarr
     """``n`` positions uniform in a square of side ``step * sqrt(n)``."""
     side = step_px * np.sqrt(n)
     return rng.uniform(0.0, side, size=(n, 2))
+
+
+def pattern_extent(kind: str, n: int, step_px: float) -> tuple[float, float]:
+    """Rows x columns spanned by the pattern's ``n`` positions before jitter (an upper
+    bound for 'fermat' and 'random'), computed without making them."""
+    if kind == "raster":
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        return (rows - 1) * step_px, (cols - 1) * step_px
+    if kind == "fermat":
+        side = 2 * step_px / math.sqrt(math.pi) * math.sqrt(max(n - 1, 0))
+    else:
+        side = step_px * math.sqrt(n)
+    return side, side
 
 
 def make_positions(

@@ -32,12 +32,18 @@ from scipy import fft as sfft
 from scipy import ndimage
 from scipy.special import erfc
 
-from ptychopinn.errors import ConfigError
+from ptychopinn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 ZONEPLATE_OUTER_FREQ = 0.2
 ZONEPLATE_STOP_FRACTION = 0.35
+MAX_FRESNEL_GRID = 8192
+"""Largest side of the grid of a Fresnel propagation (8192^2 complex128 is 1 GiB per array)."""
+MAX_LAMBDA_Z = MAX_FRESNEL_GRID / 1.25
+"""Largest lambda z (px^2) that `_pad_size` propagates without aliasing."""
+MAX_PROBE_FILE_PX = 4096
+"""Largest side of a probe read from a file (it is squared, cropped or resampled to N)."""
 
 
 def _radius(n: int) -> np.ndarray:
@@ -56,6 +62,14 @@ def _pad_size(N: int, lambda_z: float) -> int:
     (lambda z <= L for unit pixels) and the wrap-around is kept away."""
     size = 2 * N
     while size < 1.25 * lambda_z:
+        if size >= MAX_FRESNEL_GRID:
+            raise ConfigError(
+                f"defocus_fresnel_number: the probe's Fresnel propagation (lambda z = "
+                f"{lambda_z:.4g} px^2) needs a grid wider than {MAX_FRESNEL_GRID} px; expected "
+                f"lambda z = (probe_diameter_px / 2)^2 / defocus_fresnel_number <= "
+                f"{MAX_LAMBDA_Z:g} px^2. Use a larger defocus_fresnel_number or a smaller "
+                "probe_diameter_px."
+            )
         size *= 2
     return size
 
@@ -136,6 +150,12 @@ def fit_probe_to_size(probe: np.ndarray, N: int, source: str = "probe") -> np.nd
     if p.shape == (N, N):
         return p.astype(np.complex64)
     m = max(p.shape)
+    if m > MAX_PROBE_FILE_PX:
+        raise DataError(
+            f"{source}: expected a probe of at most {MAX_PROBE_FILE_PX} px per side (probe_file "
+            f"is fitted to {N}x{N}); found shape {p.shape}. Crop or resample it to about "
+            f"{N}x{N} first."
+        )
     sq = _pad_centre(p, m) if p.shape[0] != p.shape[1] else p
     if m < N:
         log.info("%s: probe %s zero-padded to %dx%d (same pixel size).", source, p.shape, N, N)

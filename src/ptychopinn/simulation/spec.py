@@ -17,7 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ptychopinn.data.scan import MAX_CANVAS_PX
 from ptychopinn.simulation.objects import BUNDLED_IMAGES
+from ptychopinn.simulation.patterns import pattern_extent
+from ptychopinn.simulation.probes import MAX_FRESNEL_GRID, MAX_LAMBDA_Z
 
 ObjectKind = Literal["textured", "lines", "grf", "image", "file"]
 ProbeKind = Literal["disk", "gaussian", "zoneplate", "file"]
@@ -26,6 +29,11 @@ SubpixelKind = Literal["bilinear", "probe_shift"]
 
 PROBE_DIAMETER_FRACTION = 0.4
 STEP_FRACTION = 1.0 / 8.0
+MAX_SIMULATION_BYTES = 32 * 2**30
+"""Largest scan `simulate_scan` makes: diffraction (n N^2 float32) plus a generated
+object (complex64), 32 GiB."""
+JITTER_SIGMAS = 6
+"""How far (in jitter_px) the canvas estimate allows a position to stray each way."""
 
 
 class SimulationConfig(BaseModel):
@@ -64,11 +72,12 @@ class SimulationConfig(BaseModel):
         None, description="NPZ with 'probeGuess' or .npy complex array, for probe_kind='file'."
     )
     probe_diameter_px: float | None = Field(
-        None, gt=0, description="Probe diameter in pixels; None = 0.4 N (about 70 % overlap)."
+        None, gt=0, allow_inf_nan=False, description="Probe diameter in pixels; None = 0.4 N (about 70 % overlap)."
     )
     defocus_fresnel_number: float | None = Field(
         4.0,
         gt=0,
+        allow_inf_nan=False,
         description="Defocus of 'disk'/'gaussian' probes as the Fresnel number (D/2)^2/(lambda z) "
         "of the propagation; smaller = more defocus; None = in focus (no propagation).",
     )
@@ -89,16 +98,19 @@ class SimulationConfig(BaseModel):
     )
     n_positions: int = Field(625, ge=1, le=10_000_000, description="Number of scan positions.")
     step_px: float | None = Field(
-        None, gt=0, description="Mean distance between neighbouring positions; None = N / 8."
+        None, gt=0, allow_inf_nan=False, description="Mean distance between neighbouring positions; None = N / 8."
     )
     photons_per_pattern: float | None = Field(
         1e6,
         ge=1,
         le=1e12,
+        allow_inf_nan=False,
         description="Mean expected photon count per pattern; None = noise-free, arbitrary scale.",
     )
     poisson_noise: bool = Field(
-        True, description="Draw Poisson counts (needs photons_per_pattern)."
+        True,
+        description="Draw Poisson counts (needs photons_per_pattern; when photons_per_pattern "
+        "is null and poisson_noise is not given, it defaults to false).",
     )
     seed: int = Field(
         0, ge=0, description="Seed of every random choice (object, probe, scan, noise)."
@@ -143,8 +155,45 @@ class SimulationConfig(BaseModel):
             )
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _implied_choices(cls, data: object) -> object:
+        """A probe_file or object_file given without its kind selects the kind that reads it
+        ('file'); photons_per_pattern null without poisson_noise means noise-free data."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("probe_file") and data.get("probe_kind") is None:
+            data["probe_kind"] = "file"
+        if data.get("object_file") and data.get("object_kind") is None:
+            data["object_kind"] = "file"
+        if "photons_per_pattern" in data and data["photons_per_pattern"] is None:
+            data.setdefault("poisson_noise", False)
+        return data
+
     @model_validator(mode="after")
     def _check_combinations(self) -> SimulationConfig:
+        for key, kind_key, kind in (("probe_file", "probe_kind", "file"),
+                                    ("object_file", "object_kind", "file")):
+            found = getattr(self, kind_key)
+            if getattr(self, key) and found != kind:
+                raise ValueError(
+                    f"{key} is given ({getattr(self, key)!r}) but {kind_key} is {found!r}, which "
+                    f"does not read it; expected {kind_key}='{kind}' (--{kind_key[:-5]} {kind}) "
+                    f"with {key}, or no {key}"
+                )
+        if self.object_image is not None and self.object_kind not in ("image", "textured"):
+            raise ValueError(
+                f"object_image is given ({self.object_image!r}) but object_kind is "
+                f"{self.object_kind!r}, which does not use it; expected object_kind='image' "
+                "(--object image) or 'textured' with object_image, or no object_image"
+            )
+        if self.poisson_noise and self.photons_per_pattern is None:
+            raise ValueError(
+                "poisson_noise is true but photons_per_pattern is null (no photon budget); "
+                "expected photons_per_pattern (e.g. 1e6) for Poisson counts, or "
+                "poisson_noise: false for noise-free data"
+            )
         if self.object_kind == "image" and self.object_image is None:
             raise ValueError("object_kind='image' needs object_image (e.g. 'camera')")
         if self.object_kind == "file" and not self.object_file:
@@ -155,7 +204,47 @@ class SimulationConfig(BaseModel):
             raise ValueError(
                 f"probe_diameter_px must be at most N={self.N}; found {self.probe_diameter_px}"
             )
+        self._check_size()
         return self
+
+    def _check_size(self) -> None:
+        """Refuse, before anything is allocated, a scan whose object canvas, output or
+        probe propagation would be too large (the sizes are estimated from the config)."""
+        d = self.effective_probe_diameter_px
+        f = self.defocus_fresnel_number
+        if self.probe_kind in ("disk", "gaussian") and f is not None:
+            if (d / 2) ** 2 / f > MAX_LAMBDA_Z:
+                raise ValueError(
+                    f"defocus_fresnel_number={f:g} with a probe diameter of {d:g} px needs a "
+                    f"Fresnel propagation grid of more than {MAX_FRESNEL_GRID} px per side; expected "
+                    f"defocus_fresnel_number >= {(d / 2) ** 2 / MAX_LAMBDA_Z:.3g} for this "
+                    "probe_diameter_px (or a smaller probe_diameter_px)"
+                )
+        step = self.effective_step_px
+        extent = pattern_extent(self.pattern, self.n_positions, step)
+        pad = self.N + 2 * JITTER_SIGMAS * self.jitter_px
+        if self.object_kind != "file":
+            pad += 2 * self.effective_margin_px
+        h, w = (math.ceil(e + pad) for e in extent)
+        if max(h, w) > MAX_CANVAS_PX:
+            raise ValueError(
+                f"n_positions={self.n_positions} {self.pattern} positions at step_px={step:g} "
+                f"(with N={self.N}, object_margin_px={self.effective_margin_px}, "
+                f"jitter_px={self.jitter_px:g}) need an object of about {h} x {w} px; expected "
+                f"at most {MAX_CANVAS_PX} px per side (what the readers accept). Use a smaller "
+                "step_px, fewer n_positions or a smaller object_margin_px"
+            )
+        n_bytes = 4 * self.n_positions * self.N**2
+        if self.object_kind != "file":
+            n_bytes += 8 * h * w
+        if n_bytes > MAX_SIMULATION_BYTES:
+            raise ValueError(
+                f"n_positions={self.n_positions}, N={self.N}: the simulated scan would take "
+                f"about {n_bytes / 2**30:.3g} GiB (diffraction n_positions * N^2 * 4 bytes plus "
+                f"a {h} x {w} complex64 object); expected at most "
+                f"{MAX_SIMULATION_BYTES / 2**30:g} GiB. Use fewer n_positions or a smaller N "
+                "(several scans with different seeds)"
+            )
 
     # ------------------------------------------------------------ resolved sizes
     @property

@@ -20,7 +20,7 @@ import numpy as np
 from ptychopinn.atomic import atomic_write_text
 from ptychopinn.bundle.format import BUNDLE_FILENAME
 from ptychopinn.config.schema import ModelConfig, TrainingConfig
-from ptychopinn.data.scan import Scan
+from ptychopinn.data.scan import Scan, check_distinct_positions
 from ptychopinn.errors import ConfigError, DataError, OutputPathError
 
 log = logging.getLogger(__name__)
@@ -438,6 +438,7 @@ def checked_training_inputs(cfg: TrainingConfig, scan: Scan, *, resume: bool = F
     """`check_training_inputs`, and what ``resume`` continues (`check_resume`; None for a
     new run)."""
     check_run_folder(cfg, resume=resume, overwrite=overwrite)
+    check_distinct_positions(scan)
     if cfg.backend == "pytorch":
         check_torch_accelerator(cfg.execution.accelerator)
     point = None
