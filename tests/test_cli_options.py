@@ -283,3 +283,17 @@ def test_a_scan_at_one_position_is_refused_by_infer_and_train(run_dir, scan_path
         assert main([*argv, "-q"]) == 2
         assert "all 16 positions are the same point" in _error(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_infer_says_when_the_orders_asked_for_did_not_apply(run_dir, scan_path, tmp_path,
+                                                            caplog):
+    """--prior-orders with a model whose prior runs the FRC filter's halves (one order)
+    changed nothing without a word; now a warning says so and how to apply it."""
+    with caplog.at_level(logging.WARNING):
+        assert main(["infer", "--model", str(run_dir), "--data", str(scan_path),
+                     "--output-dir", str(tmp_path / "o"), "--prior-orders", "2",
+                     "--no-figures", "-q"]) == 0
+    with np.load(tmp_path / "o" / "reconstruction.npz") as f:
+        ran = int(f["prior_orders"]) if "prior_orders" in f.files else 1
+    assert ran == 1  # train's defaults: the FRC filter's halves
+    assert "prior_orders=2 did not apply" in caplog.text

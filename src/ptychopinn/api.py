@@ -255,11 +255,30 @@ def reconstruct(
     recon = get_backend(model.backend).reconstruct(model, scan, config)
     if measured is not None:  # in the object's frame, as positions_px
         recon.measured_positions_px = measured - recon.frame_offset_px
+    _say_unused_orders(config, recon)
     if config.refine_epochs > 0:
         from ptychopinn.refinement import refine_reconstruction
 
         refine_reconstruction(recon, scan, model, config)
     return recon
+
+
+def _say_unused_orders(config: InferenceConfig, recon) -> None:  # noqa: ANN001
+    """Warn where mini-batch orders were asked for but the prior ran one (its FRC filter's
+    half-scan estimates take one order; a model without a prior runs none): the option
+    would otherwise be ignored without a word."""
+    import logging
+
+    asked = []
+    if (config.prior_orders or 1) > 1:
+        asked.append(f"prior_orders={config.prior_orders}")
+    if config.prior_orders_filter:
+        asked.append("prior_orders_filter=true")
+    if asked and (recon.prior_orders or 1) == 1:
+        logging.getLogger(__name__).warning(
+            "%s did not apply: this reconstruction's prior ran one mini-batch order (the FRC "
+            "filter's half-scan estimates take one; --prior-frc-filter off averages orders; a "
+            "model without a prior runs none).", " and ".join(asked))
 
 
 def simulate(config=None, path: str | os.PathLike | None = None) -> Scan:
