@@ -297,3 +297,28 @@ def test_infer_says_when_the_orders_asked_for_did_not_apply(run_dir, scan_path, 
         ran = int(f["prior_orders"]) if "prior_orders" in f.files else 1
     assert ran == 1  # train's defaults: the FRC filter's halves
     assert "prior_orders=2 did not apply" in caplog.text
+
+
+def test_infer_says_a_missing_model_before_reading_the_scan(tmp_path, capsys, monkeypatch):
+    import ptychopinn.data.readers as readers
+
+    def not_read(*a, **k):
+        raise AssertionError("the scan was read before the model was checked")
+
+    monkeypatch.setattr(readers, "load_scan", not_read)
+    for model, words in ((str(tmp_path / "nope"), "--model "), (None, "infer needs --model")):
+        argv = ["infer", "--data", "s.npz", "--output-dir", str(tmp_path / "o"), "-q"]
+        assert main(argv + (["--model", model] if model else [])) == 2
+        assert words in _error(capsys)
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from ptychopinn.cli import commands
+
+    def too_big(args):
+        raise MemoryError
+
+    monkeypatch.setattr(commands, "cmd_simulate", too_big)
+    assert main(["simulate", "x.npz", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "error: simulate ran out of memory" in err and "Traceback" not in err

@@ -344,8 +344,9 @@ def check_refine_options(cfg) -> None:  # noqa: ANN001 (InferenceConfig)
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from ptychopinn.api import reconstruct
+    from ptychopinn.bundle.format import resolve_bundle_path
     from ptychopinn.data.readers import load_scan
-    from ptychopinn.errors import ConfigError
+    from ptychopinn.errors import BundleError, ConfigError
     from ptychopinn.inference.reconstruct import check_outputs_spare, write_outputs
 
     cfg = infer_config_from_args(args)
@@ -354,9 +355,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise ConfigError("infer needs --data SCAN.npz (or data_file in --config).")
     check_output_dir(cfg.output_dir, "--output-dir")
     check_outputs_spare(cfg.output_dir, cfg.data_file)  # before any work
+    if cfg.model_path is None:
+        raise ConfigError("infer needs --model RUN (a run folder or bundle file; or "
+                          "model_path in --config).")
+    try:  # a missing model is said before the scan is read
+        resolve_bundle_path(cfg.model_path)
+    except BundleError as exc:
+        raise BundleError(f"--model {exc}") from None
     scan = load_scan(cfg.data_file)
     t0 = time.perf_counter()
-    recon = reconstruct(None if cfg.model_path is None else cfg.model_path, scan, cfg)
+    recon = reconstruct(cfg.model_path, scan, cfg)
     dt = time.perf_counter() - t0
     files = write_outputs(recon, cfg.output_dir, scan=scan, figures=cfg.figures,
                           data_consistency_patterns=cfg.data_consistency_patterns)

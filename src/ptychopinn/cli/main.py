@@ -159,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_set_help("simulate"))
     p.add_argument("--N", type=int, dest="N")
     p.add_argument("--object", dest="object_kind", help="textured | lines | grf | image | file")
-    p.add_argument("--object-image", help="scikit-image test image name (with --object image).")
-    p.add_argument("--object-file", help="NPZ (objectGuess) or .npy complex object.")
+    p.add_argument("--object-image", help="scikit-image test image name (with --object image, "
+                                          "or the default textured: its amplitude picture).")
+    p.add_argument("--object-file", help="NPZ (objectGuess) or .npy complex object; implies "
+                                         "--object file.")
     p.add_argument("--probe", dest="probe_kind", help="disk | gaussian | zoneplate | file")
-    p.add_argument("--probe-file", help="NPZ (probeGuess) or .npy complex probe.")
+    p.add_argument("--probe-file", help="NPZ (probeGuess) or .npy complex probe; implies "
+                                        "--probe file.")
     p.add_argument("--pattern", help="raster | fermat | random")
     p.add_argument("--n-positions", type=int)
     p.add_argument("--step", type=float, dest="step_px")
@@ -408,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:  # pydantic ValidationError and literal checks
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except MemoryError:
+            print(f"error: {args.command} ran out of memory (MemoryError); use smaller sizes "
+                  "(e.g. fewer positions, a smaller N or --n-groups) or free memory.",
+                  file=sys.stderr)
+            return 1
     except KeyboardInterrupt as exc:  # Ctrl-C; training.interrupt.TrainingInterrupted (SIGINT/TERM)
         detail = str(exc)
         if args.command == "pretrain":  # its training's words would say --resume
