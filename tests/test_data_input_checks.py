@@ -455,3 +455,25 @@ def test_subset_takes_positions_and_masks():
     np.testing.assert_array_equal(by_mask.diffraction, scan.diffraction[[1, 4]])
     np.testing.assert_array_equal(by_position.positions_px, scan.positions_px[[1, 4]])
     np.testing.assert_array_equal(scan.subset([-1]).diffraction, scan.diffraction[-1:])
+
+
+@pytest.mark.parametrize(("version", "words"), [
+    (99, "'format_version' is 99; this ptychopinn reads 1 to 1 (the file was written by a "
+         "newer version"),
+    (0, "'format_version' is 0; this ptychopinn reads 1 to 1."),
+    (1.5, "'format_version' must be a whole number (1); found 1.5"),
+    ("one", "'format_version' must be a whole number"),
+])
+def test_npz_format_version_outside_what_this_version_reads_is_refused(tmp_path, version,
+                                                                       words):
+    scan = _scan()
+    save_npz(scan, tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    assert int(arrays["format_version"]) == 1
+    load_npz(tmp_path / "ok.npz")  # what save_npz writes is read
+    arrays["format_version"] = np.asarray(version)
+    np.savez(tmp_path / "v.npz", **arrays)
+    with pytest.raises(DataError) as info:
+        load_npz(tmp_path / "v.npz")
+    assert str(info.value).startswith(str(tmp_path / "v.npz")) and words in str(info.value)

@@ -36,6 +36,22 @@ _WHOLE_CHUNK = 256
 """Patterns per step of the whole-number scan of `_warn_if_counts`."""
 
 
+def _check_format_version(value: object, src: str) -> None:
+    """`DataError` unless ``format_version`` is a whole number this version reads (1 to
+    `FORMAT_VERSION`): a newer file's keys may mean what this reader does not know."""
+    v = np.asarray(value)
+    if v.ndim != 0 or not np.issubdtype(v.dtype, np.integer):
+        raise DataError(f"{src}: 'format_version' must be a whole number (1); found "
+                        f"{v.tolist()!r} ({v.dtype}).")
+    if not 1 <= int(v) <= FORMAT_VERSION:
+        newer = int(v) > FORMAT_VERSION
+        raise DataError(
+            f"{src}: 'format_version' is {int(v)}; this ptychopinn reads 1 to {FORMAT_VERSION}"
+            + (" (the file was written by a newer version: upgrade ptychopinn)." if newer
+               else ".")
+        )
+
+
 def _scalar(data: dict, key: str, path: str) -> float | None:
     if key not in data:
         return None
@@ -252,6 +268,8 @@ def load_npz(path: str | os.PathLike, *, amplitude_units: str | None = None,
             raise DataError(f"{src}: '{k}' must be real numbers; found dtype {v.dtype}.")
 
     declared = "format_version" in data
+    if declared:
+        _check_format_version(data["format_version"], src)
     units = None
     amplitudes = None
     if "intensity" in data:
