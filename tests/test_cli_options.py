@@ -136,6 +136,8 @@ def test_infer_flags_have_help(capsys) -> None:
     assert "--refine-probe With --refine-epochs K: also refine the probe" in text
     assert "--refine-positions With --refine-epochs K: also correct the scan positions" in text
     assert "--no-figures Write no PNG figures" in text
+    assert "--n-groups N_GROUPS Groups to predict, drawn at random" in text
+    assert "--seed SEED Seed of the groups drawn with --n-groups" in text
 
 
 # ------------------------------------------------------- 2 and 6: refinement under -q

@@ -178,3 +178,17 @@ def test_max_time_minutes_must_be_finite_and_at_most_a_year(minutes):
 @pytest.mark.parametrize("minutes", [None, 0.5, 525_600])
 def test_max_time_minutes_accepts_none_and_a_year(minutes):
     assert build(TrainingConfig, {"max_time_minutes": minutes}).max_time_minutes == minutes
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_no_setting_takes_a_nan_or_an_infinite_number(value):
+    """A NaN was refused by a bound's words ('less than or equal to 4; found nan'); every
+    section now says it wants a finite number, naming the key."""
+    from ptychopinn.config import InferenceConfig, TrainingConfig
+
+    for make in (lambda: InferenceConfig(refine_learning_rate=value),
+                 lambda: InferenceConfig(stitch_flat_above=value),
+                 lambda: TrainingConfig(learning_rate=value)):
+        with pytest.raises(ValueError, match=r"(refine_learning_rate|stitch_flat_above|"
+                                             r"learning_rate)\n.*finite number"):
+            make()

@@ -121,7 +121,10 @@ def _common(p: argparse.ArgumentParser, *, train: bool) -> None:
         p.add_argument("--batch-size", type=_batch_size, metavar="N",
                        help="Groups per forward pass of the network: a whole number, or "
                             "'auto' (the default).")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int,
+                   help=("Seed of everything random in training (default 0)."
+                         if train else "Seed of the groups drawn with --n-groups (default 0; "
+                         "the default cover of the scan draws none)."))
     p.add_argument("-q", "--quiet", action="store_true",
                    help="Only warnings, errors and the few lines of the result (no info "
                         "logs, no progress bar).")
@@ -203,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", help="unet | cnn")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", type=float, help="Training time budget in minutes.")
-    p.add_argument("--n-groups", type=int)
+    p.add_argument("--n-groups", type=int,
+                   help="Groups sampled per epoch (n_groups; default: one per pattern).")
     p.add_argument("--gridsize", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--strategy", help="auto | ddp | ddp_spawn")
@@ -232,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "bundle file (model.ptychopinn.safetensors).")
     p.add_argument("--data", help="Scan to reconstruct.")
     p.add_argument("--output-dir", help="Output directory (default: ptychopinn_recon).")
-    p.add_argument("--n-groups", type=int)
+    p.add_argument("--n-groups", type=int,
+                   help="Groups to predict, drawn at random (n_groups; default: a cover "
+                        "holding every pattern about once; at most 8 per pattern).")
     p.add_argument("--refine-epochs", type=int, help="Physics refinement epochs (0: off).")
     p.add_argument("--prior-iterations", type=int,
                    help="Physics prior passes (default: as the model was trained, more on "

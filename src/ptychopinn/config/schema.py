@@ -57,7 +57,9 @@ def _off_or_at_least_3(name: str, v: int, why: str) -> int:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # a NaN or infinite number is never a setting: "Input should be a finite number"
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
