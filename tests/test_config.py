@@ -192,3 +192,17 @@ def test_no_setting_takes_a_nan_or_an_infinite_number(value):
         with pytest.raises(ValueError, match=r"(refine_learning_rate|stitch_flat_above|"
                                              r"learning_rate)\n.*finite number"):
             make()
+
+
+def test_a_check_across_keys_is_said_in_its_own_words():
+    """A model validator's error has no location: it was printed as '<root>: Value error,
+    ...'; its own words name the keys."""
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.config.io import build
+    from ptychopinn.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        build(InferenceConfig, {"position_keep_linear": True}, where="options")
+    text = str(info.value)
+    assert "<root>" not in text and "Value error" not in text
+    assert "  - position_keep_linear applies to position corrections" in text

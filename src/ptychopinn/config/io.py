@@ -114,14 +114,18 @@ def format_validation_error(exc: ValidationError, where: str, prefix: str = "") 
             path = prefix + ".".join(str(p) for p in loc[:-1])
             lines.append(f"  - {path}: expected {' or '.join(forms)}{_found(err)}")
             continue
-        path = prefix + ".".join(str(p) for p in loc) or "<root>"
+        path = prefix + ".".join(str(p) for p in loc)
         msg = err.get("msg", "")
         if err.get("type") == "extra_forbidden":
             msg = _unknown_key_hint(exc.title)
         found_s = _found(err)
-        if err.get("type") == "value_error" and "found" in str(msg):
-            found_s = ""  # our validator's own message already says what it found
-        lines.append(f"  - {path}: {msg}{found_s}")
+        if err.get("type") == "value_error":
+            # our validators' own words (they name their keys): without pydantic's prefix
+            msg = str(msg).removeprefix("Value error, ")
+            if "found" in msg:
+                found_s = ""  # the message already says what it found
+        # a check across keys (a model validator) has no location: its words name the keys
+        lines.append(f"  - {path}: {msg}{found_s}" if path else f"  - {msg}{found_s}")
     return "\n".join(lines)
 
 
