@@ -21,26 +21,13 @@ from ptychopinn import api
 from ptychopinn.config import TrainingConfig
 from ptychopinn.errors import ConfigError
 from ptychopinn.training.interrupt import TrainingInterrupted
+from run_configs import tiny_training_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(run, **kw) -> TrainingConfig:
-    base = {
-        "output_dir": str(run),
-        "nepochs": 2,
-        "max_time_minutes": None,
-        "batch_size": 16,
-        "model": {"N": 32, "n_filters_scale": 0.25},
-        "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"},
-        "save_reconstruction": False,
-    }
-    for k, v in kw.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k] = {**base[k], **v}
-        else:
-            base[k] = v
-    return TrainingConfig.model_validate(base)
+    return tiny_training_config(run, **kw)
 
 
 def _state(run) -> dict:

@@ -11,24 +11,11 @@ import torch
 from ptychopinn import api
 from ptychopinn.config import TrainingConfig
 from ptychopinn.errors import ConfigError
+from run_configs import tiny_training_config
 
 
 def _cfg(tmp_path, **kw):
-    base = {
-        "output_dir": str(tmp_path / "run"),
-        "nepochs": 2,
-        "max_time_minutes": None,
-        "batch_size": 16,
-        "model": {"N": 32, "n_filters_scale": 0.25},
-        "execution": {"logger": "none", "progress_bar": False, "accelerator": "cpu"},
-        "save_reconstruction": False,
-    }
-    for k, v in kw.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k] = {**base[k], **v}
-        else:
-            base[k] = v
-    return TrainingConfig.model_validate(base)
+    return tiny_training_config(tmp_path / "run", **kw)
 
 
 def test_train_writes_run_directory(tmp_path, small_scan):
